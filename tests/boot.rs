@@ -1,0 +1,68 @@
+//! Story: a developer builds each QEMU board and boots it. The Debian kernel
+//! starts Ballast's own init from the initramfs, which announces itself, loads
+//! the kernel modules it needs and, asked to by `ballast.debug=poweroff`,
+//! powers the machine off cleanly.
+
+mod common;
+
+use std::time::Duration;
+
+fn boots_to_init_banner_and_powers_off(board: &str, arch: &str, version: Option<&str>) {
+    let work = common::workdir(board);
+    let out = work.join("out");
+    let extra: Vec<&str> = version.map(|v| vec!["--version", v]).unwrap_or_default();
+    let built = common::build(board, &out, &extra);
+    let version = version.unwrap_or("0.1.0");
+    assert_eq!(built["board"], board);
+    assert_eq!(built["arch"], arch);
+    assert_eq!(built["version"], version);
+    for key in ["kernel", "initrd"] {
+        let path = built["artifacts"][key].as_str().expect("artifact path");
+        assert!(std::path::Path::new(path).is_file(), "{key}: {path} missing");
+    }
+
+    let boot = common::run(
+        board,
+        &out,
+        &["--append", "ballast.debug=poweroff"],
+        Duration::from_secs(240),
+        &work.join("console.log"),
+    );
+    let console = boot.text();
+    assert!(
+        boot.status.is_some(),
+        "QEMU did not power off within the timeout; console:\n{console}"
+    );
+    assert!(!console.contains("Kernel panic"), "kernel panic:\n{console}");
+
+    // The banner is init's first line, with the version and arch of the build.
+    let banner = format!("ballast-init version={version} arch={arch}");
+    let first_init_line = boot
+        .lines
+        .iter()
+        .find(|l| l.contains("ballast-init"))
+        .unwrap_or_else(|| panic!("init never spoke; console:\n{console}"));
+    assert_eq!(first_init_line.trim(), banner, "console:\n{console}");
+
+    // Stage 1 ran to its end, then the kernel powered the machine off.
+    boot.assert_has("stage 1 complete");
+    boot.assert_has("reboot: Power down");
+    let status = boot.status.expect("checked above");
+    assert!(status.success(), "QEMU exited with {status}; console:\n{console}");
+    eprintln!("{board}: QEMU start to power-off in {:.1?}", boot.elapsed);
+}
+
+#[test]
+fn qemu_x86_64_boots_to_init_banner_and_powers_off() {
+    boots_to_init_banner_and_powers_off("qemu-x86_64", "x86_64", None);
+}
+
+#[test]
+fn qemu_arm64_boots_to_init_banner_and_powers_off() {
+    boots_to_init_banner_and_powers_off("qemu-arm64", "arm64", Some("0.1.1"));
+}
+
+#[test]
+fn qemu_armv7_boots_to_init_banner_and_powers_off() {
+    boots_to_init_banner_and_powers_off("qemu-armv7", "armv7", None);
+}

@@ -1,0 +1,134 @@
+//! Helpers for the end-to-end stories: build with the real `ballast` binary,
+//! boot under QEMU, read the serial console.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The checkout under test.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("builder/ has a parent")
+        .to_path_buf()
+}
+
+/// A `ballast` command for the checkout under test.
+pub fn ballast() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ballast"));
+    cmd.env("BALLAST_ROOT", root());
+    cmd
+}
+
+/// A per-test work directory under target/e2e, kept after the run so a
+/// failure's console log and artifacts can be read.
+pub fn workdir(name: &str) -> PathBuf {
+    let dir = root().join("target").join("e2e").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating the e2e work directory");
+    dir
+}
+
+/// `ballast build --json` → the printed object.
+pub fn build(board: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let output = ballast()
+        .args(["build", "--board", board, "--json", "--out"])
+        .arg(out)
+        .args(extra)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running ballast build");
+    assert!(
+        output.status.success(),
+        "ballast build --board {board} failed: {}",
+        output.status
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("ballast build --json printed no JSON ({e}): {stdout}"))
+}
+
+/// What a QEMU run printed and how it ended.
+pub struct Boot {
+    pub status: Option<ExitStatus>,
+    pub lines: Vec<String>,
+    pub elapsed: Duration,
+}
+
+impl Boot {
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+
+    /// Index of the first console line containing `needle`.
+    pub fn find(&self, needle: &str) -> Option<usize> {
+        self.lines.iter().position(|l| l.contains(needle))
+    }
+
+    pub fn assert_has(&self, needle: &str) {
+        assert!(
+            self.find(needle).is_some(),
+            "console never printed {needle:?}; console:\n{}",
+            self.text()
+        );
+    }
+}
+
+/// Run `ballast run` with `args` until QEMU exits or `timeout` passes (then it
+/// is killed). The console is saved to `log`.
+pub fn run(board: &str, out: &Path, args: &[&str], timeout: Duration, log: &Path) -> Boot {
+    let mut child = ballast()
+        .args(["run", "--board", board, "--no-reboot", "--out"])
+        .arg(out)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting ballast run");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        while let Ok(n) = reader.read_until(b'\n', &mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = tx.send(String::from_utf8_lossy(&buf).trim_end().to_owned());
+            buf.clear();
+        }
+    });
+    let start = Instant::now();
+    let mut lines = Vec::new();
+    let status = loop {
+        while let Ok(line) = rx.try_recv() {
+            lines.push(line);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+                lines.push(line);
+            }
+            break Some(status);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            while let Ok(line) = rx.try_recv() {
+                lines.push(line);
+            }
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let boot = Boot {
+        status,
+        lines,
+        elapsed: start.elapsed(),
+    };
+    let _ = std::fs::write(log, boot.text());
+    boot
+}
