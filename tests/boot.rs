@@ -18,7 +18,10 @@ fn boots_to_init_banner_and_powers_off(board: &str, arch: &str, version: Option<
     assert_eq!(built["version"], version);
     for key in ["kernel", "initrd"] {
         let path = built["artifacts"][key].as_str().expect("artifact path");
-        assert!(std::path::Path::new(path).is_file(), "{key}: {path} missing");
+        assert!(
+            std::path::Path::new(path).is_file(),
+            "{key}: {path} missing"
+        );
     }
 
     let boot = common::run(
@@ -33,7 +36,10 @@ fn boots_to_init_banner_and_powers_off(board: &str, arch: &str, version: Option<
         boot.status.is_some(),
         "QEMU did not power off within the timeout; console:\n{console}"
     );
-    assert!(!console.contains("Kernel panic"), "kernel panic:\n{console}");
+    assert!(
+        !console.contains("Kernel panic"),
+        "kernel panic:\n{console}"
+    );
 
     // The banner is init's first line, with the version and arch of the build.
     let banner = format!("ballast-init version={version} arch={arch}");
@@ -48,7 +54,10 @@ fn boots_to_init_banner_and_powers_off(board: &str, arch: &str, version: Option<
     boot.assert_has("stage 1 complete");
     boot.assert_has("reboot: Power down");
     let status = boot.status.expect("checked above");
-    assert!(status.success(), "QEMU exited with {status}; console:\n{console}");
+    assert!(
+        status.success(),
+        "QEMU exited with {status}; console:\n{console}"
+    );
     eprintln!("{board}: QEMU start to power-off in {:.1?}", boot.elapsed);
 }
 

@@ -43,7 +43,10 @@ fn unknown_board_lists_the_known_ones() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr_of(&out);
     assert!(err.contains("unknown board \"qemu-arm65\""), "{err}");
-    assert!(err.contains("qemu-arm64") && err.contains("qemu-armv7"), "{err}");
+    assert!(
+        err.contains("qemu-arm64") && err.contains("qemu-armv7"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -60,17 +63,18 @@ fn a_typo_in_a_board_file_names_file_line_and_field() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr_of(&out);
-    let line = text
-        .lines()
-        .position(|l| l.starts_with("arch ="))
-        .unwrap()
-        + 1;
+    let line = text.lines().position(|l| l.starts_with("arch =")).unwrap() + 1;
     assert!(
-        err.contains(&format!("boards/qemu-arm64.toml:{line}:8: arch: unknown variant `amr64`")),
+        err.contains(&format!(
+            "boards/qemu-arm64.toml:{line}:8: arch: unknown variant `amr64`"
+        )),
         "{err}"
     );
     assert!(err.contains("arm64"), "the choices are listed: {err}");
-    assert!(!root.join("out").exists(), "nothing is written on bad input");
+    assert!(
+        !root.join("out").exists(),
+        "nothing is written on bad input"
+    );
 }
 
 #[test]
@@ -78,7 +82,11 @@ fn a_bad_image_version_is_refused_with_its_place() {
     let root = scratch_root("cli-image-version");
     let image = root.join("images/default.toml");
     let text = fs::read_to_string(&image).unwrap();
-    fs::write(&image, text.replace("version = \"0.1.0\"", "version = \"1.0\"")).unwrap();
+    fs::write(
+        &image,
+        text.replace("version = \"0.1.0\"", "version = \"1.0\""),
+    )
+    .unwrap();
     let out = common::ballast()
         .env("BALLAST_ROOT", &root)
         .args(["build", "--board", "qemu-arm64"])
@@ -119,6 +127,12 @@ fn kernel_check_passes_for_the_board_kernel_and_fails_naming_a_missing_option() 
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("CONFIG_BALLAST_TEST_IMPOSSIBLE"), "{stdout}");
-    assert!(stdout.contains(&format!("common.config:{line}")), "{stdout}");
+    assert!(
+        stdout.contains("CONFIG_BALLAST_TEST_IMPOSSIBLE"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("common.config:{line}")),
+        "{stdout}"
+    );
 }

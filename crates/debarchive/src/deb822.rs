@@ -149,10 +149,13 @@ mod tests {
         assert_eq!(paras.len(), 2);
         assert_eq!(paras[0].line, 3);
         assert_eq!(paras[0].get("package"), Some("a"));
-        assert_eq!(paras[0].get("Description"), Some("short\n long line\n .\n more"));
+        assert_eq!(
+            paras[0].get("Description"),
+            Some("short\n long line\n .\n more")
+        );
         assert_eq!(paras[1].get("Package"), Some("b"));
         assert_eq!(paras[1].get("Depends"), Some("c (>= 1),\n d"));
-        assert_eq!(paras[1].line, 12);
+        assert_eq!(paras[1].line, 11);
     }
 
     #[test]

@@ -11,3 +11,8 @@
 //! `.deb` enters the cache only after its SHA-256 matches the index.
 
 pub mod deb822;
+pub mod keyring;
+pub mod packages;
+pub mod relation;
+pub mod resolve;
+pub mod version;
