@@ -14,5 +14,7 @@ pub mod deb822;
 pub mod keyring;
 pub mod packages;
 pub mod relation;
+pub mod release;
 pub mod resolve;
+pub mod sources;
 pub mod version;
