@@ -1,0 +1,248 @@
+//! The kernel command line (`/proc/cmdline`) as a typed value.
+//!
+//! Splitting follows the kernel's own `next_arg()` (lib/cmdline.c): words are
+//! separated by whitespace outside double quotes, a value may be quoted
+//! (`ballast.x="a b"`), and quotes around a value are removed. Every parameter
+//! is kept, known or not, in order; lookups take the last occurrence, as the
+//! kernel does, and treat `-` and `_` in names as equal (the kernel's
+//! `parameq()`). Words after a lone `--` are the arguments meant for init.
+//!
+//! This module only parses; it never decides what to do about a value.
+
+use std::fmt;
+
+/// One `key` or `key=value` word of the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    pub key: String,
+    /// `None` for a flag (`quiet`), `Some("")` for `key=`.
+    pub value: Option<String>,
+}
+
+/// The parsed command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cmdline {
+    params: Vec<Param>,
+    init_args: Vec<String>,
+}
+
+/// What `ballast.debug=` asks stage 1 to do at its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebugAction {
+    /// `ballast.debug=poweroff`: power the machine off (tests end with it).
+    PowerOff,
+    /// `ballast.debug=reboot`: reboot the machine.
+    Reboot,
+}
+
+impl fmt::Display for DebugAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DebugAction::PowerOff => "poweroff",
+            DebugAction::Reboot => "reboot",
+        })
+    }
+}
+
+/// A `ballast.*` value Ballast does not understand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kernel command line: {key}={value:?} is not understood (expected one of: {expected}); ignoring it")]
+pub struct BadValue {
+    pub key: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+fn name_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes().zip(b.bytes()).all(|(x, y)| {
+            let norm = |c: u8| if c == b'-' { b'_' } else { c };
+            norm(x) == norm(y)
+        })
+}
+
+impl Cmdline {
+    /// Parses the text of `/proc/cmdline`. Never fails: any text is a command line.
+    pub fn parse(text: &str) -> Cmdline {
+        let mut cmdline = Cmdline::default();
+        let mut after_dashes = false;
+        for word in split_words(text) {
+            if after_dashes {
+                cmdline.init_args.push(strip_quotes(&word).to_string());
+                continue;
+            }
+            if word == "--" {
+                after_dashes = true;
+                continue;
+            }
+            // A word that starts with a quote is quoted as a whole ("a=b c").
+            let word = word
+                .strip_prefix('"')
+                .map_or(word.as_str(), |rest| rest.strip_suffix('"').unwrap_or(rest));
+            let param = match word.split_once('=') {
+                Some((key, value)) => Param {
+                    key: key.to_string(),
+                    value: Some(strip_quotes(value).to_string()),
+                },
+                None => Param {
+                    key: word.to_string(),
+                    value: None,
+                },
+            };
+            cmdline.params.push(param);
+        }
+        cmdline
+    }
+
+    /// All parameters, in command-line order, known or not.
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    /// Words after `--`, which the kernel hands to init as arguments.
+    pub fn init_args(&self) -> &[String] {
+        &self.init_args
+    }
+
+    /// The value of the last `key=value`; `None` if absent or only a flag.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .rev()
+            .find(|p| name_eq(&p.key, key))
+            .and_then(|p| p.value.as_deref())
+    }
+
+    /// Whether `key` appears at all, as a flag or with a value.
+    pub fn has(&self, key: &str) -> bool {
+        self.params.iter().any(|p| name_eq(&p.key, key))
+    }
+
+    /// The `ballast.*` parameters, in order.
+    pub fn ballast(&self) -> impl Iterator<Item = &Param> {
+        self.params.iter().filter(|p| p.key.starts_with("ballast."))
+    }
+
+    /// `ballast.debug=`: what to do when stage 1 ends.
+    pub fn debug(&self) -> Result<Option<DebugAction>, BadValue> {
+        match self.get("ballast.debug") {
+            None => Ok(None),
+            Some("poweroff") => Ok(Some(DebugAction::PowerOff)),
+            Some("reboot") => Ok(Some(DebugAction::Reboot)),
+            Some(other) => Err(BadValue {
+                key: "ballast.debug",
+                value: other.to_string(),
+                expected: "poweroff, reboot",
+            }),
+        }
+    }
+}
+
+/// Splits on whitespace outside double quotes; quotes stay in the words.
+fn split_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_quote = false;
+    for c in text.chars() {
+        if c.is_whitespace() && !in_quote {
+            if !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+            continue;
+        }
+        if c == '"' {
+            in_quote = !in_quote;
+        }
+        word.push(c);
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// Removes one pair of surrounding quotes, or a leading quote left unclosed.
+fn strip_quotes(value: &str) -> &str {
+    match value.strip_prefix('"') {
+        Some(rest) => rest.strip_suffix('"').unwrap_or(rest),
+        None => value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_debian_qemu_command_line() {
+        let c = Cmdline::parse(
+            "BOOT_IMAGE=/vmlinuz console=ttyS0,115200 quiet ballast.debug=poweroff ro\n",
+        );
+        assert_eq!(c.get("console"), Some("ttyS0,115200"));
+        assert!(c.has("quiet"));
+        assert_eq!(c.get("quiet"), None);
+        assert_eq!(c.debug(), Ok(Some(DebugAction::PowerOff)));
+        assert_eq!(c.params().len(), 5);
+        assert_eq!(c.params()[4].key, "ro");
+    }
+
+    #[test]
+    fn quoted_values_keep_their_spaces() {
+        let c = Cmdline::parse(r#"ballast.motd="hello world" x="a=b c" y"#);
+        assert_eq!(c.get("ballast.motd"), Some("hello world"));
+        assert_eq!(c.get("x"), Some("a=b c"));
+        assert!(c.has("y"));
+    }
+
+    #[test]
+    fn a_whole_quoted_word_is_one_parameter() {
+        let c = Cmdline::parse(r#""ballast.note=two words" z=1"#);
+        assert_eq!(c.get("ballast.note"), Some("two words"));
+        assert_eq!(c.get("z"), Some("1"));
+    }
+
+    #[test]
+    fn unclosed_quote_runs_to_the_end() {
+        let c = Cmdline::parse(r#"a="b c d"#);
+        assert_eq!(c.get("a"), Some("b c d"));
+    }
+
+    #[test]
+    fn last_occurrence_wins_and_dashes_match_underscores() {
+        let c = Cmdline::parse("ballast.debug=reboot ballast.debug=poweroff my-opt=1");
+        assert_eq!(c.debug(), Ok(Some(DebugAction::PowerOff)));
+        assert_eq!(c.get("my_opt"), Some("1"));
+    }
+
+    #[test]
+    fn unknown_keys_are_kept_and_ballast_keys_listed() {
+        let c = Cmdline::parse("foo.bar=1 ballast.future=x ballast.debug=reboot empty=");
+        let keys: Vec<&str> = c.ballast().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["ballast.future", "ballast.debug"]);
+        assert_eq!(c.get("foo.bar"), Some("1"));
+        assert_eq!(c.get("empty"), Some(""));
+        assert_eq!(c.debug(), Ok(Some(DebugAction::Reboot)));
+    }
+
+    #[test]
+    fn an_unknown_debug_value_is_reported_not_guessed() {
+        let c = Cmdline::parse("ballast.debug=halt");
+        let err = c.debug().unwrap_err();
+        assert_eq!(err.value, "halt");
+        assert!(err.to_string().contains("poweroff, reboot"), "{err}");
+    }
+
+    #[test]
+    fn words_after_double_dash_go_to_init() {
+        let c = Cmdline::parse("console=ttyS0 -- single \"x y\"");
+        assert_eq!(c.init_args(), ["single", "x y"]);
+        assert!(!c.has("single"));
+    }
+
+    #[test]
+    fn empty_and_blank_lines() {
+        assert_eq!(Cmdline::parse("").params().len(), 0);
+        assert_eq!(Cmdline::parse(" \t\n").params().len(), 0);
+        assert_eq!(Cmdline::parse("").debug(), Ok(None));
+    }
+}

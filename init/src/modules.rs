@@ -1,0 +1,135 @@
+//! `/etc/ballast/modules.load`: the kernel modules stage 1 loads, in order.
+//!
+//! The builder writes it (dependencies already first):
+//!
+//! ```text
+//! # kver=6.1.0-28-amd64
+//! kernel/drivers/block/virtio_blk.ko
+//! ```
+//!
+//! Paths are relative to `/lib/modules/KVER`. Blank lines and other `#` lines
+//! are ignored. This module parses and checks the file; loading is
+//! [`crate::stage1`]'s job through [`crate::sys::Sys`].
+
+use std::path::{Component, Path, PathBuf};
+
+/// Where the builder puts the list in the initramfs.
+pub const MODULES_LOAD: &str = "/etc/ballast/modules.load";
+
+/// The parsed list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModulesLoad {
+    /// The kernel release the modules were built for (`# kver=` header).
+    pub kver: String,
+    /// Module files relative to `/lib/modules/KVER`, in load order.
+    pub modules: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModulesLoadError {
+    #[error("{MODULES_LOAD}: the first line must be `# kver=KERNEL_RELEASE` (found {found:?}); rebuild the initramfs with the Ballast builder")]
+    MissingKver { found: String },
+    #[error("{MODULES_LOAD}:{line}: {path:?} must be a relative path below /lib/modules/KVER without `..`; fix the builder's module list")]
+    BadPath { line: usize, path: String },
+}
+
+impl ModulesLoad {
+    pub fn parse(text: &str) -> Result<ModulesLoad, ModulesLoadError> {
+        let mut lines = text.lines().enumerate();
+        let first = lines.next().map(|(_, l)| l.trim()).unwrap_or("");
+        let kver = first
+            .strip_prefix('#')
+            .map(str::trim)
+            .and_then(|rest| rest.strip_prefix("kver="))
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && !k.contains('/'))
+            .ok_or_else(|| ModulesLoadError::MissingKver {
+                found: first.to_string(),
+            })?;
+        let mut modules = Vec::new();
+        for (index, line) in lines {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let path = Path::new(line);
+            let plain = path
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+            if !plain {
+                return Err(ModulesLoadError::BadPath {
+                    line: index + 1,
+                    path: line.to_string(),
+                });
+            }
+            modules.push(path.to_path_buf());
+        }
+        Ok(ModulesLoad {
+            kver: kver.to_string(),
+            modules,
+        })
+    }
+
+    /// The absolute path of a listed module inside the initramfs.
+    pub fn full_path(&self, module: &Path) -> PathBuf {
+        Path::new("/lib/modules").join(&self.kver).join(module)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builders_format() {
+        let text = "# kver=6.1.0-28-amd64\n\
+                    kernel/drivers/virtio/virtio_ring.ko\n\
+                    \n\
+                    # block\n\
+                    kernel/drivers/block/virtio_blk.ko\n";
+        let list = ModulesLoad::parse(text).unwrap();
+        assert_eq!(list.kver, "6.1.0-28-amd64");
+        assert_eq!(
+            list.modules,
+            [
+                PathBuf::from("kernel/drivers/virtio/virtio_ring.ko"),
+                PathBuf::from("kernel/drivers/block/virtio_blk.ko"),
+            ]
+        );
+        assert_eq!(
+            list.full_path(&list.modules[1]),
+            PathBuf::from("/lib/modules/6.1.0-28-amd64/kernel/drivers/block/virtio_blk.ko")
+        );
+    }
+
+    #[test]
+    fn header_only_means_no_modules() {
+        let list = ModulesLoad::parse("#kver=6.1.0-28-arm64").unwrap();
+        assert_eq!(list.kver, "6.1.0-28-arm64");
+        assert!(list.modules.is_empty());
+    }
+
+    #[test]
+    fn missing_header_is_an_error_that_says_what_to_write() {
+        let err = ModulesLoad::parse("kernel/a.ko\n").unwrap_err();
+        assert!(matches!(err, ModulesLoadError::MissingKver { .. }));
+        assert!(err.to_string().contains("# kver="), "{err}");
+        assert!(ModulesLoad::parse("").is_err());
+        assert!(ModulesLoad::parse("# kver=\n").is_err());
+    }
+
+    #[test]
+    fn paths_escaping_the_module_tree_are_refused_with_their_line() {
+        for bad in ["/lib/modules/x.ko", "../../etc/shadow", "kernel/../../x.ko"] {
+            let err = ModulesLoad::parse(&format!("# kver=6.1\n\n{bad}\n")).unwrap_err();
+            assert_eq!(
+                err,
+                ModulesLoadError::BadPath {
+                    line: 3,
+                    path: bad.to_string()
+                }
+            );
+            assert!(err.to_string().contains("modules.load:3"), "{err}");
+        }
+    }
+}
