@@ -125,7 +125,9 @@ fn parse_lines(text: &str, path: &Path) -> Result<Vec<Line>, KconfigError> {
         let option = option.trim();
         let value = value.trim();
         if !valid_option(option) {
-            return Err(syntax("option names start with CONFIG_ and use A-Z, a-z, 0-9, _"));
+            return Err(syntax(
+                "option names start with CONFIG_ and use A-Z, a-z, 0-9, _",
+            ));
         }
         if value.is_empty() {
             return Err(syntax("empty value"));
@@ -145,7 +147,9 @@ fn parse_lines(text: &str, path: &Path) -> Result<Vec<Line>, KconfigError> {
 fn valid_option(option: &str) -> bool {
     option.len() > "CONFIG_".len()
         && option.starts_with("CONFIG_")
-        && option.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && option
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn read(path: &Path) -> Result<String, KconfigError> {
@@ -353,7 +357,10 @@ mod tests {
                 KconfigError::Syntax { line, .. } => assert_eq!(*line, 2, "{bad:?}"),
                 other => panic!("unexpected {other:?}"),
             }
-            assert!(err.to_string().starts_with("kernel-configs/x.config:2: "), "{err}");
+            assert!(
+                err.to_string().starts_with("kernel-configs/x.config:2: "),
+                "{err}"
+            );
         }
     }
 
@@ -399,7 +406,13 @@ mod tests {
         let r = Requirements::merge(&[common, arch]);
         let got: Vec<(String, Value, String)> = r
             .iter()
-            .map(|r| (r.option.clone(), r.want.clone(), r.file.display().to_string()))
+            .map(|r| {
+                (
+                    r.option.clone(),
+                    r.want.clone(),
+                    r.file.display().to_string(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
