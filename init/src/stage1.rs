@@ -448,6 +448,7 @@ mod tests {
             })
             .unwrap_or_else(|| panic!("no failure line in {messages:?}"));
         assert!(failure.contains("os error 8"), "{failure}");
+        assert!(failure.contains("uncompressed .ko"), "{failure}");
         assert!(messages
             .iter()
             .any(|m| m.starts_with("modules: 1 loaded, 1 already present, 1 failed, of 3")));

@@ -35,8 +35,18 @@ pub enum Shutdown {
 pub enum ModuleError {
     #[error("cannot open the module file: {0}")]
     Open(Errno),
-    #[error("finit_module failed: {0}")]
+    #[error("finit_module failed: {0}{hint}", hint = load_hint(*.0))]
     Load(Errno),
+}
+
+/// What a `finit_module` errno usually means for a module list the builder wrote.
+fn load_hint(errno: Errno) -> &'static str {
+    match errno {
+        Errno::NOENT => " (unknown symbols, see the kernel lines above: a module it depends on is not loaded; list dependencies first in modules.load)",
+        Errno::NOEXEC => " (not a module for this kernel: wrong kernel release, or a compressed .ko; the initramfs must carry uncompressed .ko files)",
+        Errno::KEYREJECTED | Errno::PERM => " (module signature rejected: the kernel enforces signed modules; use the modules from the same kernel package)",
+        _ => "",
+    }
 }
 
 /// The kernel, as stage 1 sees it.
