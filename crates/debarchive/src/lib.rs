@@ -10,11 +10,14 @@
 //! an index is parsed only after its SHA-256 matches the signed release, and a
 //! `.deb` enters the cache only after its SHA-256 matches the index.
 
+pub mod cache;
 pub mod deb822;
+pub mod fetch;
 pub mod keyring;
 pub mod packages;
 pub mod relation;
 pub mod release;
 pub mod resolve;
 pub mod sources;
+pub mod unpack;
 pub mod version;
