@@ -1,0 +1,250 @@
+//! The check and the module closure on real Debian bookworm kernel data
+//! (`tests/fixtures/`, see its README) and on the repository's `kernel-configs/`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ballast_kernel::check::{check, check_dir, ModuleMap};
+use ballast_kernel::kconfig::{Fragment, KernelConfig, Requirements};
+use ballast_kernel::modules::{decompress, ModuleDb, ModulesError};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn kernel_configs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kernel-configs")
+}
+
+/// Unpack a gzipped fixture config into `dir` and return its path.
+fn unpack_config(name: &str, dir: &Path) -> PathBuf {
+    let gz = std::fs::read(fixtures().join(format!("{name}.gz"))).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const KERNELS: &[(&str, &str)] = &[
+    ("config-6.1.0-56-amd64", "x86_64"),
+    ("config-6.1.0-50-arm64", "arm64"),
+    ("config-6.1.0-50-armmp", "armv7"),
+];
+
+#[test]
+fn debian_bookworm_kernels_meet_kernel_configs() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, arch) in KERNELS {
+        let config = unpack_config(name, tmp.path());
+        let report = check_dir(&config, &kernel_configs(), arch).unwrap();
+        assert!(report.ok, "{arch}: {report}");
+        assert!(
+            report.checked > 100,
+            "{arch}: only {} checked",
+            report.checked
+        );
+        assert!(
+            report.to_string().contains("options checked, all present"),
+            "{report}"
+        );
+        for module in [
+            "dm-verity",
+            "dm-mod",
+            "squashfs",
+            "erofs",
+            "ext4",
+            "overlay",
+            "vfat",
+            "virtio_blk",
+            "nls_cp437",
+            "crc32c_generic",
+        ] {
+            assert!(
+                report.initramfs_modules.iter().any(|m| m == module),
+                "{arch}: {module} missing from {:?}",
+                report.initramfs_modules
+            );
+        }
+        // sorted and deduplicated
+        let mut sorted = report.initramfs_modules.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, report.initramfs_modules);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["ok"], true);
+    }
+}
+
+#[test]
+fn module_built_in_on_arm_is_not_an_initramfs_module() {
+    // CONFIG_VIRTIO is =m on amd64 but =y on arm64: only amd64 loads virtio.ko.
+    let tmp = tempfile::tempdir().unwrap();
+    let amd64 = check_dir(
+        &unpack_config("config-6.1.0-56-amd64", tmp.path()),
+        &kernel_configs(),
+        "x86_64",
+    )
+    .unwrap();
+    let arm64 = check_dir(
+        &unpack_config("config-6.1.0-50-arm64", tmp.path()),
+        &kernel_configs(),
+        "arm64",
+    )
+    .unwrap();
+    assert!(amd64.initramfs_modules.contains(&"virtio".to_string()));
+    assert!(!arm64.initramfs_modules.contains(&"virtio".to_string()));
+}
+
+#[test]
+fn missing_option_is_reported_with_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = unpack_config("config-6.1.0-56-amd64", tmp.path());
+    // A fragment asking for things this kernel lacks: LPAE (arm-only), CGROUP_NS (gone
+    // in 6.1), and VIRTIO_NET built in (it is =m and not in the module map).
+    let frag = tmp.path().join("extra.config");
+    std::fs::write(
+        &frag,
+        "# extra\nCONFIG_NAMESPACES=y\nCONFIG_ARM_LPAE=y\n\nCONFIG_VIRTIO_NET=y\nCONFIG_FAT_DEFAULT_IOCHARSET=\"utf8\"\n",
+    )
+    .unwrap();
+    let reqs = Requirements::merge(&[Fragment::load(&frag).unwrap()]);
+    let map = ModuleMap::load(&kernel_configs().join("initramfs-modules.toml")).unwrap();
+    let report = check(&KernelConfig::load(&config).unwrap(), &reqs, &map);
+    assert!(!report.ok);
+    assert_eq!(report.checked, 4);
+    let lines: Vec<(String, usize, String)> = report
+        .missing
+        .iter()
+        .map(|m| (m.option.clone(), m.line, m.found.clone()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("CONFIG_ARM_LPAE".into(), 3, "is not set".into()),
+            ("CONFIG_VIRTIO_NET".into(), 5, "m".into()),
+            ("CONFIG_FAT_DEFAULT_IOCHARSET".into(), 6, "\"ascii\"".into()),
+        ]
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!(
+            "  CONFIG_ARM_LPAE: wanted y, found not set ({}:3)",
+            frag.display()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn module_without_map_entry_fails_when_y_is_wanted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = KernelConfig::load(&unpack_config("config-6.1.0-50-arm64", tmp.path())).unwrap();
+    let reqs = Requirements::load_for_arch(&kernel_configs(), "arm64").unwrap();
+    let empty = ModuleMap::parse("[modules]\n", Path::new("empty.toml")).unwrap();
+    let report = check(&config, &reqs, &empty);
+    assert!(!report.ok);
+    assert!(report.initramfs_modules.is_empty());
+    let dm = report
+        .missing
+        .iter()
+        .find(|m| m.option == "CONFIG_DM_VERITY")
+        .unwrap();
+    assert_eq!((dm.wanted.as_str(), dm.found.as_str()), ("y", "m"));
+    assert!(dm.file.ends_with("common.config"));
+    // =m lines still pass without a map entry.
+    assert!(!report.missing.iter().any(|m| m.option == "CONFIG_VETH"));
+}
+
+fn names(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn dm_verity_closure_from_modules_dep_loads_dependencies_first() {
+    let db = ModuleDb::load(&fixtures().join("modules-dep-amd64")).unwrap();
+    let got = db
+        .closure(&[
+            "dm_verity".to_string(),
+            "dm-mod".to_string(),
+            "ext4".into(),
+            "vfat".into(),
+        ])
+        .unwrap();
+    let got = names(&got);
+    let pos = |n: &str| {
+        got.iter()
+            .position(|g| g == n)
+            .unwrap_or_else(|| panic!("{n} not in {got:?}"))
+    };
+    assert!(pos("dm-mod.ko") < pos("dm-bufio.ko"));
+    assert!(pos("dm-bufio.ko") < pos("dm-verity.ko"));
+    assert!(pos("reed_solomon.ko") < pos("dm-verity.ko"));
+    for dep in ["crc16.ko", "mbcache.ko", "jbd2.ko"] {
+        assert!(pos(dep) < pos("ext4.ko"));
+    }
+    assert!(pos("fat.ko") < pos("vfat.ko"));
+    assert_eq!(got.len(), 10, "deduplicated: {got:?}");
+    assert_eq!(
+        db.path_of("dm-verity").unwrap(),
+        Path::new("kernel/drivers/md/dm-verity.ko")
+    );
+}
+
+#[test]
+fn built_in_modules_are_skipped_and_unknown_ones_named() {
+    let dir = fixtures().join("modules-dep-amd64");
+    let db = ModuleDb::load(&dir).unwrap();
+    assert!(db.is_builtin("8250"));
+    assert!(db.is_builtin("sha256-generic"));
+    assert!(!db.is_builtin("dm-verity"));
+    assert_eq!(
+        db.closure(&["sha256_generic".into()]).unwrap(),
+        Vec::<PathBuf>::new()
+    );
+    let err = db.closure(&["dm-veritas".into()]).unwrap_err();
+    assert!(matches!(err, ModulesError::Unknown { .. }));
+    let text = err.to_string();
+    assert!(
+        text.contains("\"dm-veritas\"") && text.contains("modules.dep"),
+        "{text}"
+    );
+}
+
+#[test]
+fn closure_without_modules_dep_reads_modinfo_of_compressed_modules() {
+    for tree in ["modules-scan-amd64", "modules-scan-armmp"] {
+        let db = ModuleDb::load(&fixtures().join(tree)).unwrap();
+        let got = db.closure(&["vfat".into(), "fat".into()]).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                PathBuf::from("kernel/fs/fat/fat.ko.xz"),
+                PathBuf::from("kernel/fs/fat/vfat.ko.xz")
+            ],
+            "{tree}"
+        );
+    }
+}
+
+#[test]
+fn decompressed_module_is_the_elf_and_plain_one_passes_through() {
+    let dir = fixtures().join("modules-scan-amd64");
+    let xz = std::fs::read(dir.join("kernel/fs/fat/vfat.ko.xz")).unwrap();
+    let (name, bytes) = decompress(Path::new("kernel/fs/fat/vfat.ko.xz"), &xz).unwrap();
+    assert_eq!(name, Path::new("kernel/fs/fat/vfat.ko"));
+    assert_eq!(&bytes[..4], b"\x7fELF");
+    let info = ballast_kernel::modules::modinfo(&bytes).unwrap();
+    assert!(info.contains(&("name".into(), "vfat".into())), "{info:?}");
+    assert!(info.contains(&("depends".into(), "fat".into())), "{info:?}");
+
+    let plain = std::fs::read(dir.join("kernel/lib/crc16.ko")).unwrap();
+    let (name, bytes) = decompress(Path::new("kernel/lib/crc16.ko"), &plain).unwrap();
+    assert_eq!(name, Path::new("kernel/lib/crc16.ko"));
+    assert_eq!(bytes, plain);
+}
