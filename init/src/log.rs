@@ -4,6 +4,11 @@
 //!
 //! Lines go to the console only. Writing them to `/dev/kmsg` as well would make
 //! the kernel echo each one to the same console a second time.
+//! The stamp is CLOCK_MONOTONIC. printk uses the scheduler clock, which no
+//! user-space clock exposes; the two differ by some tens of milliseconds
+//! (measured under QEMU TCG, either sign), so a line can carry a stamp a little
+//! out of order with the kernel lines around it. Our own lines stay ordered.
+//!
 //! The banner (`ballast-init version=V arch=A`) is the one unstamped line: tests
 //! and users match it exactly.
 
