@@ -617,6 +617,13 @@ impl Unpacker<'_> {
             Err(e) => return Err(self.write_err(rel, "inspecting", &path, e)),
         };
         if let Some(m) = &existing {
+            if m.file_type().is_symlink() && *kind == EntryKind::Dir {
+                // Like dpkg: a directory entry where a symlink to a directory
+                // exists (merged /usr: `bin -> usr/bin`) keeps the symlink, as
+                // long as it resolves to a directory inside `dest`.
+                self.resolve(rel, rel)?;
+                return Ok(());
+            }
             let is_dir = m.is_dir() && !m.file_type().is_symlink();
             match (is_dir, kind) {
                 (true, EntryKind::Dir) => {}
