@@ -11,6 +11,7 @@
 //! `.deb` enters the cache only after its SHA-256 matches the index.
 
 pub mod cache;
+pub mod client;
 pub mod deb822;
 pub mod fetch;
 pub mod keyring;
@@ -21,3 +22,6 @@ pub mod resolve;
 pub mod sources;
 pub mod unpack;
 pub mod version;
+
+pub use client::{Archive, ArchiveConfig, CachedDeb};
+pub use sources::Sources;

@@ -100,6 +100,9 @@ pub struct Release {
     pub components: Vec<String>,
     /// `SHA256` list: path -> (size, sha256).
     pub sha256: BTreeMap<String, (u64, String)>,
+    /// `Acquire-By-Hash: yes`: indices are also served under
+    /// `<dir>/by-hash/SHA256/<hash>`, immune to a mirror updating mid-fetch.
+    pub acquire_by_hash: bool,
 }
 
 impl Release {
@@ -172,6 +175,9 @@ impl Release {
             architectures: words("Architectures"),
             components: words("Components"),
             sha256,
+            acquire_by_hash: para
+                .get("Acquire-By-Hash")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("yes")),
         })
     }
 
@@ -237,6 +243,15 @@ impl Release {
             ))
         })
         .collect()
+    }
+}
+
+impl IndexFile {
+    /// The content-addressed path of this index (`Acquire-By-Hash`), relative
+    /// to `dists/<suite>/`.
+    pub fn by_hash_path(&self) -> String {
+        let dir = self.path.rsplit_once('/').map_or("", |(d, _)| d);
+        format!("{dir}/by-hash/SHA256/{}", self.sha256)
     }
 }
 
