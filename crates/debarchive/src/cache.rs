@@ -21,6 +21,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use crate::fetch::{is_sha256, sha256_file, sync_dir};
 
@@ -217,6 +218,47 @@ impl Cache {
         segments.join("/")
     }
 
+    /// Remove partial downloads (`*.part-*`) and temporary files (`*.tmp-*`)
+    /// older than `older_than`, left behind by builds that were killed.
+    /// Returns how many were removed. Young ones are kept: a concurrent build
+    /// may still be writing them.
+    pub fn remove_stale_parts(&self, older_than: Duration) -> Result<usize, CacheError> {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        let mut stack = vec![self.dir.clone()];
+        while let Some(dir) = stack.pop() {
+            let read = fs::read_dir(&dir).map_err(|source| CacheError::Io {
+                path: dir.clone(),
+                action: "listing a cache directory",
+                source,
+            })?;
+            for entry in read.flatten() {
+                let path = entry.path();
+                let Ok(meta) = fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !(name.contains(".part-") || name.contains(".tmp-")) {
+                    continue;
+                }
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
+                if age >= older_than && fs::remove_file(&path).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn key_path(&self, key: &str) -> Result<PathBuf, CacheError> {
         let bad = |reason| CacheError::BadKey {
             key: key.to_string(),
@@ -310,6 +352,31 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "no temporary files left: {names:?}");
+    }
+
+    #[test]
+    fn stale_partial_files_are_removed_and_finished_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let sha = "ab".repeat(32);
+        let deb = cache.deb_path(&sha);
+        fs::create_dir_all(deb.parent().unwrap()).unwrap();
+        fs::write(&deb, b"done").unwrap();
+        let part = deb.with_file_name(format!("{sha}.deb.part-123-0"));
+        fs::write(&part, b"half").unwrap();
+        let tmp = dir.path().join("indices/h/InRelease.tmp-123-4");
+        fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+        fs::write(&tmp, b"half").unwrap();
+
+        // Young partial files may belong to a running build: kept.
+        assert_eq!(
+            cache.remove_stale_parts(Duration::from_secs(3600)).unwrap(),
+            0
+        );
+        assert!(part.exists());
+        assert_eq!(cache.remove_stale_parts(Duration::ZERO).unwrap(), 2);
+        assert!(!part.exists() && !tmp.exists());
+        assert!(deb.exists());
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! the caller checks them against the signed `InRelease`.
 //!
 //! Supported URL schemes: `http://`, `https://` (rustls) and `file:///abs/path`
-//! (for local mirrors and tests). Proxies come from the usual `http_proxy` /
-//! `https_proxy` / `no_proxy` environment variables.
+//! (for local mirrors and tests). A proxy comes from the usual environment
+//! variables (`ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, lower case too, and
+//! `NO_PROXY`), as ureq reads them.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
