@@ -8,29 +8,45 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ballast_debarchive::client::{Archive, ArchiveConfig, CachedDeb};
+use ballast_debarchive::client::{Archive, ArchiveConfig, ArchiveError, CachedDeb};
 use ballast_debarchive::keyring::Keyring;
 use ballast_debarchive::resolve::Request;
 use ballast_debarchive::sources::Sources;
 use sha2::{Digest, Sha256};
 
+/// The cache `ballast` itself uses by default, so that the end-to-end builds
+/// reuse what these tests download.
 fn cache_dir() -> PathBuf {
-    match std::env::var_os("BALLAST_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ballast-cache"),
+    let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = from_env("BALLAST_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = from_env("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("ballast");
+    }
+    match from_env("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache/ballast"),
+        None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ballast-cache"),
     }
 }
 
-fn open(arch: &str) -> Archive {
+fn open_suites(arch: &str, suites: Option<&[&str]>) -> Result<Archive, ArchiveError> {
     let sources = Sources::from_env_or_host(None).unwrap();
-    let config = ArchiveConfig::new(arch, sources, cache_dir(), Keyring::debian().unwrap());
+    let mut config = ArchiveConfig::new(arch, sources, cache_dir(), Keyring::debian().unwrap());
+    if let Some(suites) = suites {
+        config.suites = suites.iter().map(|s| s.to_string()).collect();
+    }
     let start = Instant::now();
-    let archive = Archive::open(config).unwrap();
+    let archive = Archive::open(config)?;
     eprintln!(
         "{arch}: indices fetched, verified and parsed in {:?}",
         start.elapsed()
     );
-    archive
+    Ok(archive)
+}
+
+fn open(arch: &str) -> Archive {
+    open_suites(arch, None).unwrap()
 }
 
 fn resolve_and_fetch(archive: &Archive, package: &str) -> Vec<CachedDeb> {
@@ -77,7 +93,22 @@ fn arm64_kernel_resolves_and_fetches_verified() {
 
 #[test]
 fn armhf_openssh_server_resolves_and_fetches_verified() {
-    let archive = open("armhf");
+    // Seen on 2026-11-25: a mirror mid-sync served a bookworm-security
+    // binary-armhf/Packages.xz that did not match its signed InRelease (apt
+    // refused it too). The client must refuse such an index, naming it; the
+    // rest of the chain is then proved on the suites that are consistent.
+    let archive = match open_suites("armhf", None) {
+        Ok(archive) => archive,
+        Err(err) => {
+            let text = err.to_string();
+            eprintln!("armhf with bookworm-security refused: {text}");
+            assert!(
+                text.contains("bookworm-security") && text.contains("binary-armhf/Packages"),
+                "an unexpected failure, not an inconsistent security index: {text}"
+            );
+            open_suites("armhf", Some(&["bookworm", "bookworm-updates"])).unwrap()
+        }
+    };
     let debs = resolve_and_fetch(&archive, "openssh-server");
     let names: Vec<&str> = debs.iter().map(|d| d.package.name.as_str()).collect();
     for want in ["openssh-server", "libc6", "openssh-client"] {

@@ -1,0 +1,189 @@
+//! `ballast bench boot --board B`: how long a build takes from QEMU's start
+//! to init's banner, against the floor: the same kernel, QEMU and
+//! accelerator booting a trivial static init (`tools/floor-init`) that only
+//! prints one line. The difference is what Ballast's initramfs and stage 1
+//! cost before the banner (decompressing a bigger initramfs, mostly).
+
+use anyhow::{bail, Context, Result};
+use ballast_kernel::initramfs::{Compression, Initramfs};
+use ballast_spec::{Board, QemuProfile};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::build::{human_size, BuildResult};
+use crate::project::Project;
+use crate::qemu::{self, AccelChoice, Console, Launch};
+use crate::{devbins, output};
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Time QEMU start -> init banner for a build, against the floor init.
+    Boot(BootArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BootArgs {
+    /// Board whose build to measure (run `ballast build --board B` first).
+    #[arg(long)]
+    pub board: String,
+    /// The build directory (default: out/BOARD).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Boots of each kind; the median is reported.
+    #[arg(long, default_value_t = 1)]
+    pub runs: u32,
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Figures {
+    board: String,
+    arch: String,
+    accel: String,
+    runs: u32,
+    ballast_banner_s: f64,
+    floor_banner_s: f64,
+    overhead_s: f64,
+    initrd_bytes: u64,
+    floor_initrd_bytes: u64,
+    init_bytes: u64,
+}
+
+pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Boot(args) => boot(project, args),
+    }
+}
+
+fn boot(project: &Project, args: &BootArgs) -> Result<()> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let board = Board::find(&project.boards_dir(), &args.board)?;
+    let profile_name = board
+        .qemu
+        .as_deref()
+        .with_context(|| format!("{}: board has no `qemu` profile", board.path.display()))?;
+    let profile = QemuProfile::find(&project.qemu_dir(), profile_name)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| project.default_out(&board.name));
+    let build = BuildResult::load(&out).with_context(|| {
+        format!(
+            "no build in {}: run `ballast build --board {}` first",
+            out.display(),
+            board.name
+        )
+    })?;
+    let kernel = build.artifact("kernel")?;
+    let initrd = build.artifact("initrd")?;
+
+    // The floor: same compression as the real initramfs, so the comparison
+    // is about content, not codec.
+    let real = std::fs::read(&initrd).with_context(|| format!("reading {}", initrd.display()))?;
+    let compression = sniff(&real);
+    let floor_bin = devbins::build(
+        project,
+        board.arch,
+        &["ballast-floor-init"],
+        &["floor-init"],
+    )?;
+    let floor_bin = floor_bin.first().context("floor-init was not built")?;
+    let mut fs = Initramfs::new();
+    fs.add_file("init", 0o755, std::fs::read(floor_bin)?);
+    fs.add_dir("dev", 0o755);
+    fs.add_char_dev("dev/console", 0o600, 5, 1);
+    let floor_initrd = out.join("floor-initrd.img");
+    output::write_atomic(&floor_initrd, &fs.write(compression, 0)?)?;
+    let init_bin = devbins::build(project, board.arch, &["ballast-init"], &["init"])?;
+    let init_bytes = std::fs::metadata(init_bin.first().context("init was not built")?)?.len();
+
+    let cmdline = format!("{} ballast.debug=poweroff", build.cmdline);
+    let launch = |initrd: &Path| Launch {
+        profile: profile.clone(),
+        kernel: kernel.clone(),
+        initrd: initrd.to_path_buf(),
+        cmdline: cmdline.clone(),
+        ssh_port: None,
+        no_reboot: true,
+    };
+    let cache = crate::project::cache_dir(None);
+    let accel = qemu::choose_accel(&launch(&initrd), board.arch, args.accel, &cache)?;
+
+    let mut ours = Vec::new();
+    let mut floor = Vec::new();
+    for _ in 0..args.runs {
+        ours.push(time_to(&launch(&initrd), accel, "ballast-init version=")?);
+        floor.push(time_to(
+            &launch(&floor_initrd),
+            accel,
+            "ballast-floor ready",
+        )?);
+    }
+    let figures = Figures {
+        board: board.name.clone(),
+        arch: board.arch.name().to_owned(),
+        accel: format!("{accel:?}").to_lowercase(),
+        runs: args.runs,
+        ballast_banner_s: median(&mut ours),
+        floor_banner_s: median(&mut floor),
+        overhead_s: median(&mut ours) - median(&mut floor),
+        initrd_bytes: real.len() as u64,
+        floor_initrd_bytes: std::fs::metadata(&floor_initrd)?.len(),
+        init_bytes,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        println!(
+            "{} ({}, {}): banner after {:.2} s; floor {:.2} s; overhead {:+.2} s (goal <= +0.30 s)",
+            figures.board,
+            figures.arch,
+            figures.accel,
+            figures.ballast_banner_s,
+            figures.floor_banner_s,
+            figures.overhead_s
+        );
+        println!(
+            "  initramfs {} (floor {}), init binary {}",
+            human_size(figures.initrd_bytes),
+            human_size(figures.floor_initrd_bytes),
+            human_size(figures.init_bytes)
+        );
+    }
+    Ok(())
+}
+
+fn time_to(launch: &Launch, accel: qemu::Accel, banner: &str) -> Result<f64> {
+    let start = Instant::now();
+    let mut console = Console::spawn(launch.command(accel))?;
+    console
+        .wait_for(banner, Duration::from_secs(180))
+        .with_context(|| format!("booting {}", launch.initrd.display()))?;
+    let took = start.elapsed().as_secs_f64();
+    let _ = console.wait_exit(Duration::from_secs(60));
+    console.kill();
+    Ok(took)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The codec of an initramfs, from its magic number.
+fn sniff(bytes: &[u8]) -> Compression {
+    match bytes {
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Compression::Xz,
+        [0x1f, 0x8b, ..] => Compression::Gzip,
+        _ => Compression::None,
+    }
+}

@@ -1,0 +1,213 @@
+//! `ballast build`: turn a board file and an image file into bootable
+//! artifacts. The pipeline is a sequence of steps, each in its own module:
+//! resolve and verify the Debian kernel (`kernel_input`), check it against
+//! `kernel-configs/`, cross-compile init (`devbins`), assemble the initramfs
+//! (`initrd`), then write every artifact atomically (`output`) and record the
+//! build in `build.json` for `ballast run`.
+
+use anyhow::{bail, Context, Result};
+use ballast_spec::{Board, Image, QemuProfile};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::kernel_input::{self, ArchiveArgs};
+use crate::project::Project;
+use crate::{devbins, initrd, output};
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Board name (boards/NAME.toml) or path to a board file.
+    #[arg(long)]
+    pub board: String,
+    /// Image file (default: images/default.toml).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// Semantic version of the OS being built (default: the image file's).
+    #[arg(long, value_name = "SEMVER")]
+    pub version: Option<semver::Version>,
+    /// Output directory (default: out/BOARD).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct KernelCheckArgs {
+    /// Board whose kernel to check.
+    #[arg(long)]
+    pub board: String,
+    /// Image file (default: images/default.toml); its Debian suites are used.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+}
+
+/// What a build produced; printed with `--json` and kept as `build.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildResult {
+    pub board: String,
+    pub arch: String,
+    pub version: String,
+    pub artifacts: BTreeMap<String, PathBuf>,
+    /// Kernel command line for booting `kernel` + `initrd` directly.
+    pub cmdline: String,
+    /// The Debian kernel release (`uname -r`) inside the build.
+    pub kernel_release: String,
+}
+
+impl BuildResult {
+    pub const FILE: &'static str = "build.json";
+
+    pub fn load(out: &Path) -> Result<BuildResult> {
+        let path = out.join(Self::FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn artifact(&self, key: &str) -> Result<PathBuf> {
+        let path = self
+            .artifacts
+            .get(key)
+            .with_context(|| format!("the build has no {key:?} artifact"))?;
+        if !path.is_file() {
+            bail!("artifact {key:?} ({}) is missing: rebuild", path.display());
+        }
+        Ok(path.clone())
+    }
+}
+
+fn load_inputs(project: &Project, board: &str, image: Option<&Path>) -> Result<(Board, Image)> {
+    let board = Board::find(&project.boards_dir(), board)?;
+    let image_path = image
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| project.default_image());
+    let image = Image::load(&image_path)?;
+    if let Some(profile) = &board.qemu {
+        // Fail now, not at `ballast run`, when the board names a missing profile.
+        QemuProfile::find(&project.qemu_dir(), profile)
+            .with_context(|| format!("{}: field `qemu`", board.path.display()))?;
+    }
+    Ok((board, image))
+}
+
+pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
+    let (board, image) = load_inputs(project, &args.board, args.image.as_deref())?;
+    let version = args
+        .version
+        .clone()
+        .unwrap_or_else(|| image.version.clone());
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| project.default_out(&board.name));
+    let out = absolute(&out)?;
+
+    let kernel = kernel_input::prepare(&board, &image, &args.archive)?;
+    let report = kernel_input::check(project, &board, &kernel)?;
+    if !report.ok {
+        bail!(
+            "the kernel {} of board {} lacks options Ballast needs:\n{report}\n\
+             Choose a kernel package that has them (boards/{}.toml, kernel.package) \
+             or change kernel-configs/ if the requirement is wrong",
+            kernel.release,
+            board.name,
+            board.name
+        );
+    }
+
+    let bins = devbins::build(project, board.arch, &["ballast-init"], &["init"])?;
+    let initrd = initrd::assemble(&initrd::Inputs {
+        init: &bins[0],
+        kernel: &kernel,
+        modules: &report.initramfs_modules,
+        version: &version,
+        board: &board,
+    })?;
+
+    let kernel_out = out.join("vmlinuz");
+    let initrd_out = out.join("initrd.img");
+    let kernel_bytes = std::fs::read(&kernel.vmlinuz)
+        .with_context(|| format!("reading {}", kernel.vmlinuz.display()))?;
+    output::write_atomic(&kernel_out, &kernel_bytes)?;
+    output::write_atomic(&initrd_out, &initrd.bytes)?;
+
+    let mut cmdline = board.base_cmdline();
+    cmdline.extend(image.kernel.cmdline.iter().cloned());
+    let result = BuildResult {
+        board: board.name.clone(),
+        arch: board.arch.name().to_owned(),
+        version: version.to_string(),
+        artifacts: BTreeMap::from([
+            ("kernel".to_owned(), kernel_out),
+            ("initrd".to_owned(), initrd_out),
+        ]),
+        cmdline: cmdline.join(" "),
+        kernel_release: kernel.release.clone(),
+    };
+    let json = serde_json::to_string_pretty(&result)?;
+    output::write_atomic(&out.join(BuildResult::FILE), json.as_bytes())?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        eprintln!(
+            "ballast: built {} {} for {} ({}):",
+            image.name, result.version, board.name, result.arch
+        );
+        for (key, path) in &result.artifacts {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            eprintln!("  {key:8} {} ({})", path.display(), human_size(size));
+        }
+        eprintln!(
+            "  kernel {} ({} {}); initramfs: {} modules, {}",
+            kernel.release, kernel.package, kernel.version, initrd.modules, initrd.compression
+        );
+    }
+    Ok(())
+}
+
+pub fn kernel_check(project: &Project, args: &KernelCheckArgs) -> Result<ExitCode> {
+    let (board, image) = load_inputs(project, &args.board, args.image.as_deref())?;
+    let kernel = kernel_input::prepare(&board, &image, &args.archive)?;
+    let report = kernel_input::check(project, &board, &kernel)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("kernel {} ({}):", kernel.release, board.name);
+        println!("{report}");
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()
+            .context("reading the working directory")?
+            .join(p))
+    }
+}
+
+pub fn human_size(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
+}

@@ -1,0 +1,265 @@
+//! Launching QEMU the way a board's firmware would start Ballast, and choosing
+//! the accelerator.
+//!
+//! KVM is only worth trying when the board's arch is the host's, `/dev/kvm` is
+//! usable and the profile allows it. Even then a kernel boot under KVM hangs on
+//! some hosts (DESIGN.md), so KVM is chosen only after a short probe boot of the
+//! same kernel reaches init's banner; the verdict is cached per QEMU version
+//! and kernel so the probe runs once.
+
+use anyhow::{bail, Context, Result};
+use ballast_spec::{Arch, QemuProfile};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelChoice {
+    /// Probe KVM when it could work, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    fn arg(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg,thread=multi",
+        }
+    }
+}
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub profile: QemuProfile,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub ssh_port: Option<u16>,
+    pub no_reboot: bool,
+}
+
+impl Launch {
+    pub fn command(&self, accel: Accel) -> Command {
+        let p = &self.profile;
+        let mut cmd = Command::new(&p.binary);
+        cmd.args(["-machine", &p.machine])
+            .args(["-accel", accel.arg()])
+            .args(["-cpu", if accel == Accel::Kvm { "host" } else { &p.cpu }])
+            .args(["-m", &p.memory_mib.to_string()])
+            .args(["-smp", &p.smp.to_string()])
+            .args(["-nographic", "-nodefaults", "-serial", "mon:stdio"])
+            .arg("-kernel")
+            .arg(&self.kernel)
+            .arg("-initrd")
+            .arg(&self.initrd)
+            .args(["-append", &self.cmdline]);
+        let mut netdev = "user,id=net0".to_owned();
+        if let Some(port) = self.ssh_port {
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
+        }
+        cmd.args(["-netdev", &netdev])
+            .args(["-device", &format!("{},netdev=net0", p.net_device)]);
+        if self.no_reboot {
+            cmd.arg("-no-reboot");
+        }
+        cmd.args(&p.extra_args);
+        cmd
+    }
+}
+
+/// Pick the accelerator for `launch` (see the module doc).
+pub fn choose_accel(
+    launch: &Launch,
+    arch: Arch,
+    choice: AccelChoice,
+    cache: &Path,
+) -> Result<Accel> {
+    let env_choice = std::env::var("BALLAST_ACCEL").ok();
+    let choice = match env_choice.as_deref() {
+        Some("kvm") => AccelChoice::Kvm,
+        Some("tcg") => AccelChoice::Tcg,
+        Some("auto") | Some("") | None => choice,
+        Some(other) => bail!("BALLAST_ACCEL={other:?} is not one of auto, kvm, tcg"),
+    };
+    match choice {
+        AccelChoice::Tcg => Ok(Accel::Tcg),
+        AccelChoice::Kvm => Ok(Accel::Kvm),
+        AccelChoice::Auto => {
+            let kvm_possible = launch.profile.kvm
+                && Arch::host() == Some(arch)
+                && std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/kvm")
+                    .is_ok();
+            if !kvm_possible {
+                return Ok(Accel::Tcg);
+            }
+            probe_kvm(launch, cache)
+        }
+    }
+}
+
+fn probe_kvm(launch: &Launch, cache: &Path) -> Result<Accel> {
+    let key = probe_key(launch)?;
+    let verdict_file = cache.join("kvm-probe").join(&key);
+    if let Ok(v) = std::fs::read_to_string(&verdict_file) {
+        return Ok(if v.trim() == "kvm" {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        });
+    }
+    eprintln!("ballast: probing KVM with a short boot (once per kernel and QEMU version)...");
+    let mut probe = launch.clone();
+    probe.cmdline = format!("{} ballast.debug=poweroff", launch.cmdline);
+    probe.no_reboot = true;
+    probe.ssh_port = None;
+    let mut console = Console::spawn(probe.command(Accel::Kvm))?;
+    let ok = console
+        .wait_for("ballast-init version=", Duration::from_secs(20))
+        .is_ok();
+    console.kill();
+    let verdict = if ok { Accel::Kvm } else { Accel::Tcg };
+    if let Some(dir) = verdict_file.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    std::fs::write(&verdict_file, if ok { "kvm\n" } else { "tcg\n" }).ok();
+    if !ok {
+        eprintln!("ballast: KVM did not boot this kernel; using TCG");
+    }
+    Ok(verdict)
+}
+
+fn probe_key(launch: &Launch) -> Result<String> {
+    let version = Command::new(&launch.profile.binary)
+        .arg("--version")
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} --version: is QEMU installed? (scripts/setup)",
+                launch.profile.binary
+            )
+        })?;
+    let kernel = std::fs::read(&launch.kernel)
+        .with_context(|| format!("reading {}", launch.kernel.display()))?;
+    let mut h = Sha256::new();
+    h.update(&version.stdout);
+    h.update(&kernel);
+    Ok(hex::encode(&h.finalize()[..12]))
+}
+
+/// A running QEMU whose serial console is read line by line.
+pub struct Console {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Everything read so far.
+    pub transcript: Vec<String>,
+}
+
+impl Console {
+    pub fn spawn(mut cmd: Command) -> Result<Console> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().with_context(|| {
+            format!(
+                "starting {:?}: is QEMU installed? (scripts/setup)",
+                cmd.get_program()
+            )
+        })?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("QEMU's stdout was not captured")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            while let Ok(n) = reader.read_until(b'\n', &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                buf.clear();
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Console {
+            child,
+            lines: rx,
+            transcript: Vec::new(),
+        })
+    }
+
+    /// Read lines until one contains `needle`; returns how long it took.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.transcript.push(line);
+                    if hit {
+                        return Ok(start.elapsed());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("no console line containing {needle:?} within {timeout:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("QEMU exited before printing {needle:?}")
+                }
+            }
+        }
+    }
+
+    /// Wait for QEMU to exit by itself; kill it after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            while let Ok(line) = self.lines.try_recv() {
+                self.transcript.push(line);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.transcript.push(line);
+                }
+                return Ok(status);
+            }
+            if start.elapsed() > timeout {
+                self.kill();
+                bail!("QEMU did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
