@@ -80,6 +80,27 @@ fn run() -> Result<(), BoxError> {
         bytes / 1_000_000,
         took.as_secs_f64() * 1000.0
     );
+    // What a fresh root really holds: the request plus every Essential
+    // package (the caller adds those; the resolver never does).
+    let mut with_essential = request.clone();
+    let mut essential: Vec<String> = REQUEST
+        .iter()
+        .flat_map(|n| universe.get(n))
+        .chain(universe.iter().filter(|p| p.essential))
+        .map(|p| p.name.clone())
+        .collect();
+    essential.sort();
+    essential.dedup();
+    with_essential.packages = essential;
+    let t = Instant::now();
+    let r = resolve(&universe, &with_essential)?;
+    println!(
+        "resolve with Essential: {} requested -> closure of {} packages in {:.2} ms",
+        with_essential.packages.len(),
+        r.packages.len(),
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+
     // Failing requests must fail fast too: a typo (suggestions scan every
     // name) and an excluded package everything needs (the search has to
     // give up on every choice point).
@@ -92,21 +113,42 @@ fn run() -> Result<(), BoxError> {
             },
         ),
         (
+            "two MTAs",
+            Request {
+                packages: vec!["postfix".into(), "exim4-daemon-light".into()],
+                ..Request::default()
+            },
+        ),
+        (
+            "two inits",
+            Request {
+                packages: vec!["systemd-sysv".into(), "sysvinit-core".into()],
+                ..Request::default()
+            },
+        ),
+        (
             "exclude libc6",
             Request {
                 exclude: ["libc6".to_string()].into(),
                 ..request.clone()
             },
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(std::env::var("BALLAST_BENCH_EXCLUDE").ok().map(|x| {
+        (
+            "exclude $BALLAST_BENCH_EXCLUDE",
+            Request {
+                exclude: x.split(',').map(str::to_string).collect(),
+                ..request.clone()
+            },
+        )
+    })) {
         let t = Instant::now();
         let outcome = resolve(&universe, &request);
         let took = t.elapsed();
         match outcome {
-            Ok(r) => println!(
-                "{what}: unexpectedly resolved to {} packages",
-                r.packages.len()
-            ),
+            Ok(r) => println!("{what}: resolved to {} packages", r.packages.len()),
             Err(e) => println!(
                 "{what}: error in {:.2} ms: {e}",
                 took.as_secs_f64() * 1000.0
