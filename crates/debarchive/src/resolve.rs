@@ -710,12 +710,13 @@ impl<'a> Search<'a> {
                 clashes,
             };
         }
-        let mut excluded: Vec<String> = rejected
-            .iter()
-            .filter(|(_, b)| matches!(b, Block::Excluded))
-            .map(|&(id, _)| u.all[id].name.clone())
-            .collect();
-        excluded.dedup();
+        let mut excluded: Vec<String> = Vec::new();
+        for &(id, b) in rejected {
+            let name = &u.all[id].name;
+            if matches!(b, Block::Excluded) && !excluded.contains(name) {
+                excluded.push(name.clone());
+            }
+        }
         if !excluded.is_empty() {
             return ResolveError::Excluded {
                 wanted,
