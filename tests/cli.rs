@@ -136,3 +136,102 @@ fn kernel_check_passes_for_the_board_kernel_and_fails_naming_a_missing_option() 
         "{stdout}"
     );
 }
+
+#[test]
+fn a_build_refuses_a_kernel_that_lacks_an_option_and_keeps_the_old_output() {
+    let root = scratch_root("cli-build-kernel-lacks");
+    let out_dir = root.join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    fs::write(out_dir.join("vmlinuz"), b"previous good build").unwrap();
+    let common_cfg = root.join("kernel-configs/common.config");
+    let mut text = fs::read_to_string(&common_cfg).unwrap();
+    text.push_str("CONFIG_BALLAST_TEST_IMPOSSIBLE=y\n");
+    let line = text.lines().count();
+    fs::write(&common_cfg, &text).unwrap();
+    let out = common::ballast()
+        .env("BALLAST_ROOT", &root)
+        .args(["build", "--board", "qemu-arm64", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(err.contains("lacks options Ballast needs"), "{err}");
+    assert!(err.contains("CONFIG_BALLAST_TEST_IMPOSSIBLE"), "{err}");
+    assert!(err.contains(&format!("common.config:{line}")), "{err}");
+    assert_eq!(
+        fs::read(out_dir.join("vmlinuz")).unwrap(),
+        b"previous good build",
+        "a failed build must not touch the previous output"
+    );
+    assert!(!out_dir.join("initrd.img").exists());
+}
+
+#[test]
+fn fetch_prints_the_verified_closure_as_json() {
+    let out = common::ballast()
+        .args(["fetch", "--arch", "arm64", "--json", "busybox-static"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages = listed["packages"].as_array().expect("packages array");
+    let busybox = packages
+        .iter()
+        .find(|p| p["name"] == "busybox-static")
+        .unwrap_or_else(|| panic!("busybox-static not in {listed}"));
+    assert_eq!(busybox["arch"], "arm64");
+    for p in packages {
+        let path = Path::new(p["path"].as_str().expect("path"));
+        let bytes = fs::read(path).unwrap();
+        assert_eq!(bytes.len() as u64, p["size"].as_u64().unwrap(), "{p}");
+        let sha = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        assert_eq!(sha, p["sha256"].as_str().unwrap(), "{p}");
+        assert!(p["version"].as_str().is_some_and(|v| !v.is_empty()));
+    }
+}
+
+#[test]
+fn offline_with_an_empty_cache_names_what_is_missing() {
+    let cache = common::workdir("cli-offline-cache");
+    let out = common::ballast()
+        .args(["fetch", "--arch", "armhf", "--offline", "--cache"])
+        .arg(&cache)
+        .arg("busybox-static")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(err.contains("offline"), "{err}");
+    assert!(err.contains("InRelease"), "{err}");
+}
+
+#[test]
+fn fetch_rejects_an_unknown_arch_and_an_unknown_package() {
+    let out = common::ballast()
+        .args(["fetch", "--arch", "sparc", "hello"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("x86_64"), "{}", stderr_of(&out));
+
+    let out = common::ballast()
+        .args([
+            "fetch",
+            "--arch",
+            "arm64",
+            "--no-download",
+            "no-such-package-xyz",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("no-such-package-xyz"),
+        "{}",
+        stderr_of(&out)
+    );
+}
