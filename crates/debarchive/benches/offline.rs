@@ -13,7 +13,7 @@ use ballast_debarchive::client::{Archive, ArchiveConfig};
 use ballast_debarchive::keyring::Keyring;
 use ballast_debarchive::resolve::Request;
 use ballast_debarchive::sources::Sources;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const REQUEST: [&str; 9] = [
@@ -37,9 +37,9 @@ fn main() {
     }
 }
 
-fn config(cache: &PathBuf, offline: bool) -> Result<ArchiveConfig, BoxError> {
+fn config(cache: &Path, offline: bool) -> Result<ArchiveConfig, BoxError> {
     let sources = Sources::from_env_or_host(None)?;
-    let mut config = ArchiveConfig::new("amd64", sources, cache.clone(), Keyring::debian()?);
+    let mut config = ArchiveConfig::new("amd64", sources, cache.to_path_buf(), Keyring::debian()?);
     config.offline = offline;
     Ok(config)
 }
