@@ -17,8 +17,55 @@ pub struct Image {
     pub kernel: ImageKernel,
     #[serde(default)]
     pub debian: DebianSpec,
+    #[serde(default)]
+    pub disk: DiskSpec,
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// Partition sizes of the disk image, in MiB. The state partition is grown
+/// to fill the disk on first boot, so its size here is only the minimum.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    /// Boot partition (FAT32, at least 64): bootloader, both slots' kernels
+    /// and initramfs, boot entries.
+    #[serde(default = "default_boot_mib")]
+    pub boot_mib: u64,
+    /// Each root slot: room for the read-only root and its hash tree, and
+    /// for the roots of future updates.
+    #[serde(default = "default_root_mib")]
+    pub root_mib: u64,
+    /// State partition as built (ext4).
+    #[serde(default = "default_state_mib")]
+    pub state_mib: u64,
+    /// Tries a newly written slot gets before the bootloader gives up on it.
+    #[serde(default = "default_tries")]
+    pub tries: u32,
+}
+
+impl Default for DiskSpec {
+    fn default() -> Self {
+        DiskSpec {
+            boot_mib: default_boot_mib(),
+            root_mib: default_root_mib(),
+            state_mib: default_state_mib(),
+            tries: default_tries(),
+        }
+    }
+}
+
+fn default_boot_mib() -> u64 {
+    160
+}
+fn default_root_mib() -> u64 {
+    256
+}
+fn default_state_mib() -> u64 {
+    64
+}
+fn default_tries() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -22,11 +22,37 @@ pub struct QemuProfile {
     pub kvm: bool,
     /// Network device model for user-mode networking.
     pub net_device: String,
+    /// Block device model the disk image is attached as.
+    #[serde(default = "default_disk_device")]
+    pub disk_device: String,
+    /// The firmware a disk image boots through.
+    #[serde(default)]
+    pub firmware: Option<Firmware>,
     /// Anything else the machine needs, verbatim.
     #[serde(default)]
     pub extra_args: Vec<String>,
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// UEFI as two pflash units (code read-only, a per-disk copy of the variable
+/// store), or a `-bios` image such as U-Boot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Firmware {
+    /// UEFI code (pflash unit 0, read-only).
+    #[serde(default)]
+    pub code: Option<PathBuf>,
+    /// UEFI variable store template, copied beside the disk on first run.
+    #[serde(default)]
+    pub vars: Option<PathBuf>,
+    /// A `-bios` image (U-Boot).
+    #[serde(default)]
+    pub bios: Option<PathBuf>,
+}
+
+fn default_disk_device() -> String {
+    "virtio-blk-pci".to_owned()
 }
 
 fn default_memory() -> u32 {
