@@ -76,15 +76,21 @@ fn flip_byte(path: &Path, offset: u64) {
 /// The whole story for one data size: append, veritysetup accepts and dumps it,
 /// veritysetup format agrees byte for byte, one flipped data byte is caught by both.
 fn check_size(len: u64) {
+    check_with(len, Params::new(salt()));
+}
+
+fn check_with(len: u64, params: Params) {
+    let dbs = u64::from(params.data_block_size);
+    let hbs = u64::from(params.hash_block_size);
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("root.img");
     write_data(&img, len);
     let original = fs::read(&img).unwrap();
 
-    let v = append_hash_tree(&img, &Params::new(salt())).unwrap();
-    let blocks = len.div_ceil(BS);
+    let v = append_hash_tree(&img, &params).unwrap();
+    let blocks = len.div_ceil(dbs);
     assert_eq!(v.data_blocks, blocks);
-    assert_eq!(v.hash_offset, blocks * BS);
+    assert_eq!(v.hash_offset, (blocks * dbs).div_ceil(hbs) * hbs);
     let bytes = fs::read(&img).unwrap();
     assert_eq!(
         &bytes[..len as usize],
@@ -136,6 +142,8 @@ fn check_size(len: u64) {
         &format!("--data-blocks={blocks}"),
         &format!("--salt={}", v.salt_hex()),
         &format!("--uuid={}", v.uuid_string()),
+        &format!("--data-block-size={dbs}"),
+        &format!("--hash-block-size={hbs}"),
     ]);
     assert!(ok, "{text}");
     let root_line = text
@@ -153,7 +161,7 @@ fn check_size(len: u64) {
 
     // One flipped bit in the last data block: both refuse, we name the block.
     let bad_block = blocks - 1;
-    flip_byte(&img, bad_block * BS + 7);
+    flip_byte(&img, bad_block * dbs + 7);
     match verify(&img, &v) {
         Err(VerityError::DataBlockMismatch { block, .. }) => assert_eq!(block, bad_block),
         other => panic!("expected a data block mismatch, got {other:?}"),
@@ -190,6 +198,52 @@ fn five_thousand_blocks() {
 #[test]
 fn size_not_a_multiple_of_the_block() {
     check_size(300 * BS + 1234);
+}
+
+#[test]
+fn small_hash_blocks_give_a_four_level_tree() {
+    // 16 digests per 512-byte hash block: 5000 blocks need 313, 20, 2 and 1 hash blocks.
+    check_with(
+        5000 * BS,
+        Params {
+            hash_block_size: 512,
+            ..Params::new(salt())
+        },
+    );
+}
+
+#[test]
+fn data_blocks_smaller_than_hash_blocks() {
+    // 1001 data blocks of 512 bytes end mid hash block: the superblock moves to the next one.
+    check_with(
+        1001 * 512 - 3,
+        Params {
+            data_block_size: 512,
+            ..Params::new(salt())
+        },
+    );
+}
+
+#[test]
+fn bad_params_are_refused_before_touching_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("root.img");
+    write_data(&img, 3 * BS);
+    let e = append_hash_tree(
+        &img,
+        &Params {
+            hash_block_size: 3000,
+            ..Params::new(salt())
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("hash_block_size") && e.contains("3000"), "{e}");
+    let e = append_hash_tree(&img, &Params::new(vec![0; 257]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("salt"), "{e}");
+    assert_eq!(fs::metadata(&img).unwrap().len(), 3 * BS);
 }
 
 #[test]
