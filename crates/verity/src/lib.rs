@@ -618,8 +618,8 @@ pub fn append_hash_tree(path: &Path, params: &Params) -> Result<Verity, VerityEr
     };
     let verity = sb.to_verity(root_hash, hash_offset);
 
-    // set_len pads the data with zeros up to the superblock (and drops anything the file
-    // had past that point, e.g. an older tree, should the caller pass an odd file).
+    // set_len pads the data with zeros up to the superblock. The whole file is data: a
+    // file that already carries a tree gets a second one over both (callers pass a fresh image).
     file.set_len(hash_offset)
         .map_err(io(path, "pad the image to a whole block"))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
