@@ -1,10 +1,11 @@
-//! `/init` in the initramfs: a thin shell around [`ballast_init::stage1::boot`].
+//! `/init` in the initramfs (and `/sbin/init --stage2` on the real root): a
+//! thin shell around [`ballast_init::stage1::boot`] and [`ballast_init::stage2::boot`].
 //! It must never exit while it is PID 1 (the kernel would panic), so after
 //! stage 1 it reaps children forever unless stage 1 powered off or rebooted.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
-use ballast_init::stage1;
 use ballast_init::sys::LinuxSys;
+use ballast_init::{stage1, stage2};
 
 fn main() {
     if rustix::process::getpid() != rustix::process::Pid::INIT {
@@ -14,6 +15,10 @@ fn main() {
         std::process::exit(2);
     }
     let (mut sys, note) = LinuxSys::attach_console();
-    let _ending = stage1::boot(&mut sys, note);
+    if std::env::args_os().skip(1).any(|a| a == "--stage2") {
+        let _ending = stage2::boot(&mut sys);
+    } else {
+        let _ending = stage1::boot(&mut sys, note);
+    }
     sys.idle_forever()
 }

@@ -6,6 +6,7 @@
 //! `ballast.debug=` asks (so tests end). Later stages (verity root, overlays,
 //! switch_root) will slot in between modules and the end.
 
+use std::borrow::Cow;
 use std::io;
 use std::path::Path;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use rustix::mount::MountFlags;
 use crate::cmdline::{Cmdline, DebugAction};
 use crate::log;
 use crate::modules::{ModulesLoad, ModulesLoadError, MODULES_LOAD};
+use crate::root;
 use crate::sys::{ModuleError, MountSpec, Shutdown, Sys};
 
 /// The architecture name in the banner.
@@ -40,7 +42,7 @@ struct PseudoFs {
 const MOUNTS: [PseudoFs; 5] = [
     PseudoFs {
         spec: MountSpec {
-            source: "proc",
+            source: Cow::Borrowed("proc"),
             target: "/proc",
             fstype: "proc",
             flags: MountFlags::NOSUID
@@ -52,7 +54,7 @@ const MOUNTS: [PseudoFs; 5] = [
     },
     PseudoFs {
         spec: MountSpec {
-            source: "sysfs",
+            source: Cow::Borrowed("sysfs"),
             target: "/sys",
             fstype: "sysfs",
             flags: MountFlags::NOSUID
@@ -64,7 +66,7 @@ const MOUNTS: [PseudoFs; 5] = [
     },
     PseudoFs {
         spec: MountSpec {
-            source: "devtmpfs",
+            source: Cow::Borrowed("devtmpfs"),
             target: "/dev",
             fstype: "devtmpfs",
             flags: MountFlags::NOSUID,
@@ -74,7 +76,7 @@ const MOUNTS: [PseudoFs; 5] = [
     },
     PseudoFs {
         spec: MountSpec {
-            source: "devpts",
+            source: Cow::Borrowed("devpts"),
             target: "/dev/pts",
             fstype: "devpts",
             flags: MountFlags::NOSUID.union(MountFlags::NOEXEC),
@@ -84,7 +86,7 @@ const MOUNTS: [PseudoFs; 5] = [
     },
     PseudoFs {
         spec: MountSpec {
-            source: "tmpfs",
+            source: Cow::Borrowed("tmpfs"),
             target: "/run",
             fstype: "tmpfs",
             flags: MountFlags::NOSUID.union(MountFlags::NODEV),
@@ -118,6 +120,8 @@ pub enum Stage1Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
     Idle,
+    /// Stage 2 was exec'd on the new root (only returns under test).
+    SwitchedRoot,
     Shutdown(Shutdown),
 }
 
@@ -172,6 +176,25 @@ pub fn boot(sys: &mut impl Sys, console_note: Option<String>) -> Ending {
             .ok()
             .map(|text| Cmdline::parse(&String::from_utf8_lossy(&text)));
     }
+    if let Some(slot_cmdline) = cmdline.as_ref().filter(|c| c.has("ballast.slot")) {
+        // A slot's boot entry: go on to its verified root, or refuse the slot.
+        let slot_cmdline = slot_cmdline.clone();
+        return match result {
+            Ok(()) => {
+                log!(
+                    sys,
+                    "stage 1 complete; mounting the root of slot {}",
+                    slot_cmdline.get("ballast.slot").unwrap_or("?")
+                );
+                root::boot_slot(sys, &slot_cmdline)
+            }
+            Err(e) => root::refuse(
+                sys,
+                slot_cmdline.get("ballast.slot").unwrap_or("?"),
+                &root::RootError::Stage1(e),
+            ),
+        };
+    }
     let debug = match cmdline.as_ref().map(Cmdline::debug) {
         Some(Ok(debug)) => debug,
         Some(Err(bad)) => {
@@ -184,7 +207,7 @@ pub fn boot(sys: &mut impl Sys, console_note: Option<String>) -> Ending {
         (Ok(()), Some(_)) => log!(sys, "stage 1 complete"),
         (Ok(()), None) => log!(
             sys,
-            "stage 1 complete; no root to switch to yet (later stages not built): idling"
+            "stage 1 complete; no ballast.slot= on the kernel command line, so no root to switch to: idling"
         ),
         (Err(e), _) => log!(sys, "error: {e}"),
     }
@@ -238,7 +261,7 @@ fn run(sys: &mut impl Sys, cmdline: &mut Option<Cmdline>) -> Result<(), Stage1Er
     Ok(())
 }
 
-fn mount_pseudo_filesystems(sys: &mut impl Sys) -> Result<(), Stage1Error> {
+pub(crate) fn mount_pseudo_filesystems(sys: &mut impl Sys) -> Result<(), Stage1Error> {
     for fs in &MOUNTS {
         let spec = &fs.spec;
         match mount_one(sys, spec) {
@@ -418,7 +441,7 @@ mod tests {
         assert!(!sys.actions.iter().any(|a| matches!(a, Action::Reboot(_))));
         assert_eq!(
             sys.messages().last(),
-            Some(&"stage 1 complete; no root to switch to yet (later stages not built): idling")
+            Some(&"stage 1 complete; no ballast.slot= on the kernel command line, so no root to switch to: idling")
         );
     }
 

@@ -5,6 +5,7 @@
 //! development host without root. Keep logic out of this module: it only
 //! translates calls.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -14,9 +15,9 @@ use rustix::io::Errno;
 use rustix::mount::MountFlags;
 
 /// One mount stage 1 performs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSpec {
-    pub source: &'static str,
+    pub source: Cow<'static, str>,
     pub target: &'static str,
     pub fstype: &'static str,
     pub flags: MountFlags,
@@ -49,7 +50,25 @@ fn load_hint(errno: Errno) -> &'static str {
     }
 }
 
-/// The kernel, as stage 1 sees it.
+/// A partition table as init needs it: the disk's identity and where each
+/// partition lies (512-byte sectors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartTable {
+    /// The disk GUID as text (for MBR: the GUID ballast-disk derives from the
+    /// 32-bit signature), compared case-insensitively.
+    pub disk_guid: String,
+    pub partitions: Vec<PartInfo>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartInfo {
+    pub index: u32,
+    pub start_lba: u64,
+    /// Inclusive.
+    pub end_lba: u64,
+}
+
+/// The kernel, as stage 1 and stage 2 see it.
 pub trait Sys {
     /// Time since boot on the clock printk uses (CLOCK_MONOTONIC).
     fn now(&self) -> Duration;
@@ -68,6 +87,50 @@ pub trait Sys {
     fn sync(&mut self);
     /// `reboot(2)`; on success the real call does not return.
     fn reboot(&mut self, how: Shutdown) -> Result<(), Errno>;
+
+    fn sleep(&mut self, how_long: Duration);
+    /// Names in a directory (no `.`/`..`), sorted.
+    fn list_dir(&mut self, path: &Path) -> Result<Vec<String>, Errno>;
+    fn exists(&mut self, path: &Path) -> bool;
+    /// `mknod` of a character device node, mode 0600.
+    fn mknod_char(&mut self, path: &Path, major: u32, minor: u32) -> Result<(), Errno>;
+    /// One ioctl on `/dev/mapper/control`; `buf` is the whole `dm_ioctl`
+    /// buffer, replaced in place by the kernel's reply.
+    fn dm_ioctl(&mut self, cmd: crate::dm::Command, buf: &mut [u8]) -> Result<(), Errno>;
+    /// Reads the GPT or MBR of a whole-disk device (ballast-disk).
+    fn read_partition_table(&mut self, disk: &Path) -> Result<PartTable, String>;
+    /// Grows partition `index` (the last one) to the end of the disk, in the
+    /// table on disk only (ballast-disk). `Ok(None)`: it fills the disk already.
+    fn grow_last_partition(&mut self, disk: &Path, index: u32) -> Result<Option<PartInfo>, String>;
+    /// `BLKPG_RESIZE_PARTITION` on the whole disk, in bytes: tells the
+    /// kernel a partition's new size while other partitions are in use.
+    fn blkpg_resize(
+        &mut self,
+        disk: &Path,
+        index: u32,
+        start: u64,
+        length: u64,
+    ) -> Result<(), Errno>;
+    /// `BLKGETSIZE64`.
+    fn device_bytes(&mut self, dev: &Path) -> Result<u64, Errno>;
+    /// Reads `len` bytes at `offset` of a file or device.
+    fn read_at(&mut self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// `EXT4_IOC_RESIZE_FS` on the mounted filesystem at `mountpoint`.
+    fn ext4_resize(&mut self, mountpoint: &Path, blocks: u64) -> Result<(), Errno>;
+    fn bind_mount(&mut self, from: &Path, to: &Path) -> Result<(), Errno>;
+    /// `mount --move`.
+    fn move_mount(&mut self, from: &Path, to: &Path) -> Result<(), Errno>;
+    fn remount_ro(&mut self, target: &Path) -> Result<(), Errno>;
+    fn unmount(&mut self, target: &Path) -> Result<(), Errno>;
+    fn chdir(&mut self, path: &Path) -> Result<(), Errno>;
+    fn chroot(&mut self, path: &Path) -> Result<(), Errno>;
+    /// Removes the initramfs' own files under `/` without crossing into other
+    /// mounts; returns how many entries went. Best effort.
+    fn free_initramfs(&mut self) -> u64;
+    /// `execv`; the real call returns only on failure.
+    fn exec(&mut self, path: &Path, argv: &[&str]) -> io::Result<()>;
+    /// Appends `bytes` to `path` (created 0644) and fsyncs file and directory.
+    fn append_sync(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()>;
 }
 
 /// The real kernel.
@@ -188,7 +251,13 @@ impl Sys for LinuxSys {
     }
 
     fn mount(&mut self, spec: &MountSpec) -> Result<(), Errno> {
-        rustix::mount::mount(spec.source, spec.target, spec.fstype, spec.flags, spec.data)
+        rustix::mount::mount(
+            spec.source.as_ref(),
+            spec.target,
+            spec.fstype,
+            spec.flags,
+            spec.data,
+        )
     }
 
     fn kernel_release(&self) -> String {
@@ -214,5 +283,264 @@ impl Sys for LinuxSys {
             Shutdown::Reboot => rustix::system::RebootCommand::Restart,
         };
         rustix::system::reboot(cmd)
+    }
+
+    fn sleep(&mut self, how_long: Duration) {
+        std::thread::sleep(how_long);
+    }
+
+    fn list_dir(&mut self, path: &Path) -> Result<Vec<String>, Errno> {
+        let entries = std::fs::read_dir(path).map_err(|e| errno_of(&e))?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn exists(&mut self, path: &Path) -> bool {
+        fs::lstat(path).is_ok()
+    }
+
+    fn mknod_char(&mut self, path: &Path, major: u32, minor: u32) -> Result<(), Errno> {
+        fs::mknodat(
+            fs::CWD,
+            path,
+            fs::FileType::CharacterDevice,
+            Mode::from_raw_mode(0o600),
+            fs::makedev(major, minor),
+        )
+    }
+
+    fn dm_ioctl(&mut self, cmd: crate::dm::Command, buf: &mut [u8]) -> Result<(), Errno> {
+        linux::dm_ioctl(cmd, buf)
+    }
+
+    fn read_partition_table(&mut self, disk: &Path) -> Result<PartTable, String> {
+        crate::disks::read_table(disk)
+    }
+
+    fn grow_last_partition(&mut self, disk: &Path, index: u32) -> Result<Option<PartInfo>, String> {
+        crate::disks::grow_last(disk, index)
+    }
+
+    fn blkpg_resize(
+        &mut self,
+        disk: &Path,
+        index: u32,
+        start: u64,
+        length: u64,
+    ) -> Result<(), Errno> {
+        linux::blkpg_resize(disk, index, start, length)
+    }
+
+    fn device_bytes(&mut self, dev: &Path) -> Result<u64, Errno> {
+        linux::device_bytes(dev)
+    }
+
+    fn read_at(&mut self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(path)?;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    fn ext4_resize(&mut self, mountpoint: &Path, blocks: u64) -> Result<(), Errno> {
+        linux::ext4_resize(mountpoint, blocks)
+    }
+
+    fn bind_mount(&mut self, from: &Path, to: &Path) -> Result<(), Errno> {
+        rustix::mount::mount_bind(from, to)
+    }
+
+    fn move_mount(&mut self, from: &Path, to: &Path) -> Result<(), Errno> {
+        rustix::mount::mount_move(from, to)
+    }
+
+    fn remount_ro(&mut self, target: &Path) -> Result<(), Errno> {
+        rustix::mount::mount_remount(target, MountFlags::RDONLY, c"")
+    }
+
+    fn unmount(&mut self, target: &Path) -> Result<(), Errno> {
+        rustix::mount::unmount(target, rustix::mount::UnmountFlags::empty())
+    }
+
+    fn chdir(&mut self, path: &Path) -> Result<(), Errno> {
+        rustix::process::chdir(path)
+    }
+
+    fn chroot(&mut self, path: &Path) -> Result<(), Errno> {
+        rustix::process::chroot(path)
+    }
+
+    fn free_initramfs(&mut self) -> u64 {
+        match fs::stat("/") {
+            Ok(root) => linux::free_tree(Path::new("/"), root.st_dev),
+            Err(_) => 0,
+        }
+    }
+
+    fn exec(&mut self, path: &Path, argv: &[&str]) -> io::Result<()> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(path);
+        if let Some((first, rest)) = argv.split_first() {
+            cmd.arg0(first).args(rest);
+        }
+        Err(cmd.exec())
+    }
+
+    fn append_sync(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .open(path)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+fn errno_of(e: &io::Error) -> Errno {
+    e.raw_os_error().map_or(Errno::IO, Errno::from_raw_os_error)
+}
+
+/// The Linux side of the block-device and mount methods of [`Sys`].
+mod linux {
+    use super::*;
+    use rustix::ioctl::{self, Ioctl, IoctlOutput, Opcode};
+
+    /// A `dm_ioctl` buffer handed to the kernel whole (header + payload).
+    struct DmBuf<'a> {
+        request: Opcode,
+        buf: &'a mut [u8],
+    }
+
+    // SAFETY: the request is one of the dm `_IOWR(0xfd, nr, struct dm_ioctl)`
+    // numbers, and `buf` is at least `data_size` bytes long (the kernel reads
+    // and writes at most `data_size`, which `dm::header` sets to `buf.len()`).
+    unsafe impl Ioctl for DmBuf<'_> {
+        type Output = ();
+        const IS_MUTATING: bool = true;
+        fn opcode(&self) -> Opcode {
+            self.request
+        }
+        fn as_ptr(&mut self) -> *mut std::ffi::c_void {
+            self.buf.as_mut_ptr().cast()
+        }
+        unsafe fn output_from_ptr(
+            _: IoctlOutput,
+            _: *mut std::ffi::c_void,
+        ) -> rustix::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    pub fn dm_ioctl(cmd: crate::dm::Command, buf: &mut [u8]) -> Result<(), Errno> {
+        if buf.len() < crate::dm::HEADER_LEN {
+            return Err(Errno::INVAL);
+        }
+        let control = fs::open(
+            "/dev/mapper/control",
+            OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let request = DmBuf {
+            request: cmd.request() as Opcode,
+            buf,
+        };
+        // SAFETY: see `impl Ioctl for DmBuf`.
+        unsafe { ioctl::ioctl(&control, request) }
+    }
+
+    /// `struct blkpg_partition` from <linux/blkpg.h>.
+    #[repr(C)]
+    struct BlkpgPartition {
+        start: i64,
+        length: i64,
+        pno: std::ffi::c_int,
+        devname: [u8; 64],
+        volname: [u8; 64],
+    }
+
+    /// `struct blkpg_ioctl_arg`.
+    #[repr(C)]
+    struct BlkpgArg {
+        op: std::ffi::c_int,
+        flags: std::ffi::c_int,
+        datalen: std::ffi::c_int,
+        data: *mut std::ffi::c_void,
+    }
+
+    const BLKPG: Opcode = ioctl::opcode::none(0x12, 105);
+    const BLKPG_RESIZE_PARTITION: std::ffi::c_int = 3;
+    const BLKGETSIZE64: Opcode = ioctl::opcode::read::<u64>(0x12, 114);
+    const EXT4_IOC_RESIZE_FS: Opcode = ioctl::opcode::write::<u64>(b'f', 16);
+
+    pub fn blkpg_resize(disk: &Path, index: u32, start: u64, length: u64) -> Result<(), Errno> {
+        let fd = fs::open(disk, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        let mut part = BlkpgPartition {
+            start: i64::try_from(start).map_err(|_| Errno::INVAL)?,
+            length: i64::try_from(length).map_err(|_| Errno::INVAL)?,
+            pno: std::ffi::c_int::try_from(index).map_err(|_| Errno::INVAL)?,
+            devname: [0; 64],
+            volname: [0; 64],
+        };
+        let arg = BlkpgArg {
+            op: BLKPG_RESIZE_PARTITION,
+            flags: 0,
+            datalen: std::mem::size_of::<BlkpgPartition>() as std::ffi::c_int,
+            data: (&raw mut part).cast(),
+        };
+        // SAFETY: BLKPG takes a pointer to `blkpg_ioctl_arg`, whose `data`
+        // points at `part`, alive on this stack frame for the whole call.
+        unsafe { ioctl::ioctl(&fd, ioctl::Setter::<BLKPG, BlkpgArg>::new(arg)) }
+    }
+
+    pub fn device_bytes(dev: &Path) -> Result<u64, Errno> {
+        let fd = fs::open(dev, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        // SAFETY: BLKGETSIZE64 writes one u64.
+        unsafe { ioctl::ioctl(&fd, ioctl::Getter::<BLKGETSIZE64, u64>::new()) }
+    }
+
+    pub fn ext4_resize(mountpoint: &Path, blocks: u64) -> Result<(), Errno> {
+        let fd = fs::open(
+            mountpoint,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        // SAFETY: EXT4_IOC_RESIZE_FS reads one u64 (the new block count).
+        unsafe { ioctl::ioctl(&fd, ioctl::Setter::<EXT4_IOC_RESIZE_FS, u64>::new(blocks)) }
+    }
+
+    /// Deletes the files of the initramfs (rootfs) below `dir`, staying on
+    /// `root_dev` so nothing in another mount (the new root, /dev, ...) is touched.
+    pub fn free_tree(dir: &Path, root_dev: u64) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(st) = fs::lstat(&path) else { continue };
+            if st.st_dev != root_dev {
+                continue;
+            }
+            if fs::FileType::from_raw_mode(st.st_mode) == fs::FileType::Directory {
+                removed += free_tree(&path, root_dev);
+                if fs::rmdir(&path).is_ok() {
+                    removed += 1;
+                }
+            } else if fs::unlink(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
     }
 }

@@ -1,0 +1,239 @@
+//! Stage 2: the same binary as PID 1 of the real (verified, read-only) root,
+//! started by stage 1's switch_root as `init --stage2`.
+//!
+//! Today it counts the boot on the state partition (`/state/ballast/boots`,
+//! one line per boot, fsynced) and then idles as PID 1 reaping children, or
+//! powers off / reboots when `ballast.debug=` asks, after making state
+//! read-only so nothing is lost. sysd will be started from here.
+
+use std::path::Path;
+
+use crate::cmdline::{Cmdline, DebugAction};
+use crate::log;
+use crate::stage1::{self, Ending, OS_RELEASE};
+use crate::sys::{Shutdown, Sys};
+
+pub const STATE: &str = "/state";
+pub const BOOTS: &str = "/state/ballast/boots";
+
+/// The number of the next boot given the boots file: one more than the
+/// highest `boot=N` in it (0 lines → 1).
+pub fn next_boot(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| {
+            l.strip_prefix("boot=")?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
+/// Counts this boot on the state partition. `None` if there is no state.
+pub fn count_boot(sys: &mut impl Sys, version: &str, slot: &str) -> Option<u64> {
+    match sys.is_mountpoint(Path::new(STATE)) {
+        Ok(true) => {}
+        _ => {
+            log!(
+                sys,
+                "no state partition on {STATE}: this boot is not counted"
+            );
+            return None;
+        }
+    }
+    let previous = match sys.read_file(Path::new(BOOTS)) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            log!(sys, "cannot read {BOOTS}: {e}; this boot is not counted");
+            return None;
+        }
+    };
+    let n = next_boot(&previous);
+    if let Err(e) = sys.mkdir(Path::new("/state/ballast"), 0o755) {
+        log!(
+            sys,
+            "cannot make /state/ballast: {e}; this boot is not counted"
+        );
+        return None;
+    }
+    let line = format!("boot={n} version={version} slot={slot}\n");
+    match sys.append_sync(Path::new(BOOTS), line.as_bytes()) {
+        Ok(()) => {
+            log!(sys, "boot {n} on this state partition");
+            Some(n)
+        }
+        Err(e) => {
+            log!(
+                sys,
+                "cannot append to {BOOTS}: {e}; this boot is not counted"
+            );
+            None
+        }
+    }
+}
+
+/// Runs stage 2 to its end (idle, or power-off/reboot when debugging).
+pub fn boot(sys: &mut impl Sys) -> Ending {
+    // Stage 1 moved /proc, /sys, /dev and /run here; mount what is missing
+    // (a root booted without our initramfs).
+    if let Err(e) = stage1::mount_pseudo_filesystems(sys) {
+        log!(sys, "stage 2: {e}");
+    }
+    let cmdline = sys
+        .read_file(Path::new("/proc/cmdline"))
+        .map(|t| Cmdline::parse(&String::from_utf8_lossy(&t)))
+        .unwrap_or_default();
+    let slot = cmdline.get("ballast.slot").unwrap_or("?").to_string();
+    let version = sys
+        .read_file(Path::new(OS_RELEASE))
+        .ok()
+        .and_then(|b| stage1::os_release_version(&String::from_utf8_lossy(&b)))
+        .unwrap_or_else(|| "unknown".into());
+    log!(
+        sys,
+        "stage 2 on slot {slot} (root verified, read-only), version {version}"
+    );
+    count_boot(sys, &version, &slot);
+    let how = match cmdline.debug() {
+        Ok(Some(DebugAction::PowerOff)) => Shutdown::PowerOff,
+        Ok(Some(DebugAction::Reboot)) => Shutdown::Reboot,
+        Ok(None) => {
+            log!(
+                sys,
+                "stage 2: nothing to start yet (sysd not built); idling"
+            );
+            return Ending::Idle;
+        }
+        Err(bad) => {
+            log!(sys, "{bad}");
+            return Ending::Idle;
+        }
+    };
+    shutdown(sys, how)
+}
+
+/// Unmounts what lives on state, makes state read-only, syncs and ends.
+pub fn shutdown(sys: &mut impl Sys, how: Shutdown) -> Ending {
+    sys.sync();
+    for target in ["/etc", "/var"] {
+        if let Err(e) = sys.unmount(Path::new(target)) {
+            log!(sys, "unmount {target}: {e}");
+        }
+    }
+    if let Ok(true) = sys.is_mountpoint(Path::new(STATE)) {
+        match sys.remount_ro(Path::new(STATE)) {
+            Ok(()) => log!(sys, "{STATE} is read-only; it is safe to power off"),
+            Err(e) => log!(sys, "cannot make {STATE} read-only: {e}; synced it instead"),
+        }
+    }
+    sys.sync();
+    match sys.reboot(how) {
+        Ok(()) => Ending::Shutdown(how),
+        Err(e) => {
+            log!(sys, "reboot failed: {e}; idling");
+            Ending::Idle
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn boots_are_numbered_from_the_file() {
+        assert_eq!(next_boot(""), 1);
+        assert_eq!(next_boot("boot=1 version=0.1.0 slot=a\n"), 2);
+        assert_eq!(
+            next_boot("boot=1 version=0.1.0 slot=a\nboot=2 version=0.1.0 slot=b\ngarbage\n"),
+            3
+        );
+        // A torn last line (power cut mid-write) does not reset the count.
+        assert_eq!(next_boot("boot=7 version=1 slot=a\nboot="), 8);
+    }
+
+    use crate::testsys::{Action, TestSys};
+
+    fn real_root(cmdline: &str) -> TestSys {
+        let mut sys = TestSys::booted_with(cmdline);
+        // Stage 1 moved these here.
+        for m in ["/proc", "/sys", "/dev", "/dev/pts", "/run", "/state"] {
+            sys.mounted.insert(m.into());
+        }
+        sys
+    }
+
+    #[test]
+    fn first_and_second_boot_are_counted_on_state() {
+        let mut sys = real_root("ballast.slot=a ballast.debug=poweroff");
+        assert_eq!(boot(&mut sys), Ending::Shutdown(Shutdown::PowerOff));
+        let messages = sys.messages();
+        assert!(
+            messages.contains(&"stage 2 on slot a (root verified, read-only), version 0.1.0"),
+            "{messages:?}"
+        );
+        assert!(
+            messages.contains(&"boot 1 on this state partition"),
+            "{messages:?}"
+        );
+        assert_eq!(
+            sys.files
+                .get(Path::new(BOOTS))
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
+            Some("boot=1 version=0.1.0 slot=a\n".to_string())
+        );
+        // Power-off came after state was made read-only.
+        let ro = sys
+            .actions
+            .iter()
+            .position(|a| *a == Action::RemountRo("/state".into()));
+        let off = sys
+            .actions
+            .iter()
+            .position(|a| *a == Action::Reboot(Shutdown::PowerOff));
+        assert!(ro.is_some() && ro < off, "{:?}", sys.actions);
+
+        let mut second = real_root("ballast.slot=b ballast.debug=poweroff");
+        second
+            .files
+            .insert(PathBuf::from(BOOTS), sys.files[Path::new(BOOTS)].clone());
+        boot(&mut second);
+        assert!(second
+            .messages()
+            .contains(&"boot 2 on this state partition"));
+        assert_eq!(
+            String::from_utf8_lossy(&second.files[Path::new(BOOTS)]),
+            "boot=1 version=0.1.0 slot=a\nboot=2 version=0.1.0 slot=b\n"
+        );
+    }
+
+    #[test]
+    fn without_state_the_boot_is_not_counted_and_stage_2_idles() {
+        let mut sys = real_root("ballast.slot=a");
+        sys.mounted.remove("/state");
+        assert_eq!(boot(&mut sys), Ending::Idle);
+        assert!(sys
+            .messages()
+            .contains(&"no state partition on /state: this boot is not counted"));
+        assert!(!sys
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Append { .. } | Action::Reboot(_))));
+    }
+
+    #[test]
+    fn a_failed_append_is_logged_and_the_boot_goes_on() {
+        let mut sys = real_root("ballast.slot=a");
+        sys.fail.insert("append_sync", rustix::io::Errno::NOSPC);
+        assert_eq!(boot(&mut sys), Ending::Idle);
+        assert!(sys
+            .messages()
+            .iter()
+            .any(|m| m.starts_with("cannot append to /state/ballast/boots: ")));
+    }
+}
