@@ -191,7 +191,7 @@ pub fn find_disk(sys: &mut impl Sys, guid: &str) -> Result<Disk, RootError> {
         for name in names.into_iter().filter(|n| is_candidate(n)) {
             let path = PathBuf::from(format!("/dev/{name}"));
             let note = match sys.read_partition_table(&path) {
-                Ok(table) if table.disk_guid.eq_ignore_ascii_case(guid) => {
+                Ok(table) if table.matches(guid) => {
                     return Ok(Disk { name, table });
                 }
                 Ok(table) => format!("{name} (GUID {})", table.disk_guid),
@@ -426,6 +426,7 @@ mod tests {
             PathBuf::from("/dev/vda"),
             PartTable {
                 disk_guid: GUID.into(),
+                signature_only: false,
                 partitions: vec![
                     part(1, 2048, 18431),
                     part(2, 18432, 100_000),
@@ -527,6 +528,22 @@ mod tests {
         let tail = &sys.actions[sys.actions.len() - 2..];
         assert_eq!(tail, [Action::Sync, Action::Reboot(Shutdown::Reboot)]);
         assert!(!sys.actions.iter().any(|a| matches!(a, Action::Dm(_))));
+    }
+
+    #[test]
+    fn an_mbr_disk_is_recognised_by_its_signature() {
+        let mut sys = machine("");
+        if let Some(t) = sys.tables.get_mut(Path::new("/dev/vda")) {
+            t.disk_guid = format!("{}-0000-0000-0000-000000000000", &GUID[..8]);
+            t.signature_only = true;
+        }
+        assert_eq!(boot(&mut sys, None), Ending::SwitchedRoot);
+        if let Some(t) = sys.tables.get_mut(Path::new("/dev/vda")) {
+            t.disk_guid = "6b3e0f52-0000-0000-0000-000000000000".into();
+        }
+        let mut other = machine("");
+        other.tables = sys.tables.clone();
+        assert_eq!(boot(&mut other, None), Ending::Shutdown(Shutdown::Reboot));
     }
 
     #[test]

@@ -57,7 +57,23 @@ pub struct PartTable {
     /// The disk GUID as text (for MBR: the GUID ballast-disk derives from the
     /// 32-bit signature), compared case-insensitively.
     pub disk_guid: String,
+    /// MBR: only the 32-bit disk signature (the first 4 bytes of the GUID the
+    /// builder chose) identifies the disk.
+    pub signature_only: bool,
     pub partitions: Vec<PartInfo>,
+}
+
+impl PartTable {
+    /// Whether this is the disk `ballast.disk=` names.
+    pub fn matches(&self, guid: &str) -> bool {
+        if self.signature_only {
+            guid.len() == 36
+                && self.disk_guid.len() == 36
+                && guid[..8].eq_ignore_ascii_case(&self.disk_guid[..8])
+        } else {
+            guid.eq_ignore_ascii_case(&self.disk_guid)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
