@@ -246,7 +246,7 @@ fn debug_name(how: Shutdown) -> &'static str {
 }
 
 fn run(sys: &mut impl Sys, cmdline: &mut Option<Cmdline>) -> Result<(), Stage1Error> {
-    mount_pseudo_filesystems(sys)?;
+    mount_pseudo_filesystems(sys, true)?;
     let text = sys
         .read_file(Path::new("/proc/cmdline"))
         .map_err(Stage1Error::Cmdline)?;
@@ -261,12 +261,17 @@ fn run(sys: &mut impl Sys, cmdline: &mut Option<Cmdline>) -> Result<(), Stage1Er
     Ok(())
 }
 
-pub(crate) fn mount_pseudo_filesystems(sys: &mut impl Sys) -> Result<(), Stage1Error> {
+/// `say_already`: log the ones found mounted (stage 1; in stage 2 they all are).
+pub(crate) fn mount_pseudo_filesystems(
+    sys: &mut impl Sys,
+    say_already: bool,
+) -> Result<(), Stage1Error> {
     for fs in &MOUNTS {
         let spec = &fs.spec;
         match mount_one(sys, spec) {
             Ok(true) => {}
-            Ok(false) => log!(sys, "{} already mounted", spec.target),
+            Ok(false) if say_already => log!(sys, "{} already mounted", spec.target),
+            Ok(false) => {}
             Err(errno) if fs.required => {
                 return Err(Stage1Error::Mount {
                     fstype: spec.fstype,

@@ -80,7 +80,7 @@ pub fn count_boot(sys: &mut impl Sys, version: &str, slot: &str) -> Option<u64> 
 pub fn boot(sys: &mut impl Sys) -> Ending {
     // Stage 1 moved /proc, /sys, /dev and /run here; mount what is missing
     // (a root booted without our initramfs).
-    if let Err(e) = stage1::mount_pseudo_filesystems(sys) {
+    if let Err(e) = stage1::mount_pseudo_filesystems(sys, false) {
         log!(sys, "stage 2: {e}");
     }
     let cmdline = sys
