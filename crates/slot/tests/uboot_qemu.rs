@@ -8,90 +8,20 @@
 //! when either is missing. `mkimage` (u-boot-tools) is only used to cross-check the
 //! script image and is optional too.
 
-use std::io::{BufRead, BufReader, Cursor, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ballast_slot::uboot::{self, BootDir, ScriptParams, State};
 use ballast_slot::SlotId;
+use common::{make_disk, read_from_disk, workdir};
 
 const UBOOT: &str = "/usr/lib/u-boot/qemu_arm/u-boot.bin";
-const PART_START: u64 = 1 << 20;
-const PART_SIZE: u64 = 16 << 20;
 
 fn have_qemu() -> bool {
-    let q = Command::new("qemu-system-arm")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !q || !Path::new(UBOOT).exists() {
-        eprintln!("SKIPPED: needs qemu-system-arm and {UBOOT} (scripts/setup installs both)");
-        return false;
-    }
-    true
-}
-
-/// A disk with an MBR and one FAT partition (type 0x0c, bootable) at 1 MiB holding
-/// the files of `staging`.
-fn make_disk(staging: &Path, disk: &Path) {
-    let mut part = Cursor::new(vec![0u8; PART_SIZE as usize]);
-    fatfs::format_volume(
-        &mut part,
-        fatfs::FormatVolumeOptions::new().volume_label(*b"BALLASTBOOT"),
-    )
-    .unwrap();
-    {
-        let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
-        copy_into(&fs.root_dir(), staging);
-    }
-    let mut mbr = [0u8; 512];
-    let e = &mut mbr[446..462];
-    e[0] = 0x80;
-    e[1..4].copy_from_slice(&[0xfe, 0xff, 0xff]);
-    e[4] = 0x0c;
-    e[5..8].copy_from_slice(&[0xfe, 0xff, 0xff]);
-    e[8..12].copy_from_slice(&((PART_START / 512) as u32).to_le_bytes());
-    e[12..16].copy_from_slice(&((PART_SIZE / 512) as u32).to_le_bytes());
-    mbr[510] = 0x55;
-    mbr[511] = 0xaa;
-    let mut f = std::fs::File::create(disk).unwrap();
-    f.write_all(&mbr).unwrap();
-    f.seek(SeekFrom::Start(PART_START)).unwrap();
-    f.write_all(part.get_ref()).unwrap();
-}
-
-fn copy_into<T: fatfs::ReadWriteSeek>(dir: &fatfs::Dir<T>, src: &Path) {
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if e.file_type().unwrap().is_dir() {
-            let sub = dir.create_dir(&name).unwrap();
-            copy_into(&sub, &e.path());
-        } else {
-            let mut f = dir.create_file(&name).unwrap();
-            f.truncate().unwrap();
-            f.write_all(&std::fs::read(e.path()).unwrap()).unwrap();
-        }
-    }
-}
-
-/// Read a file of the disk's FAT partition (None when absent).
-fn read_from_disk(disk: &Path, path: &str) -> Option<String> {
-    let mut f = std::fs::File::open(disk).unwrap();
-    let mut part = vec![0u8; PART_SIZE as usize];
-    f.seek(SeekFrom::Start(PART_START)).unwrap();
-    f.read_exact(&mut part).unwrap();
-    let mut cur = Cursor::new(part);
-    let fs = fatfs::FileSystem::new(&mut cur, fatfs::FsOptions::new()).unwrap();
-    let mut file = fs.root_dir().open_file(path).ok()?;
-    let mut out = Vec::new();
-    file.read_to_end(&mut out).unwrap();
-    Some(String::from_utf8_lossy(&out).into_owned())
+    common::have("qemu-system-arm", &[UBOOT])
 }
 
 /// Stage a boot partition: the script, fake kernels, boot.env per slot.
@@ -115,74 +45,26 @@ fn stage(dir: &Path) -> BootDir {
 
 /// Boot U-Boot on `disk` until the script gives up on the fake kernel; the console.
 fn run_uboot(disk: &Path) -> String {
-    let start = Instant::now();
-    let mut child = Command::new("qemu-system-arm")
-        .args([
-            "-machine",
-            "virt,highmem=off",
-            "-cpu",
-            "cortex-a15",
-            "-m",
-            "512",
-            "-nographic",
-        ])
-        .args(["-bios", UBOOT, "-no-reboot", "-nic", "none"])
-        .arg("-drive")
-        .arg(format!("if=none,file={},format=raw,id=d0", disk.display()))
-        .args(["-device", "virtio-blk-device,drive=d0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start qemu-system-arm");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut console = String::new();
-    let deadline = Duration::from_secs(60);
-    let mut done = false;
-    while start.elapsed() < deadline && !done {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                done = line.contains("ballast: boot of slot");
-                console.push_str(&line);
-                console.push('\n');
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    eprintln!("U-Boot run took {:.1} s", start.elapsed().as_secs_f64());
-    if std::env::var_os("BALLAST_SHOW_CONSOLE").is_some() {
-        eprintln!("{console}");
-    }
-    assert!(
-        done,
-        "the boot script never reached its end within 60 s; console:\n{console}"
-    );
-    console
+    let mut cmd = Command::new("qemu-system-arm");
+    cmd.args([
+        "-machine",
+        "virt,highmem=off",
+        "-cpu",
+        "cortex-a15",
+        "-m",
+        "512",
+        "-nographic",
+    ])
+    .args(["-bios", UBOOT, "-no-reboot", "-nic", "none"])
+    .arg("-drive")
+    .arg(format!("if=none,file={},format=raw,id=d0", disk.display()))
+    .args(["-device", "virtio-blk-device,drive=d0"]);
+    common::run_qemu(cmd, "ballast: boot of slot", Duration::from_secs(60))
 }
 
 fn state_on_disk(disk: &Path, copy: usize) -> Option<State> {
     read_from_disk(disk, ballast_slot::layout::STATE_COPIES[copy])
         .and_then(|t| uboot::parse(&t).ok())
-}
-
-fn workdir() -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let t = tempfile::tempdir().unwrap();
-    let staging = t.path().join("boot");
-    std::fs::create_dir_all(&staging).unwrap();
-    let disk = t.path().join("disk.img");
-    (t, staging, disk)
 }
 
 #[test]
@@ -194,7 +76,7 @@ fn uboot_counts_tries_down_then_falls_back_to_the_good_slot() {
     let bd = stage(&staging);
     bd.initialize(&State::new(SlotId::A)).unwrap(); // both copies seq 0: a good
     bd.install(SlotId::B, 2).unwrap(); // copy 1, seq 1: b default with 2 tries
-    make_disk(&staging, &disk);
+    make_disk(&staging, &disk, 0x0c);
 
     // Boot 1: b, one try consumed, written to copy 0 (copy 1 was read) with seq 2.
     let c = run_uboot(&disk);
@@ -259,7 +141,7 @@ fn uboot_ignores_a_torn_state_copy() {
     let full = uboot::render(&newer);
     let torn = full.trim_end_matches('\n').trim_end_matches("end=ballast");
     std::fs::write(staging.join("ballast/state.1.env"), torn).unwrap();
-    make_disk(&staging, &disk);
+    make_disk(&staging, &disk, 0x0c);
 
     let c = run_uboot(&disk);
     assert!(c.contains("ballast/state.1.env is incomplete"), "{c}");
