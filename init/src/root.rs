@@ -103,6 +103,8 @@ pub enum RootError {
     Switch { step: String, errno: Errno },
     #[error("switch_root: exec {STAGE2} on the new root failed: {0}; the root image lacks init")]
     Exec(std::io::Error),
+    #[error("cannot read {SYSROOT}{STAGE2} (stage 2): {source}{hint}", hint = if source.raw_os_error() == Some(Errno::IO.raw_os_error()) { " (dm-verity found blocks that do not match the root hash: the slot is corrupt or was altered)" } else { " (the root image lacks init)" })]
+    Stage2Unreadable { source: std::io::Error },
 }
 
 fn mount_hint(errno: Errno) -> &'static str {
@@ -318,6 +320,10 @@ pub fn boot_slot(sys: &mut impl Sys, cmdline: &Cmdline) -> Ending {
 /// `/sysroot` the root and execs stage 2. Returns only in tests (or on failure).
 pub fn switch_root(sys: &mut impl Sys) -> Result<(), RootError> {
     let step = |what: String| move |errno| RootError::Switch { step: what, errno };
+    // Read all of stage 2 through dm-verity now: a corrupt page found by the
+    // kernel while exec'ing would kill PID 1 (a panic), without a word of why.
+    sys.read_file(&Path::new(SYSROOT).join(STAGE2.trim_start_matches('/')))
+        .map_err(|source| RootError::Stage2Unreadable { source })?;
     for dir in ["/dev", "/proc", "/sys", "/run"] {
         let target = PathBuf::from(format!("{SYSROOT}{dir}"));
         sys.move_mount(Path::new(dir), &target)
@@ -440,6 +446,7 @@ mod tests {
             .insert(PathBuf::from("/dev/vda4"), (2_097_118 - 200_001 + 1) * 512);
         sys.files
             .insert(PathBuf::from("/dev/vda4"), ext4_superblock(4096));
+        sys.file("/sysroot/sbin/init", "\x7fELF");
         sys
     }
 
@@ -636,6 +643,19 @@ mod tests {
             .messages()
             .iter()
             .any(|m| m.starts_with("state: /dev/vda4 holds no ext4 filesystem")));
+    }
+
+    #[test]
+    fn a_corrupt_stage_2_is_refused_before_switching() {
+        let mut sys = machine("");
+        sys.files.remove(Path::new("/sysroot/sbin/init"));
+        assert_eq!(boot(&mut sys, None), Ending::Shutdown(Shutdown::Reboot));
+        assert!(sys
+            .messages()
+            .iter()
+            .any(|m| m
+                .starts_with("root slot a refused: cannot read /sysroot/sbin/init (stage 2): ")));
+        assert!(!sys.actions.iter().any(|a| matches!(a, Action::Move { .. })));
     }
 
     #[test]
