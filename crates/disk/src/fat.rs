@@ -83,6 +83,9 @@ pub fn build(
             .map_err(io_err(&tmp, "rewinding after formatting"))?;
         write_root_label(&mut disk, label_bytes)
             .map_err(io_err(&tmp, "writing the volume label entry"))?;
+        // fatfs expects the stream at the volume start.
+        disk.seek(SeekFrom::Start(0))
+            .map_err(io_err(&tmp, "rewinding after the label"))?;
         {
             let fs = FileSystem::new(&mut disk, FsOptions::new().update_accessed_date(false))
                 .map_err(io_err(&tmp, "opening the new FAT32 volume"))?;
@@ -96,6 +99,8 @@ pub fn build(
             fs.unmount()
                 .map_err(io_err(&tmp, "closing the FAT32 volume"))?;
         }
+        fix_dot_entries(&mut disk)
+            .map_err(io_err(&tmp, "fixing the '.'/'..' directory entries"))?;
         let file = disk
             .into_inner()
             .map_err(io_err(&tmp, "writing the FAT image"))?;
@@ -205,6 +210,113 @@ fn write_root_label(disk: &mut (impl Read + Write + Seek), label: [u8; 11]) -> i
     entry[24..26].copy_from_slice(&0x0021u16.to_le_bytes());
     disk.seek(SeekFrom::Start(root))?;
     disk.write_all(&entry)
+}
+
+/// `fatfs` 0.3 writes a long-name entry before every short entry, also
+/// before the "." and ".." entries of a new directory, which must be the
+/// first two slots (fsck.fat, and strict firmware, reject anything else).
+/// Walk the tree and, in each subdirectory's first cluster, move "." and
+/// ".." to slots 0 and 1 and mark the two stray long-name slots deleted.
+/// ".." of a directory in the root points to cluster 0, as the spec says.
+fn fix_dot_entries(disk: &mut (impl Read + Write + Seek)) -> io::Result<()> {
+    let mut bs = [0u8; 512];
+    disk.seek(SeekFrom::Start(0))?;
+    disk.read_exact(&mut bs)?;
+    let bps = u64::from(u16::from_le_bytes([bs[11], bs[12]]));
+    let cluster_bytes = bps * u64::from(bs[13]);
+    let reserved = u64::from(u16::from_le_bytes([bs[14], bs[15]]));
+    let fat_sectors = u64::from(u32::from_le_bytes([bs[36], bs[37], bs[38], bs[39]]));
+    let root = u32::from_le_bytes([bs[44], bs[45], bs[46], bs[47]]);
+    let data = (reserved + u64::from(bs[16]) * fat_sectors) * bps;
+    let mut fat = vec![0u8; (fat_sectors * bps) as usize];
+    disk.seek(SeekFrom::Start(reserved * bps))?;
+    disk.read_exact(&mut fat)?;
+    let next = |c: u32| -> Option<u32> {
+        let i = c as usize * 4;
+        let v = u32::from_le_bytes(fat.get(i..i + 4)?.try_into().ok()?) & 0x0fff_ffff;
+        (2..0x0fff_fff8).contains(&v).then_some(v)
+    };
+    let at = |c: u32| data + u64::from(c - 2) * cluster_bytes;
+    let corrupt = || io::Error::new(io::ErrorKind::InvalidData, "directory cluster out of range");
+
+    let mut todo = vec![(root, true)];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((first, is_root)) = todo.pop() {
+        if first < 2 || !seen.insert(first) {
+            continue;
+        }
+        if !is_root {
+            let mut e = [0u8; 128];
+            disk.seek(SeekFrom::Start(at(first)))?;
+            disk.read_exact(&mut e)?;
+            if e[11] == 0x0f
+                && &e[32..43] == b".          "
+                && e[64 + 11] == 0x0f
+                && &e[96..107] == b"..         "
+            {
+                let mut fixed = [0u8; 128];
+                fixed[..32].copy_from_slice(&e[32..64]);
+                fixed[32..64].copy_from_slice(&e[96..128]);
+                let parent = u32::from(u16::from_le_bytes([fixed[52], fixed[53]])) << 16
+                    | u32::from(u16::from_le_bytes([fixed[58], fixed[59]]));
+                if parent == root {
+                    fixed[52..54].fill(0);
+                    fixed[58..60].fill(0);
+                }
+                fixed[64] = 0xe5;
+                fixed[96] = 0xe5;
+                disk.seek(SeekFrom::Start(at(first)))?;
+                disk.write_all(&fixed)?;
+            }
+        }
+        let mut c = Some(first);
+        let mut buf = vec![0u8; cluster_bytes as usize];
+        'chain: while let Some(cl) = c {
+            if !seen.insert(u32::MAX - cl) && cl != first {
+                return Err(corrupt());
+            }
+            disk.seek(SeekFrom::Start(at(cl)))?;
+            disk.read_exact(&mut buf)?;
+            for e in buf.chunks(32) {
+                match e[0] {
+                    0 => break 'chain,
+                    0xe5 | b'.' => continue,
+                    _ => {}
+                }
+                if e[11] == 0x0f || e[11] & 0x08 != 0 || e[11] & 0x10 == 0 {
+                    continue;
+                }
+                let sub = u32::from(u16::from_le_bytes([e[20], e[21]])) << 16
+                    | u32::from(u16::from_le_bytes([e[26], e[27]]));
+                todo.push((sub, false));
+            }
+            c = next(cl);
+        }
+    }
+    // FSInfo: record the free cluster count and next free cluster (fatfs
+    // leaves them "unknown", which fsck.fat reports and firmware may
+    // recompute slowly on every boot).
+    let total_sectors = u64::from(u32::from_le_bytes([bs[32], bs[33], bs[34], bs[35]]));
+    let clusters = ((total_sectors * bps - data) / cluster_bytes) as u32;
+    let free: Vec<u32> = (2..clusters + 2)
+        .filter(|&c| {
+            let i = c as usize * 4;
+            fat.get(i..i + 4)
+                .is_some_and(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x0fff_ffff == 0)
+        })
+        .collect();
+    let info = u64::from(u16::from_le_bytes([bs[48], bs[49]])) * bps;
+    let mut sector = vec![0u8; 512];
+    disk.seek(SeekFrom::Start(info))?;
+    disk.read_exact(&mut sector)?;
+    if sector[0..4] == *b"RRaA" && sector[484..488] == *b"rrAa" {
+        sector[488..492].copy_from_slice(&(free.len() as u32).to_le_bytes());
+        let next_free = free.first().copied().unwrap_or(0xffff_ffff);
+        sector[492..496].copy_from_slice(&next_free.to_le_bytes());
+        disk.seek(SeekFrom::Start(info))?;
+        disk.write_all(&sector)?;
+    }
+    disk.flush()
 }
 
 /// A write-back sector cache in front of the image file: `fatfs` reads and

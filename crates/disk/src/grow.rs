@@ -62,13 +62,11 @@ fn the_last(parts: &[TableEntry], index: u32) -> Result<&TableEntry, DiskError> 
             existing: parts.iter().map(|p| p.index).collect(),
         });
     };
-    if let Some(later) = parts
-        .iter()
-        .find(|q| q.index != index && q.end_lba >= p.end_lba)
-    {
+    let last = parts.iter().max_by_key(|q| (q.end_lba, q.index));
+    if let Some(last) = last.filter(|q| q.index != index) {
         return Err(DiskError::NotLast {
             index,
-            last: later.index,
+            last: last.index,
         });
     }
     Ok(p)
