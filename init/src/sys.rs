@@ -496,7 +496,9 @@ mod linux {
 
     const BLKPG: Opcode = ioctl::opcode::none(0x12, 105);
     const BLKPG_RESIZE_PARTITION: std::ffi::c_int = 3;
-    const BLKGETSIZE64: Opcode = ioctl::opcode::read::<u64>(0x12, 114);
+    /// `_IOR(0x12, 114, size_t)`: the header says `size_t`, so the request
+    /// number differs on 32-bit targets, though the kernel writes a u64.
+    const BLKGETSIZE64: Opcode = ioctl::opcode::read::<usize>(0x12, 114);
     const EXT4_IOC_RESIZE_FS: Opcode = ioctl::opcode::write::<u64>(b'f', 16);
 
     pub fn blkpg_resize(disk: &Path, index: u32, start: u64, length: u64) -> Result<(), Errno> {
