@@ -72,7 +72,7 @@ pub fn build(
             ))?;
         file.set_len(sectors * 512)
             .map_err(io_err(&tmp, "sizing the FAT image (is there space?)"))?;
-        let mut disk = Buffered::new(file);
+        let mut disk = Buffered::new(file, sectors * 512);
         let opts = FormatVolumeOptions::new()
             .fat_type(FatType::Fat32)
             .total_sectors(total_sectors)
@@ -338,8 +338,8 @@ struct Buffered {
 const BLOCK: u64 = 64 * 1024;
 
 impl Buffered {
-    fn new(file: File) -> Buffered {
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    /// `len`: the file's length (it was just sized to this).
+    fn new(file: File, len: u64) -> Buffered {
         Buffered {
             file,
             pos: 0,

@@ -102,7 +102,12 @@ impl Header {
                 h.my_lba
             ));
         }
-        if h.entry_size < ENTRY_SIZE || h.entry_size & 7 != 0 || h.entry_count > 4096 {
+        // Bounds keep a corrupt header from asking for a huge allocation.
+        if h.entry_size < ENTRY_SIZE
+            || h.entry_size > 4096
+            || h.entry_size & 7 != 0
+            || h.entry_count > 4096
+        {
             return Err(format!(
                 "header at LBA {lba}: implausible entry array ({} entries of {} bytes)",
                 h.entry_count, h.entry_size
