@@ -17,6 +17,8 @@ use std::time::Duration;
 use rustix::io::Errno;
 use rustix::mount::MountFlags;
 
+use ballast_slot::SlotId;
+
 use crate::cmdline::Cmdline;
 use crate::dm::{self, DmError};
 use crate::log;
@@ -28,44 +30,12 @@ pub const SYSROOT: &str = "/sysroot";
 /// The device-mapper name of the verified root.
 pub const DM_NAME: &str = "ballast-root";
 /// Partition number of the state partition on every Ballast disk.
-pub const STATE_INDEX: u32 = 4;
+pub const STATE_INDEX: u32 = ballast_slot::layout::PART_STATE;
 /// Virtio and USB disks probe asynchronously; wait this long for ours.
 pub const DISK_WAIT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 /// Stage 2 is this binary on the real root.
 pub const STAGE2: &str = "/sbin/init";
-
-/// The slot this boot entry is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    A,
-    B,
-}
-
-impl Slot {
-    pub fn parse(value: &str) -> Option<Slot> {
-        match value {
-            "a" => Some(Slot::A),
-            "b" => Some(Slot::B),
-            _ => None,
-        }
-    }
-
-    /// Partition number of the slot's root (2 for a, 3 for b).
-    pub fn partition_index(self) -> u32 {
-        match self {
-            Slot::A => 2,
-            Slot::B => 3,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Slot::A => "a",
-            Slot::B => "b",
-        }
-    }
-}
 
 /// Why a slot's root was refused.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +89,7 @@ fn mount_hint(errno: Errno) -> &'static str {
 /// What the command line of a slot's boot entry says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootPlan {
-    pub slot: Slot,
+    pub slot: SlotId,
     pub disk_guid: String,
     pub verity: ballast_verity::Verity,
 }
@@ -127,7 +97,8 @@ pub struct RootPlan {
 impl RootPlan {
     pub fn from_cmdline(cmdline: &Cmdline) -> Result<RootPlan, RootError> {
         let slot_value = cmdline.get("ballast.slot").unwrap_or("");
-        let slot = Slot::parse(slot_value).ok_or_else(|| RootError::BadSlot(slot_value.into()))?;
+        let slot =
+            SlotId::parse(slot_value).ok_or_else(|| RootError::BadSlot(slot_value.into()))?;
         let disk_guid = cmdline
             .get("ballast.disk")
             .filter(|v| !v.is_empty())
@@ -231,7 +202,7 @@ pub fn mount_verified_root(
             disk: disk.path().display().to_string(),
             guid: disk.table.disk_guid.clone(),
             index,
-            slot: plan.slot.name(),
+            slot: plan.slot.as_str(),
         });
     }
     let part = disk.partition_path(index).display().to_string();
@@ -252,7 +223,7 @@ pub fn mount_verified_root(
     log!(
         sys,
         "root: slot {} on {part} mapped through dm-verity as {dev} (root hash {}, device-mapper {}.{}.{})",
-        plan.slot.name(),
+        plan.slot.as_str(),
         plan.verity.root_hash_hex(),
         mapped.kernel_version[0],
         mapped.kernel_version[1],

@@ -234,7 +234,7 @@ fn slot_a_boots_verified_grows_state_once_and_counts_boots() {
         "ballast-init: root: slot a on /dev/vda2 mapped through dm-verity as /dev/dm-0",
         "ballast-init: state: partition 4 of /dev/vda grown to the end of the disk",
         "ballast-init: state: ext4 on /dev/vda4 grown from 16 MiB to ",
-        "ballast-init: stage 2 on slot a (root verified, read-only), version 9.8.7",
+        "ballast-init: stage 2 on slot a (root verified, read-only)",
         "ballast-init: boot 1 on this state partition",
         "ballast-init: /state is read-only; it is safe to power off",
         "reboot: Power down",
