@@ -51,7 +51,7 @@ pub fn make_disk(staging: &Path, disk: &Path, part_type: u8) {
     )
     .unwrap();
     {
-        let fs = fatfs::FileSystem::new(&mut part, fatfs::FsOptions::new()).unwrap();
+        let fs = fatfs::FileSystem::new(&mut part, fat_options()).unwrap();
         copy_into(&fs.root_dir(), staging);
     }
     let mut mbr = [0u8; 512];
@@ -144,4 +144,67 @@ pub fn run_qemu(mut cmd: Command, done: &str, limit: Duration) -> String {
         "`{done}` not seen on the console within {limit:?}; console:\n{console}"
     );
     console
+}
+
+/// A fixed, *valid* time stamp for files written with fatfs. Without the `chrono`
+/// feature fatfs stamps files with DOS date 0 (month 0, day 0), which EDK2's FAT
+/// driver (OVMF) refuses in SetInfo: systemd-boot then fails to rename the entry
+/// ("Failed to rename ... Invalid Parameter") and boot counting silently stops.
+#[derive(Debug)]
+pub struct FixedTime;
+
+impl fatfs::TimeProvider for FixedTime {
+    fn get_current_date(&self) -> fatfs::Date {
+        fatfs::Date {
+            year: 2024,
+            month: 1,
+            day: 1,
+        }
+    }
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        fatfs::DateTime {
+            date: self.get_current_date(),
+            time: fatfs::Time {
+                hour: 0,
+                min: 0,
+                sec: 0,
+                millis: 0,
+            },
+        }
+    }
+}
+
+static FIXED_TIME: FixedTime = FixedTime;
+
+pub fn fat_options() -> fatfs::FsOptions {
+    fatfs::FsOptions::new().time_provider(&FIXED_TIME)
+}
+
+/// Copy the whole FAT partition of `disk` into the directory `dst`.
+pub fn extract(disk: &Path, dst: &Path) {
+    let mut f = std::fs::File::open(disk).unwrap();
+    let mut part = vec![0u8; PART_SIZE as usize];
+    f.seek(SeekFrom::Start(PART_START)).unwrap();
+    f.read_exact(&mut part).unwrap();
+    let mut cur = Cursor::new(part);
+    let fs = fatfs::FileSystem::new(&mut cur, fatfs::FsOptions::new()).unwrap();
+    extract_dir(&fs.root_dir(), dst);
+}
+
+fn extract_dir<T: fatfs::ReadWriteSeek>(dir: &fatfs::Dir<T>, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in dir.iter() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name == "." || name == ".." {
+            continue;
+        }
+        if e.is_dir() {
+            extract_dir(&e.to_dir(), &dst.join(&name));
+        } else {
+            let mut out = Vec::new();
+            e.to_file().read_to_end(&mut out).unwrap();
+            std::fs::write(dst.join(&name), out).unwrap();
+        }
+    }
 }
