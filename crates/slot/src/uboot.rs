@@ -34,6 +34,11 @@
 //! then boot); otherwise boot the other slot when it is good or has tries left (same
 //! counting); when both are bad boot the default anyway. The script never changes the
 //! default itself: userspace sees it booted the non-default slot and records a rollback.
+//!
+//! A try that cannot be recorded is not taken: `fatwrite` must succeed *and* the copy
+//! read back must carry the new `seq` (belt and braces against a medium that drops
+//! writes silently); when that fails and the other slot is good, the script boots the other
+//! slot, so an unwritable boot partition can never loop a broken update forever.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -585,10 +590,24 @@ pub fn boot_script(p: &ScriptParams) -> String {
          \x20 fi\n\
          \x20 setexpr ballast_seq ${{ballast_seq}} + 1\n\
          \x20 env export -t ${{ramdisk_addr_r}} {keys}\n\
+         \x20 setenv ballast_written 0; setenv ballast_wseq ${{ballast_seq}}\n\
          \x20 if fatwrite {dev} ${{ramdisk_addr_r}} ballast/state.${{ballast_target}}.env ${{filesize}}; then\n\
+         \x20   setenv ballast_seq\n\
+         \x20   if fatload {dev} ${{ramdisk_addr_r}} ballast/state.${{ballast_target}}.env; then\n\
+         \x20     env import -t ${{ramdisk_addr_r}} ${{filesize}} ballast_seq\n\
+         \x20     if test \"${{ballast_seq}}\" = \"${{ballast_wseq}}\"; then setenv ballast_written 1; fi\n\
+         \x20   fi\n\
+         \x20 fi\n\
+         \x20 if test \"${{ballast_written}}\" = 1; then\n\
          \x20   echo \"ballast: booting slot ${{ballast_boot}} (tries left ${{ballast_left}})\"\n\
          \x20 else\n\
-         \x20   echo \"ballast: could not write ballast/state.${{ballast_target}}.env; booting slot ${{ballast_boot}} without counting\"\n\
+         \x20   echo \"ballast: could not write ballast/state.${{ballast_target}}.env\"\n\
+         \x20   if test \"${{ballast_boot}}\" = \"${{ballast_slot}}\" -a \"${{ballast_og}}\" = 1; then\n\
+         \x20     setenv ballast_boot ${{ballast_other}}\n\
+         \x20     echo \"ballast: cannot count tries; booting good slot ${{ballast_boot}} instead\"\n\
+         \x20   else\n\
+         \x20     echo \"ballast: booting slot ${{ballast_boot}} without counting\"\n\
+         \x20   fi\n\
          \x20 fi\n\
          else\n\
          \x20 echo \"ballast: booting slot ${{ballast_boot}}\"\n\

@@ -45,6 +45,10 @@ fn stage(dir: &Path) -> BootDir {
 
 /// Boot U-Boot on `disk` until the script gives up on the fake kernel; the console.
 fn run_uboot(disk: &Path) -> String {
+    run_uboot_with(disk, "")
+}
+
+fn run_uboot_with(disk: &Path, drive_opts: &str) -> String {
     let mut cmd = Command::new("qemu-system-arm");
     cmd.args([
         "-machine",
@@ -57,7 +61,10 @@ fn run_uboot(disk: &Path) -> String {
     ])
     .args(["-bios", UBOOT, "-no-reboot", "-nic", "none"])
     .arg("-drive")
-    .arg(format!("if=none,file={},format=raw,id=d0", disk.display()))
+    .arg(format!(
+        "if=none,file={},format=raw,id=d0{drive_opts}",
+        disk.display()
+    ))
     .args(["-device", "virtio-blk-device,drive=d0"]);
     common::run_qemu(cmd, "ballast: boot of slot", Duration::from_secs(60))
 }
@@ -189,4 +196,27 @@ fn script_image_matches_mkimage() {
         }
         _ => eprintln!("SKIPPED comparison: mkimage (u-boot-tools) is not installed"),
     }
+}
+
+#[test]
+fn uboot_does_not_take_an_uncountable_try() {
+    if !have_qemu() {
+        return;
+    }
+    let (_t, staging, disk) = workdir();
+    let bd = stage(&staging);
+    bd.initialize(&State::new(SlotId::A)).unwrap();
+    bd.install(SlotId::B, 3).unwrap();
+    make_disk(&staging, &disk, 0x0c);
+    // A write-protected boot medium: the try on b cannot be recorded, so a boots.
+    let c = run_uboot_with(&disk, ",readonly=on");
+    assert!(
+        c.contains("ballast: could not write ballast/state.0.env"),
+        "{c}"
+    );
+    assert!(
+        c.contains("ballast: cannot count tries; booting good slot a instead"),
+        "{c}"
+    );
+    assert!(c.contains("from slot a"), "{c}");
 }
