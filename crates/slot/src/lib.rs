@@ -31,6 +31,14 @@
 //! Touch the active slot's files other than by the atomic renames/rewrites documented on
 //! each verb; leave a state in which no copy or entry is valid.
 //!
+//! # For whoever packs the boot partition into FAT
+//!
+//! Give every file a valid time stamp. fatfs without its `chrono` feature stamps DOS
+//! date 0 (month 0, day 0); EDK2's FAT driver (OVMF, most UEFI firmware) then refuses
+//! systemd-boot's rename of the entry, boot counting silently stops and a broken update
+//! is never rolled back (seen in `tests/systemd_boot_qemu.rs`). Use a fixed time
+//! provider (e.g. from `SOURCE_DATE_EPOCH`, clamped to 1980..2107).
+//!
 //! Pure Rust and std only, so it builds for every device target.
 
 use std::fmt;
