@@ -33,7 +33,7 @@ fn boots_to_init_banner_and_powers_off(
     let boot = common::run(
         board,
         &out,
-        &["--append", "ballast.debug=poweroff"],
+        &["--direct", "--append", "ballast.debug=poweroff"],
         Duration::from_secs(240),
         &work.join("console.log"),
     );

@@ -113,6 +113,7 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
         cmdline: cmdline.clone(),
         ssh_port: None,
         no_reboot: true,
+        disk: None,
     };
     let cache = crate::project::cache_dir(None);
     let accel = qemu::choose_accel(&launch(&initrd), board.arch, args.accel, &cache)?;

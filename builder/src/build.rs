@@ -15,7 +15,9 @@ use std::process::ExitCode;
 
 use crate::kernel_input::{self, ArchiveArgs};
 use crate::project::Project;
-use crate::{devbins, initrd, output};
+use crate::{debpkg, devbins, image, initrd, output};
+use ballast_spec::Arch;
+use ballast_spec::BootFirmware;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -34,6 +36,13 @@ pub struct BuildArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Extra kernel command-line argument for every boot of this build
+    /// (repeatable), e.g. `--kernel-arg ballast.debug=poweroff`.
+    #[arg(long = "kernel-arg", value_name = "ARG")]
+    pub kernel_args: Vec<String>,
+    /// Build only the kernel and initramfs, no disk image.
+    #[arg(long)]
+    pub no_disk: bool,
     #[command(flatten)]
     pub archive: ArchiveArgs,
 }
@@ -64,6 +73,12 @@ pub struct BuildResult {
     pub cmdline: String,
     /// The Debian kernel release (`uname -r`) inside the build.
     pub kernel_release: String,
+    /// dm-verity root hash of slot A's root image (when a disk was built).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_hash: Option<String>,
+    /// Size of that root image with its hash tree, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_bytes: Option<u64>,
 }
 
 impl BuildResult {
@@ -114,7 +129,8 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
         .unwrap_or_else(|| project.default_out(&board.name));
     let out = absolute(&out)?;
 
-    let kernel = kernel_input::prepare(&board, &image, &args.archive)?;
+    let archive = kernel_input::open_archive(&board, &image, &args.archive)?;
+    let kernel = kernel_input::prepare(&archive, &board, &args.archive)?;
     let report = kernel_input::check(project, &board, &kernel)?;
     if !report.ok {
         bail!(
@@ -136,25 +152,76 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
         board: &board,
     })?;
 
+    let mut cmdline = board.base_cmdline();
+    cmdline.extend(image.kernel.cmdline.iter().cloned());
+    cmdline.extend(args.kernel_args.iter().cloned());
+
+    // Everything is made in a scratch directory first; outputs replace the
+    // previous ones only once all of them exist.
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let work = out.join(".work");
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    let mut artifacts = BTreeMap::new();
+    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let disk_tmp = work.join("disk.img");
+    let disk = if args.no_disk {
+        None
+    } else {
+        let systemd_boot = match board.boot.firmware {
+            BootFirmware::Uefi => Some(systemd_boot_efi(&archive, &args.archive, board.arch)?),
+            BootFirmware::UBoot => None,
+        };
+        let os_release = initrd::os_release(&version, &board);
+        let built = image::assemble(
+            &image::Inputs {
+                board: &board,
+                image: &image,
+                version: &version,
+                kernel: &kernel.vmlinuz,
+                initrd: &initrd.bytes,
+                init: &bins[0],
+                os_release: &os_release,
+                cmdline: &cmdline,
+                systemd_boot: systemd_boot.as_deref(),
+                epoch: initrd.epoch,
+                work: &work,
+            },
+            &disk_tmp,
+        )?;
+        staged.push((disk_tmp.clone(), out.join("disk.img")));
+        artifacts.insert("disk".to_owned(), out.join("disk.img"));
+        Some(built)
+    };
+
     let kernel_out = out.join("vmlinuz");
     let initrd_out = out.join("initrd.img");
     let kernel_bytes = std::fs::read(&kernel.vmlinuz)
         .with_context(|| format!("reading {}", kernel.vmlinuz.display()))?;
     output::write_atomic(&kernel_out, &kernel_bytes)?;
     output::write_atomic(&initrd_out, &initrd.bytes)?;
+    for (from, to) in &staged {
+        std::fs::rename(from, to)
+            .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        // A new disk starts with fresh firmware variables.
+        let _ = std::fs::remove_file(to.with_extension("efivars.fd"));
+    }
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    artifacts.insert("kernel".to_owned(), kernel_out);
+    artifacts.insert("initrd".to_owned(), initrd_out);
 
-    let mut cmdline = board.base_cmdline();
-    cmdline.extend(image.kernel.cmdline.iter().cloned());
     let result = BuildResult {
         board: board.name.clone(),
         arch: board.arch.name().to_owned(),
         version: version.to_string(),
-        artifacts: BTreeMap::from([
-            ("kernel".to_owned(), kernel_out),
-            ("initrd".to_owned(), initrd_out),
-        ]),
+        artifacts,
         cmdline: cmdline.join(" "),
         kernel_release: kernel.release.clone(),
+        root_hash: disk.as_ref().map(|d| d.root_hash.clone()),
+        root_bytes: disk.as_ref().map(|d| d.root_bytes),
     };
     let json = serde_json::to_string_pretty(&result)?;
     output::write_atomic(&out.join(BuildResult::FILE), json.as_bytes())?;
@@ -179,7 +246,8 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
 
 pub fn kernel_check(project: &Project, args: &KernelCheckArgs) -> Result<ExitCode> {
     let (board, image) = load_inputs(project, &args.board, args.image.as_deref())?;
-    let kernel = kernel_input::prepare(&board, &image, &args.archive)?;
+    let archive = kernel_input::open_archive(&board, &image, &args.archive)?;
+    let kernel = kernel_input::prepare(&archive, &board, &args.archive)?;
     let report = kernel_input::check(project, &board, &kernel)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -210,4 +278,26 @@ pub fn human_size(bytes: u64) -> String {
     } else {
         format!("{:.1} KiB", bytes as f64 / 1024.0)
     }
+}
+
+/// systemd-boot's EFI binary for `arch`, from Debian's `systemd-boot-efi`.
+fn systemd_boot_efi(
+    archive: &ballast_debarchive::client::Archive,
+    args: &ArchiveArgs,
+    arch: Arch,
+) -> Result<PathBuf> {
+    let tree = debpkg::unpacked(archive, &args.cache_dir(), "systemd-boot-efi")?;
+    let name = match arch {
+        Arch::X86_64 => "systemd-bootx64.efi",
+        Arch::Arm64 => "systemd-bootaa64.efi",
+        Arch::Armv7 => "systemd-bootarm.efi",
+    };
+    let path = tree.join("usr/lib/systemd/boot/efi").join(name);
+    if !path.is_file() {
+        bail!(
+            "systemd-boot-efi for {} has no usr/lib/systemd/boot/efi/{name}",
+            arch.debian()
+        );
+    }
+    Ok(path)
 }

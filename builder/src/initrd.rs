@@ -34,6 +34,8 @@ pub struct Assembled {
     pub bytes: Vec<u8>,
     pub compression: String,
     pub modules: usize,
+    /// The timestamp used (`SOURCE_DATE_EPOCH`), for the rest of the build.
+    pub epoch: u64,
 }
 
 /// `SOURCE_DATE_EPOCH` from the environment, else `fallback`.
@@ -114,5 +116,6 @@ pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
         bytes,
         compression: compression.name().to_owned(),
         modules: paths.len(),
+        epoch: mtime,
     })
 }

@@ -100,10 +100,14 @@ pub struct KernelTree {
 
 const MARKER: &str = "kernel.json";
 
+/// Open the archive for the board's arch with the image's suites.
+pub fn open_archive(board: &Board, image: &Image, args: &ArchiveArgs) -> Result<Archive> {
+    args.open(board.arch, &image.debian.suites, &image.debian.components)
+}
+
 /// Resolve, fetch and unpack the board's kernel.
-pub fn prepare(board: &Board, image: &Image, args: &ArchiveArgs) -> Result<KernelTree> {
-    let archive = args.open(board.arch, &image.debian.suites, &image.debian.components)?;
-    let package = kernel_package(&archive, board)?;
+pub fn prepare(archive: &Archive, board: &Board, args: &ArchiveArgs) -> Result<KernelTree> {
+    let package = kernel_package(archive, board)?;
     let fetched = archive
         .fetch(std::slice::from_ref(&package))
         .with_context(|| format!("fetching {package}"))?;

@@ -5,7 +5,9 @@
 mod bench;
 mod build;
 mod cmd_fetch;
+mod debpkg;
 mod devbins;
+mod image;
 mod initrd;
 mod kernel_input;
 mod output;

@@ -48,6 +48,19 @@ pub struct Launch {
     pub cmdline: String,
     pub ssh_port: Option<u16>,
     pub no_reboot: bool,
+    /// Boot this disk image through the profile's firmware instead of
+    /// handing QEMU the kernel and initramfs.
+    pub disk: Option<DiskBoot>,
+}
+
+/// A disk image and the firmware files that boot it.
+#[derive(Debug, Clone)]
+pub struct DiskBoot {
+    pub image: PathBuf,
+    /// UEFI code and the writable variable store of this disk.
+    pub uefi: Option<(PathBuf, PathBuf)>,
+    /// A `-bios` image (U-Boot).
+    pub bios: Option<PathBuf>,
 }
 
 impl Launch {
@@ -59,12 +72,30 @@ impl Launch {
             .args(["-cpu", if accel == Accel::Kvm { "host" } else { &p.cpu }])
             .args(["-m", &p.memory_mib.to_string()])
             .args(["-smp", &p.smp.to_string()])
-            .args(["-nographic", "-nodefaults", "-serial", "mon:stdio"])
-            .arg("-kernel")
-            .arg(&self.kernel)
-            .arg("-initrd")
-            .arg(&self.initrd)
-            .args(["-append", &self.cmdline]);
+            .args(["-nographic", "-nodefaults", "-serial", "mon:stdio"]);
+        match &self.disk {
+            None => {
+                cmd.arg("-kernel")
+                    .arg(&self.kernel)
+                    .arg("-initrd")
+                    .arg(&self.initrd)
+                    .args(["-append", &self.cmdline]);
+            }
+            Some(disk) => {
+                if let Some((code, vars)) = &disk.uefi {
+                    cmd.arg("-drive")
+                        .arg(drive_arg("if=pflash,format=raw,unit=0,readonly=on", code));
+                    cmd.arg("-drive")
+                        .arg(drive_arg("if=pflash,format=raw,unit=1", vars));
+                }
+                if let Some(bios) = &disk.bios {
+                    cmd.arg("-bios").arg(bios);
+                }
+                cmd.arg("-drive")
+                    .arg(drive_arg("if=none,id=disk0,format=raw", &disk.image))
+                    .args(["-device", &format!("{},drive=disk0", p.disk_device)]);
+            }
+        }
         let mut netdev = "user,id=net0".to_owned();
         if let Some(port) = self.ssh_port {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
@@ -77,6 +108,13 @@ impl Launch {
         cmd.args(&p.extra_args);
         cmd
     }
+}
+
+/// `-drive` value with a file name, commas escaped the way QEMU wants.
+fn drive_arg(opts: &str, file: &Path) -> std::ffi::OsString {
+    let mut arg = std::ffi::OsString::from(format!("{opts},file="));
+    arg.push(file.to_string_lossy().replace(',', ",,"));
+    arg
 }
 
 /// Pick the accelerator for `launch` (see the module doc).
@@ -127,6 +165,7 @@ fn probe_kvm(launch: &Launch, cache: &Path) -> Result<Accel> {
     probe.cmdline = format!("{} ballast.debug=poweroff", launch.cmdline);
     probe.no_reboot = true;
     probe.ssh_port = None;
+    probe.disk = None;
     let mut console = Console::spawn(probe.command(Accel::Kvm))?;
     let ok = console
         .wait_for("ballast-init version=", Duration::from_secs(20))

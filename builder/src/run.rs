@@ -1,14 +1,16 @@
 //! `ballast run`: boot a board's build under QEMU, serial console on stdout.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ballast_spec::{Board, QemuProfile};
 use clap::Args;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::build::BuildResult;
 use crate::project::Project;
-use crate::qemu::{self, AccelChoice, Launch};
+use crate::qemu::{self, AccelChoice, DiskBoot, Launch};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -21,8 +23,16 @@ pub struct RunArgs {
     /// Forward this host port (on 127.0.0.1) to the guest's SSH port.
     #[arg(long, value_name = "PORT")]
     pub ssh_port: Option<u16>,
-    /// Extra kernel command-line arguments, e.g. `--append ballast.debug=poweroff`.
-    #[arg(long, value_name = "ARGS")]
+    /// The disk image to boot (default: the build's `disk` artifact).
+    #[arg(value_name = "DISK")]
+    pub disk: Option<PathBuf>,
+    /// Boot the build's kernel and initramfs directly (no firmware, no disk).
+    #[arg(long)]
+    pub direct: bool,
+    /// Extra kernel command-line arguments for --direct, e.g.
+    /// `--append ballast.debug=poweroff` (a disk boots the command line in
+    /// its boot entry; build with `--kernel-arg` to change that).
+    #[arg(long, value_name = "ARGS", requires = "direct")]
     pub append: Vec<String>,
     /// Accelerator: auto probes KVM once and falls back to TCG.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
@@ -61,6 +71,17 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
         cmdline.push(' ');
         cmdline.push_str(extra);
     }
+    let disk = if args.direct {
+        None
+    } else {
+        let image = match &args.disk {
+            Some(path) => path.clone(),
+            None => build.artifact("disk").with_context(|| {
+                format!("boot the kernel and initramfs with `ballast run --board {} --direct`, or build a disk image", board.name)
+            })?,
+        };
+        Some(disk_boot(&profile, &image)?)
+    };
     let launch = Launch {
         profile,
         kernel: build.artifact("kernel")?,
@@ -68,17 +89,72 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
         cmdline,
         ssh_port: args.ssh_port,
         no_reboot: args.no_reboot,
+        disk,
     };
     let cache = crate::project::cache_dir(args.cache.as_deref());
     let accel = qemu::choose_accel(&launch, board.arch, args.accel, &cache)?;
     let mut cmd = launch.command(accel);
-    let status = cmd.status().with_context(|| {
+    // Become QEMU: signals (a test's timeout, Ctrl-C) reach it directly and
+    // its exit code is ours.
+    let err = cmd.exec();
+    Err(err).with_context(|| {
         format!(
             "starting {}: is QEMU installed? (scripts/setup)",
             launch.profile.binary
         )
+    })
+}
+
+/// The firmware files for booting `image`: UEFI gets a variable store of its
+/// own beside the disk (created from the profile's template on first use),
+/// so boot entries and counters persist across runs like on a real machine.
+fn disk_boot(profile: &QemuProfile, image: &Path) -> Result<DiskBoot> {
+    if !image.is_file() {
+        bail!("{}: no such disk image", image.display());
+    }
+    let firmware = profile.firmware.as_ref().with_context(|| {
+        format!(
+            "{}: the QEMU profile names no [firmware], so it cannot boot a disk; use --direct",
+            profile.path.display()
+        )
     })?;
-    Ok(ExitCode::from(
-        status.code().unwrap_or(1).clamp(0, 255) as u8
-    ))
+    let uefi = match (&firmware.code, &firmware.vars) {
+        (Some(code), Some(template)) => {
+            for f in [code, template] {
+                if !f.is_file() {
+                    bail!(
+                        "{}: firmware {} is missing: run scripts/setup",
+                        profile.path.display(),
+                        f.display()
+                    );
+                }
+            }
+            let vars = image.with_extension("efivars.fd");
+            if !vars.is_file() {
+                std::fs::copy(template, &vars).with_context(|| {
+                    format!("copying {} to {}", template.display(), vars.display())
+                })?;
+            }
+            Some((code.clone(), vars))
+        }
+        (None, None) => None,
+        _ => bail!(
+            "{}: [firmware] needs both `code` and `vars` for UEFI",
+            profile.path.display()
+        ),
+    };
+    if let Some(bios) = &firmware.bios {
+        if !bios.is_file() {
+            bail!(
+                "{}: firmware {} is missing: run scripts/setup",
+                profile.path.display(),
+                bios.display()
+            );
+        }
+    }
+    Ok(DiskBoot {
+        image: image.to_path_buf(),
+        uefi,
+        bios: firmware.bios.clone(),
+    })
 }

@@ -277,6 +277,10 @@ fn fix_dot_entries(disk: &mut (impl Read + Write + Seek)) -> io::Result<()> {
             }
             disk.seek(SeekFrom::Start(at(cl)))?;
             disk.read_exact(&mut buf)?;
+            if stamp_dates(&mut buf) {
+                disk.seek(SeekFrom::Start(at(cl)))?;
+                disk.write_all(&buf)?;
+            }
             for e in buf.chunks(32) {
                 match e[0] {
                     0 => break 'chain,
@@ -317,6 +321,34 @@ fn fix_dot_entries(disk: &mut (impl Read + Write + Seek)) -> io::Result<()> {
         disk.write_all(&sector)?;
     }
     disk.flush()
+}
+
+/// FAT date of 1980-01-01 (year 0, month 1, day 1).
+const FAT_DATE_1980_01_01: u16 = (1 << 5) | 1;
+
+/// Give every short entry in a directory cluster a valid date. `fatfs` 0.3
+/// without its clock writes date 0 (month 0, day 0), which UEFI's FAT driver
+/// treats as invalid: it then refuses to rename the file, and systemd-boot's
+/// boot counting (which renames the entry) silently stops. Returns whether
+/// anything changed.
+fn stamp_dates(cluster: &mut [u8]) -> bool {
+    let mut dirty = false;
+    for e in cluster.chunks_mut(32) {
+        if e[0] == 0 {
+            break;
+        }
+        if e[0] == 0xe5 || e[11] == 0x0f {
+            continue;
+        }
+        // Creation, last access and last modification dates.
+        for off in [16usize, 18, 24] {
+            if e[off] == 0 && e[off + 1] == 0 {
+                e[off..off + 2].copy_from_slice(&FAT_DATE_1980_01_01.to_le_bytes());
+                dirty = true;
+            }
+        }
+    }
+    dirty
 }
 
 /// A write-back sector cache in front of the image file: `fatfs` reads and
@@ -437,5 +469,28 @@ impl Seek for Buffered {
         self.pos = new
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::*;
+
+    #[test]
+    fn zero_dates_become_1980_01_01_and_others_stay() {
+        let mut cluster = vec![0u8; 128];
+        cluster[..11].copy_from_slice(b"KERNEL     ");
+        cluster[11] = 0x20;
+        cluster[32..43].copy_from_slice(b"OTHER      ");
+        cluster[32 + 11] = 0x20;
+        cluster[32 + 24..32 + 26].copy_from_slice(&0x5a21u16.to_le_bytes());
+        cluster[64] = 0xe5; // deleted: untouched
+        assert!(stamp_dates(&mut cluster));
+        for off in [16, 18, 24] {
+            assert_eq!(cluster[off..off + 2], FAT_DATE_1980_01_01.to_le_bytes());
+        }
+        assert_eq!(cluster[32 + 24..32 + 26], 0x5a21u16.to_le_bytes());
+        assert_eq!(cluster[64 + 16..64 + 18], [0, 0]);
+        assert!(!stamp_dates(&mut cluster[..32].to_vec()));
     }
 }
