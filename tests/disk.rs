@@ -277,3 +277,104 @@ fn sha256_file(path: &Path) -> String {
     }
     hex::encode(h.finalize())
 }
+
+#[test]
+fn a_corrupted_root_is_refused_with_the_reason_and_the_try_is_counted() {
+    let built = build("qemu-arm64", "disk-corrupt", &[]);
+    let t = table(&built.disk);
+    let root = &t.partitions[1];
+    // Flip one byte in the middle of slot A's root (inside init's data).
+    let files = boot_files(&built.disk, &built.work);
+    let cmdline = slot_a_cmdline(&files);
+    let word = cmdline
+        .split_whitespace()
+        .find(|w| w.starts_with("ballast.verity="))
+        .unwrap();
+    let verity = ballast_verity::Verity::from_cmdline(word).unwrap();
+    let at = root.start_lba * 512 + verity.hash_offset / 2;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&built.disk)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    b[0] ^= 0x55;
+    f.seek(SeekFrom::Start(at)).unwrap();
+    std::io::Write::write_all(&mut f, &b).unwrap();
+    drop(f);
+
+    let boot = common::run(
+        "qemu-arm64",
+        &built.out,
+        &[],
+        Duration::from_secs(300),
+        &built.work.join("console-corrupt.log"),
+    );
+    let console = boot.text();
+    assert!(
+        boot.status.is_some(),
+        "QEMU did not end; console:\n{console}"
+    );
+    boot.assert_has("root slot a refused");
+    assert!(
+        !console.contains("stage 2 on slot a"),
+        "a corrupted root must not be switched to; console:\n{console}"
+    );
+    assert!(console.contains("reboot: Restarting system"), "{console}");
+    assert_eq!(tries_left(&built), 2, "the refused boot used a try");
+}
+
+#[test]
+fn an_mbr_board_gets_the_same_partitions_and_boots() {
+    let work = common::workdir("disk-mbr");
+    let board_file = work.join("qemu-armv7-mbr.toml");
+    let text = fs::read_to_string(common::root().join("boards/qemu-armv7.toml")).unwrap();
+    fs::write(
+        &board_file,
+        text.replace("partition_table = \"gpt\"", "partition_table = \"mbr\"")
+            .replace("name = \"qemu-armv7\"", "name = \"qemu-armv7-mbr\""),
+    )
+    .unwrap();
+    let out = work.join("out");
+    let board = board_file.to_str().unwrap();
+    let built = common::build(
+        board,
+        &out,
+        &[
+            "--kernel-arg",
+            "ballast.debug=poweroff",
+            "--suite",
+            "bookworm",
+            "--suite",
+            "bookworm-updates",
+        ],
+    );
+    let disk = PathBuf::from(built["artifacts"]["disk"].as_str().unwrap());
+    let json = run_ok(Command::new("sfdisk").arg("--json").arg(&disk));
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let pt = &parsed["partitiontable"];
+    assert_eq!(pt["label"], "dos", "{json}");
+    let parts = pt["partitions"].as_array().unwrap();
+    let types: Vec<&str> = parts.iter().map(|p| p["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["c", "83", "83", "83"], "{json}");
+    assert_eq!(parts[0]["bootable"], true, "{json}");
+
+    let built = Built {
+        work: work.clone(),
+        out,
+        disk,
+    };
+    let boot = common::run(
+        board,
+        &built.out,
+        &[],
+        Duration::from_secs(300),
+        &work.join("console.log"),
+    );
+    boot.assert_has("stage 2 on slot a");
+    boot.assert_has("boot 1 on this state partition");
+    boot.assert_has("reboot: Power down");
+    assert_eq!(tries_left(&built), 2);
+}
