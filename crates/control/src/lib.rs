@@ -1,1 +1,442 @@
-//! placeholder: being written
+//! The device control protocol between `osctl` (client) and `sysd` (server).
+//!
+//! Transport: a unix stream socket, [`SOCKET`]. Framing: one JSON object per line
+//! (`\n`-terminated, UTF-8, no embedded newlines — serde_json never writes any).
+//! The client writes exactly one [`Request`] line; the server answers with one
+//! [`Response`] line, except for [`Request::Logs`], which gets any number of
+//! [`Response::LogLine`] lines (endless with `follow: true`) and then the server
+//! closes the connection.
+//!
+//! This crate owns the wire format and nothing else: it never touches services,
+//! slots or files. Both sides use the same types, so a field added here is seen by
+//! both ends at once; unknown fields are ignored on read so an older `osctl` can talk
+//! to a newer `sysd`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Where sysd listens on the device.
+pub const SOCKET: &str = "/run/ballast/sysd.sock";
+
+/// Longest line either side accepts (a status with many services is a few KiB; a log
+/// line is capped by the writer). Anything longer is a protocol error, not an
+/// allocation of unbounded size.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// What a client asks. On the wire: `{"op":"status"}`,
+/// `{"op":"logs","service":"ssh","lines":50,"follow":false}`, ...
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Version, slots, services and errors.
+    Status,
+    /// The last `lines` lines of a service's log; with `follow`, keep streaming new ones.
+    Logs {
+        service: String,
+        lines: usize,
+        #[serde(default)]
+        follow: bool,
+    },
+    /// Stop (if running) and start again, with a fresh backoff.
+    Restart { service: String },
+    /// Stop and keep stopped until `Start` (or the next boot).
+    Stop { service: String },
+    /// Start a stopped or failed service.
+    Start { service: String },
+    /// Orderly reboot (sysd asks PID 1).
+    Reboot,
+    /// Orderly power off (sysd asks PID 1).
+    Poweroff,
+}
+
+/// What the server answers. On the wire (externally tagged):
+/// `{"status":{...}}`, `{"log_line":"text"}`, `{"ok":{"message":"..."}}`,
+/// `{"error":{"message":"..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Status(Status),
+    /// One log line, without its trailing newline.
+    LogLine(String),
+    Ok {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// The whole machine as sysd sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// VERSION_ID of /usr/lib/os-release (`"unknown"` when absent; see `errors`).
+    pub version: String,
+    /// Booted slot, from `ballast.slot=` on the kernel command line.
+    pub slot: Option<ballast_slot::SlotId>,
+    /// Every required service is healthy and the ready line was printed.
+    pub ready: bool,
+    /// Both slots as the bootloader sees them (empty when the boot partition is unreadable;
+    /// see `errors`).
+    pub slots: Vec<ballast_slot::SlotStatus>,
+    pub services: Vec<Service>,
+    /// Broken definitions, dependency cycles, slot errors: each names the file and the fix.
+    pub errors: Vec<String>,
+}
+
+/// One system container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub state: ServiceState,
+    /// PID of the container's process while it runs.
+    pub pid: Option<u32>,
+    /// How many times sysd started it again after it exited.
+    pub restarts: u32,
+    /// `ballast-ready` waits for it.
+    pub required: bool,
+    /// Milliseconds spent in `state` so far.
+    pub since_ms: u64,
+    /// How the last run ended (`exited with status 1`, `killed by signal 9`,
+    /// `start failed: ...`).
+    pub last_exit: Option<String>,
+}
+
+/// Life cycle of a service, as `osctl status` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// Waiting for its dependencies, or being started.
+    Starting,
+    /// Its process runs; its health check has not passed yet.
+    Running,
+    /// Its process runs and its health check passed.
+    Healthy,
+    /// It exited and will be started again after a delay.
+    Backoff,
+    /// Not running, on purpose (stopped by request, exited cleanly under
+    /// `on-failure`, or being stopped).
+    Stopped,
+    /// It exited with an error and its policy says not to restart it.
+    Failed,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Starting => "starting",
+            ServiceState::Running => "running",
+            ServiceState::Healthy => "healthy",
+            ServiceState::Backoff => "backoff",
+            ServiceState::Stopped => "stopped",
+            ServiceState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything that can go wrong talking over the control socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(
+        "cannot connect to {}: {source}; is sysd running, and are you root (the socket is mode 0660)?",
+        path.display()
+    )]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("malformed message on {}: {source} (line: {line:.200})", path.display())]
+    Json {
+        path: PathBuf,
+        line: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("line longer than {MAX_LINE} bytes on {}: the other side is not speaking this protocol", path.display())]
+    TooLong { path: PathBuf },
+    #[error("{} closed the connection before answering (sysd restarting or shutting down?)", path.display())]
+    Closed { path: PathBuf },
+    #[error("cannot encode message: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Write `msg` as one JSON line and flush.
+pub fn write_message<W: Write, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+    path: &Path,
+) -> Result<(), ControlError> {
+    let mut line = serde_json::to_vec(msg).map_err(ControlError::Encode)?;
+    line.push(b'\n');
+    let io = |source| ControlError::Io {
+        action: "write to",
+        path: path.to_path_buf(),
+        source,
+    };
+    w.write_all(&line).map_err(io)?;
+    w.flush().map_err(io)
+}
+
+/// Read one JSON line. `Ok(None)` at a clean end of stream.
+pub fn read_message<R: BufRead, T: DeserializeOwned>(
+    r: &mut R,
+    path: &Path,
+) -> Result<Option<T>, ControlError> {
+    let mut buf = Vec::new();
+    // Read through a limit so a peer that never sends `\n` cannot make us allocate
+    // without bound.
+    let mut limited = std::io::Read::take(r, MAX_LINE as u64 + 1);
+    let n = limited
+        .read_until(b'\n', &mut buf)
+        .map_err(|source| ControlError::Io {
+            action: "read from",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') && n > MAX_LINE {
+        return Err(ControlError::TooLong {
+            path: path.to_path_buf(),
+        });
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let trimmed = text.trim_end_matches(['\n', '\r']);
+    serde_json::from_str(trimmed)
+        .map(Some)
+        .map_err(|source| ControlError::Json {
+            path: path.to_path_buf(),
+            line: trimmed.to_string(),
+            source,
+        })
+}
+
+/// The client side, as `osctl` uses it.
+pub mod client {
+    use super::*;
+
+    fn connect(socket: &Path, req: &Request) -> Result<BufReader<UnixStream>, ControlError> {
+        let mut stream = UnixStream::connect(socket).map_err(|source| ControlError::Connect {
+            path: socket.to_path_buf(),
+            source,
+        })?;
+        write_message(&mut stream, req, socket)?;
+        Ok(BufReader::new(stream))
+    }
+
+    /// Send `req` and return the one response.
+    pub fn call(socket: impl AsRef<Path>, req: &Request) -> Result<Response, ControlError> {
+        let socket = socket.as_ref();
+        let mut r = connect(socket, req)?;
+        read_message(&mut r, socket)?.ok_or_else(|| ControlError::Closed {
+            path: socket.to_path_buf(),
+        })
+    }
+
+    /// Send `req` and hand each response to `each` until the server closes the
+    /// connection or `each` returns `false`.
+    pub fn stream(
+        socket: impl AsRef<Path>,
+        req: &Request,
+        mut each: impl FnMut(Response) -> bool,
+    ) -> Result<(), ControlError> {
+        let socket = socket.as_ref();
+        let mut r = connect(socket, req)?;
+        while let Some(resp) = read_message::<_, Response>(&mut r, socket)? {
+            if !each(resp) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    fn sample_status() -> Status {
+        Status {
+            version: "1.2.3".into(),
+            slot: Some(ballast_slot::SlotId::A),
+            ready: true,
+            slots: vec![ballast_slot::SlotStatus {
+                slot: ballast_slot::SlotId::A,
+                version: Some("1.2.3".into()),
+                health: ballast_slot::Health::Good,
+                is_default: true,
+            }],
+            services: vec![Service {
+                name: "ssh".into(),
+                state: ServiceState::Healthy,
+                pid: Some(42),
+                restarts: 1,
+                required: true,
+                since_ms: 1500,
+                last_exit: Some("exited with status 1".into()),
+            }],
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn wire_format_is_the_documented_one() {
+        let j = serde_json::to_string(&Request::Status).unwrap();
+        assert_eq!(j, r#"{"op":"status"}"#);
+        let j = serde_json::to_string(&Request::Logs {
+            service: "ssh".into(),
+            lines: 10,
+            follow: true,
+        })
+        .unwrap();
+        assert_eq!(
+            j,
+            r#"{"op":"logs","service":"ssh","lines":10,"follow":true}"#
+        );
+        let j = serde_json::to_string(&Response::LogLine("hi".into())).unwrap();
+        assert_eq!(j, r#"{"log_line":"hi"}"#);
+        let j = serde_json::to_string(&Response::Ok {
+            message: "done".into(),
+        })
+        .unwrap();
+        assert_eq!(j, r#"{"ok":{"message":"done"}}"#);
+        let j = serde_json::to_value(Response::Status(sample_status())).unwrap();
+        assert_eq!(j["status"]["services"][0]["state"], "healthy");
+        assert_eq!(j["status"]["slot"], "a");
+        assert_eq!(j["status"]["slots"][0]["health"]["state"], "good");
+    }
+
+    #[test]
+    fn follow_defaults_to_false_and_unknown_fields_are_ignored() {
+        let r: Request =
+            serde_json::from_str(r#"{"op":"logs","service":"x","lines":3,"extra":1}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Logs {
+                service: "x".into(),
+                lines: 3,
+                follow: false
+            }
+        );
+    }
+
+    #[test]
+    fn framing_reads_lines_and_reports_garbage_with_the_line() {
+        let mut buf = Vec::new();
+        let p = Path::new("test");
+        write_message(&mut buf, &Request::Reboot, p).unwrap();
+        write_message(&mut buf, &Request::Poweroff, p).unwrap();
+        buf.extend_from_slice(b"not json\n");
+        let mut r = std::io::Cursor::new(buf);
+        assert_eq!(
+            read_message::<_, Request>(&mut r, p).unwrap(),
+            Some(Request::Reboot)
+        );
+        assert_eq!(
+            read_message::<_, Request>(&mut r, p).unwrap(),
+            Some(Request::Poweroff)
+        );
+        let err = read_message::<_, Request>(&mut r, p).unwrap_err();
+        assert!(err.to_string().contains("not json"), "{err}");
+        assert_eq!(read_message::<_, Request>(&mut r, p).unwrap(), None);
+    }
+
+    #[test]
+    fn overlong_line_is_refused() {
+        let buf = vec![b'x'; MAX_LINE + 10];
+        let mut r = std::io::Cursor::new(buf);
+        let err = read_message::<_, Request>(&mut r, Path::new("t")).unwrap_err();
+        assert!(matches!(err, ControlError::TooLong { .. }), "{err}");
+    }
+
+    #[test]
+    fn round_trip_over_a_real_unix_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sysd.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let status = sample_status();
+        let served = status.clone();
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (conn, _) = listener.accept().unwrap();
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                let req: Request = read_message(&mut r, Path::new("srv")).unwrap().unwrap();
+                match req {
+                    Request::Status => {
+                        write_message(&mut w, &Response::Status(served.clone()), Path::new("srv"))
+                            .unwrap()
+                    }
+                    Request::Logs { lines, .. } => {
+                        for i in 0..lines {
+                            write_message(
+                                &mut w,
+                                &Response::LogLine(format!("line {i}")),
+                                Path::new("srv"),
+                            )
+                            .unwrap();
+                        }
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        });
+        assert_eq!(
+            client::call(&sock, &Request::Status).unwrap(),
+            Response::Status(status)
+        );
+        let mut got = Vec::new();
+        client::stream(
+            &sock,
+            &Request::Logs {
+                service: "ssh".into(),
+                lines: 3,
+                follow: false,
+            },
+            |r| {
+                got.push(r);
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Response::LogLine("line 0".into()),
+                Response::LogLine("line 1".into()),
+                Response::LogLine("line 2".into()),
+            ]
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn connect_error_names_the_socket_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("missing.sock");
+        let err = client::call(&sock, &Request::Status).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("missing.sock") && msg.contains("sysd running"),
+            "{msg}"
+        );
+    }
+}
