@@ -21,6 +21,29 @@ use crate::{devbins, output};
 pub enum BenchCmd {
     /// Time QEMU start -> init banner for a build, against the floor init.
     Boot(BootArgs),
+    /// Time a warm rebuild of a board's image and report its compressed size.
+    Build(BuildBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BuildBenchArgs {
+    /// Board to build.
+    #[arg(long)]
+    pub board: String,
+    /// Extra arguments for `ballast build` (e.g. `--suite bookworm`).
+    #[arg(last = true)]
+    pub build_args: Vec<String>,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct BuildFigures {
+    board: String,
+    warm_rebuild_s: f64,
+    disk_bytes: u64,
+    disk_zstd19_bytes: u64,
 }
 
 #[derive(Args, Debug)]
@@ -58,6 +81,74 @@ struct Figures {
 pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Boot(args) => boot(project, args),
+        BenchCmd::Build(args) => build(project, args),
+    }
+}
+
+/// Build once to warm every cache (downloads, unpacked packages, cargo),
+/// then time a second identical build in a fresh output directory; compress
+/// the disk image with zstd -19 (what a release would publish) and count.
+fn build(project: &Project, args: &BuildBenchArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("finding the ballast executable")?;
+    let dir = project.target_dir().join("bench-build").join(&args.board);
+    let run_build = |out: &Path| -> Result<f64> {
+        let start = Instant::now();
+        let status = std::process::Command::new(&exe)
+            .arg("--root")
+            .arg(&project.root)
+            .args(["build", "--board", &args.board, "--out"])
+            .arg(out)
+            .args(&args.build_args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running ballast build")?;
+        if !status.success() {
+            bail!("ballast build --board {} failed ({status})", args.board);
+        }
+        Ok(start.elapsed().as_secs_f64())
+    };
+    run_build(&dir.join("warm"))?;
+    let out = dir.join("timed");
+    let took = run_build(&out)?;
+    let disk = out.join("disk.img");
+    let disk_bytes = std::fs::metadata(&disk)
+        .with_context(|| format!("reading {}", disk.display()))?
+        .len();
+    let mut encoder = zstd::stream::Encoder::new(CountingSink(0), 19)?;
+    encoder.multithread(2)?;
+    let mut input = std::fs::File::open(&disk)?;
+    std::io::copy(&mut input, &mut encoder)?;
+    let compressed = encoder.finish()?.0;
+    let figures = BuildFigures {
+        board: args.board.clone(),
+        warm_rebuild_s: took,
+        disk_bytes,
+        disk_zstd19_bytes: compressed,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        println!(
+            "{}: warm rebuild {:.1} s; disk image {} ({} with zstd -19)",
+            figures.board,
+            figures.warm_rebuild_s,
+            human_size(figures.disk_bytes),
+            human_size(figures.disk_zstd19_bytes)
+        );
+    }
+    Ok(())
+}
+
+/// Counts what is written and drops it.
+struct CountingSink(u64);
+
+impl std::io::Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
