@@ -22,6 +22,7 @@ pub mod root;
 pub mod stage1;
 pub mod stage2;
 pub mod state;
+pub mod supervise;
 pub mod sys;
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `/init` in the initramfs (and `/sbin/init --stage2` on the real root): a
 //! thin shell around [`ballast_init::stage1::boot`] and [`ballast_init::stage2::boot`].
-//! It must never exit while it is PID 1 (the kernel would panic), so after
-//! stage 1 it reaps children forever unless stage 1 powered off or rebooted.
+//! It must never exit while it is PID 1 (the kernel would panic): stage 2
+//! supervises sysd until a shutdown, and if a stage ever returns (stage 1
+//! without a slot, or a failed `reboot(2)`) it reaps children forever.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use ballast_init::sys::LinuxSys;

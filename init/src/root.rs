@@ -31,6 +31,10 @@ pub const SYSROOT: &str = "/sysroot";
 pub const DM_NAME: &str = "ballast-root";
 /// Partition number of the state partition on every Ballast disk.
 pub const STATE_INDEX: u32 = ballast_slot::layout::PART_STATE;
+/// Partition number of the boot partition (vfat: bootloader, slot state).
+pub const BOOT_INDEX: u32 = ballast_slot::layout::PART_BOOT;
+/// Where the boot partition is mounted before the switch (`/boot` after it).
+pub const BOOT_MOUNT: &str = "/sysroot/boot";
 /// Virtio and USB disks probe asynchronously; wait this long for ours.
 pub const DISK_WAIT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
@@ -279,11 +283,59 @@ pub fn boot_slot(sys: &mut impl Sys, cmdline: &Cmdline) -> Ending {
         if crate::state::mount_state(sys, &disk) {
             crate::state::overlays(sys);
         }
+        mount_boot(sys, &disk);
         switch_root(sys)
     });
     match result {
         Ok(()) => Ending::SwitchedRoot,
         Err(e) => refuse(sys, &slot_name, &e),
+    }
+}
+
+/// Mounts the boot partition read-write on `/sysroot/boot`: sysd records
+/// there that the slot is good (ballast-slot). Without it the machine still
+/// boots, and the bootloader's counter falls back after the tries run out.
+pub fn mount_boot(sys: &mut impl Sys, disk: &Disk) {
+    if !disk.has_partition(BOOT_INDEX) {
+        log!(
+            sys,
+            "boot: {} has no partition {BOOT_INDEX}; /boot stays empty and this slot cannot be marked good",
+            disk.path().display()
+        );
+        return;
+    }
+    let dev = disk.partition_path(BOOT_INDEX);
+    if let Err(e) = sys.mkdir(Path::new(BOOT_MOUNT), 0o755) {
+        log!(
+            sys,
+            "boot: the root image has no /boot directory ({e}); this slot cannot be marked good (rebuild the image)"
+        );
+        return;
+    }
+    let spec = MountSpec {
+        source: Cow::Owned(dev.display().to_string()),
+        target: BOOT_MOUNT,
+        fstype: "vfat",
+        flags: MountFlags::NOEXEC
+            .union(MountFlags::NOSUID)
+            .union(MountFlags::NODEV)
+            .union(MountFlags::NOATIME),
+        data: Some(c"umask=0022"),
+    };
+    match sys.mount(&spec) {
+        Ok(()) => log!(sys, "boot: {} (vfat) mounted on /boot", dev.display()),
+        Err(e) => {
+            let hint = match e {
+                Errno::NODEV => " (no vfat in the kernel: list vfat.ko, fat.ko in modules.load)",
+                Errno::INVAL => " (not a FAT filesystem, or the kernel lacks its default codepage/charset: list nls_cp437.ko and nls_utf8.ko or nls_iso8859-1.ko)",
+                _ => "",
+            };
+            log!(
+                sys,
+                "boot: cannot mount {} (vfat) on /boot: {e}{hint}; this slot cannot be marked good",
+                dev.display()
+            );
+        }
     }
 }
 
@@ -464,6 +516,7 @@ mod tests {
                     from: "/sysroot/state/var".into(),
                     to: "/sysroot/var".into()
                 },
+                &mount("vfat", "/sysroot/boot"),
                 &mv("/dev", "/sysroot/dev"),
                 &mv("/proc", "/sysroot/proc"),
                 &mv("/sys", "/sysroot/sys"),
@@ -487,6 +540,17 @@ mod tests {
             messages.contains(&"state: ext4 on /dev/vda4 grown from 16 MiB to 926 MiB"),
             "{messages:?}"
         );
+        assert!(messages.contains(&"boot: /dev/vda1 (vfat) mounted on /boot"));
+    }
+
+    #[test]
+    fn a_boot_partition_that_does_not_mount_only_costs_marking_the_slot_good() {
+        let mut sys = machine("");
+        sys.mount_errors.insert(BOOT_MOUNT.into(), Errno::NODEV);
+        assert_eq!(boot(&mut sys, None), Ending::SwitchedRoot);
+        assert!(sys.messages().contains(
+            &"boot: cannot mount /dev/vda1 (vfat) on /boot: No such device (os error 19) (no vfat in the kernel: list vfat.ko, fat.ko in modules.load); this slot cannot be marked good"
+        ), "{:?}", sys.messages());
     }
 
     #[test]

@@ -242,6 +242,7 @@ fn debug_name(how: Shutdown) -> &'static str {
     match how {
         Shutdown::PowerOff => "poweroff",
         Shutdown::Reboot => "reboot",
+        Shutdown::Halt => "halt",
     }
 }
 

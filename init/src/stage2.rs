@@ -1,19 +1,22 @@
 //! Stage 2: the same binary as PID 1 of the real (verified, read-only) root,
 //! started by stage 1's switch_root as `init --stage2`.
 //!
-//! Today it counts the boot on the state partition (`/state/ballast/boots`,
-//! one line per boot, fsynced) and then idles as PID 1 reaping children, or
-//! powers off / reboots when `ballast.debug=` asks, after making state
-//! read-only so nothing is lost. sysd will be started from here.
+//! It counts the boot on the state partition (`/state/ballast/boots`, one
+//! line per boot, fsynced), then hands over to [`crate::supervise`]: sysd,
+//! the watchdog, reaping, and the orderly shutdown that makes state
+//! read-only so nothing is lost.
 
 use std::path::Path;
 
 use crate::cmdline::{Cmdline, DebugAction};
 use crate::log;
 use crate::stage1::{self, Ending, OS_RELEASE};
+use crate::supervise;
 use crate::sys::{Shutdown, Sys};
 
 pub const STATE: &str = "/state";
+/// The boot partition (vfat, read-write), mounted by stage 1.
+pub const BOOT: &str = "/boot";
 pub const BOOTS: &str = "/state/ballast/boots";
 
 /// The number of the next boot given the boots file: one more than the
@@ -94,47 +97,18 @@ pub fn boot(sys: &mut impl Sys) -> Ending {
         .and_then(|b| stage1::os_release_version(&String::from_utf8_lossy(&b)))
         .unwrap_or_else(|| "unknown".into());
     log!(sys, "stage 2 on slot {slot} (root verified, read-only)");
-    count_boot(sys, &version, &slot);
-    let how = match cmdline.debug() {
-        Ok(Some(DebugAction::PowerOff)) => Shutdown::PowerOff,
-        Ok(Some(DebugAction::Reboot)) => Shutdown::Reboot,
-        Ok(None) => {
-            log!(
-                sys,
-                "stage 2: nothing to start yet (sysd not built); idling"
-            );
-            return Ending::Idle;
-        }
+    let boot = count_boot(sys, &version, &slot);
+    let debug = match cmdline.debug() {
+        Ok(Some(DebugAction::PowerOff)) => Some(Shutdown::PowerOff),
+        Ok(Some(DebugAction::Reboot)) => Some(Shutdown::Reboot),
+        Ok(None) => None,
         Err(bad) => {
             log!(sys, "{bad}");
-            return Ending::Idle;
+            None
         }
     };
-    shutdown(sys, how)
-}
-
-/// Unmounts what lives on state, makes state read-only, syncs and ends.
-pub fn shutdown(sys: &mut impl Sys, how: Shutdown) -> Ending {
-    sys.sync();
-    for target in ["/etc", "/var"] {
-        if let Err(e) = sys.unmount(Path::new(target)) {
-            log!(sys, "unmount {target}: {e}");
-        }
-    }
-    if let Ok(true) = sys.is_mountpoint(Path::new(STATE)) {
-        match sys.remount_ro(Path::new(STATE)) {
-            Ok(()) => log!(sys, "{STATE} is read-only; it is safe to power off"),
-            Err(e) => log!(sys, "cannot make {STATE} read-only: {e}; synced it instead"),
-        }
-    }
-    sys.sync();
-    match sys.reboot(how) {
-        Ok(()) => Ending::Shutdown(how),
-        Err(e) => {
-            log!(sys, "reboot failed: {e}; idling");
-            Ending::Idle
-        }
-    }
+    let state = boot.is_some();
+    supervise::run(sys, supervise::Config { debug, boot, state })
 }
 
 #[cfg(test)]
@@ -210,24 +184,29 @@ mod tests {
     }
 
     #[test]
-    fn without_state_the_boot_is_not_counted_and_stage_2_idles() {
+    fn without_state_the_boot_is_not_counted_and_pid_1_waits_for_a_signal() {
         let mut sys = real_root("ballast.slot=a");
         sys.mounted.remove("/state");
-        assert_eq!(boot(&mut sys), Ending::Idle);
+        sys.signals
+            .push_back((3_600_000_000, crate::sys::Signal::Term));
+        assert_eq!(boot(&mut sys), Ending::Shutdown(Shutdown::PowerOff));
         assert!(sys
             .messages()
             .contains(&"no state partition on /state: this boot is not counted"));
+        // It waited the hour for the signal, then nothing was written.
+        assert!(sys.clock_us.get() >= 3_600_000_000);
         assert!(!sys
             .actions
             .iter()
-            .any(|a| matches!(a, Action::Append { .. } | Action::Reboot(_))));
+            .any(|a| matches!(a, Action::Append { .. } | Action::RemountRo(_))));
     }
 
     #[test]
     fn a_failed_append_is_logged_and_the_boot_goes_on() {
         let mut sys = real_root("ballast.slot=a");
         sys.fail.insert("append_sync", rustix::io::Errno::NOSPC);
-        assert_eq!(boot(&mut sys), Ending::Idle);
+        sys.signals.push_back((5_000_000, crate::sys::Signal::Int));
+        assert_eq!(boot(&mut sys), Ending::Shutdown(Shutdown::Reboot));
         assert!(sys
             .messages()
             .iter()

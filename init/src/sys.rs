@@ -24,11 +24,86 @@ pub struct MountSpec {
     pub data: Option<&'static std::ffi::CStr>,
 }
 
-/// How to leave: the two `reboot(2)` commands stage 1 uses.
+/// How to leave: the `reboot(2)` commands PID 1 uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {
     PowerOff,
     Reboot,
+    /// `RB_HALT_SYSTEM`: stop the CPUs without powering off (SIGUSR1).
+    Halt,
+}
+
+impl Shutdown {
+    /// The word users know it by (`ballast.debug=`, osctl, console lines).
+    pub fn name(self) -> &'static str {
+        match self {
+            Shutdown::PowerOff => "poweroff",
+            Shutdown::Reboot => "reboot",
+            Shutdown::Halt => "halt",
+        }
+    }
+}
+
+/// The signals PID 1 of stage 2 blocks and reads synchronously
+/// ([`Sys::wait_signal`]); nothing runs in a signal handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: orderly power-off (sysd sends it for `osctl poweroff`).
+    Term,
+    /// SIGINT: orderly reboot (`osctl reboot`, and ctrl-alt-del once
+    /// `RB_DISABLE_CAD` is set).
+    Int,
+    /// SIGCHLD: a child (sysd, or an orphan re-parented to PID 1) exited.
+    Chld,
+    /// SIGHUP: logged and ignored (there is no configuration to reload).
+    Hup,
+    /// SIGUSR1: orderly halt.
+    Usr1,
+    /// SIGUSR2: orderly power-off, as busybox init does.
+    Usr2,
+}
+
+/// Signals PID 1 sends (to sysd, or to every process with pid -1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillSignal {
+    Term,
+    Kill,
+}
+
+/// How a child ended, as `waitpid` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit status {c}"),
+            ExitStatus::Signal(s) => {
+                let name = match s {
+                    6 => " (SIGABRT)",
+                    9 => " (SIGKILL)",
+                    11 => " (SIGSEGV)",
+                    15 => " (SIGTERM)",
+                    _ => "",
+                };
+                write!(f, "killed by signal {s}{name}")
+            }
+        }
+    }
+}
+
+/// What one non-blocking reap found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Children that exited, in the order `waitpid` returned them.
+    pub exited: Vec<(i32, ExitStatus)>,
+    /// Whether PID 1 still has children (`waitpid` did not say ECHILD). When
+    /// PID 1 has no children, no user process is left on the machine: every
+    /// orphan is re-parented to it.
+    pub children_left: bool,
 }
 
 /// Why a module did not load.
@@ -147,12 +222,33 @@ pub trait Sys {
     fn exec(&mut self, path: &Path, argv: &[&str]) -> io::Result<()>;
     /// Appends `bytes` to `path` (created 0644) and fsyncs file and directory.
     fn append_sync(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+
+    /// `reboot(RB_DISABLE_CAD)` (ctrl-alt-del then sends SIGINT to PID 1) and
+    /// blocks every [`Signal`] so [`Sys::wait_signal`] can read them.
+    fn setup_signals(&mut self) -> Result<(), Errno>;
+    /// Waits up to `timeout` for one of the blocked signals (`sigtimedwait`).
+    /// `None`: the time passed (or the wait was interrupted).
+    fn wait_signal(&mut self, timeout: Duration) -> Option<Signal>;
+    /// Starts `path` with `argv` (argv\[0\] first), stdio inherited (the
+    /// console), an empty signal mask; returns its pid. Never waits for it.
+    fn spawn(&mut self, path: &Path, argv: &[&str]) -> io::Result<i32>;
+    /// `waitpid(-1, WNOHANG)` until nothing more is ready.
+    fn reap(&mut self) -> Reaped;
+    /// `kill(pid, sig)`; pid -1 is every process but PID 1 (and kernel threads).
+    fn kill(&mut self, pid: i32, sig: KillSignal) -> Result<(), Errno>;
+    /// Opens a watchdog device and keeps its fd (never closed: closing could
+    /// disarm it, and PID 1 ending means a kernel panic anyway).
+    fn watchdog_open(&mut self, path: &Path) -> Result<(), Errno>;
+    /// `WDIOC_SETTIMEOUT`; returns the timeout the driver actually set.
+    fn watchdog_set_timeout(&mut self, secs: u32) -> Result<u32, Errno>;
+    /// `WDIOC_KEEPALIVE`.
+    fn watchdog_keepalive(&mut self) -> Result<(), Errno>;
 }
 
 /// The real kernel.
 #[derive(Debug)]
 pub struct LinuxSys {
-    _private: (),
+    watchdog: Option<rustix::fd::OwnedFd>,
 }
 
 impl LinuxSys {
@@ -163,7 +259,7 @@ impl LinuxSys {
     /// stdout that is closed or `/dev/null` means: open the console ourselves.
     /// Returns a note to log (after the banner) when something had to be done.
     pub fn attach_console() -> (LinuxSys, Option<String>) {
-        let sys = LinuxSys { _private: () };
+        let sys = LinuxSys { watchdog: None };
         if stdio_is_console() {
             return (sys, None);
         }
@@ -297,6 +393,7 @@ impl Sys for LinuxSys {
         let cmd = match how {
             Shutdown::PowerOff => rustix::system::RebootCommand::PowerOff,
             Shutdown::Reboot => rustix::system::RebootCommand::Restart,
+            Shutdown::Halt => rustix::system::RebootCommand::Halt,
         };
         rustix::system::reboot(cmd)
     }
@@ -421,6 +518,59 @@ impl Sys for LinuxSys {
         }
         Ok(())
     }
+
+    fn setup_signals(&mut self) -> Result<(), Errno> {
+        rustix::system::reboot(rustix::system::RebootCommand::CadOff)?;
+        linux::block_signals()
+    }
+
+    fn wait_signal(&mut self, timeout: Duration) -> Option<Signal> {
+        linux::wait_signal(timeout)
+    }
+
+    fn spawn(&mut self, path: &Path, argv: &[&str]) -> io::Result<i32> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(path);
+        if let Some((first, rest)) = argv.split_first() {
+            cmd.arg0(first).args(rest);
+        }
+        // std resets the signal mask and dispositions in the child, so the
+        // signals PID 1 blocks are delivered normally to sysd. The Child
+        // handle is dropped without waiting: PID 1 reaps with waitpid(-1).
+        let child = cmd
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .current_dir("/")
+            .spawn()?;
+        i32::try_from(child.id()).map_err(|_| io::Error::other("pid out of range"))
+    }
+
+    fn reap(&mut self) -> Reaped {
+        linux::reap()
+    }
+
+    fn kill(&mut self, pid: i32, sig: KillSignal) -> Result<(), Errno> {
+        linux::kill(pid, sig)
+    }
+
+    fn watchdog_open(&mut self, path: &Path) -> Result<(), Errno> {
+        let fd = fs::open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+        self.watchdog = Some(fd);
+        Ok(())
+    }
+
+    fn watchdog_set_timeout(&mut self, secs: u32) -> Result<u32, Errno> {
+        match &self.watchdog {
+            Some(fd) => linux::watchdog_set_timeout(fd, secs),
+            None => Err(Errno::BADF),
+        }
+    }
+
+    fn watchdog_keepalive(&mut self) -> Result<(), Errno> {
+        match &self.watchdog {
+            Some(fd) => linux::watchdog_keepalive(fd),
+            None => Err(Errno::BADF),
+        }
+    }
 }
 
 fn errno_of(e: &io::Error) -> Errno {
@@ -535,6 +685,130 @@ mod linux {
         )?;
         // SAFETY: EXT4_IOC_RESIZE_FS reads one u64 (the new block count).
         unsafe { ioctl::ioctl(&fd, ioctl::Setter::<EXT4_IOC_RESIZE_FS, u64>::new(blocks)) }
+    }
+
+    /// The signals of [`Signal`] as a `sigset_t`.
+    fn pid1_set() -> Result<libc::sigset_t, Errno> {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the set it is given; sigaddset only
+        // writes inside it. Both are plain libc calls on our own stack.
+        unsafe {
+            if libc::sigemptyset(set.as_mut_ptr()) != 0 {
+                return Err(Errno::INVAL);
+            }
+            for sig in [
+                libc::SIGTERM,
+                libc::SIGINT,
+                libc::SIGCHLD,
+                libc::SIGHUP,
+                libc::SIGUSR1,
+                libc::SIGUSR2,
+            ] {
+                if libc::sigaddset(set.as_mut_ptr(), sig) != 0 {
+                    return Err(Errno::INVAL);
+                }
+            }
+            Ok(set.assume_init())
+        }
+    }
+
+    pub fn block_signals() -> Result<(), Errno> {
+        let set = pid1_set()?;
+        // SAFETY: `set` is an initialised sigset_t; the old mask is not wanted.
+        let rc = unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(Errno::from_raw_os_error(
+                io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ))
+        }
+    }
+
+    pub fn wait_signal(timeout: Duration) -> Option<Signal> {
+        let set = pid1_set().ok()?;
+        // Both casts are lossless: at most a day of seconds, and nanoseconds
+        // below 10^9 (time_t and long differ between the device targets).
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(86_400) as _,
+            tv_nsec: timeout.subsec_nanos() as _,
+        };
+        // SAFETY: `set` and `ts` are initialised and live across the call;
+        // a null siginfo pointer is allowed.
+        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+        match sig {
+            libc::SIGTERM => Some(Signal::Term),
+            libc::SIGINT => Some(Signal::Int),
+            libc::SIGCHLD => Some(Signal::Chld),
+            libc::SIGHUP => Some(Signal::Hup),
+            libc::SIGUSR1 => Some(Signal::Usr1),
+            libc::SIGUSR2 => Some(Signal::Usr2),
+            // -1 with EAGAIN (time passed) or EINTR.
+            _ => None,
+        }
+    }
+
+    pub fn reap() -> Reaped {
+        let mut reaped = Reaped {
+            exited: Vec::new(),
+            children_left: true,
+        };
+        loop {
+            let mut status: std::ffi::c_int = 0;
+            // SAFETY: waitpid writes one int through a pointer to our stack.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid > 0 {
+                let how = if libc::WIFEXITED(status) {
+                    ExitStatus::Code(libc::WEXITSTATUS(status))
+                } else {
+                    ExitStatus::Signal(libc::WTERMSIG(status))
+                };
+                reaped.exited.push((pid, how));
+                continue;
+            }
+            if pid < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+                reaped.children_left = false;
+            }
+            return reaped;
+        }
+    }
+
+    pub fn kill(pid: i32, sig: KillSignal) -> Result<(), Errno> {
+        let sig = match sig {
+            KillSignal::Term => libc::SIGTERM,
+            KillSignal::Kill => libc::SIGKILL,
+        };
+        // SAFETY: kill(2) takes two integers.
+        if unsafe { libc::kill(pid, sig) } == 0 {
+            Ok(())
+        } else {
+            Err(Errno::from_raw_os_error(
+                io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ))
+        }
+    }
+
+    /// `WDIOC_SETTIMEOUT` = `_IOWR('W', 6, int)`, `WDIOC_KEEPALIVE` = `_IOR('W', 5, int)`.
+    const WDIOC_SETTIMEOUT: Opcode = ioctl::opcode::read_write::<std::ffi::c_int>(b'W', 6);
+    const WDIOC_KEEPALIVE: Opcode = ioctl::opcode::read::<std::ffi::c_int>(b'W', 5);
+
+    pub fn watchdog_set_timeout(fd: &rustix::fd::OwnedFd, secs: u32) -> Result<u32, Errno> {
+        let mut value = std::ffi::c_int::try_from(secs).map_err(|_| Errno::INVAL)?;
+        // SAFETY: WDIOC_SETTIMEOUT reads and writes back one int.
+        unsafe {
+            ioctl::ioctl(
+                fd,
+                ioctl::Updater::<WDIOC_SETTIMEOUT, std::ffi::c_int>::new(&mut value),
+            )?;
+        }
+        u32::try_from(value).map_err(|_| Errno::INVAL)
+    }
+
+    pub fn watchdog_keepalive(fd: &rustix::fd::OwnedFd) -> Result<(), Errno> {
+        // SAFETY: WDIOC_KEEPALIVE ignores its argument (declared as one int
+        // written by the kernel); the getter gives it a valid int to write.
+        unsafe { ioctl::ioctl(fd, ioctl::Getter::<WDIOC_KEEPALIVE, std::ffi::c_int>::new()) }
+            .map(|_| ())
     }
 
     /// Deletes the files of the initramfs (rootfs) below `dir`, staying on

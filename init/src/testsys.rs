@@ -1,7 +1,7 @@
 //! A recording [`Sys`] for unit tests: an in-memory file table, scripted
 //! failures, and a log of every action in order.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,7 +9,10 @@ use std::time::Duration;
 use rustix::io::Errno;
 
 use crate::dm;
-use crate::sys::{ModuleError, MountSpec, PartInfo, PartTable, Shutdown, Sys};
+use crate::sys::{
+    ExitStatus, KillSignal, ModuleError, MountSpec, PartInfo, PartTable, Reaped, Shutdown, Signal,
+    Sys,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -33,6 +36,46 @@ pub enum Action {
     FreeInitramfs,
     Exec(Vec<String>),
     Append { path: String, text: String },
+    SetupSignals,
+    Spawn(String),
+    Kill { pid: i32, sig: KillSignal },
+    Reaped(i32, ExitStatus),
+    WatchdogOpen(String),
+    WatchdogTimeout(u32),
+    Pet,
+}
+
+/// What a spawned (or re-parented) process does in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildPlan {
+    /// Exits on its own this long (µs) after it started, with that status.
+    pub exits_after: Option<(u64, ExitStatus)>,
+    /// Exits this long (µs) after SIGTERM; `None`: ignores SIGTERM.
+    pub term_takes: Option<u64>,
+}
+
+impl ChildPlan {
+    /// A well-behaved daemon: runs until SIGTERM, then exits after `us`.
+    pub fn obeys_term(us: u64) -> ChildPlan {
+        ChildPlan {
+            exits_after: None,
+            term_takes: Some(us),
+        }
+    }
+
+    pub fn dies_after(us: u64, status: ExitStatus) -> ChildPlan {
+        ChildPlan {
+            exits_after: Some((us, status)),
+            term_takes: Some(0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Child {
+    pub plan: ChildPlan,
+    /// When (µs) and how it exits, if it does.
+    pub exit: Option<(u64, ExitStatus)>,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +97,18 @@ pub struct TestSys {
     pub sizes: BTreeMap<PathBuf, u64>,
     /// Failures of the other calls, by method name (`"blkpg_resize"`, ...).
     pub fail: BTreeMap<&'static str, Errno>,
+    /// Signals that arrive, at µs of the test clock, in time order.
+    pub signals: VecDeque<(u64, Signal)>,
+    /// How each spawned process behaves, in spawn order (default: obeys
+    /// SIGTERM after 0.5 s).
+    pub spawn_plan: VecDeque<ChildPlan>,
+    /// Live children by pid (spawned, or orphans a test puts here).
+    pub children: BTreeMap<i32, Child>,
+    pub next_pid: i32,
+    /// Test clock µs of each watchdog keepalive.
+    pub pets: Vec<u64>,
+    /// Paths that start to exist at a time (µs of the test clock).
+    pub appear: BTreeMap<PathBuf, u64>,
 }
 
 impl TestSys {
@@ -66,6 +121,44 @@ impl TestSys {
         sys.file("/usr/lib/os-release", "ID=ballast\nVERSION_ID=0.1.0\n");
         sys.file("/proc/cmdline", &format!("{cmdline}\n"));
         sys
+    }
+
+    /// Adds a process re-parented to PID 1 that behaves as `plan`.
+    pub fn orphan(&mut self, pid: i32, plan: ChildPlan) {
+        let now = self.clock_us.get();
+        self.children.insert(
+            pid,
+            Child {
+                plan,
+                exit: plan.exits_after.map(|(us, st)| (now + us, st)),
+            },
+        );
+    }
+
+    fn next_exit(&self) -> Option<u64> {
+        self.children
+            .values()
+            .filter_map(|c| c.exit.map(|e| e.0))
+            .min()
+    }
+
+    /// Seconds of the test clock at the first console line containing `needle`.
+    pub fn when(&self, needle: &str) -> Option<f64> {
+        self.console().into_iter().find_map(|l| {
+            if !l.contains(needle) {
+                return None;
+            }
+            l.strip_prefix('[')?.split(']').next()?.trim().parse().ok()
+        })
+    }
+
+    /// Seconds of every console line containing `needle`.
+    pub fn whens(&self, needle: &str) -> Vec<f64> {
+        self.console()
+            .into_iter()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.trim().parse().ok())
+            .collect()
     }
 
     pub fn file(&mut self, path: &str, text: &str) {
@@ -177,7 +270,12 @@ impl Sys for TestSys {
     }
 
     fn exists(&mut self, path: &Path) -> bool {
-        self.nodes.contains(path) || self.files.contains_key(path)
+        self.nodes.contains(path)
+            || self.files.contains_key(path)
+            || self
+                .appear
+                .get(path)
+                .is_some_and(|at| *at <= self.clock_us.get())
     }
 
     fn mknod_char(&mut self, path: &Path, _major: u32, _minor: u32) -> Result<(), Errno> {
@@ -320,6 +418,120 @@ impl Sys for TestSys {
             .entry(path.to_path_buf())
             .or_default()
             .extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn setup_signals(&mut self) -> Result<(), Errno> {
+        self.actions.push(Action::SetupSignals);
+        self.failing("setup_signals")
+    }
+
+    fn wait_signal(&mut self, timeout: Duration) -> Option<Signal> {
+        let now = self.clock_us.get();
+        assert!(
+            now < 24 * 3600 * 1_000_000,
+            "test clock passed a day: the script has no shutdown signal"
+        );
+        let horizon = now + u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        let signal_at = self.signals.front().map(|s| s.0);
+        let exit_at = self.next_exit();
+        match (signal_at, exit_at) {
+            (Some(s), e) if s <= horizon && e.is_none_or(|e| s <= e) => {
+                self.clock_us.set(now.max(s));
+                self.signals.pop_front().map(|s| s.1)
+            }
+            (_, Some(e)) if e <= horizon => {
+                self.clock_us.set(now.max(e));
+                Some(Signal::Chld)
+            }
+            _ => {
+                self.clock_us.set(horizon);
+                None
+            }
+        }
+    }
+
+    fn spawn(&mut self, path: &Path, _argv: &[&str]) -> io::Result<i32> {
+        self.actions.push(Action::Spawn(path.display().to_string()));
+        if self.fail.contains_key("spawn") {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        self.next_pid = self.next_pid.max(100) + 1;
+        let pid = self.next_pid;
+        let plan = self
+            .spawn_plan
+            .pop_front()
+            .unwrap_or(ChildPlan::obeys_term(500_000));
+        self.orphan(pid, plan);
+        Ok(pid)
+    }
+
+    fn reap(&mut self) -> Reaped {
+        let now = self.clock_us.get();
+        let mut exited: Vec<(u64, i32, ExitStatus)> = self
+            .children
+            .iter()
+            .filter_map(|(pid, c)| c.exit.filter(|e| e.0 <= now).map(|e| (e.0, *pid, e.1)))
+            .collect();
+        exited.sort_by_key(|e| (e.0, e.1));
+        let mut reaped = Reaped::default();
+        for (_, pid, status) in exited {
+            self.children.remove(&pid);
+            self.actions.push(Action::Reaped(pid, status));
+            reaped.exited.push((pid, status));
+        }
+        reaped.children_left = !self.children.is_empty();
+        reaped
+    }
+
+    fn kill(&mut self, pid: i32, sig: KillSignal) -> Result<(), Errno> {
+        self.actions.push(Action::Kill { pid, sig });
+        let now = self.clock_us.get();
+        let targets: Vec<i32> = if pid == -1 {
+            self.children.keys().copied().collect()
+        } else if self.children.contains_key(&pid) {
+            vec![pid]
+        } else {
+            return Err(Errno::SRCH);
+        };
+        if targets.is_empty() {
+            return Err(Errno::SRCH);
+        }
+        for t in targets {
+            if let Some(child) = self.children.get_mut(&t) {
+                let ends = match sig {
+                    KillSignal::Kill => Some((now, ExitStatus::Signal(9))),
+                    KillSignal::Term => child
+                        .plan
+                        .term_takes
+                        .map(|us| (now + us, ExitStatus::Signal(15))),
+                };
+                if let Some(end) = ends {
+                    if child.exit.is_none_or(|e| end.0 < e.0) {
+                        child.exit = Some(end);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn watchdog_open(&mut self, path: &Path) -> Result<(), Errno> {
+        self.failing("watchdog_open")?;
+        self.actions
+            .push(Action::WatchdogOpen(path.display().to_string()));
+        Ok(())
+    }
+
+    fn watchdog_set_timeout(&mut self, secs: u32) -> Result<u32, Errno> {
+        self.failing("watchdog_set_timeout")?;
+        self.actions.push(Action::WatchdogTimeout(secs));
+        Ok(secs)
+    }
+
+    fn watchdog_keepalive(&mut self) -> Result<(), Errno> {
+        self.actions.push(Action::Pet);
+        self.pets.push(self.clock_us.get());
         Ok(())
     }
 }
