@@ -1,0 +1,317 @@
+//! System container definitions: `SYSTEM_DIR/NAME/manifest.toml` (+ `config.json`,
+//! which the container runtime parses).
+//!
+//! This module reads and validates manifests and nothing else. A broken definition
+//! becomes an error string naming the file, the field and the fix; it never stops the
+//! other definitions from loading.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Health check when a manifest has no `[health]` table: up for this long.
+pub const DEFAULT_RUNNING_MS: u64 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    #[serde(default = "default_policy")]
+    policy: Policy,
+    #[serde(default = "default_initial")]
+    backoff_initial_ms: u64,
+    #[serde(default = "default_max")]
+    backoff_max_ms: u64,
+}
+
+fn default_policy() -> Policy {
+    Policy::Always
+}
+fn default_initial() -> u64 {
+    500
+}
+fn default_max() -> u64 {
+    30_000
+}
+
+impl Default for RawRestart {
+    fn default() -> Self {
+        RawRestart {
+            policy: default_policy(),
+            backoff_initial_ms: default_initial(),
+            backoff_max_ms: default_max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    tcp: Option<String>,
+    running_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    after: Vec<String>,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    restart: RawRestart,
+    health: Option<RawHealth>,
+}
+
+/// How sysd decides a running service is healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// A TCP connect to this address succeeds.
+    Tcp(SocketAddr),
+    /// The process stayed up this long.
+    RunningMs(u64),
+}
+
+/// One validated definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Def {
+    pub name: String,
+    pub description: String,
+    pub after: Vec<String>,
+    pub required: bool,
+    pub policy: Policy,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub health: Health,
+    /// The manifest has a `[health]` table: dependents wait for healthy, not just running.
+    pub health_explicit: bool,
+}
+
+/// A service name is a directory name that also lands in file names and cgroup paths.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Parse and validate one manifest's text. `file` is only used in messages.
+pub fn parse(name: &str, text: &str, file: &Path) -> Result<Def, String> {
+    let f = file.display();
+    if !valid_name(name) {
+        return Err(format!(
+            "{}: service name `{name}` (the directory name) may only hold letters, digits, `-`, `_` and `.`; rename the directory",
+            f
+        ));
+    }
+    let raw: RawManifest = toml::from_str(text)
+        .map_err(|e| format!("{f}: {}", e.to_string().trim_end().replace('\n', " | ")))?;
+    for dep in &raw.after {
+        if dep == name {
+            return Err(format!(
+                "{f}: after: `{name}` names itself; remove it from the list"
+            ));
+        }
+    }
+    let r = &raw.restart;
+    if r.backoff_initial_ms == 0 {
+        return Err(format!(
+            "{f}: restart.backoff_initial_ms: must be at least 1 (a zero backoff turns a crashing service into a busy loop)"
+        ));
+    }
+    if r.backoff_max_ms < r.backoff_initial_ms {
+        return Err(format!(
+            "{f}: restart.backoff_max_ms ({}) is below restart.backoff_initial_ms ({}); raise the maximum",
+            r.backoff_max_ms, r.backoff_initial_ms
+        ));
+    }
+    let (health, explicit) = match &raw.health {
+        None => (Health::RunningMs(DEFAULT_RUNNING_MS), false),
+        Some(RawHealth {
+            tcp: Some(_),
+            running_ms: Some(_),
+        }) => {
+            return Err(format!(
+                "{f}: health: give either `tcp` or `running_ms`, not both"
+            ))
+        }
+        Some(RawHealth {
+            tcp: Some(addr),
+            running_ms: None,
+        }) => {
+            let a: SocketAddr = addr.parse().map_err(|_| {
+                format!("{f}: health.tcp: `{addr}` is not an IP:port address (e.g. \"127.0.0.1:22\"); host names are not resolved")
+            })?;
+            (Health::Tcp(a), true)
+        }
+        Some(RawHealth {
+            tcp: None,
+            running_ms: Some(ms),
+        }) => (Health::RunningMs(*ms), true),
+        Some(RawHealth {
+            tcp: None,
+            running_ms: None,
+        }) => {
+            return Err(format!(
+                "{f}: [health] is empty; set `tcp = \"IP:PORT\"` or `running_ms = N`, or remove the table"
+            ))
+        }
+    };
+    Ok(Def {
+        name: name.to_string(),
+        description: raw.description,
+        after: raw.after,
+        required: raw.required,
+        policy: r.policy,
+        backoff_initial_ms: r.backoff_initial_ms,
+        backoff_max_ms: r.backoff_max_ms,
+        health,
+        health_explicit: explicit,
+    })
+}
+
+/// A definition directory found in the system directory.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub def: Def,
+    pub bundle: PathBuf,
+}
+
+/// Read every `DIR/*/manifest.toml`, sorted by name. Broken ones go to the error list.
+pub fn load_all(dir: &Path) -> (Vec<Found>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            errors.push(format!(
+                "{}: no system container directory; the image defines no system containers",
+                dir.display()
+            ));
+            return (found, errors);
+        }
+        Err(e) => {
+            errors.push(format!("cannot read {}: {e}", dir.display()));
+            return (found, errors);
+        }
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for bundle in dirs {
+        let name = bundle
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file = bundle.join("manifest.toml");
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(format!(
+                    "cannot read {}: {e}; every system container directory needs a manifest.toml",
+                    file.display()
+                ));
+                continue;
+            }
+        };
+        match parse(&name, &text, &file) {
+            Ok(def) => found.push(Found { def, bundle }),
+            Err(e) => errors.push(e),
+        }
+    }
+    (found, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Def, String> {
+        parse("svc", text, Path::new("/sys/svc/manifest.toml"))
+    }
+
+    #[test]
+    fn contract_example_parses() {
+        let d = p(r#"
+description = "DHCP client"
+after = ["network"]
+required = true
+[restart]
+policy = "always"
+backoff_initial_ms = 500
+backoff_max_ms = 30000
+[health]
+tcp = "127.0.0.1:22"
+"#)
+        .unwrap();
+        assert_eq!(d.after, vec!["network".to_string()]);
+        assert!(d.required && d.health_explicit);
+        assert_eq!(d.health, Health::Tcp("127.0.0.1:22".parse().unwrap()));
+        assert_eq!(d.policy, Policy::Always);
+    }
+
+    #[test]
+    fn defaults_when_tables_are_absent() {
+        let d = p("").unwrap();
+        assert_eq!(d.health, Health::RunningMs(1000));
+        assert!(!d.health_explicit && !d.required);
+        assert_eq!((d.backoff_initial_ms, d.backoff_max_ms), (500, 30_000));
+        assert_eq!(d.policy, Policy::Always);
+        let d = p("[restart]\npolicy = \"on-failure\"").unwrap();
+        assert_eq!(d.policy, Policy::OnFailure);
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let e = p("[restart]\npolicy = \"sometimes\"").unwrap_err();
+        assert!(
+            e.contains("manifest.toml") && e.contains("sometimes"),
+            "{e}"
+        );
+        let e = p("[health]\ntcp = \"localhost:22\"").unwrap_err();
+        assert!(e.contains("health.tcp"), "{e}");
+        let e = p("[health]\ntcp = \"127.0.0.1:1\"\nrunning_ms = 3").unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        let e = p("requried = true").unwrap_err();
+        assert!(e.contains("requried"), "{e}");
+        let e = p("[restart]\nbackoff_initial_ms = 0").unwrap_err();
+        assert!(e.contains("backoff_initial_ms"), "{e}");
+        let e = p("after = [\"svc\"]").unwrap_err();
+        assert!(e.contains("itself"), "{e}");
+        let e = parse("bad name", "", Path::new("x")).unwrap_err();
+        assert!(e.contains("rename"), "{e}");
+    }
+
+    #[test]
+    fn load_all_skips_broken_definitions() {
+        let dir = tempfile::tempdir().unwrap();
+        for (n, t) in [("good", "required = true"), ("broken", "after = 3")] {
+            std::fs::create_dir(dir.path().join(n)).unwrap();
+            std::fs::write(dir.path().join(n).join("manifest.toml"), t).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("nomanifest")).unwrap();
+        let (found, errors) = load_all(dir.path());
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].def.name, "good");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("broken/manifest.toml")));
+        assert!(errors
+            .iter()
+            .any(|e| e.contains("nomanifest/manifest.toml")));
+    }
+}

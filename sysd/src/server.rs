@@ -1,0 +1,182 @@
+//! The control socket: one thread accepting, one thread per connection. Requests
+//! change the supervisor's memory only (under its lock); the main loop performs the
+//! resulting signals and starts on its next tick.
+
+use std::io::BufReader;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast_control::{read_message, write_message, Request, Response, Status};
+
+use crate::{lock, Shared};
+
+/// Bind the socket (mode 0660), replacing a stale one from a previous sysd.
+pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot remove stale socket {}: {e}",
+                path.display()
+            ))
+        }
+    }
+    let l = UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| format!("cannot chmod 0660 {}: {e}", path.display()))?;
+    Ok(l)
+}
+
+/// Accept connections forever (until the listener fails).
+pub fn serve(listener: UnixListener, shared: Arc<Shared>, socket: PathBuf) {
+    for conn in listener.incoming() {
+        match conn {
+            Ok(c) => {
+                let sh = shared.clone();
+                let sock = socket.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("sysd-conn".into())
+                    .spawn(move || handle(c, &sh, &sock));
+                if let Err(e) = spawned {
+                    crate::say(&format!(
+                        "cannot start a thread for a control connection: {e}"
+                    ));
+                }
+            }
+            Err(e) => {
+                crate::say(&format!("accept on {}: {e}", socket.display()));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn handle(conn: UnixStream, shared: &Shared, socket: &Path) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(read_half) = conn.try_clone() else {
+        return;
+    };
+    let mut r = BufReader::new(read_half);
+    let mut w = conn;
+    let req: Request = match read_message(&mut r, socket) {
+        Ok(Some(req)) => req,
+        Ok(None) => return,
+        Err(e) => {
+            let _ = write_message(
+                &mut w,
+                &Response::Error {
+                    message: format!("bad request: {e}"),
+                },
+                socket,
+            );
+            return;
+        }
+    };
+    let now = shared.now_ms();
+    let reply = |w: &mut UnixStream, res: Result<String, String>| {
+        let resp = match res {
+            Ok(message) => Response::Ok { message },
+            Err(message) => Response::Error { message },
+        };
+        let _ = write_message(w, &resp, socket);
+    };
+    match req {
+        Request::Status => {
+            let st = status(shared, now);
+            let _ = write_message(&mut w, &Response::Status(st), socket);
+        }
+        Request::Logs {
+            service,
+            lines,
+            follow,
+        } => {
+            if !lock(&shared.sup).has(&service) {
+                reply(
+                    &mut w,
+                    Err(format!(
+                        "no service named `{service}` (osctl status lists them)"
+                    )),
+                );
+                return;
+            }
+            let log = shared.logs.get(&service);
+            let mut cursor = log.cursor();
+            for line in log.tail(lines) {
+                if write_message(&mut w, &Response::LogLine(line), socket).is_err() {
+                    return;
+                }
+            }
+            if follow {
+                let mut pending: Vec<u8> = Vec::new();
+                while !shared.stopping.load(Ordering::SeqCst) && !peer_closed(&w) {
+                    pending.extend(log.read_new(&mut cursor));
+                    while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=nl).collect();
+                        let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                        if write_message(&mut w, &Response::LogLine(text), socket).is_err() {
+                            return;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        Request::Restart { service } => reply(&mut w, lock(&shared.sup).restart(&service, now)),
+        Request::Stop { service } => reply(&mut w, lock(&shared.sup).stop(&service, now)),
+        Request::Start { service } => reply(&mut w, lock(&shared.sup).start(&service, now)),
+        Request::Reboot => reply(&mut w, shared.ask_pid1(libc::SIGINT, "reboot")),
+        Request::Poweroff => reply(&mut w, shared.ask_pid1(libc::SIGTERM, "power off")),
+    }
+}
+
+/// The client hung up (a follower pressed Ctrl-C): a zero-byte peek without blocking.
+fn peer_closed(s: &UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: recv into a 1-byte stack buffer we own, on a socket fd that stays open
+    // for the duration of the call; MSG_PEEK|MSG_DONTWAIT neither consumes nor blocks.
+    let n = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0
+}
+
+pub fn status(shared: &Shared, now: u64) -> Status {
+    let (services, ready) = {
+        let sup = lock(&shared.sup);
+        (sup.status(now), sup.ready_announced())
+    };
+    let mut errors = lock(&shared.errors).clone();
+    let slots = match shared.boot() {
+        Ok(b) => b.status().unwrap_or_else(|e| {
+            errors.push(e);
+            Vec::new()
+        }),
+        Err(e) => {
+            errors.push(e);
+            Vec::new()
+        }
+    };
+    Status {
+        version: shared.version.clone(),
+        slot: shared.slot,
+        ready,
+        slots,
+        services,
+        errors,
+    }
+}

@@ -1,0 +1,946 @@
+//! The supervisor as a pure state machine: no processes, no clocks, no files.
+//!
+//! Time comes in as milliseconds since sysd started (`now`). Events change memory
+//! (`started`, `start_failed`, `exited`, `health_ok`, `stop`, `start`, `restart`,
+//! `shutdown`); [`Supervisor::tick`] returns what the caller must do next (start a
+//! service, send a signal, run a TCP check, announce readiness). The caller owns every
+//! side effect, so ordering, backoff and the ready logic are tested here without a
+//! single process.
+
+use std::collections::{HashMap, HashSet};
+
+use ballast_control::{Service, ServiceState};
+
+use crate::manifest::{Def, Health, Policy};
+
+/// A service that ran healthy this long gets its backoff reset.
+pub const BACKOFF_RESET_MS: u64 = 60_000;
+/// SIGTERM, then SIGKILL after this long.
+pub const STOP_GRACE_MS: u64 = 5_000;
+/// Interval between TCP health probes while a service is not yet healthy.
+pub const TCP_CHECK_INTERVAL_MS: u64 = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sig {
+    Term,
+    Kill,
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start the service, then report `started` or `start_failed`.
+    Start(String),
+    Signal {
+        name: String,
+        pid: u32,
+        sig: Sig,
+    },
+    /// Try a TCP connect; report `health_ok` when it succeeds.
+    CheckTcp {
+        name: String,
+        addr: std::net::SocketAddr,
+    },
+    /// Every required service is healthy: announce it (once per boot).
+    Ready,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterStop {
+    Stay,
+    Restart,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Not started yet: waiting for dependencies (or for the next tick).
+    Waiting,
+    Running {
+        pid: u32,
+        started_at: u64,
+        healthy_at: Option<u64>,
+        next_check: u64,
+    },
+    Backoff {
+        until: u64,
+    },
+    Stopping {
+        pid: u32,
+        term_at: Option<u64>,
+        killed: bool,
+        then: AfterStop,
+    },
+    Stopped,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct Svc {
+    def: Def,
+    phase: Phase,
+    since: u64,
+    restarts: u32,
+    ever_started: bool,
+    /// Delay before the next restart.
+    backoff_ms: u64,
+    last_exit: Option<String>,
+    /// Stopped by request: no automatic start until `start`/`restart`.
+    held: bool,
+    /// Can never start (dependency cycle or missing dependency): the reason.
+    blocked: Option<String>,
+}
+
+impl Svc {
+    fn set(&mut self, phase: Phase, now: u64) {
+        self.phase = phase;
+        self.since = now;
+    }
+
+    fn is_up_for_dependents(&self) -> bool {
+        match self.phase {
+            Phase::Running { healthy_at, .. } => healthy_at.is_some() || !self.def.health_explicit,
+            _ => false,
+        }
+    }
+
+    fn is_healthy(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Running {
+                healthy_at: Some(_),
+                ..
+            }
+        )
+    }
+}
+
+/// How a process ended, as the caller decoded it from `waitpid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    pub success: bool,
+    /// `exited with status 1`, `killed by signal 9`.
+    pub desc: String,
+}
+
+#[derive(Debug)]
+pub struct Supervisor {
+    /// In dependency order (a service after everything it names in `after`).
+    svcs: Vec<Svc>,
+    ready_announced: bool,
+    shutting_down: bool,
+}
+
+impl Supervisor {
+    /// Order the definitions by `after`. Services in a cycle or after a service that is
+    /// not defined are kept (so status shows them) but never started; the second value
+    /// lists why.
+    pub fn new(defs: Vec<Def>) -> (Supervisor, Vec<String>) {
+        let mut errors = Vec::new();
+        let names: HashSet<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+        // Kahn's algorithm, keeping the input (name) order among peers.
+        let mut done: HashSet<String> = HashSet::new();
+        let mut order: Vec<usize> = Vec::new();
+        loop {
+            let mut progressed = false;
+            for (i, d) in defs.iter().enumerate() {
+                if done.contains(&d.name) {
+                    continue;
+                }
+                if d.after.iter().all(|a| done.contains(a)) {
+                    done.insert(d.name.clone());
+                    order.push(i);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        let stuck: Vec<&Def> = defs.iter().filter(|d| !done.contains(&d.name)).collect();
+        let mut stuck_names: Vec<&str> = stuck.iter().map(|d| d.name.as_str()).collect();
+        stuck_names.sort();
+        let mut blocked: HashMap<String, String> = HashMap::new();
+        for d in &stuck {
+            let missing: Vec<&str> = d
+                .after
+                .iter()
+                .map(String::as_str)
+                .filter(|a| !names.contains(a))
+                .collect();
+            let reason = if !missing.is_empty() {
+                format!(
+                    "{}: not started: `after` names {}, which is not defined or failed to load (see the errors above); fix or remove it",
+                    d.name,
+                    missing.join(", ")
+                )
+            } else {
+                format!(
+                    "{}: not started: dependency cycle or a blocked dependency among {}; break the cycle in their manifest.toml `after` lists",
+                    d.name,
+                    stuck_names.join(", ")
+                )
+            };
+            errors.push(reason.clone());
+            blocked.insert(d.name.clone(), reason);
+        }
+        let mut svcs = Vec::new();
+        let idx_stuck = defs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| blocked.contains_key(&d.name))
+            .map(|(i, _)| i);
+        let all: Vec<usize> = order.into_iter().chain(idx_stuck).collect();
+        for i in all {
+            let def = defs[i].clone();
+            let b = blocked.get(&def.name).cloned();
+            svcs.push(Svc {
+                backoff_ms: def.backoff_initial_ms,
+                phase: if b.is_some() {
+                    Phase::Failed
+                } else {
+                    Phase::Waiting
+                },
+                last_exit: b.clone(),
+                blocked: b,
+                def,
+                since: 0,
+                restarts: 0,
+                ever_started: false,
+                held: false,
+            });
+        }
+        (
+            Supervisor {
+                svcs,
+                ready_announced: false,
+                shutting_down: false,
+            },
+            errors,
+        )
+    }
+
+    fn find(&mut self, name: &str) -> Option<&mut Svc> {
+        self.svcs.iter_mut().find(|s| s.def.name == name)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.svcs.iter().map(|s| s.def.name.clone()).collect()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.svcs.iter().any(|s| s.def.name == name)
+    }
+
+    /// Every required service is healthy (true with no required service at all).
+    pub fn all_required_healthy(&self) -> bool {
+        self.svcs
+            .iter()
+            .filter(|s| s.def.required)
+            .all(Svc::is_healthy)
+    }
+
+    pub fn ready_announced(&self) -> bool {
+        self.ready_announced
+    }
+
+    /// No process is left (after `shutdown`).
+    pub fn all_down(&self) -> bool {
+        self.svcs
+            .iter()
+            .all(|s| !matches!(s.phase, Phase::Running { .. } | Phase::Stopping { .. }))
+    }
+
+    /// Advance timers and return what to do now.
+    pub fn tick(&mut self, now: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for i in 0..self.svcs.len() {
+            let deps_up = {
+                let s = &self.svcs[i];
+                s.def.after.iter().all(|a| {
+                    self.svcs
+                        .iter()
+                        .any(|o| &o.def.name == a && o.is_up_for_dependents())
+                })
+            };
+            let shutting_down = self.shutting_down;
+            let s = &mut self.svcs[i];
+            let name = s.def.name.clone();
+            match s.phase.clone() {
+                Phase::Waiting if !s.held && !shutting_down && s.blocked.is_none() && deps_up => {
+                    actions.push(Action::Start(name));
+                }
+                Phase::Backoff { until } if now >= until && !s.held && !shutting_down => {
+                    actions.push(Action::Start(name));
+                }
+                Phase::Running {
+                    pid,
+                    started_at,
+                    healthy_at: None,
+                    next_check,
+                } => match s.def.health {
+                    Health::RunningMs(ms) => {
+                        if now.saturating_sub(started_at) >= ms {
+                            s.set(
+                                Phase::Running {
+                                    pid,
+                                    started_at,
+                                    healthy_at: Some(now),
+                                    next_check,
+                                },
+                                now,
+                            );
+                        }
+                    }
+                    Health::Tcp(addr) => {
+                        if now >= next_check {
+                            actions.push(Action::CheckTcp { name, addr });
+                            s.phase = Phase::Running {
+                                pid,
+                                started_at,
+                                healthy_at: None,
+                                next_check: now + TCP_CHECK_INTERVAL_MS,
+                            };
+                        }
+                    }
+                },
+                Phase::Running {
+                    healthy_at: Some(h),
+                    ..
+                } if now.saturating_sub(h) >= BACKOFF_RESET_MS => {
+                    s.backoff_ms = s.def.backoff_initial_ms;
+                }
+                Phase::Stopping {
+                    pid,
+                    term_at,
+                    killed,
+                    then,
+                } => match term_at {
+                    None => {
+                        actions.push(Action::Signal {
+                            name,
+                            pid,
+                            sig: Sig::Term,
+                        });
+                        s.phase = Phase::Stopping {
+                            pid,
+                            term_at: Some(now),
+                            killed,
+                            then,
+                        };
+                    }
+                    Some(t) if !killed && now.saturating_sub(t) >= STOP_GRACE_MS => {
+                        actions.push(Action::Signal {
+                            name,
+                            pid,
+                            sig: Sig::Kill,
+                        });
+                        s.phase = Phase::Stopping {
+                            pid,
+                            term_at,
+                            killed: true,
+                            then,
+                        };
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        if !self.ready_announced && self.all_required_healthy() {
+            self.ready_announced = true;
+            actions.push(Action::Ready);
+        }
+        actions
+    }
+
+    /// The caller started `name` as `pid`.
+    pub fn started(&mut self, name: &str, pid: u32, now: u64) {
+        if let Some(s) = self.find(name) {
+            if s.ever_started {
+                s.restarts += 1;
+            }
+            s.ever_started = true;
+            s.set(
+                Phase::Running {
+                    pid,
+                    started_at: now,
+                    healthy_at: None,
+                    next_check: now,
+                },
+                now,
+            );
+        }
+    }
+
+    /// Starting `name` failed: treated like a failed exit (the policy decides).
+    pub fn start_failed(&mut self, name: &str, error: &str, now: u64) {
+        if let Some(s) = self.find(name) {
+            if s.ever_started {
+                s.restarts += 1;
+            }
+            s.ever_started = true;
+            let exit = Exit {
+                success: false,
+                desc: format!("start failed: {error}"),
+            };
+            after_exit(s, &exit, now, None);
+        }
+    }
+
+    /// A process ended. Returns the service it belonged to, if any.
+    pub fn exited(&mut self, pid: u32, exit: &Exit, now: u64) -> Option<String> {
+        let s = self.svcs.iter_mut().find(|s| match s.phase {
+            Phase::Running { pid: p, .. } | Phase::Stopping { pid: p, .. } => p == pid,
+            _ => false,
+        })?;
+        let healthy_at = match s.phase {
+            Phase::Running { healthy_at, .. } => healthy_at,
+            _ => None,
+        };
+        match s.phase {
+            Phase::Stopping { then, .. } => {
+                s.last_exit = Some(exit.desc.clone());
+                match then {
+                    AfterStop::Stay => s.set(Phase::Stopped, now),
+                    AfterStop::Restart => {
+                        s.backoff_ms = s.def.backoff_initial_ms;
+                        s.set(Phase::Waiting, now)
+                    }
+                }
+            }
+            _ => after_exit(s, exit, now, healthy_at),
+        }
+        Some(s.def.name.clone())
+    }
+
+    /// A TCP check of `name` succeeded.
+    pub fn health_ok(&mut self, name: &str, now: u64) {
+        if let Some(s) = self.find(name) {
+            if let Phase::Running {
+                pid,
+                started_at,
+                healthy_at: None,
+                next_check,
+            } = s.phase
+            {
+                s.set(
+                    Phase::Running {
+                        pid,
+                        started_at,
+                        healthy_at: Some(now),
+                        next_check,
+                    },
+                    now,
+                );
+            }
+        }
+    }
+
+    /// Stop `name` and keep it stopped.
+    pub fn stop(&mut self, name: &str, now: u64) -> Result<String, String> {
+        let s = self.find(name).ok_or_else(|| unknown(name))?;
+        s.held = true;
+        match s.phase.clone() {
+            Phase::Running { pid, .. } => {
+                s.set(
+                    Phase::Stopping {
+                        pid,
+                        term_at: None,
+                        killed: false,
+                        then: AfterStop::Stay,
+                    },
+                    now,
+                );
+                Ok(format!("stopping {name} (pid {pid})"))
+            }
+            Phase::Stopping {
+                pid,
+                term_at,
+                killed,
+                ..
+            } => {
+                s.phase = Phase::Stopping {
+                    pid,
+                    term_at,
+                    killed,
+                    then: AfterStop::Stay,
+                };
+                Ok(format!("{name} is already stopping"))
+            }
+            Phase::Stopped => Ok(format!("{name} is already stopped")),
+            Phase::Waiting | Phase::Backoff { .. } | Phase::Failed => {
+                s.set(Phase::Stopped, now);
+                Ok(format!("{name} stopped"))
+            }
+        }
+    }
+
+    /// Start a stopped or failed `name` (now, with a fresh backoff).
+    pub fn start(&mut self, name: &str, now: u64) -> Result<String, String> {
+        let s = self.find(name).ok_or_else(|| unknown(name))?;
+        if let Some(b) = &s.blocked {
+            return Err(b.clone());
+        }
+        s.held = false;
+        match s.phase.clone() {
+            Phase::Running { pid, .. } => Ok(format!("{name} is already running (pid {pid})")),
+            Phase::Stopping {
+                pid,
+                term_at,
+                killed,
+                ..
+            } => {
+                s.phase = Phase::Stopping {
+                    pid,
+                    term_at,
+                    killed,
+                    then: AfterStop::Restart,
+                };
+                Ok(format!("{name} is stopping; it will start again"))
+            }
+            Phase::Waiting => Ok(format!("{name} is starting")),
+            Phase::Stopped | Phase::Failed | Phase::Backoff { .. } => {
+                s.backoff_ms = s.def.backoff_initial_ms;
+                s.set(Phase::Waiting, now);
+                Ok(format!("starting {name}"))
+            }
+        }
+    }
+
+    /// Stop `name` if it runs, then start it again with a fresh backoff.
+    pub fn restart(&mut self, name: &str, now: u64) -> Result<String, String> {
+        let s = self.find(name).ok_or_else(|| unknown(name))?;
+        if let Some(b) = &s.blocked {
+            return Err(b.clone());
+        }
+        s.held = false;
+        match s.phase.clone() {
+            Phase::Running { pid, .. } => {
+                s.set(
+                    Phase::Stopping {
+                        pid,
+                        term_at: None,
+                        killed: false,
+                        then: AfterStop::Restart,
+                    },
+                    now,
+                );
+                Ok(format!("restarting {name} (stopping pid {pid})"))
+            }
+            _ => self.start(name, now),
+        }
+    }
+
+    /// Stop everything (SIGTERM, then SIGKILL after the grace time); start nothing more.
+    pub fn shutdown(&mut self, now: u64) {
+        self.shutting_down = true;
+        for s in &mut self.svcs {
+            s.held = true;
+            match s.phase.clone() {
+                Phase::Running { pid, .. } => s.set(
+                    Phase::Stopping {
+                        pid,
+                        term_at: None,
+                        killed: false,
+                        then: AfterStop::Stay,
+                    },
+                    now,
+                ),
+                Phase::Stopping {
+                    pid,
+                    term_at,
+                    killed,
+                    ..
+                } => {
+                    s.phase = Phase::Stopping {
+                        pid,
+                        term_at,
+                        killed,
+                        then: AfterStop::Stay,
+                    }
+                }
+                Phase::Waiting | Phase::Backoff { .. } => s.set(Phase::Stopped, now),
+                Phase::Stopped | Phase::Failed => {}
+            }
+        }
+    }
+
+    /// Services as `osctl status` shows them, in dependency order.
+    pub fn status(&self, now: u64) -> Vec<Service> {
+        self.svcs
+            .iter()
+            .map(|s| {
+                let (state, pid) = match s.phase {
+                    Phase::Waiting => (ServiceState::Starting, None),
+                    Phase::Running {
+                        pid, healthy_at, ..
+                    } => (
+                        if healthy_at.is_some() {
+                            ServiceState::Healthy
+                        } else {
+                            ServiceState::Running
+                        },
+                        Some(pid),
+                    ),
+                    Phase::Backoff { .. } => (ServiceState::Backoff, None),
+                    Phase::Stopping { pid, .. } => (ServiceState::Stopped, Some(pid)),
+                    Phase::Stopped => (ServiceState::Stopped, None),
+                    Phase::Failed => (ServiceState::Failed, None),
+                };
+                Service {
+                    name: s.def.name.clone(),
+                    state,
+                    pid,
+                    restarts: s.restarts,
+                    required: s.def.required,
+                    since_ms: now.saturating_sub(s.since),
+                    last_exit: s.last_exit.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Milliseconds until the service's next automatic start, while in backoff.
+    pub fn backoff_remaining(&self, name: &str, now: u64) -> Option<u64> {
+        self.svcs
+            .iter()
+            .find(|s| s.def.name == name)
+            .and_then(|s| match s.phase {
+                Phase::Backoff { until } => Some(until.saturating_sub(now)),
+                _ => None,
+            })
+    }
+}
+
+fn unknown(name: &str) -> String {
+    format!("no service named `{name}` (osctl status lists them)")
+}
+
+/// Apply the restart policy after an unrequested exit or a failed start.
+fn after_exit(s: &mut Svc, exit: &Exit, now: u64, healthy_at: Option<u64>) {
+    s.last_exit = Some(exit.desc.clone());
+    if let Some(h) = healthy_at {
+        if now.saturating_sub(h) >= BACKOFF_RESET_MS {
+            s.backoff_ms = s.def.backoff_initial_ms;
+        }
+    }
+    let restart = match s.def.policy {
+        Policy::Always => true,
+        Policy::OnFailure => !exit.success,
+        Policy::Never => false,
+    };
+    if restart && !s.held {
+        let delay = s.backoff_ms;
+        s.backoff_ms = delay.saturating_mul(2).min(s.def.backoff_max_ms);
+        s.set(Phase::Backoff { until: now + delay }, now);
+    } else if exit.success || s.held {
+        s.set(Phase::Stopped, now);
+    } else {
+        s.set(Phase::Failed, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(name: &str, after: &[&str], required: bool) -> Def {
+        Def {
+            name: name.into(),
+            description: String::new(),
+            after: after.iter().map(|s| s.to_string()).collect(),
+            required,
+            policy: Policy::Always,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 4000,
+            health: Health::RunningMs(1000),
+            health_explicit: false,
+        }
+    }
+
+    fn starts(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Start(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn crash() -> Exit {
+        Exit {
+            success: false,
+            desc: "exited with status 1".into(),
+        }
+    }
+
+    fn state(s: &Supervisor, name: &str) -> ServiceState {
+        s.status(0)
+            .into_iter()
+            .find(|x| x.name == name)
+            .unwrap()
+            .state
+    }
+
+    #[test]
+    fn starts_in_dependency_order_and_waits_for_running() {
+        let (mut s, errs) = Supervisor::new(vec![
+            def("ssh", &["network"], true),
+            def("network", &[], true),
+        ]);
+        assert!(errs.is_empty());
+        assert_eq!(s.names(), vec!["network", "ssh"]);
+        assert_eq!(starts(&s.tick(0)), vec!["network"]);
+        s.started("network", 10, 0);
+        // No [health] on network: running is enough for dependents.
+        assert_eq!(starts(&s.tick(1)), vec!["ssh"]);
+    }
+
+    #[test]
+    fn explicit_health_makes_dependents_wait_for_healthy() {
+        let mut net = def("network", &[], false);
+        net.health = Health::Tcp("127.0.0.1:9".parse().unwrap());
+        net.health_explicit = true;
+        let (mut s, _) = Supervisor::new(vec![net, def("ssh", &["network"], false)]);
+        assert_eq!(starts(&s.tick(0)), vec!["network"]);
+        s.started("network", 10, 0);
+        let a = s.tick(1);
+        assert!(a
+            .iter()
+            .any(|a| matches!(a, Action::CheckTcp { name, .. } if name == "network")));
+        assert!(starts(&a).is_empty());
+        // Not probed again before the interval.
+        assert!(s.tick(2).is_empty());
+        s.health_ok("network", 3);
+        assert_eq!(state(&s, "network"), ServiceState::Healthy);
+        assert_eq!(starts(&s.tick(4)), vec!["ssh"]);
+    }
+
+    #[test]
+    fn cycle_and_missing_dependency_are_reported_and_not_started() {
+        let (mut s, errs) = Supervisor::new(vec![
+            def("a", &["b"], false),
+            def("b", &["a"], false),
+            def("c", &["nope"], false),
+            def("d", &[], true),
+        ]);
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("a:") && e.contains("cycle")));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("c:") && e.contains("nope")));
+        assert_eq!(starts(&s.tick(0)), vec!["d"]);
+        assert_eq!(state(&s, "a"), ServiceState::Failed);
+        assert!(s.start("a", 0).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let (mut s, _) = Supervisor::new(vec![def("x", &[], false)]);
+        let mut now = 0;
+        let mut delays = Vec::new();
+        s.tick(now);
+        for pid in 1..=6 {
+            s.started("x", pid, now);
+            now += 10;
+            assert_eq!(s.exited(pid, &crash(), now), Some("x".into()));
+            assert_eq!(state(&s, "x"), ServiceState::Backoff);
+            let d = s.backoff_remaining("x", now).unwrap();
+            delays.push(d);
+            assert!(starts(&s.tick(now + d - 1)).is_empty(), "started too early");
+            now += d;
+            assert_eq!(starts(&s.tick(now)), vec!["x"]);
+        }
+        assert_eq!(delays, vec![500, 1000, 2000, 4000, 4000, 4000]);
+        assert_eq!(s.status(now)[0].restarts, 5);
+        assert_eq!(
+            s.status(now)[0].last_exit.as_deref(),
+            Some("exited with status 1")
+        );
+    }
+
+    #[test]
+    fn backoff_resets_after_a_minute_of_healthy_running() {
+        let (mut s, _) = Supervisor::new(vec![def("x", &[], false)]);
+        s.tick(0);
+        s.started("x", 1, 0);
+        s.exited(1, &crash(), 5);
+        s.tick(505);
+        s.started("x", 2, 505);
+        s.exited(2, &crash(), 510);
+        assert_eq!(s.backoff_remaining("x", 510), Some(1000));
+        s.tick(1510);
+        s.started("x", 3, 1510);
+        s.tick(2510); // healthy after 1 s
+        assert_eq!(state(&s, "x"), ServiceState::Healthy);
+        s.tick(2510 + BACKOFF_RESET_MS);
+        s.exited(3, &crash(), 2511 + BACKOFF_RESET_MS);
+        assert_eq!(s.backoff_remaining("x", 2511 + BACKOFF_RESET_MS), Some(500));
+    }
+
+    #[test]
+    fn policies_decide_what_an_exit_means() {
+        let mut once = def("once", &[], false);
+        once.policy = Policy::OnFailure;
+        let mut never = def("never", &[], false);
+        never.policy = Policy::Never;
+        let mut once2 = once.clone();
+        once2.name = "once2".into();
+        let (mut s, _) = Supervisor::new(vec![once, once2, never]);
+        s.tick(0);
+        s.started("once", 1, 0);
+        s.started("once2", 2, 0);
+        s.started("never", 3, 0);
+        let ok = Exit {
+            success: true,
+            desc: "exited with status 0".into(),
+        };
+        s.exited(1, &ok, 1);
+        s.exited(2, &crash(), 1);
+        s.exited(3, &crash(), 1);
+        assert_eq!(state(&s, "once"), ServiceState::Stopped);
+        assert_eq!(state(&s, "once2"), ServiceState::Backoff);
+        assert_eq!(state(&s, "never"), ServiceState::Failed);
+    }
+
+    #[test]
+    fn crash_loop_does_not_block_ready_of_the_others() {
+        let (mut s, _) = Supervisor::new(vec![def("good", &[], true), def("bad", &[], false)]);
+        let mut now = 0;
+        let mut pid = 100;
+        let mut ready_at = None;
+        while now < 10_000 {
+            for a in s.tick(now) {
+                match a {
+                    Action::Start(n) => {
+                        pid += 1;
+                        s.started(&n, pid, now);
+                        if n == "bad" {
+                            s.exited(pid, &crash(), now + 1);
+                        }
+                    }
+                    Action::Ready => {
+                        assert!(ready_at.is_none(), "ready announced twice");
+                        ready_at = Some(now);
+                    }
+                    _ => {}
+                }
+            }
+            now += 100;
+        }
+        assert_eq!(ready_at, Some(1000));
+        assert!(s
+            .status(now)
+            .iter()
+            .any(|x| x.name == "bad" && x.restarts >= 3));
+    }
+
+    #[test]
+    fn ready_waits_for_every_required_service_and_only_once() {
+        let (mut s, _) = Supervisor::new(vec![def("a", &[], true), def("b", &[], true)]);
+        s.tick(0);
+        s.started("a", 1, 0);
+        assert!(!s.tick(2000).contains(&Action::Ready));
+        s.started("b", 2, 2000);
+        assert!(!s.tick(2500).contains(&Action::Ready));
+        assert!(s.tick(3000).contains(&Action::Ready));
+        s.exited(2, &crash(), 3001);
+        let t = s.tick(3600);
+        s.started("b", 3, 3600);
+        assert!(!t.contains(&Action::Ready));
+        assert!(!s.tick(5000).contains(&Action::Ready));
+        assert!(s.ready_announced());
+    }
+
+    #[test]
+    fn no_required_service_is_ready_at_once() {
+        let (mut s, _) = Supervisor::new(vec![def("a", &[], false)]);
+        assert!(s.tick(0).contains(&Action::Ready));
+    }
+
+    #[test]
+    fn stop_sends_term_then_kill_and_keeps_it_stopped() {
+        let (mut s, _) = Supervisor::new(vec![def("a", &[], false)]);
+        s.tick(0);
+        s.started("a", 7, 0);
+        s.stop("a", 100).unwrap();
+        let t = s.tick(100);
+        assert!(t.contains(&Action::Signal {
+            name: "a".into(),
+            pid: 7,
+            sig: Sig::Term
+        }));
+        assert!(s.tick(100 + STOP_GRACE_MS - 1).is_empty());
+        assert!(s.tick(100 + STOP_GRACE_MS).contains(&Action::Signal {
+            name: "a".into(),
+            pid: 7,
+            sig: Sig::Kill
+        }));
+        s.exited(
+            7,
+            &Exit {
+                success: false,
+                desc: "killed by signal 9".into(),
+            },
+            6000,
+        );
+        assert_eq!(state(&s, "a"), ServiceState::Stopped);
+        assert!(starts(&s.tick(100_000)).is_empty());
+        s.start("a", 100_000).unwrap();
+        assert_eq!(starts(&s.tick(100_001)), vec!["a"]);
+    }
+
+    #[test]
+    fn restart_stops_then_starts_with_fresh_backoff() {
+        let (mut s, _) = Supervisor::new(vec![def("a", &[], false)]);
+        s.tick(0);
+        s.started("a", 7, 0);
+        s.restart("a", 10).unwrap();
+        assert!(s
+            .tick(10)
+            .iter()
+            .any(|a| matches!(a, Action::Signal { sig: Sig::Term, .. })));
+        s.exited(
+            7,
+            &Exit {
+                success: false,
+                desc: "killed by signal 15".into(),
+            },
+            20,
+        );
+        assert_eq!(starts(&s.tick(21)), vec!["a"]);
+        assert!(s.restart("nope", 0).unwrap_err().contains("nope"));
+    }
+
+    #[test]
+    fn shutdown_stops_all_and_starts_nothing() {
+        let (mut s, _) = Supervisor::new(vec![def("a", &[], false), def("b", &["a"], false)]);
+        s.tick(0);
+        s.started("a", 1, 0);
+        s.shutdown(5);
+        let t = s.tick(5);
+        assert!(starts(&t).is_empty());
+        assert!(t.iter().any(|a| matches!(
+            a,
+            Action::Signal {
+                pid: 1,
+                sig: Sig::Term,
+                ..
+            }
+        )));
+        assert!(!s.all_down());
+        s.exited(
+            1,
+            &Exit {
+                success: false,
+                desc: "killed by signal 15".into(),
+            },
+            6,
+        );
+        assert!(s.all_down());
+        assert!(starts(&s.tick(100_000)).is_empty());
+    }
+}
