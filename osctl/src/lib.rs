@@ -1,0 +1,382 @@
+//! `osctl`, the command line on a Ballast machine: asks sysd over its control
+//! socket (protocol: crate ballast-control) and prints the answer for people,
+//! or as JSON (`status --json` is serde of the same [`Status`] the table shows).
+//!
+//! It owns no state and never touches services, slots or files itself: every
+//! verb is one request to sysd. Exit codes: 0 ok, 1 failure (with a message
+//! naming the socket or service and what to do), 2 usage (clap).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use ballast_control::{client, ControlError, Request, Response, Status};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "osctl",
+    version,
+    about = "Control a Ballast machine through sysd"
+)]
+pub struct Cli {
+    /// The control socket of sysd.
+    #[arg(long, global = true, value_name = "PATH", default_value = ballast_control::SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Version, slots, services and errors.
+    Status {
+        /// Print the status as JSON (the control protocol's Status object).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a service's log.
+    Logs {
+        /// The service (a directory name under /usr/lib/ballast/system).
+        service: String,
+        /// How many of the last lines to print.
+        #[arg(short = 'n', long = "lines", default_value_t = 50)]
+        lines: usize,
+        /// Keep printing new lines as they are written.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Start, stop or restart a service.
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+    /// Reboot the machine in order (services stopped, state synced).
+    Reboot,
+    /// Power the machine off in order.
+    Poweroff,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceAction {
+    /// Stop the service (if it runs) and start it again.
+    Restart { name: String },
+    /// Stop the service and keep it stopped until `start` or the next boot.
+    Stop { name: String },
+    /// Start a stopped or failed service.
+    Start { name: String },
+}
+
+/// Why a command failed; printed after `osctl: `.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("cannot reach sysd at {}: {hint} ({errno})", socket.display())]
+    Unreachable {
+        socket: PathBuf,
+        hint: &'static str,
+        errno: String,
+    },
+    #[error(transparent)]
+    Control(ControlError),
+    /// sysd refused or failed the request; its message names the cause.
+    #[error("{0}")]
+    Refused(String),
+    #[error("sysd answered {got} to {asked}: osctl and sysd are from different versions?")]
+    Unexpected { asked: &'static str, got: String },
+    #[error("cannot write to stdout: {0}")]
+    Stdout(io::Error),
+}
+
+/// Errno name for the connect errors people meet.
+fn errno_name(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(2) => "ENOENT".into(),
+        Some(13) => "EACCES".into(),
+        Some(111) => "ECONNREFUSED".into(),
+        Some(20) => "ENOTDIR".into(),
+        Some(88) => "ENOTSOCK".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn failure(socket: &Path, e: ControlError) -> Failure {
+    match e {
+        ControlError::Connect { source, .. } => {
+            let hint = match source.kind() {
+                io::ErrorKind::NotFound => {
+                    "no socket there: is this a Ballast machine, and has sysd started?"
+                }
+                io::ErrorKind::ConnectionRefused => {
+                    "is this a Ballast machine? (nothing listens on the socket: sysd is not running or restarting)"
+                }
+                io::ErrorKind::PermissionDenied => "permission denied: run osctl as root",
+                _ => "is this a Ballast machine?",
+            };
+            Failure::Unreachable {
+                socket: socket.to_path_buf(),
+                hint,
+                errno: errno_name(&source),
+            }
+        }
+        other => Failure::Control(other),
+    }
+}
+
+fn kind(r: &Response) -> String {
+    match r {
+        Response::Status(_) => "a status".into(),
+        Response::LogLine(_) => "a log line".into(),
+        Response::Ok { message } => format!("ok ({message})"),
+        Response::Error { message } => format!("an error ({message})"),
+    }
+}
+
+/// Sends one request that is answered by `Ok` or `Error`, prints the message.
+fn simple(
+    cli: &Cli,
+    req: Request,
+    asked: &'static str,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    match client::call(&cli.socket, &req).map_err(|e| failure(&cli.socket, e))? {
+        Response::Ok { message } => writeln!(out, "{message}").map_err(Failure::Stdout),
+        Response::Error { message } => Err(Failure::Refused(message)),
+        other => Err(Failure::Unexpected {
+            asked,
+            got: kind(&other),
+        }),
+    }
+}
+
+/// Runs one command, writing what it prints to `out`.
+pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Status { json } => {
+            let status = match client::call(&cli.socket, &Request::Status)
+                .map_err(|e| failure(&cli.socket, e))?
+            {
+                Response::Status(s) => s,
+                Response::Error { message } => return Err(Failure::Refused(message)),
+                other => {
+                    return Err(Failure::Unexpected {
+                        asked: "status",
+                        got: kind(&other),
+                    })
+                }
+            };
+            let text = if *json {
+                let mut t = serde_json::to_string_pretty(&status)
+                    .map_err(|e| Failure::Control(ControlError::Encode(e)))?;
+                t.push('\n');
+                t
+            } else {
+                render_status(&status)
+            };
+            out.write_all(text.as_bytes()).map_err(Failure::Stdout)
+        }
+        Command::Logs {
+            service,
+            lines,
+            follow,
+        } => logs(cli, service, *lines, *follow, out),
+        Command::Service { action } => {
+            let (req, asked) = match action {
+                ServiceAction::Restart { name } => (
+                    Request::Restart {
+                        service: name.clone(),
+                    },
+                    "restart",
+                ),
+                ServiceAction::Stop { name } => (
+                    Request::Stop {
+                        service: name.clone(),
+                    },
+                    "stop",
+                ),
+                ServiceAction::Start { name } => (
+                    Request::Start {
+                        service: name.clone(),
+                    },
+                    "start",
+                ),
+            };
+            simple(cli, req, asked, out)
+        }
+        Command::Reboot => simple(cli, Request::Reboot, "reboot", out),
+        Command::Poweroff => simple(cli, Request::Poweroff, "poweroff", out),
+    }
+}
+
+fn logs(
+    cli: &Cli,
+    service: &str,
+    lines: usize,
+    follow: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let req = Request::Logs {
+        service: service.to_string(),
+        lines,
+        follow,
+    };
+    let mut outcome: Result<(), Failure> = Ok(());
+    client::stream(&cli.socket, &req, |resp| match resp {
+        Response::LogLine(line) => {
+            // A closed stdout (`osctl logs x | head`) ends the stream quietly.
+            match writeln!(out, "{line}").and_then(|()| if follow { out.flush() } else { Ok(()) }) {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => false,
+                Err(e) => {
+                    outcome = Err(Failure::Stdout(e));
+                    false
+                }
+            }
+        }
+        Response::Error { message } => {
+            outcome = Err(Failure::Refused(message));
+            false
+        }
+        other => {
+            outcome = Err(Failure::Unexpected {
+                asked: "logs",
+                got: kind(&other),
+            });
+            false
+        }
+    })
+    .map_err(|e| failure(&cli.socket, e))?;
+    outcome?;
+    out.flush().map_err(Failure::Stdout)
+}
+
+/// `1.5 s`, `3 min`, `2 h 5 min`: how long a service has been in its state.
+pub fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    if s < 60 {
+        format!("{}.{} s", s, (ms % 1000) / 100)
+    } else if s < 3600 {
+        format!("{} min", s / 60)
+    } else if s < 86_400 {
+        format!("{} h {} min", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{} d {} h", s / 86_400, (s % 86_400) / 3600)
+    }
+}
+
+/// Rows as columns padded to the widest cell (the last column unpadded).
+fn table(rows: &[Vec<String>], indent: &str) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut text = String::new();
+    for row in rows {
+        let mut line = indent.to_string();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// The human form of `osctl status`.
+pub fn render_status(s: &Status) -> String {
+    let mut text = String::new();
+    let slot = s.slot.map_or("unknown", |id| id.as_str());
+    text.push_str(&format!("version  {}\n", s.version));
+    text.push_str(&format!(
+        "slot     {slot} ({})\n",
+        if s.ready { "ready" } else { "not ready yet" }
+    ));
+    text.push_str("\nslots\n");
+    if s.slots.is_empty() {
+        text.push_str("  (unknown: the boot partition could not be read; see errors)\n");
+    } else {
+        let mut rows = vec![vec![
+            "SLOT".to_string(),
+            "VERSION".into(),
+            "HEALTH".into(),
+            "DEFAULT".into(),
+        ]];
+        for st in &s.slots {
+            let health = match st.health {
+                ballast_slot::Health::Trying {
+                    tries_left,
+                    tries_done,
+                } => format!("trying ({tries_left} left, {tries_done} done)"),
+                other => other.as_str().to_string(),
+            };
+            let booted = if Some(st.slot) == s.slot {
+                " (booted)"
+            } else {
+                ""
+            };
+            rows.push(vec![
+                format!("{}{booted}", st.slot.as_str()),
+                st.version.clone().unwrap_or_else(|| "-".into()),
+                health,
+                if st.is_default { "yes" } else { "no" }.into(),
+            ]);
+        }
+        text.push_str(&table(&rows, "  "));
+    }
+    text.push_str("\nservices\n");
+    if s.services.is_empty() {
+        text.push_str("  (none)\n");
+    } else {
+        let mut rows = vec![vec![
+            "NAME".to_string(),
+            "STATE".into(),
+            "PID".into(),
+            "RESTARTS".into(),
+            "REQUIRED".into(),
+            "FOR".into(),
+            "LAST EXIT".into(),
+        ]];
+        for svc in &s.services {
+            rows.push(vec![
+                svc.name.clone(),
+                svc.state.as_str().into(),
+                svc.pid.map_or("-".into(), |p| p.to_string()),
+                svc.restarts.to_string(),
+                if svc.required { "yes" } else { "no" }.into(),
+                human_duration(svc.since_ms),
+                svc.last_exit.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        text.push_str(&table(&rows, "  "));
+    }
+    if !s.errors.is_empty() {
+        text.push_str("\nerrors\n");
+        for e in &s.errors {
+            text.push_str(&format!("  {e}\n"));
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(1500), "1.5 s");
+        assert_eq!(human_duration(59_999), "59.9 s");
+        assert_eq!(human_duration(61_000), "1 min");
+        assert_eq!(human_duration(3_600_000 + 5 * 60_000), "1 h 5 min");
+        assert_eq!(human_duration(2 * 86_400_000 + 3_600_000), "2 d 1 h");
+    }
+}
