@@ -898,19 +898,21 @@ pub(crate) unsafe fn run(plan: &Plan, report: RawFd) -> ! {
             0,
         );
         for cap in 0..=plan.last_cap.min(63) {
-            if c.ambient & (1 << cap) != 0 {
-                check!(
-                    report,
-                    libc::prctl(
-                        libc::PR_CAP_AMBIENT,
-                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                        cap as libc::c_ulong,
-                        0,
-                        0
-                    ),
-                    Step::Ambient,
-                    cap as usize
-                );
+            // The kernel only raises an ambient cap that is also permitted and
+            // inheritable; like crun and runc, others are skipped (crun's own
+            // `crun spec` asks for ambient caps with an empty inheritable set).
+            if c.ambient & (1 << cap) != 0
+                && libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                ) < 0
+                && errno() != libc::EPERM
+                && errno() != libc::EINVAL
+            {
+                fail(report, Step::Ambient, cap as usize, errno());
             }
         }
     }

@@ -1,0 +1,187 @@
+//! A user's story: a bundle made with `crun spec` runs under ballast-container with the
+//! isolation the spec asks for, and prints exactly what it prints under `crun run`.
+//!
+//! Runs as root, needs crun and busybox-static (scripts/setup).
+
+mod support;
+
+use std::fs;
+
+use serde_json::json;
+use support::{bundle, run_crun, run_ours, wait};
+
+/// What the container reports about itself (busybox sh).
+const PROBE: &str = r#"echo "pid=$$"; echo "host=$(hostname)"; echo "cwd=$(pwd)"; echo "foo=$FOO"; echo "args=$0 $1";
+grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status;
+if touch /written 2>/dev/null; then echo root=rw; else echo root=ro; fi;
+if touch /dev/shm/ok 2>/dev/null; then echo shm=rw; else echo shm=ro; fi;
+echo id="$(id -u):$(id -g)"; echo nofile="$(ulimit -n)";
+echo kcore="$(cat /proc/kcore | wc -c)";
+if echo x > /proc/sys/kernel/hostname 2>/dev/null; then echo procsys=rw; else echo procsys=ro; fi; ls /proc/1/ns >/dev/null && echo proc=ok;
+cat /proc/self/cgroup | grep -c . >/dev/null; exit 7"#;
+
+#[test]
+fn same_bundle_same_output_as_crun() {
+    let b = bundle(&["sh", "-c", PROBE, "zero", "one"], |_| {});
+    let (ours, ours_status) = run_ours("h10-probe", &b);
+    let (crun, crun_status) = run_crun("h10-probe-crun", &b);
+
+    assert_eq!(ours_status, 7, "exit code passes through; output:\n{ours}");
+    let expect = [
+        "pid=1",
+        "host=h10",
+        "cwd=/work",
+        "foo=bar",
+        "args=zero one",
+        // crun spec's bounding set: AUDIT_WRITE, KILL, NET_BIND_SERVICE.
+        "CapEff:\t0000000020000420",
+        "CapBnd:\t0000000020000420",
+        "NoNewPrivs:\t1",
+        "root=ro",
+        "shm=rw",
+        "id=0:0",
+        "nofile=1024",
+        "kcore=0",
+        "procsys=ro",
+        "proc=ok",
+    ];
+    for line in expect {
+        assert!(
+            ours.lines().any(|l| l == line),
+            "missing {line:?} in:\n{ours}"
+        );
+    }
+    assert!(!b.path().join("rootfs/written").exists());
+    assert_eq!(ours, crun, "ours vs crun run on the same bundle");
+    assert_eq!(ours_status, crun_status);
+}
+
+#[test]
+fn namespaces_and_memory_limit_seen_from_the_host() {
+    let b = bundle(&["sleep", "30"], |v| {
+        v["linux"]["resources"]["memory"] = json!({"limit": 64 << 20});
+        v["linux"]["resources"]["pids"] = json!({"limit": 32});
+    });
+    let id = "h10-limits";
+    let spec = ballast_container::load(b.path()).expect("load");
+    let started =
+        ballast_container::start(id, b.path(), &spec, ballast_container::Stdio3::inherit())
+            .expect("start");
+    let pid = started.pid;
+
+    for ns in ["pid", "uts", "mnt", "net", "ipc"] {
+        let theirs = fs::read_link(format!("/proc/{pid}/ns/{ns}")).expect("ns link");
+        let ours = fs::read_link(format!("/proc/self/ns/{ns}")).expect("ns link");
+        assert_ne!(theirs, ours, "{ns} namespace is shared with the host");
+    }
+    let cg = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    assert!(
+        cg.contains(&format!("/ballast/{id}")),
+        "not moved to its cgroup:\n{cg}"
+    );
+
+    let dirs = ballast_container::cgroup_dirs(id);
+    let memory = dirs
+        .iter()
+        .find_map(|d| {
+            fs::read_to_string(d.join("memory.max"))
+                .or_else(|_| fs::read_to_string(d.join("memory.limit_in_bytes")))
+                .ok()
+        })
+        .expect("a memory limit file in the container's cgroup");
+    assert_eq!(memory.trim(), (64u64 << 20).to_string());
+    let pids = dirs
+        .iter()
+        .find_map(|d| fs::read_to_string(d.join("pids.max")).ok())
+        .expect("pids.max in the container's cgroup");
+    assert_eq!(pids.trim(), "32");
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert_eq!(wait(pid), 128 + libc::SIGKILL);
+    ballast_container::cleanup(id).expect("cleanup");
+    assert!(
+        ballast_container::cgroup_dirs(id).is_empty(),
+        "cgroup left behind"
+    );
+}
+
+#[test]
+fn cleanup_kills_what_is_left_in_the_cgroup() {
+    // The shell forks a background sleep and exits; the sleep is still in the cgroup
+    // (the pid namespace's init exiting kills it too, which is the kernel's job; here
+    // the container has no pid namespace so only cleanup can).
+    let b = bundle(&["sh", "-c", "sleep 30 & echo started"], |v| {
+        let ns = v["linux"]["namespaces"].as_array_mut().expect("namespaces");
+        ns.retain(|n| n["type"] != "pid");
+    });
+    let id = "h10-leftover";
+    let (out, status) = {
+        let spec = ballast_container::load(b.path()).expect("load");
+        let (r, w) = support::pipe();
+        let started = ballast_container::start(
+            id,
+            b.path(),
+            &spec,
+            ballast_container::Stdio3 {
+                stdin: std::os::fd::AsFd::as_fd(&std::io::stdin()),
+                stdout: std::os::fd::AsFd::as_fd(&w),
+                stderr: std::os::fd::AsFd::as_fd(&std::io::stderr()),
+            },
+        )
+        .expect("start");
+        drop(w);
+        let status = wait(started.pid);
+        let mut line = [0u8; 8];
+        let n = std::io::Read::read(&mut fs::File::from(r), &mut line).expect("read");
+        (String::from_utf8_lossy(&line[..n]).into_owned(), status)
+    };
+    assert_eq!((out.trim(), status), ("started", 0));
+    let dirs = ballast_container::cgroup_dirs(id);
+    let procs = fs::read_to_string(dirs[0].join("cgroup.procs")).expect("procs");
+    assert_eq!(
+        procs.lines().count(),
+        1,
+        "the background sleep is in the cgroup"
+    );
+    ballast_container::cleanup(id).expect("cleanup");
+    assert!(ballast_container::cgroup_dirs(id).is_empty());
+}
+
+#[test]
+fn a_missing_program_is_an_error_naming_it() {
+    let b = bundle(&["/bin/nope"], |_| {});
+    let spec = ballast_container::load(b.path()).expect("load");
+    let err = ballast_container::start(
+        "h10-nope",
+        b.path(),
+        &spec,
+        ballast_container::Stdio3::inherit(),
+    )
+    .expect_err("must fail");
+    let msg = err.to_string();
+    assert!(msg.contains("Exec") && msg.contains("/bin/nope"), "{msg}");
+    assert!(msg.contains("No such file"), "{msg}");
+    assert!(ballast_container::cgroup_dirs("h10-nope").is_empty());
+}
+
+#[test]
+fn config_errors_name_the_file_and_field() {
+    let b = bundle(&["true"], |v| {
+        v["process"]["capabilities"]["bounding"] = json!(["CAP_KILL", "CAP_TELEPORT"]);
+    });
+    let err = ballast_container::load(b.path()).expect_err("bad cap");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("config.json")
+            && msg.contains("process.capabilities.bounding")
+            && msg.contains("CAP_TELEPORT"),
+        "{msg}"
+    );
+
+    fs::write(b.path().join("config.json"), "{\"process\": {").expect("write");
+    let msg = ballast_container::load(b.path())
+        .expect_err("bad json")
+        .to_string();
+    assert!(msg.contains("config.json:1:"), "{msg}");
+}
