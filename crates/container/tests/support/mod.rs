@@ -125,6 +125,12 @@ pub fn wait(pid: u32) -> i32 {
     }
 }
 
+/// A hybrid cgroup host whose v2 tree holds a controller (crun 1.8 refuses those).
+pub fn crun_needs_wrapper() -> bool {
+    fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+        .is_ok_and(|c| !c.trim().is_empty())
+}
+
 /// Run the bundle with `crun run`; returns (stdout, exit status).
 pub fn run_crun(id: &str, b: &Bundle) -> (String, i32) {
     let state = b.path().join("crun-state");
@@ -132,8 +138,7 @@ pub fn run_crun(id: &str, b: &Bundle) -> (String, i32) {
     // hybrid mode not supported"); development hosts often are one (hugetlb on v2).
     // Hide that tree from crun in a private mount namespace so it uses v1 there. On a
     // pure v2 host (Ballast) crun runs as is.
-    let hybrid_v2 = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
-    let mut cmd = if fs::read_to_string(hybrid_v2).is_ok_and(|c| !c.trim().is_empty()) {
+    let mut cmd = if crun_needs_wrapper() {
         let mut c = Command::new("unshare");
         c.args(["-m", "--propagation", "private", "sh", "-c"])
             .arg("mount -t tmpfs hide-v2 /sys/fs/cgroup/unified && exec crun \"$@\"")
