@@ -51,6 +51,42 @@ pub(crate) enum Step {
 }
 
 impl Step {
+    /// (what the step does, how to fix a failure) for error messages.
+    pub(crate) fn describe(self) -> (&'static str, &'static str) {
+        use Step::*;
+        match self {
+            Stdio => ("set up stdin/stdout/stderr", "pass open file descriptors in Stdio3"),
+            JoinCgroup => ("join the container's cgroup", "check /sys/fs/cgroup is writable (root)"),
+            UnshareCgroup => ("create the cgroup namespace", "the kernel needs CONFIG_CGROUPS namespaces; or drop {\"type\": \"cgroup\"}"),
+            RootPropagation => ("make / private in the new mount namespace", "check linux.rootfsPropagation"),
+            BindRoot => ("bind-mount root.path onto itself", "check root.path exists and is a directory"),
+            MountDir => ("create the mount point", "a read-only rootfs must contain every mount destination; add it to the image"),
+            Mount => ("mount", "check the mount's type, source and options in config.json (and that the kernel has the filesystem)"),
+            MountPropagation => ("set mount propagation", "check the mount's propagation options"),
+            Device => ("create device node", "/dev must be a writable tmpfs mount, or the node must exist in the image"),
+            DevSymlink => ("create /dev symlink", "/dev must be a writable tmpfs mount"),
+            PivotRoot => ("pivot_root into root.path", "root.path must be a directory on a mount the host root is not stacked on"),
+            MaskedPath => ("mask path (linux.maskedPaths)", "remove the path from linux.maskedPaths"),
+            ReadonlyPath => ("make path read-only (linux.readonlyPaths)", "remove the path from linux.readonlyPaths"),
+            ReadonlyRoot => ("remount the root read-only", "set root.readonly to false, or check the rootfs mount"),
+            Hostname => ("set hostname", "use a hostname of at most 64 characters"),
+            Domainname => ("set domainname", "use a domainname of at most 64 characters"),
+            Sysctl => ("write sysctl", "only namespaced sysctls can be set; check the name under /proc/sys"),
+            OomScoreAdj => ("write oom_score_adj", "use a value from -1000 to 1000"),
+            Rlimit => ("set rlimit", "the soft limit must not exceed the hard limit"),
+            CapBoundingDrop => ("drop capabilities from the bounding set", "run the caller as root with CAP_SETPCAP"),
+            KeepCaps => ("keep capabilities across setuid", "run the caller as root"),
+            Groups => ("set process.user.additionalGids", "run the caller as root"),
+            SetGid => ("set process.user.gid", "run the caller as root"),
+            SetUid => ("set process.user.uid", "run the caller as root"),
+            Capset => ("set capabilities", "effective and inheritable must be subsets of permitted (and of bounding for inheritable)"),
+            Ambient => ("raise ambient capabilities", "an ambient cap must also be permitted and inheritable"),
+            NoNewPrivs => ("set no_new_privs", "unset process.noNewPrivileges"),
+            Cwd => ("change to process.cwd", "create the directory in the rootfs, or fix process.cwd"),
+            Exec => ("exec process.args[0]", "check the program exists in the rootfs (PATH from process.env) and is executable for process.user"),
+        }
+    }
+
     pub(crate) fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
         const ALL: [Step; 29] = [
@@ -688,31 +724,39 @@ pub(crate) unsafe fn run(plan: &Plan, report: RawFd) -> ! {
         Step::PivotRoot,
         1
     );
-    check!(
-        report,
-        libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as i32,
-        Step::PivotRoot,
-        2
-    );
-    check!(report, libc::fchdir(oldroot), Step::PivotRoot, 3);
-    check!(
-        report,
-        libc::mount(
-            null,
-            c".".as_ptr(),
-            null,
-            libc::MS_SLAVE | libc::MS_REC,
-            nul
-        ),
-        Step::PivotRoot,
-        4
-    );
-    check!(
-        report,
-        libc::umount2(c".".as_ptr(), libc::MNT_DETACH),
-        Step::PivotRoot,
-        5
-    );
+    if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) == 0 {
+        check!(report, libc::fchdir(oldroot), Step::PivotRoot, 3);
+        check!(
+            report,
+            libc::mount(
+                null,
+                c".".as_ptr(),
+                null,
+                libc::MS_SLAVE | libc::MS_REC,
+                nul
+            ),
+            Step::PivotRoot,
+            4
+        );
+        check!(
+            report,
+            libc::umount2(c".".as_ptr(), libc::MNT_DETACH),
+            Step::PivotRoot,
+            5
+        );
+    } else if errno() == libc::EINVAL {
+        // The host root is the initramfs (rootfs cannot be pivoted away): move the
+        // new root over / and chroot, as crun and runc do there.
+        check!(
+            report,
+            libc::mount(c".".as_ptr(), c"/".as_ptr(), null, libc::MS_MOVE, nul),
+            Step::PivotRoot,
+            7
+        );
+        check!(report, libc::chroot(c".".as_ptr()), Step::PivotRoot, 8);
+    } else {
+        fail(report, Step::PivotRoot, 2, errno());
+    }
     libc::close(oldroot);
     check!(report, libc::chdir(c"/".as_ptr()), Step::PivotRoot, 6);
 

@@ -90,12 +90,15 @@ pub enum ContainerError {
         what: &'static str,
         source: io::Error,
     },
-    #[error("container {id}: setting up {step} failed{detail}: {source}")]
+    #[error("container {id}: {step}{detail}: {source}; {hint}")]
     Setup {
         id: String,
-        step: String,
+        /// What the child was doing, e.g. "exec process.args[0]".
+        step: &'static str,
+        /// Which mount, path or limit, when the step has several.
         detail: String,
         source: io::Error,
+        hint: &'static str,
     },
 }
 
@@ -235,7 +238,8 @@ pub fn start(
     let label = step.map(|s| plan.label(s, index)).unwrap_or_default();
     Err(ContainerError::Setup {
         id: id.to_string(),
-        step: step.map_or_else(|| "unknown step".to_string(), |s| format!("{s:?}")),
+        step: step.map_or("unknown step", |s| s.describe().0),
+        hint: step.map_or("", |s| s.describe().1),
         detail: if label.is_empty() {
             String::new()
         } else {

@@ -160,7 +160,7 @@ fn a_missing_program_is_an_error_naming_it() {
     )
     .expect_err("must fail");
     let msg = err.to_string();
-    assert!(msg.contains("Exec") && msg.contains("/bin/nope"), "{msg}");
+    assert!(msg.contains("exec process.args[0] (/bin/nope)"), "{msg}");
     assert!(msg.contains("No such file"), "{msg}");
     assert!(ballast_container::cgroup_dirs("h10-nope").is_empty());
 }
