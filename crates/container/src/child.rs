@@ -760,6 +760,26 @@ pub(crate) unsafe fn run(plan: &Plan, report: RawFd) -> ! {
     libc::close(oldroot);
     check!(report, libc::chdir(c"/".as_ptr()), Step::PivotRoot, 6);
 
+    // sysctls go in before /proc/sys is made read-only (readonlyPaths), as runc does.
+    if let Some(h) = &plan.hostname {
+        check!(
+            report,
+            libc::sethostname(h.as_ptr(), h.as_bytes().len()),
+            Step::Hostname,
+            0
+        );
+    }
+    if let Some(h) = &plan.domainname {
+        check!(
+            report,
+            libc::setdomainname(h.as_ptr(), h.as_bytes().len()),
+            Step::Domainname,
+            0
+        );
+    }
+    for (i, (path, value, _)) in plan.sysctls.iter().enumerate() {
+        check!(report, write_file(path, value), Step::Sysctl, i);
+    }
     for (i, (path, _)) in plan.masked.iter().enumerate() {
         match is_dir(path) {
             None => continue,
@@ -831,25 +851,6 @@ pub(crate) unsafe fn run(plan: &Plan, report: RawFd) -> ! {
             Step::ReadonlyRoot,
             0
         );
-    }
-    if let Some(h) = &plan.hostname {
-        check!(
-            report,
-            libc::sethostname(h.as_ptr(), h.as_bytes().len()),
-            Step::Hostname,
-            0
-        );
-    }
-    if let Some(h) = &plan.domainname {
-        check!(
-            report,
-            libc::setdomainname(h.as_ptr(), h.as_bytes().len()),
-            Step::Domainname,
-            0
-        );
-    }
-    for (i, (path, value, _)) in plan.sysctls.iter().enumerate() {
-        check!(report, write_file(path, value), Step::Sysctl, i);
     }
     if let Some(v) = &plan.oom_score_adj {
         check!(

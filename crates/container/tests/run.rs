@@ -16,8 +16,8 @@ grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status;
 if touch /written 2>/dev/null; then echo root=rw; else echo root=ro; fi;
 if touch /dev/shm/ok 2>/dev/null; then echo shm=rw; else echo shm=ro; fi;
 echo id="$(id -u):$(id -g)"; echo nofile="$(ulimit -n)";
-echo kcore="$(cat /proc/kcore | wc -c)";
-if echo x > /proc/sys/kernel/hostname 2>/dev/null; then echo procsys=rw; else echo procsys=ro; fi; ls /proc/1/ns >/dev/null && echo proc=ok;
+echo timer_list="$(cat /proc/timer_list | wc -c)" firmware="$(ls /sys/firmware | wc -l)";
+if echo x 2>/dev/null >/proc/sys/kernel/hostname; then echo procsys=rw; else echo procsys=ro; fi; ls /proc/1/ns >/dev/null && echo proc=ok;
 cat /proc/self/cgroup | grep -c . >/dev/null; exit 7"#;
 
 #[test]
@@ -41,7 +41,8 @@ fn same_bundle_same_output_as_crun() {
         "shm=rw",
         "id=0:0",
         "nofile=1024",
-        "kcore=0",
+        // maskedPaths: a file reads empty, a directory is an empty tmpfs.
+        "timer_list=0 firmware=0",
         "procsys=ro",
         "proc=ok",
     ];
@@ -184,4 +185,66 @@ fn config_errors_name_the_file_and_field() {
         .expect_err("bad json")
         .to_string();
     assert!(msg.contains("config.json:1:"), "{msg}");
+}
+
+#[test]
+fn user_caps_mounts_and_sysctl_match_crun() {
+    let b = bundle(
+        &[
+            "sh",
+            "-c",
+            r#"echo id="$(id -u):$(id -g)" groups="$(id -G)";
+grep -E '^(CapEff|CapPrm|CapInh|CapBnd|CapAmb)' /proc/self/status;
+cat /etc/hello.txt; ls /data;
+if touch /data/new 2>/dev/null; then echo data=rw; else echo data=ro; fi;
+grep ' /scratch ' /proc/self/mounts | cut -d' ' -f3,4;
+echo forward="$(cat /proc/sys/net/ipv4/ip_forward)";
+if echo 0 2>/dev/null >/proc/sys/net/ipv4/ip_forward; then echo procsys=rw; else echo procsys=ro; fi"#,
+        ],
+        |v| {
+            v["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20]});
+            let caps = json!(["CAP_NET_BIND_SERVICE", "CAP_KILL"]);
+            v["process"]["capabilities"] = json!({
+                "bounding": caps, "permitted": caps, "effective": caps, "inheritable": caps,
+                "ambient": ["CAP_NET_BIND_SERVICE"],
+            });
+            v["process"]["noNewPrivileges"] = json!(false);
+            let mounts = v["mounts"].as_array_mut().expect("mounts");
+            mounts.push(json!({"destination": "/etc/hello.txt", "type": "bind",
+                "source": "hello.txt", "options": ["bind", "ro"]}));
+            mounts.push(json!({"destination": "/data", "type": "bind",
+                "source": "data", "options": ["rbind", "ro", "nosuid"]}));
+            mounts.push(json!({"destination": "/scratch", "type": "tmpfs",
+                "source": "tmpfs", "options": ["nodev", "size=1m", "mode=1777"]}));
+            v["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+        },
+    );
+    fs::write(b.path().join("hello.txt"), "hello from the bundle\n").expect("write");
+    fs::create_dir(b.path().join("data")).expect("mkdir");
+    fs::write(b.path().join("data/a-file"), "").expect("write");
+    fs::create_dir(b.path().join("rootfs/etc")).expect("mkdir");
+
+    let (ours, ours_status) = run_ours("h10-user", &b);
+    let (crun, crun_status) = run_crun("h10-user-crun", &b);
+    assert_eq!(ours_status, 0, "{ours}");
+    for line in [
+        "id=1000:1000 groups=1000 10 20",
+        // NET_BIND_SERVICE (bit 10) ambient survives exec as uid 1000; KILL does not.
+        "CapEff:\t0000000000000400",
+        "CapAmb:\t0000000000000400",
+        "CapBnd:\t0000000000000420",
+        "hello from the bundle",
+        "a-file",
+        "data=ro",
+        "tmpfs rw,nodev,relatime,size=1024k",
+        "forward=1",
+        "procsys=ro",
+    ] {
+        assert!(
+            ours.lines().any(|l| l == line),
+            "missing {line:?} in:\n{ours}"
+        );
+    }
+    assert_eq!(ours, crun, "ours vs crun run on the same bundle");
+    assert_eq!(ours_status, crun_status);
 }

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 const APPLETS: &[&str] = &[
     "sh", "true", "cat", "echo", "grep", "hostname", "id", "pwd", "sleep", "touch", "ls", "wc",
+    "cut",
 ];
 
 /// Where a static busybox is, or None (the tests then fail with a setup hint).
