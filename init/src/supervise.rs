@@ -169,7 +169,7 @@ impl Pid1 {
         self.open_watchdog(sys);
         if sys.exists(Path::new(SYSD)) {
             self.spawn_sysd(sys);
-        } else {
+        } else if self.config.debug.is_none() {
             log!(
                 sys,
                 "no {SYSD} in this image: nothing to supervise; PID 1 reaps orphans and waits for SIGTERM (poweroff) or SIGINT (reboot)"
@@ -408,7 +408,7 @@ impl Pid1 {
             if now >= deadline {
                 return false;
             }
-            let mut wait = deadline - now;
+            let mut wait = deadline.saturating_sub(now);
             if let Some(dog) = self.watchdog {
                 wait = wait.min(dog.next.saturating_sub(now));
             }
@@ -420,7 +420,7 @@ impl Pid1 {
     }
 
     /// The orderly shutdown; ends in `reboot(2)`.
-    pub fn shutdown(&mut self, sys: &mut impl Sys, how: Shutdown, why: &str) -> Ending {
+    fn shutdown(&mut self, sys: &mut impl Sys, how: Shutdown, why: &str) -> Ending {
         log!(sys, "{why}: orderly {}", how.name());
         self.stopping = true;
         let start = sys.now();
@@ -439,7 +439,11 @@ impl Pid1 {
                     !matches!(me.sysd, Sysd::Running { .. })
                 });
                 if stopped {
-                    log!(sys, "sysd stopped after {}", Secs(sys.now() - start));
+                    log!(
+                        sys,
+                        "sysd stopped after {}",
+                        Secs(sys.now().saturating_sub(start))
+                    );
                 } else {
                     self.error(
                         sys,
@@ -478,7 +482,7 @@ impl Pid1 {
             log!(
                 sys,
                 "every process exited after {}",
-                Secs(sys.now() - start)
+                Secs(sys.now().saturating_sub(start))
             );
             return;
         }
