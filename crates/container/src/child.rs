@@ -174,7 +174,9 @@ pub(crate) struct Plan {
     pub domainname: Option<CString>,
     pub sysctls: Vec<(CString, Vec<u8>, String)>,
     pub oom_score_adj: Option<Vec<u8>>,
-    pub rlimits: Vec<(i32, libc::rlimit, String)>,
+    /// (resource, [soft, hard]) for prlimit64, which takes 64-bit limits on every
+    /// arch (setrlimit's rlim_t is 32 bits on armv7).
+    pub rlimits: Vec<(i32, [u64; 2], String)>,
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
     pub groups: Vec<libc::gid_t>,
@@ -367,14 +369,7 @@ impl Plan {
                     format!("unknown type {:?}", r.kind),
                 ))
             })?;
-            rlimits.push((
-                res,
-                libc::rlimit {
-                    rlim_cur: r.soft as _,
-                    rlim_max: r.hard as _,
-                },
-                r.kind.clone(),
-            ));
+            rlimits.push((res, [r.soft, r.hard], r.kind.clone()));
         }
 
         let program = &p.args[0];
@@ -861,7 +856,18 @@ pub(crate) unsafe fn run(plan: &Plan, report: RawFd) -> ! {
         );
     }
     for (i, (res, lim, _)) in plan.rlimits.iter().enumerate() {
-        check!(report, libc::setrlimit(*res as _, lim), Step::Rlimit, i);
+        check!(
+            report,
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0 as libc::pid_t,
+                *res as libc::c_int,
+                lim.as_ptr(),
+                std::ptr::null_mut::<u64>()
+            ) as i32,
+            Step::Rlimit,
+            i
+        );
     }
 
     // Privileges: bounding set, then identity (keeping permitted caps across setuid),
