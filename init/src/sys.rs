@@ -534,13 +534,19 @@ impl Sys for LinuxSys {
         if let Some((first, rest)) = argv.split_first() {
             cmd.arg0(first).args(rest);
         }
-        // std resets the signal mask and dispositions in the child, so the
-        // signals PID 1 blocks are delivered normally to sysd. The Child
-        // handle is dropped without waiting: PID 1 reaps with waitpid(-1).
-        let child = cmd
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .current_dir("/")
-            .spawn()?;
+        // The child inherits PID 1's signal mask (std leaves it alone; seen
+        // under QEMU: sysd never got SIGTERM), so it is emptied between fork
+        // and exec. The Child handle is dropped without waiting: PID 1 reaps
+        // with waitpid(-1).
+        cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .current_dir("/");
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls sigprocmask(2) and signal(2), both async-signal-safe; it
+        // allocates nothing and touches no lock.
+        unsafe {
+            cmd.pre_exec(linux::child_signals);
+        }
+        let child = cmd.spawn()?;
         i32::try_from(child.id()).map_err(|_| io::Error::other("pid out of range"))
     }
 
@@ -710,6 +716,23 @@ mod linux {
             }
             Ok(set.assume_init())
         }
+    }
+
+    /// In a forked child of PID 1: no blocked signals, SIGPIPE back to its
+    /// default (Rust's runtime ignores it in PID 1).
+    pub fn child_signals() -> io::Result<()> {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises `set`; sigprocmask and signal are
+        // async-signal-safe and take valid arguments.
+        unsafe {
+            if libc::sigemptyset(set.as_mut_ptr()) != 0
+                || libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+        Ok(())
     }
 
     pub fn block_signals() -> Result<(), Errno> {

@@ -14,6 +14,18 @@ use ballast_init::sys::{ExitStatus, KillSignal, LinuxSys, Sys};
 #[test]
 fn children_are_spawned_killed_and_reaped_with_their_status() {
     let (mut sys, _) = LinuxSys::attach_console();
+    // As in PID 1, SIGTERM is blocked in the spawning thread: the children
+    // must not inherit that (sysd would never see its stop signal).
+    // SAFETY: plain libc calls on an initialised sigset_t on this stack.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        assert_eq!(
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()),
+            0
+        );
+    }
     let quits = sys
         .spawn(Path::new("/bin/sh"), &["sh", "-c", "exit 3"])
         .unwrap();

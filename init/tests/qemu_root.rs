@@ -7,10 +7,15 @@
 //! boot 2 and grows nothing. With one byte of the root changed, init refuses
 //! slot a, says why, and reboots.
 //!
+//! PID 1 then supervises a stand-in for sysd (a busybox shell script): it
+//! restarts it after it dies, takes `kill -INT 1` as a reboot request, stops
+//! it with SIGTERM, and waits for its ready file under `ballast.debug=poweroff`.
+//!
 //! Needs `out/qemu-x86_64/{vmlinuz,initrd.img}` (`ballast build --board
 //! qemu-x86_64`), the device build of init (`cargo build --profile device
 //! --target x86_64-unknown-linux-musl -p ballast-init`), `mksquashfs`,
-//! `mkfs.ext4` and `qemu-system-x86_64`. Run with
+//! `mkfs.ext4`, a static `/bin/busybox` (the sysd stand-ins) and
+//! `qemu-system-x86_64`. Run with
 //! `cargo test -p ballast-init --test qemu_root -- --ignored`.
 
 use std::path::{Path, PathBuf};
@@ -55,6 +60,11 @@ impl Machine {
 
     /// Builds root, state, disk and initramfs.
     fn new() -> Machine {
+        Machine::with_sysd(None)
+    }
+
+    /// The same, with `script` (run by busybox sh) as /usr/lib/ballast/sysd.
+    fn with_sysd(script: Option<&str>) -> Machine {
         let repo = repo();
         let out = repo.join("out/qemu-x86_64");
         let build = "run `ballast build --board qemu-x86_64`";
@@ -91,6 +101,18 @@ impl Machine {
             "ID=ballast\nVERSION_ID=9.8.7\n",
         )
         .unwrap();
+        if let Some(script) = script {
+            use std::os::unix::fs::PermissionsExt;
+            let busybox = need(
+                Path::new("/bin/busybox"),
+                "install a static busybox (Debian: busybox-static)",
+            );
+            std::fs::create_dir_all(root.join("bin")).unwrap();
+            std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+            let sysd = root.join("usr/lib/ballast/sysd");
+            std::fs::write(&sysd, format!("#!/bin/busybox sh\n{script}")).unwrap();
+            std::fs::set_permissions(&sysd, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let root_img = d.join("root.img");
         run(Command::new("mksquashfs").args([&root, &root_img]).args([
             "-comp",
@@ -283,4 +305,102 @@ fn a_changed_byte_in_the_root_refuses_the_slot_and_reboots() {
     assert!(has(&console, "do not match the root hash"), "{console}");
     assert!(has(&console, "reboot: Restarting system"), "{console}");
     assert!(!has(&console, "stage 2 on slot"), "{console}");
+}
+
+/// Everything that follows a console line containing `after`.
+fn after<'a>(console: &'a str, after: &str) -> &'a str {
+    console.find(after).map_or("", |at| &console[at..])
+}
+
+#[test]
+#[ignore = "boots QEMU; needs out/qemu-x86_64, the device build of init and a static /bin/busybox (see the file's doc)"]
+fn pid_1_restarts_a_dying_sysd_and_reboots_when_sysd_asks() {
+    // First run: dies at once. Second run: asks PID 1 for a reboot, as sysd
+    // does for `osctl reboot`, and stops on SIGTERM.
+    let mut machine = Machine::with_sysd(Some(
+        "if [ ! -e /run/sysd-ran ]; then : > /run/sysd-ran; exit 1; fi\n\
+         trap 'echo fake-sysd: SIGTERM; exit 0' TERM\n\
+         /bin/busybox sleep 1\n\
+         kill -INT 1\n\
+         while :; do /bin/busybox sleep 1; done\n",
+    ));
+    machine.cmdline = machine.cmdline.replace(" ballast.debug=poweroff", "");
+    let console = machine.boot();
+    assert!(!console.contains("Kernel panic"), "{console}");
+    let story = after(&console, "stage 2 on slot a");
+    let mut rest = story;
+    for line in [
+        "ballast-init: started /usr/lib/ballast/sysd (pid ",
+        "ballast-init: sysd (pid ",
+        "died: exit status 1 after ",
+        "; restarting it in 1.0 s",
+        "ballast-init: started /usr/lib/ballast/sysd (pid ",
+        "ballast-init: SIGINT (reboot request or ctrl-alt-del): orderly reboot",
+        "ballast-init: stopping sysd (pid ",
+        "fake-sysd: SIGTERM",
+        "ballast-init: sysd stopped after ",
+        "ballast-init: /state is read-only; it is safe to power off",
+        "ballast-init: reboot",
+        "reboot: Restarting system",
+    ] {
+        let at = rest
+            .find(line)
+            .unwrap_or_else(|| panic!("no {line:?} in order after stage 2:\n{story}"));
+        rest = &rest[at + line.len()..];
+    }
+    // sysd's exit woke PID 1 (SIGCHLD), it did not sit out the 10 s.
+    assert!(!has(story, "did not stop within"), "{story}");
+
+    // The death is on state, in init.log, with the boot's number.
+    let mut disk = std::fs::File::open(machine.disk()).unwrap();
+    let table = ballast_disk::read_table(&mut disk, 512).unwrap();
+    let state = table.partitions.iter().find(|p| p.index == 4).unwrap();
+    use std::os::unix::fs::FileExt;
+    let mut bytes = vec![0u8; ((state.end_lba + 1 - state.start_lba) * 512) as usize];
+    disk.read_exact_at(&mut bytes, state.start_lba * 512)
+        .unwrap();
+    let state_img = machine.dir.path().join("state-after.img");
+    std::fs::write(&state_img, bytes).unwrap();
+    let out = Command::new("debugfs")
+        .args(["-R", "cat /ballast/init.log"])
+        .arg(&state_img)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("boot=1 [") && l.contains("died: exit status 1 after")),
+        "init.log:\n{log}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "boots QEMU; needs out/qemu-x86_64, the device build of init and a static /bin/busybox (see the file's doc)"]
+fn debug_poweroff_waits_for_sysd_to_be_ready_then_stops_it() {
+    let machine = Machine::with_sysd(Some(
+        "trap 'exit 0' TERM\n\
+         /bin/busybox sleep 2\n\
+         /bin/busybox mkdir -p /run/ballast\n\
+         echo 'ballast-ready version=9.8.7 slot=a' > /run/ballast/ready\n\
+         echo 'ballast-ready version=9.8.7 slot=a'\n\
+         while :; do /bin/busybox sleep 1; done\n",
+    ));
+    let console = machine.boot();
+    let story = after(&console, "stage 2 on slot a");
+    let mut rest = story;
+    for line in [
+        "ballast-init: started /usr/lib/ballast/sysd (pid ",
+        "ballast-init: ballast.debug=poweroff: waiting up to 180 s for sysd's ready line",
+        "ballast-ready version=9.8.7 slot=a",
+        "ballast-init: ballast.debug=poweroff: sysd is ready: orderly poweroff",
+        "ballast-init: sysd stopped after ",
+        "ballast-init: poweroff",
+        "reboot: Power down",
+    ] {
+        let at = rest
+            .find(line)
+            .unwrap_or_else(|| panic!("no {line:?} in order after stage 2:\n{story}"));
+        rest = &rest[at + line.len()..];
+    }
 }
