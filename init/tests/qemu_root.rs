@@ -348,6 +348,7 @@ fn pid_1_restarts_a_dying_sysd_and_reboots_when_sysd_asks() {
             .unwrap_or_else(|| panic!("no {line:?} in order after stage 2:\n{story}"));
         rest = &rest[at + line.len()..];
     }
+    println!("{story}");
     // sysd's exit woke PID 1 (SIGCHLD), it did not sit out the 10 s.
     assert!(!has(story, "did not stop within"), "{story}");
 
@@ -403,4 +404,5 @@ fn debug_poweroff_waits_for_sysd_to_be_ready_then_stops_it() {
             .unwrap_or_else(|| panic!("no {line:?} in order after stage 2:\n{story}"));
         rest = &rest[at + line.len()..];
     }
+    println!("{story}");
 }
