@@ -15,6 +15,8 @@ use crate::supervise;
 use crate::sys::{Shutdown, Sys};
 
 pub const STATE: &str = "/state";
+/// The unified cgroup hierarchy sysd places containers in (crate ballast-container).
+pub const CGROUP: &str = "/sys/fs/cgroup";
 /// The boot partition (vfat, read-write), mounted by stage 1.
 pub const BOOT: &str = "/boot";
 pub const BOOTS: &str = "/state/ballast/boots";
@@ -79,6 +81,30 @@ pub fn count_boot(sys: &mut impl Sys, version: &str, slot: &str) -> Option<u64> 
     }
 }
 
+/// Mounts cgroup v2 on `/sys/fs/cgroup` (sysfs provides the directory) so
+/// sysd can give containers their limits. Failure is logged; sysd then says
+/// which limits it cannot apply.
+pub fn mount_cgroup2(sys: &mut impl Sys) {
+    if let Ok(true) = sys.is_mountpoint(Path::new(CGROUP)) {
+        return;
+    }
+    let spec = crate::sys::MountSpec {
+        source: std::borrow::Cow::Borrowed("cgroup2"),
+        target: CGROUP,
+        fstype: "cgroup2",
+        flags: rustix::mount::MountFlags::NOSUID
+            .union(rustix::mount::MountFlags::NODEV)
+            .union(rustix::mount::MountFlags::NOEXEC),
+        data: None,
+    };
+    if let Err(e) = sys.mount(&spec) {
+        log!(
+            sys,
+            "cannot mount cgroup2 on {CGROUP}: {e}; containers run without resource limits (the kernel needs CONFIG_CGROUPS and the root a /sys)"
+        );
+    }
+}
+
 /// Runs stage 2 to its end (idle, or power-off/reboot when debugging).
 pub fn boot(sys: &mut impl Sys) -> Ending {
     // Stage 1 moved /proc, /sys, /dev and /run here; mount what is missing
@@ -107,6 +133,7 @@ pub fn boot(sys: &mut impl Sys) -> Ending {
             None
         }
     };
+    mount_cgroup2(sys);
     let state = boot.is_some();
     supervise::run(sys, supervise::Config { debug, boot, state })
 }
@@ -158,6 +185,11 @@ mod tests {
                 .map(|b| String::from_utf8_lossy(b).into_owned()),
             Some("boot=1 version=0.1.0 slot=a\n".to_string())
         );
+        // cgroup v2 is there for sysd.
+        assert!(sys.actions.contains(&Action::Mount {
+            fstype: "cgroup2".into(),
+            target: "/sys/fs/cgroup".into()
+        }));
         // Power-off came after state was made read-only.
         let ro = sys
             .actions

@@ -381,6 +381,7 @@ fn pid_1_restarts_a_dying_sysd_and_reboots_when_sysd_asks() {
 fn debug_poweroff_waits_for_sysd_to_be_ready_then_stops_it() {
     let machine = Machine::with_sysd(Some(
         "trap 'exit 0' TERM\n\
+         echo \"fake-sysd: cgroup2 controllers: $(/bin/busybox cat /sys/fs/cgroup/cgroup.controllers)\"\n\
          /bin/busybox sleep 2\n\
          /bin/busybox mkdir -p /run/ballast\n\
          echo 'ballast-ready version=9.8.7 slot=a' > /run/ballast/ready\n\
@@ -405,4 +406,13 @@ fn debug_poweroff_waits_for_sysd_to_be_ready_then_stops_it() {
         rest = &rest[at + line.len()..];
     }
     println!("{story}");
+    // PID 1 mounted cgroup v2 for sysd's container limits.
+    let cgroup = story
+        .lines()
+        .find(|l| l.starts_with("fake-sysd: cgroup2 controllers: "))
+        .unwrap_or_else(|| panic!("{story}"));
+    assert!(
+        cgroup.contains("memory") && cgroup.contains("pids"),
+        "{cgroup}"
+    );
 }
