@@ -34,8 +34,15 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     let l = UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| format!("cannot chmod 0660 {}: {e}", path.display()))?;
+    // The admin group may talk to sysd: `sudo` (gid 27) in the system
+    // containers' userland, which user `ballast` belongs to.
+    std::os::unix::fs::chown(path, None, Some(ADMIN_GID))
+        .map_err(|e| format!("cannot give {} to group {ADMIN_GID}: {e}", path.display()))?;
     Ok(l)
 }
+
+/// Group allowed to use the control socket (see `bind`).
+pub const ADMIN_GID: u32 = 27;
 
 /// Accept connections forever (until the listener fails).
 pub fn serve(listener: UnixListener, shared: Arc<Shared>, socket: PathBuf) {
