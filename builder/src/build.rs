@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use crate::kernel_input::{self, ArchiveArgs};
 use crate::project::Project;
-use crate::{debpkg, devbins, image, initrd, output};
+use crate::{debpkg, devbins, image, initrd, output, userland};
 use ballast_spec::Arch;
 use ballast_spec::BootFirmware;
 
@@ -40,6 +40,11 @@ pub struct BuildArgs {
     /// (repeatable), e.g. `--kernel-arg ballast.debug=poweroff`.
     #[arg(long = "kernel-arg", value_name = "ARG")]
     pub kernel_args: Vec<String>,
+    /// An SSH public key file for user `ballast`, baked into the image
+    /// (repeatable). For development and tests: first-boot config is the
+    /// way to give keys to real machines.
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub ssh_keys: Vec<PathBuf>,
     /// Build only the kernel and initramfs, no disk image.
     #[arg(long)]
     pub no_disk: bool,
@@ -143,7 +148,12 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
         );
     }
 
-    let bins = devbins::build(project, board.arch, &["ballast-init"], &["init"])?;
+    let bins = devbins::build(
+        project,
+        board.arch,
+        &["ballast-init", "ballast-sysd", "ballast-osctl"],
+        &["init", "sysd", "osctl"],
+    )?;
     let initrd = initrd::assemble(&initrd::Inputs {
         init: &bins[0],
         kernel: &kernel,
@@ -174,6 +184,8 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
             BootFirmware::UBoot => None,
         };
         let os_release = initrd::os_release(&version, &board);
+        let root_tree = work.join("rootfs");
+        stage_root(project, &archive, &image, &bins, &args.ssh_keys, &root_tree)?;
         let built = image::assemble(
             &image::Inputs {
                 board: &board,
@@ -182,6 +194,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
                 kernel: &kernel.vmlinuz,
                 initrd: &initrd.bytes,
                 init: &bins[0],
+                root_tree: &root_tree,
                 os_release: &os_release,
                 cmdline: &cmdline,
                 systemd_boot: systemd_boot.as_deref(),
@@ -300,4 +313,61 @@ fn systemd_boot_efi(
         );
     }
     Ok(path)
+}
+
+/// The root tree before init and os-release go in: the system containers'
+/// userland and bundles, sysd and osctl.
+fn stage_root(
+    project: &Project,
+    archive: &ballast_debarchive::client::Archive,
+    image: &Image,
+    bins: &[PathBuf],
+    ssh_keys: &[PathBuf],
+    tree: &Path,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let (base, defs) = userland::load_defs(project, image)?;
+    let userland_dir = tree.join(userland::USERLAND);
+    std::fs::create_dir_all(&userland_dir)?;
+    let report = userland::build(archive, image, &base, &defs, &userland_dir)?;
+    let names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+    eprintln!(
+        "ballast: system containers {}: userland of {} Debian packages",
+        names.join(", "),
+        report.packages
+    );
+    userland::install_bundles(&defs, tree)?;
+    let exe = |from: &Path, to: &Path| -> Result<()> {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))?;
+        Ok(())
+    };
+    exe(&bins[1], &tree.join("usr/lib/ballast/sysd"))?;
+    exe(&bins[2], &tree.join("usr/bin/osctl"))?;
+    // The admin environment (the SSH container) has osctl too.
+    exe(&bins[2], &userland_dir.join("usr/bin/osctl"))?;
+    if !ssh_keys.is_empty() {
+        let mut keys = String::new();
+        for key in ssh_keys {
+            let text = std::fs::read_to_string(key)
+                .with_context(|| format!("--ssh-key {}", key.display()))?;
+            if !text.trim_start().starts_with("ssh-") && !text.trim_start().starts_with("ecdsa-") {
+                bail!(
+                    "--ssh-key {}: not an OpenSSH public key (expected a line like `ssh-ed25519 AAAA...`)",
+                    key.display()
+                );
+            }
+            keys.push_str(text.trim_end());
+            keys.push('\n');
+        }
+        let dest = userland_dir.join("usr/lib/ballast/ssh/authorized_keys");
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&dest, keys)?;
+    }
+    Ok(())
 }

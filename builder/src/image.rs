@@ -30,6 +30,9 @@ pub struct Inputs<'a> {
     pub kernel: &'a Path,
     pub initrd: &'a [u8],
     pub init: &'a Path,
+    /// A staged root tree (userland, bundles, sysd, osctl) that init,
+    /// os-release and the mount points are added to.
+    pub root_tree: &'a Path,
     pub os_release: &'a str,
     /// Kernel command line before the slot's own arguments.
     pub cmdline: &'a [String],
@@ -74,7 +77,7 @@ pub fn assemble(inputs: &Inputs<'_>, dest: &Path) -> Result<Built> {
 
     // Root slot A: squashfs of the root tree, then its hash tree.
     let root_img = work.join("root.img");
-    build_root(inputs, &work.join("rootfs"), &root_img)?;
+    build_root(inputs, inputs.root_tree, &root_img)?;
     let salt = Sha256::digest(
         std::fs::read(&root_img).with_context(|| format!("reading {}", root_img.display()))?,
     )
@@ -181,9 +184,6 @@ pub fn assemble(inputs: &Inputs<'_>, dest: &Path) -> Result<Built> {
 
 /// The root tree: init as /sbin/init, os-release, mount points.
 fn build_root(inputs: &Inputs<'_>, tree: &Path, dest: &Path) -> Result<()> {
-    if tree.exists() {
-        std::fs::remove_dir_all(tree)?;
-    }
     use std::os::unix::fs::{symlink, PermissionsExt};
     for dir in [
         "usr/lib/ballast",

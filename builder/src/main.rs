@@ -14,6 +14,7 @@ mod output;
 mod project;
 mod qemu;
 mod run;
+mod userland;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

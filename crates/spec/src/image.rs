@@ -19,6 +19,9 @@ pub struct Image {
     pub debian: DebianSpec,
     #[serde(default)]
     pub disk: DiskSpec,
+    /// System containers, by directory name under `system/`, in the image.
+    #[serde(default = "default_system")]
+    pub system: Vec<String>,
     #[serde(skip)]
     pub path: PathBuf,
 }
@@ -53,6 +56,10 @@ impl Default for DiskSpec {
             tries: default_tries(),
         }
     }
+}
+
+fn default_system() -> Vec<String> {
+    ["network", "time", "ssh"].map(String::from).to_vec()
 }
 
 fn default_boot_mib() -> u64 {

@@ -1,0 +1,227 @@
+//! System containers as the image carries them: one shared, read-only
+//! Debian userland (`/usr/lib/ballast/userland`) that every system
+//! container's OCI bundle uses as its root, and one bundle directory per
+//! container (`/usr/lib/ballast/system/NAME/{config.json,manifest.toml}`).
+//!
+//! Definitions live in the repository under `system/NAME/`:
+//! `config.json` (OCI runtime spec; any OCI runtime runs it), `manifest.toml`
+//! (sysd's: order, restart, health), `build.toml` (`packages = [...]`, the
+//! Debian packages its processes need) and `files/` (added to the userland).
+//! `system/base/` is the userland every container shares (users, groups).
+//!
+//! Packages are unpacked without running maintainer scripts, the way
+//! mmdebstrap's "extract" variant does; what those scripts would have made
+//! (users, the sshd configuration, ...) comes from the `files/` trees.
+//! Documentation, man pages and translations are left out.
+
+use anyhow::{bail, Context, Result};
+use ballast_debarchive::client::Archive;
+use ballast_debarchive::resolve::Request;
+use ballast_debarchive::unpack;
+use ballast_debarchive::version::Version;
+use ballast_spec::Image;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::project::Project;
+
+/// Where the shared userland lives inside the root image.
+pub const USERLAND: &str = "usr/lib/ballast/userland";
+/// Where bundles live inside the root image.
+pub const BUNDLES: &str = "usr/lib/ballast/system";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuildFile {
+    #[serde(default)]
+    packages: Vec<String>,
+}
+
+/// One `system/NAME/` definition.
+#[derive(Debug, Clone)]
+pub struct SystemDef {
+    pub name: String,
+    pub dir: PathBuf,
+    pub packages: Vec<String>,
+}
+
+fn load_def(dir: &Path, name: &str) -> Result<SystemDef> {
+    let build = dir.join("build.toml");
+    let text =
+        std::fs::read_to_string(&build).with_context(|| format!("reading {}", build.display()))?;
+    let parsed: BuildFile = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", build.display(), e.message()))?;
+    Ok(SystemDef {
+        name: name.to_owned(),
+        dir: dir.to_path_buf(),
+        packages: parsed.packages,
+    })
+}
+
+/// The image's system containers, plus `base`. An unknown name is an error
+/// naming the image file and the known ones.
+pub fn load_defs(project: &Project, image: &Image) -> Result<(SystemDef, Vec<SystemDef>)> {
+    let root = project.root.join("system");
+    let base = load_def(&root.join("base"), "base")?;
+    let mut known: Vec<String> = std::fs::read_dir(&root)
+        .with_context(|| format!("reading {}", root.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("config.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    known.sort();
+    let mut defs = Vec::new();
+    for name in &image.system {
+        if !known.contains(name) {
+            bail!(
+                "{}: system: unknown system container {name:?}; known: {}",
+                image.path.display(),
+                known.join(", ")
+            );
+        }
+        defs.push(load_def(&root.join(name), name)?);
+    }
+    Ok((base, defs))
+}
+
+/// What went into the userland.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub packages: usize,
+}
+
+fn keep(path: &Path) -> bool {
+    const DROP: [&str; 6] = [
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/info",
+        "usr/share/locale",
+        "usr/share/lintian",
+        "usr/share/bug",
+    ];
+    !DROP.iter().any(|d| path.starts_with(d))
+}
+
+/// Resolve, fetch and unpack the userland into `dest`, then add the
+/// definitions' files.
+pub fn build(
+    archive: &Archive,
+    image: &Image,
+    base: &SystemDef,
+    defs: &[SystemDef],
+    dest: &Path,
+) -> Result<Report> {
+    let mut packages: BTreeSet<String> = base.packages.iter().cloned().collect();
+    for def in defs {
+        packages.extend(def.packages.iter().cloned());
+    }
+    let mut pins = BTreeMap::new();
+    for (name, version) in &image.debian.pins {
+        let v = Version::parse(version).with_context(|| {
+            format!(
+                "{}: debian.pins.{name}: {version:?} is not a Debian version",
+                image.path.display()
+            )
+        })?;
+        pins.insert(name.clone(), v);
+    }
+    let request = Request {
+        packages: packages.into_iter().collect(),
+        exclude: image.debian.exclude.iter().cloned().collect(),
+        pins,
+    };
+    let resolution = archive
+        .resolve(&request)
+        .context("resolving the system containers' Debian packages")?;
+    let fetched = archive.fetch(&resolution.packages)?;
+
+    // merged /usr, as Debian bookworm installs it.
+    for dir in [
+        "usr/bin", "usr/sbin", "usr/lib", "etc", "var", "run", "tmp", "proc", "sys", "dev", "root",
+        "state",
+    ] {
+        std::fs::create_dir_all(dest.join(dir))?;
+    }
+    for (link, target) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib")] {
+        std::os::unix::fs::symlink(target, dest.join(link))?;
+    }
+    if archive.universe().arch() == "amd64" {
+        std::fs::create_dir_all(dest.join("usr/lib64"))?;
+        std::os::unix::fs::symlink("usr/lib64", dest.join("lib64"))?;
+    }
+    let mut debs: Vec<_> = fetched.iter().collect();
+    debs.sort_by(|a, b| a.package.name.cmp(&b.package.name));
+    for deb in debs {
+        unpack::unpack_deb(&deb.path, dest, &keep)
+            .with_context(|| format!("unpacking {}", deb.package))?;
+    }
+
+    copy_tree(&base.dir.join("files"), dest)?;
+    for def in defs {
+        copy_tree(&def.dir.join("files"), dest)?;
+    }
+    let resolv = dest.join("etc/resolv.conf");
+    if resolv.symlink_metadata().is_ok() {
+        std::fs::remove_file(&resolv)?;
+    }
+    std::os::unix::fs::symlink("/run/ballast/resolv.conf", &resolv)?;
+    Ok(Report {
+        packages: resolution.packages.len(),
+    })
+}
+
+/// Copy `from` over `to`, keeping each file's mode, except that sudoers
+/// snippets get the 0440 sudo insists on (git does not keep it).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    if !from.is_dir() {
+        return Ok(());
+    }
+    let mut stack = vec![from.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let entry = entry?;
+            let path = entry.path();
+            let rel = path.strip_prefix(from)?;
+            let target = to.join(rel);
+            if entry.file_type()?.is_dir() {
+                std::fs::create_dir_all(&target)?;
+                stack.push(path);
+            } else {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                if target.symlink_metadata().is_ok() {
+                    std::fs::remove_file(&target)?;
+                }
+                std::fs::copy(&path, &target)
+                    .with_context(|| format!("copying {}", path.display()))?;
+                let mode = if rel.starts_with("etc/sudoers.d") {
+                    0o440
+                } else {
+                    std::fs::metadata(&path)?.permissions().mode() & 0o7777
+                };
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Put each container's bundle files into the root tree.
+pub fn install_bundles(defs: &[SystemDef], root: &Path) -> Result<()> {
+    for def in defs {
+        let dir = root.join(BUNDLES).join(&def.name);
+        std::fs::create_dir_all(&dir)?;
+        for file in ["config.json", "manifest.toml"] {
+            let from = def.dir.join(file);
+            std::fs::copy(&from, dir.join(file))
+                .with_context(|| format!("copying {}", from.display()))?;
+            std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644))?;
+        }
+    }
+    Ok(())
+}
