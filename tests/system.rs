@@ -215,6 +215,10 @@ fn story(board: &str, extra: &[&str]) {
         .unwrap_or_else(|| panic!("no slot a in {status}"));
     assert_eq!(slot_a["health"]["state"], "good", "{status}");
 
+    // Each service's output is kept: the network container logged its lease.
+    let logs = ssh.ok("osctl logs network -n 50");
+    assert!(logs.contains("network: DHCP on"), "{logs}");
+
     // No root login, no passwords: the SSH server says so itself.
     let root = Command::new("ssh")
         .arg("-i")
