@@ -182,14 +182,15 @@ fn boot(board: &str, built: &Built, n: u32) -> common::Boot {
     boot
 }
 
-/// Tries left for slot A, as the boot partition records it now.
-fn tries_left(built: &Built) -> u32 {
+/// Tries left for slot A, as the boot partition records it now; `None` once
+/// the slot is marked good (sysd does that after `ballast-ready`).
+fn tries_left(built: &Built) -> Option<u32> {
     let files = boot_files(&built.disk, &built.work);
     for (name, _) in &files {
         if let Some(rest) = name.strip_prefix("loader/entries/") {
-            if let Some((slot, Some((left, _done)))) = ballast_slot::bls::parse_file_name(rest) {
+            if let Some((slot, counter)) = ballast_slot::bls::parse_file_name(rest) {
                 if slot == ballast_slot::SlotId::A {
-                    return left;
+                    return counter.map(|(left, _done)| left);
                 }
             }
         }
@@ -212,22 +213,59 @@ fn tries_left(built: &Built) -> u32 {
     let state = ballast_slot::uboot::BootDir::new(&scratch)
         .read_state()
         .unwrap();
-    state.a.tries
+    if state.a.good {
+        None
+    } else {
+        Some(state.a.tries)
+    }
+}
+
+/// "grown from X MiB to Y MiB" on the console -> Y.
+fn state_grown_to(boot: &common::Boot) -> u64 {
+    let line = boot
+        .lines
+        .iter()
+        .find(|l| l.contains("state: ext4 on") && l.contains("grown from"))
+        .unwrap_or_else(|| panic!("no state grow line; console:\n{}", boot.text()));
+    let to = line.rsplit(" to ").next().unwrap_or_default();
+    to.trim_end_matches(" MiB")
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("cannot read the size in {line:?}"))
 }
 
 fn story(board: &str, arch: &str, extra: &[&str]) {
     let built = build(board, &format!("disk-{board}"), extra);
     external_tools_agree(&built, arch);
-    let before = tries_left(&built);
-    assert_eq!(before, 3, "a fresh slot A gets 3 tries");
-    boot(board, &built, 1);
+    assert_eq!(tries_left(&built), Some(3), "a fresh slot A gets 3 tries");
+    // Flashed onto a bigger card: the state partition fills it on first boot.
+    let disk = fs::OpenOptions::new()
+        .write(true)
+        .open(&built.disk)
+        .unwrap();
+    let len = disk.metadata().unwrap().len();
+    disk.set_len(len + 256 * 1024 * 1024).unwrap();
+    drop(disk);
+    let first = boot(board, &built, 1);
+    assert!(
+        state_grown_to(&first) >= 300,
+        "state did not fill the disk; console:\n{}",
+        first.text()
+    );
+    first.assert_has("ballast-ready version=");
     assert_eq!(
         tries_left(&built),
-        2,
-        "the bootloader counted the first try"
+        None,
+        "the slot that reached ballast-ready is marked good"
     );
-    boot(board, &built, 2);
-    assert_eq!(tries_left(&built), 1, "and the second");
+    let second = boot(board, &built, 2);
+    second.assert_has("ballast-ready version=");
+    assert_eq!(tries_left(&built), None, "a good slot stays good");
+    let sgdisk = run_ok(Command::new("sgdisk").arg("-v").arg(&built.disk));
+    assert!(
+        sgdisk.contains("No problems found"),
+        "after growing: {sgdisk}"
+    );
 }
 
 #[test]
@@ -278,20 +316,15 @@ fn sha256_file(path: &Path) -> String {
     hex::encode(h.finalize())
 }
 
-#[test]
-fn a_corrupted_root_is_refused_with_the_reason_and_the_try_is_counted() {
-    let built = build("qemu-arm64", "disk-corrupt", &[]);
+/// A refused boot uses a try: the bootloader's counter is seen moving.
+fn corrupted_root_story(board: &str, extra: &[&str]) {
+    let built = build(board, &format!("disk-corrupt-{board}"), extra);
     let t = table(&built.disk);
     let root = &t.partitions[1];
-    // Flip one byte in the middle of slot A's root (inside init's data).
-    let files = boot_files(&built.disk, &built.work);
-    let cmdline = slot_a_cmdline(&files);
-    let word = cmdline
-        .split_whitespace()
-        .find(|w| w.starts_with("ballast.verity="))
-        .unwrap();
-    let verity = ballast_verity::Verity::from_cmdline(word).unwrap();
-    let at = root.start_lba * 512 + verity.hash_offset / 2;
+    assert_eq!(tries_left(&built), Some(3));
+    // Flip one byte of slot A's root in its first block (the squashfs
+    // superblock): dm-verity refuses the block, so the root cannot mount.
+    let at = root.start_lba * 512 + 64;
     let mut f = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -306,7 +339,7 @@ fn a_corrupted_root_is_refused_with_the_reason_and_the_try_is_counted() {
     drop(f);
 
     let boot = common::run(
-        "qemu-arm64",
+        board,
         &built.out,
         &[],
         Duration::from_secs(300),
@@ -323,7 +356,20 @@ fn a_corrupted_root_is_refused_with_the_reason_and_the_try_is_counted() {
         "a corrupted root must not be switched to; console:\n{console}"
     );
     assert!(console.contains("reboot: Restarting system"), "{console}");
-    assert_eq!(tries_left(&built), 2, "the refused boot used a try");
+    assert_eq!(tries_left(&built), Some(2), "the refused boot used a try");
+}
+
+#[test]
+fn a_corrupted_root_is_refused_and_the_try_is_counted_by_systemd_boot() {
+    corrupted_root_story("qemu-arm64", &[]);
+}
+
+#[test]
+fn a_corrupted_root_is_refused_and_the_try_is_counted_by_u_boot() {
+    corrupted_root_story(
+        "qemu-armv7",
+        &["--suite", "bookworm", "--suite", "bookworm-updates"],
+    );
 }
 
 #[test]
@@ -376,5 +422,6 @@ fn an_mbr_board_gets_the_same_partitions_and_boots() {
     boot.assert_has("stage 2 on slot a");
     boot.assert_has("boot 1 on this state partition");
     boot.assert_has("reboot: Power down");
-    assert_eq!(tries_left(&built), 2);
+    boot.assert_has("ballast-ready version=");
+    assert_eq!(tries_left(&built), None, "marked good after ready");
 }
