@@ -417,13 +417,13 @@ fn announce_ready(shared: &Shared, paths: &Paths) {
         shared.version,
         shared.slot.map_or("unknown", |s| s.as_str())
     );
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
     let ready = paths.ready();
     if let Err(e) = std::fs::write(&ready, format!("{line}\n")) {
         errs.push(format!("cannot write {}: {e}", ready.display()));
     }
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
     for e in errs {
         say(&e);
         lock(&shared.errors).push(e);
