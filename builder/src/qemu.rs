@@ -268,27 +268,6 @@ impl Console {
         }
     }
 
-    /// Wait for QEMU to exit by itself; kill it after `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
-        let start = Instant::now();
-        loop {
-            while let Ok(line) = self.lines.try_recv() {
-                self.transcript.push(line);
-            }
-            if let Some(status) = self.child.try_wait()? {
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.transcript.push(line);
-                }
-                return Ok(status);
-            }
-            if start.elapsed() > timeout {
-                self.kill();
-                bail!("QEMU did not exit within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

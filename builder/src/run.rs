@@ -108,7 +108,7 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
 /// The firmware files for booting `image`: UEFI gets a variable store of its
 /// own beside the disk (created from the profile's template on first use),
 /// so boot entries and counters persist across runs like on a real machine.
-fn disk_boot(profile: &QemuProfile, image: &Path) -> Result<DiskBoot> {
+pub fn disk_boot(profile: &QemuProfile, image: &Path) -> Result<DiskBoot> {
     if !image.is_file() {
         bail!("{}: no such disk image", image.display());
     }
