@@ -147,6 +147,9 @@ fn check_id(id: &str) -> Result<(), ContainerError> {
     }
 }
 
+/// How long [`start`] waits for the container's process to exec.
+pub const EXEC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Start the bundle's process. Returns once it has exec'd `process.args[0]`, or with
 /// the step that failed. The caller is its parent and must reap it (waitpid); after it
 /// died, call [`cleanup`].
@@ -202,7 +205,40 @@ pub fn start(
 
     let mut buf = [0u8; child::REPORT_LEN];
     let mut got = 0;
+    let deadline = std::time::Instant::now() + EXEC_DEADLINE;
     while got < buf.len() {
+        // A child that neither execs nor reports (stuck in a mount, say) must
+        // not hang the caller: sysd's whole supervision runs on this thread.
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut pfd = libc::pollfd {
+            fd: read_end.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready =
+            unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if ready < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(os("wait for the child's status")(e));
+        }
+        if ready == 0 {
+            // SAFETY: signals and reaps our own child.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                let mut status = 0;
+                libc::waitpid(pid as libc::pid_t, &mut status, 0);
+            }
+            let _ = cgroup::remove(id);
+            return Err(ContainerError::Os {
+                id: id.to_string(),
+                what: "start within the deadline (killed: it neither ran process.args nor reported an error)",
+                source: io::Error::from(io::ErrorKind::TimedOut),
+            });
+        }
         // SAFETY: reads into the unfilled tail of a local buffer.
         let n = unsafe {
             libc::read(
