@@ -12,6 +12,26 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+// Credentials are changed with raw syscalls, never libc's wrappers: glibc and
+// musl implement setuid/setgid/setgroups for *every thread of the process*
+// (they signal each thread and wait for it). After a raw clone from a
+// multi-threaded sysd, the child's libc still lists the parent's threads, so
+// the wrappers wait forever for threads that are not there (seen on armv7:
+// a container start hung now and then). The raw syscalls change only the
+// calling thread, which in the child is the whole process.
+#[cfg(target_arch = "arm")]
+const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups32;
+#[cfg(target_arch = "arm")]
+const SYS_SETRESGID: libc::c_long = libc::SYS_setresgid32;
+#[cfg(target_arch = "arm")]
+const SYS_SETRESUID: libc::c_long = libc::SYS_setresuid32;
+#[cfg(not(target_arch = "arm"))]
+const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups;
+#[cfg(not(target_arch = "arm"))]
+const SYS_SETRESGID: libc::c_long = libc::SYS_setresgid;
+#[cfg(not(target_arch = "arm"))]
+const SYS_SETRESUID: libc::c_long = libc::SYS_setresuid;
+
 use crate::spec::{self, Spec};
 use crate::ContainerError;
 
@@ -890,19 +910,19 @@ pub(crate) unsafe fn run(plan: &Plan, report: RawFd) -> ! {
     }
     check!(
         report,
-        libc::setgroups(plan.groups.len() as _, plan.groups.as_ptr()),
+        libc::syscall(SYS_SETGROUPS, plan.groups.len(), plan.groups.as_ptr()) as i32,
         Step::Groups,
         0
     );
     check!(
         report,
-        libc::setresgid(plan.gid, plan.gid, plan.gid),
+        libc::syscall(SYS_SETRESGID, plan.gid, plan.gid, plan.gid) as i32,
         Step::SetGid,
         0
     );
     check!(
         report,
-        libc::setresuid(plan.uid, plan.uid, plan.uid),
+        libc::syscall(SYS_SETRESUID, plan.uid, plan.uid, plan.uid) as i32,
         Step::SetUid,
         0
     );
