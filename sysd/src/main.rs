@@ -418,6 +418,9 @@ fn announce_ready(shared: &Shared, paths: &Paths) {
         shared.slot.map_or("unknown", |s| s.as_str())
     );
     let ready = paths.ready();
+    if let Some(dir) = ready.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
     if let Err(e) = std::fs::write(&ready, format!("{line}\n")) {
         errs.push(format!("cannot write {}: {e}", ready.display()));
     }
