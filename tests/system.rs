@@ -286,3 +286,43 @@ fn story(board: &str, extra: &[&str]) {
 fn qemu_arm64_boots_to_ready_serves_ssh_and_supervises_services() {
     story("qemu-arm64", &[]);
 }
+
+#[test]
+fn qemu_x86_64_static_address_from_the_command_line() {
+    let board = "qemu-x86_64";
+    let work = common::workdir("system-static");
+    let key = work.join("id_ed25519");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(keygen.success());
+    let out = work.join("out");
+    let pubkey = key.with_extension("pub");
+    common::build(
+        board,
+        &out,
+        &[
+            "--ssh-key",
+            pubkey.to_str().expect("utf-8 path"),
+            "--kernel-arg",
+            "ballast.ip=10.0.2.15/24",
+            "--kernel-arg",
+            "ballast.gw=10.0.2.2",
+            "--kernel-arg",
+            "ballast.dns=10.0.2.3",
+        ],
+    );
+    let port = free_port();
+    let mut vm = Machine::boot(board, &out, port, work.join("console.log"));
+    vm.wait_for("ballast-ready", Duration::from_secs(420));
+    let ssh = Ssh { key, port };
+    let logs = ssh.ok("osctl logs network -n 50");
+    assert!(logs.contains("network: static 10.0.2.15/24"), "{logs}");
+    let resolv = ssh.ok("cat /etc/resolv.conf");
+    assert!(resolv.contains("nameserver 10.0.2.3"), "{resolv}");
+    let _ = ssh.run("osctl poweroff");
+    let status = vm.wait_exit(Duration::from_secs(120));
+    assert!(status.success(), "QEMU exited with {status}");
+}
