@@ -64,20 +64,27 @@ impl Log {
         let mut sink = lock(&self.sink);
         let mut failed = None;
         if let Sink::File { path, file, size } = &mut *sink {
-            if *size >= ROTATE_AT {
-                match rotate(path) {
-                    Ok(f) => {
-                        *file = f;
-                        *size = 0;
+            // Fill the file to exactly ROTATE_AT, rotate, go on: no file ever exceeds it.
+            let mut rest = data;
+            while !rest.is_empty() && failed.is_none() {
+                if *size >= ROTATE_AT {
+                    match rotate(path) {
+                        Ok(f) => {
+                            *file = f;
+                            *size = 0;
+                        }
+                        Err(e) => {
+                            failed = Some(format!("cannot rotate {}: {e}", path.display()));
+                            break;
+                        }
                     }
-                    Err(e) => failed = Some(format!("cannot rotate {}: {e}", path.display())),
                 }
-            }
-            if failed.is_none() {
-                match file.write_all(data) {
-                    Ok(()) => *size += data.len() as u64,
+                let room = (ROTATE_AT - *size).min(rest.len() as u64) as usize;
+                match file.write_all(&rest[..room]) {
+                    Ok(()) => *size += room as u64,
                     Err(e) => failed = Some(format!("cannot write {}: {e}", path.display())),
                 }
+                rest = &rest[room..];
             }
         }
         if let Some(msg) = failed {
