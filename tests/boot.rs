@@ -15,7 +15,11 @@ fn boots_to_init_banner_and_powers_off(
 ) {
     let work = common::workdir(board);
     let out = work.join("out");
-    let mut extra: Vec<&str> = version.map(|v| vec!["--version", v]).unwrap_or_default();
+    // Only the kernel and initramfs are booted here (tests/disk.rs boots disks).
+    let mut extra: Vec<&str> = vec!["--no-disk"];
+    if let Some(v) = version {
+        extra.extend(["--version", v]);
+    }
     extra.extend_from_slice(build_args);
     let built = common::build(board, &out, &extra);
     let version = version.unwrap_or("0.1.0");
