@@ -1,0 +1,121 @@
+//! Story: a system container is a plain OCI bundle. The bundles Ballast puts
+//! in its image run, unchanged, under `crun` — here on the build host, taken
+//! out of a freshly built x86_64 image, in a private mount and network
+//! namespace so that nothing touches the host's network or clock.
+//!
+//! Needs root and crun (scripts/setup installs it).
+
+mod common;
+
+use ballast_disk::read_table;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::process::Command;
+
+/// Root A's squashfs, unpacked.
+fn unpack_root(disk: &Path, work: &Path) -> std::path::PathBuf {
+    let mut f = fs::File::open(disk).unwrap();
+    let table = read_table(&mut f, 512).unwrap();
+    let root = &table.partitions[1];
+    f.seek(SeekFrom::Start(root.start_lba * 512)).unwrap();
+    let mut bytes = vec![0u8; ((root.end_lba + 1 - root.start_lba) * 512) as usize];
+    f.read_exact(&mut bytes).unwrap();
+    let img = work.join("root-a.img");
+    fs::write(&img, bytes).unwrap();
+    let dir = work.join("root");
+    let _ = fs::remove_dir_all(&dir);
+    let out = Command::new("unsquashfs")
+        .args(["-q", "-n", "-d"])
+        .arg(&dir)
+        .arg(&img)
+        .output()
+        .expect("unsquashfs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// Run `bundle` under crun in new mount and network namespaces where the
+/// image's userland is mounted where the bundle expects it. Stops it after
+/// `seconds` if it is still running (`timeout` then exits 124). Returns
+/// (exit code, stdout+stderr).
+fn crun(root: &Path, bundle: &str, seconds: u32, work: &Path) -> (i32, String) {
+    let userland = root.join("usr/lib/ballast/userland");
+    let bundle_dir = root.join("usr/lib/ballast/system").join(bundle);
+    // The bundle names absolute host paths (its root, /run/ballast, /sys);
+    // give them to it inside a private mount namespace. /usr/lib/ballast is
+    // created empty on the host if missing, as a mount point only.
+    fs::create_dir_all("/usr/lib/ballast").unwrap();
+    let state = work.join(format!("crun-state-{bundle}"));
+    let script = format!(
+        r#"set -e
+mount --make-rprivate /
+mount -t tmpfs ballast /usr/lib/ballast
+mkdir -p /usr/lib/ballast/userland
+mount --bind "{userland}" /usr/lib/ballast/userland
+mount -t tmpfs run /run
+mkdir -p /run/ballast
+# crun 1.8 refuses hybrid cgroup hosts; hide the v2 tree there.
+if [ -d /sys/fs/cgroup/unified ]; then mount -t tmpfs hide-v2 /sys/fs/cgroup/unified; fi
+# /sys/class/net shows the namespace of whoever mounted sysfs: show ours.
+mkdir -p "{sysfs}"
+mount -t sysfs sysfs "{sysfs}"
+mount --bind "{sysfs}/class/net" /sys/class/net
+ip link set lo up 2>/dev/null || true
+set +e
+timeout -s TERM {seconds} crun --root "{state}" run --bundle "{bundle_dir}" ballast-crun-{bundle}
+code=$?
+crun --root "{state}" delete -f ballast-crun-{bundle} >/dev/null 2>&1
+exit $code
+"#,
+        userland = userland.display(),
+        sysfs = work.join(format!("sysfs-{bundle}")).display(),
+        state = state.display(),
+        bundle_dir = bundle_dir.display(),
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "-n", "--propagation", "private", "sh", "-c"])
+        .arg(script)
+        .output()
+        .expect("unshare + crun");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_image_system_bundles_run_under_crun() {
+    if !Path::new("/usr/bin/crun").exists() {
+        panic!("crun is missing: run scripts/setup");
+    }
+    let work = common::workdir("crun");
+    let out = work.join("out");
+    let built = common::build("qemu-x86_64", &out, &[]);
+    let disk = built["artifacts"]["disk"].as_str().expect("disk artifact");
+    let root = unpack_root(Path::new(disk), &work);
+
+    // network: in a namespace with only loopback it finds no interface and
+    // says so — after crun set up its mounts, namespaces and capabilities.
+    let (code, text) = crun(&root, "network", 20, &work);
+    assert!(
+        text.contains("network: no Ethernet interface found"),
+        "crun did not run the network bundle's program: {text}"
+    );
+    assert_eq!(code, 1, "{text}");
+
+    // time: chronyd starts and keeps running (no servers reachable here)
+    // until it is told to stop.
+    let (code, text) = crun(&root, "time", 5, &work);
+    assert!(text.contains("chronyd"), "chronyd did not start: {text}");
+    assert_eq!(
+        code, 124,
+        "chronyd should still be running when stopped: {text}"
+    );
+}
