@@ -68,6 +68,7 @@ pub(crate) enum Step {
     NoNewPrivs,
     Cwd,
     Exec,
+    Seccomp,
 }
 
 impl Step {
@@ -104,12 +105,13 @@ impl Step {
             NoNewPrivs => ("set no_new_privs", "unset process.noNewPrivileges"),
             Cwd => ("change to process.cwd", "create the directory in the rootfs, or fix process.cwd"),
             Exec => ("exec process.args[0]", "check the program exists in the rootfs (PATH from process.env) and is executable for process.user"),
+            Seccomp => ("install the linux.seccomp filter", "the kernel needs CONFIG_SECCOMP_FILTER; without process.noNewPrivileges the caller needs CAP_SYS_ADMIN"),
         }
     }
 
     pub(crate) fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 29] = [
+        const ALL: [Step; 30] = [
             Stdio,
             JoinCgroup,
             UnshareCgroup,
@@ -139,6 +141,7 @@ impl Step {
             NoNewPrivs,
             Cwd,
             Exec,
+            Seccomp,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
     }
@@ -208,6 +211,8 @@ pub(crate) struct Plan {
     pub exec_candidates: Vec<CString>,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
+    /// The compiled linux.seccomp filter.
+    pub seccomp: Option<Vec<libc::sock_filter>>,
 }
 
 fn cstr(s: impl AsRef<OsStr>, what: &str) -> Result<CString, ContainerError> {
@@ -475,6 +480,13 @@ impl Plan {
                 .iter()
                 .map(|e| cstr(e, "process.env"))
                 .collect::<Result<_, _>>()?,
+            seccomp: spec
+                .linux
+                .seccomp
+                .as_ref()
+                .map(crate::seccomp::compile)
+                .transpose()
+                .map_err(field_err)?,
         })
     }
 
@@ -560,6 +572,32 @@ fn is_dir(path: &CString) -> Option<bool> {
             return None;
         }
         Some(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    }
+}
+
+/// Load the plan's seccomp filter, if any, into the calling thread.
+///
+/// # Safety
+/// Child only: prctl on a filter the parent built; fails via `fail`.
+unsafe fn install_seccomp(plan: &Plan, report: RawFd) {
+    if let Some(filter) = &plan.seccomp {
+        let prog = libc::sock_fprog {
+            // compile() keeps programs within BPF_MAXINSNS (4096).
+            len: filter.len() as libc::c_ushort,
+            filter: filter.as_ptr() as *mut libc::sock_filter,
+        };
+        check!(
+            report,
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &prog as *const libc::sock_fprog as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong
+            ),
+            Step::Seccomp,
+            0
+        );
     }
 }
 
@@ -890,6 +928,13 @@ pub(crate) unsafe fn run(plan: &Plan, report: RawFd) -> ! {
         );
     }
 
+    // Without no_new_privs the kernel only takes a filter from a CAP_SYS_ADMIN
+    // holder: install it while we still are one (runc does the same); the rest of
+    // the setup then runs under it.
+    if !plan.no_new_privs {
+        install_seccomp(plan, report);
+    }
+
     // Privileges: bounding set, then identity (keeping permitted caps across setuid),
     // then the exact capability sets, ambient last.
     if let Some(c) = &plan.caps {
@@ -997,6 +1042,9 @@ pub(crate) unsafe fn run(plan: &Plan, report: RawFd) -> ! {
     }
     check!(report, libc::chdir(plan.cwd.as_ptr()), Step::Cwd, 0);
     libc::umask(plan.umask);
+    if plan.no_new_privs {
+        install_seccomp(plan, report);
+    }
 
     // argv/envp pointer arrays live on the stack (no allocation after clone).
     let mut argv = [std::ptr::null::<libc::c_char>(); MAX_ARGS + 1];

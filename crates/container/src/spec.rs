@@ -2,7 +2,7 @@
 //!
 //! Parsing is lenient about fields it does not know (serde ignores them), and strict
 //! about fields it knows but cannot honour: a security setting that would be silently
-//! dropped (seccomp, user namespaces, joining namespaces by path) is an error naming the
+//! dropped (seccomp argument conditions, user namespaces, joining namespaces by path) is an error naming the
 //! field, never a quiet downgrade.
 
 use std::collections::BTreeMap;
@@ -121,11 +121,41 @@ pub struct Linux {
     pub sysctl: BTreeMap<String, String>,
     #[serde(default)]
     pub rootfs_propagation: Option<String>,
-    /// Only checked for presence: seccomp is not implemented (see crate docs).
+    /// Compiled to a BPF filter; see the crate docs for the subset honoured.
     #[serde(default)]
-    pub seccomp: Option<serde_json::Value>,
+    pub seccomp: Option<Seccomp>,
     #[serde(default)]
     pub uid_mappings: Vec<serde_json::Value>,
+}
+
+/// `linux.seccomp`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seccomp {
+    pub default_action: String,
+    #[serde(default)]
+    pub default_errno_ret: Option<u32>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    #[serde(default)]
+    pub listener_path: Option<String>,
+    #[serde(default)]
+    pub syscalls: Vec<SeccompSyscall>,
+}
+
+/// One `linux.seccomp.syscalls[]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeccompSyscall {
+    pub names: Vec<String>,
+    pub action: String,
+    #[serde(default)]
+    pub errno_ret: Option<u32>,
+    /// Argument conditions: refused (see the crate docs).
+    #[serde(default)]
+    pub args: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -267,11 +297,8 @@ pub(crate) fn validate(spec: &Spec) -> Result<(), (String, String)> {
             "is set but linux.namespaces has no uts namespace; add {\"type\": \"uts\"}".into(),
         ));
     }
-    if spec.linux.seccomp.is_some() {
-        return Err((
-            "linux.seccomp".into(),
-            "is not supported by ballast-container; remove it (or run the bundle with crun)".into(),
-        ));
+    if let Some(s) = &spec.linux.seccomp {
+        crate::seccomp::compile(s)?;
     }
     if !spec.linux.uid_mappings.is_empty() {
         return Err((
@@ -587,8 +614,16 @@ mod tests {
         assert_eq!(validate(&s).unwrap_err().0, "mounts[0].destination");
 
         let mut s = spec(MIN);
-        s.linux.seccomp = Some(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"}));
-        assert_eq!(validate(&s).unwrap_err().0, "linux.seccomp");
+        s.linux.seccomp = Some(
+            serde_json::from_value(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO",
+                    "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]}]}))
+            .unwrap(),
+        );
+        assert_eq!(
+            validate(&s).unwrap_err().0,
+            "linux.seccomp.syscalls[0].args"
+        );
     }
 
     #[test]

@@ -248,3 +248,78 @@ if echo 0 2>/dev/null >/proc/sys/net/ipv4/ip_forward; then echo procsys=rw; else
     assert_eq!(ours, crun, "ours vs crun run on the same bundle");
     assert_eq!(ours_status, crun_status);
 }
+
+#[test]
+fn seccomp_profile_denies_mkdir_like_crun() {
+    for nnp in [true, false] {
+        let b = bundle(
+            &[
+                "sh",
+                "-c",
+                "busybox mkdir /tmp/x 2>&1; echo mkdir=$?; touch /tmp/file && echo touch=ok; echo ok",
+            ],
+            |v| {
+                // A writable root: without the filter, mkdir would succeed.
+                v["root"]["readonly"] = json!(false);
+                v["process"]["noNewPrivileges"] = json!(nnp);
+                v["linux"]["seccomp"] = json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+                    "syscalls": [{"names": ["mkdir", "mkdirat", "no_such_syscall"],
+                        "action": "SCMP_ACT_ERRNO"}],
+                });
+            },
+        );
+        let (ours, ours_status) = run_ours("h10-seccomp", &b);
+        assert_eq!(ours_status, 0, "{ours}");
+        assert!(
+            ours.contains(
+                "mkdir: can't create directory '/tmp/x': Operation not permitted\nmkdir=1\n"
+            ),
+            "noNewPrivileges={nnp}: {ours}"
+        );
+        assert!(ours.ends_with("touch=ok\nok\n"), "{ours}");
+        assert!(!b.path().join("rootfs/tmp/x").exists());
+        assert!(b.path().join("rootfs/tmp/file").exists());
+        fs::remove_file(b.path().join("rootfs/tmp/file")).expect("rm");
+
+        let (crun, crun_status) = run_crun("h10-seccomp-crun", &b);
+        assert_eq!((ours.as_str(), ours_status), (crun.as_str(), crun_status));
+    }
+}
+
+#[test]
+fn seccomp_errno_ret_is_the_errno_the_program_sees() {
+    // errnoRet picks the errno the denied call returns.
+    let b = bundle(&["sh", "-c", "busybox mkdir /tmp/y 2>&1; echo ok"], |v| {
+        v["root"]["readonly"] = json!(false);
+        v["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                "errnoRet": 28}],
+        });
+    });
+    let (ours, status) = run_ours("h10-seccomp-enospc", &b);
+    let (crun, crun_status) = run_crun("h10-seccomp-enospc-crun", &b);
+    assert_eq!(status, 0, "{ours}");
+    assert!(ours.contains("No space left on device"), "{ours}");
+    assert_eq!((ours, status), (crun, crun_status));
+}
+
+#[test]
+fn seccomp_args_are_refused_naming_the_field() {
+    let b = bundle(&["true"], |v| {
+        v["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+                "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}],
+        });
+    });
+    let msg = ballast_container::load(b.path())
+        .expect_err("args")
+        .to_string();
+    assert!(
+        msg.contains("config.json") && msg.contains("linux.seccomp.syscalls[0].args"),
+        "{msg}"
+    );
+}
