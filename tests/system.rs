@@ -243,6 +243,9 @@ fn story(board: &str, extra: &[&str]) {
     let pid = time["pid"]
         .as_u64()
         .unwrap_or_else(|| panic!("no pid: {time}"));
+    // Its bundle asks for a seccomp filter, and it is on (mode 2).
+    let seccomp = ssh.ok(&format!("grep '^Seccomp:' /proc/{pid}/status"));
+    assert!(seccomp.split_whitespace().last() == Some("2"), "{seccomp}");
     let restarts = time["restarts"].as_u64().unwrap_or(0);
     ssh.ok(&format!("sudo kill -9 {pid}"));
     let start = Instant::now();
