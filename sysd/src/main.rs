@@ -59,6 +59,10 @@ impl Paths {
     fn system(&self) -> PathBuf {
         self.p("usr/lib/ballast/system")
     }
+    /// System containers the applied first-boot config adds.
+    fn applied_system(&self) -> PathBuf {
+        self.p("state/ballast/config/system")
+    }
     fn logs(&self) -> PathBuf {
         self.p("state/ballast/logs")
     }
@@ -262,7 +266,8 @@ fn run(args: Args) -> i32 {
     );
 
     // Definitions: manifest.toml, then config.json through the container runtime.
-    let (found, mut errs) = manifest::load_all(&paths.system());
+    let (found, mut errs) =
+        manifest::load_image_and_applied(&paths.system(), &paths.applied_system());
     errors.append(&mut errs);
     let mut bundles = HashMap::new();
     let mut defs = Vec::new();

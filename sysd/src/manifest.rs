@@ -189,6 +189,29 @@ pub struct Found {
     pub bundle: PathBuf,
 }
 
+/// The image's definitions plus those the applied config added (`applied`,
+/// on the state partition; absent is fine). The image's win: a config cannot
+/// replace or remove a system container the OS ships, only add its own.
+pub fn load_image_and_applied(image: &Path, applied: &Path) -> (Vec<Found>, Vec<String>) {
+    let (mut found, mut errors) = load_all(image);
+    if applied.is_dir() {
+        let (more, more_errors) = load_all(applied);
+        errors.extend(more_errors);
+        for f in more {
+            if found.iter().any(|g| g.def.name == f.def.name) {
+                errors.push(format!(
+                    "{}: the image already has a system container named {:?}; the applied config cannot replace it (give yours another name)",
+                    f.bundle.display(),
+                    f.def.name
+                ));
+            } else {
+                found.push(f);
+            }
+        }
+    }
+    (found, errors)
+}
+
 /// Read every `DIR/*/manifest.toml`, sorted by name. Broken ones go to the error list.
 pub fn load_all(dir: &Path) -> (Vec<Found>, Vec<String>) {
     let mut found = Vec::new();
@@ -295,6 +318,30 @@ tcp = "127.0.0.1:22"
         assert!(e.contains("itself"), "{e}");
         let e = parse("bad name", "", Path::new("x")).unwrap_err();
         assert!(e.contains("rename"), "{e}");
+    }
+
+    #[test]
+    fn applied_config_adds_containers_but_cannot_replace_the_images() {
+        let image = tempfile::tempdir().unwrap();
+        let applied = tempfile::tempdir().unwrap();
+        for (dir, n) in [
+            (image.path(), "ssh"),
+            (applied.path(), "ssh"),
+            (applied.path(), "mine"),
+        ] {
+            std::fs::create_dir(dir.join(n)).unwrap();
+            std::fs::write(dir.join(n).join("manifest.toml"), "required = false").unwrap();
+        }
+        let (found, errors) = load_image_and_applied(image.path(), applied.path());
+        let names: Vec<&str> = found.iter().map(|f| f.def.name.as_str()).collect();
+        assert_eq!(names, ["ssh", "mine"]);
+        assert!(found[0].bundle.starts_with(image.path()));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("cannot replace"), "{errors:?}");
+        // No applied directory: just the image's.
+        let (found, errors) = load_image_and_applied(image.path(), &applied.path().join("absent"));
+        assert_eq!(found.len(), 1);
+        assert!(errors.is_empty(), "{errors:?}");
     }
 
     #[test]
