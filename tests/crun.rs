@@ -7,22 +7,13 @@
 
 mod common;
 
-use ballast_disk::read_table;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::Command;
 
 /// Root A's squashfs, unpacked.
 fn unpack_root(disk: &Path, work: &Path) -> std::path::PathBuf {
-    let mut f = fs::File::open(disk).unwrap();
-    let table = read_table(&mut f, 512).unwrap();
-    let root = &table.partitions[1];
-    f.seek(SeekFrom::Start(root.start_lba * 512)).unwrap();
-    let mut bytes = vec![0u8; ((root.end_lba + 1 - root.start_lba) * 512) as usize];
-    f.read_exact(&mut bytes).unwrap();
-    let img = work.join("root-a.img");
-    fs::write(&img, bytes).unwrap();
+    let img = common::extract_partition(disk, 2, &work.join("root-a.img"));
     let dir = work.join("root");
     let _ = fs::remove_dir_all(&dir);
     let out = Command::new("unsquashfs")

@@ -36,25 +36,9 @@ fn table(disk: &Path) -> Table {
     read_table(&mut f, 512).unwrap()
 }
 
-/// Copy partition `index` (1-based) out of the disk into its own file.
-fn extract(disk: &Path, index: u32, dest: &Path) -> PathBuf {
-    let t = table(disk);
-    let p = t
-        .partitions
-        .iter()
-        .find(|p| p.index == index)
-        .unwrap_or_else(|| panic!("no partition {index}"));
-    let mut f = fs::File::open(disk).unwrap();
-    f.seek(SeekFrom::Start(p.start_lba * 512)).unwrap();
-    let mut bytes = vec![0u8; ((p.end_lba + 1 - p.start_lba) * 512) as usize];
-    f.read_exact(&mut bytes).unwrap();
-    fs::write(dest, bytes).unwrap();
-    dest.to_path_buf()
-}
-
 /// The boot partition's files: name -> content.
 fn boot_files(disk: &Path, scratch: &Path) -> Vec<(String, Vec<u8>)> {
-    let img = extract(disk, 1, &scratch.join("boot-part.img"));
+    let img = common::extract_partition(disk, 1, &scratch.join("boot-part.img"));
     let fs = fatfs::FileSystem::new(
         fs::OpenOptions::new()
             .read(true)
@@ -138,7 +122,7 @@ fn external_tools_agree(built: &Built, arch: &str) {
         "root A carries the DPS root type for {arch}"
     );
 
-    let boot = extract(&built.disk, 1, &built.work.join("boot.img"));
+    let boot = common::extract_partition(&built.disk, 1, &built.work.join("boot.img"));
     run_ok(Command::new("fsck.fat").arg("-n").arg(&boot));
 
     let files = boot_files(&built.disk, &built.work);
@@ -148,7 +132,7 @@ fn external_tools_agree(built: &Built, arch: &str) {
         .find(|w| w.starts_with("ballast.verity="))
         .unwrap_or_else(|| panic!("no ballast.verity= in {cmdline}"));
     let verity = ballast_verity::Verity::from_cmdline(verity_word).unwrap();
-    let root = extract(&built.disk, 2, &built.work.join("root-a.img"));
+    let root = common::extract_partition(&built.disk, 2, &built.work.join("root-a.img"));
     run_ok(
         Command::new("veritysetup")
             .arg("verify")

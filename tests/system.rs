@@ -177,8 +177,9 @@ fn is_up(service: &serde_json::Value) -> bool {
     matches!(service["state"].as_str(), Some("running" | "healthy"))
 }
 
-fn story(board: &str, extra: &[&str]) {
-    let work = common::workdir(&format!("system-{board}"));
+/// A fresh SSH key in `work`, and a build of `board` that trusts it.
+/// Returns (private key, build output dir, `ballast build --json`).
+fn keyed_build(board: &str, work: &Path, extra: &[&str]) -> (PathBuf, PathBuf, serde_json::Value) {
     let key = work.join("id_ed25519");
     let keygen = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -191,6 +192,12 @@ fn story(board: &str, extra: &[&str]) {
     let mut args = vec!["--ssh-key", pubkey.to_str().expect("utf-8 path")];
     args.extend_from_slice(extra);
     let built = common::build(board, &out, &args);
+    (key, out, built)
+}
+
+fn story(board: &str, extra: &[&str]) {
+    let work = common::workdir(&format!("system-{board}"));
+    let (key, out, built) = keyed_build(board, &work, extra);
     let version = built["version"].as_str().expect("version").to_owned();
 
     let port = free_port();
@@ -294,21 +301,10 @@ fn qemu_arm64_boots_to_ready_serves_ssh_and_supervises_services() {
 fn qemu_x86_64_static_address_from_the_command_line() {
     let board = "qemu-x86_64";
     let work = common::workdir("system-static");
-    let key = work.join("id_ed25519");
-    let keygen = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen");
-    assert!(keygen.success());
-    let out = work.join("out");
-    let pubkey = key.with_extension("pub");
-    common::build(
+    let (key, out, _) = keyed_build(
         board,
-        &out,
+        &work,
         &[
-            "--ssh-key",
-            pubkey.to_str().expect("utf-8 path"),
             "--kernel-arg",
             "ballast.ip=10.0.2.15/24",
             "--kernel-arg",

@@ -132,3 +132,20 @@ pub fn run(board: &str, out: &Path, args: &[&str], timeout: Duration, log: &Path
     let _ = std::fs::write(log, boot.text());
     boot
 }
+
+/// Copy partition `index` (1-based) of a disk image into its own file.
+pub fn extract_partition(disk: &Path, index: u32, dest: &Path) -> PathBuf {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(disk).expect("opening the disk image");
+    let table = ballast_disk::read_table(&mut f, 512).expect("reading the partition table");
+    let p = table
+        .partitions
+        .iter()
+        .find(|p| p.index == index)
+        .unwrap_or_else(|| panic!("no partition {index} in {}", disk.display()));
+    f.seek(SeekFrom::Start(p.start_lba * 512)).expect("seek");
+    let mut bytes = vec![0u8; ((p.end_lba + 1 - p.start_lba) * 512) as usize];
+    f.read_exact(&mut bytes).expect("reading the partition");
+    std::fs::write(dest, bytes).expect("writing the partition copy");
+    dest.to_path_buf()
+}
