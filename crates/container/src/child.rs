@@ -1058,7 +1058,21 @@ pub(crate) unsafe fn run(plan: &Plan, report: RawFd) -> ! {
     let mut last = libc::ENOENT;
     for prog in &plan.exec_candidates {
         libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
-        let e = errno();
+        let mut e = errno();
+        // ETXTBSY: another process still holds the program open for writing — often a
+        // sibling forked by a threaded parent while it was copying the file, which keeps
+        // the inherited descriptor only until its own exec. Retry for up to a second.
+        let mut tries = 0;
+        while e == libc::ETXTBSY && tries < 100 {
+            let pause = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 10_000_000,
+            };
+            libc::nanosleep(&pause, std::ptr::null_mut());
+            libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            e = errno();
+            tries += 1;
+        }
         // Like execvp: a PATH entry that does not hold the program is skipped, but a
         // permission problem is remembered.
         if e != libc::ENOENT && e != libc::ENOTDIR {
