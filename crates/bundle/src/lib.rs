@@ -1,0 +1,1 @@
+//! Signed update bundles (see the crate description).

@@ -1,0 +1,1 @@
+//! First-boot configuration (see the crate description).
