@@ -1,0 +1,382 @@
+//! Writing and streaming bundles. The reader verifies the signature before it
+//! believes a single manifest byte, and verifies each payload's size and hash
+//! while it streams it out; the caller must not make a slot bootable unless
+//! every `copy_next` returned `Ok`.
+
+use crate::{BundleError, Manifest, Payload, PublicKey, Signer};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub const MAGIC: &[u8; 16] = b"BALLAST-BUNDLE1\n";
+pub const MAX_MANIFEST_LEN: u32 = 1 << 20;
+/// zstd level for payloads: a good ratio on kernels and initrds at a speed
+/// that keeps a build short; the root image is mostly squashfs (already compressed).
+pub const COMPRESSION_LEVEL: i32 = 9;
+const CHUNK: usize = 1 << 20;
+/// How often (in output bytes) `copy_next` reports progress.
+const PROGRESS_EVERY: u64 = 8 << 20;
+
+/// One file to put in a bundle under a payload name ("root", "kernel", "initrd").
+pub struct Input<'a> {
+    pub name: &'a str,
+    pub path: &'a Path,
+}
+
+/// Removes a temporary file unless disarmed.
+struct TempFile(PathBuf);
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let mut name = out.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Compresses each input, fills payload sizes/hashes and key_id, and writes the
+/// bundle atomically (OUT.tmp, fsync, rename, fsync the directory).
+pub fn write(
+    out: &Path,
+    base: Manifest,
+    inputs: &[Input],
+    signer: &Signer,
+) -> Result<Manifest, BundleError> {
+    let mut manifest = base;
+    manifest.key_id = signer.public().id;
+    manifest.payloads.clear();
+    manifest.check_header()?;
+    for (i, input) in inputs.iter().enumerate() {
+        if !crate::PAYLOAD_NAMES.contains(&input.name) {
+            return Err(BundleError::Input {
+                name: input.name.to_string(),
+                detail: format!(
+                    "not a payload name; use one of {}",
+                    crate::PAYLOAD_NAMES.join(", ")
+                ),
+            });
+        }
+        if inputs[..i].iter().any(|o| o.name == input.name) {
+            return Err(BundleError::Input {
+                name: input.name.to_string(),
+                detail: "given twice".to_string(),
+            });
+        }
+    }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|e| BundleError::io("creating directory", dir, e))?;
+    }
+
+    // The manifest (with sizes and hashes) precedes the payloads, so compress
+    // each into a temporary file beside the output first.
+    let mut temps = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let tmp = TempFile(sibling(out, &format!(".payload{i}.tmp")));
+        let payload = compress(input, &tmp.0)?;
+        manifest.payloads.push(payload);
+        temps.push(tmp);
+    }
+    manifest.check()?;
+
+    let json = serde_json::to_vec(&manifest)
+        .map_err(|e| BundleError::Manifest(format!("serialising: {e}")))?;
+    let len = u32::try_from(json.len())
+        .ok()
+        .filter(|n| (1..=MAX_MANIFEST_LEN).contains(n))
+        .ok_or(BundleError::ManifestLength {
+            len: json.len() as u64,
+        })?;
+    let mut header = Vec::with_capacity(20 + json.len() + 64);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&json);
+    let signature = signer.sign(&header);
+    header.extend_from_slice(&signature);
+
+    let tmp_out = TempFile(sibling(out, ".tmp"));
+    let file = File::create(&tmp_out.0).map_err(|e| BundleError::io("creating", &tmp_out.0, e))?;
+    let mut writer = BufWriter::with_capacity(CHUNK, file);
+    let werr = |e| BundleError::io("writing", &tmp_out.0, e);
+    writer.write_all(&header).map_err(werr)?;
+    for tmp in &temps {
+        let mut src = File::open(&tmp.0).map_err(|e| BundleError::io("reading back", &tmp.0, e))?;
+        io::copy(&mut src, &mut writer).map_err(werr)?;
+    }
+    let file = writer.into_inner().map_err(|e| werr(e.into_error()))?;
+    file.sync_all().map_err(werr)?;
+    drop(file);
+    fs::rename(&tmp_out.0, out)
+        .map_err(|e| BundleError::io("renaming the new bundle onto", out, e))?;
+    std::mem::forget(tmp_out);
+    if let Some(dir) = out.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
+    Ok(manifest)
+}
+
+/// Compress `input` into `dest` as one zstd frame, hashing the uncompressed bytes.
+fn compress(input: &Input, dest: &Path) -> Result<Payload, BundleError> {
+    let mut src = File::open(input.path)
+        .map_err(|e| BundleError::io("opening payload input", input.path, e))?;
+    let file = File::create(dest).map_err(|e| BundleError::io("creating", dest, e))?;
+    let werr = |e| BundleError::io("compressing into", dest, e);
+    let mut enc =
+        zstd::stream::write::Encoder::new(BufWriter::with_capacity(CHUNK, file), COMPRESSION_LEVEL)
+            .map_err(werr)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    if threads > 1 {
+        // Falls back to one thread when libzstd was built without threads.
+        let _ = enc.multithread(threads);
+    }
+    enc.include_checksum(true).map_err(werr)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(BundleError::io("reading payload input", input.path, e)),
+        };
+        hasher.update(&buf[..n]);
+        enc.write_all(&buf[..n]).map_err(werr)?;
+        size += n as u64;
+    }
+    let mut file = enc
+        .finish()
+        .map_err(werr)?
+        .into_inner()
+        .map_err(|e| werr(e.into_error()))?;
+    let compressed_size = file.seek(SeekFrom::End(0)).map_err(werr)?;
+    Ok(Payload {
+        name: input.name.to_string(),
+        size,
+        sha256: hex::encode(hasher.finalize()),
+        compressed_size,
+    })
+}
+
+/// Streams a bundle: header, manifest and signature on `open`, then the payloads
+/// one by one with [`Reader::copy_next`].
+pub struct Reader<R: Read> {
+    input: R,
+    manifest: Manifest,
+    next: usize,
+    /// A payload failed: the stream is mid-frame, nothing after it can be read.
+    failed: bool,
+}
+
+/// Fill `buf` as far as the input goes; returns how many bytes were read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, BundleError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(BundleError::Read(e)),
+        }
+    }
+    Ok(filled)
+}
+
+fn read_exact_or_truncated(r: &mut impl Read, buf: &mut [u8]) -> Result<(), BundleError> {
+    if read_full(r, buf)? < buf.len() {
+        return Err(BundleError::Truncated);
+    }
+    Ok(())
+}
+
+/// Whether a reader has nothing more (used to tell "truncated" from "corrupt").
+fn at_eof(r: &mut impl Read) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(r.read(&mut byte), Ok(0))
+}
+
+/// Only for choosing between UnknownKey and BadSignature when no trusted key
+/// verifies: the key_id is read from unverified bytes and never acted on.
+#[derive(serde::Deserialize)]
+struct ClaimedKey {
+    key_id: String,
+}
+
+impl<R: Read> Reader<R> {
+    /// Reads magic, manifest and signature, and verifies the signature against
+    /// `trusted` before parsing the manifest.
+    pub fn open(mut input: R, trusted: &[PublicKey]) -> Result<Reader<R>, BundleError> {
+        let mut magic = [0u8; 16];
+        let got = read_full(&mut input, &mut magic)?;
+        if magic[..got] != MAGIC[..got] {
+            return Err(BundleError::BadMagic);
+        }
+        if got < MAGIC.len() {
+            return Err(BundleError::Truncated);
+        }
+        let mut len = [0u8; 4];
+        read_exact_or_truncated(&mut input, &mut len)?;
+        let n = u32::from_be_bytes(len);
+        if !(1..=MAX_MANIFEST_LEN).contains(&n) {
+            return Err(BundleError::ManifestLength { len: u64::from(n) });
+        }
+        let mut signed = Vec::with_capacity(20 + n as usize);
+        signed.extend_from_slice(MAGIC);
+        signed.extend_from_slice(&len);
+        signed.resize(20 + n as usize, 0);
+        read_exact_or_truncated(&mut input, &mut signed[20..])?;
+        let mut signature = [0u8; 64];
+        read_exact_or_truncated(&mut input, &mut signature)?;
+
+        let Some(key) = trusted.iter().find(|k| k.verify(&signed, &signature)) else {
+            return Err(match serde_json::from_slice::<ClaimedKey>(&signed[20..]) {
+                Ok(claim) if !trusted.iter().any(|k| k.id == claim.key_id) => {
+                    // Printable and short, whatever the untrusted bytes said.
+                    let key_id: String = claim
+                        .key_id
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric())
+                        .take(32)
+                        .collect();
+                    BundleError::UnknownKey { key_id }
+                }
+                _ => BundleError::BadSignature,
+            });
+        };
+        let manifest = Manifest::from_json(&signed[20..])?;
+        if manifest.key_id != key.id {
+            return Err(BundleError::Manifest(format!(
+                "field `key_id`: says {} but the bundle was signed by key {}; it was signed wrongly (sign it again with `ballast publish`/`ballast build`)",
+                manifest.key_id, key.id
+            )));
+        }
+        Ok(Reader {
+            input,
+            manifest,
+            next: 0,
+            failed: false,
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The reader, positioned after the last payload consumed so far.
+    pub fn into_inner(self) -> R {
+        self.input
+    }
+
+    /// Next payload in manifest order: decompress exactly `compressed_size`
+    /// bytes of input into `out`, hashing; `progress(bytes_out_so_far)` is called
+    /// now and then. Fails on any size or hash difference, or a short bundle.
+    /// After the last payload it checks the bundle ends there and returns None.
+    pub fn copy_next(
+        &mut self,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Option<Payload>, BundleError> {
+        if self.failed {
+            return Err(BundleError::Manifest(
+                "a payload of this bundle already failed verification; nothing after it is read (start again with a good bundle)".to_string(),
+            ));
+        }
+        let Some(payload) = self.manifest.payloads.get(self.next).cloned() else {
+            if self.next == self.manifest.payloads.len() {
+                self.next += 1;
+                let mut byte = [0u8; 1];
+                if read_full(&mut self.input, &mut byte)? != 0 {
+                    return Err(BundleError::TrailingData);
+                }
+            }
+            return Ok(None);
+        };
+        self.failed = true; // until this payload has verified
+        let name = &payload.name;
+        let mismatch = |detail: String| BundleError::PayloadMismatch {
+            name: name.clone(),
+            detail,
+        };
+        let mut limited = (&mut self.input).take(payload.compressed_size);
+        let mut decoder = zstd::stream::read::Decoder::new(&mut limited).map_err(|source| {
+            BundleError::Decompress {
+                name: name.clone(),
+                source,
+            }
+        })?;
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        let mut next_report = PROGRESS_EVERY;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match decoder.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_)
+                    if decoder.get_ref().get_ref().limit() != 0
+                        && at_eof(decoder.get_mut().get_mut()) =>
+                {
+                    return Err(BundleError::Truncated)
+                }
+                Err(source) => {
+                    return Err(BundleError::Decompress {
+                        name: name.clone(),
+                        source,
+                    })
+                }
+            };
+            written += n as u64;
+            if written > payload.size {
+                // Stop before writing past the size the signed manifest promised.
+                return Err(mismatch(format!(
+                    "decompresses to more than the {} bytes the manifest says",
+                    payload.size
+                )));
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])
+                .map_err(|source| BundleError::Output {
+                    name: name.clone(),
+                    source,
+                })?;
+            if written >= next_report {
+                progress(written);
+                next_report = written + PROGRESS_EVERY;
+            }
+        }
+        drop(decoder);
+        if limited.limit() != 0 {
+            return Err(BundleError::Truncated);
+        }
+        if written != payload.size {
+            return Err(mismatch(format!(
+                "{written} bytes, the manifest says {}",
+                payload.size
+            )));
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != payload.sha256 {
+            return Err(mismatch(format!(
+                "sha256 {actual}, the manifest says {}",
+                payload.sha256
+            )));
+        }
+        out.flush().map_err(|source| BundleError::Output {
+            name: name.clone(),
+            source,
+        })?;
+        progress(written);
+        self.next += 1;
+        self.failed = false;
+        Ok(Some(payload))
+    }
+}

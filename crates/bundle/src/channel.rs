@@ -1,0 +1,333 @@
+//! The update channel: a static directory any file, HTTP or HTTPS server can serve.
+//!
+//! ```text
+//! CHANNEL_DIR/index.json          {"format":1,"expires":UNIX,"entries":[Entry...]}
+//! CHANNEL_DIR/index.json.sig      one line: ballast-ed25519-sig <key_id> <128 hex digits>
+//! CHANNEL_DIR/<version>-<arch>.bundle
+//! ```
+//!
+//! The signature is over the exact bytes of index.json. The index expires so a
+//! mirror cannot freeze a fleet on an old index forever. Each entry carries the
+//! SHA-256 of its bundle file, and the bundle is signed on its own as well.
+
+use crate::{compare_versions, BundleError, PublicKey, Reader, Signer};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+pub const INDEX: &str = "index.json";
+pub const INDEX_SIG: &str = "index.json.sig";
+const SIG_TAG: &str = "ballast-ed25519-sig";
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Index {
+    pub format: u32,
+    /// Unix seconds after which readers refuse the index.
+    pub expires: u64,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub version: String,
+    pub arch: String,
+    pub boards: Vec<String>,
+    /// File name relative to the channel directory (or URL).
+    pub file: String,
+    /// Bytes of the bundle file.
+    pub size: u64,
+    /// Hex SHA-256 of the bundle file.
+    pub sha256: String,
+    pub notes: Option<String>,
+    /// Unix seconds.
+    pub published: u64,
+}
+
+impl Index {
+    /// The newest entry for this arch whose boards include `board` (or are empty).
+    pub fn latest(&self, arch: &str, board: &str) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .filter(|e| {
+                e.arch == arch && (e.boards.is_empty() || e.boards.iter().any(|b| b == board))
+            })
+            .filter(|e| compare_versions(&e.version, &e.version).is_some())
+            .max_by(|a, b| {
+                compare_versions(&a.version, &b.version).unwrap_or(std::cmp::Ordering::Equal)
+            })
+    }
+}
+
+fn index_err(what: &str, detail: impl Into<String>) -> BundleError {
+    BundleError::Index {
+        what: what.to_string(),
+        detail: detail.into(),
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Verify `index.json`'s bytes against its signature file and parse it;
+/// refuses an unknown key, a bad signature and an expired index.
+pub fn verify_index(
+    index_json: &[u8],
+    sig_text: &str,
+    trusted: &[PublicKey],
+    now_unix: u64,
+) -> Result<Index, BundleError> {
+    let index = verify_signed(index_json, sig_text, trusted)?;
+    if index.expires <= now_unix {
+        return Err(BundleError::IndexExpired {
+            expires: index.expires,
+            now: now_unix,
+        });
+    }
+    Ok(index)
+}
+
+fn verify_signed(
+    index_json: &[u8],
+    sig_text: &str,
+    trusted: &[PublicKey],
+) -> Result<Index, BundleError> {
+    let words: Vec<&str> = sig_text.split_whitespace().collect();
+    let (key_id, sig_hex) = match words.as_slice() {
+        [SIG_TAG, key_id, sig] => (*key_id, *sig),
+        _ => {
+            return Err(index_err(
+                INDEX_SIG,
+                format!("expected one line `{SIG_TAG} <key id> <128 hex digits>`; the channel is damaged (publish again)"),
+            ))
+        }
+    };
+    let signature: [u8; 64] = hex::decode(sig_hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            index_err(
+                INDEX_SIG,
+                "the signature is not 128 hex digits; the channel is damaged (publish again)",
+            )
+        })?;
+    let key = trusted
+        .iter()
+        .find(|k| k.id == key_id)
+        .ok_or_else(|| BundleError::UnknownKey {
+            key_id: key_id
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(32)
+                .collect(),
+        })?;
+    if !key.verify(index_json, &signature) {
+        return Err(index_err(INDEX, BundleError::BadSignature.to_string()));
+    }
+    let index: Index = serde_json::from_slice(index_json)
+        .map_err(|e| index_err(INDEX, format!("invalid: {e}")))?;
+    if index.format != 1 {
+        return Err(index_err(
+            INDEX,
+            format!(
+                "field `format`: {} is not a format this program reads (1); update it",
+                index.format
+            ),
+        ));
+    }
+    Ok(index)
+}
+
+/// Publish with only the signer's own key trusted for the bundle.
+pub fn publish(
+    dir: &Path,
+    bundle: &Path,
+    signer: &Signer,
+    notes: Option<&str>,
+    expires_in_days: u64,
+) -> Result<Index, BundleError> {
+    publish_with(dir, bundle, signer, notes, expires_in_days, &[])
+}
+
+/// Copy `bundle` into the channel as `<version>-<arch>.bundle` after checking its
+/// signature (signer's key or one of `extra_trusted`) and every payload hash,
+/// add or replace its (version, arch) entry, re-sign the index. Each file is
+/// replaced atomically; the index last, so readers never see an entry whose
+/// bundle is missing.
+pub fn publish_with(
+    dir: &Path,
+    bundle: &Path,
+    signer: &Signer,
+    notes: Option<&str>,
+    expires_in_days: u64,
+    extra_trusted: &[PublicKey],
+) -> Result<Index, BundleError> {
+    let own = signer.public();
+    let mut trusted = vec![own.clone()];
+    trusted.extend_from_slice(extra_trusted);
+    fs::create_dir_all(dir).map_err(|e| BundleError::io("creating channel directory", dir, e))?;
+
+    let index_path = dir.join(INDEX);
+    let sig_path = dir.join(INDEX_SIG);
+    let mut index = match fs::read(&index_path) {
+        Ok(bytes) => {
+            let sig = fs::read_to_string(&sig_path)
+                .map_err(|e| BundleError::io("reading the index signature", &sig_path, e))?;
+            // An expired index is fine to extend; one signed by another key is
+            // someone else's channel.
+            verify_signed(&bytes, &sig, std::slice::from_ref(&own)).map_err(|e| {
+                index_err(
+                    &index_path.display().to_string(),
+                    format!("{e}; the existing channel index is not signed by this key ({}): publish with the channel's key, or into a new directory", own.id),
+                )
+            })?
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Index {
+            format: 1,
+            expires: 0,
+            entries: Vec::new(),
+        },
+        Err(e) => return Err(BundleError::io("reading", &index_path, e)),
+    };
+
+    // Check the bundle: signature, manifest, every payload.
+    let bundle_err = |e: BundleError| index_err(&bundle.display().to_string(), e.to_string());
+    let file = File::open(bundle).map_err(|e| BundleError::io("opening bundle", bundle, e))?;
+    let mut hashing = HashingReader {
+        inner: io::BufReader::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let mut reader = Reader::open(&mut hashing, &trusted).map_err(bundle_err)?;
+    let manifest = reader.manifest().clone();
+    while reader
+        .copy_next(&mut io::sink(), &mut |_| {})
+        .map_err(bundle_err)?
+        .is_some()
+    {}
+    drop(reader);
+    let sha256 = hex::encode(hashing.hasher.finalize_reset());
+    let size = hashing.bytes;
+
+    let file_name = format!("{}-{}.bundle", manifest.version, manifest.arch);
+    let dest = dir.join(&file_name);
+    copy_atomic(bundle, &dest, &sha256)?;
+
+    let now = now_unix();
+    index
+        .entries
+        .retain(|e| !(e.version == manifest.version && e.arch == manifest.arch));
+    index.entries.push(Entry {
+        version: manifest.version.clone(),
+        arch: manifest.arch.clone(),
+        boards: manifest.boards.clone(),
+        file: file_name,
+        size,
+        sha256,
+        notes: notes.map(str::to_string),
+        published: now,
+    });
+    index.entries.sort_by(|a, b| {
+        a.arch.cmp(&b.arch).then_with(|| {
+            compare_versions(&a.version, &b.version).unwrap_or(std::cmp::Ordering::Equal)
+        })
+    });
+    index.expires = now.saturating_add(expires_in_days.saturating_mul(86_400));
+
+    let mut json = serde_json::to_vec_pretty(&index)
+        .map_err(|e| index_err(INDEX, format!("serialising: {e}")))?;
+    json.push(b'\n');
+    let sig_line = format!("{SIG_TAG} {} {}\n", own.id, hex::encode(signer.sign(&json)));
+    // The signature first: a reader between the two renames sees a new
+    // signature over the old index and refuses it, then succeeds on retry.
+    write_atomic(&sig_path, sig_line.as_bytes())?;
+    write_atomic(&index_path, &json)?;
+    Ok(index)
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+fn tmp_beside(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+fn finish_atomic(tmp: &Path, path: &Path, file: File) -> Result<(), BundleError> {
+    let result = file
+        .sync_all()
+        .map_err(|e| BundleError::io("syncing", tmp, e))
+        .and_then(|()| {
+            fs::rename(tmp, path).map_err(|e| BundleError::io("renaming into place", path, e))
+        });
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    } else if let Some(dir) = path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
+    result
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+    let tmp = tmp_beside(path);
+    let mut file = File::create(&tmp).map_err(|e| BundleError::io("creating", &tmp, e))?;
+    if let Err(e) = file.write_all(bytes) {
+        let _ = fs::remove_file(&tmp);
+        return Err(BundleError::io("writing", &tmp, e));
+    }
+    finish_atomic(&tmp, path, file)
+}
+
+/// Copy `src` to `dest` atomically, checking the copy hashes to `sha256`
+/// (the bytes that were verified), so a file changed meanwhile is not published.
+fn copy_atomic(src: &Path, dest: &Path, sha256: &str) -> Result<(), BundleError> {
+    if fs::canonicalize(src).ok() == fs::canonicalize(dest).ok() && dest.exists() {
+        return Ok(()); // publishing the channel's own file again
+    }
+    let tmp = tmp_beside(dest);
+    let mut out = File::create(&tmp).map_err(|e| BundleError::io("creating", &tmp, e))?;
+    let copied = (|| -> Result<String, BundleError> {
+        let file = File::open(src).map_err(|e| BundleError::io("opening bundle", src, e))?;
+        let mut reader = HashingReader {
+            inner: file,
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        io::copy(&mut reader, &mut out)
+            .map_err(|e| BundleError::io("copying the bundle to", &tmp, e))?;
+        Ok(hex::encode(reader.hasher.finalize()))
+    })();
+    match copied {
+        Ok(got) if got == sha256 => finish_atomic(&tmp, dest, out),
+        Ok(_) => {
+            let _ = fs::remove_file(&tmp);
+            Err(index_err(
+                &src.display().to_string(),
+                "changed while it was being published; publish it again once it is complete",
+            ))
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
