@@ -31,6 +31,10 @@ use crate::project::Project;
 pub const USERLAND: &str = "usr/lib/ballast/userland";
 /// Where bundles live inside the root image.
 pub const BUNDLES: &str = "usr/lib/ballast/system";
+/// Group id of `docker`, the group whose members may use the engine's socket.
+/// Fixed, because dockerd (engine container) and the docker CLI (SSH
+/// container) read the same `/etc/group` but must agree across images too.
+pub const ENGINE_GID: u32 = 990;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,8 +64,9 @@ fn load_def(dir: &Path, name: &str) -> Result<SystemDef> {
     })
 }
 
-/// The image's system containers, plus `base`. An unknown name is an error
-/// naming the image file and the known ones.
+/// The image's system containers, then its user container engine's bundle
+/// (`engine`, if not `none`), plus `base`. An unknown name is an error naming
+/// the image file and the known ones.
 pub fn load_defs(project: &Project, image: &Image) -> Result<(SystemDef, Vec<SystemDef>)> {
     let root = project.root.join("system");
     let base = load_def(&root.join("base"), "base")?;
@@ -82,6 +87,18 @@ pub fn load_defs(project: &Project, image: &Image) -> Result<(SystemDef, Vec<Sys
             );
         }
         defs.push(load_def(&root.join(name), name)?);
+    }
+    if let Some(engine) = image.engine.bundle() {
+        if !known.iter().any(|k| k == engine) {
+            bail!(
+                "{}: engine: {engine:?} needs the bundle system/{engine}/, which this checkout does not have; \
+                 choose engine = \"docker\" or \"none\"",
+                image.path.display()
+            );
+        }
+        if !image.system.iter().any(|s| s == engine) {
+            defs.push(load_def(&root.join(engine), engine)?);
+        }
     }
     Ok((base, defs))
 }
@@ -162,6 +179,9 @@ pub fn build(
     for def in defs {
         copy_tree(&def.dir.join("files"), dest)?;
     }
+    if image.engine.bundle() == Some("docker") {
+        add_engine_group(dest, "docker", ENGINE_GID, "ballast")?;
+    }
     let resolv = dest.join("etc/resolv.conf");
     if resolv.symlink_metadata().is_ok() {
         std::fs::remove_file(&resolv)?;
@@ -170,6 +190,33 @@ pub fn build(
     Ok(Report {
         packages: resolution.packages.len(),
     })
+}
+
+/// Add `name:x:gid:member` to the userland's `/etc/group` (no maintainer
+/// script runs `addgroup`), refusing a gid or name the base files already use.
+fn add_engine_group(dest: &Path, name: &str, gid: u32, member: &str) -> Result<()> {
+    let path = dest.join("etc/group");
+    let mut text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    for line in text.lines() {
+        let mut fields = line.split(':');
+        let (g_name, g_id) = (fields.next(), fields.nth(1));
+        if g_name == Some(name) {
+            bail!("{}: group {name} is already defined; remove it from system/base/files/etc/group (the builder adds it with gid {gid})", path.display());
+        }
+        if g_id == Some(&gid.to_string()) {
+            bail!(
+                "{}: gid {gid} is taken by {line:?}; the engine group needs it",
+                path.display()
+            );
+        }
+    }
+    if !text.ends_with('\n') && !text.is_empty() {
+        text.push('\n');
+    }
+    text.push_str(&format!("{name}:x:{gid}:{member}\n"));
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// Copy `from` over `to`, keeping each file's mode, except that sudoers
@@ -224,4 +271,31 @@ pub fn install_bundles(defs: &[SystemDef], root: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_group_is_added_once_with_its_member() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        let group = dir.path().join("etc/group");
+        std::fs::write(&group, "root:x:0:\nballast:x:1000:\n").unwrap();
+        add_engine_group(dir.path(), "docker", ENGINE_GID, "ballast").unwrap();
+        let text = std::fs::read_to_string(&group).unwrap();
+        assert!(text.ends_with("docker:x:990:ballast\n"), "{text}");
+        let err = add_engine_group(dir.path(), "docker", ENGINE_GID, "ballast").unwrap_err();
+        assert!(err.to_string().contains("already defined"), "{err}");
+    }
+
+    #[test]
+    fn engine_gid_clash_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/group"), "other:x:990:\n").unwrap();
+        let err = add_engine_group(dir.path(), "docker", 990, "ballast").unwrap_err();
+        assert!(err.to_string().contains("gid 990 is taken"), "{err}");
+    }
 }

@@ -103,11 +103,11 @@ fn missing_option_is_reported_with_file_and_line() {
     let tmp = tempfile::tempdir().unwrap();
     let config = unpack_config("config-6.1.0-56-amd64", tmp.path());
     // A fragment asking for things this kernel lacks: LPAE (arm-only), CGROUP_NS (gone
-    // in 6.1), and VETH built in (it is =m and not in the module map).
+    // in 6.1), and TUN built in (it is =m and not in the module map).
     let frag = tmp.path().join("extra.config");
     std::fs::write(
         &frag,
-        "# extra\nCONFIG_NAMESPACES=y\nCONFIG_ARM_LPAE=y\n\nCONFIG_VETH=y\nCONFIG_FAT_DEFAULT_IOCHARSET=\"utf8\"\n",
+        "# extra\nCONFIG_NAMESPACES=y\nCONFIG_ARM_LPAE=y\n\nCONFIG_TUN=y\nCONFIG_FAT_DEFAULT_IOCHARSET=\"utf8\"\n",
     )
     .unwrap();
     let reqs = Requirements::merge(&[Fragment::load(&frag).unwrap()]);
@@ -124,7 +124,7 @@ fn missing_option_is_reported_with_file_and_line() {
         lines,
         vec![
             ("CONFIG_ARM_LPAE".into(), 3, "is not set".into()),
-            ("CONFIG_VETH".into(), 5, "m".into()),
+            ("CONFIG_TUN".into(), 5, "m".into()),
             ("CONFIG_FAT_DEFAULT_IOCHARSET".into(), 6, "\"ascii\"".into()),
         ]
     );
@@ -155,7 +155,7 @@ fn module_without_map_entry_fails_when_y_is_wanted() {
     assert_eq!((dm.wanted.as_str(), dm.found.as_str()), ("y", "m"));
     assert!(dm.file.ends_with("common.config"));
     // =m lines still pass without a map entry.
-    assert!(!report.missing.iter().any(|m| m.option == "CONFIG_VETH"));
+    assert!(!report.missing.iter().any(|m| m.option == "CONFIG_TUN"));
 }
 
 fn names(paths: &[PathBuf]) -> Vec<String> {

@@ -22,8 +22,36 @@ pub struct Image {
     /// System containers, by directory name under `system/`, in the image.
     #[serde(default = "default_system")]
     pub system: Vec<String>,
+    /// The user container engine, run by sysd as a privileged system container
+    /// beside the image's `system` ones.
+    #[serde(default)]
+    pub engine: Engine,
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// The user container engine an image carries (`engine = "..."`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Docker Engine from Debian (`docker.io`: dockerd, containerd, runc, the CLI).
+    #[default]
+    Docker,
+    /// containerd alone, with the CLI Debian ships with it (`ctr`).
+    Containerd,
+    /// No engine: the minimal image.
+    None,
+}
+
+impl Engine {
+    /// The `system/NAME/` bundle that runs this engine, if any.
+    pub fn bundle(self) -> Option<&'static str> {
+        match self {
+            Engine::Docker => Some("docker"),
+            Engine::Containerd => Some("containerd"),
+            Engine::None => None,
+        }
+    }
 }
 
 /// Partition sizes of the disk image, in MiB. The state partition is grown
@@ -156,6 +184,35 @@ mod tests {
         .unwrap();
         assert_eq!(img.version, semver::Version::new(0, 1, 0));
         assert_eq!(img.debian.suites.len(), 3);
+    }
+
+    #[test]
+    fn engine_defaults_to_docker_and_takes_none() {
+        let head = "name = \"m\"\ndescription = \"d\"\nversion = \"0.1.0\"\n";
+        let img = Image::parse(Path::new("images/x.toml"), head).unwrap();
+        assert_eq!(img.engine, Engine::Docker);
+        assert_eq!(img.engine.bundle(), Some("docker"));
+        let img = Image::parse(
+            Path::new("images/x.toml"),
+            &format!("{head}engine = \"none\"\n"),
+        )
+        .unwrap();
+        assert_eq!(img.engine, Engine::None);
+        assert_eq!(img.engine.bundle(), None);
+    }
+
+    #[test]
+    fn unknown_engine_names_file_line_and_choices() {
+        let text = "name = \"m\"\ndescription = \"d\"\nversion = \"0.1.0\"\nengine = \"dokcer\"\n";
+        let msg = Image::parse(Path::new("images/default.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("images/default.toml:4:"), "{msg}");
+        assert!(msg.contains("engine"), "{msg}");
+        assert!(msg.contains("dokcer"), "{msg}");
+        for choice in ["docker", "containerd", "none"] {
+            assert!(msg.contains(choice), "{msg}");
+        }
     }
 
     #[test]
