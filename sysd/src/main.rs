@@ -18,6 +18,7 @@ mod runtime;
 mod server;
 mod slot;
 mod supervisor;
+mod update;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -81,6 +82,14 @@ impl Paths {
     fn os_release(&self) -> PathBuf {
         self.p("usr/lib/os-release")
     }
+    /// Public keys update bundles must be signed with (baked in by the builder).
+    fn keys(&self) -> PathBuf {
+        self.p("usr/lib/ballast/keys")
+    }
+    /// Pending update, last rollback, last health failure.
+    fn update_records(&self) -> PathBuf {
+        self.p("state/ballast/update")
+    }
 }
 
 /// What the main loop and the socket threads share.
@@ -95,6 +104,11 @@ pub struct Shared {
     check_mounted: bool,
     pid1: Option<i32>,
     start: Instant,
+    pub records: update::Records,
+    pub identity: update::Identity,
+    pub keys_dir: PathBuf,
+    /// One upgrade at a time.
+    pub upgrading: AtomicBool,
 }
 
 impl Shared {
@@ -288,6 +302,7 @@ fn run(args: Args) -> i32 {
         say(e);
     }
 
+    let version_for_id = version.clone();
     let shared = Arc::new(Shared {
         sup: Mutex::new(sup),
         logs,
@@ -299,7 +314,33 @@ fn run(args: Args) -> i32 {
         check_mounted: on_device,
         pid1: args.pid1,
         start: Instant::now(),
+        records: update::Records::new(paths.update_records()),
+        identity: update::Identity::read(&paths.os_release(), &paths.cmdline(), &version_for_id),
+        keys_dir: paths.keys(),
+        upgrading: AtomicBool::new(false),
     });
+
+    // A slot on probation (installed by an update, not yet good) must pass the health
+    // check in time; a boot after an update that was not kept reports the rollback.
+    // Rebooting helps only when there is a good slot to fall back to; a machine
+    // with nowhere to go keeps running and reports what is unhealthy.
+    let probation = boot_health(&shared, false) != Some(ballast_slot::Health::Good)
+        && boot_health(&shared, true) == Some(ballast_slot::Health::Good);
+    let health_timeout =
+        update::health_timeout(&std::fs::read_to_string(paths.cmdline()).unwrap_or_default());
+    if let (Some(booted), Ok(boot)) = (shared.slot, shared.boot()) {
+        let slots = boot.status().unwrap_or_default();
+        if let Some(rb) = update::reconcile(&shared.records, booted, &shared.version, &slots) {
+            let line = update::rollback_line(&rb);
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+            if let Err(e) = boot.set_default(booted) {
+                say(&e);
+            }
+        }
+    }
+    let mut gave_up = false;
 
     let socket = paths.socket();
     match server::bind(&socket) {
@@ -343,6 +384,15 @@ fn run(args: Args) -> i32 {
         let actions = lock(&shared.sup).tick(now);
         for a in actions {
             perform(a, &shared, &bundles, &paths);
+        }
+        if probation
+            && !gave_up
+            && shutdown_at.is_none()
+            && shared.start.elapsed() >= health_timeout
+            && !lock(&shared.sup).ready_announced()
+        {
+            gave_up = true;
+            give_up_probation(&shared, health_timeout);
         }
         if let Some(t) = shutdown_at {
             if lock(&shared.sup).all_down() {
@@ -400,6 +450,11 @@ fn perform(a: Action, shared: &Shared, bundles: &HashMap<String, runtime::Bundle
                 lock(&shared.sup).health_ok(&name, shared.now_ms());
             }
         }
+        Action::CheckUnixHttp { name, socket, path } => {
+            if health::unix_http_ok(&socket, &path) {
+                lock(&shared.sup).health_ok(&name, shared.now_ms());
+            }
+        }
         Action::Ready => announce_ready(shared, paths),
     }
 }
@@ -412,6 +467,16 @@ fn announce_ready(shared: &Shared, paths: &Paths) {
         (Some(slot), Ok(boot)) => {
             if let Err(e) = boot.mark_good(slot) {
                 errs.push(e);
+            } else if shared.records.pending().is_some_and(|p| p.to_slot == slot) {
+                // The update is committed: nothing pending, nothing to roll back.
+                for r in [
+                    shared.records.set_pending(None),
+                    shared.records.set_health_failure(None),
+                ] {
+                    if let Err(e) = r {
+                        errs.push(e);
+                    }
+                }
             }
         }
         (None, _) => errs.push("booted slot unknown: not marking any slot good".to_string()),
@@ -435,5 +500,56 @@ fn announce_ready(shared: &Shared, paths: &Paths) {
     for e in errs {
         say(&e);
         lock(&shared.errors).push(e);
+    }
+}
+
+/// The booted (or the other) slot's health as the bootloader sees it (None when unknown).
+fn boot_health(shared: &Shared, other: bool) -> Option<ballast_slot::Health> {
+    let slot = shared.slot?;
+    let slot = if other { slot.other() } else { slot };
+    let boot = shared.boot().ok()?;
+    let slots = boot.status().ok()?;
+    slots.iter().find(|s| s.slot == slot).map(|s| s.health)
+}
+
+/// The slot on probation did not pass the health check in time: record why (for the
+/// rollback report the previous version will print) and reboot, so the bootloader
+/// counts the try and, when the tries are spent, falls back.
+fn give_up_probation(shared: &Shared, timeout: Duration) {
+    let now = shared.now_ms();
+    let failing: Vec<String> = lock(&shared.sup)
+        .status(now)
+        .into_iter()
+        .filter(|s| s.required && s.state != ballast_control::ServiceState::Healthy)
+        .map(|s| match &s.last_exit {
+            Some(e) => format!("{} {} ({e})", s.name, s.state),
+            None => format!("{} {}", s.name, s.state),
+        })
+        .collect();
+    let reason = if failing.is_empty() {
+        format!("health check did not pass within {} s", timeout.as_secs())
+    } else {
+        format!(
+            "health check did not pass within {} s: required {}",
+            timeout.as_secs(),
+            failing.join(", ")
+        )
+    };
+    say(&format!(
+        "slot on probation: {reason}; rebooting so the bootloader counts the try"
+    ));
+    if let Some(slot) = shared.slot {
+        let rec = update::HealthFailure {
+            version: shared.version.clone(),
+            slot,
+            reason,
+            at: update::now_unix(),
+        };
+        if let Err(e) = shared.records.set_health_failure(Some(&rec)) {
+            say(&e);
+        }
+    }
+    if let Err(e) = shared.ask_pid1(libc::SIGINT, "reboot") {
+        say(&e);
     }
 }

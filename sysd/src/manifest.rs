@@ -57,6 +57,10 @@ impl Default for RawRestart {
 struct RawHealth {
     tcp: Option<String>,
     running_ms: Option<u64>,
+    /// Path of a unix socket that answers HTTP (Docker's API socket).
+    unix_http: Option<String>,
+    /// Request path for `unix_http`; `/` when absent.
+    path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -74,12 +78,14 @@ struct RawManifest {
 }
 
 /// How sysd decides a running service is healthy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
     /// A TCP connect to this address succeeds.
     Tcp(SocketAddr),
     /// The process stayed up this long.
     RunningMs(u64),
+    /// `GET path` over the unix socket at `socket` (a host path) answers HTTP 200.
+    UnixHttp { socket: PathBuf, path: String },
 }
 
 /// One validated definition.
@@ -139,35 +145,7 @@ pub fn parse(name: &str, text: &str, file: &Path) -> Result<Def, String> {
     }
     let (health, explicit) = match &raw.health {
         None => (Health::RunningMs(DEFAULT_RUNNING_MS), false),
-        Some(RawHealth {
-            tcp: Some(_),
-            running_ms: Some(_),
-        }) => {
-            return Err(format!(
-                "{f}: health: give either `tcp` or `running_ms`, not both"
-            ))
-        }
-        Some(RawHealth {
-            tcp: Some(addr),
-            running_ms: None,
-        }) => {
-            let a: SocketAddr = addr.parse().map_err(|_| {
-                format!("{f}: health.tcp: `{addr}` is not an IP:port address (e.g. \"127.0.0.1:22\"); host names are not resolved")
-            })?;
-            (Health::Tcp(a), true)
-        }
-        Some(RawHealth {
-            tcp: None,
-            running_ms: Some(ms),
-        }) => (Health::RunningMs(*ms), true),
-        Some(RawHealth {
-            tcp: None,
-            running_ms: None,
-        }) => {
-            return Err(format!(
-                "{f}: [health] is empty; set `tcp = \"IP:PORT\"` or `running_ms = N`, or remove the table"
-            ))
-        }
+        Some(h) => (parse_health(h, &f.to_string())?, true),
     };
     Ok(Def {
         name: name.to_string(),
@@ -180,6 +158,56 @@ pub fn parse(name: &str, text: &str, file: &Path) -> Result<Def, String> {
         health,
         health_explicit: explicit,
     })
+}
+
+fn parse_health(h: &RawHealth, f: &str) -> Result<Health, String> {
+    let given = [
+        h.tcp.is_some(),
+        h.running_ms.is_some(),
+        h.unix_http.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count();
+    if given > 1 {
+        return Err(format!(
+            "{f}: health: give one of `tcp`, `unix_http` or `running_ms`, not several"
+        ));
+    }
+    if h.path.is_some() && h.unix_http.is_none() {
+        return Err(format!(
+            "{f}: health.path: only used with `unix_http = \"/run/NAME.sock\"`; add it or remove `path`"
+        ));
+    }
+    if let Some(addr) = &h.tcp {
+        let a: SocketAddr = addr.parse().map_err(|_| {
+            format!("{f}: health.tcp: `{addr}` is not an IP:port address (e.g. \"127.0.0.1:22\"); host names are not resolved")
+        })?;
+        return Ok(Health::Tcp(a));
+    }
+    if let Some(ms) = h.running_ms {
+        return Ok(Health::RunningMs(ms));
+    }
+    if let Some(socket) = &h.unix_http {
+        if !socket.starts_with('/') {
+            return Err(format!(
+                "{f}: health.unix_http: `{socket}` is not an absolute path (e.g. \"/run/ballast/docker.sock\"); it is a path on the host"
+            ));
+        }
+        let path = h.path.clone().unwrap_or_else(|| "/".to_owned());
+        if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "{f}: health.path: `{path}` is not an HTTP request path (e.g. \"/_ping\")"
+            ));
+        }
+        return Ok(Health::UnixHttp {
+            socket: PathBuf::from(socket),
+            path,
+        });
+    }
+    Err(format!(
+        "{f}: [health] is empty; set `tcp = \"IP:PORT\"`, `unix_http = \"/PATH.sock\"` or `running_ms = N`, or remove the table"
+    ))
 }
 
 /// A definition directory found in the system directory.
@@ -289,6 +317,21 @@ tcp = "127.0.0.1:22"
     }
 
     #[test]
+    fn unix_http_health_is_the_engine_socket_and_path() {
+        let d = p("required = true\n[health]\nunix_http = \"/run/ballast/docker.sock\"\npath = \"/_ping\"").unwrap();
+        assert!(d.health_explicit);
+        assert_eq!(
+            d.health,
+            Health::UnixHttp {
+                socket: "/run/ballast/docker.sock".into(),
+                path: "/_ping".into()
+            }
+        );
+        let d = p("[health]\nunix_http = \"/run/x.sock\"").unwrap();
+        assert!(matches!(d.health, Health::UnixHttp { ref path, .. } if path == "/"));
+    }
+
+    #[test]
     fn defaults_when_tables_are_absent() {
         let d = p("").unwrap();
         assert_eq!(d.health, Health::RunningMs(1000));
@@ -309,7 +352,13 @@ tcp = "127.0.0.1:22"
         let e = p("[health]\ntcp = \"localhost:22\"").unwrap_err();
         assert!(e.contains("health.tcp"), "{e}");
         let e = p("[health]\ntcp = \"127.0.0.1:1\"\nrunning_ms = 3").unwrap_err();
-        assert!(e.contains("not both"), "{e}");
+        assert!(e.contains("not several"), "{e}");
+        let e = p("[health]\nunix_http = \"run/x.sock\"").unwrap_err();
+        assert!(e.contains("health.unix_http"), "{e}");
+        let e = p("[health]\nunix_http = \"/run/x.sock\"\npath = \"_ping\"").unwrap_err();
+        assert!(e.contains("health.path"), "{e}");
+        let e = p("[health]\npath = \"/_ping\"\nrunning_ms = 3").unwrap_err();
+        assert!(e.contains("health.path"), "{e}");
         let e = p("requried = true").unwrap_err();
         assert!(e.contains("requried"), "{e}");
         let e = p("[restart]\nbackoff_initial_ms = 0").unwrap_err();

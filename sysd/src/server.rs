@@ -143,7 +143,140 @@ fn handle(conn: UnixStream, shared: &Shared, socket: &Path) {
         Request::Start { service } => reply(&mut w, lock(&shared.sup).start(&service, now)),
         Request::Reboot => reply(&mut w, shared.ask_pid1(libc::SIGINT, "reboot")),
         Request::Poweroff => reply(&mut w, shared.ask_pid1(libc::SIGTERM, "power off")),
+        Request::Upgrade {
+            allow_downgrade,
+            size,
+        } => upgrade(r, w, shared, socket, allow_downgrade, size),
+        Request::Rollback => reply(&mut w, rollback(shared)),
     }
+}
+
+/// Stream the bundle that follows the request into the inactive slot; progress lines,
+/// then `Installed` or an error.
+fn upgrade(
+    mut r: BufReader<UnixStream>,
+    mut w: UnixStream,
+    shared: &Shared,
+    socket: &Path,
+    allow_downgrade: bool,
+    size: Option<u64>,
+) {
+    // A slow link may pause; a stalled client must not hold the upgrade forever.
+    let _ = r.get_ref().set_read_timeout(Some(Duration::from_secs(120)));
+    if shared.upgrading.swap(true, Ordering::SeqCst) {
+        let _ = write_message(
+            &mut w,
+            &Response::Error {
+                message: "another upgrade is running; wait for it (osctl status)".into(),
+            },
+            socket,
+        );
+        return;
+    }
+    let result = (|| {
+        let booted = shared
+            .slot
+            .ok_or("the booted slot is unknown (no ballast.slot= on the kernel command line)")?;
+        let boot = shared.boot()?;
+        let keys = ballast_bundle::keys::read_dir(&shared.keys_dir).map_err(|e| e.to_string())?;
+        let root_device = crate::update::slot_device(&shared.boot_dir, booted.other())?;
+        let target = crate::update::Target {
+            boot: &boot,
+            boot_dir: &shared.boot_dir,
+            root_device,
+            booted,
+            identity: &shared.identity,
+            keys: &keys,
+            records: &shared.records,
+        };
+        let mut last_sent = std::time::Instant::now();
+        let mut last_phase = String::new();
+        let mut progress = |phase: &str, done: u64, total: u64| {
+            // At most ~10 lines a second, plus every phase change and each end.
+            if phase != last_phase
+                || done == total
+                || last_sent.elapsed() >= Duration::from_millis(100)
+            {
+                last_phase = phase.to_string();
+                last_sent = std::time::Instant::now();
+                let _ = write_message(
+                    &mut w,
+                    &Response::Progress {
+                        phase: phase.to_string(),
+                        done,
+                        total,
+                    },
+                    socket,
+                );
+            }
+        };
+        let mut body: Box<dyn std::io::Read> = match size {
+            Some(n) => Box::new(std::io::Read::take(&mut r, n)),
+            None => Box::new(&mut r),
+        };
+        crate::update::install(&target, &mut body, allow_downgrade, &mut progress)
+    })();
+    shared.upgrading.store(false, Ordering::SeqCst);
+    let resp = match result {
+        Ok(m) => {
+            let slot = shared
+                .slot
+                .map(|s| s.other())
+                .unwrap_or(ballast_slot::SlotId::B);
+            let message = format!(
+                "installed {} in slot {slot} ({} tries); it boots on the next reboot and is kept only when it passes the health check",
+                m.version,
+                crate::update::TRIES
+            );
+            crate::say(&message);
+            Response::Installed {
+                version: m.version,
+                slot,
+                tries: crate::update::TRIES,
+                message,
+            }
+        }
+        Err(message) => {
+            crate::say(&format!("upgrade failed: {message}"));
+            Response::Error { message }
+        }
+    };
+    let _ = write_message(&mut w, &resp, socket);
+}
+
+/// Make the other slot the default, when it is good, and record who asked.
+fn rollback(shared: &Shared) -> Result<String, String> {
+    let booted = shared
+        .slot
+        .ok_or("the booted slot is unknown (no ballast.slot= on the kernel command line)")?;
+    let boot = shared.boot()?;
+    let other = booted.other();
+    let slots = boot.status()?;
+    let st = slots
+        .iter()
+        .find(|s| s.slot == other)
+        .ok_or_else(|| format!("slot {other} has no boot entry: nothing to roll back to"))?;
+    if st.health != ballast_slot::Health::Good {
+        return Err(format!(
+            "slot {other} is {} ({}): only a good slot can be rolled back to",
+            st.health.as_str(),
+            st.version.as_deref().unwrap_or("no version")
+        ));
+    }
+    boot.set_default(other)?;
+    let to = st.version.clone().unwrap_or_else(|| "unknown".into());
+    let rb = ballast_control::Rollback {
+        from: shared.version.clone(),
+        to: to.clone(),
+        reason: "requested with osctl rollback".into(),
+        automatic: false,
+        at: crate::update::now_unix(),
+    };
+    shared.records.set_last_rollback(&rb)?;
+    shared.records.set_pending(None)?;
+    Ok(format!(
+        "slot {other} ({to}) is the default: the next boot runs it"
+    ))
 }
 
 /// The client hung up (a follower pressed Ctrl-C): a zero-byte peek without blocking.
@@ -185,5 +318,7 @@ pub fn status(shared: &Shared, now: u64) -> Status {
         slots,
         services,
         errors,
+        last_rollback: shared.records.last_rollback(),
+        pending_update: shared.records.pending(),
     }
 }

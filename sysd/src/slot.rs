@@ -87,6 +87,47 @@ impl Boot {
         .map_err(|e| e.to_string())
     }
 
+    /// Make `slot` unbootable while its files are rewritten: U-Boot's state marks it
+    /// bad; for systemd-boot the caller removes its kernel (an entry whose kernel is
+    /// missing is skipped), so nothing to do here.
+    pub fn invalidate(&self, slot: SlotId) -> Result<(), String> {
+        match self {
+            Boot::Esp(_) => Ok(()),
+            Boot::UBoot(b) => b.mark_bad(slot),
+        }
+        .map_err(|e| format!("cannot mark slot {slot} bad: {e}"))
+    }
+
+    /// Write `slot`'s boot entry (its kernel and initrd are in place) with `tries`
+    /// tries and make it the default.
+    pub fn install(
+        &self,
+        slot: SlotId,
+        version: &str,
+        options: &str,
+        tries: u32,
+    ) -> Result<(), String> {
+        match self {
+            Boot::Esp(e) => {
+                let entry = ballast_slot::bls::Entry::new(slot, version, options);
+                e.write_entry(&entry, Some(tries))
+            }
+            Boot::UBoot(b) => b
+                .write_boot_env(slot, options, version)
+                .and_then(|()| b.install(slot, tries)),
+        }
+        .map_err(|e| format!("cannot install slot {slot}'s boot entry: {e}"))
+    }
+
+    /// Boot `slot` next (it must be good or trying).
+    pub fn set_default(&self, slot: SlotId) -> Result<(), String> {
+        match self {
+            Boot::Esp(e) => e.set_default(slot),
+            Boot::UBoot(b) => b.set_default(slot),
+        }
+        .map_err(|e| format!("cannot make slot {slot} the default: {e}"))
+    }
+
     pub fn mark_good(&self, slot: SlotId) -> Result<(), String> {
         match self {
             Boot::Esp(e) => e.mark_good(slot),

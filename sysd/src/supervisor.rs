@@ -41,6 +41,12 @@ pub enum Action {
         name: String,
         addr: std::net::SocketAddr,
     },
+    /// `GET path` over the unix socket; report `health_ok` on HTTP 200.
+    CheckUnixHttp {
+        name: String,
+        socket: std::path::PathBuf,
+        path: String,
+    },
     /// Every required service is healthy: announce it (once per boot).
     Ready,
 }
@@ -277,8 +283,8 @@ impl Supervisor {
                     started_at,
                     healthy_at: None,
                     next_check,
-                } => match s.def.health {
-                    Health::RunningMs(ms) => {
+                } => match &s.def.health {
+                    &Health::RunningMs(ms) => {
                         if now.saturating_sub(started_at) >= ms {
                             s.set(
                                 Phase::Running {
@@ -291,9 +297,24 @@ impl Supervisor {
                             );
                         }
                     }
-                    Health::Tcp(addr) => {
+                    &Health::Tcp(addr) => {
                         if now >= next_check {
                             actions.push(Action::CheckTcp { name, addr });
+                            s.phase = Phase::Running {
+                                pid,
+                                started_at,
+                                healthy_at: None,
+                                next_check: now + TCP_CHECK_INTERVAL_MS,
+                            };
+                        }
+                    }
+                    Health::UnixHttp { socket, path } => {
+                        if now >= next_check {
+                            actions.push(Action::CheckUnixHttp {
+                                name,
+                                socket: socket.clone(),
+                                path: path.clone(),
+                            });
                             s.phase = Phase::Running {
                                 pid,
                                 started_at,

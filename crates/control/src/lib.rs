@@ -50,6 +50,43 @@ pub enum Request {
     Reboot,
     /// Orderly power off (sysd asks PID 1).
     Poweroff,
+    /// Install an update bundle into the inactive slot. The bundle's bytes follow this
+    /// line on the same connection (`size` of them when the client knows it; otherwise
+    /// until the client shuts down its writing half). The server answers with
+    /// [`Response::Progress`] lines, then [`Response::Installed`] or an error.
+    Upgrade {
+        #[serde(default)]
+        allow_downgrade: bool,
+        #[serde(default)]
+        size: Option<u64>,
+    },
+    /// Make the other slot (when it is good) the default for the next boot.
+    Rollback,
+}
+
+/// A record of the last rollback, kept on the state partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    /// The version that was left.
+    pub from: String,
+    /// The version booted instead.
+    pub to: String,
+    /// Which check failed (automatic) or who asked (manual).
+    pub reason: String,
+    /// The bootloader fell back by itself (health check failed or tries spent).
+    pub automatic: bool,
+    /// Seconds since the epoch by the device's clock when it was recorded.
+    pub at: u64,
+}
+
+/// An installed update waiting for its first healthy boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingUpdate {
+    pub from_version: String,
+    pub from_slot: ballast_slot::SlotId,
+    pub to_version: String,
+    pub to_slot: ballast_slot::SlotId,
+    pub at: u64,
 }
 
 /// What the server answers. On the wire (externally tagged):
@@ -57,11 +94,27 @@ pub enum Request {
 /// `{"error":{"message":"..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+// One message per line on a socket: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Response {
     Status(Status),
     /// One log line, without its trailing newline.
     LogLine(String),
     Ok {
+        message: String,
+    },
+    /// Upgrade progress: `phase` is `verify`, `root`, `kernel`, `initrd` or `activate`;
+    /// `done` bytes (of the uncompressed payload) out of `total`.
+    Progress {
+        phase: String,
+        done: u64,
+        total: u64,
+    },
+    /// The upgrade is written and verified: the next boot tries `version` in `slot`.
+    Installed {
+        version: String,
+        slot: ballast_slot::SlotId,
+        tries: u32,
         message: String,
     },
     Error {
@@ -84,6 +137,12 @@ pub struct Status {
     pub services: Vec<Service>,
     /// Broken definitions, dependency cycles, slot errors: each names the file and the fix.
     pub errors: Vec<String>,
+    /// The last rollback, automatic or asked for.
+    #[serde(default)]
+    pub last_rollback: Option<Rollback>,
+    /// An update installed and not yet committed (or rolled back).
+    #[serde(default)]
+    pub pending_update: Option<PendingUpdate>,
 }
 
 /// One system container.
@@ -250,6 +309,52 @@ pub mod client {
         })
     }
 
+    /// Send `req`, then copy `body` after it on the same connection (and shut the
+    /// writing half down), while handing each response to `each` until the server
+    /// closes the connection. Used by [`Request::Upgrade`].
+    pub fn call_with_body(
+        socket: impl AsRef<Path>,
+        req: &Request,
+        body: &mut (dyn std::io::Read + Send),
+        mut each: impl FnMut(Response) -> bool,
+    ) -> Result<(), ControlError> {
+        let socket = socket.as_ref();
+        let r = connect(socket, req)?;
+        let mut w = r.get_ref().try_clone().map_err(|source| ControlError::Io {
+            action: "clone",
+            path: socket.to_path_buf(),
+            source,
+        })?;
+        let mut r = r;
+        std::thread::scope(|scope| {
+            let sender = scope.spawn(move || {
+                // The server may stop reading early (a refused bundle): a broken pipe
+                // here is not the error to report; the server's answer is.
+                let _ = std::io::copy(body, &mut w);
+                let _ = w.shutdown(std::net::Shutdown::Write);
+            });
+            let mut result = Ok(());
+            loop {
+                match read_message::<_, Response>(&mut r, socket) {
+                    Ok(Some(resp)) => {
+                        if !each(resp) {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            // Unblock the sender if the server went away first.
+            let _ = r.get_ref().shutdown(std::net::Shutdown::Both);
+            let _ = sender.join();
+            result
+        })
+    }
+
     /// Send `req` and hand each response to `each` until the server closes the
     /// connection or `each` returns `false`.
     pub fn stream(
@@ -294,6 +399,8 @@ mod tests {
                 last_exit: Some("exited with status 1".into()),
             }],
             errors: vec![],
+            last_rollback: None,
+            pending_update: None,
         }
     }
 

@@ -1,0 +1,695 @@
+//! Updates on the device: install a signed bundle into the inactive slot, make the
+//! rollback decision visible, and keep the records `osctl status` shows.
+//!
+//! The bundle format belongs to `ballast-bundle`, the slot state to `ballast-slot`;
+//! this module decides the order of the writes, which is what makes an update safe:
+//!
+//! 1. Read the manifest and verify its signature against the keys baked into the
+//!    image (`/usr/lib/ballast/keys/*.pub`) and check arch, board, version and
+//!    rollback index — before anything is written.
+//! 2. Invalidate the inactive slot: its kernel is removed from the boot partition
+//!    (systemd-boot drops an entry whose kernel is missing) and, on U-Boot boards, its
+//!    state is marked bad. From here on, a power cut leaves the active slot the only
+//!    bootable one.
+//! 3. Stream the root payload into the inactive root partition (opened `O_EXCL`, which
+//!    the kernel refuses for a partition in use, e.g. the active root under dm-verity)
+//!    while hashing; then the kernel and initrd into `*.tmp` files. Any size or hash
+//!    difference stops here, with the slot still invalid.
+//! 4. fsync everything, rename kernel and initrd into place, and only then write the
+//!    slot's boot entry with N tries as the default (one atomic rename / state copy).
+//! 5. Record the pending update on the state partition, for the rollback report.
+//!
+//! The active slot is never opened for writing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use ballast_bundle::{Manifest, PublicKey, Reader};
+use ballast_control::{PendingUpdate, Rollback};
+use ballast_slot::{layout, Health, SlotId, SlotStatus};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::slot::Boot;
+
+/// Tries a freshly installed slot gets.
+pub const TRIES: u32 = layout::DEFAULT_TRIES;
+
+/// Records kept on the state partition (`/state/ballast/update/`).
+#[derive(Debug, Clone)]
+pub struct Records {
+    dir: PathBuf,
+}
+
+/// Why the last probation boot gave up, written just before the health reboot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HealthFailure {
+    pub version: String,
+    pub slot: SlotId,
+    pub reason: String,
+    pub at: u64,
+}
+
+impl Records {
+    pub fn new(dir: impl Into<PathBuf>) -> Records {
+        Records { dir: dir.into() }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    pub fn pending(&self) -> Option<PendingUpdate> {
+        read_json(&self.path("pending.json"))
+    }
+    pub fn set_pending(&self, p: Option<&PendingUpdate>) -> Result<(), String> {
+        write_json(&self.path("pending.json"), p)
+    }
+    pub fn last_rollback(&self) -> Option<Rollback> {
+        read_json(&self.path("rollback.json"))
+    }
+    pub fn set_last_rollback(&self, r: &Rollback) -> Result<(), String> {
+        write_json(&self.path("rollback.json"), Some(r))
+    }
+    pub fn health_failure(&self) -> Option<HealthFailure> {
+        read_json(&self.path("health.json"))
+    }
+    pub fn set_health_failure(&self, h: Option<&HealthFailure>) -> Result<(), String> {
+        write_json(&self.path("health.json"), h)
+    }
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
+    let text = fs::read(path).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Atomic replace (tmp, fsync, rename, fsync dir); `None` removes the file.
+fn write_json<T: Serialize>(path: &Path, value: Option<&T>) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let Some(value) = value else {
+        return match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+        };
+    };
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| format!("cannot encode {}: {e}", path.display()))?;
+    let tmp = path.with_extension("json.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What this machine is, from os-release and the kernel command line.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub version: String,
+    pub arch: String,
+    pub board: String,
+    pub rollback_index: u64,
+    /// `ballast.disk=GUID` as booted: the disk stays the same across updates.
+    pub disk_arg: Option<String>,
+}
+
+impl Identity {
+    pub fn read(os_release: &Path, cmdline: &Path, version: &str) -> Identity {
+        let os = fs::read_to_string(os_release).unwrap_or_default();
+        let field = |key: &str| {
+            os.lines()
+                .filter_map(|l| l.trim().strip_prefix(key))
+                .next_back()
+                .map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_string())
+        };
+        let cmd = fs::read_to_string(cmdline).unwrap_or_default();
+        Identity {
+            version: version.to_string(),
+            arch: field("BALLAST_ARCH=").unwrap_or_default(),
+            board: field("BALLAST_BOARD=").unwrap_or_default(),
+            rollback_index: field("BALLAST_ROLLBACK_INDEX=")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            disk_arg: cmd
+                .split_ascii_whitespace()
+                .rfind(|w| w.starts_with("ballast.disk="))
+                .map(str::to_string),
+        }
+    }
+}
+
+/// Everything an install needs to know about the machine.
+pub struct Target<'a> {
+    pub boot: &'a Boot,
+    pub boot_dir: &'a Path,
+    /// The inactive slot's root partition (a regular file in tests).
+    pub root_device: PathBuf,
+    pub booted: SlotId,
+    pub identity: &'a Identity,
+    pub keys: &'a [PublicKey],
+    pub records: &'a Records,
+}
+
+/// One progress report: phase, bytes done, bytes in all.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u64);
+
+/// Install the bundle read from `input` into the slot that is not booted. On success
+/// the next boot tries the new version; on any error the machine boots what it boots
+/// now.
+pub fn install(
+    t: &Target<'_>,
+    input: &mut dyn Read,
+    allow_downgrade: bool,
+    progress: Progress<'_>,
+) -> Result<Manifest, String> {
+    let target = t.booted.other();
+    if t.keys.is_empty() {
+        return Err(
+            "no trusted update keys in /usr/lib/ballast/keys: this image cannot verify any bundle \
+             (build it with `ballast build`, which bakes the signing key's public half in)"
+                .into(),
+        );
+    }
+    let slots = t.boot.status()?;
+    if let Some(me) = slots.iter().find(|s| s.slot == t.booted) {
+        if me.health != Health::Good {
+            return Err(format!(
+                "the running slot {} ({}) is still on probation: wait until it is marked good \
+                 (`ballast-ready`, osctl status) before installing another update",
+                t.booted, t.identity.version
+            ));
+        }
+    }
+
+    progress("verify", 0, 0);
+    let mut reader = Reader::open(input, t.keys).map_err(|e| format!("bundle refused: {e}"))?;
+    let m = reader.manifest().clone();
+    ballast_bundle::check_compatible(
+        &m,
+        &t.identity.arch,
+        &t.identity.board,
+        &t.identity.version,
+        t.identity.rollback_index,
+        allow_downgrade,
+    )
+    .map_err(|e| format!("bundle refused: {e}"))?;
+    for name in ["root", "kernel", "initrd"] {
+        if !m.payloads.iter().any(|p| p.name == name) {
+            return Err(format!(
+                "bundle refused: it has no `{name}` payload (payloads: {})",
+                m.payloads
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let root_size = m
+        .payloads
+        .iter()
+        .find(|p| p.name == "root")
+        .map_or(0, |p| p.size);
+    let dev_size = device_size(&t.root_device)?;
+    if root_size > dev_size {
+        return Err(format!(
+            "bundle refused: its root image ({root_size} bytes) does not fit slot {target}'s partition {} ({dev_size} bytes)",
+            t.root_device.display()
+        ));
+    }
+
+    // From here on the inactive slot is invalid until its entry is written again.
+    invalidate(t, target)?;
+
+    let slot_dir = t.boot_dir.join(layout::SLOT_DIR).join(target.as_str());
+    fs::create_dir_all(&slot_dir)
+        .map_err(|e| format!("cannot create {}: {e}", slot_dir.display()))?;
+    let kernel_tmp = slot_dir.join("vmlinuz.tmp");
+    let initrd_tmp = slot_dir.join("initrd.img.tmp");
+    let payloads = m.payloads.clone();
+    for p in &payloads {
+        let total = p.size;
+        let mut report = |done: u64| progress(&p.name, done, total);
+        match p.name.as_str() {
+            "root" => {
+                let dev = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_EXCL)
+                    .open(&t.root_device)
+                    .map_err(|e| {
+                        format!(
+                            "cannot open slot {target}'s root partition {} for writing: {e}",
+                            t.root_device.display()
+                        )
+                    })?;
+                let mut w = BufWriter::with_capacity(1 << 20, dev);
+                copy_payload(&mut reader, &mut w, &mut report, &p.name)?;
+                let dev = w
+                    .into_inner()
+                    .map_err(|e| format!("writing {}: {}", t.root_device.display(), e.error()))?;
+                dev.sync_all()
+                    .map_err(|e| format!("fsync {}: {e}", t.root_device.display()))?;
+            }
+            "kernel" | "initrd" => {
+                let tmp = if p.name == "kernel" {
+                    &kernel_tmp
+                } else {
+                    &initrd_tmp
+                };
+                let f = File::create(tmp)
+                    .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+                let mut w = BufWriter::with_capacity(1 << 20, f);
+                copy_payload(&mut reader, &mut w, &mut report, &p.name)?;
+                let f = w
+                    .into_inner()
+                    .map_err(|e| format!("writing {}: {}", tmp.display(), e.error()))?;
+                f.sync_all()
+                    .map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
+            }
+            other => {
+                return Err(format!(
+                "bundle refused: unknown payload `{other}` (this sysd knows root, kernel, initrd)"
+            ))
+            }
+        }
+    }
+    progress("activate", 0, 0);
+    rename(&kernel_tmp, &slot_dir.join(layout::KERNEL))?;
+    rename(&initrd_tmp, &slot_dir.join(layout::INITRD))?;
+    sync_dir(&slot_dir);
+    let mut options = m.cmdline.trim().to_string();
+    if let Some(d) = &t.identity.disk_arg {
+        options.push(' ');
+        options.push_str(d);
+    }
+    t.boot.install(target, &m.version, &options, TRIES)?;
+    t.records.set_pending(Some(&PendingUpdate {
+        from_version: t.identity.version.clone(),
+        from_slot: t.booted,
+        to_version: m.version.clone(),
+        to_slot: target,
+        at: now_unix(),
+    }))?;
+    Ok(m)
+}
+
+fn copy_payload<R: Read>(
+    reader: &mut Reader<R>,
+    out: &mut dyn Write,
+    report: &mut dyn FnMut(u64),
+    name: &str,
+) -> Result<(), String> {
+    match reader.copy_next(out, report) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!("bundle refused: it ended before payload `{name}`")),
+        Err(e) => Err(format!("bundle refused while writing `{name}`: {e}")),
+    }
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), String> {
+    fs::rename(from, to)
+        .map_err(|e| format!("cannot rename {} to {}: {e}", from.display(), to.display()))
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Remove the slot's kernel (and mark it bad where the bootloader keeps a state), so
+/// that no bootloader picks it while its root is being rewritten.
+fn invalidate(t: &Target<'_>, slot: SlotId) -> Result<(), String> {
+    let dir = t.boot_dir.join(layout::SLOT_DIR).join(slot.as_str());
+    for name in [layout::KERNEL, layout::INITRD] {
+        let p = dir.join(name);
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot remove {}: {e}", p.display())),
+        }
+    }
+    sync_dir(&dir);
+    t.boot.invalidate(slot)
+}
+
+fn device_size(path: &Path) -> Result<u64, String> {
+    let mut f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    f.seek(SeekFrom::End(0))
+        .map_err(|e| format!("cannot size {}: {e}", path.display()))
+}
+
+/// The partition device of `slot`'s root: the disk that holds the mounted boot
+/// partition, partition number 2 or 3 (`/sys/dev/block/MAJ:MIN` → its disk → the
+/// partition whose `partition` file holds the number).
+pub fn slot_device(boot_dir: &Path, slot: SlotId) -> Result<PathBuf, String> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    let want = boot_dir.to_string_lossy();
+    let majmin = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 4 && f[4] == want).then(|| f[2].to_string())
+        })
+        .next_back()
+        .ok_or_else(|| format!("{want} is not mounted: cannot find the boot disk"))?;
+    let part = fs::canonicalize(format!("/sys/dev/block/{majmin}"))
+        .map_err(|e| format!("cannot resolve /sys/dev/block/{majmin}: {e}"))?;
+    let disk = part
+        .parent()
+        .ok_or_else(|| format!("{} has no parent disk", part.display()))?;
+    let want_index = slot.partition_index().to_string();
+    let entries = fs::read_dir(disk).map_err(|e| format!("cannot list {}: {e}", disk.display()))?;
+    for e in entries.flatten() {
+        let idx = fs::read_to_string(e.path().join("partition")).unwrap_or_default();
+        if idx.trim() == want_index {
+            return Ok(Path::new("/dev").join(e.file_name()));
+        }
+    }
+    Err(format!(
+        "disk {} has no partition {want_index} (slot {slot}'s root)",
+        disk.display()
+    ))
+}
+
+/// At sysd's start: when an installed update was not kept (the bootloader booted the
+/// previous slot because the new one spent its tries), record and return the
+/// rollback. The caller prints `ballast-rollback ...`.
+pub fn reconcile(
+    records: &Records,
+    booted: SlotId,
+    version: &str,
+    slots: &[SlotStatus],
+) -> Option<Rollback> {
+    let pending = records.pending()?;
+    if booted == pending.to_slot {
+        return None; // on probation, or already good: the ready path clears it
+    }
+    let to_slot = slots.iter().find(|s| s.slot == pending.to_slot);
+    if let Some(s) = to_slot {
+        if s.health.is_bootable() && s.is_default {
+            // Not tried yet (installed, then rebooted before the bootloader got to
+            // it?) — leave it pending.
+            return None;
+        }
+    }
+    let reason = match records.health_failure() {
+        Some(h) if h.version == pending.to_version => h.reason,
+        _ => format!(
+            "slot {} ({}) spent its {TRIES} tries without passing the health check (kernel, init or sysd did not come up)",
+            pending.to_slot, pending.to_version
+        ),
+    };
+    let rb = Rollback {
+        from: pending.to_version.clone(),
+        to: version.to_string(),
+        reason,
+        automatic: true,
+        at: now_unix(),
+    };
+    let _ = records.set_last_rollback(&rb);
+    let _ = records.set_pending(None);
+    let _ = records.set_health_failure(None);
+    Some(rb)
+}
+
+/// One line for the console: `ballast-rollback from=V1 to=V2 reason=TEXT`.
+pub fn rollback_line(rb: &Rollback) -> String {
+    let reason: String = rb
+        .reason
+        .chars()
+        .map(|c| if c == '\n' { ' ' } else { c })
+        .collect();
+    format!(
+        "ballast-rollback from={} to={} reason={reason}",
+        rb.from, rb.to
+    )
+}
+
+/// `ballast.health_timeout=SECS` from the kernel command line (default 300 s): how
+/// long a slot on probation may take to pass the health check before sysd gives up
+/// and reboots, so the bootloader counts the try.
+pub fn health_timeout(cmdline: &str) -> std::time::Duration {
+    let secs = cmdline
+        .split_ascii_whitespace()
+        .filter_map(|w| w.strip_prefix("ballast.health_timeout="))
+        .next_back()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(300);
+    std::time::Duration::from_secs(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        boot_dir: PathBuf,
+        device: PathBuf,
+        records: Records,
+        signer: ballast_bundle::Signer,
+        identity: Identity,
+        root: Vec<u8>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let boot_dir = dir.path().join("boot");
+        let esp = ballast_slot::bls::Esp::new(&boot_dir);
+        fs::create_dir_all(boot_dir.join("loader/entries")).unwrap();
+        esp.write_loader_conf().unwrap();
+        fs::create_dir_all(boot_dir.join("ballast/a")).unwrap();
+        fs::write(boot_dir.join("ballast/a/vmlinuz"), b"old kernel").unwrap();
+        fs::write(boot_dir.join("ballast/a/initrd.img"), b"old initrd").unwrap();
+        esp.write_entry(
+            &ballast_slot::bls::Entry::new(SlotId::A, "0.1.0", "ballast.disk=X"),
+            None,
+        )
+        .unwrap();
+        let device = dir.path().join("root-b");
+        fs::write(&device, vec![0u8; 4 << 20]).unwrap();
+        Fixture {
+            boot_dir,
+            device,
+            records: Records::new(dir.path().join("records")),
+            signer: ballast_bundle::Signer::from_seed(&[7; 32]),
+            identity: Identity {
+                version: "0.1.0".into(),
+                arch: "arm64".into(),
+                board: "qemu-arm64".into(),
+                rollback_index: 0,
+                disk_arg: Some("ballast.disk=GUID".into()),
+            },
+            root: (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect(),
+            _dir: dir,
+        }
+    }
+
+    fn bundle(f: &Fixture, version: &str, signer: &ballast_bundle::Signer) -> Vec<u8> {
+        let d = tempfile::tempdir().unwrap();
+        let (root, kernel, initrd) = (
+            d.path().join("root"),
+            d.path().join("kernel"),
+            d.path().join("initrd"),
+        );
+        fs::write(&root, &f.root).unwrap();
+        fs::write(&kernel, format!("kernel {version}")).unwrap();
+        fs::write(&initrd, format!("initrd {version}")).unwrap();
+        let out = d.path().join("b.bundle");
+        let base = Manifest {
+            format: ballast_bundle::FORMAT,
+            os: ballast_bundle::OS.into(),
+            version: version.into(),
+            arch: "arm64".into(),
+            boards: vec!["qemu-arm64".into()],
+            build_time: 1,
+            rollback_index: 0,
+            key_id: String::new(),
+            cmdline: "console=ttyAMA0 ballast.verity=H".into(),
+            payloads: vec![],
+        };
+        let inputs = [
+            ballast_bundle::Input {
+                name: "root",
+                path: &root,
+            },
+            ballast_bundle::Input {
+                name: "kernel",
+                path: &kernel,
+            },
+            ballast_bundle::Input {
+                name: "initrd",
+                path: &initrd,
+            },
+        ];
+        ballast_bundle::write(&out, base, &inputs, signer).unwrap();
+        fs::read(&out).unwrap()
+    }
+
+    fn try_install(f: &Fixture, bytes: &[u8], allow_downgrade: bool) -> Result<Manifest, String> {
+        let boot = Boot::open(&f.boot_dir, false).unwrap();
+        let keys = [f.signer.public()];
+        let t = Target {
+            boot: &boot,
+            boot_dir: &f.boot_dir,
+            root_device: f.device.clone(),
+            booted: SlotId::A,
+            identity: &f.identity,
+            keys: &keys,
+            records: &f.records,
+        };
+        install(&t, &mut &bytes[..], allow_downgrade, &mut |_, _, _| {})
+    }
+
+    fn slot_b(f: &Fixture) -> SlotStatus {
+        let boot = Boot::open(&f.boot_dir, false).unwrap();
+        boot.status()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.slot == SlotId::B)
+            .unwrap()
+    }
+
+    #[test]
+    fn install_writes_the_inactive_slot_and_makes_it_the_default_on_probation() {
+        let f = fixture();
+        let b = bundle(&f, "0.2.0", &f.signer);
+        let m = try_install(&f, &b, false).unwrap();
+        assert_eq!(m.version, "0.2.0");
+        let dev = fs::read(&f.device).unwrap();
+        assert_eq!(&dev[..f.root.len()], &f.root[..]);
+        assert_eq!(
+            fs::read(f.boot_dir.join("ballast/b/vmlinuz")).unwrap(),
+            b"kernel 0.2.0"
+        );
+        let st = slot_b(&f);
+        assert_eq!(st.version.as_deref(), Some("0.2.0"));
+        assert!(st.is_default);
+        assert!(
+            matches!(st.health, Health::Trying { tries_left: 3, .. }),
+            "{st:?}"
+        );
+        let entries: Vec<String> = fs::read_dir(f.boot_dir.join("loader/entries"))
+            .unwrap()
+            .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.contains("ballast.verity=H ballast.disk=GUID ballast.slot=b")),
+            "{entries:?}"
+        );
+        let p = f.records.pending().unwrap();
+        assert_eq!((p.to_version.as_str(), p.to_slot), ("0.2.0", SlotId::B));
+        // The old slot's files are untouched.
+        assert_eq!(
+            fs::read(f.boot_dir.join("ballast/a/vmlinuz")).unwrap(),
+            b"old kernel"
+        );
+    }
+
+    #[test]
+    fn refused_bundles_leave_the_active_slot_the_default() {
+        let f = fixture();
+        let good = bundle(&f, "0.2.0", &f.signer);
+        let n = good.len();
+        let mut cases: Vec<(&str, Vec<u8>, &str)> = Vec::new();
+        let mut payload = good.clone();
+        payload[n - 3] ^= 0x40;
+        cases.push(("flipped payload byte", payload, "refused"));
+        let mut manifest = good.clone();
+        manifest[40] ^= 0x01;
+        cases.push(("flipped manifest byte", manifest, "refused"));
+        cases.push(("truncated", good[..n / 2].to_vec(), "refused"));
+        let stranger = ballast_bundle::Signer::from_seed(&[9; 32]);
+        cases.push(("unknown key", bundle(&f, "0.2.0", &stranger), "refused"));
+        cases.push(("downgrade", bundle(&f, "0.0.9", &f.signer), "refused"));
+        for (what, bytes, needle) in cases {
+            let e = try_install(&f, &bytes, false).unwrap_err();
+            assert!(e.contains(needle), "{what}: {e}");
+            let b = slot_b(&f);
+            assert!(!b.is_default && b.health == Health::Bad, "{what}: {b:?}");
+            let boot = Boot::open(&f.boot_dir, false).unwrap();
+            let a = boot
+                .status()
+                .unwrap()
+                .into_iter()
+                .find(|s| s.slot == SlotId::A)
+                .unwrap();
+            assert!(a.is_default && a.health == Health::Good, "{what}: {a:?}");
+            assert!(f.records.pending().is_none(), "{what}");
+        }
+        // The downgrade goes in when asked for.
+        assert!(try_install(&f, &bundle(&f, "0.0.9", &f.signer), true).is_ok());
+    }
+
+    #[test]
+    fn health_timeout_from_cmdline() {
+        assert_eq!(health_timeout("quiet").as_secs(), 300);
+        assert_eq!(
+            health_timeout("a ballast.health_timeout=20 b").as_secs(),
+            20
+        );
+        assert_eq!(health_timeout("ballast.health_timeout=x").as_secs(), 300);
+    }
+
+    #[test]
+    fn rollback_is_reported_once_with_the_recorded_reason() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Records::new(d.path());
+        r.set_pending(Some(&PendingUpdate {
+            from_version: "0.1.0".into(),
+            from_slot: SlotId::A,
+            to_version: "0.3.0".into(),
+            to_slot: SlotId::B,
+            at: 1,
+        }))
+        .unwrap();
+        r.set_health_failure(Some(&HealthFailure {
+            version: "0.3.0".into(),
+            slot: SlotId::B,
+            reason: "required service broken not healthy".into(),
+            at: 2,
+        }))
+        .unwrap();
+        let slots = vec![
+            SlotStatus {
+                slot: SlotId::A,
+                version: Some("0.1.0".into()),
+                health: Health::Good,
+                is_default: true,
+            },
+            SlotStatus {
+                slot: SlotId::B,
+                version: Some("0.3.0".into()),
+                health: Health::Bad,
+                is_default: false,
+            },
+        ];
+        // Booted the new slot: nothing to report.
+        assert!(reconcile(&r, SlotId::B, "0.3.0", &slots).is_none());
+        let rb = reconcile(&r, SlotId::A, "0.1.0", &slots).unwrap();
+        assert_eq!(
+            rollback_line(&rb),
+            "ballast-rollback from=0.3.0 to=0.1.0 reason=required service broken not healthy"
+        );
+        assert_eq!(r.last_rollback().unwrap(), rb);
+        assert!(r.pending().is_none());
+        assert!(reconcile(&r, SlotId::A, "0.1.0", &slots).is_none());
+    }
+}
