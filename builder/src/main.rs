@@ -5,6 +5,8 @@
 mod bench;
 mod build;
 mod cmd_fetch;
+mod cmd_keys;
+mod cmd_publish;
 mod debpkg;
 mod devbins;
 mod image;
@@ -47,6 +49,10 @@ enum Cmd {
     /// Measure: boot time against the floor.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Make an ed25519 key pair for signing bundles and channels.
+    Keygen(cmd_keys::KeygenArgs),
+    /// Verify a bundle and add it to a signed channel directory.
+    Publish(cmd_publish::PublishArgs),
     /// Kernel tools.
     #[command(subcommand)]
     Kernel(KernelCmd),
@@ -74,6 +80,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     let project = || project::Project::discover(cli.root.as_deref());
     match &cli.command {
         Cmd::Fetch(args) => cmd_fetch::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Keygen(args) => cmd_keys::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Publish(args) => cmd_publish::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Build(args) => build::run(&project()?, args).map(|()| ExitCode::SUCCESS),
         Cmd::Run(args) => run::run(&project()?, args),
         Cmd::Kernel(KernelCmd::Check(args)) => build::kernel_check(&project()?, args),

@@ -1,0 +1,101 @@
+//! `ballast publish CHANNEL_DIR BUNDLE --key SECRET [--notes TEXT]
+//! [--expires-days N] [--json]`: verify a bundle and add it to a signed
+//! channel directory that any static file server can serve.
+
+use anyhow::{bail, Context, Result};
+use ballast_bundle::channel::{self, Entry};
+use ballast_bundle::{keys, Reader};
+use clap::Args;
+use serde::Serialize;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// The channel directory (created when missing): index.json, index.json.sig, bundles.
+    #[arg(value_name = "CHANNEL_DIR")]
+    pub channel: PathBuf,
+    /// The .bundle file to publish.
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+    /// The secret key (PREFIX.key from `ballast keygen`) that signed the bundle and signs the index.
+    #[arg(long, value_name = "SECRET")]
+    pub key: PathBuf,
+    /// Release notes stored in the index entry.
+    #[arg(long, value_name = "TEXT")]
+    pub notes: Option<String>,
+    /// Devices refuse the index this many days after publishing; publish again before then.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub expires_days: u64,
+    /// Print {"channel", "entry": {...}, "expires", "entries"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Published {
+    channel: PathBuf,
+    entry: Entry,
+    /// Unix seconds.
+    expires: u64,
+    /// How many entries the index holds now.
+    entries: usize,
+}
+
+pub fn run(args: &PublishArgs) -> Result<()> {
+    if args.expires_days == 0 {
+        bail!("--expires-days 0 would publish an index devices refuse at once; give 1 or more");
+    }
+    let signer = keys::read_secret(&args.key)?;
+    let index = channel::publish(
+        &args.channel,
+        &args.bundle,
+        &signer,
+        args.notes.as_deref(),
+        args.expires_days,
+    )?;
+    // The bundle verified during publish; read its header again for the entry's key.
+    let file =
+        File::open(&args.bundle).with_context(|| format!("opening {}", args.bundle.display()))?;
+    let reader = Reader::open(BufReader::new(file), &[signer.public()])
+        .with_context(|| format!("reading {}", args.bundle.display()))?;
+    let manifest = reader.manifest();
+    let entry = index
+        .entries
+        .iter()
+        .find(|e| e.version == manifest.version && e.arch == manifest.arch)
+        .cloned()
+        .with_context(|| {
+            format!(
+                "{}: the index has no entry for {} {} after publishing",
+                args.channel.display(),
+                manifest.version,
+                manifest.arch
+            )
+        })?;
+    let out = Published {
+        channel: args.channel.clone(),
+        entry,
+        expires: index.expires,
+        entries: index.entries.len(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "published {} ({}) as {}",
+            out.entry.version,
+            out.entry.arch,
+            out.channel.join(&out.entry.file).display()
+        );
+        println!(
+            "index: {} entries, signed by key {}, expires in {} days (unix {}): publish again before then",
+            out.entries,
+            signer.public().id,
+            args.expires_days,
+            out.expires
+        );
+    }
+    Ok(())
+}
