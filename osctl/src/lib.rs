@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use ballast_control::{client, ControlError, Request, Response, Status};
 use clap::{Parser, Subcommand};
 
+pub mod config_cmd;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "osctl",
@@ -55,6 +57,11 @@ pub enum Command {
     Reboot,
     /// Power the machine off in order.
     Poweroff,
+    /// Check a #cloud-config (or TOML) document offline.
+    Config {
+        #[command(subcommand)]
+        action: config_cmd::ConfigAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +211,15 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         }
         Command::Reboot => simple(cli, Request::Reboot, "reboot", out),
         Command::Poweroff => simple(cli, Request::Poweroff, "poweroff", out),
+        Command::Config { action } => {
+            // Exit codes of its own (0 valid, 1 invalid, 2 unreadable file).
+            let code = config_cmd::run(action, out, &mut io::stderr());
+            if code != 0 {
+                out.flush().map_err(Failure::Stdout)?;
+                std::process::exit(code);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,1 +1,319 @@
-//! First-boot configuration (see the crate description).
+//! First-boot and runtime configuration of a Ballast machine.
+//!
+//! This crate owns the config format: it reads a `#cloud-config` document
+//! (cloud-init's YAML, common keys plus a `ballast:` section) or the same
+//! schema written in TOML, validates every key with the line it sits on, and
+//! turns the result into a [`Plan`] of concrete effects (hostname, users and
+//! their keys, files with decoded bytes, commands, NTP, time zone, system
+//! containers, network...) that the device applies and stores as JSON, and
+//! that [`diff`] compares for `osctl config apply --dry-run`.
+//!
+//! It never touches the machine: no file is written, no command run here.
+//!
+//! Behaviour worth knowing:
+//! - Format: a first line `#cloud-config` means YAML; anything else is read
+//!   as TOML; YAML without the header is refused with the fix.
+//! - YAML scalars follow YAML 1.1 as cloud-init (PyYAML) reads them: `yes`
+//!   is true and `0644` is octal, so a document means the same here as there.
+//! - Unknown keys are warnings (with line and a "did you mean"), not errors:
+//!   cloud-init documents carry keys for other platforms. Keys that Ballast
+//!   accepts but never honours (`ssh_pwauth: true`, `packages`, passwords)
+//!   are warnings that say why.
+//! - Limits: the document is at most 1 MiB, a decoded file 16 MiB; no input
+//!   makes it panic (property test and fuzz target `cloud_config`).
+//!
+//! YAML library: `saphyr` (with `saphyr-parser`). serde_yaml is archived and
+//! its forks (serde_yml with a soundness advisory, serde_yaml_ng and
+//! serde_norway with little activity) are thin; saphyr is the maintained
+//! successor of yaml-rust2, pure Rust (builds for musl and armv7), YAML 1.2
+//! conformant, and its `MarkedYaml` keeps the span of every key and value,
+//! which is what line numbers need. Its loader also bounds alias expansion
+//! (billion laughs). We turn off its own scalar resolution and resolve plain
+//! scalars by YAML 1.1 rules ourselves (see `node.rs`). TOML uses `toml`'s
+//! spanned `DeTable`, so TOML errors have lines too.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod checks;
+mod node;
+mod plan;
+mod schema;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use plan::{diff, HostnamePlan, Plan};
+
+/// Largest accepted document.
+pub const MAX_DOCUMENT: usize = 1 << 20;
+/// Largest decoded `write_files` content.
+pub const MAX_FILE: usize = checks::MAX_FILE;
+/// The user `default` stands for.
+pub const DEFAULT_USER: &str = "ballast";
+
+/// One problem in a document. Display: `SOURCE:LINE: KEY: MESSAGE (fix)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigError {
+    /// Where the document came from (a path, a URL, `CIDATA:user-data`).
+    pub source: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted path of the key, like `users[1].ssh_authorized_keys[0]`; empty
+    /// for the document as a whole.
+    pub key: String,
+    /// What is wrong, ending with the fix in parentheses.
+    pub message: String,
+}
+
+/// Same shape as an error; the document is still applied.
+pub type Warning = ConfigError;
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.source)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A valid document and what deserves a look.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub doc: Document,
+    pub warnings: Vec<Warning>,
+}
+
+/// Everything found in one pass: all errors, all warnings, and the document
+/// when there was no error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub doc: Option<Document>,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<Warning>,
+}
+
+/// Parses and validates a document; the first error when it is invalid.
+pub fn parse(text: &str, source: &str) -> Result<Parsed, ConfigError> {
+    let c = check(text, source);
+    match (c.doc, c.errors.into_iter().next()) {
+        (Some(doc), None) => Ok(Parsed {
+            doc,
+            warnings: c.warnings,
+        }),
+        (_, Some(e)) => Err(e),
+        (None, None) => Err(ConfigError {
+            source: source.into(),
+            line: None,
+            key: String::new(),
+            message: "invalid document".into(),
+        }),
+    }
+}
+
+/// Parses and validates a document, collecting every error (for
+/// `osctl config validate`).
+pub fn check(text: &str, source: &str) -> Checked {
+    schema::check(text, source)
+}
+
+/// A command of `runcmd`/`bootcmd`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cmd {
+    /// A string: run by `sh -c`.
+    Shell(String),
+    /// A list: run as argv, no shell.
+    Argv(Vec<String>),
+}
+
+impl fmt::Display for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cmd::Shell(s) => write!(f, "sh -c {s:?}"),
+            Cmd::Argv(a) => write!(f, "{}", a.join(" ")),
+        }
+    }
+}
+
+/// An entry of `users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserSpec {
+    /// `- default`: the user `ballast`, in groups sudo and docker,
+    /// password-less sudo, the top-level `ssh_authorized_keys`.
+    Default,
+    User(User),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    pub gecos: Option<String>,
+    pub uid: Option<u32>,
+    pub groups: Vec<String>,
+    /// sudoers rules (`ALL=(ALL) NOPASSWD:ALL`); empty: no sudo.
+    pub sudo: Vec<String>,
+    pub shell: Option<String>,
+    /// Always true in effect: Ballast never enables password login.
+    pub lock_passwd: bool,
+    pub ssh_authorized_keys: Vec<String>,
+}
+
+/// An entry of `write_files`, content already decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteFile {
+    pub path: String,
+    #[serde(with = "plan::b64_bytes")]
+    pub content: Vec<u8>,
+    pub owner: String,
+    pub group: Option<String>,
+    /// Permission bits (`0o644` unless given).
+    pub mode: u32,
+    pub append: bool,
+    /// Written after users exist (cloud-init's final stage).
+    pub defer: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Ntp {
+    pub enabled: bool,
+    pub servers: Vec<String>,
+    pub pools: Vec<String>,
+}
+
+/// The validated document, close to what was written.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Document {
+    pub hostname: Option<String>,
+    pub fqdn: Option<String>,
+    pub preserve_hostname: bool,
+    /// `None`: not given, which means `[default]`.
+    pub users: Option<Vec<UserSpec>>,
+    /// For the default user.
+    pub ssh_authorized_keys: Vec<String>,
+    pub write_files: Vec<WriteFile>,
+    pub bootcmd: Vec<Cmd>,
+    pub runcmd: Vec<Cmd>,
+    pub ntp: Option<Ntp>,
+    pub timezone: Option<String>,
+    pub ssh_pwauth: Option<bool>,
+    pub disable_root: bool,
+    pub ballast: Ballast,
+}
+
+/// The `ballast:` section.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Ballast {
+    pub system: Vec<SystemContainer>,
+    pub engine: Option<Engine>,
+    pub update: Option<Update>,
+    pub network: Option<Network>,
+    /// name → value; sorted, so YAML and TOML give the same plan.
+    pub sysctl: BTreeMap<String, String>,
+    pub modules: Vec<String>,
+}
+
+/// Where a system container's root comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerSource {
+    /// An OCI image archive (path).
+    Image(String),
+    /// An OCI runtime bundle directory (path).
+    Bundle(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub source: String,
+    pub destination: String,
+    pub options: Vec<String>,
+}
+
+/// An extra system container (`ballast.system[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemContainer {
+    pub name: String,
+    pub source: ContainerSource,
+    pub command: Vec<String>,
+    /// `K=V`, in the order written (maps: sorted by name).
+    pub env: Vec<String>,
+    pub mounts: Vec<Mount>,
+    pub host_network: bool,
+    pub restart: Restart,
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Engine {
+    pub enabled: bool,
+    pub data_root: Option<String>,
+    pub registry_mirrors: Vec<String>,
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    pub channel: Option<String>,
+    /// Lowercase hex of each `ballast-ed25519` key.
+    pub trusted_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interface {
+    pub name: String,
+    /// Given, or true when no address is.
+    pub dhcp: bool,
+    pub addresses: Vec<String>,
+    pub gateway: Option<String>,
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Dns {
+    pub nameservers: Vec<String>,
+    pub search: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// A CIDR or `default`.
+    pub to: String,
+    pub via: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Network {
+    pub interfaces: Vec<Interface>,
+    pub dns: Dns,
+    pub routes: Vec<Route>,
+}
+
+/// NoCloud `meta-data`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MetaData {
+    /// Changes when the machine is a new instance: `runcmd` runs once per id.
+    pub instance_id: Option<String>,
+    pub local_hostname: Option<String>,
+}
+
+/// Parses NoCloud `meta-data` (YAML, or `key: value` lines).
+pub fn parse_meta_data(text: &str, source: &str) -> Result<MetaData, ConfigError> {
+    schema::meta_data(text, source)
+}
