@@ -3,14 +3,22 @@
 //! while it streams it out; the caller must not make a slot bootable unless
 //! every `copy_next` returned `Ok`.
 
-use crate::{BundleError, Manifest, Payload, PublicKey, Signer};
+#[cfg(feature = "write")]
+use crate::Signer;
+use crate::{BundleError, Manifest, Payload, PublicKey};
 use sha2::{Digest, Sha256};
+#[cfg(feature = "write")]
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Read, Write};
+#[cfg(feature = "write")]
+use std::io::{BufWriter, Seek, SeekFrom};
+use std::path::Path;
+#[cfg(feature = "write")]
+use std::path::PathBuf;
 
 pub const MAGIC: &[u8; 16] = b"BALLAST-BUNDLE1\n";
 pub const MAX_MANIFEST_LEN: u32 = 1 << 20;
+#[cfg(feature = "write")]
 /// zstd level for payloads: a good ratio on kernels and initrds at a speed
 /// that keeps a build short; the root image is mostly squashfs (already compressed).
 pub const COMPRESSION_LEVEL: i32 = 9;
@@ -24,20 +32,24 @@ pub struct Input<'a> {
     pub path: &'a Path,
 }
 
+#[cfg(feature = "write")]
 /// Removes a temporary file unless disarmed.
 struct TempFile(PathBuf);
+#[cfg(feature = "write")]
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
     }
 }
 
+#[cfg(feature = "write")]
 fn sibling(out: &Path, suffix: &str) -> PathBuf {
     let mut name = out.as_os_str().to_os_string();
     name.push(suffix);
     PathBuf::from(name)
 }
 
+#[cfg(feature = "write")]
 /// Compresses each input, fills payload sizes/hashes and key_id, and writes the
 /// bundle atomically (OUT.tmp, fsync, rename, fsync the directory).
 pub fn write(
@@ -123,6 +135,7 @@ pub fn write(
     Ok(manifest)
 }
 
+#[cfg(feature = "write")]
 /// Compress `input` into `dest` as one zstd frame, hashing the uncompressed bytes.
 fn compress(input: &Input, dest: &Path) -> Result<Payload, BundleError> {
     let mut src = File::open(input.path)
@@ -132,11 +145,11 @@ fn compress(input: &Input, dest: &Path) -> Result<Payload, BundleError> {
     let mut enc =
         zstd::stream::write::Encoder::new(BufWriter::with_capacity(CHUNK, file), COMPRESSION_LEVEL)
             .map_err(werr)?;
+    // Always the multithreaded mode, even with one worker: its output does not
+    // depend on the worker count, so builds of the same inputs on machines with
+    // different CPU counts give the same bytes (SOURCE_DATE_EPOCH builds).
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    if threads > 1 {
-        // Falls back to one thread when libzstd was built without threads.
-        let _ = enc.multithread(threads);
-    }
+    enc.multithread(threads.max(1)).map_err(werr)?;
     enc.include_checksum(true).map_err(werr)?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
@@ -158,11 +171,17 @@ fn compress(input: &Input, dest: &Path) -> Result<Payload, BundleError> {
         .into_inner()
         .map_err(|e| werr(e.into_error()))?;
     let compressed_size = file.seek(SeekFrom::End(0)).map_err(werr)?;
+    drop(file);
+    let mut framed = Sha256::new();
+    File::open(dest)
+        .and_then(|mut f| io::copy(&mut f, &mut framed))
+        .map_err(|e| BundleError::io("hashing", dest, e))?;
     Ok(Payload {
         name: input.name.to_string(),
         size,
         sha256: hex::encode(hasher.finalize()),
         compressed_size,
+        compressed_sha256: hex::encode(framed.finalize()),
     })
 }
 
@@ -305,13 +324,24 @@ impl<R: Read> Reader<R> {
             name: name.clone(),
             detail,
         };
-        let mut limited = (&mut self.input).take(payload.compressed_size);
-        let mut decoder = zstd::stream::read::Decoder::new(&mut limited).map_err(|source| {
-            BundleError::Decompress {
-                name: name.clone(),
-                source,
+        let mut limited = HashRead {
+            inner: &mut self.input,
+            hasher: Sha256::new(),
+        }
+        .take(payload.compressed_size);
+        let mut decoder = match ruzstd::decoding::StreamingDecoder::new(&mut limited) {
+            Ok(d) => d,
+            Err(e) => {
+                return Err(if limited.limit() != 0 && at_eof(limited.get_mut()) {
+                    BundleError::Truncated
+                } else {
+                    BundleError::Decompress {
+                        name: name.clone(),
+                        source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+                    }
+                })
             }
-        })?;
+        };
         let mut hasher = Sha256::new();
         let mut written = 0u64;
         let mut next_report = PROGRESS_EVERY;
@@ -321,10 +351,7 @@ impl<R: Read> Reader<R> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_)
-                    if decoder.get_ref().get_ref().limit() != 0
-                        && at_eof(decoder.get_mut().get_mut()) =>
-                {
+                Err(_) if decoder.get_ref().limit() != 0 && at_eof(decoder.get_mut().get_mut()) => {
                     return Err(BundleError::Truncated)
                 }
                 Err(source) => {
@@ -357,6 +384,13 @@ impl<R: Read> Reader<R> {
         if limited.limit() != 0 {
             return Err(BundleError::Truncated);
         }
+        let framed = hex::encode(limited.into_inner().hasher.finalize());
+        if framed != payload.compressed_sha256 {
+            return Err(mismatch(format!(
+                "its stored frame has sha256 {framed}, the manifest says {}",
+                payload.compressed_sha256
+            )));
+        }
         if written != payload.size {
             return Err(mismatch(format!(
                 "{written} bytes, the manifest says {}",
@@ -378,5 +412,19 @@ impl<R: Read> Reader<R> {
         self.next += 1;
         self.failed = false;
         Ok(Some(payload))
+    }
+}
+
+/// Hashes what passes through: the stored (compressed) bytes of a payload.
+struct HashRead<R: Read> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
 }

@@ -18,12 +18,19 @@
 //!                     `compressed_size` bytes; after the last, end of file
 //! ```
 //!
-//! The signature covers the manifest, and the manifest carries the size and
-//! SHA-256 of each uncompressed payload, so the payloads are covered through
-//! their hashes: [`Reader::copy_next`] hashes while it streams and fails unless
-//! both match. The manifest's `key_id` names the signing key (first 16 hex
-//! characters of the SHA-256 of the 32-byte public key); it must be the key
-//! that verified the signature.
+//! The signature covers the manifest, and the manifest carries, for each
+//! payload, the SHA-256 of its stored zstd frame (`compressed_sha256`) and of
+//! its uncompressed bytes (`sha256`), so every byte of the bundle is covered:
+//! [`Reader::copy_next`] hashes both while it streams and fails unless both
+//! and the sizes match. The manifest's `key_id` names the signing key (first
+//! 16 hex characters of the SHA-256 of the 32-byte public key); it must be the
+//! key that verified the signature.
+//!
+//! # Features
+//!
+//! Reading uses ruzstd (pure Rust: it cross-compiles to every device target).
+//! Writing ([`write`], [`COMPRESSION_LEVEL`]) uses libzstd, multithreaded, and
+//! sits behind the default feature `write`; device builds turn it off.
 //!
 //! # Keys
 //!
@@ -42,7 +49,9 @@ mod error;
 pub mod keys;
 mod manifest;
 
-pub use bundle::{write, Input, Reader, COMPRESSION_LEVEL, MAGIC, MAX_MANIFEST_LEN};
+#[cfg(feature = "write")]
+pub use bundle::{write, COMPRESSION_LEVEL};
+pub use bundle::{Input, Reader, MAGIC, MAX_MANIFEST_LEN};
 pub use compat::{check_compatible, compare_versions};
 pub use error::BundleError;
 pub use keys::{PublicKey, Signer};

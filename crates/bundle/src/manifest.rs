@@ -44,6 +44,9 @@ pub struct Payload {
     pub sha256: String,
     /// Bytes of its zstd frame in the bundle.
     pub compressed_size: u64,
+    /// Lower-case hex SHA-256 of the zstd frame as stored: every byte of the bundle
+    /// is covered, also those a decoder may skip or not check (frame checksums).
+    pub compressed_sha256: String,
 }
 
 impl Manifest {
@@ -138,16 +141,13 @@ impl Manifest {
             if self.payloads[..i].iter().any(|q| q.name == p.name) {
                 return bad("name", format!("{:?} appears twice", p.name));
             }
-            if p.sha256.len() != 64
-                || !p
-                    .sha256
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-            {
-                return bad(
-                    "sha256",
-                    format!("{:?} is not 64 lower-case hex digits", p.sha256),
-                );
+            for (field, value) in [
+                ("sha256", &p.sha256),
+                ("compressed_sha256", &p.compressed_sha256),
+            ] {
+                if !is_sha256_hex(value) {
+                    return bad(field, format!("{value:?} is not 64 lower-case hex digits"));
+                }
             }
             if p.compressed_size == 0 {
                 return bad(
@@ -158,6 +158,12 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -180,6 +186,7 @@ mod tests {
                 size: 3,
                 sha256: "a".repeat(64),
                 compressed_size: 12,
+                compressed_sha256: "00".repeat(32),
             }],
         }
     }
@@ -214,6 +221,10 @@ mod tests {
             (
                 "payloads[0].sha256",
                 Box::new(|m| m.payloads[0].sha256 = "00".into()),
+            ),
+            (
+                "payloads[0].compressed_sha256",
+                Box::new(|m| m.payloads[0].compressed_sha256 = "A".repeat(64)),
             ),
             (
                 "payloads[1].name",

@@ -147,6 +147,14 @@ fn roundtrip_gives_back_the_inputs_and_the_manifest() {
 }
 
 #[test]
+fn the_same_inputs_give_the_same_bundle_bytes() {
+    let f = fixture("1.4.0");
+    let again = f.dir.join("again.bundle");
+    write_bundle(&f.dir, &again, "1.4.0", &f.signer);
+    assert_eq!(fs::read(&again).unwrap(), fs::read(&f.bundle).unwrap());
+}
+
+#[test]
 fn a_flipped_manifest_or_signature_byte_is_a_bad_signature() {
     let f = fixture("1.4.0");
     let pk = f.signer.public();
