@@ -48,6 +48,16 @@ pub struct BuildArgs {
     /// Build only the kernel and initramfs, no disk image.
     #[arg(long)]
     pub no_disk: bool,
+    /// Secret key that signs the update bundle (`ballast keygen` writes one). Its
+    /// public half is baked into the image as a trusted update key. Default:
+    /// `BALLAST_SIGNING_KEY`, else `keys/dev.key` in the project, generated on first
+    /// use (a development key: keep release keys out of the tree).
+    #[arg(long, value_name = "FILE", env = "BALLAST_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+    /// Another public key (`*.pub`) the image trusts for updates (repeatable), e.g.
+    /// the release key when the build is signed with a development key.
+    #[arg(long = "trusted-key", value_name = "FILE")]
+    pub trusted_keys: Vec<PathBuf>,
     #[command(flatten)]
     pub archive: ArchiveArgs,
 }
@@ -186,6 +196,8 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
         let os_release = initrd::os_release(&version, &board);
         let root_tree = work.join("rootfs");
         stage_root(project, &archive, &image, &bins, &args.ssh_keys, &root_tree)?;
+        let signer = signing_key(project, args.signing_key.as_deref())?;
+        bake_keys(&signer, &args.trusted_keys, &root_tree)?;
         let built = image::assemble(
             &image::Inputs {
                 board: &board,
@@ -205,6 +217,46 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
         )?;
         staged.push((disk_tmp.clone(), out.join("disk.img")));
         artifacts.insert("disk".to_owned(), out.join("disk.img"));
+
+        // The same OS as an update bundle: root image, kernel, initramfs.
+        let initrd_file = work.join("bundle-initrd.img");
+        std::fs::write(&initrd_file, &initrd.bytes)
+            .with_context(|| format!("writing {}", initrd_file.display()))?;
+        let bundle_tmp = work.join("update.bundle");
+        let base = ballast_bundle::Manifest {
+            format: ballast_bundle::FORMAT,
+            os: ballast_bundle::OS.to_owned(),
+            version: version.to_string(),
+            arch: board.arch.name().to_owned(),
+            boards: vec![board.name.clone()],
+            build_time: initrd.epoch,
+            rollback_index: 0,
+            key_id: String::new(),
+            cmdline: built.slot_cmdline.clone(),
+            payloads: Vec::new(),
+        };
+        ballast_bundle::write(
+            &bundle_tmp,
+            base,
+            &[
+                ballast_bundle::Input {
+                    name: "root",
+                    path: &built.root_image,
+                },
+                ballast_bundle::Input {
+                    name: "kernel",
+                    path: &kernel.vmlinuz,
+                },
+                ballast_bundle::Input {
+                    name: "initrd",
+                    path: &initrd_file,
+                },
+            ],
+            &signer,
+        )
+        .context("writing the update bundle")?;
+        staged.push((bundle_tmp, out.join("update.bundle")));
+        artifacts.insert("bundle".to_owned(), out.join("update.bundle"));
         Some(built)
     };
 
@@ -313,6 +365,49 @@ fn systemd_boot_efi(
         );
     }
     Ok(path)
+}
+
+/// The key that signs this build's update bundle: the flag / environment, else the
+/// project's development key, made on first use.
+fn signing_key(project: &Project, explicit: Option<&Path>) -> Result<ballast_bundle::Signer> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = project.root.join("keys/dev.key");
+            if !p.exists() {
+                let prefix = project.root.join("keys/dev");
+                ballast_bundle::keys::generate(&prefix, "ballast development key").with_context(
+                    || format!("generating the development signing key {}", p.display()),
+                )?;
+                eprintln!(
+                    "ballast: generated the development signing key {} (images built here trust it; \
+                     use --signing-key with a key from `ballast keygen` for releases)",
+                    p.display()
+                );
+            }
+            p
+        }
+    };
+    ballast_bundle::keys::read_secret(&path)
+        .with_context(|| format!("--signing-key {}", path.display()))
+}
+
+/// `/usr/lib/ballast/keys/<id>.pub`: the keys the device accepts updates from.
+fn bake_keys(signer: &ballast_bundle::Signer, extra: &[PathBuf], tree: &Path) -> Result<()> {
+    let dir = tree.join("usr/lib/ballast/keys");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut keys = vec![(signer.public(), "signing key of this build".to_owned())];
+    for p in extra {
+        let k = ballast_bundle::keys::read_public(p)
+            .with_context(|| format!("--trusted-key {}", p.display()))?;
+        keys.push((k, format!("from {}", p.display())));
+    }
+    for (k, comment) in keys {
+        let file = dir.join(format!("{}.pub", k.id));
+        std::fs::write(&file, k.to_text(&comment))
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok(())
 }
 
 /// The root tree before init and os-release go in: the system containers'

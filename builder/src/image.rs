@@ -48,6 +48,12 @@ pub struct Built {
     pub root_hash: String,
     /// Root image with its hash tree, bytes.
     pub root_bytes: u64,
+    /// The root image with its hash tree (in the scratch directory): the update
+    /// bundle's `root` payload.
+    pub root_image: PathBuf,
+    /// The slot's kernel command line without `ballast.disk=` (which belongs to the
+    /// disk, not to the OS version): what an update bundle carries.
+    pub slot_cmdline: String,
 }
 
 /// The stable identity every UUID of the image derives from.
@@ -104,10 +110,11 @@ pub fn assemble(inputs: &Inputs<'_>, dest: &Path) -> Result<Built> {
     // A PID 1 that dies after switch_root must not hang the machine: reboot,
     // so the bootloader counts the try and moves on.
     args.push("panic=5".to_owned());
+    args.push(verity.to_cmdline());
+    let slot_cmdline = args.join(" ");
     // `ballast.slot=` is added by the bootloader side (the BLS entry, the
     // U-Boot script), which knows which slot it boots.
     args.push(format!("ballast.disk={guid}"));
-    args.push(verity.to_cmdline());
     let cmdline_a = args.join(" ");
 
     // Boot partition, staged as a directory through the slot library, then
@@ -162,7 +169,7 @@ pub fn assemble(inputs: &Inputs<'_>, dest: &Path) -> Result<Built> {
                 root_type,
                 0x83,
                 sizes.root_mib,
-                Content::File(root_img),
+                Content::File(root_img.clone()),
             ),
             part("root-b", root_type, 0x83, sizes.root_mib, Content::Zero),
             part(
@@ -179,6 +186,8 @@ pub fn assemble(inputs: &Inputs<'_>, dest: &Path) -> Result<Built> {
     Ok(Built {
         root_hash: verity.root_hash_hex(),
         root_bytes,
+        root_image: root_img,
+        slot_cmdline,
     })
 }
 

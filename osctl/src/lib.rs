@@ -14,6 +14,8 @@ use ballast_control::{client, ControlError, Request, Response, Status};
 use clap::{Parser, Subcommand};
 
 pub mod config_cmd;
+pub mod remote;
+pub mod update_cmd;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,6 +27,13 @@ pub struct Cli {
     /// The control socket of sysd.
     #[arg(long, global = true, value_name = "PATH", default_value = ballast_control::SOCKET)]
     pub socket: PathBuf,
+    /// Run the command on this machine over SSH (`[USER@]HOST[:PORT]`), with the
+    /// system's ssh client; `upgrade FILE` streams the file over the connection.
+    #[arg(long, global = true, value_name = "[USER@]HOST[:PORT]")]
+    pub host: Option<String>,
+    /// An ssh `-o` option for `--host` (repeatable), e.g. `IdentityFile=~/.ssh/fleet`.
+    #[arg(long = "ssh-opt", global = true, value_name = "OPTION")]
+    pub ssh_opts: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,6 +66,27 @@ pub enum Command {
     Reboot,
     /// Power the machine off in order.
     Poweroff,
+    /// Install an update bundle into the inactive slot (verified before anything is
+    /// written); the next boot tries it and keeps it only when it is healthy.
+    Upgrade {
+        /// The bundle: a file, `-` for stdin, or an http:// URL.
+        source: String,
+        /// Accept a version older than (or equal to) the running one.
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// Reboot into the new version once it is installed.
+        #[arg(long)]
+        reboot: bool,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the other slot the default (it must be good).
+    Rollback {
+        /// Reboot into it now.
+        #[arg(long)]
+        reboot: bool,
+    },
     /// Check a #cloud-config (or TOML) document offline.
     Config {
         #[command(subcommand)]
@@ -135,6 +165,8 @@ fn kind(r: &Response) -> String {
         Response::LogLine(_) => "a log line".into(),
         Response::Ok { message } => format!("ok ({message})"),
         Response::Error { message } => format!("an error ({message})"),
+        Response::Progress { phase, .. } => format!("progress ({phase})"),
+        Response::Installed { version, .. } => format!("installed ({version})"),
     }
 }
 
@@ -155,8 +187,82 @@ fn simple(
     }
 }
 
+/// The arguments the same command takes on the remote machine, and the local file
+/// to stream as its stdin (`upgrade FILE` becomes `upgrade -`). `None`: the
+/// command runs locally even with `--host` (`config validate` reads a local file).
+pub fn remote_args(cmd: &Command) -> Option<(Vec<String>, Option<PathBuf>)> {
+    let flag = |on: bool, name: &str| on.then(|| name.to_string());
+    let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    Some(match cmd {
+        Command::Status { json } => (
+            v(&["status"])
+                .into_iter()
+                .chain(flag(*json, "--json"))
+                .collect(),
+            None,
+        ),
+        Command::Logs {
+            service,
+            lines,
+            follow,
+        } => (
+            v(&["logs", service, "-n", &lines.to_string()])
+                .into_iter()
+                .chain(flag(*follow, "-f"))
+                .collect(),
+            None,
+        ),
+        Command::Service { action } => {
+            let (verb, name) = match action {
+                ServiceAction::Restart { name } => ("restart", name),
+                ServiceAction::Stop { name } => ("stop", name),
+                ServiceAction::Start { name } => ("start", name),
+            };
+            (v(&["service", verb, name]), None)
+        }
+        Command::Reboot => (v(&["reboot"]), None),
+        Command::Poweroff => (v(&["poweroff"]), None),
+        Command::Upgrade {
+            source,
+            allow_downgrade,
+            reboot,
+            json,
+        } => {
+            let (arg, file) = match update_cmd::Source::parse(source) {
+                update_cmd::Source::File(p) => ("-".to_string(), Some(p)),
+                _ => (source.clone(), None),
+            };
+            (
+                v(&["upgrade", &arg])
+                    .into_iter()
+                    .chain(flag(*allow_downgrade, "--allow-downgrade"))
+                    .chain(flag(*reboot, "--reboot"))
+                    .chain(flag(*json, "--json"))
+                    .collect(),
+                file,
+            )
+        }
+        Command::Rollback { reboot } => (
+            v(&["rollback"])
+                .into_iter()
+                .chain(flag(*reboot, "--reboot"))
+                .collect(),
+            None,
+        ),
+        Command::Config { .. } => return None,
+    })
+}
+
 /// Runs one command, writing what it prints to `out`.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
+    if let Some(host) = &cli.host {
+        if let Some((args, file)) = remote_args(&cli.command) {
+            out.flush().map_err(Failure::Stdout)?;
+            let code = remote::run(host, &cli.ssh_opts, &args, file.as_deref())
+                .map_err(Failure::Refused)?;
+            std::process::exit(code);
+        }
+    }
     match &cli.command {
         Command::Status { json } => {
             let status = match client::call(&cli.socket, &Request::Status)
@@ -211,6 +317,20 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         }
         Command::Reboot => simple(cli, Request::Reboot, "reboot", out),
         Command::Poweroff => simple(cli, Request::Poweroff, "poweroff", out),
+        Command::Upgrade {
+            source,
+            allow_downgrade,
+            reboot,
+            json,
+        } => update_cmd::upgrade(
+            &cli.socket,
+            &update_cmd::Source::parse(source),
+            *allow_downgrade,
+            *reboot,
+            *json,
+            out,
+        ),
+        Command::Rollback { reboot } => update_cmd::rollback(&cli.socket, *reboot, out),
         Command::Config { action } => {
             // Exit codes of its own (0 valid, 1 invalid, 2 unreadable file).
             let code = config_cmd::run(action, out, &mut io::stderr());
@@ -373,6 +493,25 @@ pub fn render_status(s: &Status) -> String {
             ]);
         }
         text.push_str(&table(&rows, "  "));
+    }
+    if let Some(p) = &s.pending_update {
+        text.push_str(&format!(
+            "\nupdate   {} installed in slot {} (from {} in slot {}); kept once it passes the health check\n",
+            p.to_version, p.to_slot, p.from_version, p.from_slot
+        ));
+    }
+    if let Some(r) = &s.last_rollback {
+        text.push_str(&format!(
+            "\nlast rollback  from {} to {} ({}): {}\n",
+            r.from,
+            r.to,
+            if r.automatic {
+                "automatic"
+            } else {
+                "requested"
+            },
+            r.reason
+        ));
     }
     if !s.errors.is_empty() {
         text.push_str("\nerrors\n");

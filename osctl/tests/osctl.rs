@@ -118,6 +118,14 @@ fn status() -> Status {
         errors: vec![
             "/usr/lib/ballast/system/ntp/manifest.toml:3: after: unknown service \"netwrok\" (known: network, ssh)".into(),
         ],
+        last_rollback: Some(ballast_control::Rollback {
+            from: "1.3.0".into(),
+            to: "1.2.0".into(),
+            reason: "health check did not pass within 300 s: required ssh backoff".into(),
+            automatic: true,
+            at: 0,
+        }),
+        pending_update: None,
     }
 }
 
@@ -141,6 +149,8 @@ services
   NAME     STATE    PID  RESTARTS  REQUIRED  FOR    LAST EXIT
   network  healthy  231  0         yes       2 min  -
   ssh      backoff  -    3         no        1.5 s  exited with status 255
+
+last rollback  from 1.3.0 to 1.2.0 (automatic): health check did not pass within 300 s: required ssh backoff
 
 errors
   /usr/lib/ballast/system/ntp/manifest.toml:3: after: unknown service \"netwrok\" (known: network, ssh)
