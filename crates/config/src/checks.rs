@@ -133,7 +133,7 @@ pub(crate) fn ssh_key(line: &str) -> Result<(), String> {
     let named = data
         .get(..4)
         .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
-        .and_then(|n| data.get(4..4 + n));
+        .and_then(|n| data.get(4..n.checked_add(4)?));
     if named != Some(kind.as_bytes()) {
         return Err(format!(
             "the base64 key does not hold a `{kind}` key (truncated or mixed up?) {fix}"
