@@ -1,0 +1,224 @@
+//! A booted machine for the SSH stories: QEMU through `ballast run`, its console
+//! read line by line, and an SSH client for user `ballast`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub struct Machine {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub console: Vec<String>,
+    log: PathBuf,
+}
+
+impl Machine {
+    /// Boot `out`'s disk; QEMU exits when the machine reboots.
+    pub fn boot(board: &str, out: &Path, ssh_port: u16, log: PathBuf) -> Machine {
+        Machine::start(board, out, ssh_port, log, false)
+    }
+
+    /// Boot `out`'s disk; with `reboots`, QEMU restarts the machine in place (for
+    /// stories that span several boots, such as an automatic rollback).
+    pub fn start(board: &str, out: &Path, ssh_port: u16, log: PathBuf, reboots: bool) -> Machine {
+        let mut cmd = super::ballast();
+        cmd.args(["run", "--board", board]);
+        if !reboots {
+            cmd.arg("--no-reboot");
+        }
+        let mut child = cmd
+            .arg("--out")
+            .arg(out)
+            .args(["--ssh-port", &ssh_port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting ballast run");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            while let Ok(n) = reader.read_until(b'\n', &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let _ = tx.send(String::from_utf8_lossy(&buf).trim_end().to_owned());
+                buf.clear();
+            }
+        });
+        Machine {
+            child,
+            lines: rx,
+            console: Vec::new(),
+            log,
+        }
+    }
+
+    pub fn save(&self) {
+        let _ = std::fs::write(&self.log, self.console.join("\n"));
+    }
+
+    /// Read the console until a line contains `needle`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.console.push(line.clone());
+                    if line.contains(needle) {
+                        self.save();
+                        return line;
+                    }
+                }
+                Err(_) => {
+                    self.save();
+                    let _ = self.child.kill();
+                    panic!(
+                        "no console line with {needle:?} within {timeout:?}; console:\n{}",
+                        self.console.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            while let Ok(line) = self.lines.try_recv() {
+                self.console.push(line);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(300)) {
+                    self.console.push(line);
+                }
+                self.save();
+                return status;
+            }
+            if start.elapsed() > timeout {
+                self.save();
+                let _ = self.child.kill();
+                panic!(
+                    "QEMU did not exit within {timeout:?}; console:\n{}",
+                    self.console.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+pub struct Ssh {
+    pub key: PathBuf,
+    pub port: u16,
+}
+
+impl Ssh {
+    /// The options every ssh call of the stories passes (`-o` values).
+    pub fn options() -> Vec<String> {
+        [
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "BatchMode=yes",
+            "ConnectTimeout=20",
+            "LogLevel=ERROR",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Run `command` with `input` on its stdin.
+    pub fn run_with_input(&self, command: &str, input: &[u8]) -> std::process::Output {
+        let mut child = self
+            .command(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running ssh");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let data = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("waiting for ssh");
+        let _ = writer.join();
+        out
+    }
+
+    /// The ssh command for `command`, not started.
+    pub fn command(&self, command: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-i")
+            .arg(&self.key)
+            .args(["-p", &self.port.to_string()]);
+        for o in Ssh::options() {
+            cmd.arg("-o").arg(o);
+        }
+        cmd.args(["ballast@127.0.0.1", command]);
+        cmd
+    }
+
+    pub fn run(&self, command: &str) -> std::process::Output {
+        self.command(command).output().expect("running ssh")
+    }
+
+    pub fn ok(&self, command: &str) -> String {
+        let out = self.run(command);
+        assert!(
+            out.status.success(),
+            "ssh {command:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let text = self.ok("osctl status --json");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("osctl status --json: {e}: {text}"))
+    }
+}
+
+/// A fresh SSH key in `work`, and a build of `board` that trusts it.
+/// Returns (private key, build output dir, `ballast build --json`).
+pub fn keyed_build(
+    board: &str,
+    work: &Path,
+    extra: &[&str],
+) -> (PathBuf, PathBuf, serde_json::Value) {
+    let key = work.join("id_ed25519");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(keygen.success());
+    let out = work.join("out");
+    let pubkey = key.with_extension("pub");
+    let mut args = vec!["--ssh-key", pubkey.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    let built = super::build(board, &out, &args);
+    (key, out, built)
+}

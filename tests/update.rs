@@ -1,0 +1,458 @@
+//! Story: an operator builds version 0.1.0 and flashes it, builds 0.2.0's update
+//! bundle, and upgrades the running machine over SSH from the workstation with
+//! `osctl --host`. The next boot runs 0.2.0 from slot b; `osctl rollback --reboot`
+//! brings 0.1.0 back. Damaged, foreign, truncated and older bundles are refused
+//! without touching the slots; a power cut in the middle of writing the slot boots
+//! the old version; a version whose required service never comes up is rolled back
+//! by the machine itself, with the reason in `osctl status`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::vm::{free_port, keyed_build, Machine, Ssh};
+
+const BOOT: Duration = Duration::from_secs(420);
+
+/// The image without a container engine: updates do not depend on it, and it boots
+/// faster under emulation.
+static MINIMAL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    common::root()
+        .join("images/minimal.toml")
+        .to_string_lossy()
+        .into_owned()
+});
+
+/// The workstation build of osctl (same checkout).
+fn host_osctl() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let st = Command::new(cargo)
+        .current_dir(common::root())
+        .args(["build", "--quiet", "-p", "ballast-osctl"])
+        .status()
+        .expect("cargo build -p ballast-osctl");
+    assert!(st.success(), "building the workstation osctl failed");
+    common::root().join("target/debug/osctl")
+}
+
+/// `osctl --host ballast@127.0.0.1:PORT ARGS...` from the workstation.
+fn remote(osctl: &Path, ssh: &Ssh, args: &[&str]) -> Output {
+    let mut cmd = Command::new(osctl);
+    cmd.arg("--host")
+        .arg(format!("ballast@127.0.0.1:{}", ssh.port))
+        .arg("--ssh-opt")
+        .arg(format!("IdentityFile={}", ssh.key.display()));
+    for o in Ssh::options() {
+        cmd.arg("--ssh-opt").arg(o);
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running osctl --host")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn slot<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    status["slots"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["slot"] == id))
+        .unwrap_or_else(|| panic!("no slot {id} in {status}"))
+}
+
+/// The running slot is good and the default; the other one is not the default.
+fn assert_untouched(ssh: &Ssh, what: &str, running: &str) {
+    let st = ssh.status();
+    let me = slot(&st, running);
+    assert_eq!(me["health"]["state"], "good", "{what}: {st}");
+    assert_eq!(me["is_default"], true, "{what}: {st}");
+    let other = slot(&st, if running == "a" { "b" } else { "a" });
+    assert_eq!(other["is_default"], false, "{what}: {st}");
+    assert!(st["pending_update"].is_null(), "{what}: {st}");
+}
+
+fn bundle_of(built: &serde_json::Value) -> PathBuf {
+    PathBuf::from(
+        built["artifacts"]["bundle"]
+            .as_str()
+            .expect("bundle artifact"),
+    )
+}
+
+/// The basic story on any board: upgrade to 0.2.0 over SSH, boot it from slot b,
+/// roll back to 0.1.0 in slot a. Returns what the later steps reuse.
+struct Story {
+    board: &'static str,
+    work: PathBuf,
+    key: PathBuf,
+    out1: PathBuf,
+    port: u16,
+    osctl: PathBuf,
+}
+
+fn builds(board: &'static str, extra: &[&str]) -> (Story, serde_json::Value, serde_json::Value) {
+    let work = common::workdir(&format!("update-{board}"));
+    let mut args = vec!["--image", MINIMAL.as_str(), "--version", "0.1.0"];
+    args.extend_from_slice(extra);
+    let (key, out1, built1) = keyed_build(board, &work, &args);
+    let out2 = work.join("out-0.2.0");
+    let mut args2 = vec![
+        "--image",
+        MINIMAL.as_str(),
+        "--version",
+        "0.2.0",
+        "--ssh-key",
+    ];
+    let pubkey = key.with_extension("pub");
+    args2.push(pubkey.to_str().expect("utf-8"));
+    args2.extend_from_slice(extra);
+    let built2 = common::build(board, &out2, &args2);
+    assert_eq!(built2["version"], "0.2.0");
+    let story = Story {
+        board,
+        work,
+        key,
+        out1,
+        port: free_port(),
+        osctl: host_osctl(),
+    };
+    (story, built1, built2)
+}
+
+impl Story {
+    fn ssh(&self) -> Ssh {
+        Ssh {
+            key: self.key.clone(),
+            port: self.port,
+        }
+    }
+
+    fn boot(&self, log: &str) -> Machine {
+        Machine::boot(self.board, &self.out1, self.port, self.work.join(log))
+    }
+
+    /// Upgrade with `bundle` from the workstation, reboot, and see `version` come up
+    /// ready in `slot`.
+    fn upgrade_and_reboot(
+        &self,
+        vm: Machine,
+        bundle: &Path,
+        version: &str,
+        slot: &str,
+        log: &str,
+    ) -> Machine {
+        let mut vm = vm;
+        let bundle = bundle.to_str().expect("utf-8");
+        let started = Instant::now();
+        let out = remote(&self.osctl, &self.ssh(), &["upgrade", bundle, "--json"]);
+        assert!(out.status.success(), "osctl --host upgrade: {}", text(&out));
+        eprintln!(
+            "update[{}]: osctl upgrade of {version} took {:.1} s",
+            self.board,
+            started.elapsed().as_secs_f64()
+        );
+        let res: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("upgrade --json: {e}: {}", text(&out)));
+        assert_eq!(res["installed"], true, "{res}");
+        assert_eq!(res["version"], version, "{res}");
+        assert_eq!(res["slot"], slot, "{res}");
+
+        // Status from the workstation: the new slot is the default, on probation.
+        let st = remote(&self.osctl, &self.ssh(), &["status", "--json"]);
+        assert!(st.status.success(), "{}", text(&st));
+        let st: serde_json::Value = serde_json::from_slice(&st.stdout).expect("status JSON");
+        let new = self::slot(&st, slot);
+        assert_eq!(new["version"], version, "{st}");
+        assert_eq!(new["is_default"], true, "{st}");
+        assert_eq!(new["health"]["state"], "trying", "{st}");
+        assert_eq!(st["pending_update"]["to_version"], version, "{st}");
+
+        let reboot = remote(&self.osctl, &self.ssh(), &["reboot"]);
+        assert!(reboot.status.success(), "{}", text(&reboot));
+        let exit = vm.wait_exit(Duration::from_secs(120));
+        assert!(exit.success(), "QEMU exited with {exit}");
+        drop(vm);
+        let started = Instant::now();
+        let mut vm = self.boot(log);
+        let ready = vm.wait_for("ballast-ready", BOOT);
+        assert_eq!(
+            ready.trim(),
+            format!("ballast-ready version={version} slot={slot}")
+        );
+        eprintln!(
+            "update[{}]: reboot into {version} to ballast-ready: {:.1} s",
+            self.board,
+            started.elapsed().as_secs_f64()
+        );
+        vm
+    }
+
+    /// `osctl rollback --reboot` from `from` back to version `to` in slot `slot`.
+    fn rollback(&self, vm: Machine, to: &str, slot: &str, log: &str) -> Machine {
+        let mut vm = vm;
+        let out = self.ssh().run("osctl rollback --reboot");
+        assert!(out.status.success(), "osctl rollback: {}", text(&out));
+        let exit = vm.wait_exit(Duration::from_secs(120));
+        assert!(exit.success(), "QEMU exited with {exit}");
+        drop(vm);
+        let mut vm = self.boot(log);
+        let ready = vm.wait_for("ballast-ready", BOOT);
+        assert_eq!(
+            ready.trim(),
+            format!("ballast-ready version={to} slot={slot}")
+        );
+        let st = self.ssh().status();
+        assert_eq!(st["last_rollback"]["to"], to, "{st}");
+        assert_eq!(st["last_rollback"]["automatic"], false, "{st}");
+        vm
+    }
+}
+
+fn basic(board: &'static str, extra: &[&str]) {
+    let (story, _, built2) = builds(board, extra);
+    let mut vm = story.boot("console-1.log");
+    let ready = vm.wait_for("ballast-ready", BOOT);
+    assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
+    let vm = story.upgrade_and_reboot(vm, &bundle_of(&built2), "0.2.0", "b", "console-2.log");
+    let mut vm = story.rollback(vm, "0.1.0", "a", "console-3.log");
+    let _ = story.ssh().run("osctl poweroff");
+    vm.wait_exit(Duration::from_secs(120));
+}
+
+#[test]
+fn qemu_x86_64_upgrade_and_rollback_over_ssh() {
+    basic("qemu-x86_64", &[]);
+}
+
+#[test]
+fn qemu_armv7_upgrade_and_rollback_over_ssh() {
+    // This machine's mirror serves a bookworm-security armhf index that does not
+    // match its signed InRelease (see crates/debarchive's real-archive test).
+    basic(
+        "qemu-armv7",
+        &["--suite", "bookworm", "--suite", "bookworm-updates"],
+    );
+}
+
+/// A copy of `bundle` with one byte flipped at `at` (negative: from the end).
+fn flipped(bundle: &[u8], at: isize) -> Vec<u8> {
+    let mut b = bundle.to_vec();
+    let i = if at < 0 {
+        (b.len() as isize + at) as usize
+    } else {
+        at as usize
+    };
+    b[i] ^= 0x20;
+    b
+}
+
+/// A well-formed bundle for this board signed by a key the machine does not know.
+fn foreign_bundle(work: &Path, arch: &str, board: &str) -> Vec<u8> {
+    let signer = ballast_bundle::Signer::from_seed(&[0x5a; 32]);
+    let payload = work.join("foreign-payload");
+    std::fs::write(&payload, vec![0u8; 4096]).expect("payload");
+    let base = ballast_bundle::Manifest {
+        format: ballast_bundle::FORMAT,
+        os: ballast_bundle::OS.into(),
+        version: "9.0.0".into(),
+        arch: arch.into(),
+        boards: vec![board.into()],
+        build_time: 0,
+        rollback_index: 0,
+        key_id: String::new(),
+        cmdline: String::new(),
+        payloads: vec![],
+    };
+    let out = work.join("foreign.bundle");
+    let inputs: Vec<ballast_bundle::Input> = ["root", "kernel", "initrd"]
+        .iter()
+        .map(|name| ballast_bundle::Input {
+            name,
+            path: &payload,
+        })
+        .collect();
+    ballast_bundle::write(&out, base, &inputs, &signer).expect("writing the foreign bundle");
+    std::fs::read(&out).expect("reading the foreign bundle")
+}
+
+#[test]
+fn qemu_arm64_upgrade_refusals_power_cut_rollbacks() {
+    let board = "qemu-arm64";
+    let (story, built1, built2) = builds(board, &[]);
+    let ssh = story.ssh();
+    let b2 = std::fs::read(bundle_of(&built2)).expect("0.2.0 bundle");
+
+    let mut vm = story.boot("console-1.log");
+    let ready = vm.wait_for("ballast-ready", BOOT);
+    assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
+
+    // Refused, slot untouched. (The bundle streams into `osctl upgrade -`.)
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("a flipped byte in a payload", flipped(&b2, -100), "payload"),
+        (
+            "a flipped byte in the manifest",
+            flipped(&b2, 60),
+            "signature",
+        ),
+        (
+            "a bundle signed by an unknown key",
+            foreign_bundle(&story.work, "arm64", board),
+            "key",
+        ),
+        (
+            "a truncated bundle",
+            b2[..b2.len() * 2 / 3].to_vec(),
+            "refused",
+        ),
+    ];
+    for (what, bytes, needle) in &cases {
+        let out = ssh.run_with_input("osctl upgrade -", bytes);
+        assert!(!out.status.success(), "{what} was accepted: {}", text(&out));
+        let msg = text(&out);
+        assert!(msg.contains(needle), "{what}: {msg}");
+        assert_untouched(&ssh, what, "a");
+    }
+
+    // Power cut while the slot is written: the old version boots.
+    let mut child = ssh
+        .command("osctl upgrade -")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh osctl upgrade");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let feeder = {
+        let data = b2.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            // Half the bundle, then hold the connection open: the slot is mid-write.
+            let _ = stdin.write_all(&data[..data.len() / 2]);
+            std::thread::sleep(Duration::from_secs(600));
+            drop(stdin);
+        })
+    };
+    // osctl reports each phase on stderr; once the root is being written, cut.
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) if line.starts_with("root") => break,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("the upgrade never started writing the root: {seen:?}"),
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = vm.child.kill();
+    let _ = vm.child.wait();
+    drop(vm);
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(feeder);
+    let mut vm = story.boot("console-2-after-power-cut.log");
+    let ready = vm.wait_for("ballast-ready", BOOT);
+    assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
+    assert_untouched(&ssh, "after the power cut", "a");
+
+    // The real upgrade, and back.
+    let vm = story.upgrade_and_reboot(vm, &bundle_of(&built2), "0.2.0", "b", "console-3.log");
+    let vm = story.rollback(vm, "0.1.0", "a", "console-4.log");
+
+    // Not newer than what runs: refused unless asked for.
+    let b1 = std::fs::read(bundle_of(&built1)).expect("0.1.0 bundle");
+    let out = ssh.run_with_input("osctl upgrade -", &b1);
+    assert!(
+        !out.status.success(),
+        "same version accepted: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("--allow-downgrade"), "{}", text(&out));
+    assert_untouched(&ssh, "a downgrade", "a");
+
+    // 0.3.0's required network service cannot start (a static address without its
+    // prefix length): three tries, then the machine rolls back to 0.1.0 by itself.
+    let out3 = story.work.join("out-0.3.0");
+    let pubkey = story.key.with_extension("pub");
+    let built3 = common::build(
+        board,
+        &out3,
+        &[
+            "--image",
+            MINIMAL.as_str(),
+            "--version",
+            "0.3.0",
+            "--ssh-key",
+            pubkey.to_str().expect("utf-8"),
+            "--kernel-arg",
+            "ballast.ip=10.0.2.15",
+            "--kernel-arg",
+            "ballast.health_timeout=25",
+        ],
+    );
+    let out = remote(
+        &story.osctl,
+        &ssh,
+        &["upgrade", bundle_of(&built3).to_str().expect("utf-8")],
+    );
+    assert!(out.status.success(), "upgrade to 0.3.0: {}", text(&out));
+    let reboot = remote(&story.osctl, &ssh, &["reboot"]);
+    assert!(reboot.status.success(), "{}", text(&reboot));
+    let mut vm = vm;
+    vm.wait_exit(Duration::from_secs(120));
+    drop(vm);
+    // QEMU restarts the machine in place now: 0.3.0 three times, then 0.1.0.
+    let mut vm = Machine::start(
+        board,
+        &story.out1,
+        story.port,
+        story.work.join("console-5-rollback.log"),
+        true,
+    );
+    let line = vm.wait_for("ballast-rollback", Duration::from_secs(900));
+    assert!(
+        line.trim()
+            .starts_with("ballast-rollback from=0.3.0 to=0.1.0 reason="),
+        "{line}"
+    );
+    assert!(line.contains("network"), "{line}");
+    let tries = vm
+        .console
+        .iter()
+        .filter(|l| l.contains("ballast-init version=0.3.0"))
+        .count();
+    assert_eq!(tries, 3, "0.3.0 should have been tried 3 times");
+    let ready = vm.wait_for("ballast-ready", BOOT);
+    assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
+    let st = ssh.status();
+    assert_eq!(st["last_rollback"]["from"], "0.3.0", "{st}");
+    assert_eq!(st["last_rollback"]["to"], "0.1.0", "{st}");
+    assert_eq!(st["last_rollback"]["automatic"], true, "{st}");
+    let reason = st["last_rollback"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("network"), "{st}");
+    let human = ssh.ok("osctl status");
+    assert!(
+        human.contains("last rollback  from 0.3.0 to 0.1.0 (automatic)"),
+        "{human}"
+    );
+    assert_eq!(slot(&st, "b")["health"]["state"], "bad", "{st}");
+    let _ = ssh.run("osctl poweroff");
+    let _ = vm.wait_exit(Duration::from_secs(120));
+}
