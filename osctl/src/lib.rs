@@ -70,7 +70,13 @@ pub enum Command {
     /// written); the next boot tries it and keeps it only when it is healthy.
     Upgrade {
         /// The bundle: a file, `-` for stdin, or an http:// URL.
-        source: String,
+        #[arg(required_unless_present = "channel")]
+        source: Option<String>,
+        /// Take the newest bundle for this machine from a channel (an http:// URL or a
+        /// directory written by `ballast publish`; default: the configured channel).
+        /// Its signed index is verified with the machine's trusted keys.
+        #[arg(long, num_args = 0..=1, default_missing_value = "", conflicts_with = "source")]
+        channel: Option<String>,
         /// Accept a version older than (or equal to) the running one.
         #[arg(long)]
         allow_downgrade: bool,
@@ -224,17 +230,25 @@ pub fn remote_args(cmd: &Command) -> Option<(Vec<String>, Option<PathBuf>)> {
         Command::Poweroff => (v(&["poweroff"]), None),
         Command::Upgrade {
             source,
+            channel,
             allow_downgrade,
             reboot,
             json,
         } => {
-            let (arg, file) = match update_cmd::Source::parse(source) {
-                update_cmd::Source::File(p) => ("-".to_string(), Some(p)),
-                _ => (source.clone(), None),
+            let (first, file) = match (source, channel) {
+                (Some(source), _) => match update_cmd::Source::parse(source) {
+                    update_cmd::Source::File(p) => (vec!["-".to_string()], Some(p)),
+                    _ => (vec![source.clone()], None),
+                },
+                // The machine reads the channel itself.
+                (None, Some(c)) if c.is_empty() => (vec!["--channel".to_string()], None),
+                (None, Some(c)) => (vec![format!("--channel={c}")], None),
+                (None, None) => (vec![], None),
             };
             (
-                v(&["upgrade", &arg])
+                v(&["upgrade"])
                     .into_iter()
+                    .chain(first)
                     .chain(flag(*allow_downgrade, "--allow-downgrade"))
                     .chain(flag(*reboot, "--reboot"))
                     .chain(flag(*json, "--json"))
@@ -319,17 +333,32 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Command::Poweroff => simple(cli, Request::Poweroff, "poweroff", out),
         Command::Upgrade {
             source,
+            channel,
             allow_downgrade,
             reboot,
             json,
-        } => update_cmd::upgrade(
-            &cli.socket,
-            &update_cmd::Source::parse(source),
-            *allow_downgrade,
-            *reboot,
-            *json,
-            out,
-        ),
+        } => {
+            let src = match (source, channel) {
+                (Some(s), _) => update_cmd::Source::parse(s),
+                (None, ch) => {
+                    let base = ch.as_deref().filter(|c| !c.is_empty());
+                    match update_cmd::from_channel(base)? {
+                        Some((src, version)) => {
+                            eprintln!("osctl: channel offers {version}");
+                            src
+                        }
+                        None => {
+                            return writeln!(
+                                out,
+                                "already up to date: the channel has nothing newer"
+                            )
+                            .map_err(Failure::Stdout)
+                        }
+                    }
+                }
+            };
+            update_cmd::upgrade(&cli.socket, &src, *allow_downgrade, *reboot, *json, out)
+        }
         Command::Rollback { reboot } => update_cmd::rollback(&cli.socket, *reboot, out),
         Command::Config { action } => {
             // Exit codes of its own (0 valid, 1 invalid, 2 unreadable file).

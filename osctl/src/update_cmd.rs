@@ -63,6 +63,89 @@ fn fetch(url: &str) -> Result<(Box<dyn Read + Send>, Option<u64>), Failure> {
     Ok((Box::new(resp.into_body().into_reader()), size))
 }
 
+/// Where the machine trusts keys from, and who it is.
+pub const KEYS_DIR: &str = "/usr/lib/ballast/keys";
+pub const OS_RELEASE: &str = "/usr/lib/os-release";
+/// The channel a first-boot config chose (`ballast.update.channel`), one URL.
+pub const CHANNEL_FILE: &str = "/state/ballast/config/update-channel";
+
+fn read_source(base: &str, name: &str) -> Result<Vec<u8>, Failure> {
+    let mut out = Vec::new();
+    if base.starts_with("http://") || base.starts_with("https://") {
+        let url = format!("{}/{name}", base.trim_end_matches('/'));
+        let (mut r, _) = fetch(&url)?;
+        r.read_to_end(&mut out)
+            .map_err(|e| Failure::Refused(format!("reading {url}: {e}")))?;
+    } else {
+        let p = Path::new(base).join(name);
+        out = std::fs::read(&p)
+            .map_err(|e| Failure::Refused(format!("cannot read {}: {e}", p.display())))?;
+    }
+    Ok(out)
+}
+
+fn os_field(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(key))
+        .next_back()
+        .map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_string())
+}
+
+/// `--channel [BASE]`: verify the channel's signed index with the machine's keys and
+/// pick the newest bundle for this arch and board. `Ok(None)`: already the newest.
+pub fn from_channel(base: Option<&str>) -> Result<Option<(Source, String)>, Failure> {
+    from_channel_at(base, Path::new(KEYS_DIR), Path::new(OS_RELEASE))
+}
+
+fn from_channel_at(
+    base: Option<&str>,
+    keys_dir: &Path,
+    os_release: &Path,
+) -> Result<Option<(Source, String)>, Failure> {
+    let base = match base {
+        Some(b) => b.to_string(),
+        None => std::fs::read_to_string(CHANNEL_FILE)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| {
+                Failure::Refused(format!(
+                    "no channel given and none configured ({CHANNEL_FILE}: {e}); \
+                     pass --channel URL or set ballast.update.channel in the config"
+                ))
+            })?,
+    };
+    let index = read_source(&base, ballast_bundle::channel::INDEX)?;
+    let sig = read_source(&base, ballast_bundle::channel::INDEX_SIG)?;
+    let keys =
+        ballast_bundle::keys::read_dir(keys_dir).map_err(|e| Failure::Refused(e.to_string()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let idx =
+        ballast_bundle::channel::verify_index(&index, &String::from_utf8_lossy(&sig), &keys, now)
+            .map_err(|e| Failure::Refused(format!("channel {base}: {e}")))?;
+    let os = std::fs::read_to_string(os_release).unwrap_or_default();
+    let arch = os_field(&os, "BALLAST_ARCH=").unwrap_or_default();
+    let board = os_field(&os, "BALLAST_BOARD=").unwrap_or_default();
+    let current = os_field(&os, "VERSION_ID=").unwrap_or_default();
+    let entry = idx.latest(&arch, &board).ok_or_else(|| {
+        Failure::Refused(format!(
+            "channel {base} has no bundle for arch {arch}, board {board}"
+        ))
+    })?;
+    if ballast_bundle::compare_versions(&entry.version, &current)
+        != Some(std::cmp::Ordering::Greater)
+    {
+        return Ok(None);
+    }
+    let src = if base.starts_with("http://") || base.starts_with("https://") {
+        Source::Url(format!("{}/{}", base.trim_end_matches('/'), entry.file))
+    } else {
+        Source::File(Path::new(&base).join(&entry.file))
+    };
+    Ok(Some((src, entry.version.clone())))
+}
+
 /// Progress on stderr: one rewritten line on a terminal, a line per phase otherwise.
 struct Meter {
     tty: bool,
@@ -222,6 +305,73 @@ mod tests {
             Source::parse("b.bundle"),
             Source::File(PathBuf::from("b.bundle"))
         );
+    }
+
+    #[test]
+    fn channel_gives_the_newest_bundle_for_this_board_when_newer() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = ballast_bundle::Signer::from_seed(&[3; 32]);
+        let payload = d.path().join("p");
+        std::fs::write(&payload, b"x").unwrap();
+        let chan = d.path().join("chan");
+        for version in ["0.2.0", "0.3.0"] {
+            let b = d.path().join(format!("{version}.bundle"));
+            let base = ballast_bundle::Manifest {
+                format: ballast_bundle::FORMAT,
+                os: ballast_bundle::OS.into(),
+                version: version.into(),
+                arch: "arm64".into(),
+                boards: vec!["qemu-arm64".into()],
+                build_time: 0,
+                rollback_index: 0,
+                key_id: String::new(),
+                cmdline: String::new(),
+                payloads: vec![],
+            };
+            let inputs: Vec<ballast_bundle::Input> = ["root", "kernel", "initrd"]
+                .iter()
+                .map(|name| ballast_bundle::Input {
+                    name,
+                    path: &payload,
+                })
+                .collect();
+            ballast_bundle::write(&b, base, &inputs, &signer).unwrap();
+            ballast_bundle::channel::publish(&chan, &b, &signer, None, 30).unwrap();
+        }
+        let keys = d.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        let k = signer.public();
+        std::fs::write(keys.join(format!("{}.pub", k.id)), k.to_text("test")).unwrap();
+        let os = d.path().join("os-release");
+        let base = chan.to_str().unwrap();
+        std::fs::write(
+            &os,
+            "VERSION_ID=0.1.0\nBALLAST_ARCH=arm64\nBALLAST_BOARD=qemu-arm64\n",
+        )
+        .unwrap();
+        let (src, v) = from_channel_at(Some(base), &keys, &os).unwrap().unwrap();
+        assert_eq!(v, "0.3.0");
+        assert!(matches!(src, Source::File(p) if p.starts_with(&chan)));
+        std::fs::write(
+            &os,
+            "VERSION_ID=0.3.0\nBALLAST_ARCH=arm64\nBALLAST_BOARD=qemu-arm64\n",
+        )
+        .unwrap();
+        assert!(from_channel_at(Some(base), &keys, &os).unwrap().is_none());
+        // Another board: nothing for it.
+        std::fs::write(
+            &os,
+            "VERSION_ID=0.1.0\nBALLAST_ARCH=arm64\nBALLAST_BOARD=rpi4\n",
+        )
+        .unwrap();
+        assert!(from_channel_at(Some(base), &keys, &os).is_err());
+        // An untrusted channel.
+        std::fs::remove_file(keys.join(format!("{}.pub", k.id))).unwrap();
+        let e = from_channel_at(Some(base), &keys, &os)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("channel"), "{e}");
     }
 
     #[test]
