@@ -23,6 +23,8 @@ pub enum BenchCmd {
     Boot(BootArgs),
     /// Time a warm rebuild of a board's image and report its compressed size.
     Build(BuildBenchArgs),
+    /// Slot write throughput against dd, and osctl upgrade -> ballast-ready.
+    Update(crate::bench_update::UpdateBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -88,6 +90,7 @@ pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Boot(args) => boot(project, args),
         BenchCmd::Build(args) => build(project, args),
+        BenchCmd::Update(args) => crate::bench_update::run(project, args),
     }
 }
 

@@ -3,6 +3,7 @@
 //! what and where), 2 bad usage.
 
 mod bench;
+mod bench_update;
 mod build;
 mod cmd_fetch;
 mod cmd_keys;

@@ -1,0 +1,264 @@
+//! `ballast bench update --board B`: the two update figures, measured on a real boot
+//! under QEMU.
+//!
+//! 1. Slot write throughput: inside the VM, `dd` of the root image to the inactive root
+//!    partition (`conv=fsync`), against `osctl upgrade` of a bundle carrying the same
+//!    root image (signature, decompression, hashing, kernel and initramfs included), both
+//!    read from the state partition. The goal is upgrade ≥ 0.8 × dd.
+//! 2. From `osctl upgrade` to `ballast-ready` on the new version: the upgrade, the
+//!    orderly reboot, firmware, kernel, init, sysd and the system containers.
+//!
+//! It builds two versions of the image (`1.0.0` and `1.0.1`) under
+//! `target/bench-update/BOARD/`, boots the first and upgrades it to the second.
+
+use anyhow::{bail, Context, Result};
+use ballast_spec::{Board, QemuProfile};
+use clap::Args;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::build::BuildResult;
+use crate::project::Project;
+use crate::qemu::{self, AccelChoice, Console, Launch};
+
+#[derive(Args, Debug)]
+pub struct UpdateBenchArgs {
+    /// Board to measure.
+    #[arg(long)]
+    pub board: String,
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Extra arguments for both `ballast build`s (e.g. `--image images/minimal.toml`).
+    #[arg(last = true)]
+    pub build_args: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Figures {
+    board: String,
+    accel: String,
+    root_bytes: u64,
+    bundle_bytes: u64,
+    dd_s: f64,
+    dd_mb_s: f64,
+    upgrade_s: f64,
+    upgrade_root_mb_s: f64,
+    /// upgrade throughput / dd throughput (goal ≥ 0.8).
+    ratio: f64,
+    /// `osctl upgrade` issued → `ballast-ready` of the new version on the console.
+    upgrade_to_ready_s: f64,
+}
+
+struct Remote {
+    key: PathBuf,
+    port: u16,
+}
+
+impl Remote {
+    fn run(&self, command: &str, stdin: Option<&Path>) -> Result<String> {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-i")
+            .arg(&self.key)
+            .args(["-p", &self.port.to_string()]);
+        for o in [
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "BatchMode=yes",
+            "ConnectTimeout=20",
+            "LogLevel=ERROR",
+        ] {
+            cmd.args(["-o", o]);
+        }
+        cmd.args(["ballast@127.0.0.1", command]);
+        match stdin {
+            Some(p) => {
+                let f =
+                    std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+                cmd.stdin(Stdio::from(f));
+            }
+            None => {
+                cmd.stdin(Stdio::null());
+            }
+        }
+        let out = cmd.output().context("running ssh")?;
+        if !out.status.success() {
+            bail!(
+                "ssh {command:?} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Nanoseconds the device's clock measured for `command` (run with sudo).
+    fn timed(&self, command: &str) -> Result<f64> {
+        let out = self.run(
+            &format!(
+                "sync; s=$(date +%s%N); {command} >/dev/null 2>&1 || exit 1; e=$(date +%s%N); echo $((e-s))"
+            ),
+            None,
+        )?;
+        let ns: u64 = out
+            .trim()
+            .parse()
+            .with_context(|| format!("timing {command:?}: device printed {out:?}"))?;
+        Ok(ns as f64 / 1e9)
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+pub fn run(project: &Project, args: &UpdateBenchArgs) -> Result<()> {
+    let board = Board::find(&project.boards_dir(), &args.board)?;
+    let profile_name = board
+        .qemu
+        .as_deref()
+        .with_context(|| format!("{}: board has no `qemu` profile", board.path.display()))?;
+    let profile = QemuProfile::find(&project.qemu_dir(), profile_name)?;
+    let dir = project.target_dir().join("bench-update").join(&board.name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let key = dir.join("id_ed25519");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .context("running ssh-keygen")?;
+    if !st.success() {
+        bail!("ssh-keygen failed");
+    }
+    let exe = std::env::current_exe().context("finding the ballast executable")?;
+    let build = |version: &str| -> Result<BuildResult> {
+        let out = dir.join(version);
+        let st = Command::new(&exe)
+            .args([
+                "build",
+                "--board",
+                &board.name,
+                "--version",
+                version,
+                "--out",
+            ])
+            .arg(&out)
+            .arg("--ssh-key")
+            .arg(key.with_extension("pub"))
+            .args(&args.build_args)
+            .stdout(Stdio::null())
+            .status()
+            .context("running ballast build")?;
+        if !st.success() {
+            bail!("ballast build --version {version} failed");
+        }
+        BuildResult::load(&out)
+    };
+    let v1 = build("1.0.0")?;
+    let v2 = build("1.0.1")?;
+    let bundle = v2.artifact("bundle")?;
+
+    // The root payload, as plain bytes, for dd.
+    let root = dir.join("root.img");
+    {
+        let keys = ballast_bundle::keys::read_dir(&project.root.join("keys"))?;
+        let f = std::fs::File::open(&bundle)?;
+        let mut r = ballast_bundle::Reader::open(std::io::BufReader::new(f), &keys).context(
+            "reading the bundle (signed with keys/dev.key? the bench uses the default key)",
+        )?;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&root)?);
+        r.copy_next(&mut out, &mut |_| {})?;
+    }
+    let root_bytes = std::fs::metadata(&root)?.len();
+    let bundle_bytes = std::fs::metadata(&bundle)?.len();
+
+    let port = free_port()?;
+    let disk = v1.artifact("disk")?;
+    let launch = Launch {
+        profile: profile.clone(),
+        kernel: v1.artifact("kernel")?,
+        initrd: v1.artifact("initrd")?,
+        cmdline: v1.cmdline.clone(),
+        ssh_port: Some(port),
+        no_reboot: false,
+        disk: Some(crate::run::disk_boot(&profile, &disk)?),
+    };
+    let cache = crate::project::cache_dir(None);
+    let accel = qemu::choose_accel(&launch, board.arch, args.accel, &cache)?;
+    let mut console = Console::spawn(launch.command(accel))?;
+    let boot = Duration::from_secs(600);
+    console
+        .wait_for("ballast-ready version=1.0.0", boot)
+        .context("booting 1.0.0")?;
+    let remote = Remote { key, port };
+    let result = (|| -> Result<Figures> {
+        remote.run("cat > root.img", Some(&root))?;
+        remote.run("cat > update.bundle", Some(&bundle))?;
+        // The inactive slot of a fresh image is b: partition 3 of the boot disk.
+        let dev = remote.run(
+            "for d in /sys/class/block/*; do [ \"$(cat $d/partition 2>/dev/null)\" = 3 ] && [ -e $d/../$(basename $d | sed 's/3$/1/')/partition ] && cat $d/dev && break; done",
+            None,
+        )?;
+        let (major, minor) = dev
+            .trim()
+            .split_once(':')
+            .with_context(|| format!("no partition 3 on the device (got {dev:?})"))?;
+        remote.run(
+            &format!("sudo rm -f /tmp/slot && sudo mknod /tmp/slot b {major} {minor}"),
+            None,
+        )?;
+        let dd_s = remote.timed("sudo dd if=root.img of=/tmp/slot bs=1M conv=fsync")?;
+        let started = Instant::now();
+        let upgrade_s = remote.timed("osctl upgrade update.bundle")?;
+        let _ = remote.run("osctl reboot", None);
+        console
+            .wait_for("ballast-ready version=1.0.1", boot)
+            .context("booting 1.0.1 after the upgrade")?;
+        let upgrade_to_ready_s = started.elapsed().as_secs_f64();
+        let mb = root_bytes as f64 / 1e6;
+        Ok(Figures {
+            board: board.name.clone(),
+            accel: format!("{accel:?}").to_lowercase(),
+            root_bytes,
+            bundle_bytes,
+            dd_s,
+            dd_mb_s: mb / dd_s,
+            upgrade_s,
+            upgrade_root_mb_s: mb / upgrade_s,
+            ratio: dd_s / upgrade_s,
+            upgrade_to_ready_s,
+        })
+    })();
+    console.kill();
+    let f = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&f)?);
+    } else {
+        println!(
+            "{} ({}): root image {:.1} MB, bundle {:.1} MB",
+            f.board,
+            f.accel,
+            f.root_bytes as f64 / 1e6,
+            f.bundle_bytes as f64 / 1e6
+        );
+        println!(
+            "  dd to the inactive slot: {:.2} s ({:.1} MB/s); osctl upgrade: {:.2} s ({:.1} MB/s of root); ratio {:.2} (goal >= 0.8)",
+            f.dd_s, f.dd_mb_s, f.upgrade_s, f.upgrade_root_mb_s, f.ratio
+        );
+        println!(
+            "  osctl upgrade -> ballast-ready of the new version: {:.1} s",
+            f.upgrade_to_ready_s
+        );
+    }
+    Ok(())
+}
