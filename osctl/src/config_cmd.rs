@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use ballast_config::{ConfigError, MetaData, Plan, MAX_DOCUMENT};
+use ballast_control::{client, Request, Response};
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
@@ -25,6 +26,23 @@ pub enum ConfigAction {
         /// Print {"valid", "errors", "warnings", "plan"} as JSON on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// Send a document to sysd: show what changes and apply it (the same steps
+    /// as at first boot; write_files new or changed and runcmd entries that are
+    /// new run now, the instance id stays). Exit 0 applied, 1 refused or
+    /// failed, 2 unreadable file.
+    Apply {
+        /// The document, or `-` for stdin (what `--host` uses to stream it).
+        file: PathBuf,
+        /// Show the changes only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print {"changes", "warnings", "errors", "applied"} as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Name of the document in messages (default: FILE).
+        #[arg(long, value_name = "NAME", hide = true)]
+        source: Option<String>,
     },
 }
 
@@ -57,12 +75,141 @@ fn text(bytes: Vec<u8>, source: &str) -> Result<String, ConfigError> {
 }
 
 /// Runs the action; returns the exit code.
-pub fn run(action: &ConfigAction, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let ConfigAction::Validate {
-        file,
-        meta_data,
-        json,
-    } = action;
+pub fn run(action: &ConfigAction, socket: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    match action {
+        ConfigAction::Validate {
+            file,
+            meta_data,
+            json,
+        } => validate(file, meta_data.as_deref(), *json, out, err),
+        ConfigAction::Apply {
+            file,
+            dry_run,
+            json,
+            source,
+        } => apply(socket, file, source.as_deref(), *dry_run, *json, out, err),
+    }
+}
+
+fn read_input(path: &Path) -> Result<Vec<u8>, String> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        io::stdin()
+            .take(MAX_DOCUMENT as u64 + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read stdin: {e}"))?;
+        return Ok(buf);
+    }
+    read(path)
+}
+
+fn apply(
+    socket: &Path,
+    file: &Path,
+    source: Option<&str>,
+    dry_run: bool,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let source = source.map_or_else(|| file.display().to_string(), str::to_string);
+    let text = match read_input(file).map(|b| text(b, &source)) {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            let _ = writeln!(err, "error: {e}");
+            return 1;
+        }
+        Err(m) => {
+            let _ = writeln!(err, "osctl: {m}");
+            return 2;
+        }
+    };
+    let req = Request::ConfigApply {
+        text,
+        source: source.clone(),
+        dry_run,
+    };
+    let resp = match client::call(socket, &req) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(err, "osctl: cannot reach sysd at {}: {e}", socket.display());
+            return 1;
+        }
+    };
+    let (changes, warnings, errors, applied) = match resp {
+        Response::ConfigApplied {
+            changes,
+            warnings,
+            errors,
+            applied,
+        } => (changes, warnings, errors, applied),
+        Response::Error { message } => {
+            let _ = writeln!(err, "error: {message}");
+            return 1;
+        }
+        _ => {
+            let _ = writeln!(
+                err,
+                "osctl: sysd answered something else to config apply: osctl and sysd are from different versions?"
+            );
+            return 1;
+        }
+    };
+    let written = if json {
+        let v = serde_json::json!({
+            "changes": changes,
+            "warnings": warnings,
+            "errors": errors,
+            "applied": applied,
+        });
+        serde_json::to_string_pretty(&v)
+            .map_err(io::Error::other)
+            .and_then(|s| writeln!(out, "{s}"))
+    } else {
+        let mut r = Ok(());
+        for w in &warnings {
+            r = r.and(writeln!(err, "warning: {w}"));
+        }
+        for c in &changes {
+            r = r.and(writeln!(out, "{c}"));
+        }
+        if changes.is_empty() {
+            r = r.and(writeln!(out, "no changes"));
+        }
+        for e in &errors {
+            r = r.and(writeln!(err, "error: {e}"));
+        }
+        r.and(writeln!(
+            out,
+            "{source}: {}",
+            if !applied {
+                "not applied (dry run)"
+            } else if errors.is_empty() {
+                "applied"
+            } else {
+                "applied with errors"
+            }
+        ))
+    };
+    if let Err(e) = written {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            let _ = writeln!(err, "osctl: cannot write output: {e}");
+        }
+    }
+    if errors.is_empty() {
+        0
+    } else {
+        1
+    }
+}
+
+fn validate(
+    file: &Path,
+    meta_data: Option<&Path>,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     let source = file.display().to_string();
     let bytes = match read(file) {
         Ok(b) => b,
@@ -71,7 +218,7 @@ pub fn run(action: &ConfigAction, out: &mut dyn Write, err: &mut dyn Write) -> i
             return 2;
         }
     };
-    let meta_bytes = match meta_data.as_deref().map(read).transpose() {
+    let meta_bytes = match meta_data.map(read).transpose() {
         Ok(b) => b,
         Err(m) => {
             let _ = writeln!(err, "osctl: {m}");
@@ -104,7 +251,7 @@ pub fn run(action: &ConfigAction, out: &mut dyn Write, err: &mut dyn Write) -> i
         None
     };
     let valid = plan.is_some();
-    let written = if *json {
+    let written = if json {
         let v = serde_json::json!({
             "valid": valid,
             "errors": errors,

@@ -93,7 +93,7 @@ pub enum Command {
         #[arg(long)]
         reboot: bool,
     },
-    /// Check a #cloud-config (or TOML) document offline.
+    /// Check a #cloud-config (or TOML) document offline, or apply one.
     Config {
         #[command(subcommand)]
         action: config_cmd::ConfigAction,
@@ -173,6 +173,7 @@ fn kind(r: &Response) -> String {
         Response::Error { message } => format!("an error ({message})"),
         Response::Progress { phase, .. } => format!("progress ({phase})"),
         Response::Installed { version, .. } => format!("installed ({version})"),
+        Response::ConfigApplied { .. } => "a config apply result".into(),
     }
 }
 
@@ -263,6 +264,27 @@ pub fn remote_args(cmd: &Command) -> Option<(Vec<String>, Option<PathBuf>)> {
                 .collect(),
             None,
         ),
+        Command::Config {
+            action:
+                config_cmd::ConfigAction::Apply {
+                    file,
+                    dry_run,
+                    json,
+                    source,
+                },
+        } => {
+            // The document is streamed as the remote osctl's stdin.
+            let name = source.clone().unwrap_or_else(|| file.display().to_string());
+            let local = (file != Path::new("-")).then(|| file.clone());
+            (
+                v(&["config", "apply", "-", "--source", &name])
+                    .into_iter()
+                    .chain(flag(*dry_run, "--dry-run"))
+                    .chain(flag(*json, "--json"))
+                    .collect(),
+                local,
+            )
+        }
         Command::Config { .. } => return None,
     })
 }
@@ -362,7 +384,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Command::Rollback { reboot } => update_cmd::rollback(&cli.socket, *reboot, out),
         Command::Config { action } => {
             // Exit codes of its own (0 valid, 1 invalid, 2 unreadable file).
-            let code = config_cmd::run(action, out, &mut io::stderr());
+            let code = config_cmd::run(action, &cli.socket, out, &mut io::stderr());
             if code != 0 {
                 out.flush().map_err(Failure::Stdout)?;
                 std::process::exit(code);

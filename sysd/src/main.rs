@@ -11,6 +11,7 @@
 //! trying definitions on a workstation); in that mode Reboot/Poweroff only signal the
 //! process given with `--pid1 PID`, never the real PID 1.
 
+mod firstboot;
 mod health;
 mod logs;
 mod manifest;
@@ -279,6 +280,10 @@ fn run(args: Args) -> i32 {
         Some,
     );
 
+    // First-boot config from a local source is applied before the definitions
+    // load (it may add system containers); a URL one holds the services instead.
+    errors.extend(firstboot::begin(&paths.root, on_device));
+
     // Definitions: manifest.toml, then config.json through the container runtime.
     let (found, mut errs) =
         manifest::load_image_and_applied(&paths.system(), &paths.applied_system());
@@ -294,8 +299,9 @@ fn run(args: Args) -> i32 {
             Err(e) => errors.push(e),
         }
     }
-    let (sup, mut errs) = Supervisor::new(defs);
+    let (mut sup, mut errs) = Supervisor::new(defs);
     errors.append(&mut errs);
+    firstboot::hold(&mut sup);
     let (logs, log_err) = logs::Logs::new(&paths.logs());
     errors.extend(log_err);
     for e in &errors {
@@ -379,6 +385,13 @@ fn run(args: Args) -> i32 {
                 if let Err(e) = runtime::cleanup(&name) {
                     say(&e);
                 }
+            }
+        }
+        firstboot::tick(&shared);
+        if let Some(release) = firstboot::take_reload() {
+            let (image, applied) = (paths.system(), paths.applied_system());
+            for a in firstboot::reload(&shared, &mut bundles, &image, &applied, release) {
+                perform(a, &shared, &bundles, &paths);
             }
         }
         let actions = lock(&shared.sup).tick(now);

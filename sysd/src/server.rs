@@ -148,6 +148,14 @@ fn handle(conn: UnixStream, shared: &Shared, socket: &Path) {
             size,
         } => upgrade(r, w, shared, socket, allow_downgrade, size),
         Request::Rollback => reply(&mut w, rollback(shared)),
+        Request::ConfigApply {
+            text,
+            source,
+            dry_run,
+        } => {
+            let resp = crate::firstboot::apply_request(&text, &source, dry_run);
+            let _ = write_message(&mut w, &resp, socket);
+        }
     }
 }
 

@@ -229,6 +229,9 @@ pub enum ContainerSource {
     Image(String),
     /// An OCI runtime bundle directory (path).
     Bundle(String),
+    /// Neither given: `command` runs on the image's admin userland
+    /// (`/usr/lib/ballast/userland`, read-only).
+    Userland,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -934,16 +934,22 @@ fn container(n: &Node, path: &str, ctx: &mut Ctx) -> Option<SystemContainer> {
         }
         (None, None) => {
             if f.get("image").is_none() && f.get("bundle").is_none() {
-                ctx.err(
-                    n.line,
-                    path,
-                    "neither `image` (an OCI archive path) nor `bundle` (an OCI bundle directory) is given (add one)",
-                );
+                // Neither: the command runs on the image's admin userland
+                // (checked below: it then needs a command).
+                Some(ContainerSource::Userland)
+            } else {
+                None
             }
-            None
         }
     };
     let command = opt_list(&mut f, "command", ctx, any);
+    if source == Some(ContainerSource::Userland) && command.is_empty() {
+        ctx.err(
+            n.line,
+            path,
+            "neither `image` (an OCI archive path) nor `bundle` (an OCI bundle directory) nor `command` (run on the admin userland) is given (add one)",
+        );
+    }
     let mut env = Vec::new();
     if let Some(e) = f.get("env") {
         let p = f.path("env");

@@ -62,6 +62,16 @@ pub enum Request {
     },
     /// Make the other slot (when it is good) the default for the next boot.
     Rollback,
+    /// Check a first-boot config document (`#cloud-config` or TOML) and show
+    /// what applying it changes; unless `dry_run`, apply and record it. `source`
+    /// names the document in error messages (the client's file name). Answered
+    /// by [`Response::ConfigApplied`] or an error naming the line and key.
+    ConfigApply {
+        text: String,
+        source: String,
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 /// A record of the last rollback, kept on the state partition.
@@ -119,6 +129,16 @@ pub enum Response {
     },
     Error {
         message: String,
+    },
+    /// Answer to [`Request::ConfigApply`]: the diff lines (`+ user alice`,
+    /// `~ hostname: a -> b`), the document's warnings, what failed while
+    /// applying, and whether it was applied (false for a dry run).
+    ConfigApplied {
+        changes: Vec<String>,
+        warnings: Vec<String>,
+        #[serde(default)]
+        errors: Vec<String>,
+        applied: bool,
     },
 }
 

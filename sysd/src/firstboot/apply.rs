@@ -1,0 +1,577 @@
+//! Applying a [`Plan`] to the machine. sysd is root in the host's namespaces;
+//! everything here is file work under a root directory (`/` on the device, a
+//! temporary tree in tests) plus `sethostname`, so it runs in unit tests.
+//!
+//! What goes where:
+//! - host name: `sethostname`, `/etc/hostname`, `/etc/hosts` (the host's
+//!   `/etc` is an overlay on the state partition), and copies for the admin
+//!   environment under `/state/ballast/config/users/` (`hostname`, `hosts`);
+//! - users: merged account files, sudoers rules, `allow_users` and `keys/NAME`
+//!   under `/state/ballast/config/users/`, merged by the SSH container's start
+//!   script when it starts (see `system/ssh/files/usr/lib/ballast/ssh/start`);
+//! - `write_files`: on the host, only under /etc, /var, /state or /run;
+//! - `bootcmd`: `/run/ballast/config/bootcmd.sh`, run by the SSH container's
+//!   start script once per boot; `runcmd`: `/state/ballast/config/runcmd.sh`,
+//!   which that script takes (renames) before it runs it, so it runs once —
+//!   both run in the admin environment, after the network is up, as root;
+//! - `ntp`: `/run/ballast/config/chrony/config.sources` for the time container;
+//! - `sysctl`: `/proc/sys`; `ballast.system`: OCI bundles under
+//!   `/state/ballast/config/system/NAME/` (sysd loads them with the image's).
+//!
+//! Unsupported settings (kernel modules, time zones, engine and update
+//! settings, static network from the document) are warnings, never failures.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ballast_config::{Cmd, ContainerSource, Plan, Restart, SystemContainer, WriteFile};
+use serde_json::json;
+
+use super::users;
+
+/// Directories `write_files` may write under (the rest of the host is the
+/// read-only image).
+pub const WRITABLE: [&str; 4] = ["/etc/", "/var/", "/state/", "/run/"];
+
+/// Paths of first-boot config, under one root.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+    /// Set the kernel's host name (false under `--root`).
+    pub on_device: bool,
+}
+
+impl Layout {
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel.trim_start_matches('/'))
+    }
+    pub fn applied(&self) -> PathBuf {
+        self.p("state/ballast/config/applied.json")
+    }
+    pub fn instance_id(&self) -> PathBuf {
+        self.p("state/ballast/config/instance-id")
+    }
+    pub fn system(&self) -> PathBuf {
+        self.p("state/ballast/config/system")
+    }
+    pub fn users(&self) -> PathBuf {
+        self.p("state/ballast/config/users")
+    }
+    pub fn runcmd(&self) -> PathBuf {
+        self.p("state/ballast/config/runcmd.sh")
+    }
+    pub fn bootcmd(&self) -> PathBuf {
+        self.p("run/ballast/config/bootcmd.sh")
+    }
+    pub fn chrony(&self) -> PathBuf {
+        self.p("run/ballast/config/chrony/config.sources")
+    }
+    pub fn userland(&self) -> PathBuf {
+        self.p("usr/lib/ballast/userland")
+    }
+    pub fn cidata_mount(&self) -> PathBuf {
+        self.p("run/ballast/cidata")
+    }
+    pub fn boot(&self) -> PathBuf {
+        self.p("boot")
+    }
+    pub fn cmdline(&self) -> PathBuf {
+        self.p("proc/cmdline")
+    }
+}
+
+/// What applying did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Write `bytes` to `path` atomically (tmp, fsync, rename) with `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    res.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", path.display())
+    })
+}
+
+fn remove(path: &Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+    }
+}
+
+/// Shell-quote one word.
+pub fn quote(w: &str) -> String {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@+,%".contains(c))
+    {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// A script running `cmds` the way cloud-init does: a string through the
+/// shell, a list as argv (quoted, no shell expansion).
+pub fn script(what: &str, cmds: &[Cmd]) -> String {
+    let mut s = format!("#!/bin/sh\n# {what}, written by sysd from the first-boot config.\n");
+    for c in cmds {
+        match c {
+            Cmd::Shell(text) => {
+                s.push_str(text);
+                s.push('\n');
+            }
+            Cmd::Argv(argv) => {
+                let words: Vec<String> = argv.iter().map(|a| quote(a)).collect();
+                s.push_str(&words.join(" "));
+                s.push('\n');
+            }
+        }
+    }
+    s
+}
+
+fn hosts_file(hostname: &str, fqdn: Option<&str>) -> String {
+    let names = match fqdn {
+        Some(f) if f != hostname => format!("{f} {hostname}"),
+        _ => hostname.to_string(),
+    };
+    format!("127.0.0.1 localhost\n127.0.1.1 {names}\n::1 localhost ip6-localhost ip6-loopback\n")
+}
+
+/// Apply `plan`. `per_instance`: also write_files and queue runcmd (a new
+/// instance, or `osctl config apply` of changed ones). Everything else is
+/// re-materialised on every boot.
+pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
+    let mut r = Report::default();
+    let err = |r: &mut Report, res: Result<(), String>| {
+        if let Err(e) = res {
+            r.errors.push(e);
+        }
+    };
+
+    // Host name.
+    let users_dir = l.users();
+    if let Some(h) = &plan.hostname {
+        if l.on_device {
+            err(&mut r, super::sys::sethostname(&h.hostname));
+        }
+        let hosts = hosts_file(&h.hostname, h.fqdn.as_deref());
+        let line = format!("{}\n", h.hostname);
+        err(
+            &mut r,
+            write_atomic(&l.p("etc/hostname"), line.as_bytes(), 0o644),
+        );
+        err(
+            &mut r,
+            write_atomic(&l.p("etc/hosts"), hosts.as_bytes(), 0o644),
+        );
+        err(
+            &mut r,
+            write_atomic(&users_dir.join("hostname"), line.as_bytes(), 0o644),
+        );
+        err(
+            &mut r,
+            write_atomic(&users_dir.join("hosts"), hosts.as_bytes(), 0o644),
+        );
+    } else {
+        for f in ["hostname", "hosts"] {
+            err(&mut r, remove(&users_dir.join(f)));
+        }
+    }
+
+    // Users: merged account files for the admin environment.
+    let base =
+        |f: &str| std::fs::read_to_string(l.userland().join("etc").join(f)).unwrap_or_default();
+    let (acc, warnings) = users::merge(
+        &base("passwd"),
+        &base("group"),
+        &base("shadow"),
+        &plan.users,
+    );
+    r.warnings
+        .extend(warnings.into_iter().map(|w| format!("config: {w}")));
+    err(
+        &mut r,
+        write_atomic(&users_dir.join("passwd"), acc.passwd.as_bytes(), 0o644),
+    );
+    err(
+        &mut r,
+        write_atomic(&users_dir.join("group"), acc.group.as_bytes(), 0o644),
+    );
+    err(
+        &mut r,
+        write_atomic(&users_dir.join("shadow"), acc.shadow.as_bytes(), 0o600),
+    );
+    err(
+        &mut r,
+        write_atomic(&users_dir.join("sudoers"), acc.sudoers.as_bytes(), 0o440),
+    );
+    let allow = format!("{}\n", acc.allow.join(" "));
+    err(
+        &mut r,
+        write_atomic(&users_dir.join("allow_users"), allow.as_bytes(), 0o644),
+    );
+    let keys_dir = users_dir.join("keys");
+    if let Ok(rd) = std::fs::read_dir(&keys_dir) {
+        for e in rd.flatten() {
+            if !acc.keys.contains_key(&*e.file_name().to_string_lossy()) {
+                err(&mut r, remove(&e.path()));
+            }
+        }
+    }
+    for (name, keys) in &acc.keys {
+        let mut text = keys.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        err(
+            &mut r,
+            write_atomic(&keys_dir.join(name), text.as_bytes(), 0o644),
+        );
+    }
+
+    // sysctl.
+    for (k, v) in &plan.sysctl {
+        let p = l.p("proc/sys").join(k.replace('.', "/"));
+        if let Err(e) = std::fs::write(&p, format!("{v}\n")) {
+            r.warnings.push(format!(
+                "config: sysctl {k} = {v}: cannot write {}: {e}",
+                p.display()
+            ));
+        }
+    }
+    for m in &plan.modules {
+        r.warnings.push(format!(
+            "config: ballast.modules: {m}: not loaded (this version loads only the modules the image lists in kernel-configs/initramfs-modules.toml)"
+        ));
+    }
+    if let Some(tz) = &plan.timezone {
+        if !matches!(tz.as_str(), "UTC" | "Etc/UTC" | "Etc/GMT" | "GMT") {
+            r.warnings.push(format!(
+                "config: timezone {tz}: the image carries no time zone data; the host clock stays UTC (set TZ in your containers)"
+            ));
+        }
+    }
+    for (what, set) in [
+        ("ballast.engine", plan.engine.is_some()),
+        ("ballast.update", plan.update.is_some()),
+        ("ballast.network", plan.network.is_some()),
+    ] {
+        if set {
+            r.warnings.push(format!(
+                "config: {what}: recorded but not applied by this version (static network: use the kernel command line `ip=`)"
+            ));
+        }
+    }
+
+    // NTP for the time container (chrony `sourcedir`).
+    let chrony = l.chrony();
+    match &plan.ntp {
+        Some(ntp) if ntp.enabled => {
+            let mut text = String::new();
+            for s in &ntp.servers {
+                text.push_str(&format!("server {s} iburst\n"));
+            }
+            for p in &ntp.pools {
+                text.push_str(&format!("pool {p} iburst\n"));
+            }
+            err(&mut r, write_atomic(&chrony, text.as_bytes(), 0o644));
+        }
+        Some(_) => {
+            r.warnings.push("config: ntp.enabled: false: the time service keeps running (stop it with `osctl service stop time`)".into());
+            err(&mut r, remove(&chrony));
+        }
+        None => err(&mut r, remove(&chrony)),
+    }
+
+    // System containers.
+    let sys_dir = l.system();
+    if let Ok(rd) = std::fs::read_dir(&sys_dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !plan.system.iter().any(|c| c.name == name) {
+                if let Err(e) = std::fs::remove_dir_all(e.path()) {
+                    r.errors.push(format!(
+                        "cannot remove {}: {e}",
+                        sys_dir.join(&name).display()
+                    ));
+                }
+            }
+        }
+    }
+    for c in &plan.system {
+        match container_files(l, c) {
+            Ok((manifest, config)) => {
+                let dir = sys_dir.join(&c.name);
+                err(
+                    &mut r,
+                    write_atomic(&dir.join("manifest.toml"), manifest.as_bytes(), 0o644),
+                );
+                err(
+                    &mut r,
+                    write_atomic(&dir.join("config.json"), config.as_bytes(), 0o644),
+                );
+            }
+            Err(e) => r.errors.push(e),
+        }
+    }
+
+    // bootcmd: every boot.
+    if plan.bootcmd.is_empty() {
+        err(&mut r, remove(&l.bootcmd()));
+    } else {
+        err(
+            &mut r,
+            write_atomic(
+                &l.bootcmd(),
+                script("bootcmd", &plan.bootcmd).as_bytes(),
+                0o700,
+            ),
+        );
+    }
+
+    if per_instance {
+        write_files(l, &plan.files, &acc, &mut r);
+        if plan.runcmd.is_empty() {
+            err(&mut r, remove(&l.runcmd()));
+        } else {
+            err(
+                &mut r,
+                write_atomic(
+                    &l.runcmd(),
+                    script("runcmd", &plan.runcmd).as_bytes(),
+                    0o700,
+                ),
+            );
+        }
+    }
+    r
+}
+
+/// Look a name up in an `/etc/passwd`- or `/etc/group`-style text: (id, primary gid).
+fn lookup(text: &str, name: &str) -> Option<(u32, u32)> {
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&name)).then(|| {
+            let id = f.get(2).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let gid = f.get(3).and_then(|v| v.parse().ok()).unwrap_or(id);
+            (id, gid)
+        })
+    })
+}
+
+/// Check a write_files path: absolute, no `..`, under a writable directory.
+pub fn check_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "write_files: {path}: not an absolute path without `..`"
+        ));
+    }
+    if !WRITABLE.iter().any(|w| path.starts_with(w)) {
+        return Err(format!(
+            "write_files: {path}: not written: the rest of the host is the read-only system image (write under /etc, /var, /state or /run)"
+        ));
+    }
+    Ok(())
+}
+
+fn write_files(l: &Layout, files: &[WriteFile], acc: &users::Accounts, r: &mut Report) {
+    // cloud-init writes `defer: true` files after users exist: here users are
+    // files already, so plain ones first, deferred ones after, in order.
+    let ordered = files
+        .iter()
+        .filter(|f| !f.defer)
+        .chain(files.iter().filter(|f| f.defer));
+    for f in ordered {
+        if let Err(e) = write_file(l, f, acc) {
+            r.errors.push(format!("config: {e}"));
+        }
+    }
+}
+
+fn write_file(l: &Layout, f: &WriteFile, acc: &users::Accounts) -> Result<(), String> {
+    check_path(&f.path)?;
+    let (uid, user_gid) = lookup(&acc.passwd, &f.owner).ok_or_else(|| {
+        format!(
+            "write_files: {}: owner {}: no such user (root, ballast, a user of `users`, or a user of the admin userland)",
+            f.path, f.owner
+        )
+    })?;
+    let gid = match &f.group {
+        None => user_gid,
+        Some(g) => lookup(&acc.group, g)
+            .map(|(id, _)| id)
+            .ok_or_else(|| format!("write_files: {}: group {g}: no such group", f.path))?,
+    };
+    let path = l.p(&f.path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("write_files: cannot create {}: {e}", dir.display()))?;
+    }
+    if f.append {
+        let mut h = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(f.mode)
+            .open(&path)
+            .map_err(|e| format!("write_files: cannot open {}: {e}", path.display()))?;
+        h.write_all(&f.content)
+            .and_then(|()| h.sync_all())
+            .map_err(|e| format!("write_files: cannot append to {}: {e}", path.display()))?;
+    } else {
+        write_atomic(&path, &f.content, f.mode).map_err(|e| format!("write_files: {e}"))?;
+    }
+    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|e| {
+        format!(
+            "write_files: cannot give {} to {uid}:{gid}: {e}",
+            path.display()
+        )
+    })?;
+    if !f.append {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))
+            .map_err(|e| format!("write_files: cannot chmod {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `manifest.toml` and `config.json` of an extra system container.
+pub fn container_files(l: &Layout, c: &SystemContainer) -> Result<(String, String), String> {
+    let what = format!("ballast.system {}", c.name);
+    let policy = match c.restart {
+        Restart::Always => "always",
+        Restart::OnFailure => "on-failure",
+        Restart::Never => "never",
+    };
+    let manifest = format!(
+        "# Written by sysd from the first-boot config.\ndescription = \"from the first-boot config\"\nafter = [\"network\"]\nrequired = {}\n\n[restart]\npolicy = \"{policy}\"\n",
+        c.required
+    );
+    let base_env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        "LANG=C.UTF-8".to_string(),
+    ];
+    let mut config = match &c.source {
+        ContainerSource::Image(p) => {
+            return Err(format!(
+                "config: {what}: image {p}: OCI image archives are not unpacked by this version (give `bundle`, or only `command` to run on the admin userland)"
+            ))
+        }
+        ContainerSource::Bundle(dir) => {
+            let file = l.p(dir).join("config.json");
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("config: {what}: cannot read {}: {e}", file.display()))?;
+            let mut v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| format!("config: {what}: {}: {e}", file.display()))?;
+            let root = v["root"]["path"].as_str().unwrap_or("rootfs").to_string();
+            if !root.starts_with('/') {
+                v["root"]["path"] = json!(format!("{}/{root}", dir.trim_end_matches('/')));
+            }
+            v
+        }
+        ContainerSource::Userland => default_config(&c.name, base_env.clone()),
+    };
+    if !c.command.is_empty() {
+        config["process"]["args"] = json!(c.command);
+    }
+    if let Some(env) = config["process"]["env"].as_array_mut() {
+        env.extend(c.env.iter().map(|e| json!(e)));
+    } else {
+        config["process"]["env"] = json!(base_env
+            .into_iter()
+            .chain(c.env.iter().cloned())
+            .collect::<Vec<_>>());
+    }
+    if let Some(mounts) = config["mounts"].as_array_mut() {
+        for m in &c.mounts {
+            let mut opts = vec!["rbind".to_string()];
+            opts.extend(m.options.iter().cloned());
+            mounts.push(json!({"destination": m.destination, "type": "bind", "source": m.source, "options": opts}));
+        }
+    }
+    if let Some(ns) = config["linux"]["namespaces"].as_array_mut() {
+        ns.retain(|n| n["type"] != "network");
+        if !c.host_network {
+            ns.push(json!({"type": "network"}));
+        }
+    }
+    let text = serde_json::to_string_pretty(&config).map_err(|e| format!("config: {what}: {e}"))?;
+    Ok((manifest, text))
+}
+
+/// A locked-down bundle on the admin userland: read-only root, own mount,
+/// pid, ipc and uts namespaces, Docker's default capabilities, no new privileges.
+fn default_config(name: &str, env: Vec<String>) -> serde_json::Value {
+    let caps = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ];
+    let tmpfs = |dest: &str, opts: &[&str]| json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": opts});
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/true"],
+            "env": env,
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 16384, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "/usr/lib/ballast/userland", "readonly": true},
+        "hostname": name,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            tmpfs("/dev", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]},
+            tmpfs("/run", &["nosuid", "nodev", "mode=755", "size=16m"]),
+            tmpfs("/tmp", &["nosuid", "nodev", "mode=1777", "size=64m"]),
+            tmpfs("/var", &["nosuid", "nodev", "mode=755", "size=16m"])
+        ],
+        "linux": {
+            "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}],
+            "resources": {"memory": {"limit": 268435456u64}, "pids": {"limit": 512}},
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}

@@ -1,0 +1,424 @@
+//! First-boot config: find the document, check it with ballast-config, apply
+//! its plan, record it; and `osctl config apply` at run time.
+//!
+//! Order at boot (see `source` for the sources, `apply` for where each setting
+//! goes): without `ballast.config=URL`, the local sources (a CIDATA volume,
+//! then `/boot/user-data`) are read and applied before sysd loads its service
+//! definitions, so services start with the config in place. With a URL, every
+//! service but `network` is held (shown as stopped) until the document is
+//! fetched (once `network` is healthy, retried up to [`URL_DEADLINE`]) and
+//! applied, or failed; then the definitions are loaded again (with the
+//! config's system containers) and the held services start.
+//!
+//! Per instance: the applied plan is kept in `/state/ballast/config/applied.json`
+//! and the instance id in `instance-id`. `write_files` and `runcmd` run only
+//! when the instance id differs from the recorded one; everything else
+//! (host name, users and keys, containers, bootcmd, sysctl, NTP) is applied
+//! again on every boot from the document found, or from `applied.json` when
+//! no document is found or the one found is broken. A document without
+//! meta-data (a URL without a trailing `/`, `/boot/user-data` alone) gets the
+//! instance id `doc-HASH` of its text: changing the document makes a new
+//! instance.
+//!
+//! A broken document is never applied: its error goes to the console
+//! (`sysd: config: SOURCE:LINE: KEY: ...`) and to `osctl status`; the machine
+//! keeps what was applied before, which on a fresh machine means the image's
+//! defaults (user `ballast` with the image's keys, no password login ever).
+//!
+//! `osctl config apply` (see [`apply_request`]) keeps the recorded instance
+//! id: it writes the `write_files` entries that are new or changed, queues the
+//! `runcmd` entries that are new, re-applies the rest, and records the plan.
+
+pub mod apply;
+mod source;
+mod sys;
+mod users;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ballast_config::{MetaData, Plan};
+use ballast_control::{Response, ServiceState};
+
+use crate::supervisor::{Action, Supervisor};
+use crate::{lock, say, Shared};
+use apply::Layout;
+use source::Found;
+
+/// How long sysd waits for a `ballast.config=` URL before it starts the
+/// services without it.
+pub const URL_DEADLINE: Duration = Duration::from_secs(60);
+
+static LAYOUT: OnceLock<Layout> = OnceLock::new();
+/// The main loop must reload definitions (and, with RELEASE, start the held services).
+static RELOAD: AtomicBool = AtomicBool::new(false);
+static RELEASE: AtomicBool = AtomicBool::new(false);
+static WAITING: Mutex<Option<Waiting>> = Mutex::new(None);
+
+struct Waiting {
+    url: String,
+    deadline: Instant,
+    fetching: bool,
+}
+
+/// What one application did, for the console and `osctl status`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+fn read_applied(l: &Layout) -> Option<Plan> {
+    let text = std::fs::read_to_string(l.applied()).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn recorded_instance(l: &Layout) -> Option<String> {
+    std::fs::read_to_string(l.instance_id())
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn record(l: &Layout, plan: &Plan) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(plan).map_err(|e| format!("config: {e}"))?;
+    apply::write_atomic(&l.applied(), json.as_bytes(), 0o600)?;
+    let id = plan.instance_id.clone().unwrap_or_default();
+    apply::write_atomic(&l.instance_id(), format!("{id}\n").as_bytes(), 0o644)
+}
+
+/// FNV-1a, 64 bits: a stable id for a document without meta-data.
+fn doc_id(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("doc-{h:016x}")
+}
+
+/// Parse the document found and its meta-data into a plan.
+fn plan_of(found: &Found, out: &mut Outcome) -> Option<Plan> {
+    let parsed = match ballast_config::parse(&found.user_data, &found.user_data_source) {
+        Ok(p) => p,
+        Err(e) => {
+            out.errors.push(format!("config: {e}"));
+            return None;
+        }
+    };
+    out.warnings.extend(
+        parsed
+            .warnings
+            .iter()
+            .map(|w| format!("config: warning: {w}")),
+    );
+    let meta = match &found.meta_data {
+        Some(text) => {
+            match ballast_config::parse_meta_data(text, &format!("{}/meta-data", found.origin)) {
+                Ok(m) => m,
+                Err(e) => {
+                    out.errors.push(format!("config: {e}"));
+                    return None;
+                }
+            }
+        }
+        None => MetaData::default(),
+    };
+    if found.network_config.is_some() {
+        out.warnings.push(format!(
+            "config: warning: {}/network-config: not applied by this version (static network: kernel command line `ip=`)",
+            found.origin
+        ));
+    }
+    let mut plan = parsed.doc.plan(&meta);
+    if plan.instance_id.is_none() {
+        plan.instance_id = Some(doc_id(&found.user_data));
+    }
+    Some(plan)
+}
+
+/// Apply what was found (or the recorded plan when nothing usable was found).
+fn apply_found(l: &Layout, found: Result<Option<Found>, String>) -> Outcome {
+    let mut out = Outcome::default();
+    let fresh = match found {
+        Err(e) => {
+            out.errors.push(format!("config: {e}"));
+            None
+        }
+        Ok(None) => None,
+        Ok(Some(f)) => {
+            out.notes
+                .push(format!("config: found {}", f.user_data_source));
+            plan_of(&f, &mut out)
+        }
+    };
+    let (plan, new_instance) = match fresh {
+        Some(p) => {
+            let new = recorded_instance(l).as_deref() != p.instance_id.as_deref();
+            (p, new)
+        }
+        None => match read_applied(l) {
+            Some(p) => {
+                out.notes
+                    .push("config: applying the recorded config again (applied.json)".into());
+                (p, false)
+            }
+            None => {
+                if out.errors.is_empty() {
+                    out.notes.push(
+                        "config: no first-boot config (no ballast.config=, no CIDATA volume, no /boot/user-data): image defaults".into(),
+                    );
+                } else {
+                    out.notes.push("config: the machine boots with the image's defaults (SSH keys of the image only, no password login)".into());
+                }
+                return out;
+            }
+        },
+    };
+    if new_instance {
+        out.notes.push(format!(
+            "config: new instance {}: write_files and runcmd run",
+            plan.instance_id.as_deref().unwrap_or("-")
+        ));
+    }
+    let r = apply::apply(l, &plan, new_instance);
+    out.errors.extend(r.errors);
+    out.warnings.extend(r.warnings);
+    if let Err(e) = record(l, &plan) {
+        out.errors.push(e);
+    }
+    out
+}
+
+fn report(o: &Outcome) -> Vec<String> {
+    for line in o.notes.iter().chain(&o.warnings).chain(&o.errors) {
+        say(line);
+    }
+    o.errors.clone()
+}
+
+/// At sysd's start, before the definitions are loaded: apply a local config,
+/// or note the URL to fetch. Returns errors for `osctl status`.
+pub fn begin(root: &Path, on_device: bool) -> Vec<String> {
+    let l = Layout {
+        root: root.to_path_buf(),
+        on_device,
+    };
+    let cmdline = std::fs::read_to_string(l.cmdline()).unwrap_or_default();
+    let _ = LAYOUT.set(l.clone());
+    if let Some(url) = source::url_from_cmdline(&cmdline) {
+        say(&format!(
+            "config: ballast.config={url}: services wait for it (up to {} s) once the network is up",
+            URL_DEADLINE.as_secs()
+        ));
+        *lock(&WAITING) = Some(Waiting {
+            url,
+            deadline: Instant::now() + URL_DEADLINE,
+            fetching: false,
+        });
+        return Vec::new();
+    }
+    let found = match source::find_cidata(&l.root) {
+        Some((dev, fs)) => source::read_cidata(&dev, fs, &l.cidata_mount()),
+        None => source::read_dir_seed(&l.boot(), "/boot"),
+    };
+    report(&apply_found(&l, found))
+}
+
+/// A URL config is pending: hold every service but `network`.
+pub fn hold(sup: &mut Supervisor) {
+    if lock(&WAITING).is_none() {
+        return;
+    }
+    for name in sup.names() {
+        if name != "network" {
+            let _ = sup.stop(&name, 0);
+        }
+    }
+}
+
+/// From the main loop: start the fetch once the network is healthy.
+pub fn tick(shared: &Arc<Shared>) {
+    let mut w = lock(&WAITING);
+    let Some(waiting) = w.as_mut() else {
+        return;
+    };
+    if waiting.fetching {
+        return;
+    }
+    let net = lock(&shared.sup)
+        .status(shared.now_ms())
+        .into_iter()
+        .find(|s| s.name == "network")
+        .map(|s| s.state);
+    let ready = matches!(
+        net,
+        None | Some(ServiceState::Healthy | ServiceState::Failed)
+    ) || Instant::now() >= waiting.deadline;
+    if !ready {
+        return;
+    }
+    waiting.fetching = true;
+    let (url, deadline) = (waiting.url.clone(), waiting.deadline);
+    let sh = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("sysd-config".into())
+        .spawn(move || {
+            if let Some(l) = LAYOUT.get() {
+                let found = source::fetch(&url, deadline).map(Some);
+                let errors = report(&apply_found(l, found));
+                lock(&sh.errors).extend(errors);
+            }
+            *lock(&WAITING) = None;
+            RELEASE.store(true, Ordering::SeqCst);
+            RELOAD.store(true, Ordering::SeqCst);
+        });
+    if let Err(e) = spawned {
+        let msg =
+            format!("config: cannot start the fetch thread: {e}; starting without the config");
+        say(&msg);
+        lock(&shared.errors).push(msg);
+        *w = None;
+        RELEASE.store(true, Ordering::SeqCst);
+        RELOAD.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Reload requested (after the URL stage, or `osctl config apply`): `Some(release held)`.
+pub fn take_reload() -> Option<bool> {
+    RELOAD
+        .swap(false, Ordering::SeqCst)
+        .then(|| RELEASE.swap(false, Ordering::SeqCst))
+}
+
+/// Load the definitions again (the image's and the config's), keep running
+/// services running (adopted by pid), stop containers the config removed.
+/// Returns the first actions of the new supervisor (without a second ready
+/// announcement).
+pub fn reload(
+    shared: &Shared,
+    bundles: &mut HashMap<String, crate::runtime::Bundle>,
+    image: &Path,
+    applied: &Path,
+    release: bool,
+) -> Vec<Action> {
+    let (found, mut errs) = crate::manifest::load_image_and_applied(image, applied);
+    let mut new_bundles = HashMap::new();
+    let mut defs = Vec::new();
+    for f in found {
+        match crate::runtime::Bundle::load(&f.bundle) {
+            Ok(b) => {
+                new_bundles.insert(f.def.name.clone(), b);
+                defs.push(f.def);
+            }
+            Err(e) => errs.push(e),
+        }
+    }
+    let (mut sup, more) = Supervisor::new(defs);
+    errs.extend(more);
+    let now = shared.now_ms();
+    let mut cur = lock(&shared.sup);
+    for s in cur.status(now) {
+        let kept = sup.has(&s.name);
+        match (s.state, s.pid) {
+            (ServiceState::Running | ServiceState::Healthy, Some(pid)) if kept => {
+                sup.started(&s.name, pid, now);
+                if s.state == ServiceState::Healthy {
+                    sup.health_ok(&s.name, now);
+                }
+            }
+            (_, Some(pid)) if !kept => {
+                say(&format!(
+                    "config: {} is no longer configured: stopping pid {pid}",
+                    s.name
+                ));
+                // SAFETY: kill(2) with a plain pid and signal number.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+            (ServiceState::Stopped, None) if kept && !release => {
+                let _ = sup.stop(&s.name, now);
+            }
+            _ => {}
+        }
+    }
+    let announced = cur.ready_announced();
+    let mut actions = sup.tick(now);
+    if announced {
+        actions.retain(|a| *a != Action::Ready);
+    }
+    *cur = sup;
+    drop(cur);
+    *bundles = new_bundles;
+    let mut known = lock(&shared.errors);
+    for e in errs {
+        if !known.contains(&e) {
+            say(&e);
+            known.push(e);
+        }
+    }
+    actions
+}
+
+/// `osctl config apply`: check, diff against the applied plan, and unless
+/// `dry_run` apply and record (see the module doc for per-instance steps).
+pub fn apply_request(text: &str, source: &str, dry_run: bool) -> Response {
+    let Some(l) = LAYOUT.get() else {
+        return Response::Error {
+            message: "config: sysd has not finished starting; try again".into(),
+        };
+    };
+    let parsed = match ballast_config::parse(text, source) {
+        Ok(p) => p,
+        Err(e) => {
+            return Response::Error {
+                message: e.to_string(),
+            }
+        }
+    };
+    let warnings: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
+    let old = read_applied(l).unwrap_or_default();
+    let meta = MetaData {
+        instance_id: old.instance_id.clone().or_else(|| Some(doc_id(text))),
+        local_hostname: None,
+    };
+    let new = parsed.doc.plan(&meta);
+    let changes = ballast_config::diff(&old, &new);
+    if dry_run {
+        return Response::ConfigApplied {
+            changes,
+            warnings,
+            errors: Vec::new(),
+            applied: false,
+        };
+    }
+    let mut delta = new.clone();
+    delta.files.retain(|f| !old.files.contains(f));
+    delta.runcmd.retain(|c| !old.runcmd.contains(c));
+    let r = apply::apply(l, &delta, true);
+    let mut errors = r.errors;
+    if let Err(e) = record(l, &new) {
+        errors.push(e);
+    }
+    for line in changes
+        .iter()
+        .map(|c| format!("config: apply: {c}"))
+        .chain(r.warnings.iter().cloned())
+        .chain(errors.iter().cloned())
+    {
+        say(&line);
+    }
+    RELOAD.store(true, Ordering::SeqCst);
+    Response::ConfigApplied {
+        changes,
+        warnings: warnings.into_iter().chain(r.warnings).collect(),
+        errors,
+        applied: true,
+    }
+}
+
+#[cfg(test)]
+mod tests;

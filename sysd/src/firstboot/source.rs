@@ -1,0 +1,286 @@
+//! Where the first-boot config comes from, first found wins:
+//!
+//! 1. `ballast.config=URL` on the kernel command line (plain http; fetched once
+//!    the `network` service is up, retried until a deadline). A URL ending in
+//!    `/` is a NoCloud-net seed: `URLuser-data` and (optional) `URLmeta-data`.
+//! 2. A NoCloud volume: any block device whose filesystem label is `CIDATA`
+//!    (vfat: the label in the boot sector; iso9660: the volume id of the
+//!    primary volume descriptor), mounted read-only for the time it is read.
+//! 3. `user-data` (and `meta-data`) on the boot partition (`/boot`).
+//!
+//! This module only reads; it never changes the machine except for the short
+//! read-only mount of a CIDATA volume.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ballast_config::MAX_DOCUMENT;
+
+/// The text of one config source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// For messages: `http://...`, `CIDATA:/dev/vdb`, `/boot`.
+    pub origin: String,
+    /// Source name of the user-data for errors (`CIDATA:/dev/vdb/user-data`).
+    pub user_data_source: String,
+    pub user_data: String,
+    pub meta_data: Option<String>,
+    pub network_config: Option<String>,
+}
+
+/// `ballast.config=URL` from a kernel command line.
+pub fn url_from_cmdline(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("ballast.config="))
+        .next_back()
+        .map(str::to_string)
+}
+
+/// Filesystem label of a CIDATA candidate from its first bytes (at least
+/// 0x8800 of them for iso9660): `Some(("vfat"|"iso9660", label))`.
+pub fn fs_label(head: &[u8]) -> Option<(&'static str, String)> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim_end().to_string();
+    if head.len() >= 0x8800 && head[0x8001..0x8006] == *b"CD001" && head[0x8000] == 1 {
+        return Some(("iso9660", text(&head[0x8028..0x8048])));
+    }
+    if head.len() >= 512 && head[510] == 0x55 && head[511] == 0xAA {
+        // FAT32 keeps its extended BPB at 0x40, FAT12/16 at 0x24; the boot
+        // signature byte 0x29 says the label field is valid.
+        if head[0x52..0x5A] == *b"FAT32   " && head[0x42] == 0x29 {
+            return Some(("vfat", text(&head[0x47..0x52])));
+        }
+        if head[0x36..0x39] == *b"FAT" && head[0x26] == 0x29 {
+            return Some(("vfat", text(&head[0x2B..0x36])));
+        }
+    }
+    None
+}
+
+/// Block devices (whole disks and partitions) from /sys/class/block, as /dev paths.
+fn block_devices(root: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(root.join("sys/class/block"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    !n.starts_with("loop") && !n.starts_with("ram") && !n.starts_with("dm-")
+                })
+                .map(|n| root.join("dev").join(n))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn read_head(dev: &Path) -> Option<Vec<u8>> {
+    let mut f = std::fs::File::open(dev).ok()?;
+    let mut head = vec![0u8; 0x8800];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return None,
+        }
+    }
+    head.truncate(n);
+    let _ = f.seek(SeekFrom::Start(0));
+    Some(head)
+}
+
+/// The first block device labelled CIDATA: `(device, filesystem type)`.
+pub fn find_cidata(root: &Path) -> Option<(PathBuf, &'static str)> {
+    block_devices(root).into_iter().find_map(|dev| {
+        let head = read_head(&dev)?;
+        match fs_label(&head) {
+            Some((fs, label)) if label.eq_ignore_ascii_case("CIDATA") => Some((dev, fs)),
+            _ => None,
+        }
+    })
+}
+
+/// Read at most the document limit (+1, so the parser can say it is too large).
+fn read_limited(path: &Path) -> Result<Option<String>, String> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut buf = Vec::new();
+    f.take(MAX_DOCUMENT as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    String::from_utf8(buf).map(Some).map_err(|_| {
+        format!(
+            "{}: not UTF-8 text (save the file as UTF-8)",
+            path.display()
+        )
+    })
+}
+
+/// `user-data`, `meta-data`, `network-config` from a directory.
+pub fn read_dir_seed(dir: &Path, origin: &str) -> Result<Option<Found>, String> {
+    let Some(user_data) = read_limited(&dir.join("user-data"))? else {
+        return Ok(None);
+    };
+    Ok(Some(Found {
+        origin: origin.to_string(),
+        user_data_source: format!("{origin}/user-data"),
+        user_data,
+        meta_data: read_limited(&dir.join("meta-data"))?,
+        network_config: read_limited(&dir.join("network-config"))?,
+    }))
+}
+
+/// Mount `dev` read-only at `at`, read the seed, unmount.
+pub fn read_cidata(dev: &Path, fstype: &str, at: &Path) -> Result<Option<Found>, String> {
+    std::fs::create_dir_all(at).map_err(|e| format!("cannot create {}: {e}", at.display()))?;
+    crate::firstboot::sys::mount_ro(dev, at, fstype)?;
+    let origin = format!("CIDATA:{}", dev.display());
+    let found = read_dir_seed(at, &origin);
+    if let Err(e) = crate::firstboot::sys::umount(at) {
+        crate::say(&format!("config: {e}"));
+    }
+    let found = found?;
+    if found.is_none() {
+        return Err(format!(
+            "{origin}: the CIDATA volume has no user-data file (NoCloud needs user-data and meta-data at its top level)"
+        ));
+    }
+    Ok(found)
+}
+
+/// One GET with a timeout; `Ok(None)` for 404.
+fn http_get(url: &str, timeout: Duration) -> Result<Option<String>, String> {
+    if url.starts_with("https://") {
+        return Err(format!(
+            "{url}: https is not in the device build (no TLS stack); serve the config over http on a trusted network, or use a NoCloud seed or /boot/user-data"
+        ));
+    }
+    if !url.starts_with("http://") {
+        return Err(format!(
+            "{url}: ballast.config= takes an http:// URL (e.g. ballast.config=http://10.0.0.1/seed/)"
+        ));
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    if status == 404 {
+        return Ok(None);
+    }
+    if status != 200 {
+        return Err(format!("cannot fetch {url}: HTTP {status}"));
+    }
+    let mut buf = Vec::new();
+    resp.into_body()
+        .into_reader()
+        .take(MAX_DOCUMENT as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| format!("{url}: not UTF-8 text"))
+}
+
+/// Fetch the config at `url`, retrying until `deadline` (DHCP may still be
+/// getting its lease when the network service reports up).
+pub fn fetch(url: &str, deadline: Instant) -> Result<Found, String> {
+    let (ud_url, md_url) = if url.ends_with('/') {
+        (format!("{url}user-data"), Some(format!("{url}meta-data")))
+    } else {
+        (url.to_string(), None)
+    };
+    let mut last;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = (|| {
+            let ud = http_get(
+                &ud_url,
+                left.clamp(Duration::from_secs(1), Duration::from_secs(10)),
+            )?
+            .ok_or_else(|| format!("cannot fetch {ud_url}: HTTP 404 (not found)"))?;
+            let md = match &md_url {
+                Some(m) => http_get(m, Duration::from_secs(10))?,
+                None => None,
+            };
+            Ok::<_, String>((ud, md))
+        })();
+        match attempt {
+            Ok((user_data, meta_data)) => {
+                return Ok(Found {
+                    origin: url.to_string(),
+                    user_data_source: ud_url,
+                    user_data,
+                    meta_data,
+                    network_config: None,
+                })
+            }
+            Err(e) => last = e,
+        }
+        if last.contains("https is not") || last.contains("takes an http") {
+            return Err(last);
+        }
+        if Instant::now() + Duration::from_secs(1) >= deadline {
+            return Err(format!(
+                "{last} (gave up after retrying until the config deadline)"
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_is_taken_from_the_command_line() {
+        assert_eq!(
+            url_from_cmdline("root=x ballast.config=http://10.0.2.2:8000/seed/ quiet"),
+            Some("http://10.0.2.2:8000/seed/".into())
+        );
+        assert_eq!(url_from_cmdline("root=x quiet"), None);
+    }
+
+    #[test]
+    fn labels_of_a_fat_volume_built_like_ballast_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("seed.img");
+        ballast_disk::fat::build(
+            &img,
+            ballast_disk::fat::MIN_BYTES,
+            "CIDATA",
+            1,
+            &[("user-data".into(), b"#cloud-config\n".to_vec())],
+        )
+        .unwrap();
+        let head = read_head(&img).unwrap();
+        assert_eq!(fs_label(&head), Some(("vfat", "CIDATA".to_string())));
+    }
+
+    #[test]
+    fn iso9660_volume_id() {
+        let mut head = vec![0u8; 0x8800];
+        head[0x8000] = 1;
+        head[0x8001..0x8006].copy_from_slice(b"CD001");
+        head[0x8028..0x8048].copy_from_slice(b"cidata                          ");
+        assert_eq!(fs_label(&head), Some(("iso9660", "cidata".to_string())));
+        assert_eq!(fs_label(&[0u8; 4096]), None);
+    }
+
+    #[test]
+    fn https_is_refused_with_the_reason() {
+        let e = fetch("https://x/", Instant::now() + Duration::from_secs(5)).unwrap_err();
+        assert!(e.contains("https is not in the device build"), "{e}");
+    }
+}

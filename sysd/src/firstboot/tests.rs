@@ -1,0 +1,200 @@
+//! First-boot config applied to a temporary root, the way sysd --root runs it.
+
+use super::*;
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nballast:x:1000:1000:Ballast admin:/state/home/ballast:/bin/bash\n";
+const GROUP: &str = "root:x:0:\nsudo:x:27:ballast\nballast:x:1000:\n";
+const SHADOW: &str = "root:*:19000:0:99999:7:::\nballast:*:19000:0:99999:7:::\n";
+
+const DOC: &str = r#"#cloud-config
+hostname: node1
+fqdn: node1.example.org
+users:
+  - default
+  - name: alice
+    groups: [sudo]
+    sudo: ALL=(ALL) NOPASSWD:ALL
+    shell: /bin/bash
+    ssh_authorized_keys: [ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILe1Eo3gV7lc2mL+y8ZcEqoOHu6HTF6l/567mLmfmXXs alice@laptop]
+ssh_authorized_keys: [ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILe1Eo3gV7lc2mL+y8ZcEqoOHu6HTF6l/567mLmfmXXs ops]
+write_files:
+  - path: /state/data/hello.txt
+    content: aGVsbG8K
+    encoding: b64
+    owner: alice:alice
+    permissions: '0640'
+  - path: /state/data/log.txt
+    content: "one more line\n"
+    append: true
+runcmd:
+  - echo ran >> /state/data/runs
+  - [touch, /state/data/argv form]
+bootcmd:
+  - echo boot
+ballast:
+  system:
+    - name: ticker
+      command: [/bin/sh, -c, "while sleep 5; do date; done"]
+"#;
+
+fn root() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let etc = d.path().join("usr/lib/ballast/userland/etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("passwd"), PASSWD).unwrap();
+    std::fs::write(etc.join("group"), GROUP).unwrap();
+    std::fs::write(etc.join("shadow"), SHADOW).unwrap();
+    std::fs::create_dir_all(d.path().join("state/data")).unwrap();
+    std::fs::write(d.path().join("state/data/log.txt"), "first line\n").unwrap();
+    d
+}
+
+fn layout(d: &tempfile::TempDir) -> Layout {
+    Layout {
+        root: d.path().to_path_buf(),
+        on_device: false,
+    }
+}
+
+fn seed(doc: &str, instance: &str) -> Result<Option<Found>, String> {
+    Ok(Some(Found {
+        origin: "/boot".into(),
+        user_data_source: "/boot/user-data".into(),
+        user_data: doc.into(),
+        meta_data: Some(format!("instance-id: {instance}\n")),
+        network_config: None,
+    }))
+}
+
+fn read(d: &tempfile::TempDir, p: &str) -> String {
+    std::fs::read_to_string(d.path().join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+#[test]
+fn a_document_is_applied_and_recorded() {
+    let d = root();
+    let l = layout(&d);
+    let o = apply_found(&l, seed(DOC, "i-1"));
+    assert!(o.errors.is_empty(), "{o:?}");
+    assert_eq!(read(&d, "etc/hostname"), "node1\n");
+    assert!(read(&d, "etc/hosts").contains("127.0.1.1 node1.example.org node1\n"));
+    assert_eq!(
+        read(&d, "state/ballast/config/users/hosts"),
+        read(&d, "etc/hosts")
+    );
+    let passwd = read(&d, "state/ballast/config/users/passwd");
+    assert!(
+        passwd.contains("alice:x:1001:1001::/state/home/alice:/bin/bash"),
+        "{passwd}"
+    );
+    assert!(read(&d, "state/ballast/config/users/group").contains("sudo:x:27:ballast,alice\n"));
+    assert_eq!(
+        read(&d, "state/ballast/config/users/allow_users"),
+        "ballast alice\n"
+    );
+    assert!(read(&d, "state/ballast/config/users/keys/alice").contains("alice@laptop"));
+    assert!(read(&d, "state/ballast/config/users/keys/ballast").contains(" ops\n"));
+    assert!(read(&d, "state/ballast/config/users/sudoers").contains("alice ALL=(ALL) NOPASSWD:ALL"));
+    // write_files: decoded, mode, owner by name, append.
+    assert_eq!(read(&d, "state/data/hello.txt"), "hello\n");
+    let meta = std::fs::metadata(d.path().join("state/data/hello.txt")).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    if nix_root() {
+        assert_eq!((meta.uid(), meta.gid()), (1001, 1001));
+    }
+    assert_eq!(
+        read(&d, "state/data/log.txt"),
+        "first line\none more line\n"
+    );
+    // runcmd queued as one script, both forms; bootcmd for this boot.
+    let run = read(&d, "state/ballast/config/runcmd.sh");
+    assert!(
+        run.contains("echo ran >> /state/data/runs\ntouch '/state/data/argv form'\n"),
+        "{run}"
+    );
+    assert!(read(&d, "run/ballast/config/bootcmd.sh").contains("echo boot\n"));
+    // The extra system container is a bundle sysd can load.
+    let dir = d.path().join("state/ballast/config/system/ticker");
+    let (found, errs) = crate::manifest::load_image_and_applied(
+        &d.path().join("none"),
+        &d.path().join("state/ballast/config/system"),
+    );
+    assert_eq!(found.len(), 1, "{errs:?}");
+    crate::runtime::Bundle::load(&dir).unwrap();
+    assert_eq!(read(&d, "state/ballast/config/instance-id"), "i-1\n");
+    let plan: Plan = serde_json::from_str(&read(&d, "state/ballast/config/applied.json")).unwrap();
+    assert_eq!(plan.users.len(), 2);
+}
+
+fn nix_root() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn per_instance_steps_run_once_per_instance_id() {
+    let d = root();
+    let l = layout(&d);
+    apply_found(&l, seed(DOC, "i-1"));
+    // The SSH container takes the queued runcmd when it runs it.
+    std::fs::remove_file(d.path().join("state/ballast/config/runcmd.sh")).unwrap();
+    let o = apply_found(&l, seed(DOC, "i-1"));
+    assert!(o.errors.is_empty(), "{o:?}");
+    assert!(!d.path().join("state/ballast/config/runcmd.sh").exists());
+    assert_eq!(
+        read(&d, "state/data/log.txt"),
+        "first line\none more line\n"
+    );
+    // Nothing found at all: the recorded plan is applied again, still once.
+    let o = apply_found(&l, Ok(None));
+    assert!(o.notes.iter().any(|n| n.contains("applied.json")), "{o:?}");
+    assert!(!d.path().join("state/ballast/config/runcmd.sh").exists());
+    assert!(d
+        .path()
+        .join("state/ballast/config/users/keys/alice")
+        .exists());
+    // A new instance id runs them again.
+    apply_found(&l, seed(DOC, "i-2"));
+    assert!(d.path().join("state/ballast/config/runcmd.sh").exists());
+    assert_eq!(
+        read(&d, "state/data/log.txt"),
+        "first line\none more line\none more line\n"
+    );
+}
+
+#[test]
+fn a_broken_document_is_reported_and_changes_nothing() {
+    let d = root();
+    let l = layout(&d);
+    let o = apply_found(&l, seed("#cloud-config\nhostname: [\n", "i-1"));
+    assert_eq!(o.errors.len(), 1, "{o:?}");
+    assert!(o.errors[0].starts_with("config: /boot/user-data:"), "{o:?}");
+    assert!(o.notes.iter().any(|n| n.contains("defaults")), "{o:?}");
+    assert!(!d.path().join("state/ballast/config/applied.json").exists());
+    let o = apply_found(&l, seed("#cloud-config\nhostname: -bad-\n", "i-1"));
+    assert!(o.errors[0].contains("/boot/user-data:2: hostname"), "{o:?}");
+    // After a good one, a broken one keeps the good one.
+    apply_found(&l, seed(DOC, "i-1"));
+    let o = apply_found(&l, seed("#cloud-config\nusers: 3\n", "i-9"));
+    assert_eq!(o.errors.len(), 1, "{o:?}");
+    assert_eq!(read(&d, "state/ballast/config/instance-id"), "i-1\n");
+    assert!(d
+        .path()
+        .join("state/ballast/config/users/keys/alice")
+        .exists());
+}
+
+#[test]
+fn write_files_outside_the_writable_directories_is_an_error_naming_the_file() {
+    let e = apply::check_path("/usr/bin/x").unwrap_err();
+    assert!(e.contains("/usr/bin/x") && e.contains("read-only"), "{e}");
+    assert!(apply::check_path("/etc/../usr/x").is_err());
+    assert!(apply::check_path("/etc/motd").is_ok());
+}
+
+#[test]
+fn a_document_without_meta_data_is_its_own_instance() {
+    assert_eq!(doc_id("a"), doc_id("a"));
+    assert_ne!(doc_id("a"), doc_id("b"));
+}
