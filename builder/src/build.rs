@@ -58,6 +58,13 @@ pub struct BuildArgs {
     /// the release key when the build is signed with a development key.
     #[arg(long = "trusted-key", value_name = "FILE")]
     pub trusted_keys: Vec<PathBuf>,
+    /// A first-boot config (`#cloud-config` or TOML) copied to the boot
+    /// partition as `user-data`, as a user would after flashing.
+    #[arg(long = "user-data", value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
+    /// NoCloud meta-data (instance-id, local-hostname) copied beside it.
+    #[arg(long = "meta-data", value_name = "FILE", requires = "user_data")]
+    pub meta_data: Option<PathBuf>,
     #[command(flatten)]
     pub archive: ArchiveArgs,
 }
@@ -212,6 +219,11 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
                 systemd_boot: systemd_boot.as_deref(),
                 epoch: initrd.epoch,
                 work: &work,
+                boot_files: &crate::cmd_seed::seed_files(
+                    args.user_data.as_deref(),
+                    args.meta_data.as_deref(),
+                    None,
+                )?,
             },
             &disk_tmp,
         )?;

@@ -41,6 +41,10 @@ pub struct Inputs<'a> {
     pub epoch: u64,
     /// Scratch space, removed by the caller.
     pub work: &'a Path,
+    /// Extra files for the top of the boot partition (`user-data`,
+    /// `meta-data` of `ballast build --user-data`): what a user copies there
+    /// after flashing.
+    pub boot_files: &'a [(String, Vec<u8>)],
 }
 
 #[derive(Debug, Clone)]
@@ -122,7 +126,8 @@ pub fn assemble(inputs: &Inputs<'_>, dest: &Path) -> Result<Built> {
     let staging = work.join("boot");
     std::fs::create_dir_all(&staging)?;
     stage_boot(inputs, &staging, &cmdline_a)?;
-    let files = collect_files(&staging)?;
+    let mut files = collect_files(&staging)?;
+    files.extend(inputs.boot_files.iter().cloned());
     let boot_img = work.join("boot.img");
     let volume_id = u32::from_le_bytes([guid.0[0], guid.0[1], guid.0[2], guid.0[3]]);
     fat::build(

@@ -8,6 +8,7 @@ mod build;
 mod cmd_fetch;
 mod cmd_keys;
 mod cmd_publish;
+mod cmd_seed;
 mod debpkg;
 mod devbins;
 mod image;
@@ -54,6 +55,8 @@ enum Cmd {
     Keygen(cmd_keys::KeygenArgs),
     /// Verify a bundle and add it to a signed channel directory.
     Publish(cmd_publish::PublishArgs),
+    /// Write a NoCloud seed image (FAT labelled CIDATA) with a first-boot config.
+    Seed(cmd_seed::SeedArgs),
     /// Kernel tools.
     #[command(subcommand)]
     Kernel(KernelCmd),
@@ -83,6 +86,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Fetch(args) => cmd_fetch::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Keygen(args) => cmd_keys::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Publish(args) => cmd_publish::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Seed(args) => cmd_seed::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Build(args) => build::run(&project()?, args).map(|()| ExitCode::SUCCESS),
         Cmd::Run(args) => run::run(&project()?, args),
         Cmd::Kernel(KernelCmd::Check(args)) => build::kernel_check(&project()?, args),

@@ -110,6 +110,17 @@ impl Launch {
     }
 }
 
+/// QEMU arguments that attach a NoCloud seed image read-only as a second
+/// drive of the profile's disk device.
+pub fn seed_args(profile: &QemuProfile, seed: &Path) -> Vec<std::ffi::OsString> {
+    vec![
+        "-drive".into(),
+        drive_arg("if=none,id=seed0,format=raw,readonly=on", seed),
+        "-device".into(),
+        format!("{},drive=seed0", profile.disk_device).into(),
+    ]
+}
+
 /// `-drive` value with a file name, commas escaped the way QEMU wants.
 fn drive_arg(opts: &str, file: &Path) -> std::ffi::OsString {
     let mut arg = std::ffi::OsString::from(format!("{opts},file="));

@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Exit QEMU instead of rebooting the guest.
     #[arg(long)]
     pub no_reboot: bool,
+    /// Attach this NoCloud seed image (`ballast seed`) as a read-only second
+    /// drive: the device reads its first-boot config from it.
+    #[arg(long, value_name = "PATH")]
+    pub seed: Option<PathBuf>,
     /// Cache directory (default: BALLAST_CACHE, else the user's cache dir).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
@@ -94,6 +98,15 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
     let cache = crate::project::cache_dir(args.cache.as_deref());
     let accel = qemu::choose_accel(&launch, board.arch, args.accel, &cache)?;
     let mut cmd = launch.command(accel);
+    if let Some(seed) = &args.seed {
+        if !seed.is_file() {
+            bail!(
+                "--seed {}: no such seed image (make one with `ballast seed`)",
+                seed.display()
+            );
+        }
+        cmd.args(qemu::seed_args(&launch.profile, seed));
+    }
     // Become QEMU: signals (a test's timeout, Ctrl-C) reach it directly and
     // its exit code is ours.
     let err = cmd.exec();

@@ -209,6 +209,12 @@ pub fn begin(root: &Path, on_device: bool) -> Vec<String> {
         on_device,
     };
     let cmdline = std::fs::read_to_string(l.cmdline()).unwrap_or_default();
+    // The time container's chrony reads NTP sources from here (`sourcedir`).
+    if let Some(dir) = l.chrony().parent() {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            say(&format!("config: cannot create {}: {e}", dir.display()));
+        }
+    }
     let _ = LAYOUT.set(l.clone());
     if let Some(url) = source::url_from_cmdline(&cmdline) {
         say(&format!(
