@@ -23,6 +23,18 @@ impl Machine {
     /// Boot `out`'s disk; with `reboots`, QEMU restarts the machine in place (for
     /// stories that span several boots, such as an automatic rollback).
     pub fn start(board: &str, out: &Path, ssh_port: u16, log: PathBuf, reboots: bool) -> Machine {
+        Machine::start_with(board, out, ssh_port, log, reboots, &[])
+    }
+
+    /// Like `start`, with more `ballast run` arguments (`--seed PATH`, a DISK).
+    pub fn start_with(
+        board: &str,
+        out: &Path,
+        ssh_port: u16,
+        log: PathBuf,
+        reboots: bool,
+        extra: &[&std::ffi::OsStr],
+    ) -> Machine {
         let mut cmd = super::ballast();
         cmd.args(["run", "--board", board]);
         if !reboots {
@@ -32,6 +44,7 @@ impl Machine {
             .arg("--out")
             .arg(out)
             .args(["--ssh-port", &ssh_port.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

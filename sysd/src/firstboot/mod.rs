@@ -194,8 +194,11 @@ fn apply_found(l: &Layout, found: Result<Option<Found>, String>) -> Outcome {
     out
 }
 
-fn report(o: &Outcome) -> Vec<String> {
-    for line in o.notes.iter().chain(&o.warnings).chain(&o.errors) {
+/// Say the notes and warnings (and the errors with `errors`: at boot, sysd's
+/// start prints every error it collected itself); the errors for `osctl status`.
+fn report(o: &Outcome, errors: bool) -> Vec<String> {
+    let shown: &[String] = if errors { &o.errors } else { &[] };
+    for line in o.notes.iter().chain(&o.warnings).chain(shown) {
         say(line);
     }
     o.errors.clone()
@@ -215,6 +218,16 @@ pub fn begin(root: &Path, on_device: bool) -> Vec<String> {
             say(&format!("config: cannot create {}: {e}", dir.display()));
         }
     }
+    // The SSH container shares the host's UTS namespace: a machine without a
+    // configured name is `ballast`, not the kernel's `(none)`.
+    if on_device {
+        let now = std::fs::read_to_string(l.p("proc/sys/kernel/hostname")).unwrap_or_default();
+        if matches!(now.trim(), "" | "(none)" | "localhost") {
+            if let Err(e) = sys::sethostname("ballast") {
+                say(&format!("config: {e}"));
+            }
+        }
+    }
     let _ = LAYOUT.set(l.clone());
     if let Some(url) = source::url_from_cmdline(&cmdline) {
         say(&format!(
@@ -232,7 +245,7 @@ pub fn begin(root: &Path, on_device: bool) -> Vec<String> {
         Some((dev, fs)) => source::read_cidata(&dev, fs, &l.cidata_mount()),
         None => source::read_dir_seed(&l.boot(), "/boot"),
     };
-    report(&apply_found(&l, found))
+    report(&apply_found(&l, found), false)
 }
 
 /// A URL config is pending: hold every service but `network`.
@@ -276,7 +289,7 @@ pub fn tick(shared: &Arc<Shared>) {
         .spawn(move || {
             if let Some(l) = LAYOUT.get() {
                 let found = source::fetch(&url, deadline).map(Some);
-                let errors = report(&apply_found(l, found));
+                let errors = report(&apply_found(l, found), true);
                 lock(&sh.errors).extend(errors);
             }
             *lock(&WAITING) = None;

@@ -1,0 +1,444 @@
+//! First-boot config, end to end on qemu-arm64 (issue 7): a NoCloud seed made
+//! with `ballast seed` sets the host name and fqdn, adds a user who logs in
+//! with their key, writes files (modes, owners, base64, an append), runs both
+//! runcmd forms once per instance and starts an extra system container; the
+//! same document from the boot partition (`ballast build --user-data`) and
+//! from `ballast.config=http://...` (served here) gives the same machine; a
+//! broken document still boots to ready with the error on the console and in
+//! `osctl status`, and password login is never offered.
+//!
+//! Run: `cargo test -p ballast --test config -- --nocapture` (about 15 min
+//! under TCG: 3 builds, 7 boots). Uses images/minimal.toml (no Docker engine).
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::vm::{free_port, keyed_build, Machine, Ssh};
+
+const BOARD: &str = "qemu-arm64";
+
+fn image() -> String {
+    common::root()
+        .join("images/minimal.toml")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn user_data(alice_pub: &str) -> String {
+    format!(
+        r#"#cloud-config
+hostname: node1
+fqdn: node1.example.test
+users:
+  - default
+  - name: alice
+    groups: [sudo]
+    sudo: ALL=(ALL) NOPASSWD:ALL
+    shell: /bin/bash
+    ssh_authorized_keys:
+      - {alice_pub}
+write_files:
+  - path: /state/cfg/motd
+    content: "hello from cloud-config\n"
+  - path: /state/cfg/secret
+    encoding: b64
+    content: czNjcmV0Cg==
+    owner: alice:alice
+    permissions: '0600'
+  - path: /state/cfg/log
+    content: "appended\n"
+    append: true
+runcmd:
+  - echo "shell form on $(hostname)" >> /state/cfg/runs
+  - [sh, -c, "echo list form >> /state/cfg/runs"]
+ballast:
+  system:
+    - name: ticker
+      command: [/bin/sh, -c, "while true; do echo tick > /state/ticker; sleep 2; done"]
+      mounts:
+        - source: /state/cfg
+          destination: /state
+"#
+    )
+}
+
+fn write(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).expect("writing a test file");
+    path.to_path_buf()
+}
+
+fn seed(work: &Path, name: &str, user_data: &str, instance: &str) -> PathBuf {
+    let ud = write(&work.join(format!("{name}.user-data")), user_data);
+    let md = write(
+        &work.join(format!("{name}.meta-data")),
+        &format!("instance-id: {instance}\n"),
+    );
+    let img = work.join(format!("{name}.img"));
+    let out = common::ballast()
+        .args(["seed", "--user-data"])
+        .arg(&ud)
+        .arg("--meta-data")
+        .arg(&md)
+        .arg("-o")
+        .arg(&img)
+        .output()
+        .expect("running ballast seed");
+    assert!(
+        out.status.success(),
+        "ballast seed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    img
+}
+
+/// A copy of a fresh disk (and its own firmware variables).
+fn fresh_disk(built: &Path, to: &Path) -> PathBuf {
+    let ok = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(built)
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(ok.success());
+    to.to_path_buf()
+}
+
+struct Booted {
+    vm: Machine,
+    ssh: Ssh,
+}
+
+fn boot(out: &Path, key: &Path, log: PathBuf, extra: &[&OsStr]) -> Booted {
+    let port = free_port();
+    let mut vm = Machine::start_with(BOARD, out, port, log, false, extra);
+    vm.wait_for("ballast-ready", Duration::from_secs(300));
+    let ssh = Ssh {
+        key: key.to_path_buf(),
+        port,
+    };
+    Booted { vm, ssh }
+}
+
+fn poweroff(b: &mut Booted) {
+    let _ = b.ssh.run("osctl poweroff");
+    b.vm.wait_exit(Duration::from_secs(120));
+}
+
+fn assert_console(b: &Booted, needle: &str) {
+    assert!(
+        b.vm.console.iter().any(|l| l.contains(needle)),
+        "no console line with {needle:?}:\n{}",
+        b.vm.console.join("\n")
+    );
+}
+
+/// ssh as another user with another key.
+fn ssh_as(user: &str, key: &Path, port: u16, command: &str) -> std::process::Output {
+    let mut cmd = Command::new("ssh");
+    cmd.arg("-i").arg(key).args(["-p", &port.to_string()]);
+    for o in Ssh::options() {
+        cmd.arg("-o").arg(o);
+    }
+    cmd.arg(format!("{user}@127.0.0.1"))
+        .arg(command)
+        .output()
+        .expect("running ssh")
+}
+
+/// Wait until the queued runcmd finished (it runs beside sshd).
+fn wait_runcmd(ssh: &Ssh) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(90) {
+        let out = ssh.run("test ! -e /state/ballast/config/runcmd.sh && test ! -e /state/ballast/config/runcmd.running");
+        if out.status.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("runcmd did not finish within 90 s");
+}
+
+/// What a user checks after first boot, as one text (compared across sources).
+fn observe(b: &Booted, alice_key: &Path) -> String {
+    wait_runcmd(&b.ssh);
+    // The ticker container writes every 2 s.
+    let start = Instant::now();
+    while !b.ssh.run("test -f /state/cfg/ticker").status.success() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the config's ticker container never wrote /state/cfg/ticker: {}",
+            b.ssh.ok("osctl status")
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let text = b.ssh.ok("hostname; hostname -f; \
+         stat -c '%n %a %U:%G' /state/cfg/motd /state/cfg/secret /state/cfg/log; \
+         cat /state/cfg/motd /state/cfg/log /state/cfg/runs /state/cfg/ticker; \
+         sudo cat /state/cfg/secret");
+    let alice = ssh_as(
+        "alice",
+        alice_key,
+        b.ssh.port,
+        "id -un; id -Gn; cat /state/cfg/secret; sudo -n id -u; echo $SHELL",
+    );
+    assert!(
+        alice.status.success(),
+        "alice cannot log in with her key: {}",
+        String::from_utf8_lossy(&alice.stderr)
+    );
+    let status = b.ssh.status();
+    let ticker = status["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "ticker"))
+        .map(|s| s["state"].as_str().unwrap_or("?").to_string())
+        .unwrap_or_else(|| "absent".into());
+    format!(
+        "{text}--- alice\n{}--- ticker {ticker}\n",
+        String::from_utf8_lossy(&alice.stdout)
+    )
+}
+
+fn assert_first_boot(seen: &str) {
+    for want in [
+        "node1\nnode1.example.test\n",
+        "/state/cfg/motd 644 root:root\n",
+        "/state/cfg/secret 600 alice:alice\n",
+        "/state/cfg/log 644 root:root\n",
+        "hello from cloud-config\nappended\n",
+        "shell form on node1\nlist form\n",
+        "tick\n",
+        "s3cret\n--- alice\nalice\nalice sudo\ns3cret\n0\n/bin/bash\n",
+        "--- ticker healthy\n",
+    ] {
+        assert!(seen.contains(want), "missing {want:?} in:\n{seen}");
+    }
+}
+
+/// Password login is not offered at all: the server lists publickey only.
+fn assert_no_password_login(port: u16) {
+    let out = Command::new("ssh")
+        .args(["-p", &port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+            "-o",
+            "PubkeyAuthentication=no",
+            "ballast@127.0.0.1",
+            "true",
+        ])
+        .output()
+        .expect("running ssh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "password login succeeded?");
+    assert!(err.contains("Permission denied (publickey)"), "{err}");
+}
+
+#[test]
+fn nocloud_seed_boot_partition_and_url_configure_the_machine() {
+    let work = common::workdir("config");
+    let image = image();
+    let (key, out, built) = keyed_build(BOARD, &work, &["--image", &image]);
+    let disk = PathBuf::from(built["artifacts"]["disk"].as_str().expect("disk artifact"));
+    let pristine = fresh_disk(&disk, &work.join("pristine.img"));
+
+    let alice_key = work.join("alice");
+    assert!(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice@laptop", "-f"])
+        .arg(&alice_key)
+        .status()
+        .expect("ssh-keygen")
+        .success());
+    let alice_pub = std::fs::read_to_string(alice_key.with_extension("pub")).expect("alice.pub");
+    let doc = user_data(alice_pub.trim());
+
+    // 1. NoCloud seed, first boot.
+    let s1 = seed(&work, "seed1", &doc, "i-1");
+    let mut b = boot(
+        &out,
+        &key,
+        work.join("boot1.log"),
+        &[OsStr::new("--seed"), s1.as_os_str()],
+    );
+    assert_console(&b, "sysd: config: found CIDATA:");
+    let first = observe(&b, &alice_key);
+    assert_first_boot(&first);
+    // osctl config apply --dry-run shows the change and changes nothing.
+    let changed = doc
+        .replace("hostname: node1", "hostname: node2")
+        .replace("fqdn: node1.example.test\n", "");
+    let dry = b
+        .ssh
+        .run_with_input("osctl config apply --dry-run -", changed.as_bytes());
+    let dry_out = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success(),
+        "{dry_out}{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(dry_out.contains("~ hostname: node1 -> node2"), "{dry_out}");
+    assert_eq!(b.ssh.ok("hostname").trim(), "node1");
+    poweroff(&mut b);
+
+    // 2. Same seed again: nothing per-instance runs twice.
+    let mut b = boot(
+        &out,
+        &key,
+        work.join("boot2.log"),
+        &[OsStr::new("--seed"), s1.as_os_str()],
+    );
+    wait_runcmd(&b.ssh);
+    assert_eq!(
+        b.ssh.ok("cat /state/cfg/runs"),
+        "shell form on node1\nlist form\n"
+    );
+    assert_eq!(b.ssh.ok("cat /state/cfg/log"), "appended\n");
+    assert_eq!(b.ssh.ok("hostname -f").trim(), "node1.example.test");
+    poweroff(&mut b);
+
+    // 3. A new instance id runs them again.
+    let s2 = seed(&work, "seed2", &doc, "i-2");
+    let mut b = boot(
+        &out,
+        &key,
+        work.join("boot3.log"),
+        &[OsStr::new("--seed"), s2.as_os_str()],
+    );
+    wait_runcmd(&b.ssh);
+    assert_eq!(
+        b.ssh.ok("cat /state/cfg/runs"),
+        "shell form on node1\nlist form\nshell form on node1\nlist form\n"
+    );
+    assert_eq!(b.ssh.ok("cat /state/cfg/log"), "appended\nappended\n");
+    poweroff(&mut b);
+
+    // 4. Broken documents on fresh machines: ready anyway, error on the
+    //    console and in osctl status, no password login.
+    for (name, text, needle) in [
+        (
+            "syntax",
+            "#cloud-config\nhostname: node1\nusers: [\n",
+            "user-data:4: YAML syntax error",
+        ),
+        (
+            "value",
+            "#cloud-config\nhostname: -bad-\n",
+            "user-data:2: hostname",
+        ),
+    ] {
+        let d = fresh_disk(&pristine, &work.join(format!("{name}-disk.img")));
+        let s = seed(&work, name, text, "i-1");
+        let mut b = boot(
+            &out,
+            &key,
+            work.join(format!("{name}.log")),
+            &[d.as_os_str(), OsStr::new("--seed"), s.as_os_str()],
+        );
+        let console = b.vm.console.join("\n");
+        assert!(
+            console
+                .lines()
+                .any(|l| l.contains("sysd: config: CIDATA:") && l.contains(needle)),
+            "no config error with {needle:?} on the console:\n{console}"
+        );
+        let errors = b.ssh.status()["errors"].to_string();
+        assert!(errors.contains(needle), "osctl status errors: {errors}");
+        assert_no_password_login(b.ssh.port);
+        poweroff(&mut b);
+    }
+
+    // 5. The same document from the boot partition.
+    let ud = write(&work.join("ud.yaml"), &doc);
+    let md = write(&work.join("md.yaml"), "instance-id: i-1\n");
+    let out_boot = work.join("out-boot");
+    common::build(
+        BOARD,
+        &out_boot,
+        &[
+            "--image",
+            &image,
+            "--ssh-key",
+            key.with_extension("pub").to_str().expect("utf-8"),
+            "--user-data",
+            ud.to_str().expect("utf-8"),
+            "--meta-data",
+            md.to_str().expect("utf-8"),
+        ],
+    );
+    let mut b = boot(&out_boot, &key, work.join("bootpart.log"), &[]);
+    assert_console(&b, "sysd: config: found /boot/user-data");
+    let from_boot = observe(&b, &alice_key);
+    poweroff(&mut b);
+    assert_eq!(from_boot, first, "boot partition and NoCloud seed differ");
+
+    // 6. The same document from ballast.config=http://... (QEMU's host is 10.0.2.2).
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding the HTTP server");
+    let port = listener.local_addr().expect("local addr").port();
+    let (ud_text, md_text) = (doc.clone(), "instance-id: i-1\n".to_string());
+    std::thread::spawn(move || serve(listener, ud_text, md_text));
+    let out_url = work.join("out-url");
+    let url_arg = format!("ballast.config=http://10.0.2.2:{port}/seed/");
+    common::build(
+        BOARD,
+        &out_url,
+        &[
+            "--image",
+            &image,
+            "--ssh-key",
+            key.with_extension("pub").to_str().expect("utf-8"),
+            "--kernel-arg",
+            &url_arg,
+        ],
+    );
+    let mut b = boot(&out_url, &key, work.join("url.log"), &[]);
+    let from_url = observe(&b, &alice_key);
+    poweroff(&mut b);
+    assert_eq!(from_url, first, "URL and NoCloud seed differ");
+}
+
+/// A tiny HTTP/1.0 server: /seed/user-data and /seed/meta-data, else 404.
+fn serve(listener: TcpListener, user_data: String, meta_data: String) {
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let mut line = String::new();
+        let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+        if reader.read_line(&mut line).is_err() {
+            continue;
+        }
+        let mut header = String::new();
+        while reader
+            .read_line(&mut header)
+            .map(|n| n > 2)
+            .unwrap_or(false)
+        {
+            header.clear();
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("");
+        let body = match path {
+            "/seed/user-data" => Some(&user_data),
+            "/seed/meta-data" => Some(&meta_data),
+            _ => None,
+        };
+        let resp = match body {
+            Some(b) => format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                b.len()
+            ),
+            None => {
+                "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            }
+        };
+        let _ = conn.write_all(resp.as_bytes());
+    }
+}
