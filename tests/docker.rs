@@ -435,14 +435,15 @@ fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
     let on_state = ssh.ok("sudo cat /state/var/lib/docker/volumes/keep/_data/f");
     assert_eq!(on_state.trim(), "kept-across-reboots");
 
-    // A published port answers from inside the VM (the admin shell).
+    // A published port answers from inside the VM (the admin shell). No -T:
+    // bookworm's busybox wget crashes with -q -T (SIGSEGV); `timeout` bounds it.
     ssh.ok(&format!(
         "docker run -d --name web -p 8080:80 {IMAGE} httpd -f -p 80 -h /www"
     ));
     let start = Instant::now();
     let page = loop {
         let out = ssh
-            .command("busybox wget -q -T 5 -O- http://127.0.0.1:8080/")
+            .command("timeout 10 busybox wget -q -O- http://127.0.0.1:8080/")
             .stdin(Stdio::null())
             .output()
             .expect("ssh");
@@ -458,9 +459,16 @@ fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
     };
     assert_eq!(page.trim(), "hello from a ballast container");
     // Through Docker's NAT too: the bridge address of the host, not loopback.
-    let gw = ssh.ok("docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}'");
+    let docker0 = ssh.ok("ip -4 -o addr show dev docker0");
+    let gw = docker0
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no IPv4 address on docker0: {docker0}"))
+        .to_owned();
     let nat = ssh.ok(&format!(
-        "docker run --rm {IMAGE} wget -q -T 5 -O- http://{}:8080/",
+        "docker run --rm {IMAGE} wget -q -O- http://{}:8080/",
         gw.trim()
     ));
     assert_eq!(nat.trim(), "hello from a ballast container");
