@@ -183,7 +183,13 @@ pub fn run(project: &Project, args: &UpdateBenchArgs) -> Result<()> {
     let bundle_bytes = std::fs::metadata(&bundle)?.len();
 
     let port = free_port()?;
-    let disk = v1.artifact("disk")?;
+    // A copy with 1 GiB more: the state partition grows into it on first boot and
+    // holds the root image and the bundle the bench copies in.
+    let disk = dir.join("bench-disk.img");
+    std::fs::copy(v1.artifact("disk")?, &disk).context("copying the disk image")?;
+    let f = std::fs::OpenOptions::new().write(true).open(&disk)?;
+    f.set_len(f.metadata()?.len() + (1 << 30))?;
+    drop(f);
     let launch = Launch {
         profile: profile.clone(),
         kernel: v1.artifact("kernel")?,
@@ -214,10 +220,10 @@ pub fn run(project: &Project, args: &UpdateBenchArgs) -> Result<()> {
             .split_once(':')
             .with_context(|| format!("no partition 3 on the device (got {dev:?})"))?;
         remote.run(
-            &format!("sudo rm -f /tmp/slot && sudo mknod /tmp/slot b {major} {minor}"),
+            &format!("sudo rm -f /dev/bench-slot && sudo mknod /dev/bench-slot b {major} {minor}"),
             None,
         )?;
-        let dd_s = remote.timed("sudo dd if=root.img of=/tmp/slot bs=1M conv=fsync")?;
+        let dd_s = remote.timed("sudo dd if=root.img of=/dev/bench-slot bs=1M conv=fsync")?;
         let started = Instant::now();
         let upgrade_s = remote.timed("osctl upgrade update.bundle")?;
         let _ = remote.run("osctl reboot", None);

@@ -153,7 +153,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
 
     let archive = kernel_input::open_archive(&board, &image, &args.archive)?;
     let kernel = kernel_input::prepare(&archive, &board, &args.archive)?;
-    let report = kernel_input::check(project, &board, &kernel)?;
+    let report = kernel_input::check(project, &board, &kernel, image.engine.bundle().is_some())?;
     if !report.ok {
         bail!(
             "the kernel {} of board {} lacks options Ballast needs:\n{report}\n\
@@ -325,7 +325,7 @@ pub fn kernel_check(project: &Project, args: &KernelCheckArgs) -> Result<ExitCod
     let (board, image) = load_inputs(project, &args.board, args.image.as_deref())?;
     let archive = kernel_input::open_archive(&board, &image, &args.archive)?;
     let kernel = kernel_input::prepare(&archive, &board, &args.archive)?;
-    let report = kernel_input::check(project, &board, &kernel)?;
+    let report = kernel_input::check(project, &board, &kernel, image.engine.bundle().is_some())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

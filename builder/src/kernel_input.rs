@@ -243,11 +243,20 @@ fn unpack_kernel(cache: &Path, package: &Package, deb: &Path) -> Result<KernelTr
 }
 
 /// Compare the kernel's config with `kernel-configs/` for the board's arch.
-pub fn check(project: &Project, board: &Board, kernel: &KernelTree) -> Result<Report> {
-    ballast_kernel::check::check_dir(
+/// Check the kernel against `kernel-configs/`; `engine`: the image runs a user
+/// container engine, so `engine.config` is required too.
+pub fn check(
+    project: &Project,
+    board: &Board,
+    kernel: &KernelTree,
+    engine: bool,
+) -> Result<Report> {
+    let extra: &[&str] = if engine { &["engine"] } else { &[] };
+    ballast_kernel::check::check_dir_with(
         &kernel.config,
         &project.kernel_configs_dir(),
         board.arch.name(),
+        extra,
     )
     .with_context(|| {
         format!(

@@ -166,9 +166,17 @@ pub fn check(config: &KernelConfig, reqs: &Requirements, map: &ModuleMap) -> Rep
             });
         }
     }
+    // A mapped module is loaded when some fragment asks for its option (an option
+    // no fragment of this image asks for, such as the engine's on an image without
+    // one, stays out of the initramfs) and the kernel builds it as a module.
+    let wanted: BTreeSet<&str> = reqs
+        .iter()
+        .filter(|r| matches!(r.want, Value::Yes | Value::Module))
+        .map(|r| r.option.as_str())
+        .collect();
     let initramfs_modules: BTreeSet<String> = map
         .iter()
-        .filter(|(option, _)| config.get(option) == Value::Module)
+        .filter(|(option, _)| wanted.contains(option) && config.get(option) == Value::Module)
         .map(|(_, module)| module.to_string())
         .collect();
     Report {
@@ -187,6 +195,16 @@ pub fn check_dir(
     kernel_configs_dir: &Path,
     arch: &str,
 ) -> Result<Report, CheckError> {
+    check_dir_with(config_path, kernel_configs_dir, arch, &[])
+}
+
+/// [`check_dir`] with extra fragments (`<name>.config`), e.g. `engine`.
+pub fn check_dir_with(
+    config_path: &Path,
+    kernel_configs_dir: &Path,
+    arch: &str,
+    extra: &[&str],
+) -> Result<Report, CheckError> {
     if !ARCHES.contains(&arch) {
         return Err(CheckError::UnknownArch {
             arch: arch.to_string(),
@@ -194,7 +212,7 @@ pub fn check_dir(
         });
     }
     let config = KernelConfig::load(config_path)?;
-    let reqs = Requirements::load_for_arch(kernel_configs_dir, arch)?;
+    let reqs = Requirements::load_with(kernel_configs_dir, arch, extra)?;
     let map = ModuleMap::load(&kernel_configs_dir.join(MODULE_MAP_FILE))?;
     Ok(check(&config, &reqs, &map))
 }
@@ -307,14 +325,16 @@ mod tests {
     }
 
     #[test]
-    fn all_present_message_and_modules_outside_fragments() {
+    fn all_present_message_and_only_modules_a_fragment_asks_for() {
+        // jbd2 is mapped but no fragment of this image asks for it (as the engine's
+        // modules on an image without an engine): not loaded.
         let r = setup(
             "CONFIG_EXT4_FS=m\nCONFIG_JBD2=m\nCONFIG_CRC16=y\n",
             "CONFIG_EXT4_FS=y\n",
             "[modules]\nCONFIG_EXT4_FS = \"ext4\"\nCONFIG_JBD2 = \"jbd2\"\nCONFIG_CRC16 = \"crc16\"\n",
         );
         assert!(r.ok);
-        assert_eq!(r.initramfs_modules, vec!["ext4", "jbd2"]);
+        assert_eq!(r.initramfs_modules, vec!["ext4"]);
         assert!(r
             .to_string()
             .starts_with("kernel config config-6.1: 1 options checked, all present"));

@@ -286,9 +286,20 @@ impl Requirements {
     /// Load `common.config` and then `<arch>.config` from `dir` (`kernel-configs/`).
     /// `arch` is the Ballast arch name: `x86_64`, `arm64` or `armv7`.
     pub fn load_for_arch(dir: &Path, arch: &str) -> Result<Self, KconfigError> {
-        let common = Fragment::load(&dir.join("common.config"))?;
-        let arch = Fragment::load(&dir.join(format!("{arch}.config")))?;
-        Ok(Self::merge(&[common, arch]))
+        Self::load_with(dir, arch, &[])
+    }
+
+    /// `common.config`, `<arch>.config`, then each `<extra>.config` (e.g. `engine`
+    /// for images with a user container engine); later fragments win.
+    pub fn load_with(dir: &Path, arch: &str, extra: &[&str]) -> Result<Self, KconfigError> {
+        let mut frags = vec![
+            Fragment::load(&dir.join("common.config"))?,
+            Fragment::load(&dir.join(format!("{arch}.config")))?,
+        ];
+        for name in extra {
+            frags.push(Fragment::load(&dir.join(format!("{name}.config")))?);
+        }
+        Ok(Self::merge(&frags))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Requirement> {

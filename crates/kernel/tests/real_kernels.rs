@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use ballast_kernel::check::{check, check_dir, ModuleMap};
+use ballast_kernel::check::{check, check_dir, check_dir_with, ModuleMap};
 use ballast_kernel::kconfig::{Fragment, KernelConfig, Requirements};
 use ballast_kernel::modules::{decompress, ModuleDb, ModulesError};
 
@@ -75,6 +75,23 @@ fn debian_bookworm_kernels_meet_kernel_configs() {
         assert_eq!(sorted, report.initramfs_modules);
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["ok"], true);
+        // The engine's modules are loaded only for images with an engine.
+        assert!(!report.initramfs_modules.iter().any(|m| m == "br_netfilter"));
+        let engine = check_dir_with(&config, &kernel_configs(), arch, &["engine"]).unwrap();
+        assert!(engine.ok, "{arch} with engine.config: {engine}");
+        for module in [
+            "veth",
+            "bridge",
+            "br_netfilter",
+            "nf_tables",
+            "xt_MASQUERADE",
+        ] {
+            assert!(
+                engine.initramfs_modules.iter().any(|m| m == module),
+                "{arch}: {module} missing from {:?}",
+                engine.initramfs_modules
+            );
+        }
     }
 }
 
