@@ -68,6 +68,8 @@ pub const KEYS_DIR: &str = "/usr/lib/ballast/keys";
 pub const OS_RELEASE: &str = "/usr/lib/os-release";
 /// The channel a first-boot config chose (`ballast.update.channel`), one URL.
 pub const CHANNEL_FILE: &str = "/state/ballast/config/update-channel";
+/// Update keys the first-boot config adds (`ballast.update.trusted_keys`).
+pub const CONFIG_KEYS_DIR: &str = "/state/ballast/config/keys";
 
 fn read_source(base: &str, name: &str) -> Result<Vec<u8>, Failure> {
     let mut out = Vec::new();
@@ -115,8 +117,15 @@ fn from_channel_at(
     };
     let index = read_source(&base, ballast_bundle::channel::INDEX)?;
     let sig = read_source(&base, ballast_bundle::channel::INDEX_SIG)?;
-    let keys =
+    let mut keys =
         ballast_bundle::keys::read_dir(keys_dir).map_err(|e| Failure::Refused(e.to_string()))?;
+    if keys_dir == Path::new(KEYS_DIR) {
+        // Keys the applied config trusts (ballast.update.trusted_keys).
+        keys.extend(
+            ballast_bundle::keys::read_dir(Path::new(CONFIG_KEYS_DIR))
+                .map_err(|e| Failure::Refused(e.to_string()))?,
+        );
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

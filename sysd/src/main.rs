@@ -108,6 +108,7 @@ pub struct Shared {
     pub records: update::Records,
     pub identity: update::Identity,
     pub keys_dir: PathBuf,
+    pub config_keys_dir: PathBuf,
     /// One upgrade at a time.
     pub upgrading: AtomicBool,
 }
@@ -323,6 +324,7 @@ fn run(args: Args) -> i32 {
         records: update::Records::new(paths.update_records()),
         identity: update::Identity::read(&paths.os_release(), &paths.cmdline(), &version_for_id),
         keys_dir: paths.keys(),
+        config_keys_dir: paths.p("state/ballast/config/keys"),
         upgrading: AtomicBool::new(false),
     });
 

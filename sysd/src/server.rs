@@ -186,7 +186,12 @@ fn upgrade(
             .slot
             .ok_or("the booted slot is unknown (no ballast.slot= on the kernel command line)")?;
         let boot = shared.boot()?;
-        let keys = ballast_bundle::keys::read_dir(&shared.keys_dir).map_err(|e| e.to_string())?;
+        let mut keys =
+            ballast_bundle::keys::read_dir(&shared.keys_dir).map_err(|e| e.to_string())?;
+        // Keys the applied config trusts (ballast.update.trusted_keys).
+        keys.extend(
+            ballast_bundle::keys::read_dir(&shared.config_keys_dir).map_err(|e| e.to_string())?,
+        );
         let root_device = crate::update::slot_device(&shared.boot_dir, booted.other())?;
         let target = crate::update::Target {
             boot: &boot,

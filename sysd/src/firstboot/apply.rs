@@ -277,14 +277,39 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             ));
         }
     }
+    // Update channel and extra trusted keys (osctl upgrade --channel, sysd's
+    // signature check read them from here besides the image's own keys).
+    let chan = l.p("state/ballast/config/update-channel");
+    let keys = l.p("state/ballast/config/keys");
+    let _ = std::fs::remove_dir_all(&keys);
+    match plan.update.as_ref().and_then(|u| u.channel.as_ref()) {
+        Some(c) => err(
+            &mut r,
+            write_atomic(&chan, format!("{c}\n").as_bytes(), 0o644),
+        ),
+        None => {
+            let _ = std::fs::remove_file(&chan);
+        }
+    }
+    if let Some(u) = &plan.update {
+        for hex_key in &u.trusted_keys {
+            let text = format!("ballast-ed25519 {hex_key} from the config\n");
+            match ballast_bundle::keys::parse_public(&text, "ballast.update.trusted_keys") {
+                Ok(k) => err(
+                    &mut r,
+                    write_atomic(&keys.join(format!("{}.pub", k.id)), text.as_bytes(), 0o644),
+                ),
+                Err(e) => r.errors.push(format!("config: {e}")),
+            }
+        }
+    }
     for (what, set) in [
         ("ballast.engine", plan.engine.is_some()),
-        ("ballast.update", plan.update.is_some()),
         ("ballast.network", plan.network.is_some()),
     ] {
         if set {
             r.warnings.push(format!(
-                "config: {what}: recorded but not applied by this version (static network: use the kernel command line `ip=`)"
+                "config: {what}: recorded but not applied by this version (static network: use the kernel command line `ballast.ip=`)"
             ));
         }
     }

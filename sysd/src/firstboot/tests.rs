@@ -198,3 +198,36 @@ fn a_document_without_meta_data_is_its_own_instance() {
     assert_eq!(doc_id("a"), doc_id("a"));
     assert_ne!(doc_id("a"), doc_id("b"));
 }
+
+#[test]
+fn update_channel_and_trusted_keys_are_recorded_for_upgrades() {
+    let d = root();
+    let l = layout(&d);
+    let key = ballast_bundle::Signer::from_seed(&[4; 32]).public();
+    let hex_key = key
+        .to_text("")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let doc = format!(
+        "#cloud-config\nballast:\n  update:\n    channel: http://updates.lan/stable/\n    trusted_keys:\n      - ballast-ed25519 {hex_key}\n"
+    );
+    let o = apply_found(&l, seed(&doc, "i-1"));
+    assert!(o.errors.is_empty(), "{o:?}");
+    assert_eq!(
+        read(&d, "state/ballast/config/update-channel"),
+        "http://updates.lan/stable/\n"
+    );
+    let keys = ballast_bundle::keys::read_dir(&d.path().join("state/ballast/config/keys")).unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].id, key.id);
+    // A document without them removes both.
+    let o = apply_found(&l, seed("#cloud-config\nhostname: x\n", "i-2"));
+    assert!(o.errors.is_empty(), "{o:?}");
+    assert!(!d
+        .path()
+        .join("state/ballast/config/update-channel")
+        .exists());
+    assert!(!d.path().join("state/ballast/config/keys").exists());
+}
