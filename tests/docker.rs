@@ -8,193 +8,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use common::vm::{free_port, keyed_build, Machine, Ssh};
+
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 const BOARD: &str = "qemu-arm64";
 const IMAGE: &str = "ballast-test/busybox:1";
-
-struct Machine {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    console: Vec<String>,
-    log: PathBuf,
-    started: Instant,
-}
-
-impl Machine {
-    fn boot(out: &Path, ssh_port: u16, log: PathBuf) -> Machine {
-        let mut child = common::ballast()
-            .args(["run", "--board", BOARD, "--no-reboot", "--out"])
-            .arg(out)
-            .args(["--ssh-port", &ssh_port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting ballast run");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut buf = Vec::new();
-            while let Ok(n) = reader.read_until(b'\n', &mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let _ = tx.send(String::from_utf8_lossy(&buf).trim_end().to_owned());
-                buf.clear();
-            }
-        });
-        Machine {
-            child,
-            lines: rx,
-            console: Vec::new(),
-            log,
-            started: Instant::now(),
-        }
-    }
-
-    fn save(&self) {
-        let _ = std::fs::write(&self.log, self.console.join("\n"));
-    }
-
-    /// Read the console until a line contains `needle`; returns the time since boot.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> Duration {
-        let start = Instant::now();
-        loop {
-            let left = timeout.saturating_sub(start.elapsed());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let hit = line.contains(needle);
-                    self.console.push(line);
-                    if hit {
-                        self.save();
-                        return self.started.elapsed();
-                    }
-                }
-                Err(_) => {
-                    self.save();
-                    let _ = self.child.kill();
-                    panic!(
-                        "no console line with {needle:?} within {timeout:?}; console:\n{}",
-                        self.console.join("\n")
-                    );
-                }
-            }
-        }
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            while let Ok(line) = self.lines.try_recv() {
-                self.console.push(line);
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(300)) {
-                    self.console.push(line);
-                }
-                self.save();
-                return status;
-            }
-            if start.elapsed() > timeout {
-                self.save();
-                let _ = self.child.kill();
-                panic!(
-                    "QEMU did not exit within {timeout:?}; console:\n{}",
-                    self.console.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
-}
-
-struct Ssh {
-    key: PathBuf,
-    port: u16,
-}
-
-impl Ssh {
-    fn command(&self, command: &str) -> Command {
-        let mut cmd = Command::new("timeout");
-        cmd.arg("300").arg("ssh").arg("-i").arg(&self.key);
-        cmd.args(["-p", &self.port.to_string()]).args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=20",
-            "-o",
-            "LogLevel=ERROR",
-            "ballast@127.0.0.1",
-            command,
-        ]);
-        cmd
-    }
-
-    /// Run `command` as user ballast with `input` on its stdin; it must succeed.
-    fn ok_with_input(&self, command: &str, input: &[u8]) -> String {
-        let mut child = self
-            .command(command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running ssh");
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        let data = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-        let out = child.wait_with_output().expect("waiting for ssh");
-        let _ = writer.join();
-        check(command, out)
-    }
-
-    fn ok(&self, command: &str) -> String {
-        let out = self
-            .command(command)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running ssh");
-        check(command, out)
-    }
-}
-
-fn check(command: &str, out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "ssh {command:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 // --- a `docker save` tarball of Debian's static busybox --------------------
 
@@ -323,23 +147,6 @@ fn image_tarball(busybox: &[u8]) -> Vec<u8> {
 
 // --- builds -----------------------------------------------------------------
 
-/// A fresh SSH key in `work` and a build of `image` that trusts it.
-fn keyed_build(work: &Path, extra: &[&str]) -> (PathBuf, PathBuf, serde_json::Value) {
-    let key = work.join("id_ed25519");
-    let keygen = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen");
-    assert!(keygen.success());
-    let out = work.join("out");
-    let pubkey = key.with_extension("pub");
-    let mut args = vec!["--ssh-key", pubkey.to_str().expect("utf-8 path")];
-    args.extend_from_slice(extra);
-    let built = common::build(BOARD, &out, &args);
-    (key, out, built)
-}
-
 /// The disk image compressed with zstd -19, as a release publishes it.
 fn zstd19_size(disk: &Path) -> u64 {
     struct Count(u64);
@@ -379,7 +186,7 @@ const MB: f64 = 1_000_000.0;
 #[test]
 fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
     let work = common::workdir("docker-arm64");
-    let (key, out, built) = keyed_build(&work, &[]);
+    let (key, out, built) = keyed_build(BOARD, &work, &[]);
     let version = built["version"].as_str().expect("version").to_owned();
     let with_docker = zstd19_size(&disk_of(&built));
     eprintln!(
@@ -393,8 +200,9 @@ fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
     let tarball = image_tarball(&static_busybox(&work));
 
     let port = free_port();
-    let mut vm = Machine::boot(&out, port, work.join("console-1.log"));
-    let ready = vm.wait_for("ballast-ready", Duration::from_secs(600));
+    let mut vm = Machine::boot(BOARD, &out, port, work.join("console-1.log"));
+    vm.wait_for("ballast-ready", Duration::from_secs(600));
+    let ready = vm.since_start();
     eprintln!("docker: QEMU start to ballast-ready (engine answering): {ready:.1?}");
     let ssh = Ssh { key, port };
 
@@ -479,8 +287,9 @@ fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
     let status = vm.wait_exit(Duration::from_secs(180));
     assert!(status.success(), "QEMU exited with {status}");
     drop(vm);
-    let mut vm = Machine::boot(&out, port, work.join("console-2.log"));
-    let ready = vm.wait_for("ballast-ready", Duration::from_secs(600));
+    let mut vm = Machine::boot(BOARD, &out, port, work.join("console-2.log"));
+    vm.wait_for("ballast-ready", Duration::from_secs(600));
+    let ready = vm.since_start();
     eprintln!("docker: second boot, QEMU start to ballast-ready: {ready:.1?}");
     let kept = ssh.ok(&format!("docker run --rm -v keep:/d {IMAGE} cat /d/f"));
     assert_eq!(kept.trim(), "kept-across-reboots");
@@ -492,7 +301,7 @@ fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
 fn qemu_arm64_minimal_image_has_no_engine_and_boots_to_ready() {
     let work = common::workdir("docker-minimal-arm64");
     let image = common::root().join("images/minimal.toml");
-    let (key, out, built) = keyed_build(&work, &["--image", image.to_str().expect("utf-8")]);
+    let (key, out, built) = keyed_build(BOARD, &work, &["--image", image.to_str().expect("utf-8")]);
     let base = zstd19_size(&disk_of(&built));
     eprintln!(
         "docker: minimal image (engine none) {:.1} MB with zstd -19",
@@ -503,7 +312,7 @@ fn qemu_arm64_minimal_image_has_no_engine_and_boots_to_ready() {
         "minimal image is {base} bytes compressed, over the 40 MB target"
     );
     let port = free_port();
-    let mut vm = Machine::boot(&out, port, work.join("console.log"));
+    let mut vm = Machine::boot(BOARD, &out, port, work.join("console.log"));
     vm.wait_for("ballast-ready", Duration::from_secs(420));
     let ssh = Ssh { key, port };
     let status = ssh.ok("osctl status --json");

@@ -12,6 +12,7 @@ pub struct Machine {
     lines: mpsc::Receiver<String>,
     pub console: Vec<String>,
     log: PathBuf,
+    started: Instant,
 }
 
 impl Machine {
@@ -68,7 +69,13 @@ impl Machine {
             lines: rx,
             console: Vec::new(),
             log,
+            started: Instant::now(),
         }
+    }
+
+    /// Time since QEMU was started.
+    pub fn since_start(&self) -> Duration {
+        self.started.elapsed()
     }
 
     pub fn save(&self) {
@@ -179,9 +186,24 @@ impl Ssh {
         out
     }
 
+    /// Run `command` with `input` on its stdin; it must succeed.
+    pub fn ok_with_input(&self, command: &str, input: &[u8]) -> String {
+        let out = self.run_with_input(command, input);
+        assert!(
+            out.status.success(),
+            "ssh {command:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The ssh command for `command`, not started.
     pub fn command(&self, command: &str) -> Command {
-        let mut cmd = Command::new("ssh");
+        // No story may hang on a stuck session.
+        let mut cmd = Command::new("timeout");
+        cmd.args(["300", "ssh"]);
         cmd.arg("-i")
             .arg(&self.key)
             .args(["-p", &self.port.to_string()]);
