@@ -79,19 +79,8 @@ impl Boot {
     }
 }
 
-/// Run `ballast run` with `args` until QEMU exits or `timeout` passes (then it
-/// is killed). The console is saved to `log`.
-pub fn run(board: &str, out: &Path, args: &[&str], timeout: Duration, log: &Path) -> Boot {
-    let mut child = ballast()
-        .args(["run", "--board", board, "--no-reboot", "--out"])
-        .arg(out)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting ballast run");
-    let stdout = child.stdout.take().expect("piped stdout");
+/// The lines a child prints on `stdout` (a serial console), read by a thread.
+pub fn console_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
@@ -104,6 +93,22 @@ pub fn run(board: &str, out: &Path, args: &[&str], timeout: Duration, log: &Path
             buf.clear();
         }
     });
+    rx
+}
+
+/// Run `ballast run` with `args` until QEMU exits or `timeout` passes (then it
+/// is killed). The console is saved to `log`.
+pub fn run(board: &str, out: &Path, args: &[&str], timeout: Duration, log: &Path) -> Boot {
+    let mut child = ballast()
+        .args(["run", "--board", board, "--no-reboot", "--out"])
+        .arg(out)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting ballast run");
+    let rx = console_lines(child.stdout.take().expect("piped stdout"));
     let start = Instant::now();
     let mut lines = Vec::new();
     let status = loop {

@@ -1,7 +1,7 @@
 //! A booted machine for the SSH stories: QEMU through `ballast run`, its console
 //! read line by line, and an SSH client for user `ballast`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -51,19 +51,7 @@ impl Machine {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting ballast run");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut buf = Vec::new();
-            while let Ok(n) = reader.read_until(b'\n', &mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let _ = tx.send(String::from_utf8_lossy(&buf).trim_end().to_owned());
-                buf.clear();
-            }
-        });
+        let rx = super::console_lines(child.stdout.take().expect("piped stdout"));
         Machine {
             child,
             lines: rx,
