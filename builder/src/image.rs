@@ -241,7 +241,15 @@ fn build_root(inputs: &Inputs<'_>, tree: &Path, dest: &Path) -> Result<()> {
         // times; on the default image this is ~15% smaller than 128 KiB blocks at
         // level 15 (30.2 -> 25.5 MB for the minimal arm64 root), and it is what
         // users download with every update.
-        .args(["-noappend", "-comp", "zstd", "-Xcompression-level", "19", "-b", "1M"])
+        .args([
+            "-noappend",
+            "-comp",
+            "zstd",
+            "-Xcompression-level",
+            "19",
+            "-b",
+            "1M",
+        ])
         .args(["-no-xattrs", "-all-root"])
         .args(["-mkfs-time", &epoch, "-all-time", &epoch])
         .args(["-quiet", "-no-progress"])
