@@ -45,6 +45,13 @@ pub fn unix_http_ok(socket: &Path, path: &str) -> bool {
     status_is_200(&head)
 }
 
+/// Healthy when a connect to the unix socket `socket` succeeds: a daemon that
+/// speaks gRPC (containerd) listens there once its API is served. A socket file
+/// left without a listener refuses the connect, so it does not count.
+pub fn unix_ok(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
+}
+
 fn status_is_200(head: &[u8]) -> bool {
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
     let mut words = line.split(|b| *b == b' ');
@@ -96,6 +103,19 @@ mod tests {
         assert!(!unix_http_ok(&sock, "/_ping"));
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(l);
+    }
+
+    #[test]
+    fn unix_is_healthy_while_a_listener_is_bound_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("containerd.sock");
+        assert!(!unix_ok(&sock));
+        let l = UnixListener::bind(&sock).unwrap();
+        assert!(unix_ok(&sock));
+        // The daemon exited and left its socket file behind.
+        drop(l);
+        assert!(sock.exists());
+        assert!(!unix_ok(&sock));
     }
 
     #[test]

@@ -470,6 +470,11 @@ fn perform(a: Action, shared: &Shared, bundles: &HashMap<String, runtime::Bundle
                 lock(&shared.sup).health_ok(&name, shared.now_ms());
             }
         }
+        Action::CheckUnix { name, socket } => {
+            if health::unix_ok(&socket) {
+                lock(&shared.sup).health_ok(&name, shared.now_ms());
+            }
+        }
         Action::Ready => announce_ready(shared, paths),
     }
 }

@@ -61,6 +61,8 @@ struct RawHealth {
     unix_http: Option<String>,
     /// Request path for `unix_http`; `/` when absent.
     path: Option<String>,
+    /// Path of a unix socket that accepts connections (containerd's gRPC socket).
+    unix: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -86,6 +88,9 @@ pub enum Health {
     RunningMs(u64),
     /// `GET path` over the unix socket at `socket` (a host path) answers HTTP 200.
     UnixHttp { socket: PathBuf, path: String },
+    /// A connect to the unix socket at this host path succeeds (a gRPC API such
+    /// as containerd's, which answers no HTTP/1).
+    Unix(PathBuf),
 }
 
 /// One validated definition.
@@ -165,13 +170,14 @@ fn parse_health(h: &RawHealth, f: &str) -> Result<Health, String> {
         h.tcp.is_some(),
         h.running_ms.is_some(),
         h.unix_http.is_some(),
+        h.unix.is_some(),
     ]
     .iter()
     .filter(|g| **g)
     .count();
     if given > 1 {
         return Err(format!(
-            "{f}: health: give one of `tcp`, `unix_http` or `running_ms`, not several"
+            "{f}: health: give one of `tcp`, `unix_http`, `unix` or `running_ms`, not several"
         ));
     }
     if h.path.is_some() && h.unix_http.is_none() {
@@ -205,8 +211,16 @@ fn parse_health(h: &RawHealth, f: &str) -> Result<Health, String> {
             path,
         });
     }
+    if let Some(socket) = &h.unix {
+        if !socket.starts_with('/') {
+            return Err(format!(
+                "{f}: health.unix: `{socket}` is not an absolute path (e.g. \"/run/ballast/containerd.sock\"); it is a path on the host"
+            ));
+        }
+        return Ok(Health::Unix(PathBuf::from(socket)));
+    }
     Err(format!(
-        "{f}: [health] is empty; set `tcp = \"IP:PORT\"`, `unix_http = \"/PATH.sock\"` or `running_ms = N`, or remove the table"
+        "{f}: [health] is empty; set `tcp = \"IP:PORT\"`, `unix_http = \"/PATH.sock\"`, `unix = \"/PATH.sock\"` or `running_ms = N`, or remove the table"
     ))
 }
 
@@ -329,6 +343,22 @@ tcp = "127.0.0.1:22"
         );
         let d = p("[health]\nunix_http = \"/run/x.sock\"").unwrap();
         assert!(matches!(d.health, Health::UnixHttp { ref path, .. } if path == "/"));
+    }
+
+    #[test]
+    fn unix_health_is_a_socket_path_alone() {
+        let d = p("required = true\n[health]\nunix = \"/run/ballast/containerd.sock\"").unwrap();
+        assert!(d.health_explicit);
+        assert_eq!(
+            d.health,
+            Health::Unix("/run/ballast/containerd.sock".into())
+        );
+        let e = p("[health]\nunix = \"run/c.sock\"").unwrap_err();
+        assert!(e.contains("health.unix:") && e.contains("absolute"), "{e}");
+        let e = p("[health]\nunix = \"/run/c.sock\"\npath = \"/\"").unwrap_err();
+        assert!(e.contains("health.path"), "{e}");
+        let e = p("[health]\nunix = \"/run/c.sock\"\nunix_http = \"/run/c.sock\"").unwrap_err();
+        assert!(e.contains("not several"), "{e}");
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub enum Action {
         socket: std::path::PathBuf,
         path: String,
     },
+    /// Connect to the unix socket; report `health_ok` when it succeeds.
+    CheckUnix {
+        name: String,
+        socket: std::path::PathBuf,
+    },
     /// Every required service is healthy: announce it (once per boot).
     Ready,
 }
@@ -314,6 +319,20 @@ impl Supervisor {
                                 name,
                                 socket: socket.clone(),
                                 path: path.clone(),
+                            });
+                            s.phase = Phase::Running {
+                                pid,
+                                started_at,
+                                healthy_at: None,
+                                next_check: now + TCP_CHECK_INTERVAL_MS,
+                            };
+                        }
+                    }
+                    Health::Unix(socket) => {
+                        if now >= next_check {
+                            actions.push(Action::CheckUnix {
+                                name,
+                                socket: socket.clone(),
                             });
                             s.phase = Phase::Running {
                                 pid,
