@@ -31,9 +31,10 @@ use crate::project::Project;
 pub const USERLAND: &str = "usr/lib/ballast/userland";
 /// Where bundles live inside the root image.
 pub const BUNDLES: &str = "usr/lib/ballast/system";
-/// Group id of `docker`, the group whose members may use the engine's socket.
-/// Fixed, because dockerd (engine container) and the docker CLI (SSH
-/// container) read the same `/etc/group` but must agree across images too.
+/// Group id of the engine group (`docker` or `containerd`, after the engine),
+/// whose members may use the engine's socket. Fixed, because the daemon
+/// (engine container) and the CLI (SSH container) read the same `/etc/group`
+/// but must agree across images too, and containerd's config names it by number.
 pub const ENGINE_GID: u32 = 990;
 
 #[derive(Debug, Deserialize)]
@@ -179,8 +180,10 @@ pub fn build(
     for def in defs {
         copy_tree(&def.dir.join("files"), dest)?;
     }
-    if image.engine.bundle() == Some("docker") {
-        add_engine_group(dest, "docker", ENGINE_GID, "ballast")?;
+    // The engine group is named after the engine (`docker`, `containerd`);
+    // its socket is owned by ENGINE_GID either way.
+    if let Some(engine) = image.engine.bundle() {
+        add_engine_group(dest, engine, ENGINE_GID, "ballast")?;
     }
     let resolv = dest.join("etc/resolv.conf");
     if resolv.symlink_metadata().is_ok() {

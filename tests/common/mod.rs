@@ -2,6 +2,8 @@
 //! boot under QEMU, read the serial console.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod oci;
+pub mod size;
 pub mod vm;
 
 use std::io::{BufRead, BufReader};
