@@ -223,9 +223,11 @@ fn upgrade(
                 );
             }
         };
+        // Large reads: the bundle arrives in 8 KiB socket reads otherwise.
+        let mut big = BufReader::with_capacity(1 << 20, &mut r);
         let mut body: Box<dyn std::io::Read> = match size {
-            Some(n) => Box::new(std::io::Read::take(&mut r, n)),
-            None => Box::new(&mut r),
+            Some(n) => Box::new(std::io::Read::take(&mut big, n)),
+            None => Box::new(&mut big),
         };
         crate::update::install(&target, &mut body, allow_downgrade, &mut progress)
     })();

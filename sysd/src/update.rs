@@ -241,6 +241,7 @@ pub fn install(
     let payloads = m.payloads.clone();
     for p in &payloads {
         let total = p.size;
+        progress(&p.name, 0, total);
         let mut report = |done: u64| progress(&p.name, done, total);
         match p.name.as_str() {
             "root" => {

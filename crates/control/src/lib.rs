@@ -350,7 +350,19 @@ pub mod client {
             let sender = scope.spawn(move || {
                 // The server may stop reading early (a refused bundle): a broken pipe
                 // here is not the error to report; the server's answer is.
-                let _ = std::io::copy(body, &mut w);
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    match body.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if w.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
                 let _ = w.shutdown(std::net::Shutdown::Write);
             });
             let mut result = Ok(());
