@@ -255,11 +255,14 @@ pub fn install(
                             t.root_device.display()
                         )
                     })?;
-                let mut w = BufWriter::with_capacity(1 << 20, dev);
-                copy_payload(&mut reader, &mut w, &mut report, &p.name)?;
+                // The device writes run on their own thread, beside the
+                // decompressing and hashing.
+                let mut w = WriterThread::new(dev);
+                let copied = copy_payload(&mut reader, &mut w, &mut report, &p.name);
                 let dev = w
-                    .into_inner()
-                    .map_err(|e| format!("writing {}: {}", t.root_device.display(), e.error()))?;
+                    .finish()
+                    .map_err(|e| format!("writing {}: {e}", t.root_device.display()))?;
+                copied?;
                 dev.sync_all()
                     .map_err(|e| format!("fsync {}: {e}", t.root_device.display()))?;
             }
@@ -304,6 +307,80 @@ pub fn install(
         at: now_unix(),
     }))?;
     Ok(m)
+}
+
+/// A `Write` whose bytes are written to `file` by another thread, in 1 MiB chunks
+/// through a short queue: the caller's work and the device writes overlap.
+struct WriterThread {
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    handle: Option<std::thread::JoinHandle<std::io::Result<File>>>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl WriterThread {
+    fn new(mut file: File) -> WriterThread {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let handle = std::thread::spawn(move || {
+            for chunk in rx {
+                file.write_all(&chunk)?;
+            }
+            Ok(file)
+        });
+        WriterThread {
+            buf: Vec::with_capacity(CHUNK),
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        match &self.tx {
+            Some(tx) if tx.send(chunk).is_ok() => Ok(()),
+            // The writer thread stopped: its error comes out of `finish`.
+            _ => Err(std::io::Error::other("the device writer stopped")),
+        }
+    }
+
+    /// Write what is left, stop the thread and return the file or its first error.
+    fn finish(mut self) -> std::io::Result<File> {
+        let sent = self.send();
+        self.tx = None;
+        let file = match self.handle.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(std::io::Error::other("the device writer thread panicked")),
+        }?;
+        sent.map(|()| file)
+    }
+}
+
+impl Write for WriterThread {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 fn copy_payload<R: Read>(
