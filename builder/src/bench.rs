@@ -138,7 +138,7 @@ fn build(project: &Project, args: &BuildBenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
         println!(
-            "{}: warm rebuild {:.1} s; disk image {} ({} with zstd -19)",
+            "{}: warm rebuild {:.1} s; disk image {} ({} with zstd -19; targets: no engine <= 40 MB, with Docker <= 120 MB)",
             figures.board,
             figures.warm_rebuild_s,
             human_size(figures.disk_bytes),
