@@ -177,14 +177,7 @@ impl Ssh {
     /// Run `command` with `input` on its stdin; it must succeed.
     pub fn ok_with_input(&self, command: &str, input: &[u8]) -> String {
         let out = self.run_with_input(command, input);
-        assert!(
-            out.status.success(),
-            "ssh {command:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(command, out)
     }
 
     /// The ssh command for `command`, not started.
@@ -208,14 +201,7 @@ impl Ssh {
 
     pub fn ok(&self, command: &str) -> String {
         let out = self.run(command);
-        assert!(
-            out.status.success(),
-            "ssh {command:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(command, out)
     }
 
     pub fn status(&self) -> serde_json::Value {
@@ -244,4 +230,16 @@ pub fn keyed_build(
     args.extend_from_slice(extra);
     let built = super::build(board, &out, &args);
     (key, out, built)
+}
+
+/// `out`'s stdout, after asserting that `command` exited 0 (stdout and stderr in the message).
+fn succeeded(command: &str, out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "ssh {command:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
