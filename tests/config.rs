@@ -60,7 +60,7 @@ runcmd:
 ballast:
   system:
     - name: ticker
-      command: [/bin/sh, -c, "while true; do echo tick > /state/ticker; sleep 2; done"]
+      command: [/bin/sh, -c, "while true; do echo tick > /state/.ticker && mv /state/.ticker /state/ticker; sleep 2; done"]
       mounts:
         - source: /state/cfg
           destination: /state
@@ -167,7 +167,8 @@ fn wait_runcmd(ssh: &Ssh) {
 /// What a user checks after first boot, as one text (compared across sources).
 fn observe(b: &Booted, alice_key: &Path) -> String {
     wait_runcmd(&b.ssh);
-    // The ticker container writes every 2 s.
+    // The ticker container writes every 2 s, by rename, so a reader never
+    // sees the file truncated.
     let start = Instant::now();
     while !b.ssh.run("test -f /state/cfg/ticker").status.success() {
         assert!(

@@ -15,6 +15,7 @@ use std::io::{BufWriter, Seek, SeekFrom};
 use std::path::Path;
 #[cfg(feature = "write")]
 use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
 
 pub const MAGIC: &[u8; 16] = b"BALLAST-BUNDLE1\n";
 pub const MAX_MANIFEST_LEN: u32 = 1 << 20;
@@ -220,11 +221,6 @@ fn read_exact_or_truncated(r: &mut impl Read, buf: &mut [u8]) -> Result<(), Bund
 }
 
 /// Whether a reader has nothing more (used to tell "truncated" from "corrupt").
-fn at_eof(r: &mut impl Read) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(r.read(&mut byte), Ok(0))
-}
-
 /// Only for choosing between UnknownKey and BadSignature when no trusted key
 /// verifies: the key_id is read from unverified bytes and never acted on.
 #[derive(serde::Deserialize)]
@@ -322,72 +318,32 @@ impl<R: Read> Reader<R> {
             return Ok(None);
         };
         self.failed = true; // until this payload has verified
-        let name = &payload.name;
+        let name = payload.name.clone();
         let mismatch = |detail: String| BundleError::PayloadMismatch {
             name: name.clone(),
             detail,
         };
-        let mut limited = HashRead {
-            inner: &mut self.input,
-            hasher: Sha256::new(),
-        }
-        .take(payload.compressed_size);
-        let mut decoder = match ruzstd::decoding::StreamingDecoder::new(&mut limited) {
-            Ok(d) => d,
-            Err(e) => {
-                return Err(if limited.limit() != 0 && at_eof(limited.get_mut()) {
-                    BundleError::Truncated
-                } else {
-                    BundleError::Decompress {
-                        name: name.clone(),
-                        source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-                    }
-                })
-            }
+        // The two SHA-256 passes (stored frame, decompressed bytes) run on
+        // their own threads, beside the decompression: on a small board the
+        // hashing, not the decompression, is what costs (DESIGN.md, updates).
+        let input = &mut self.input;
+        let (streamed, framed, plain) = std::thread::scope(|s| {
+            let (framed_tx, framed_rx) = mpsc::sync_channel(HASH_QUEUE);
+            let (plain_tx, plain_rx) = mpsc::sync_channel(HASH_QUEUE);
+            let framed = s.spawn(move || hash_chunks(framed_rx));
+            let plain = s.spawn(move || hash_chunks(plain_rx));
+            // Both senders are moved in and dropped when it returns, so the
+            // hashers always finish, whatever happened.
+            let streamed = stream(input, &payload, out, progress, framed_tx, plain_tx);
+            (streamed, framed.join(), plain.join())
+        });
+        let written = streamed?;
+        let (Ok(framed), Ok(plain)) = (framed, plain) else {
+            return Err(BundleError::Decompress {
+                name,
+                source: io::Error::other("a hashing thread panicked"),
+            });
         };
-        let mut hasher = Sha256::new();
-        let mut written = 0u64;
-        let mut next_report = PROGRESS_EVERY;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = match decoder.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) if decoder.get_ref().limit() != 0 && at_eof(decoder.get_mut().get_mut()) => {
-                    return Err(BundleError::Truncated)
-                }
-                Err(source) => {
-                    return Err(BundleError::Decompress {
-                        name: name.clone(),
-                        source,
-                    })
-                }
-            };
-            written += n as u64;
-            if written > payload.size {
-                // Stop before writing past the size the signed manifest promised.
-                return Err(mismatch(format!(
-                    "decompresses to more than the {} bytes the manifest says",
-                    payload.size
-                )));
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])
-                .map_err(|source| BundleError::Output {
-                    name: name.clone(),
-                    source,
-                })?;
-            if written >= next_report {
-                progress(written);
-                next_report = written + PROGRESS_EVERY;
-            }
-        }
-        drop(decoder);
-        if limited.limit() != 0 {
-            return Err(BundleError::Truncated);
-        }
-        let framed = hex::encode(limited.into_inner().hasher.finalize());
         if framed != payload.compressed_sha256 {
             return Err(mismatch(format!(
                 "its stored frame has sha256 {framed}, the manifest says {}",
@@ -400,10 +356,9 @@ impl<R: Read> Reader<R> {
                 payload.size
             )));
         }
-        let actual = hex::encode(hasher.finalize());
-        if actual != payload.sha256 {
+        if plain != payload.sha256 {
             return Err(mismatch(format!(
-                "sha256 {actual}, the manifest says {}",
+                "sha256 {plain}, the manifest says {}",
                 payload.sha256
             )));
         }
@@ -418,16 +373,158 @@ impl<R: Read> Reader<R> {
     }
 }
 
-/// Hashes what passes through: the stored (compressed) bytes of a payload.
-struct HashRead<R: Read> {
-    inner: R,
-    hasher: Sha256,
+/// Chunks in flight to each hashing thread.
+const HASH_QUEUE: usize = 4;
+
+fn hash_chunks(chunks: mpsc::Receiver<Arc<Vec<u8>>>) -> String {
+    let mut hasher = Sha256::new();
+    for chunk in chunks {
+        hasher.update(chunk.as_slice());
+    }
+    hex::encode(hasher.finalize())
 }
 
-impl<R: Read> Read for HashRead<R> {
+/// Decompresses one payload's frame from `input` into `out`, sending the
+/// stored bytes to `framed` and the decompressed ones to `plain` for hashing.
+/// Returns the number of decompressed bytes written.
+fn stream<R: Read>(
+    input: &mut R,
+    payload: &Payload,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(u64),
+    framed: mpsc::SyncSender<Arc<Vec<u8>>>,
+    plain: mpsc::SyncSender<Arc<Vec<u8>>>,
+) -> Result<u64, BundleError> {
+    let name = &payload.name;
+    let hasher_gone = || BundleError::Decompress {
+        name: name.clone(),
+        source: io::Error::other("a hashing thread stopped"),
+    };
+    let mut frame = FrameInput {
+        inner: input,
+        left: payload.compressed_size,
+        eof: false,
+        chunk: Arc::new(Vec::new()),
+        pos: 0,
+        hasher: framed,
+    };
+    // A short bundle shows as a decoder error with stored bytes still missing.
+    let failed = |frame: &FrameInput<'_, R>, source: io::Error| {
+        if frame.left != 0 && frame.eof {
+            BundleError::Truncated
+        } else if frame.hasher_gone() {
+            hasher_gone()
+        } else {
+            BundleError::Decompress {
+                name: name.clone(),
+                source,
+            }
+        }
+    };
+    let mut decoder = match ruzstd::decoding::StreamingDecoder::new(&mut frame) {
+        Ok(d) => d,
+        Err(e) => {
+            let e = io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+            return Err(failed(&frame, e));
+        }
+    };
+    let mut written = 0u64;
+    let mut next_report = PROGRESS_EVERY;
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        let n = match fill(&mut decoder, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                drop(decoder);
+                return Err(failed(&frame, e));
+            }
+        };
+        chunk.truncate(n);
+        written += n as u64;
+        if written > payload.size {
+            // Stop before writing past the size the signed manifest promised.
+            return Err(BundleError::PayloadMismatch {
+                name: name.clone(),
+                detail: format!(
+                    "decompresses to more than the {} bytes the manifest says",
+                    payload.size
+                ),
+            });
+        }
+        out.write_all(&chunk)
+            .map_err(|source| BundleError::Output {
+                name: name.clone(),
+                source,
+            })?;
+        plain.send(Arc::new(chunk)).map_err(|_| hasher_gone())?;
+        if written >= next_report {
+            progress(written);
+            next_report = written + PROGRESS_EVERY;
+        }
+    }
+    drop(decoder);
+    if frame.left != 0 {
+        return Err(BundleError::Truncated);
+    }
+    Ok(written)
+}
+
+/// Reads `buf` full, unless the reader ends first; returns the bytes read.
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The stored bytes of one payload: at most `left` bytes of `inner`, read in
+/// large chunks, each of which is also sent to the hashing thread.
+struct FrameInput<'a, R: Read> {
+    inner: &'a mut R,
+    left: u64,
+    eof: bool,
+    chunk: Arc<Vec<u8>>,
+    pos: usize,
+    hasher: mpsc::SyncSender<Arc<Vec<u8>>>,
+}
+
+impl<R: Read> FrameInput<'_, R> {
+    /// Whether the hashing thread has gone (sending to it fails).
+    fn hasher_gone(&self) -> bool {
+        self.hasher.send(Arc::new(Vec::new())).is_err()
+    }
+}
+
+impl<R: Read> Read for FrameInput<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if self.pos == self.chunk.len() {
+            if self.left == 0 || self.eof {
+                return Ok(0);
+            }
+            let want = usize::try_from(self.left).unwrap_or(usize::MAX).min(CHUNK);
+            let mut chunk = vec![0u8; want];
+            let n = fill(self.inner, &mut chunk)?;
+            if n < want {
+                self.eof = true;
+            }
+            chunk.truncate(n);
+            self.left -= n as u64;
+            self.chunk = Arc::new(chunk);
+            self.pos = 0;
+            self.hasher
+                .send(Arc::clone(&self.chunk))
+                .map_err(|_| io::Error::other("the hashing thread stopped"))?;
+        }
+        let n = (self.chunk.len() - self.pos).min(buf.len());
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
         Ok(n)
     }
 }
