@@ -229,37 +229,29 @@ pub fn run(project: &Project, args: &UpdateBenchArgs) -> Result<()> {
         )?;
         let dd_s = remote.timed("sudo dd if=root.img of=/dev/bench-slot bs=1M conv=fsync")?;
         let started = Instant::now();
-        // Each phase line osctl prints (verify, root, kernel, initrd, activate) with
-        // the device's clock: the root phase is what dd is compared with.
+        // sysd times each phase (verify, root, kernel, initrd, activate) itself
+        // and osctl --json reports them: the root phase is what dd is compared with.
         let out = remote.run(
-            "sync; s=$(date +%s%N); ( osctl upgrade update.bundle >/dev/null; echo \"rc=$?\" >&2 ) 2>&1 | \
-             while IFS= read -r l; do echo \"$(date +%s%N) $l\"; done; echo \"$s start\"",
+            "sync; s=$(date +%s%N); osctl upgrade --json update.bundle || exit 1; e=$(date +%s%N); echo \"$((e-s))\"",
             None,
         )?;
-        let mut at = std::collections::BTreeMap::new();
-        for line in out.lines() {
-            if let Some((ts, rest)) = line.split_once(' ') {
-                let word = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                if let Ok(ns) = ts.parse::<u64>() {
-                    at.entry(word).or_insert(ns);
-                }
-            }
-        }
-        if !at.contains_key("rc=0") {
-            bail!("osctl upgrade failed on the device: {out}");
-        }
-        let secs = |a: &str, b: &str| -> Result<f64> {
-            match (at.get(a), at.get(b)) {
-                (Some(x), Some(y)) => Ok(y.saturating_sub(*x) as f64 / 1e9),
-                _ => bail!("osctl printed no `{a}`/`{b}` phase: {out}"),
-            }
+        let mut lines = out.lines().filter(|l| !l.trim().is_empty());
+        let (Some(report), Some(ns)) = (lines.next(), lines.next()) else {
+            bail!("osctl upgrade --json printed {out:?}");
         };
-        let upgrade_s = secs("start", "rc=0")?;
-        let root_phase_s = secs("root", "kernel")?;
+        let report: serde_json::Value = serde_json::from_str(report)
+            .with_context(|| format!("osctl upgrade --json printed {report:?}"))?;
+        let upgrade_s = ns
+            .trim()
+            .parse::<u64>()
+            .with_context(|| format!("timing osctl upgrade: device printed {out:?}"))?
+            as f64
+            / 1e9;
+        let root_phase_s = report["phases"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["phase"] == "root"))
+            .and_then(|p| p["seconds"].as_f64())
+            .with_context(|| format!("osctl upgrade --json reported no root phase: {report}"))?;
         let _ = remote.run("osctl reboot", None);
         console
             .wait_for("ballast-ready version=1.0.1", boot)

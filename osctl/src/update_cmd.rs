@@ -243,6 +243,7 @@ pub fn upgrade(
         slot,
         tries,
         message,
+        phases,
     } = outcome?
     else {
         return Err(Failure::Refused("unexpected answer".into()));
@@ -254,15 +255,45 @@ pub fn upgrade(
             "slot": slot,
             "tries": tries,
             "reboot": reboot,
+            "phases": phases.iter().map(|p| serde_json::json!({
+                "phase": p.phase,
+                "bytes": p.bytes,
+                "seconds": p.micros as f64 / 1e6,
+            })).collect::<Vec<_>>(),
         });
         writeln!(out, "{v}").map_err(Failure::Stdout)?;
     } else {
         writeln!(out, "{message}").map_err(Failure::Stdout)?;
+        if !phases.is_empty() {
+            writeln!(out, "{}", phase_summary(&phases)).map_err(Failure::Stdout)?;
+        }
     }
     if reboot {
         reboot_now(socket, out, json)?;
     }
     Ok(())
+}
+
+/// `written: root 25.7 MB in 0.42 s (61.2 MB/s), kernel ...; 5.0 s in all`.
+fn phase_summary(phases: &[ballast_control::PhaseTime]) -> String {
+    let total: u64 = phases.iter().map(|p| p.micros).sum();
+    let written: Vec<String> = phases
+        .iter()
+        .filter(|p| p.bytes > 0)
+        .map(|p| {
+            let (mb, s) = (p.bytes as f64 / 1e6, p.micros as f64 / 1e6);
+            format!(
+                "{} {mb:.1} MB in {s:.2} s ({:.1} MB/s)",
+                p.phase,
+                mb / s.max(1e-6)
+            )
+        })
+        .collect();
+    format!(
+        "written: {}; {:.1} s in all",
+        written.join(", "),
+        total as f64 / 1e6
+    )
 }
 
 /// `osctl rollback [--reboot]`.

@@ -204,7 +204,11 @@ fn upgrade(
         };
         let mut last_sent = std::time::Instant::now();
         let mut last_phase = String::new();
+        let mut started: Vec<(String, u64, std::time::Instant)> = Vec::new();
         let mut progress = |phase: &str, done: u64, total: u64| {
+            if started.last().is_none_or(|(p, _, _)| p != phase) {
+                started.push((phase.to_string(), total, std::time::Instant::now()));
+            }
             // At most ~10 lines a second, plus every phase change and each end.
             if phase != last_phase
                 || done == total
@@ -229,11 +233,12 @@ fn upgrade(
             Some(n) => Box::new(std::io::Read::take(&mut big, n)),
             None => Box::new(&mut big),
         };
-        crate::update::install(&target, &mut body, allow_downgrade, &mut progress)
+        let m = crate::update::install(&target, &mut body, allow_downgrade, &mut progress)?;
+        Ok((m, phase_times(&started)))
     })();
     shared.upgrading.store(false, Ordering::SeqCst);
     let resp = match result {
-        Ok(m) => {
+        Ok((m, phases)) => {
             let slot = shared
                 .slot
                 .map(|s| s.other())
@@ -249,6 +254,7 @@ fn upgrade(
                 slot,
                 tries: crate::update::TRIES,
                 message,
+                phases,
             }
         }
         Err(message) => {
@@ -257,6 +263,23 @@ fn upgrade(
         }
     };
     let _ = write_message(&mut w, &resp, socket);
+}
+
+/// Each phase lasts until the next one starts; the last one until now.
+fn phase_times(started: &[(String, u64, std::time::Instant)]) -> Vec<ballast_control::PhaseTime> {
+    let end = std::time::Instant::now();
+    started
+        .iter()
+        .enumerate()
+        .map(|(i, (phase, bytes, at))| {
+            let until = started.get(i + 1).map_or(end, |next| next.2);
+            ballast_control::PhaseTime {
+                phase: phase.clone(),
+                bytes: *bytes,
+                micros: u64::try_from(until.duration_since(*at).as_micros()).unwrap_or(u64::MAX),
+            }
+        })
+        .collect()
 }
 
 /// Make the other slot the default, when it is good, and record who asked.

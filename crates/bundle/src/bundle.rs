@@ -177,9 +177,15 @@ fn compress(input: &Input, dest: &Path) -> Result<Payload, BundleError> {
     let compressed_size = file.seek(SeekFrom::End(0)).map_err(werr)?;
     drop(file);
     let mut framed = Sha256::new();
-    File::open(dest)
-        .and_then(|mut f| io::copy(&mut f, &mut framed))
-        .map_err(|e| BundleError::io("hashing", dest, e))?;
+    let mut stored = File::open(dest).map_err(|e| BundleError::io("hashing", dest, e))?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = fill(&mut stored, &mut buf).map_err(|e| BundleError::io("hashing", dest, e))?;
+        if n == 0 {
+            break;
+        }
+        framed.update(&buf[..n]);
+    }
     Ok(Payload {
         name: input.name.to_string(),
         size,
@@ -197,6 +203,8 @@ pub struct Reader<R: Read> {
     next: usize,
     /// A payload failed: the stream is mid-frame, nothing after it can be read.
     failed: bool,
+    /// Payloads checked by their stored frame's hash only.
+    stored_hash_only: Vec<String>,
 }
 
 /// Fill `buf` as far as the input goes; returns how many bytes were read.
@@ -281,11 +289,23 @@ impl<R: Read> Reader<R> {
             manifest,
             next: 0,
             failed: false,
+            stored_hash_only: Vec::new(),
         })
     }
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Check the named payloads by their stored frame's SHA-256 and their size
+    /// only, without a second SHA-256 pass over the decompressed bytes. Both
+    /// hashes are in the signed manifest and decompression is deterministic, so
+    /// every byte is still checked; the second pass only guards against a
+    /// decoder bug, which the caller must guard against another way (sysd: the
+    /// kernel's dm-verity checks every block of `root` against the root hash in
+    /// the signed command line, on every read).
+    pub fn check_stored_hash_only(&mut self, names: &[&str]) {
+        self.stored_hash_only = names.iter().map(|n| n.to_string()).collect();
     }
 
     /// The reader, positioned after the last payload consumed so far.
@@ -323,19 +343,25 @@ impl<R: Read> Reader<R> {
             name: name.clone(),
             detail,
         };
-        // The two SHA-256 passes (stored frame, decompressed bytes) run on
-        // their own threads, beside the decompression: on a small board the
-        // hashing, not the decompression, is what costs (DESIGN.md, updates).
+        // The SHA-256 passes (stored frame, decompressed bytes) run on their
+        // own threads, beside the decompression: on a small board the hashing,
+        // not the decompression, is what costs (DESIGN.md, updates).
+        let check_plain = !self.stored_hash_only.contains(&name);
         let input = &mut self.input;
         let (streamed, framed, plain) = std::thread::scope(|s| {
-            let (framed_tx, framed_rx) = mpsc::sync_channel(HASH_QUEUE);
-            let (plain_tx, plain_rx) = mpsc::sync_channel(HASH_QUEUE);
-            let framed = s.spawn(move || hash_chunks(framed_rx));
-            let plain = s.spawn(move || hash_chunks(plain_rx));
-            // Both senders are moved in and dropped when it returns, so the
+            let (framed_lane, framed_work) = HashLane::new();
+            let framed = s.spawn(move || framed_work.run());
+            let (plain_lane, plain) = if check_plain {
+                let (lane, work) = HashLane::new();
+                (Some(lane), Some(s.spawn(move || work.run())))
+            } else {
+                (None, None)
+            };
+            // The lanes are moved in and dropped when it returns, so the
             // hashers always finish, whatever happened.
-            let streamed = stream(input, &payload, out, progress, framed_tx, plain_tx);
-            (streamed, framed.join(), plain.join())
+            let streamed = stream(input, &payload, out, progress, framed_lane, plain_lane);
+            let plain = plain.map(|h| h.join()).transpose();
+            (streamed, framed.join(), plain)
         });
         let written = streamed?;
         let (Ok(framed), Ok(plain)) = (framed, plain) else {
@@ -356,7 +382,7 @@ impl<R: Read> Reader<R> {
                 payload.size
             )));
         }
-        if plain != payload.sha256 {
+        if let Some(plain) = plain.filter(|p| *p != payload.sha256) {
             return Err(mismatch(format!(
                 "sha256 {plain}, the manifest says {}",
                 payload.sha256
@@ -376,24 +402,74 @@ impl<R: Read> Reader<R> {
 /// Chunks in flight to each hashing thread.
 const HASH_QUEUE: usize = 4;
 
-fn hash_chunks(chunks: mpsc::Receiver<Arc<Vec<u8>>>) -> String {
-    let mut hasher = Sha256::new();
-    for chunk in chunks {
-        hasher.update(chunk.as_slice());
+/// The sending end of a hashing thread: chunks go to it, and come back to be
+/// filled again. Fresh 1 MiB buffers for every chunk cost more than the hashing
+/// on a small board (each is a new mapping to fault in and unmap again).
+struct HashLane {
+    tx: mpsc::SyncSender<Arc<Vec<u8>>>,
+    back: mpsc::Receiver<Arc<Vec<u8>>>,
+    spare: Vec<Arc<Vec<u8>>>,
+}
+
+/// The hashing thread's end of a [`HashLane`].
+struct Hasher {
+    rx: mpsc::Receiver<Arc<Vec<u8>>>,
+    back: mpsc::Sender<Arc<Vec<u8>>>,
+}
+
+impl HashLane {
+    fn new() -> (HashLane, Hasher) {
+        let (tx, rx) = mpsc::sync_channel(HASH_QUEUE);
+        let (back_tx, back) = mpsc::channel();
+        (
+            HashLane {
+                tx,
+                back,
+                spare: Vec::new(),
+            },
+            Hasher { rx, back: back_tx },
+        )
     }
-    hex::encode(hasher.finalize())
+
+    /// A buffer of `len` bytes (contents unspecified), reused when one is free.
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        self.spare.extend(self.back.try_iter());
+        while let Some(i) = self.spare.iter().position(|a| Arc::strong_count(a) == 1) {
+            if let Ok(mut v) = Arc::try_unwrap(self.spare.swap_remove(i)) {
+                v.resize(len, 0);
+                return v;
+            }
+        }
+        vec![0u8; len]
+    }
+
+    /// Hand a chunk to the hasher; false when the hashing thread has gone.
+    fn send(&self, chunk: Arc<Vec<u8>>) -> bool {
+        self.tx.send(chunk).is_ok()
+    }
+}
+
+impl Hasher {
+    fn run(self) -> String {
+        let mut hasher = Sha256::new();
+        for chunk in self.rx {
+            hasher.update(chunk.as_slice());
+            let _ = self.back.send(chunk);
+        }
+        hex::encode(hasher.finalize())
+    }
 }
 
 /// Decompresses one payload's frame from `input` into `out`, sending the
-/// stored bytes to `framed` and the decompressed ones to `plain` for hashing.
+/// stored bytes to `framed` and the decompressed ones to `plain` (if any) for hashing.
 /// Returns the number of decompressed bytes written.
 fn stream<R: Read>(
     input: &mut R,
     payload: &Payload,
     out: &mut dyn Write,
     progress: &mut dyn FnMut(u64),
-    framed: mpsc::SyncSender<Arc<Vec<u8>>>,
-    plain: mpsc::SyncSender<Arc<Vec<u8>>>,
+    framed: HashLane,
+    mut plain: Option<HashLane>,
 ) -> Result<u64, BundleError> {
     let name = &payload.name;
     let hasher_gone = || BundleError::Decompress {
@@ -406,13 +482,14 @@ fn stream<R: Read>(
         eof: false,
         chunk: Arc::new(Vec::new()),
         pos: 0,
-        hasher: framed,
+        lane: framed,
+        hasher_gone: false,
     };
     // A short bundle shows as a decoder error with stored bytes still missing.
     let failed = |frame: &FrameInput<'_, R>, source: io::Error| {
         if frame.left != 0 && frame.eof {
             BundleError::Truncated
-        } else if frame.hasher_gone() {
+        } else if frame.hasher_gone {
             hasher_gone()
         } else {
             BundleError::Decompress {
@@ -430,8 +507,15 @@ fn stream<R: Read>(
     };
     let mut written = 0u64;
     let mut next_report = PROGRESS_EVERY;
+    let mut own = Vec::new();
     loop {
-        let mut chunk = vec![0u8; CHUNK];
+        let mut chunk = match &mut plain {
+            Some(lane) => lane.buffer(CHUNK),
+            None => {
+                own.resize(CHUNK, 0);
+                std::mem::take(&mut own)
+            }
+        };
         let n = match fill(&mut decoder, &mut chunk) {
             Ok(0) => break,
             Ok(n) => n,
@@ -457,7 +541,14 @@ fn stream<R: Read>(
                 name: name.clone(),
                 source,
             })?;
-        plain.send(Arc::new(chunk)).map_err(|_| hasher_gone())?;
+        match &plain {
+            Some(lane) => {
+                if !lane.send(Arc::new(chunk)) {
+                    return Err(hasher_gone());
+                }
+            }
+            None => own = chunk,
+        }
         if written >= next_report {
             progress(written);
             next_report = written + PROGRESS_EVERY;
@@ -492,14 +583,9 @@ struct FrameInput<'a, R: Read> {
     eof: bool,
     chunk: Arc<Vec<u8>>,
     pos: usize,
-    hasher: mpsc::SyncSender<Arc<Vec<u8>>>,
-}
-
-impl<R: Read> FrameInput<'_, R> {
-    /// Whether the hashing thread has gone (sending to it fails).
-    fn hasher_gone(&self) -> bool {
-        self.hasher.send(Arc::new(Vec::new())).is_err()
-    }
+    lane: HashLane,
+    /// Set when the hashing thread could not take a chunk.
+    hasher_gone: bool,
 }
 
 impl<R: Read> Read for FrameInput<'_, R> {
@@ -509,7 +595,7 @@ impl<R: Read> Read for FrameInput<'_, R> {
                 return Ok(0);
             }
             let want = usize::try_from(self.left).unwrap_or(usize::MAX).min(CHUNK);
-            let mut chunk = vec![0u8; want];
+            let mut chunk = self.lane.buffer(want);
             let n = fill(self.inner, &mut chunk)?;
             if n < want {
                 self.eof = true;
@@ -518,9 +604,10 @@ impl<R: Read> Read for FrameInput<'_, R> {
             self.left -= n as u64;
             self.chunk = Arc::new(chunk);
             self.pos = 0;
-            self.hasher
-                .send(Arc::clone(&self.chunk))
-                .map_err(|_| io::Error::other("the hashing thread stopped"))?;
+            if !self.lane.send(Arc::clone(&self.chunk)) {
+                self.hasher_gone = true;
+                return Err(io::Error::other("the hashing thread stopped"));
+            }
         }
         let n = (self.chunk.len() - self.pos).min(buf.len());
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);

@@ -87,7 +87,17 @@ fn write_bundle(dir: &Path, out: &Path, version: &str, signer: &Signer) -> Manif
 
 /// Read every payload; the outputs, or the first error.
 fn read_all(bytes: &[u8], trusted: &[PublicKey]) -> Result<Vec<(String, Vec<u8>)>, BundleError> {
+    read_all_with(bytes, trusted, &[])
+}
+
+/// `read_all`, checking the `stored_only` payloads by their stored frame's hash only.
+fn read_all_with(
+    bytes: &[u8],
+    trusted: &[PublicKey],
+    stored_only: &[&str],
+) -> Result<Vec<(String, Vec<u8>)>, BundleError> {
     let mut reader = Reader::open(bytes, trusted)?;
+    reader.check_stored_hash_only(stored_only);
     let mut out = Vec::new();
     loop {
         let mut buf = Vec::new();
@@ -180,15 +190,23 @@ fn a_flipped_payload_byte_is_never_ok() {
     let n = u32::from_be_bytes(bytes[16..20].try_into().unwrap()) as usize;
     let start = 20 + n + 64;
     let step = ((bytes.len() - start) / 40).max(1);
-    for at in (start..bytes.len()).step_by(step).chain([bytes.len() - 1]) {
-        let mut bad = bytes.clone();
-        bad[at] ^= 0x80;
-        match read_all(&bad, std::slice::from_ref(&pk)) {
-            Err(BundleError::PayloadMismatch { .. })
-            | Err(BundleError::Decompress { .. })
-            | Err(BundleError::Truncated) => {}
-            Err(other) => panic!("byte {at}: unexpected error {other}"),
-            Ok(_) => panic!("byte {at}: a damaged payload was accepted"),
+    // The same with root checked by its stored frame's hash only, as sysd reads it.
+    let good = read_all(&bytes, std::slice::from_ref(&pk)).unwrap();
+    assert_eq!(
+        read_all_with(&bytes, std::slice::from_ref(&pk), &["root"]).unwrap(),
+        good
+    );
+    for stored_only in [&[][..], &["root", "kernel"][..]] {
+        for at in (start..bytes.len()).step_by(step).chain([bytes.len() - 1]) {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x80;
+            match read_all_with(&bad, std::slice::from_ref(&pk), stored_only) {
+                Err(BundleError::PayloadMismatch { .. })
+                | Err(BundleError::Decompress { .. })
+                | Err(BundleError::Truncated) => {}
+                Err(other) => panic!("byte {at}: unexpected error {other}"),
+                Ok(_) => panic!("byte {at} ({stored_only:?}): a damaged payload was accepted"),
+            }
         }
     }
 }

@@ -99,6 +99,15 @@ pub struct PendingUpdate {
     pub at: u64,
 }
 
+/// One phase of an upgrade as the device timed it: `bytes` is the payload's
+/// uncompressed size (0 for `verify` and `activate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseTime {
+    pub phase: String,
+    pub bytes: u64,
+    pub micros: u64,
+}
+
 /// What the server answers. On the wire (externally tagged):
 /// `{"status":{...}}`, `{"log_line":"text"}`, `{"ok":{"message":"..."}}`,
 /// `{"error":{"message":"..."}}`.
@@ -126,6 +135,9 @@ pub enum Response {
         slot: ballast_slot::SlotId,
         tries: u32,
         message: String,
+        /// How long each phase took on the device, in order.
+        #[serde(default)]
+        phases: Vec<PhaseTime>,
     },
     Error {
         message: String,

@@ -345,17 +345,28 @@ impl Esp {
                 continue;
             };
             let path = de.path();
-            let text = fs::read_to_string(&path).map_err(io_err("read", &path))?;
-            let p = parse_named(&text, &path.display().to_string())?;
-            if p.entry.slot != slot {
-                return Err(SlotError::Invalid {
-                    what: path.display().to_string(),
-                    reason: format!(
-                        "the file name says slot {slot} but the entry boots slot {}; remove the file or rewrite the entry",
-                        p.entry.slot
-                    ),
-                });
-            }
+            let parsed = fs::read_to_string(&path)
+                .map_err(io_err("read", &path))
+                .and_then(|text| parse_named(&text, &path.display().to_string()));
+            let p = match parsed {
+                Ok(p) if p.entry.slot == slot => p,
+                // An entry that does not parse (a power cut while the boot
+                // partition was written, or a hand edit) is one systemd-boot
+                // cannot boot either: the slot shows as bad, and its next
+                // install replaces the file. It must not stop the other slot
+                // from being marked good or made the default.
+                _ => {
+                    found.push(Found {
+                        file_name: name,
+                        counter,
+                        entry: Entry::new(slot, "", ""),
+                        sort_key: None,
+                        machine_id: None,
+                        linux_exists: false,
+                    });
+                    continue;
+                }
+            };
             let linux_exists = self
                 .root
                 .join(p.entry.linux.trim_start_matches('/'))
@@ -438,9 +449,10 @@ impl Esp {
     }
 
     fn current(&self, found: &[Found], slot: SlotId) -> Result<Found, SlotError> {
-        found
-            .iter()
-            .find(|f| f.entry.slot == slot)
+        let of_slot = || found.iter().filter(|f| f.entry.slot == slot);
+        of_slot()
+            .find(|f| f.linux_exists)
+            .or_else(|| of_slot().next())
             .cloned()
             .ok_or_else(|| SlotError::NoEntry {
                 slot,
@@ -695,6 +707,30 @@ mod tests {
         assert!(!st[0].is_default);
         esp.mark_good(SlotId::B).unwrap();
         assert_eq!(entries(d.path()), ["ballast-a.conf", "ballast-b.conf"]);
+        assert_eq!(esp.default_slot().unwrap(), Some(SlotId::B));
+    }
+
+    #[test]
+    fn an_empty_entry_left_by_a_power_cut_is_a_bad_slot_not_an_error() {
+        let (d, esp) = esp_with_kernels();
+        esp.write_entry(&Entry::new(SlotId::A, "1.0.0", "quiet"), None)
+            .unwrap();
+        let entries_dir = d.path().join("loader/entries");
+        fs::write(entries_dir.join("ballast-b.conf"), b"").unwrap();
+        let st = esp.status().unwrap();
+        assert_eq!(st[0].health, Health::Good);
+        assert!(st[0].is_default);
+        assert_eq!(
+            (st[1].health, st[1].version.as_deref()),
+            (Health::Bad, None)
+        );
+        esp.mark_good(SlotId::A).unwrap();
+        esp.set_default(SlotId::A).unwrap();
+        assert_eq!(esp.default_slot().unwrap(), Some(SlotId::A));
+        // The next install of b replaces the broken file.
+        esp.write_entry(&Entry::new(SlotId::B, "1.1.0", "quiet"), Some(3))
+            .unwrap();
+        assert_eq!(entries(d.path()), ["ballast-a.conf", "ballast-b+3-0.conf"]);
         assert_eq!(esp.default_slot().unwrap(), Some(SlotId::B));
     }
 

@@ -275,13 +275,25 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SlotError> {
         f.sync_all().map_err(io_err("fsync", &tmp))?;
     }
     fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
+    sync_renamed(path)?;
     sync_dir(dir)
 }
 
-/// Rename within a directory and fsync the directory.
+/// Rename within a directory and make it durable.
 pub(crate) fn rename_synced(from: &Path, to: &Path) -> Result<(), SlotError> {
     fs::rename(from, to).map_err(io_err("rename", from))?;
+    sync_renamed(to)?;
     sync_dir(to.parent().unwrap_or_else(|| Path::new(".")))
+}
+
+/// fsync a file just renamed. On vfat (every boot partition) a rename writes
+/// the new directory entry with size 0 and no clusters; the real ones reach the
+/// disk only when the file's inode is written back, which fsync on the
+/// directory does not do. A power cut in that window left an empty boot entry.
+pub fn sync_renamed(path: &Path) -> Result<(), SlotError> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("fsync", path))
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), SlotError> {
