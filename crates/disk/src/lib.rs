@@ -20,6 +20,7 @@ pub mod gpt;
 mod grow;
 mod guid;
 mod image;
+pub mod iso9660;
 pub mod mbr;
 
 use std::fs::File;
