@@ -55,7 +55,8 @@ enum Cmd {
     Keygen(cmd_keys::KeygenArgs),
     /// Verify a bundle and add it to a signed channel directory.
     Publish(cmd_publish::PublishArgs),
-    /// Write a NoCloud seed image (FAT labelled CIDATA) with a first-boot config.
+    /// Write a NoCloud seed image (FAT labelled CIDATA, or ISO 9660 with
+    /// --iso9660) with a first-boot config.
     Seed(cmd_seed::SeedArgs),
     /// Kernel tools.
     #[command(subcommand)]
