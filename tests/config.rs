@@ -58,6 +58,14 @@ runcmd:
   - echo "shell form on $(hostname)" >> /state/cfg/runs
   - [sh, -c, "echo list form >> /state/cfg/runs"]
 ballast:
+  network:
+    interfaces:
+      - name: eth0
+        addresses: [10.0.2.15/24]
+        gateway: 10.0.2.2
+    dns:
+      nameservers: [10.0.2.3]
+      search: [example.test]
   system:
     - name: ticker
       command: [/bin/sh, -c, "while true; do echo tick > /state/.ticker && mv /state/.ticker /state/ticker; sleep 2; done"]
@@ -181,6 +189,7 @@ fn observe(b: &Booted, alice_key: &Path) -> String {
     let text = b.ssh.ok("hostname; hostname -f; \
          stat -c '%n %a %U:%G' /state/cfg/motd /state/cfg/secret /state/cfg/log; \
          cat /state/cfg/motd /state/cfg/log /state/cfg/runs /state/cfg/ticker; \
+         cat /etc/resolv.conf; \
          sudo cat /state/cfg/secret");
     let alice = ssh_as(
         "alice",
@@ -213,7 +222,7 @@ fn assert_first_boot(seen: &str) {
         "/state/cfg/log 644 root:root\n",
         "hello from cloud-config\nappended\n",
         "shell form on node1\nlist form\n",
-        "tick\n",
+        "tick\nnameserver 10.0.2.3\nsearch example.test\n",
         "s3cret\n--- alice\nalice\nalice sudo\ns3cret\n0\n/bin/bash\n",
         "--- ticker healthy\n",
     ] {

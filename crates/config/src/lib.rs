@@ -316,6 +316,12 @@ pub struct MetaData {
     pub local_hostname: Option<String>,
 }
 
+/// Parses NoCloud `network-config` (version 2, netplan style, or version 1)
+/// into the settings `ballast.network` gives; errors name the line and key.
+pub fn parse_network_config(text: &str, source: &str) -> Result<Network, ConfigError> {
+    schema::network_config(text, source)
+}
+
 /// Parses NoCloud `meta-data` (YAML, or `key: value` lines).
 pub fn parse_meta_data(text: &str, source: &str) -> Result<MetaData, ConfigError> {
     schema::meta_data(text, source)

@@ -58,6 +58,11 @@ impl Layout {
     pub fn users(&self) -> PathBuf {
         self.p("state/ballast/config/users")
     }
+    /// The static network settings the network service applies (on tmpfs:
+    /// written again from the config at every boot).
+    pub fn network_conf(&self) -> PathBuf {
+        self.p("run/ballast/network.conf")
+    }
     pub fn runcmd(&self) -> PathBuf {
         self.p("state/ballast/config/runcmd.sh")
     }
@@ -86,6 +91,37 @@ impl Layout {
 pub struct Report {
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// The static network settings changed: a running network service must restart.
+    pub network_changed: bool,
+}
+
+/// The network service's settings file: one setting per line (see
+/// system/network/files/usr/lib/ballast/network/up).
+pub fn network_conf(n: &ballast_config::Network) -> String {
+    let mut out = String::from(
+        "# Written by sysd from the first-boot config (ballast.network or network-config).\n",
+    );
+    for i in &n.interfaces {
+        let mode = if i.dhcp { "dhcp" } else { "static" };
+        let mtu = i.mtu.map_or("-".to_string(), |m| m.to_string());
+        out.push_str(&format!("iface {} {mode} {mtu}\n", i.name));
+        for a in &i.addresses {
+            out.push_str(&format!("addr {} {a}\n", i.name));
+        }
+        if let Some(g) = &i.gateway {
+            out.push_str(&format!("gw {} {g}\n", i.name));
+        }
+    }
+    for r in &n.routes {
+        out.push_str(&format!("route {} {}\n", r.to, r.via));
+    }
+    for d in &n.dns.nameservers {
+        out.push_str(&format!("dns {d}\n"));
+    }
+    for s in &n.dns.search {
+        out.push_str(&format!("search {s}\n"));
+    }
+    out
 }
 
 /// Write `bytes` to `path` atomically (tmp, fsync, rename) with `mode`.
@@ -303,14 +339,28 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             }
         }
     }
-    for (what, set) in [
-        ("ballast.engine", plan.engine.is_some()),
-        ("ballast.network", plan.network.is_some()),
-    ] {
-        if set {
-            r.warnings.push(format!(
-                "config: {what}: recorded but not applied by this version (static network: use the kernel command line `ballast.ip=`)"
-            ));
+    if plan.engine.is_some() {
+        r.warnings.push(
+            "config: ballast.engine: recorded but not applied by this version (the engine is chosen when the image is built)".into(),
+        );
+    }
+
+    // Static network for the network service (system/network/.../up reads it).
+    let conf = l.network_conf();
+    let old = std::fs::read_to_string(&conf).ok();
+    match &plan.network {
+        Some(n) => {
+            let text = network_conf(n);
+            if old.as_deref() != Some(text.as_str()) {
+                err(&mut r, write_atomic(&conf, text.as_bytes(), 0o644));
+                r.network_changed = true;
+            }
+        }
+        None => {
+            if old.is_some() {
+                let _ = std::fs::remove_file(&conf);
+                r.network_changed = true;
+            }
         }
     }
 

@@ -56,6 +56,9 @@ static LAYOUT: OnceLock<Layout> = OnceLock::new();
 /// The main loop must reload definitions (and, with RELEASE, start the held services).
 static RELOAD: AtomicBool = AtomicBool::new(false);
 static RELEASE: AtomicBool = AtomicBool::new(false);
+/// The config changed the static network while the network service ran: the
+/// next reload restarts it.
+static RESTART_NETWORK: AtomicBool = AtomicBool::new(false);
 static WAITING: Mutex<Option<Waiting>> = Mutex::new(None);
 
 struct Waiting {
@@ -70,6 +73,8 @@ pub struct Outcome {
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
     pub notes: Vec<String>,
+    /// The static network settings changed (see [`apply::Report`]).
+    pub network_changed: bool,
 }
 
 fn read_applied(l: &Layout) -> Option<Plan> {
@@ -128,13 +133,20 @@ fn plan_of(found: &Found, out: &mut Outcome) -> Option<Plan> {
         }
         None => MetaData::default(),
     };
-    if found.network_config.is_some() {
-        out.warnings.push(format!(
-            "config: warning: {}/network-config: not applied by this version (static network: kernel command line `ip=`)",
-            found.origin
-        ));
-    }
     let mut plan = parsed.doc.plan(&meta);
+    // NoCloud network-config wins over `ballast.network`, as in cloud-init.
+    if let Some(text) = &found.network_config {
+        match ballast_config::parse_network_config(
+            text,
+            &format!("{}/network-config", found.origin),
+        ) {
+            Ok(n) => plan.network = Some(n),
+            Err(e) => {
+                out.errors.push(format!("config: {e}"));
+                return None;
+            }
+        }
+    }
     if plan.instance_id.is_none() {
         plan.instance_id = Some(doc_id(&found.user_data));
     }
@@ -186,6 +198,7 @@ fn apply_found(l: &Layout, found: Result<Option<Found>, String>) -> Outcome {
         ));
     }
     let r = apply::apply(l, &plan, new_instance);
+    out.network_changed = r.network_changed;
     out.errors.extend(r.errors);
     out.warnings.extend(r.warnings);
     if let Err(e) = record(l, &plan) {
@@ -289,7 +302,11 @@ pub fn tick(shared: &Arc<Shared>) {
         .spawn(move || {
             if let Some(l) = LAYOUT.get() {
                 let found = source::fetch(&url, deadline).map(Some);
-                let errors = report(&apply_found(l, found), true);
+                let outcome = apply_found(l, found);
+                if outcome.network_changed {
+                    RESTART_NETWORK.store(true, Ordering::SeqCst);
+                }
+                let errors = report(&outcome, true);
                 lock(&sh.errors).extend(errors);
             }
             *lock(&WAITING) = None;
@@ -364,6 +381,12 @@ pub fn reload(
             _ => {}
         }
     }
+    if RESTART_NETWORK.swap(false, Ordering::SeqCst) && sup.has("network") {
+        match sup.restart("network", now) {
+            Ok(m) => say(&format!("config: static network changed: {m}")),
+            Err(e) => say(&format!("config: static network changed, but: {e}")),
+        }
+    }
     let announced = cur.ready_announced();
     let mut actions = sup.tick(now);
     if announced {
@@ -418,6 +441,9 @@ pub fn apply_request(text: &str, source: &str, dry_run: bool) -> Response {
     delta.files.retain(|f| !old.files.contains(f));
     delta.runcmd.retain(|c| !old.runcmd.contains(c));
     let r = apply::apply(l, &delta, true);
+    if r.network_changed {
+        RESTART_NETWORK.store(true, Ordering::SeqCst);
+    }
     let mut errors = r.errors;
     if let Err(e) = record(l, &new) {
         errors.push(e);

@@ -231,3 +231,43 @@ fn update_channel_and_trusted_keys_are_recorded_for_upgrades() {
         .exists());
     assert!(!d.path().join("state/ballast/config/keys").exists());
 }
+
+#[test]
+fn static_network_from_the_document_or_network_config_goes_to_the_network_service() {
+    let d = root();
+    let l = layout(&d);
+    let doc = "#cloud-config\nballast:\n  network:\n    interfaces:\n      - name: eth0\n        addresses: [10.0.2.15/24]\n        gateway: 10.0.2.2\n    dns:\n      nameservers: [10.0.2.3]\n      search: [example.test]\n";
+    let o = apply_found(&l, seed(doc, "i-1"));
+    assert!(o.errors.is_empty(), "{o:?}");
+    assert!(o.network_changed);
+    assert_eq!(
+        read(&d, "run/ballast/network.conf"),
+        "# Written by sysd from the first-boot config (ballast.network or network-config).\n\
+         iface eth0 static -\naddr eth0 10.0.2.15/24\ngw eth0 10.0.2.2\ndns 10.0.2.3\nsearch example.test\n"
+    );
+    // The same again: nothing to restart.
+    assert!(!apply_found(&l, seed(doc, "i-1")).network_changed);
+
+    // A NoCloud network-config wins over the document's section.
+    let mut found = seed(doc, "i-1").unwrap().unwrap();
+    found.network_config = Some("version: 2\nethernets:\n  eth0:\n    dhcp4: true\n".into());
+    let o = apply_found(&l, Ok(Some(found.clone())));
+    assert!(o.errors.is_empty() && o.network_changed, "{o:?}");
+    assert!(read(&d, "run/ballast/network.conf").ends_with("iface eth0 dhcp -\n"));
+
+    // A broken network-config is the document's error: nothing applied.
+    found.network_config =
+        Some("version: 2\nethernets:\n  eth0:\n    addresses: [10.0.2.15]\n".into());
+    let o = apply_found(&l, Ok(Some(found)));
+    let shown = o.errors.join("\n");
+    assert!(
+        shown.contains("/boot/network-config:4: ethernets.eth0.addresses[0]"),
+        "{shown}"
+    );
+    assert!(read(&d, "run/ballast/network.conf").ends_with("iface eth0 dhcp -\n"));
+
+    // No network settings any more: the file goes, DHCP as before.
+    let o = apply_found(&l, seed("#cloud-config\nhostname: n\n", "i-1"));
+    assert!(o.network_changed);
+    assert!(!d.path().join("run/ballast/network.conf").exists());
+}
