@@ -82,6 +82,11 @@ fn write(path: &Path, text: &str) -> PathBuf {
 }
 
 fn seed(work: &Path, name: &str, user_data: &str, instance: &str) -> PathBuf {
+    seed_as(work, name, user_data, instance, &[])
+}
+
+/// `seed` with more `ballast seed` arguments (`--iso9660`).
+fn seed_as(work: &Path, name: &str, user_data: &str, instance: &str, extra: &[&str]) -> PathBuf {
     let ud = write(&work.join(format!("{name}.user-data")), user_data);
     let md = write(
         &work.join(format!("{name}.meta-data")),
@@ -95,6 +100,7 @@ fn seed(work: &Path, name: &str, user_data: &str, instance: &str) -> PathBuf {
         .arg(&md)
         .arg("-o")
         .arg(&img)
+        .args(extra)
         .output()
         .expect("running ballast seed");
     assert!(
@@ -317,14 +323,16 @@ fn nocloud_seed_boot_partition_and_url_configure_the_machine() {
     assert_eq!(b.ssh.ok("hostname -f").trim(), "node1.example.test");
     poweroff(&mut b);
 
-    // 3. A new instance id runs them again.
-    let s2 = seed(&work, "seed2", &doc, "i-2");
+    // 3. A new instance id runs them again; this seed is iso9660 (cloud-localds'
+    //    and genisoimage's format) instead of FAT.
+    let s2 = seed_as(&work, "seed2", &doc, "i-2", &["--iso9660"]);
     let mut b = boot(
         &out,
         &key,
         work.join("boot3.log"),
         &[OsStr::new("--seed"), s2.as_os_str()],
     );
+    assert_console(&b, "sysd: config: found CIDATA:");
     wait_runcmd(&b.ssh);
     assert_eq!(
         b.ssh.ok("cat /state/cfg/runs"),
