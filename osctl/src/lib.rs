@@ -174,6 +174,7 @@ fn kind(r: &Response) -> String {
         Response::Progress { phase, .. } => format!("progress ({phase})"),
         Response::Installed { version, .. } => format!("installed ({version})"),
         Response::ConfigApplied { .. } => "a config apply result".into(),
+        Response::SendFd => "a request for the bundle's descriptor".into(),
     }
 }
 

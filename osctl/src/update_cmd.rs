@@ -29,17 +29,31 @@ impl Source {
     }
 }
 
-/// Open the source: a reader and its size when known.
-fn open(source: &Source) -> Result<(Box<dyn Read + Send>, Option<u64>), Failure> {
+/// An opened bundle: a descriptor sysd reads itself (a file, or stdin), or a
+/// download osctl copies onto the socket.
+enum Body {
+    Fd(std::os::fd::OwnedFd, Option<u64>),
+    Stream(Box<dyn Read + Send>, Option<u64>),
+}
+
+/// Open the source, with its size when known.
+fn open(source: &Source) -> Result<Body, Failure> {
     match source {
-        Source::Stdin => Ok((Box::new(io::stdin()), None)),
+        Source::Stdin => {
+            use std::os::fd::AsFd;
+            let fd = io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Failure::Refused(format!("cannot use standard input: {e}")))?;
+            Ok(Body::Fd(fd, None))
+        }
         Source::File(p) => {
             let f = std::fs::File::open(p)
                 .map_err(|e| Failure::Refused(format!("cannot open {}: {e}", p.display())))?;
             let size = f.metadata().ok().map(|m| m.len());
-            Ok((Box::new(f), size))
+            Ok(Body::Fd(f.into(), size))
         }
-        Source::Url(u) => fetch(u),
+        Source::Url(u) => fetch(u).map(|(r, size)| Body::Stream(r, size)),
     }
 }
 
@@ -199,17 +213,22 @@ pub fn upgrade(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let (mut body, size) = open(source)?;
+    let body = open(source)?;
+    let (size, fd) = match &body {
+        Body::Fd(_, size) => (*size, true),
+        Body::Stream(_, size) => (*size, false),
+    };
     let req = Request::Upgrade {
         allow_downgrade,
         size,
+        fd,
     };
     let mut meter = Meter {
         tty: is_tty(),
         phase: String::new(),
     };
     let mut outcome: Option<Result<Response, Failure>> = None;
-    client::call_with_body(socket, &req, &mut body, |resp| match resp {
+    let each = |resp| match resp {
         Response::Progress { phase, done, total } => {
             meter.show(&phase, done, total);
             true
@@ -229,7 +248,14 @@ pub fn upgrade(
             }));
             false
         }
-    })
+    };
+    match body {
+        Body::Fd(fd, _) => {
+            use std::os::fd::AsFd;
+            client::call_with_fd(socket, &req, fd.as_fd(), each)
+        }
+        Body::Stream(mut r, _) => client::call_with_body(socket, &req, &mut r, each),
+    }
     .map_err(|e| failure(socket, e))?;
     meter.done();
     let Some(outcome) = outcome else {

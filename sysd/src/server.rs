@@ -146,7 +146,8 @@ fn handle(conn: UnixStream, shared: &Shared, socket: &Path) {
         Request::Upgrade {
             allow_downgrade,
             size,
-        } => upgrade(r, w, shared, socket, allow_downgrade, size),
+            fd,
+        } => upgrade(r, w, shared, socket, allow_downgrade, size, fd),
         Request::Rollback => reply(&mut w, rollback(shared)),
         Request::ConfigApply {
             text,
@@ -168,6 +169,7 @@ fn upgrade(
     socket: &Path,
     allow_downgrade: bool,
     size: Option<u64>,
+    fd: bool,
 ) {
     // A slow link may pause; a stalled client must not hold the upgrade forever.
     let _ = r.get_ref().set_read_timeout(Some(Duration::from_secs(120)));
@@ -202,6 +204,17 @@ fn upgrade(
             keys: &keys,
             records: &shared.records,
         };
+        let passed = if fd {
+            let _ = write_message(&mut w, &Response::SendFd, socket);
+            if !r.buffer().is_empty() {
+                return Err("the client sent bytes before the bundle's descriptor".to_string());
+            }
+            let fd = ballast_control::fdpass::recv_fd(r.get_ref())
+                .map_err(|e| format!("receiving the bundle's descriptor: {e}"))?;
+            Some(PassedFd(std::fs::File::from(fd)))
+        } else {
+            None
+        };
         let mut last_sent = std::time::Instant::now();
         let mut last_phase = String::new();
         let mut started: Vec<(String, u64, std::time::Instant)> = Vec::new();
@@ -229,9 +242,13 @@ fn upgrade(
         };
         // Large reads: the bundle arrives in 8 KiB socket reads otherwise.
         let mut big = BufReader::with_capacity(1 << 20, &mut r);
-        let mut body: Box<dyn std::io::Read> = match size {
-            Some(n) => Box::new(std::io::Read::take(&mut big, n)),
+        let source: Box<dyn std::io::Read> = match passed {
+            Some(f) => Box::new(f),
             None => Box::new(&mut big),
+        };
+        let mut body: Box<dyn std::io::Read> = match size {
+            Some(n) => Box::new(std::io::Read::take(source, n)),
+            None => source,
         };
         let m = crate::update::install(&target, &mut body, allow_downgrade, &mut progress)?;
         Ok((m, phase_times(&started)))
@@ -263,6 +280,43 @@ fn upgrade(
         }
     };
     let _ = write_message(&mut w, &resp, socket);
+}
+
+/// A bundle passed as a file descriptor: a file, or the pipe of `osctl upgrade
+/// -`, which must not stall the upgrade forever (the socket has a read timeout
+/// for the same reason).
+struct PassedFd(std::fs::File);
+
+impl std::io::Read for PassedFd {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        loop {
+            let mut p = libc::pollfd {
+                fd: self.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the length 1.
+            let n = unsafe { libc::poll(&mut p, 1, 120_000) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the bundle stalled: no data for 120 s",
+                ));
+            }
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    }
 }
 
 /// Each phase lasts until the next one starts; the last one until now.

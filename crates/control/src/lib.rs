@@ -12,6 +12,8 @@
 //! both ends at once; unknown fields are ignored on read so an older `osctl` can talk
 //! to a newer `sysd`.
 
+pub mod fdpass;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -59,6 +61,10 @@ pub enum Request {
         allow_downgrade: bool,
         #[serde(default)]
         size: Option<u64>,
+        /// The bundle comes as a file descriptor ([`fdpass`]) once the server
+        /// answers [`Response::SendFd`], not as bytes on the socket.
+        #[serde(default)]
+        fd: bool,
     },
     /// Make the other slot (when it is good) the default for the next boot.
     Rollback,
@@ -122,6 +128,8 @@ pub enum Response {
     Ok {
         message: String,
     },
+    /// Answer to an [`Request::Upgrade`] with `fd`: send the descriptor now.
+    SendFd,
     /// Upgrade progress: `phase` is `verify`, `root`, `kernel`, `initrd` or `activate`;
     /// `done` bytes (of the uncompressed payload) out of `total`.
     Progress {
@@ -397,6 +405,33 @@ pub mod client {
             let _ = sender.join();
             result
         })
+    }
+
+    /// Send `req` (an upgrade with `fd: true`), pass `fd` when the server asks
+    /// for it ([`Response::SendFd`]), then hand each response to `each` until
+    /// the server closes the connection or `each` returns `false`.
+    pub fn call_with_fd(
+        socket: impl AsRef<Path>,
+        req: &Request,
+        fd: std::os::fd::BorrowedFd<'_>,
+        mut each: impl FnMut(Response) -> bool,
+    ) -> Result<(), ControlError> {
+        let socket = socket.as_ref();
+        let mut r = connect(socket, req)?;
+        while let Some(resp) = read_message::<_, Response>(&mut r, socket)? {
+            if resp == Response::SendFd {
+                crate::fdpass::send_fd(r.get_ref(), fd).map_err(|source| ControlError::Io {
+                    action: "pass the bundle's descriptor over",
+                    path: socket.to_path_buf(),
+                    source,
+                })?;
+                continue;
+            }
+            if !each(resp) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Send `req` and hand each response to `each` until the server closes the
