@@ -104,11 +104,14 @@ fn builds(board: &'static str, extra: &[&str]) -> (Story, serde_json::Value, ser
     args.extend_from_slice(extra);
     let (key, out1, built1) = keyed_build(board, &work, &args);
     let out2 = work.join("out-0.2.0");
+    // 0.2.0 fixes a "security hole": its rollback index is 1.
     let mut args2 = vec![
         "--image",
         MINIMAL.as_str(),
         "--version",
         "0.2.0",
+        "--rollback-index",
+        "1",
         "--ssh-key",
     ];
     let pubkey = key.with_extension("pub");
@@ -395,10 +398,20 @@ fn qemu_arm64_upgrade_refusals_power_cut_rollbacks() {
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+    // 0.1.0 has a lower rollback index than the running 0.2.0: refused even
+    // with --allow-downgrade, before anything is written.
+    let b1 = std::fs::read(bundle_of(&built1)).expect("0.1.0 bundle");
+    let out = ssh.run_with_input("osctl upgrade --allow-downgrade -", &b1);
+    assert!(
+        !out.status.success(),
+        "lower rollback index accepted: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("rollback index 0"), "{}", text(&out));
+    assert_untouched(&ssh, "a lower rollback index", "b");
     let vm = story.rollback(vm, "0.1.0", "a", "console-4.log");
 
     // Not newer than what runs: refused unless asked for.
-    let b1 = std::fs::read(bundle_of(&built1)).expect("0.1.0 bundle");
     let out = ssh.run_with_input("osctl upgrade -", &b1);
     assert!(
         !out.status.success(),

@@ -33,6 +33,12 @@ pub struct BuildArgs {
     /// Output directory (default: out/BOARD).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Rollback index of this build (default 0). A machine refuses any bundle
+    /// with a lower index than its own, even with `osctl upgrade
+    /// --allow-downgrade`: raise it in a release that fixes a security hole, so
+    /// the vulnerable versions can never be installed again.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub rollback_index: u64,
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -177,6 +183,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
         modules: &report.initramfs_modules,
         version: &version,
         board: &board,
+        rollback_index: args.rollback_index,
     })?;
 
     let mut cmdline = board.base_cmdline();
@@ -200,7 +207,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
             BootFirmware::Uefi => Some(systemd_boot_efi(&archive, &args.archive, board.arch)?),
             BootFirmware::UBoot => None,
         };
-        let os_release = initrd::os_release(&version, &board);
+        let os_release = initrd::os_release(&version, &board, args.rollback_index);
         let root_tree = work.join("rootfs");
         stage_root(project, &archive, &image, &bins, &args.ssh_keys, &root_tree)?;
         let signer = signing_key(project, args.signing_key.as_deref())?;
@@ -242,7 +249,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
             arch: board.arch.name().to_owned(),
             boards: vec![board.name.clone()],
             build_time: initrd.epoch,
-            rollback_index: 0,
+            rollback_index: args.rollback_index,
             key_id: String::new(),
             cmdline: built.slot_cmdline.clone(),
             payloads: Vec::new(),

@@ -26,6 +26,8 @@ pub struct Inputs<'a> {
     pub modules: &'a [String],
     pub version: &'a semver::Version,
     pub board: &'a Board,
+    /// `ballast build --rollback-index`.
+    pub rollback_index: u64,
 }
 
 /// What went into the initramfs, for the build summary.
@@ -48,10 +50,13 @@ pub fn source_date_epoch(fallback: u64) -> Result<u64> {
     }
 }
 
-pub fn os_release(version: &semver::Version, board: &Board) -> String {
+/// `/usr/lib/os-release`: who the machine is. sysd reads the BALLAST_ fields
+/// (board, arch, rollback index) to decide which bundles it accepts.
+pub fn os_release(version: &semver::Version, board: &Board, rollback_index: u64) -> String {
     format!(
         "NAME=\"Ballast\"\nID=ballast\nVERSION=\"{version}\"\nVERSION_ID={version}\n\
-         PRETTY_NAME=\"Ballast {version}\"\nBALLAST_BOARD={}\nBALLAST_ARCH={}\n",
+         PRETTY_NAME=\"Ballast {version}\"\nBALLAST_BOARD={}\nBALLAST_ARCH={}\n\
+         BALLAST_ROLLBACK_INDEX={rollback_index}\n",
         board.name,
         board.arch.name()
     )
@@ -86,7 +91,7 @@ pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
     fs.add_file(
         "usr/lib/os-release",
         0o644,
-        os_release(inputs.version, inputs.board).into_bytes(),
+        os_release(inputs.version, inputs.board, inputs.rollback_index).into_bytes(),
     );
 
     let mut load = format!("# kver={}\n", kernel.release);
