@@ -399,6 +399,11 @@ impl<R: Read> Reader<R> {
     }
 }
 
+/// Largest zstd window a payload frame may ask for. The builder writes 4 MiB
+/// windows (level 9); the device refuses more before decoding, since the
+/// decoder reserves the window before the frame's hash can be checked.
+pub const MAX_WINDOW: u64 = 16 << 20;
+
 /// Chunks in flight to each hashing thread.
 const HASH_QUEUE: usize = 4;
 
@@ -498,6 +503,22 @@ fn stream<R: Read>(
             }
         }
     };
+    // The decoder reserves the frame's window before any hash can be checked:
+    // a forged frame must not make a small board spend 100 MiB on it.
+    match frame.window() {
+        Ok(Some(w)) if w > MAX_WINDOW => {
+            return Err(BundleError::PayloadMismatch {
+                name: name.clone(),
+                detail: format!(
+                    "its zstd frame asks for a {} MiB window; bundles use at most {} MiB (ballast build writes 4 MiB), so it is not one the builder wrote",
+                    w >> 20,
+                    MAX_WINDOW >> 20
+                ),
+            })
+        }
+        Ok(_) => {}
+        Err(e) => return Err(failed(&frame, e)),
+    }
     let mut decoder = match ruzstd::decoding::StreamingDecoder::new(&mut frame) {
         Ok(d) => d,
         Err(e) => {
@@ -588,12 +609,10 @@ struct FrameInput<'a, R: Read> {
     hasher_gone: bool,
 }
 
-impl<R: Read> Read for FrameInput<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.chunk.len() {
-            if self.left == 0 || self.eof {
-                return Ok(0);
-            }
+impl<R: Read> FrameInput<'_, R> {
+    /// The next chunk of stored bytes, when the current one is used up.
+    fn refill(&mut self) -> io::Result<()> {
+        if self.pos == self.chunk.len() && self.left != 0 && !self.eof {
             let want = usize::try_from(self.left).unwrap_or(usize::MAX).min(CHUNK);
             let mut chunk = self.lane.buffer(want);
             let n = fill(self.inner, &mut chunk)?;
@@ -609,6 +628,39 @@ impl<R: Read> Read for FrameInput<'_, R> {
                 return Err(io::Error::other("the hashing thread stopped"));
             }
         }
+        Ok(())
+    }
+
+    /// The decoding window the frame header asks for, read before the
+    /// decoder sees it (`None`: too short to tell; the decoder reports that).
+    fn window(&mut self) -> io::Result<Option<u64>> {
+        self.refill()?;
+        let h = &self.chunk[self.pos..];
+        if h.len() < 6 || h[..4] != [0x28, 0xb5, 0x2f, 0xfd] {
+            return Ok(None);
+        }
+        let descriptor = h[4];
+        if descriptor & 0x20 != 0 {
+            // Single segment: the window is the content size, in 1, 2, 4 or 8 bytes.
+            let len = [1usize, 2, 4, 8][usize::from(descriptor >> 6)];
+            let start = 5 + [0usize, 1, 2, 4][usize::from(descriptor & 3)];
+            let Some(b) = h.get(start..start + len) else {
+                return Ok(None);
+            };
+            let mut v = [0u8; 8];
+            v[..len].copy_from_slice(b);
+            let size = u64::from_le_bytes(v);
+            return Ok(Some(if len == 2 { size + 256 } else { size }));
+        }
+        let (exponent, mantissa) = (u64::from(h[5] >> 3), u64::from(h[5] & 7));
+        let base = 1u64 << (10 + exponent);
+        Ok(Some(base + base / 8 * mantissa))
+    }
+}
+
+impl<R: Read> Read for FrameInput<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.refill()?;
         let n = (self.chunk.len() - self.pos).min(buf.len());
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
         self.pos += n;

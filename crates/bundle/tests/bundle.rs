@@ -464,3 +464,27 @@ fn keys_from_files_sign_and_verify_a_bundle() {
         2
     );
 }
+
+#[test]
+fn a_frame_asking_for_a_huge_window_is_refused_before_decoding() {
+    let f = fixture("1.4.0");
+    let pk = f.signer.public();
+    let mut bytes = fs::read(&f.bundle).unwrap();
+    let n = u32::from_be_bytes(bytes[16..20].try_into().unwrap()) as usize;
+    let start = 20 + n + 64;
+    assert_eq!(bytes[start..start + 4], [0x28, 0xb5, 0x2f, 0xfd]);
+    assert_eq!(
+        bytes[start + 4] & 0x20,
+        0,
+        "the builder writes multi-segment frames"
+    );
+    // Window descriptor: exponent 17 -> 2^27 = 128 MiB.
+    bytes[start + 5] = 17 << 3;
+    match read_all(&bytes, std::slice::from_ref(&pk)) {
+        Err(BundleError::PayloadMismatch { name, detail }) => {
+            assert_eq!(name, "root");
+            assert!(detail.contains("128 MiB window"), "{detail}");
+        }
+        other => panic!("a 128 MiB window was not refused: {other:?}"),
+    }
+}
