@@ -33,7 +33,15 @@ const MB: f64 = 1_000_000.0;
 #[test]
 fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
     let work = common::workdir("docker-arm64");
-    let (key, out, built) = keyed_build(BOARD, &work, &[]);
+    // Engine settings from a first-boot config on the boot partition.
+    let ud = work.join("user-data.yaml");
+    std::fs::write(
+        &ud,
+        "#cloud-config\nballast:\n  engine:\n    registry_mirrors: [http://10.0.2.2:5000]\n    insecure_registries: [10.0.2.2:5000]\n",
+    )
+    .expect("writing user-data");
+    let (key, out, built) =
+        keyed_build(BOARD, &work, &["--user-data", ud.to_str().expect("utf-8")]);
     let version = built["version"].as_str().expect("version").to_owned();
     let with_docker = zstd19_size(&disk_of(&built));
     eprintln!(
@@ -78,6 +86,18 @@ fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
     // volume's file is there under /state, which is ext4 on the disk.
     let root = ssh.ok("docker info --format '{{.DockerRootDir}} {{.Driver}} {{.CgroupVersion}}'");
     assert_eq!(root.trim(), "/var/lib/docker overlay2 2");
+    // The config's registry mirror and insecure registry reached dockerd.
+    let reg = ssh.ok("docker info --format '{{json .RegistryConfig}}'");
+    let reg: serde_json::Value = serde_json::from_str(&reg).expect("RegistryConfig JSON");
+    assert_eq!(
+        reg["Mirrors"],
+        serde_json::json!(["http://10.0.2.2:5000/"]),
+        "{reg}"
+    );
+    assert_eq!(
+        reg["IndexConfigs"]["10.0.2.2:5000"]["Secure"], false,
+        "{reg}"
+    );
     let fs = ssh.ok("findmnt -n -o SOURCE,FSTYPE --target /state");
     let mut fs = fs.split_whitespace();
     let (source, fstype) = (fs.next().unwrap_or(""), fs.next().unwrap_or(""));

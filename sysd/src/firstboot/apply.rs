@@ -58,6 +58,10 @@ impl Layout {
     pub fn users(&self) -> PathBuf {
         self.p("state/ballast/config/users")
     }
+    /// The Docker engine settings its start script reads (tmpfs, as below).
+    pub fn engine_conf(&self) -> PathBuf {
+        self.p("run/ballast/engine.conf")
+    }
     /// The static network settings the network service applies (on tmpfs:
     /// written again from the config at every boot).
     pub fn network_conf(&self) -> PathBuf {
@@ -93,6 +97,32 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// The static network settings changed: a running network service must restart.
     pub network_changed: bool,
+    /// The engine settings changed: a running docker service must restart.
+    pub engine_changed: bool,
+}
+
+/// The Docker engine's settings file: one dockerd option per line (see
+/// system/docker/files/usr/lib/ballast/docker/start). A data root outside
+/// `/var` (the only host directory the engine container has) is left out
+/// with a warning.
+pub fn engine_conf(e: &ballast_config::Engine, warnings: &mut Vec<String>) -> String {
+    let mut out = String::from("# Written by sysd from the first-boot config (ballast.engine).\n");
+    if let Some(d) = &e.data_root {
+        if d.starts_with("/var/") && !d.contains("/../") {
+            out.push_str(&format!("data-root {d}\n"));
+        } else {
+            warnings.push(format!(
+                "config: ballast.engine.data_root {d}: not applied: it must be below /var (the state partition), e.g. /var/lib/docker-data"
+            ));
+        }
+    }
+    for m in &e.registry_mirrors {
+        out.push_str(&format!("registry-mirror {m}\n"));
+    }
+    for r in &e.insecure_registries {
+        out.push_str(&format!("insecure-registry {r}\n"));
+    }
+    out
 }
 
 /// The network service's settings file: one setting per line (see
@@ -339,10 +369,33 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             }
         }
     }
-    if plan.engine.is_some() {
-        r.warnings.push(
-            "config: ballast.engine: recorded but not applied by this version (the engine is chosen when the image is built)".into(),
-        );
+    // Docker engine settings (system/docker/.../start reads them).
+    let conf = l.engine_conf();
+    let old = std::fs::read_to_string(&conf).ok();
+    let text = plan
+        .engine
+        .as_ref()
+        .map(|e| engine_conf(e, &mut r.warnings));
+    if let Some(e) = &plan.engine {
+        if !l.p("usr/lib/ballast/system/docker").is_dir() {
+            r.warnings.push(
+                "config: ballast.engine: this image has no Docker engine (images/*.toml `engine = \"docker\"`): the settings are recorded, not applied".into(),
+            );
+        }
+        if !e.enabled {
+            r.warnings.push(
+                "config: ballast.engine.enabled: false is not applied: the engine is chosen when the image is built (images/minimal.toml has none)".into(),
+            );
+        }
+    }
+    if old != text {
+        r.engine_changed = true;
+        match &text {
+            Some(t) => err(&mut r, write_atomic(&conf, t.as_bytes(), 0o644)),
+            None => {
+                let _ = std::fs::remove_file(&conf);
+            }
+        }
     }
 
     // Static network for the network service (system/network/.../up reads it).

@@ -56,9 +56,19 @@ static LAYOUT: OnceLock<Layout> = OnceLock::new();
 /// The main loop must reload definitions (and, with RELEASE, start the held services).
 static RELOAD: AtomicBool = AtomicBool::new(false);
 static RELEASE: AtomicBool = AtomicBool::new(false);
-/// The config changed the static network while the network service ran: the
-/// next reload restarts it.
+/// The config changed the static network or the engine settings while their
+/// services ran: the next reload restarts them.
 static RESTART_NETWORK: AtomicBool = AtomicBool::new(false);
+static RESTART_ENGINE: AtomicBool = AtomicBool::new(false);
+
+fn restart_later(network: bool, engine: bool) {
+    if network {
+        RESTART_NETWORK.store(true, Ordering::SeqCst);
+    }
+    if engine {
+        RESTART_ENGINE.store(true, Ordering::SeqCst);
+    }
+}
 static WAITING: Mutex<Option<Waiting>> = Mutex::new(None);
 
 struct Waiting {
@@ -75,6 +85,8 @@ pub struct Outcome {
     pub notes: Vec<String>,
     /// The static network settings changed (see [`apply::Report`]).
     pub network_changed: bool,
+    /// The engine settings changed (see [`apply::Report`]).
+    pub engine_changed: bool,
 }
 
 fn read_applied(l: &Layout) -> Option<Plan> {
@@ -199,6 +211,7 @@ fn apply_found(l: &Layout, found: Result<Option<Found>, String>) -> Outcome {
     }
     let r = apply::apply(l, &plan, new_instance);
     out.network_changed = r.network_changed;
+    out.engine_changed = r.engine_changed;
     out.errors.extend(r.errors);
     out.warnings.extend(r.warnings);
     if let Err(e) = record(l, &plan) {
@@ -303,9 +316,7 @@ pub fn tick(shared: &Arc<Shared>) {
             if let Some(l) = LAYOUT.get() {
                 let found = source::fetch(&url, deadline).map(Some);
                 let outcome = apply_found(l, found);
-                if outcome.network_changed {
-                    RESTART_NETWORK.store(true, Ordering::SeqCst);
-                }
+                restart_later(outcome.network_changed, outcome.engine_changed);
                 let errors = report(&outcome, true);
                 lock(&sh.errors).extend(errors);
             }
@@ -381,10 +392,15 @@ pub fn reload(
             _ => {}
         }
     }
-    if RESTART_NETWORK.swap(false, Ordering::SeqCst) && sup.has("network") {
-        match sup.restart("network", now) {
-            Ok(m) => say(&format!("config: static network changed: {m}")),
-            Err(e) => say(&format!("config: static network changed, but: {e}")),
+    for (flag, service, what) in [
+        (&RESTART_NETWORK, "network", "static network"),
+        (&RESTART_ENGINE, "docker", "engine settings"),
+    ] {
+        if flag.swap(false, Ordering::SeqCst) && sup.has(service) {
+            match sup.restart(service, now) {
+                Ok(m) => say(&format!("config: {what} changed: {m}")),
+                Err(e) => say(&format!("config: {what} changed, but: {e}")),
+            }
         }
     }
     let announced = cur.ready_announced();
@@ -441,9 +457,7 @@ pub fn apply_request(text: &str, source: &str, dry_run: bool) -> Response {
     delta.files.retain(|f| !old.files.contains(f));
     delta.runcmd.retain(|c| !old.runcmd.contains(c));
     let r = apply::apply(l, &delta, true);
-    if r.network_changed {
-        RESTART_NETWORK.store(true, Ordering::SeqCst);
-    }
+    restart_later(r.network_changed, r.engine_changed);
     let mut errors = r.errors;
     if let Err(e) = record(l, &new) {
         errors.push(e);

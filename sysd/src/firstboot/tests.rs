@@ -271,3 +271,29 @@ fn static_network_from_the_document_or_network_config_goes_to_the_network_servic
     assert!(o.network_changed);
     assert!(!d.path().join("run/ballast/network.conf").exists());
 }
+
+#[test]
+fn engine_settings_go_to_the_docker_service() {
+    let d = root();
+    std::fs::create_dir_all(d.path().join("usr/lib/ballast/system/docker")).unwrap();
+    let l = layout(&d);
+    let doc = "#cloud-config\nballast:\n  engine:\n    data_root: /state/docker\n    registry_mirrors: [http://10.0.2.2:5000]\n    insecure_registries: [10.0.2.2:5000]\n";
+    let o = apply_found(&l, seed(doc, "i-1"));
+    assert!(o.errors.is_empty(), "{o:?}");
+    assert!(o.engine_changed);
+    assert_eq!(
+        read(&d, "run/ballast/engine.conf"),
+        "# Written by sysd from the first-boot config (ballast.engine).\n\
+         registry-mirror http://10.0.2.2:5000\ninsecure-registry 10.0.2.2:5000\n"
+    );
+    let warned = o.warnings.join("\n");
+    assert!(
+        warned.contains("data_root /state/docker: not applied: it must be below /var"),
+        "{warned}"
+    );
+    assert!(!warned.contains("no Docker engine"), "{warned}");
+    assert!(!apply_found(&l, seed(doc, "i-1")).engine_changed);
+    let o = apply_found(&l, seed("#cloud-config\nhostname: n\n", "i-1"));
+    assert!(o.engine_changed);
+    assert!(!d.path().join("run/ballast/engine.conf").exists());
+}
