@@ -207,18 +207,9 @@ pub struct Reader<R: Read> {
     stored_hash_only: Vec<String>,
 }
 
-/// Fill `buf` as far as the input goes; returns how many bytes were read.
+/// [`fill`], with a read error as the bundle's.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, BundleError> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(BundleError::Read(e)),
-        }
-    }
-    Ok(filled)
+    fill(r, buf).map_err(BundleError::Read)
 }
 
 fn read_exact_or_truncated(r: &mut impl Read, buf: &mut [u8]) -> Result<(), BundleError> {

@@ -21,6 +21,22 @@ struct Ctx {
 }
 
 impl Ctx {
+    fn new(source: &str) -> Ctx {
+        Ctx {
+            source: source.to_string(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+    /// The first error, or a general one naming `what` (a side file).
+    fn first_error(&mut self, what: &str) -> ConfigError {
+        self.errors.drain(..).next().unwrap_or_else(|| ConfigError {
+            source: self.source.clone(),
+            line: None,
+            key: String::new(),
+            message: format!("invalid {what}"),
+        })
+    }
     fn item(&self, line: Option<usize>, key: &str, message: String) -> ConfigError {
         ConfigError {
             source: self.source.clone(),
@@ -273,11 +289,7 @@ fn ignored_reason(key: &str) -> Option<&'static str> {
 }
 
 pub(crate) fn check(text: &str, source: &str) -> Checked {
-    let mut ctx = Ctx {
-        source: source.to_string(),
-        errors: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut ctx = Ctx::new(source);
     let doc = document(text, &mut ctx);
     // Read top to bottom, like the file.
     ctx.warnings.sort_by_key(|w| w.line);
@@ -1169,17 +1181,7 @@ fn network(n: &Node, path: &str, ctx: &mut Ctx) -> Option<Network> {
                 let addresses = opt_list(&mut g, "addresses", ctx, checks::cidr);
                 let dhcp = opt_bool(&mut g, "dhcp", addresses.is_empty(), ctx);
                 let gateway = opt_str(&mut g, "gateway", ctx, checks::ip);
-                let mtu = g.get("mtu").and_then(|m| match m.v {
-                    V::Int(v, _) if (68..=65535).contains(&v) => u32::try_from(v).ok(),
-                    _ => {
-                        ctx.err(
-                            m.line,
-                            &sub(&ip, "mtu"),
-                            "not an MTU (a number from 68 to 65535)",
-                        );
-                        None
-                    }
-                });
+                let mtu = opt_mtu(&mut g, ctx);
                 g.finish(ctx, &["name", "dhcp", "addresses", "gateway", "mtu"]);
                 if let Some(name) = name {
                     net.interfaces.push(Interface {
@@ -1205,33 +1207,7 @@ fn network(n: &Node, path: &str, ctx: &mut Ctx) -> Option<Network> {
         }
     }
     if let Some(r) = f.get("routes") {
-        let p = f.path("routes");
-        if let V::Seq(items) = &r.v {
-            for (k, item) in items.iter().enumerate() {
-                let Some(mut g) = Fields::new(item, &idx(&p, k), ctx) else {
-                    continue;
-                };
-                let to = opt_str(&mut g, "to", ctx, |s| {
-                    if s == "default" {
-                        Ok(())
-                    } else {
-                        checks::cidr(s)
-                    }
-                });
-                let via = opt_str(&mut g, "via", ctx, checks::ip);
-                g.finish(ctx, &["to", "via"]);
-                match (to, via) {
-                    (Some(to), Some(via)) => net.routes.push(Route { to, via }),
-                    _ => ctx.err(
-                        item.line,
-                        &idx(&p, k),
-                        "a route needs `to` (CIDR or default) and `via` (an IP address)",
-                    ),
-                }
-            }
-        } else {
-            ctx.expected(r, &p, "a list of routes");
-        }
+        routes(r, &f.path("routes"), ("to", "via"), &mut net.routes, ctx);
     }
     f.finish(ctx, &["interfaces", "dns", "routes"]);
     Some(net)
@@ -1266,31 +1242,35 @@ fn sysctl(n: &Node, path: &str, ctx: &mut Ctx) -> BTreeMap<String, String> {
 
 // ------------------------------------------------------------ meta-data
 
-pub(crate) fn meta_data(text: &str, source: &str) -> Result<MetaData, ConfigError> {
-    let mut ctx = Ctx {
-        source: source.to_string(),
-        errors: Vec::new(),
-        warnings: Vec::new(),
-    };
-    let fail = |ctx: &mut Ctx| {
-        ctx.errors.drain(..).next().unwrap_or_else(|| ConfigError {
-            source: source.into(),
-            line: None,
-            key: String::new(),
-            message: "invalid meta-data".into(),
-        })
-    };
+/// A NoCloud side file (`meta-data`, `network-config`): its size and its
+/// YAML, `None` when empty. `syntax` leads the message of a YAML error.
+fn side_file(
+    text: &str,
+    ctx: &mut Ctx,
+    what: &str,
+    syntax: &str,
+) -> Result<Option<Node>, ConfigError> {
     if text.len() > MAX_DOCUMENT {
-        ctx.err(None, "", "meta-data larger than 1 MiB");
-        return Err(fail(&mut ctx));
+        ctx.err(None, "", format!("{what} larger than 1 MiB"));
+        return Err(ctx.first_error(what));
     }
-    let root = match node::load_yaml(text) {
-        Ok(Some(n)) => n,
-        Ok(None) => return Ok(MetaData::default()),
-        Err((line, m)) => {
-            ctx.err(line, "", format!("not YAML or `key: value` lines: {m}"));
-            return Err(fail(&mut ctx));
-        }
+    node::load_yaml(text).map_err(|(line, m)| {
+        ctx.err(line, "", format!("{syntax}: {m}"));
+        ctx.first_error(what)
+    })
+}
+
+pub(crate) fn meta_data(text: &str, source: &str) -> Result<MetaData, ConfigError> {
+    let mut ctx = Ctx::new(source);
+    let fail = |ctx: &mut Ctx| ctx.first_error("meta-data");
+    let Some(root) = side_file(
+        text,
+        &mut ctx,
+        "meta-data",
+        "not YAML or `key: value` lines",
+    )?
+    else {
+        return Ok(MetaData::default());
     };
     let Some(mut f) = Fields::new(&root, "", &mut ctx) else {
         return Err(fail(&mut ctx));
@@ -1347,30 +1327,10 @@ fn with_prefix(address: &str, netmask: Option<&str>) -> Result<String, String> {
 /// cloud-init's version 1 (`config:` list), with or without a top-level
 /// `network:` key, into the same [`Network`] the `ballast.network` section gives.
 pub(crate) fn network_config(text: &str, source: &str) -> Result<Network, ConfigError> {
-    let mut ctx = Ctx {
-        source: source.to_string(),
-        errors: Vec::new(),
-        warnings: Vec::new(),
-    };
-    let fail = |ctx: &mut Ctx| {
-        ctx.errors.drain(..).next().unwrap_or_else(|| ConfigError {
-            source: source.into(),
-            line: None,
-            key: String::new(),
-            message: "invalid network-config".into(),
-        })
-    };
-    if text.len() > MAX_DOCUMENT {
-        ctx.err(None, "", "network-config larger than 1 MiB");
-        return Err(fail(&mut ctx));
-    }
-    let root = match node::load_yaml(text) {
-        Ok(Some(n)) => n,
-        Ok(None) => return Ok(Network::default()),
-        Err((line, m)) => {
-            ctx.err(line, "", format!("YAML syntax error: {m}"));
-            return Err(fail(&mut ctx));
-        }
+    let mut ctx = Ctx::new(source);
+    let fail = |ctx: &mut Ctx| ctx.first_error("network-config");
+    let Some(root) = side_file(text, &mut ctx, "network-config", "YAML syntax error")? else {
+        return Ok(Network::default());
     };
     let Some(mut top) = Fields::new(&root, "", &mut ctx) else {
         return Err(fail(&mut ctx));
@@ -1547,13 +1507,7 @@ fn network_v1(f: &mut Fields, ctx: &mut Ctx) -> Network {
                 g.finish(ctx, &["type", "address", "search"]);
             }
             "route" => {
-                let to = opt_str(&mut g, "destination", ctx, |s| {
-                    if s == "default" {
-                        Ok(())
-                    } else {
-                        checks::cidr(s)
-                    }
-                });
+                let to = opt_str(&mut g, "destination", ctx, route_destination);
                 let via = opt_str(&mut g, "gateway", ctx, checks::ip);
                 g.finish(ctx, &["type", "destination", "gateway"]);
                 match (to, via) {
@@ -1626,6 +1580,15 @@ fn subnet_v1(n: &Node, path: &str, iface: &mut Interface, net: &mut Network, ctx
     );
 }
 
+/// A route's destination: `default` or a CIDR (`0.0.0.0/0` is one).
+fn route_destination(s: &str) -> Result<(), String> {
+    if s == "default" {
+        Ok(())
+    } else {
+        checks::cidr(s)
+    }
+}
+
 fn opt_mtu(g: &mut Fields, ctx: &mut Ctx) -> Option<u32> {
     let p = g.path("mtu");
     g.get("mtu").and_then(|m| match m.v {
@@ -1653,13 +1616,7 @@ fn routes(
         let Some(mut g) = Fields::new(item, &idx(path, k), ctx) else {
             continue;
         };
-        let to = opt_str(&mut g, to_key, ctx, |s| {
-            if s == "default" || s == "0.0.0.0/0" {
-                Ok(())
-            } else {
-                checks::cidr(s)
-            }
-        });
+        let to = opt_str(&mut g, to_key, ctx, route_destination);
         let via = opt_str(&mut g, via_key, ctx, checks::ip);
         g.finish(ctx, &[to_key, via_key]);
         match (to, via) {
