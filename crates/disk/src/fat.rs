@@ -4,7 +4,7 @@
 //! timestamp is 1980-01-01 00:00; files are added in path order whatever
 //! order the caller gives; volume id and label are the caller's.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
@@ -53,42 +53,36 @@ pub fn build(
         });
     };
 
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let result = (|| {
+    crate::atomic::replace(path, "FAT image", |tmp| {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&tmp)
+            .open(tmp)
             .map_err(io_err(
-                &tmp,
+                tmp,
                 "creating the FAT image (is the directory writable?)",
             ))?;
         file.set_len(sectors * 512)
-            .map_err(io_err(&tmp, "sizing the FAT image (is there space?)"))?;
+            .map_err(io_err(tmp, "sizing the FAT image (is there space?)"))?;
         let mut disk = Buffered::new(file, sectors * 512);
         let opts = FormatVolumeOptions::new()
             .fat_type(FatType::Fat32)
             .total_sectors(total_sectors)
             .volume_id(volume_id)
             .volume_label(label_bytes);
-        fatfs::format_volume(&mut disk, opts).map_err(io_err(&tmp, "formatting FAT32"))?;
+        fatfs::format_volume(&mut disk, opts).map_err(io_err(tmp, "formatting FAT32"))?;
         disk.seek(SeekFrom::Start(0))
-            .map_err(io_err(&tmp, "rewinding after formatting"))?;
+            .map_err(io_err(tmp, "rewinding after formatting"))?;
         write_root_label(&mut disk, label_bytes)
-            .map_err(io_err(&tmp, "writing the volume label entry"))?;
+            .map_err(io_err(tmp, "writing the volume label entry"))?;
         // fatfs expects the stream at the volume start.
         disk.seek(SeekFrom::Start(0))
-            .map_err(io_err(&tmp, "rewinding after the label"))?;
+            .map_err(io_err(tmp, "rewinding after the label"))?;
         {
             let fs = FileSystem::new(&mut disk, FsOptions::new().update_accessed_date(false))
-                .map_err(io_err(&tmp, "opening the new FAT32 volume"))?;
+                .map_err(io_err(tmp, "opening the new FAT32 volume"))?;
             for (name, data) in &sorted {
                 add_file(&fs, name, data).map_err(|source| DiskError::Fat {
                     path: path.to_path_buf(),
@@ -97,34 +91,15 @@ pub fn build(
                 })?;
             }
             fs.unmount()
-                .map_err(io_err(&tmp, "closing the FAT32 volume"))?;
+                .map_err(io_err(tmp, "closing the FAT32 volume"))?;
         }
-        fix_dot_entries(&mut disk)
-            .map_err(io_err(&tmp, "fixing the '.'/'..' directory entries"))?;
+        fix_dot_entries(&mut disk).map_err(io_err(tmp, "fixing the '.'/'..' directory entries"))?;
         let file = disk
             .into_inner()
-            .map_err(io_err(&tmp, "writing the FAT image"))?;
+            .map_err(io_err(tmp, "writing the FAT image"))?;
         file.sync_all()
-            .map_err(io_err(&tmp, "syncing the FAT image"))
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, path).map_err(io_err(
-        path,
-        format!("renaming {} into place", tmp.display()),
-    ))?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(
-            parent,
-            "syncing the directory after renaming the FAT image",
-        ))
+            .map_err(io_err(tmp, "syncing the FAT image"))
+    })
 }
 
 fn add_file<T: fatfs::ReadWriteSeek>(

@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::io_err;
 use crate::gpt::{self, Entry, Header};
@@ -36,42 +36,10 @@ pub fn write_image(path: &Path, layout: &Layout) -> Result<Vec<Placed>, DiskErro
         });
     }
 
-    let tmp = tmp_path(path);
-    let result = write_tmp(&tmp, path, layout, &placed, disk_sectors);
-    if let Err(e) = result {
-        // Best effort: the error being reported matters more than this one.
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, path).map_err(io_err(
-        path,
-        format!("renaming {} into place", tmp.display()),
-    ))?;
-    sync_parent(path)?;
+    crate::atomic::replace(path, "image", |tmp| {
+        write_tmp(tmp, path, layout, &placed, disk_sectors)
+    })?;
     Ok(placed)
-}
-
-/// `<path>.tmp`, beside the target so the rename stays on one filesystem.
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-fn sync_parent(path: &Path) -> Result<(), DiskError> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(
-            parent,
-            "syncing the directory after renaming the image",
-        ))
 }
 
 /// Check the layout and compute each partition's place.

@@ -28,8 +28,10 @@
 //! a name with '/' is refused, not turned into a subdirectory.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+
+use crate::error::io_err;
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// Logical block (sector) size of every image written here.
@@ -77,23 +79,9 @@ pub enum IsoError {
     },
     #[error("{path}: the image would be {sectors} sectors; ISO 9660 addresses at most 2^32, write fewer or smaller files")]
     ImageTooBig { path: PathBuf, sectors: u64 },
-    #[error("{path}: {action}: {source}")]
-    Io {
-        path: PathBuf,
-        action: String,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err(path: &Path, action: impl Into<String>) -> impl FnOnce(io::Error) -> IsoError {
-    let path = path.to_path_buf();
-    let action = action.into();
-    move |source| IsoError::Io {
-        path,
-        action,
-        source,
-    }
+    /// Reading, writing or renaming the image (names the file and the step).
+    #[error(transparent)]
+    Disk(#[from] crate::DiskError),
 }
 
 /// One root-directory file, placed.
@@ -119,60 +107,33 @@ impl Entry<'_> {
 /// given. The order of `files` does not matter.
 pub fn build(out: &Path, volume_id: &str, files: &[(String, Vec<u8>)]) -> Result<(), IsoError> {
     let image = layout(out, volume_id, files)?;
-    let mut name = out
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    let tmp = out.with_file_name(name);
-    let result = (|| {
+    Ok(crate::atomic::replace(out, "ISO image", |tmp| {
         let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&tmp)
+            .open(tmp)
             .map_err(io_err(
-                &tmp,
+                tmp,
                 "creating the ISO image (is the directory writable?)",
             ))?;
         let mut w = BufWriter::new(file);
         w.write_all(&image.head)
-            .map_err(io_err(&tmp, "writing the volume descriptors and directory"))?;
+            .map_err(io_err(tmp, "writing the volume descriptors and directory"))?;
         for e in &image.entries {
             w.write_all(e.data)
                 .and_then(|()| w.write_all(&vec![0; padding(e.data.len())]))
                 .map_err(io_err(
-                    &tmp,
+                    tmp,
                     format!("writing {:?} (is there space?)", e.name),
                 ))?;
         }
         let file = w
             .into_inner()
-            .map_err(|e| io_err(&tmp, "writing the ISO image")(e.into_error()))?;
+            .map_err(|e| io_err(tmp, "writing the ISO image")(e.into_error()))?;
         file.sync_all()
-            .map_err(io_err(&tmp, "syncing the ISO image"))
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    if let Err(e) = fs::rename(&tmp, out) {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(
-            out,
-            format!("renaming {} into place", tmp.display()),
-        )(e));
-    }
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(
-            parent,
-            "syncing the directory after renaming the ISO image",
-        ))
+            .map_err(io_err(tmp, "syncing the ISO image"))
+    })?)
 }
 
 /// Bytes of zeros after `len` bytes of data up to the next sector boundary.
@@ -453,6 +414,8 @@ fn text(dst: &mut [u8], s: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::io;
     use std::process::Command;
 
     type Files = Vec<(String, Vec<u8>)>;

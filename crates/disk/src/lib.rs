@@ -14,6 +14,7 @@
 //! 1 MiB longer than the last partition (room for the GPT backup). Images are
 //! sparse and written atomically (`<path>.tmp`, fsync, rename).
 
+mod atomic;
 mod error;
 pub mod fat;
 pub mod gpt;
