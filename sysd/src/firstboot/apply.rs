@@ -101,6 +101,25 @@ pub struct Report {
     pub engine_changed: bool,
 }
 
+/// Make a service's settings file hold `text` (none: no file); whether it
+/// changed, so that a running service restarts.
+fn settings_file(path: &Path, text: Option<String>, errors: &mut Vec<String>) -> bool {
+    if std::fs::read_to_string(path).ok() == text {
+        return false;
+    }
+    match &text {
+        Some(t) => {
+            if let Err(e) = write_atomic(path, t.as_bytes(), 0o644) {
+                errors.push(e);
+            }
+        }
+        None => {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    true
+}
+
 /// The Docker engine's settings file: one dockerd option per line (see
 /// system/docker/files/usr/lib/ballast/docker/start). A data root outside
 /// `/var` (the only host directory the engine container has) is left out
@@ -370,8 +389,6 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         }
     }
     // Docker engine settings (system/docker/.../start reads them).
-    let conf = l.engine_conf();
-    let old = std::fs::read_to_string(&conf).ok();
     let text = plan
         .engine
         .as_ref()
@@ -388,34 +405,11 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             );
         }
     }
-    if old != text {
-        r.engine_changed = true;
-        match &text {
-            Some(t) => err(&mut r, write_atomic(&conf, t.as_bytes(), 0o644)),
-            None => {
-                let _ = std::fs::remove_file(&conf);
-            }
-        }
-    }
+    r.engine_changed = settings_file(&l.engine_conf(), text, &mut r.errors);
 
     // Static network for the network service (system/network/.../up reads it).
-    let conf = l.network_conf();
-    let old = std::fs::read_to_string(&conf).ok();
-    match &plan.network {
-        Some(n) => {
-            let text = network_conf(n);
-            if old.as_deref() != Some(text.as_str()) {
-                err(&mut r, write_atomic(&conf, text.as_bytes(), 0o644));
-                r.network_changed = true;
-            }
-        }
-        None => {
-            if old.is_some() {
-                let _ = std::fs::remove_file(&conf);
-                r.network_changed = true;
-            }
-        }
-    }
+    let text = plan.network.as_ref().map(network_conf);
+    r.network_changed = settings_file(&l.network_conf(), text, &mut r.errors);
 
     // NTP for the time container (chrony `sourcedir`).
     let chrony = l.chrony();
