@@ -165,6 +165,145 @@ pub struct User {
     /// Always true in effect: Ballast never enables password login.
     pub lock_passwd: bool,
     pub ssh_authorized_keys: Vec<String>,
+    /// `primary_group`: the login group (created when missing). `None`: a
+    /// group named like the user, unless `no_user_group` (then `users`).
+    #[serde(default)]
+    pub primary_group: Option<String>,
+    /// `homedir`; `None`: `/home/NAME` (the default user: `/state/home/ballast`).
+    #[serde(default)]
+    pub homedir: Option<String>,
+    /// `system: true`: a system account (uid below 1000, no home unless
+    /// `homedir` is given), as `useradd --system`.
+    #[serde(default)]
+    pub system: bool,
+    /// `no_create_home`: the home directory is not created.
+    #[serde(default)]
+    pub no_create_home: bool,
+    /// `no_user_group`: no group named like the user.
+    #[serde(default)]
+    pub no_user_group: bool,
+    /// `expiredate` (`YYYY-MM-DD`): the account expires then (shadow field 8).
+    #[serde(default)]
+    pub expiredate: Option<String>,
+    /// `inactive` (days): password inactivity period (shadow field 7).
+    #[serde(default)]
+    pub inactive: Option<u32>,
+}
+
+impl User {
+    /// A user with only a name: locked password, no groups, no keys.
+    pub fn named(name: &str) -> User {
+        User {
+            name: name.to_string(),
+            gecos: None,
+            uid: None,
+            groups: Vec::new(),
+            sudo: Vec::new(),
+            shell: None,
+            lock_passwd: true,
+            ssh_authorized_keys: Vec::new(),
+            primary_group: None,
+            homedir: None,
+            system: false,
+            no_create_home: false,
+            no_user_group: false,
+            expiredate: None,
+            inactive: None,
+        }
+    }
+}
+
+/// A top-level `groups:` entry: a group and the users added to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    pub members: Vec<String>,
+}
+
+/// A host key from `ssh_keys` (`ed25519_private` / `ed25519_public`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostKey {
+    /// `rsa`, `ecdsa` or `ed25519`.
+    pub kind: String,
+    /// The private key (PEM / OpenSSH format).
+    pub private: String,
+    /// The public key line, when given.
+    pub public: Option<String>,
+    /// A host certificate (`ed25519_certificate`), when given.
+    pub certificate: Option<String>,
+}
+
+/// `ca_certs` (also spelled `ca-certs`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CaCerts {
+    /// Drop the image's CA bundle; only `trusted` is trusted.
+    pub remove_defaults: bool,
+    /// PEM certificates added to the trust store.
+    pub trusted: Vec<String>,
+}
+
+/// A `disk_setup` entry: partition a whole disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSetup {
+    /// `/dev/vdb`, or an alias cloud-init knows (`ephemeral0` is refused).
+    pub device: String,
+    /// `gpt` or `mbr`.
+    pub table_type: String,
+    /// Partition sizes in percent of the disk, in order; `[100]` for
+    /// `layout: true`; empty for `layout: false` (no partitions).
+    pub layout: Vec<u8>,
+    /// Partition even when the disk has a table or a filesystem already
+    /// (default false: a disk that is not blank is left alone).
+    pub overwrite: bool,
+}
+
+/// An `fs_setup` entry: make a filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsSetup {
+    pub label: Option<String>,
+    /// `ext4`, `ext3`, `ext2`, `vfat`, `swap`...
+    pub filesystem: String,
+    /// `/dev/vdb` or `/dev/vdb1`.
+    pub device: String,
+    /// `partition`: `auto`, `any`, `none` or a number (`1`); `None`: as
+    /// `device` says.
+    pub partition: Option<String>,
+    /// Format even when a filesystem is there (default false: never
+    /// reformat).
+    pub overwrite: bool,
+    /// Extra arguments for mkfs.
+    pub extra_opts: Vec<String>,
+}
+
+/// A `mounts` entry, fstab fields, with cloud-init's defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountEntry {
+    /// What to mount: `/dev/vdb1`, `LABEL=data`, `UUID=...`, or a short
+    /// name cloud-init expands (`vdb` → `/dev/vdb`).
+    pub spec: String,
+    /// Where (`/var/lib/docker`); `none` for swap.
+    pub dir: String,
+    pub fstype: String,
+    pub options: String,
+    pub dump: String,
+    pub pass: String,
+}
+
+/// `power_state`: what to do once the config has been applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerState {
+    /// `reboot`, `poweroff` or `halt`.
+    pub mode: String,
+    /// Seconds to wait first (`now` is 0, `+5` is 5 minutes, as shutdown(8)).
+    pub delay_secs: u64,
+    pub message: Option<String>,
+    /// Wait at most this long for `runcmd` to finish (seconds; cloud-init's
+    /// default is 30).
+    pub timeout_secs: u64,
+    /// `condition`: true (default), false, or a command that must exit 0.
+    pub condition: Option<Cmd>,
+    /// `condition: false` given.
+    pub never: bool,
 }
 
 /// An entry of `write_files`, content already decoded.
@@ -206,6 +345,27 @@ pub struct Document {
     pub timezone: Option<String>,
     pub ssh_pwauth: Option<bool>,
     pub disable_root: bool,
+    /// Top-level `groups:`.
+    #[serde(default)]
+    pub groups: Vec<Group>,
+    #[serde(default)]
+    pub ssh_keys: Vec<HostKey>,
+    /// `ssh_deletekeys` (default true, as cloud-init): a new instance gets
+    /// new host keys unless `ssh_keys` gives them.
+    #[serde(default)]
+    pub ssh_deletekeys: bool,
+    #[serde(default)]
+    pub ca_certs: Option<CaCerts>,
+    #[serde(default)]
+    pub disk_setup: Vec<DiskSetup>,
+    #[serde(default)]
+    pub fs_setup: Vec<FsSetup>,
+    #[serde(default)]
+    pub mounts: Vec<MountEntry>,
+    #[serde(default)]
+    pub power_state: Option<PowerState>,
+    #[serde(default)]
+    pub final_message: Option<String>,
     pub ballast: Ballast,
 }
 
@@ -280,12 +440,34 @@ pub struct Update {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {
+    /// v2: the id under `ethernets:`; v1: `name`. The kernel's name of the
+    /// interface when `matches` is `None`.
     pub name: String,
+    /// Which interface this is, when not found by `name` (v2 `match:`, v1
+    /// `mac_address`).
+    #[serde(default)]
+    pub matches: Option<InterfaceMatch>,
+    /// Rename the matched interface to this (v2 `set-name`; v1 `name` with
+    /// `mac_address`).
+    #[serde(default)]
+    pub set_name: Option<String>,
     /// Given, or true when no address is.
     pub dhcp: bool,
     pub addresses: Vec<String>,
     pub gateway: Option<String>,
     pub mtu: Option<u32>,
+}
+
+/// How an interface is found, as netplan's `match:`: every field given must
+/// match.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct InterfaceMatch {
+    /// A kernel name, shell glob allowed (`en*`).
+    pub name: Option<String>,
+    /// A MAC address, lowercase `aa:bb:cc:dd:ee:ff`.
+    pub macaddress: Option<String>,
+    /// A kernel driver name, glob allowed (`virtio_net`).
+    pub driver: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

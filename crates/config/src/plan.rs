@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Cmd, Document, Engine, MetaData, Network, Ntp, SystemContainer, Update, User, UserSpec,
-    WriteFile, DEFAULT_USER,
+    CaCerts, Cmd, DiskSetup, Document, Engine, FsSetup, Group, HostKey, MetaData, MountEntry,
+    Network, Ntp, PowerState, SystemContainer, Update, User, UserSpec, WriteFile, DEFAULT_USER,
 };
 
 /// The host name to set (`fqdn` for /etc/hosts when known).
@@ -41,18 +41,42 @@ pub struct Plan {
     pub network: Option<Network>,
     pub sysctl: BTreeMap<String, String>,
     pub modules: Vec<String>,
+    /// Top-level `groups:`, created before the users.
+    #[serde(default)]
+    pub groups: Vec<Group>,
+    /// Host keys to install (`ssh_keys`).
+    #[serde(default)]
+    pub ssh_host_keys: Vec<HostKey>,
+    /// Delete the host keys when the instance is new (`ssh_deletekeys`).
+    #[serde(default)]
+    pub ssh_deletekeys: bool,
+    #[serde(default)]
+    pub ca_certs: Option<CaCerts>,
+    /// Per instance, before the mounts: partition, then format, only what is blank.
+    #[serde(default)]
+    pub disk_setup: Vec<DiskSetup>,
+    #[serde(default)]
+    pub fs_setup: Vec<FsSetup>,
+    /// Every boot, before the services that use them start.
+    #[serde(default)]
+    pub mounts: Vec<MountEntry>,
+    /// After `runcmd`, once per instance.
+    #[serde(default)]
+    pub power_state: Option<PowerState>,
+    /// Printed on the console when the config is applied (`$UPTIME`,
+    /// `$TIMESTAMP`, `$VERSION` and `$DATASOURCE` substituted on the device).
+    #[serde(default)]
+    pub final_message: Option<String>,
 }
 
 fn default_user(keys: &[String]) -> User {
     User {
-        name: DEFAULT_USER.into(),
         gecos: Some("Ballast".into()),
-        uid: None,
         groups: vec!["sudo".into(), "docker".into()],
         sudo: vec!["ALL=(ALL) NOPASSWD:ALL".into()],
         shell: Some("/bin/sh".into()),
-        lock_passwd: true,
         ssh_authorized_keys: keys.to_vec(),
+        ..User::named(DEFAULT_USER)
     }
 }
 
@@ -74,6 +98,15 @@ impl Document {
             network: self.ballast.network.clone(),
             sysctl: self.ballast.sysctl.clone(),
             modules: self.ballast.modules.clone(),
+            groups: self.groups.clone(),
+            ssh_host_keys: self.ssh_keys.clone(),
+            ssh_deletekeys: self.ssh_deletekeys,
+            ca_certs: self.ca_certs.clone(),
+            disk_setup: self.disk_setup.clone(),
+            fs_setup: self.fs_setup.clone(),
+            mounts: self.mounts.clone(),
+            power_state: self.power_state.clone(),
+            final_message: self.final_message.clone(),
         }
     }
 

@@ -367,6 +367,7 @@ fn document(text: &str, ctx: &mut Ctx) -> Option<Document> {
         Ok(None) => {
             return Some(Document {
                 disable_root: true,
+                ssh_deletekeys: true,
                 ..Document::default()
             })
         }
@@ -375,6 +376,7 @@ fn document(text: &str, ctx: &mut Ctx) -> Option<Document> {
     let mut f = Fields::new(&root, "", ctx)?;
     let mut d = Document {
         disable_root: true,
+        ssh_deletekeys: true,
         ..Document::default()
     };
 
@@ -512,16 +514,7 @@ fn users(n: &Node, path: &str, ctx: &mut Ctx) -> Vec<UserSpec> {
 }
 
 fn bare_user(name: &str) -> User {
-    User {
-        name: name.to_string(),
-        gecos: None,
-        uid: None,
-        groups: Vec::new(),
-        sudo: Vec::new(),
-        shell: None,
-        lock_passwd: true,
-        ssh_authorized_keys: Vec::new(),
-    }
+    User::named(name)
 }
 
 fn user(n: &Node, path: &str, ctx: &mut Ctx) -> Option<User> {
@@ -1186,6 +1179,8 @@ fn network(n: &Node, path: &str, ctx: &mut Ctx) -> Option<Network> {
                 if let Some(name) = name {
                     net.interfaces.push(Interface {
                         name,
+                        matches: None,
+                        set_name: None,
                         dhcp,
                         addresses,
                         gateway,
@@ -1422,6 +1417,8 @@ fn network_v2(f: &mut Fields, ctx: &mut Ctx) -> Network {
                     );
                     net.interfaces.push(Interface {
                         name: e.key.clone(),
+                        matches: None,
+                        set_name: None,
                         dhcp,
                         addresses,
                         gateway,
@@ -1459,6 +1456,8 @@ fn network_v1(f: &mut Fields, ctx: &mut Ctx) -> Network {
                 let mtu = opt_mtu(&mut g, ctx);
                 let mut iface = Interface {
                     name: name.clone().unwrap_or_default(),
+                    matches: None,
+                    set_name: None,
                     dhcp: false,
                     addresses: Vec::new(),
                     gateway: None,

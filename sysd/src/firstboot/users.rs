@@ -217,8 +217,8 @@ mod tests {
                 vec![]
             },
             shell: Some("/bin/bash".into()),
-            lock_passwd: true,
             ssh_authorized_keys: vec!["ssh-ed25519 AAAA alice".into()],
+            ..User::named(name)
         }
     }
 
