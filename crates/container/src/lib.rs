@@ -45,6 +45,7 @@
 
 mod cgroup;
 mod child;
+mod plan;
 mod seccomp;
 mod spec;
 
@@ -174,7 +175,7 @@ pub fn start(
     };
     let cg = cgroup::Cgroup::create(id, spec.linux.resources.as_ref())?;
     let procs = cg.procs_files()?;
-    let plan = child::Plan::new(
+    let plan = plan::Plan::new(
         bundle,
         spec,
         [
@@ -276,9 +277,7 @@ pub fn start(
     // SAFETY: waits for our own child.
     unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
     let _ = cgroup::remove(id);
-    let word = |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
-    let (step, index, errno) = (word(0), word(4), word(8) as i32);
-    let step = child::Step::from_u32(step);
+    let (step, index, errno) = child::Failed::from_record(&buf);
     let label = step.map(|s| plan.label(s, index)).unwrap_or_default();
     Err(ContainerError::Setup {
         id: id.to_string(),
