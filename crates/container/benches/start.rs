@@ -1,4 +1,4 @@
-//! Start latency: spawn → exit of `/bin/true` in the same bundle, ours vs `crun run`,
+//! Start latency: spawn → exit of `/bin/true` in the same container directory, ours vs `crun run`,
 //! median of 20. Run as root: `cargo bench -p ballast-container`.
 //!
 //! Both include cgroup creation and removal. On a hybrid cgroup host `crun` runs behind
@@ -32,7 +32,7 @@ fn time(mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
-    let b = support::bundle(&["/bin/true"], |_| {});
+    let b = support::container_dir(&["/bin/true"], |_| {});
     let ours = time(|| {
         let (_, status) = support::run_ours("h10-bench", &b);
         assert_eq!(status, 0);
@@ -53,7 +53,9 @@ fn main() {
             assert!(st.success());
         })
     });
-    println!("start latency, /bin/true in a crun-spec busybox bundle, median of {RUNS}:");
+    println!(
+        "start latency, /bin/true in a crun-spec busybox container directory, median of {RUNS}:"
+    );
     println!(
         "  ballast-container start+wait+cleanup: {:>8.2} ms",
         ours.as_secs_f64() * 1e3

@@ -3,7 +3,7 @@
 //! Ballast boots with the unified (v2) hierarchy, where every limit lands in one
 //! directory. Development hosts are often hybrid (v1 controllers, an empty v2 tree at
 //! `/sys/fs/cgroup/unified`); there a limit whose controller is only on v1 goes to
-//! `/sys/fs/cgroup/<controller>/ballast/<id>` instead, so the same bundle can be tested
+//! `/sys/fs/cgroup/<controller>/ballast/<id>` instead, so the same container directory can be tested
 //! anywhere. A limit no hierarchy can enforce is an error, never skipped.
 
 use std::fs::{self, File, OpenOptions};
@@ -11,7 +11,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::spec::Resources;
+use crate::oci_config::Resources;
 use crate::ContainerError;
 
 const CGROUP_FS: &str = "/sys/fs/cgroup";
@@ -112,7 +112,7 @@ fn limits(r: &Resources) -> Vec<Limit> {
     }
     if let Some(cpu) = &r.cpu {
         if let Some(shares) = cpu.shares.filter(|s| *s > 0) {
-            // The conversion crun and runc use, so a bundle gets the same weight.
+            // The conversion crun and runc use, so a container gets the same weight.
             let s = shares.clamp(2, 262_144);
             let weight = 1 + ((s - 2) * 9999) / 262_142;
             out.push(Limit {
@@ -291,7 +291,7 @@ pub fn remove(id: &str) -> Result<(), ContainerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Cpu, Memory, Pids};
+    use crate::oci_config::{Cpu, Memory, Pids};
 
     #[test]
     fn limits_convert_like_crun() {

@@ -1,7 +1,10 @@
-//! ballast-container: run one OCI runtime bundle (config.json + rootfs) as a process
-//! tree in its own namespaces, cgroup, read-only root and reduced privileges.
+//! ballast-container: run one container directory (an OCI `config.json` and the
+//! rootfs it names; the OCI runtime spec calls this a "bundle", a word Ballast keeps
+//! for the update bundle) as a process tree in its own namespaces, cgroup, read-only
+//! root and reduced privileges.
 //!
-//! It owns the bundle → running process step for sysd. It must never supervise, restart
+//! It owns the container directory → running process step for sysd, and the parsed
+//! OCI configuration ([`OciConfig`]). It must never supervise, restart
 //! or reap: the caller is the parent of the process it returns and owns its lifetime.
 //!
 //! # Why our own code and not youki's `libcontainer`
@@ -19,9 +22,9 @@
 //!
 //! # What is honoured
 //!
-//! `process` (args with PATH lookup in the spec's env, env, cwd, user uid/gid/
+//! `process` (args with PATH lookup in the config's env, env, cwd, user uid/gid/
 //! additionalGids/umask, capabilities: all five sets, rlimits, noNewPrivileges,
-//! oomScoreAdj), `root` (path relative to the bundle or absolute, readonly),
+//! oomScoreAdj), `root` (path relative to the container directory or absolute, readonly),
 //! `hostname`, `domainname`, `mounts` (in order, bind/rbind with remount flags,
 //! propagation options, data options), `linux.namespaces` (pid, network, mount, ipc,
 //! uts, cgroup), `linux.devices` plus the OCI default devices, `linux.maskedPaths`,
@@ -45,23 +48,26 @@
 
 mod cgroup;
 mod child;
+mod oci_config;
 mod plan;
 mod seccomp;
-mod spec;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
-pub use spec::{
-    load, Capabilities, Cpu, Device, Linux, Memory, Mount, Namespace, Pids, Process, Resources,
-    Rlimit, Root, Seccomp, SeccompSyscall, Spec, User,
+pub use oci_config::{
+    load, Capabilities, Cpu, Device, Linux, Memory, Mount, Namespace, OciConfig, Pids, Process,
+    Resources, Rlimit, Root, Seccomp, SeccompSyscall, User,
 };
+
+/// The former name of [`OciConfig`], kept while callers (sysd) move to the new one.
+pub type Spec = OciConfig;
 
 /// Everything that can go wrong, each naming the file, field or step and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
-    #[error("cannot read {path}: {source} (is this an OCI bundle directory?)")]
+    #[error("cannot read {path}: {source} (is this a container directory, with config.json and the rootfs?)")]
     Read { path: PathBuf, source: io::Error },
     #[error("{path}:{line}:{column}: not a valid OCI runtime spec: {message}")]
     Parse {
@@ -159,13 +165,13 @@ fn check_id(id: &str) -> Result<(), ContainerError> {
 /// How long [`start`] waits for the container's process to exec.
 pub const EXEC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Start the bundle's process. Returns once it has exec'd `process.args[0]`, or with
+/// Start the process of the container directory `dir`. Returns once it has exec'd `process.args[0]`, or with
 /// the step that failed. The caller is its parent and must reap it (waitpid); after it
 /// died, call [`cleanup`].
 pub fn start(
     id: &str,
-    bundle: &Path,
-    spec: &Spec,
+    dir: &Path,
+    config: &OciConfig,
     stdio: Stdio3<'_>,
 ) -> Result<Started, ContainerError> {
     check_id(id)?;
@@ -173,11 +179,11 @@ pub fn start(
         let id = id.to_string();
         move |source| ContainerError::Os { id, what, source }
     };
-    let cg = cgroup::Cgroup::create(id, spec.linux.resources.as_ref())?;
+    let cg = cgroup::Cgroup::create(id, config.linux.resources.as_ref())?;
     let procs = cg.procs_files()?;
     let plan = plan::Plan::new(
-        bundle,
-        spec,
+        dir,
+        config,
         [
             stdio.stdin.as_raw_fd(),
             stdio.stdout.as_raw_fd(),
@@ -203,7 +209,7 @@ pub fn start(
     if pid < 0 {
         let e = io::Error::last_os_error();
         let _ = cgroup::remove(id);
-        return Err(os("clone with the spec's namespaces (is this root?)")(e));
+        return Err(os("clone with the config's namespaces (is this root?)")(e));
     }
     if pid == 0 {
         // SAFETY: we are the child of the clone above.

@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::child::Step;
-use crate::spec::{self, Spec};
+use crate::oci_config::{self, OciConfig};
 use crate::ContainerError;
 
 pub(crate) struct MountPlan {
@@ -28,7 +28,7 @@ pub(crate) struct MountPlan {
     pub data: Option<CString>,
     pub bind: bool,
     pub propagation: Vec<libc::c_ulong>,
-    /// What the error message shows: the spec's destination.
+    /// What the error message shows: the config.s destination.
     pub label: String,
 }
 
@@ -171,54 +171,54 @@ const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
 ];
 
 impl Plan {
-    /// The plan for `spec` on the running kernel.
+    /// The plan for `config` on the running kernel.
     pub(crate) fn new(
-        bundle: &Path,
-        spec: &Spec,
+        dir: &Path,
+        config: &OciConfig,
         stdio: [RawFd; 3],
         cgroup_procs: Vec<RawFd>,
     ) -> Result<Plan, ContainerError> {
-        Plan::for_kernel(bundle, spec, stdio, cgroup_procs, kernel_last_cap())
+        Plan::for_kernel(dir, config, stdio, cgroup_procs, kernel_last_cap())
     }
 
     /// The plan for a kernel whose highest capability is `last_cap`.
     fn for_kernel(
-        bundle: &Path,
-        spec: &Spec,
+        dir: &Path,
+        config: &OciConfig,
         stdio: [RawFd; 3],
         cgroup_procs: Vec<RawFd>,
         last_cap: u32,
     ) -> Result<Plan, ContainerError> {
         let field_err = |(field, reason): (String, String)| ContainerError::Field {
-            path: bundle.join("config.json"),
+            path: dir.join("config.json"),
             field,
             reason,
         };
-        spec::validate(spec).map_err(field_err)?;
+        oci_config::validate(config).map_err(field_err)?;
         let (clone_flags, unshare_cgroup) =
-            spec::namespace_flags(&spec.linux.namespaces).map_err(field_err)?;
-        let rootfs = if spec.root.path.is_absolute() {
-            spec.root.path.clone()
+            oci_config::namespace_flags(&config.linux.namespaces).map_err(field_err)?;
+        let rootfs = if config.root.path.is_absolute() {
+            config.root.path.clone()
         } else {
-            bundle.join(&spec.root.path)
+            dir.join(&config.root.path)
         };
         if !rootfs.is_dir() {
             return Err(ContainerError::Field {
-                path: bundle.join("config.json"),
+                path: dir.join("config.json"),
                 field: "root.path".into(),
                 reason: format!("{} is not a directory", rootfs.display()),
             });
         }
 
         let mut mounts = Vec::new();
-        for (i, m) in spec.mounts.iter().enumerate() {
-            let opts = spec::mount_options(&m.options)
+        for (i, m) in config.mounts.iter().enumerate() {
+            let opts = oci_config::mount_options(&m.options)
                 .map_err(|r| field_err((format!("mounts[{i}].options"), r)))?;
             let kind = m.kind.as_deref().unwrap_or("");
             let bind = opts.flags & libc::MS_BIND != 0 || kind == "bind";
             let source = m.source.as_ref().map(|s| {
                 if bind && !s.starts_with('/') {
-                    bundle.join(s)
+                    dir.join(s)
                 } else {
                     PathBuf::from(s)
                 }
@@ -260,7 +260,7 @@ impl Plan {
                 label: path.to_string(),
             });
         }
-        for d in &spec.linux.devices {
+        for d in &config.linux.devices {
             let kind = match d.kind.as_str() {
                 "b" => libc::S_IFBLK,
                 "p" => libc::S_IFIFO,
@@ -291,12 +291,12 @@ impl Plan {
             paths.iter().map(|p| Ok((cstr(p, p)?, p.clone()))).collect()
         };
 
-        let p = &spec.process;
+        let p = &config.process;
         let caps = match &p.capabilities {
             None => None,
             Some(c) => {
                 let m = |names: &[String], set: &str| {
-                    spec::cap_mask(names).map_err(|bad| {
+                    oci_config::cap_mask(names).map_err(|bad| {
                         field_err((
                             format!("process.capabilities.{set}"),
                             format!("unknown capability {bad:?}"),
@@ -316,7 +316,7 @@ impl Plan {
 
         let mut rlimits = Vec::new();
         for r in &p.rlimits {
-            let res = spec::rlimit_resource(&r.kind).ok_or_else(|| {
+            let res = oci_config::rlimit_resource(&r.kind).ok_or_else(|| {
                 field_err((
                     "process.rlimits".into(),
                     format!("unknown type {:?}", r.kind),
@@ -352,30 +352,30 @@ impl Plan {
             cgroup_procs,
             clone_flags,
             unshare_cgroup,
-            root_propagation: spec
+            root_propagation: config
                 .linux
                 .rootfs_propagation
                 .as_deref()
-                .and_then(spec::propagation_flag)
+                .and_then(oci_config::propagation_flag)
                 .unwrap_or(libc::MS_PRIVATE | libc::MS_REC),
             rootfs: cstr(&rootfs, "root.path")?,
             mounts,
             devices,
             dev_symlinks,
-            masked: list(&spec.linux.masked_paths)?,
-            readonly_paths: list(&spec.linux.readonly_paths)?,
-            readonly_root: spec.root.readonly,
-            hostname: spec
+            masked: list(&config.linux.masked_paths)?,
+            readonly_paths: list(&config.linux.readonly_paths)?,
+            readonly_root: config.root.readonly,
+            hostname: config
                 .hostname
                 .as_ref()
                 .map(|h| cstr(h, "hostname"))
                 .transpose()?,
-            domainname: spec
+            domainname: config
                 .domainname
                 .as_ref()
                 .map(|h| cstr(h, "domainname"))
                 .transpose()?,
-            sysctls: spec
+            sysctls: config
                 .linux
                 .sysctl
                 .iter()
@@ -407,7 +407,7 @@ impl Plan {
                 .iter()
                 .map(|e| cstr(e, "process.env"))
                 .collect::<Result<_, _>>()?,
-            seccomp: spec
+            seccomp: config
                 .linux
                 .seccomp
                 .as_ref()
@@ -445,8 +445,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// A bundle directory with an empty rootfs, the empty `files` beside it, and
-    /// `config` as its config.json (parsed, not written: the plan reads the spec).
+    /// A container directory with an empty rootfs, the empty `files` beside it, and
+    /// `config` as its config.json (parsed, not written: the plan reads the parsed config).
     fn plan_with(
         config: serde_json::Value,
         files: &[&str],
@@ -456,8 +456,8 @@ mod tests {
         for f in files {
             std::fs::write(dir.path().join(f), "").unwrap();
         }
-        let spec: Spec = serde_json::from_value(config).unwrap();
-        let plan = Plan::for_kernel(dir.path(), &spec, [0, 1, 2], vec![], 40);
+        let config: OciConfig = serde_json::from_value(config).unwrap();
+        let plan = Plan::for_kernel(dir.path(), &config, [0, 1, 2], vec![], 40);
         (dir, plan)
     }
 
@@ -508,7 +508,7 @@ mod tests {
         assert_eq!(cg.flags & libc::MS_RDONLY, libc::MS_RDONLY);
         assert_eq!(cg.label, "mounts[1] /sys/fs/cgroup");
 
-        // A relative bind source is the bundle's; the target is a file only if the
+        // A relative bind source is in the container directory; the target is a file only if the
         // source is one, and only then is it created with open(O_CREAT).
         let hosts = &plan.mounts[2];
         assert!(hosts.bind);

@@ -18,7 +18,7 @@
 
 use std::str::FromStr;
 
-use crate::spec::Seccomp;
+use crate::oci_config::Seccomp;
 
 // Classic BPF opcodes (linux/bpf_common.h): BPF_LD|BPF_W|BPF_ABS,
 // BPF_JMP|BPF_JEQ|BPF_K, BPF_JMP|BPF_JGE|BPF_K, BPF_RET|BPF_K.

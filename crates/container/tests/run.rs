@@ -1,5 +1,5 @@
-//! A user's story: a bundle made with `crun spec` runs under ballast-container with the
-//! isolation the spec asks for, and prints exactly what it prints under `crun run`.
+//! A user's story: a container directory made with `crun spec` runs under ballast-container with the
+//! isolation its config asks for, and prints exactly what it prints under `crun run`.
 //!
 //! Runs as root, needs crun and busybox-static (scripts/setup).
 
@@ -8,7 +8,7 @@ mod support;
 use std::fs;
 
 use serde_json::json;
-use support::{bundle, run_crun, run_ours, wait};
+use support::{container_dir, run_crun, run_ours, wait};
 
 /// What the container reports about itself (busybox sh).
 const PROBE: &str = r#"echo "pid=$$"; echo "host=$(hostname)"; echo "cwd=$(pwd)"; echo "foo=$FOO"; echo "args=$0 $1";
@@ -21,8 +21,8 @@ if echo x 2>/dev/null >/proc/sys/kernel/hostname; then echo procsys=rw; else ech
 cat /proc/self/cgroup | grep -c . >/dev/null; exit 7"#;
 
 #[test]
-fn same_bundle_same_output_as_crun() {
-    let b = bundle(&["sh", "-c", PROBE, "zero", "one"], |_| {});
+fn same_container_dir_same_output_as_crun() {
+    let b = container_dir(&["sh", "-c", PROBE, "zero", "one"], |_| {});
     let (ours, ours_status) = run_ours("h10-probe", &b);
     let (crun, crun_status) = run_crun("h10-probe-crun", &b);
 
@@ -53,20 +53,23 @@ fn same_bundle_same_output_as_crun() {
         );
     }
     assert!(!b.path().join("rootfs/written").exists());
-    assert_eq!(ours, crun, "ours vs crun run on the same bundle");
+    assert_eq!(
+        ours, crun,
+        "ours vs crun run on the same container directory"
+    );
     assert_eq!(ours_status, crun_status);
 }
 
 #[test]
 fn namespaces_and_memory_limit_seen_from_the_host() {
-    let b = bundle(&["sleep", "30"], |v| {
+    let b = container_dir(&["sleep", "30"], |v| {
         v["linux"]["resources"]["memory"] = json!({"limit": 64 << 20});
         v["linux"]["resources"]["pids"] = json!({"limit": 32});
     });
     let id = "h10-limits";
-    let spec = ballast_container::load(b.path()).expect("load");
+    let config = ballast_container::load(b.path()).expect("load");
     let started =
-        ballast_container::start(id, b.path(), &spec, ballast_container::Stdio3::inherit())
+        ballast_container::start(id, b.path(), &config, ballast_container::Stdio3::inherit())
             .expect("start");
     let pid = started.pid;
 
@@ -112,18 +115,18 @@ fn cleanup_kills_what_is_left_in_the_cgroup() {
     // The shell forks a background sleep and exits; the sleep is still in the cgroup
     // (the pid namespace's init exiting kills it too, which is the kernel's job; here
     // the container has no pid namespace so only cleanup can).
-    let b = bundle(&["sh", "-c", "sleep 30 & echo started"], |v| {
+    let b = container_dir(&["sh", "-c", "sleep 30 & echo started"], |v| {
         let ns = v["linux"]["namespaces"].as_array_mut().expect("namespaces");
         ns.retain(|n| n["type"] != "pid");
     });
     let id = "h10-leftover";
     let (out, status) = {
-        let spec = ballast_container::load(b.path()).expect("load");
+        let config = ballast_container::load(b.path()).expect("load");
         let (r, w) = support::pipe();
         let started = ballast_container::start(
             id,
             b.path(),
-            &spec,
+            &config,
             ballast_container::Stdio3 {
                 stdin: std::os::fd::AsFd::as_fd(&std::io::stdin()),
                 stdout: std::os::fd::AsFd::as_fd(&w),
@@ -151,12 +154,12 @@ fn cleanup_kills_what_is_left_in_the_cgroup() {
 
 #[test]
 fn a_missing_program_is_an_error_naming_it() {
-    let b = bundle(&["/bin/nope"], |_| {});
-    let spec = ballast_container::load(b.path()).expect("load");
+    let b = container_dir(&["/bin/nope"], |_| {});
+    let config = ballast_container::load(b.path()).expect("load");
     let err = ballast_container::start(
         "h10-nope",
         b.path(),
-        &spec,
+        &config,
         ballast_container::Stdio3::inherit(),
     )
     .expect_err("must fail");
@@ -168,7 +171,7 @@ fn a_missing_program_is_an_error_naming_it() {
 
 #[test]
 fn config_errors_name_the_file_and_field() {
-    let b = bundle(&["true"], |v| {
+    let b = container_dir(&["true"], |v| {
         v["process"]["capabilities"]["bounding"] = json!(["CAP_KILL", "CAP_TELEPORT"]);
     });
     let err = ballast_container::load(b.path()).expect_err("bad cap");
@@ -189,7 +192,7 @@ fn config_errors_name_the_file_and_field() {
 
 #[test]
 fn user_caps_mounts_and_sysctl_match_crun() {
-    let b = bundle(
+    let b = container_dir(
         &[
             "sh",
             "-c",
@@ -219,7 +222,11 @@ if echo 0 2>/dev/null >/proc/sys/net/ipv4/ip_forward; then echo procsys=rw; else
             v["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
         },
     );
-    fs::write(b.path().join("hello.txt"), "hello from the bundle\n").expect("write");
+    fs::write(
+        b.path().join("hello.txt"),
+        "hello from the container directory\n",
+    )
+    .expect("write");
     fs::create_dir(b.path().join("data")).expect("mkdir");
     fs::write(b.path().join("data/a-file"), "").expect("write");
     fs::create_dir(b.path().join("rootfs/etc")).expect("mkdir");
@@ -233,7 +240,7 @@ if echo 0 2>/dev/null >/proc/sys/net/ipv4/ip_forward; then echo procsys=rw; else
         "CapEff:\t0000000000000400",
         "CapAmb:\t0000000000000400",
         "CapBnd:\t0000000000000420",
-        "hello from the bundle",
+        "hello from the container directory",
         "a-file",
         "data=ro",
         "tmpfs rw,nodev,relatime,size=1024k",
@@ -245,14 +252,17 @@ if echo 0 2>/dev/null >/proc/sys/net/ipv4/ip_forward; then echo procsys=rw; else
             "missing {line:?} in:\n{ours}"
         );
     }
-    assert_eq!(ours, crun, "ours vs crun run on the same bundle");
+    assert_eq!(
+        ours, crun,
+        "ours vs crun run on the same container directory"
+    );
     assert_eq!(ours_status, crun_status);
 }
 
 #[test]
 fn seccomp_profile_denies_mkdir_like_crun() {
     for nnp in [true, false] {
-        let b = bundle(
+        let b = container_dir(
             &[
                 "sh",
                 "-c",
@@ -291,7 +301,7 @@ fn seccomp_profile_denies_mkdir_like_crun() {
 #[test]
 fn seccomp_errno_ret_is_the_errno_the_program_sees() {
     // errnoRet picks the errno the denied call returns.
-    let b = bundle(&["sh", "-c", "busybox mkdir /tmp/y 2>&1; echo ok"], |v| {
+    let b = container_dir(&["sh", "-c", "busybox mkdir /tmp/y 2>&1; echo ok"], |v| {
         v["root"]["readonly"] = json!(false);
         v["linux"]["seccomp"] = json!({
             "defaultAction": "SCMP_ACT_ALLOW",
@@ -308,7 +318,7 @@ fn seccomp_errno_ret_is_the_errno_the_program_sees() {
 
 #[test]
 fn seccomp_args_are_refused_naming_the_field() {
-    let b = bundle(&["true"], |v| {
+    let b = container_dir(&["true"], |v| {
         v["linux"]["seccomp"] = json!({
             "defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["personality"], "action": "SCMP_ACT_ERRNO",

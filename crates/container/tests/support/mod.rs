@@ -1,4 +1,4 @@
-//! Test bundles: a static busybox rootfs and a config.json from `crun spec`, edited.
+//! Test container directories: a static busybox rootfs and a config.json from `crun spec`, edited.
 //! Shared by the integration tests and the bench (`#[path]`-included).
 //!
 //! Needs root, `crun` and a static busybox (Debian: `apt-get install crun
@@ -34,19 +34,19 @@ fn busybox() -> Option<PathBuf> {
         })
 }
 
-pub struct Bundle {
+pub struct ContainerDir {
     pub dir: tempfile::TempDir,
 }
 
-impl Bundle {
+impl ContainerDir {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
 }
 
-/// A bundle running `args`, with `edit` applied to crun's default config.json after
+/// A container directory running `args`, with `edit` applied to crun's default config.json after
 /// our baseline edits (no terminal, cwd /work, FOO=bar in env, hostname h10).
-pub fn bundle(args: &[&str], edit: impl FnOnce(&mut Value)) -> Bundle {
+pub fn container_dir(args: &[&str], edit: impl FnOnce(&mut Value)) -> ContainerDir {
     let dir = tempfile::Builder::new()
         .prefix("ballast-container-")
         .tempdir()
@@ -76,18 +76,18 @@ pub fn bundle(args: &[&str], edit: impl FnOnce(&mut Value)) -> Bundle {
     v["hostname"] = json!("h10");
     edit(&mut v);
     fs::write(&file, serde_json::to_string_pretty(&v).expect("json")).expect("write config");
-    Bundle { dir }
+    ContainerDir { dir }
 }
 
-/// Run the bundle with ballast-container; returns (stdout, exit status).
-pub fn run_ours(id: &str, b: &Bundle) -> (String, i32) {
-    let spec = ballast_container::load(b.path()).expect("load");
+/// Run the container directory with ballast-container; returns (stdout, exit status).
+pub fn run_ours(id: &str, b: &ContainerDir) -> (String, i32) {
+    let config = ballast_container::load(b.path()).expect("load");
     let (reader, writer) = pipe();
     let mut reader = fs::File::from(reader);
     let started = ballast_container::start(
         id,
         b.path(),
-        &spec,
+        &config,
         ballast_container::Stdio3 {
             stdin: std::io::stdin().as_fd(),
             stdout: writer.as_fd(),
@@ -132,8 +132,8 @@ pub fn crun_needs_wrapper() -> bool {
         .is_ok_and(|c| !c.trim().is_empty())
 }
 
-/// Run the bundle with `crun run`; returns (stdout, exit status).
-pub fn run_crun(id: &str, b: &Bundle) -> (String, i32) {
+/// Run the container directory with `crun run`; returns (stdout, exit status).
+pub fn run_crun(id: &str, b: &ContainerDir) -> (String, i32) {
     let state = b.path().join("crun-state");
     // crun 1.8 refuses a hybrid host whose v2 tree holds a controller ("cgroups in
     // hybrid mode not supported"); development hosts often are one (hugetlb on v2).

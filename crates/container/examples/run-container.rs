@@ -1,4 +1,5 @@
-//! Run one OCI bundle in the foreground: `run-bundle ID BUNDLE_DIR`.
+//! Run one container directory (config.json + rootfs) in the foreground:
+//! `run-container ID DIR`.
 //! Exits with the container's exit code (128+signal if killed). A manual check on a
 //! device or a dev host; sysd is the real caller.
 
@@ -7,29 +8,32 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let [_, id, bundle] = args.as_slice() else {
-        eprintln!("usage: run-bundle ID BUNDLE_DIR");
+    let [_, id, dir] = args.as_slice() else {
+        eprintln!("usage: run-container ID DIR");
         return ExitCode::from(2);
     };
-    let bundle = Path::new(bundle);
-    let result = ballast_container::load(bundle).and_then(|spec| {
-        ballast_container::start(id, bundle, &spec, ballast_container::Stdio3::inherit())
+    let dir = Path::new(dir);
+    let result = ballast_container::load(dir).and_then(|config| {
+        ballast_container::start(id, dir, &config, ballast_container::Stdio3::inherit())
     });
     let started = match result {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("run-bundle: {e}");
+            eprintln!("run-container: {e}");
             return ExitCode::from(125);
         }
     };
     let mut status = 0;
     // SAFETY: waiting for our own child.
     if unsafe { libc::waitpid(started.pid as i32, &mut status, 0) } < 0 {
-        eprintln!("run-bundle: waitpid: {}", std::io::Error::last_os_error());
+        eprintln!(
+            "run-container: waitpid: {}",
+            std::io::Error::last_os_error()
+        );
         return ExitCode::from(125);
     }
     if let Err(e) = ballast_container::cleanup(id) {
-        eprintln!("run-bundle: {e}");
+        eprintln!("run-container: {e}");
     }
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)

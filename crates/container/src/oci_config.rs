@@ -1,4 +1,5 @@
-//! The subset of the OCI runtime spec (config.json, 1.0.x) this runtime honours.
+//! The OCI configuration (`config.json` of a container directory): the subset of the
+//! OCI runtime spec 1.0.x this runtime honours.
 //!
 //! Parsing is lenient about fields it does not know (serde ignores them), and strict
 //! about fields it knows but cannot honour: a security setting that would be silently
@@ -15,7 +16,7 @@ use crate::ContainerError;
 /// Parsed `config.json`. Field names follow the OCI runtime spec.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Spec {
+pub struct OciConfig {
     #[serde(default)]
     pub oci_version: String,
     pub process: Process,
@@ -218,31 +219,31 @@ pub struct Device {
     pub gid: Option<u32>,
 }
 
-/// Read and check `bundle/config.json`.
-pub fn load(bundle: &Path) -> Result<Spec, ContainerError> {
-    let file = bundle.join("config.json");
+/// Read and check `DIR/config.json` of a container directory.
+pub fn load(dir: &Path) -> Result<OciConfig, ContainerError> {
+    let file = dir.join("config.json");
     let text = std::fs::read_to_string(&file).map_err(|source| ContainerError::Read {
         path: file.clone(),
         source,
     })?;
-    let spec: Spec = serde_json::from_str(&text).map_err(|e| ContainerError::Parse {
+    let config: OciConfig = serde_json::from_str(&text).map_err(|e| ContainerError::Parse {
         path: file.clone(),
         line: e.line(),
         column: e.column(),
         message: e.to_string(),
     })?;
-    validate(&spec).map_err(|(field, reason)| ContainerError::Field {
+    validate(&config).map_err(|(field, reason)| ContainerError::Field {
         path: file,
         field,
         reason,
     })?;
-    Ok(spec)
+    Ok(config)
 }
 
-/// Everything in the spec that can be checked without touching the system.
+/// Everything in the config that can be checked without touching the system.
 /// Returns (field, reason-with-fix).
-pub(crate) fn validate(spec: &Spec) -> Result<(), (String, String)> {
-    let p = &spec.process;
+pub(crate) fn validate(config: &OciConfig) -> Result<(), (String, String)> {
+    let p = &config.process;
     if p.args.is_empty() {
         return Err((
             "process.args".into(),
@@ -290,23 +291,23 @@ pub(crate) fn validate(spec: &Spec) -> Result<(), (String, String)> {
             ));
         }
     }
-    namespace_flags(&spec.linux.namespaces)?;
-    if spec.hostname.is_some() && !spec.linux.namespaces.iter().any(|n| n.kind == "uts") {
+    namespace_flags(&config.linux.namespaces)?;
+    if config.hostname.is_some() && !config.linux.namespaces.iter().any(|n| n.kind == "uts") {
         return Err((
             "hostname".into(),
             "is set but linux.namespaces has no uts namespace; add {\"type\": \"uts\"}".into(),
         ));
     }
-    if let Some(s) = &spec.linux.seccomp {
+    if let Some(s) = &config.linux.seccomp {
         crate::seccomp::compile(s)?;
     }
-    if !spec.linux.uid_mappings.is_empty() {
+    if !config.linux.uid_mappings.is_empty() {
         return Err((
             "linux.uidMappings".into(),
             "user namespaces are not supported; remove the mappings".into(),
         ));
     }
-    if let Some(p) = &spec.linux.rootfs_propagation {
+    if let Some(p) = &config.linux.rootfs_propagation {
         propagation_flag(p).ok_or_else(|| {
             (
                 "linux.rootfsPropagation".into(),
@@ -314,12 +315,12 @@ pub(crate) fn validate(spec: &Spec) -> Result<(), (String, String)> {
             )
         })?;
     }
-    for (i, m) in spec.mounts.iter().enumerate() {
+    for (i, m) in config.mounts.iter().enumerate() {
         check_container_path(&m.destination)
             .map_err(|r| (format!("mounts[{i}].destination"), r))?;
         mount_options(&m.options).map_err(|r| (format!("mounts[{i}].options"), r))?;
     }
-    for (i, d) in spec.linux.devices.iter().enumerate() {
+    for (i, d) in config.linux.devices.iter().enumerate() {
         check_container_path(&d.path).map_err(|r| (format!("linux.devices[{i}].path"), r))?;
         if !matches!(d.kind.as_str(), "c" | "u" | "b" | "p") {
             return Err((
@@ -329,14 +330,14 @@ pub(crate) fn validate(spec: &Spec) -> Result<(), (String, String)> {
         }
     }
     for (name, list) in [
-        ("linux.maskedPaths", &spec.linux.masked_paths),
-        ("linux.readonlyPaths", &spec.linux.readonly_paths),
+        ("linux.maskedPaths", &config.linux.masked_paths),
+        ("linux.readonlyPaths", &config.linux.readonly_paths),
     ] {
         for (i, path) in list.iter().enumerate() {
             check_container_path(path).map_err(|r| (format!("{name}[{i}]"), r))?;
         }
     }
-    for key in spec.linux.sysctl.keys() {
+    for key in config.linux.sysctl.keys() {
         if key.contains('/') || key.contains("..") {
             return Err((
                 "linux.sysctl".into(),
@@ -344,7 +345,7 @@ pub(crate) fn validate(spec: &Spec) -> Result<(), (String, String)> {
             ));
         }
     }
-    if let Some(r) = &spec.linux.resources {
+    if let Some(r) = &config.linux.resources {
         for key in r.unified.keys() {
             if key.contains('/') || !key.contains('.') {
                 return Err((
@@ -358,7 +359,7 @@ pub(crate) fn validate(spec: &Spec) -> Result<(), (String, String)> {
 }
 
 /// Paths inside the container: absolute, no `..` (a mount must not climb out of the
-/// rootfs through the spec itself).
+/// rootfs through the config itself).
 fn check_container_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("{path:?} is not absolute; start it with /"));
@@ -369,7 +370,7 @@ fn check_container_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// clone(2) flags for the namespaces the spec asks for. The cgroup namespace is
+/// clone(2) flags for the namespaces the config asks for. The cgroup namespace is
 /// returned separately: it is unshared after the process joined its cgroup, so the
 /// container sees its own cgroup as `/`.
 pub(crate) fn namespace_flags(ns: &[Namespace]) -> Result<(libc::c_int, bool), (String, String)> {
@@ -568,7 +569,7 @@ pub(crate) fn mount_options(options: &[String]) -> Result<MountOptions, String> 
 mod tests {
     use super::*;
 
-    fn spec(json: &str) -> Spec {
+    fn config(json: &str) -> OciConfig {
         serde_json::from_str(json).unwrap()
     }
 
@@ -580,14 +581,14 @@ mod tests {
         let mut v: serde_json::Value = serde_json::from_str(MIN).unwrap();
         v["annotations"] = serde_json::json!({"x": "y"});
         v["linux"]["intelRdt"] = serde_json::json!({});
-        let s: Spec = serde_json::from_value(v).unwrap();
+        let s: OciConfig = serde_json::from_value(v).unwrap();
         validate(&s).unwrap();
         assert_eq!(s.process.args, ["/bin/true"]);
     }
 
     #[test]
     fn errors_name_the_field() {
-        let mut s = spec(MIN);
+        let mut s = config(MIN);
         s.process.capabilities = Some(Capabilities {
             bounding: vec!["CAP_KILL".into(), "CAP_FLY".into()],
             ..Default::default()
@@ -596,15 +597,15 @@ mod tests {
         assert_eq!(field, "process.capabilities.bounding");
         assert!(reason.contains("CAP_FLY"), "{reason}");
 
-        let mut s = spec(MIN);
+        let mut s = config(MIN);
         s.linux.namespaces.retain(|n| n.kind != "mount");
         assert_eq!(validate(&s).unwrap_err().0, "linux.namespaces");
 
-        let mut s = spec(MIN);
+        let mut s = config(MIN);
         s.hostname = Some("x".into());
         assert_eq!(validate(&s).unwrap_err().0, "hostname");
 
-        let mut s = spec(MIN);
+        let mut s = config(MIN);
         s.mounts.push(Mount {
             destination: "/a/../../etc".into(),
             kind: None,
@@ -613,7 +614,7 @@ mod tests {
         });
         assert_eq!(validate(&s).unwrap_err().0, "mounts[0].destination");
 
-        let mut s = spec(MIN);
+        let mut s = config(MIN);
         s.linux.seccomp = Some(
             serde_json::from_value(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
                 "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO",
