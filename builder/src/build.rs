@@ -1,9 +1,19 @@
 //! `ballast build`: turn a board file and an image file into bootable
-//! artifacts. The pipeline is a sequence of steps, each in its own module:
-//! resolve and verify the Debian kernel (`kernel_input`), check it against
-//! `kernel-configs/`, cross-compile init (`devbins`), assemble the initramfs
-//! (`initrd`), then write every artifact atomically (`output`) and record the
-//! build in `build.json` for `ballast run`.
+//! artifacts. [`run`] lists the steps in order, one function each:
+//!
+//! 1. resolve the inputs: board and image files, the Debian kernel
+//!    (`kernel_input`), checked against `kernel-configs/`;
+//! 2. cross-compile init, sysd and osctl (`devbins`);
+//! 3. assemble the initramfs (`initrd`);
+//! 4. with a disk: fetch the bootloader (systemd-boot on UEFI boards);
+//! 5. stage the root tree: the system containers' userland, sysd, osctl, keys
+//!    (`userland`);
+//! 6. build the disk image (`image`): root image + dm-verity, boot partition
+//!    with the boot files, state partition, partition table;
+//! 7. write the same OS as a signed update bundle (`ballast-bundle`);
+//! 8. put the outputs in place atomically (`output`) and record the build in
+//!    `build.json` for `ballast run`;
+//! 9. print the result (`--json`: one object on stdout).
 
 use anyhow::{bail, Context, Result};
 use ballast_spec::{Board, Image, QemuProfile};
@@ -145,7 +155,65 @@ fn load_inputs(project: &Project, board: &str, image: Option<&Path>) -> Result<(
     Ok((board, image))
 }
 
+/// `ballast build`, one step after the other. Each step takes what the earlier
+/// ones made; nothing replaces the previous outputs until the last one.
 pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
+    let inputs = resolve_inputs(project, args)?;
+    let bins = device_binaries(project, &inputs)?;
+    let initrd = initramfs(&inputs, &bins, args.rollback_index)?;
+    let work = fresh_scratch(&inputs.out)?;
+    let disk = if args.no_disk {
+        None
+    } else {
+        let systemd_boot = bootloader(&inputs, &args.archive)?;
+        let root_tree = work.join("rootfs");
+        let signer = userland(project, &inputs, &bins, args, &root_tree)?;
+        let boot_files = crate::cmd_seed::seed_files(
+            args.user_data.as_deref(),
+            args.meta_data.as_deref(),
+            None,
+        )?;
+        let disk_tmp = work.join("disk.img");
+        let built = disk_image(
+            &inputs,
+            &initrd,
+            &bins,
+            &DiskParts {
+                root_tree: &root_tree,
+                systemd_boot: systemd_boot.as_deref(),
+                boot_files: &boot_files,
+                rollback_index: args.rollback_index,
+                work: &work,
+            },
+            &disk_tmp,
+        )?;
+        let bundle_tmp = update_bundle(&inputs, &initrd, &built, &signer, args, &work)?;
+        Some((built, disk_tmp, bundle_tmp))
+    };
+    let result = write_outputs(&inputs, &initrd, disk, &work)?;
+    print_result(&inputs, &initrd, &result, args.json)
+}
+
+/// What every step needs to know: the board and image files, the version, where
+/// the outputs go, and the verified Debian kernel that meets `kernel-configs/`.
+struct BuildInputs {
+    board: Board,
+    /// The image file (`images/*.toml`): what goes into the OS.
+    image_file: Image,
+    version: semver::Version,
+    /// The output directory, absolute.
+    out: PathBuf,
+    archive: ballast_debarchive::client::Archive,
+    kernel: kernel_input::KernelTree,
+    /// The kernel check, with the modules the initramfs needs.
+    kernel_report: ballast_kernel::check::Report,
+    /// Every boot's kernel command line: the board's, the image's, then `--kernel-arg`.
+    cmdline: Vec<String>,
+}
+
+/// Step 1: read the board and image files, resolve and verify the Debian kernel,
+/// and refuse a kernel that lacks what Ballast needs.
+fn resolve_inputs(project: &Project, args: &BuildArgs) -> Result<BuildInputs> {
     let (board, image) = load_inputs(project, &args.board, args.image.as_deref())?;
     let version = args
         .version
@@ -170,119 +238,219 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
             board.name
         );
     }
-
-    let bins = devbins::build(
-        project,
-        board.arch,
-        &["ballast-init", "ballast-sysd", "ballast-osctl"],
-        &["init", "sysd", "osctl"],
-    )?;
-    let initrd = initrd::assemble(&initrd::Inputs {
-        init: &bins[0],
-        kernel: &kernel,
-        modules: &report.initramfs_modules,
-        version: &version,
-        board: &board,
-        rollback_index: args.rollback_index,
-    })?;
-
     let mut cmdline = board.base_cmdline();
     cmdline.extend(image.kernel.cmdline.iter().cloned());
     cmdline.extend(args.kernel_args.iter().cloned());
+    Ok(BuildInputs {
+        board,
+        image_file: image,
+        version,
+        out,
+        archive,
+        kernel,
+        kernel_report: report,
+        cmdline,
+    })
+}
 
-    // Everything is made in a scratch directory first; outputs replace the
-    // previous ones only once all of them exist.
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+/// Ballast's own device programs, cross-compiled for the board.
+struct DeviceBins {
+    init: PathBuf,
+    sysd: PathBuf,
+    osctl: PathBuf,
+}
+
+/// Step 2: cross-compile init, sysd and osctl from this checkout.
+fn device_binaries(project: &Project, inputs: &BuildInputs) -> Result<DeviceBins> {
+    let bins = devbins::build(
+        project,
+        inputs.board.arch,
+        &["ballast-init", "ballast-sysd", "ballast-osctl"],
+        &["init", "sysd", "osctl"],
+    )?;
+    let [init, sysd, osctl] = <[PathBuf; 3]>::try_from(bins)
+        .map_err(|bins| anyhow::anyhow!("cargo built {} programs, not 3", bins.len()))?;
+    Ok(DeviceBins { init, sysd, osctl })
+}
+
+/// Step 3: the initramfs: init plus exactly the kernel modules it needs.
+fn initramfs(
+    inputs: &BuildInputs,
+    bins: &DeviceBins,
+    rollback_index: u64,
+) -> Result<initrd::Assembled> {
+    initrd::assemble(&initrd::Inputs {
+        init: &bins.init,
+        kernel: &inputs.kernel,
+        modules: &inputs.kernel_report.initramfs_modules,
+        version: &inputs.version,
+        board: &inputs.board,
+        rollback_index,
+    })
+}
+
+/// Everything is made in a scratch directory (`OUT/.work`, emptied here) first;
+/// outputs replace the previous ones only once all of them exist.
+fn fresh_scratch(out: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let work = out.join(".work");
     if work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     }
+    Ok(work)
+}
+
+/// Step 4 (disk builds): the bootloader binary, for UEFI boards systemd-boot
+/// from Debian; U-Boot boards boot a script the slot library writes.
+fn bootloader(inputs: &BuildInputs, archive_args: &ArchiveArgs) -> Result<Option<PathBuf>> {
+    Ok(match inputs.board.boot.firmware {
+        BootFirmware::Uefi => Some(systemd_boot_efi(
+            &inputs.archive,
+            archive_args,
+            inputs.board.arch,
+        )?),
+        BootFirmware::UBoot => None,
+    })
+}
+
+/// Step 5: the root tree: the system containers' userland and container
+/// directories, sysd, osctl, baked SSH keys, and the public keys updates must be
+/// signed with. Returns the key that signs this build's update bundle.
+fn userland(
+    project: &Project,
+    inputs: &BuildInputs,
+    bins: &DeviceBins,
+    args: &BuildArgs,
+    root_tree: &Path,
+) -> Result<ballast_bundle::Signer> {
+    stage_root(
+        project,
+        &inputs.archive,
+        &inputs.image_file,
+        bins,
+        &args.ssh_keys,
+        root_tree,
+    )?;
+    let signer = signing_key(project, args.signing_key.as_deref())?;
+    bake_keys(&signer, &args.trusted_keys, root_tree)?;
+    Ok(signer)
+}
+
+/// What goes on the disk besides the kernel and the initramfs.
+struct DiskParts<'a> {
+    root_tree: &'a Path,
+    systemd_boot: Option<&'a Path>,
+    /// Files for the boot partition (`user-data`, `meta-data`).
+    boot_files: &'a [(String, Vec<u8>)],
+    rollback_index: u64,
+    work: &'a Path,
+}
+
+/// Step 6: the disk image (`image::assemble`): the root image (squashfs) and its
+/// dm-verity hash tree in slot A, the boot partition with each slot's boot
+/// files, the state partition, and the partition table.
+fn disk_image(
+    inputs: &BuildInputs,
+    initrd: &initrd::Assembled,
+    bins: &DeviceBins,
+    parts: &DiskParts<'_>,
+    dest: &Path,
+) -> Result<image::Built> {
+    let (version, board) = (&inputs.version, &inputs.board);
+    let os_release = initrd::os_release(version, board, parts.rollback_index);
+    image::assemble(
+        &image::Inputs {
+            board: &inputs.board,
+            image: &inputs.image_file,
+            version: &inputs.version,
+            kernel: &inputs.kernel.vmlinuz,
+            initrd: &initrd.bytes,
+            init: &bins.init,
+            root_tree: parts.root_tree,
+            os_release: &os_release,
+            cmdline: &inputs.cmdline,
+            systemd_boot: parts.systemd_boot,
+            epoch: initrd.epoch,
+            work: parts.work,
+            boot_files: parts.boot_files,
+        },
+        dest,
+    )
+}
+
+/// Step 7: the same OS as a signed update bundle: root image, kernel, initramfs.
+/// Returns where it was written in the scratch directory.
+fn update_bundle(
+    inputs: &BuildInputs,
+    initrd: &initrd::Assembled,
+    built: &image::Built,
+    signer: &ballast_bundle::Signer,
+    args: &BuildArgs,
+    work: &Path,
+) -> Result<PathBuf> {
+    let initrd_file = work.join("bundle-initrd.img");
+    std::fs::write(&initrd_file, &initrd.bytes)
+        .with_context(|| format!("writing {}", initrd_file.display()))?;
+    let bundle_tmp = work.join("update.bundle");
+    let base = ballast_bundle::Manifest {
+        format: ballast_bundle::FORMAT,
+        os: ballast_bundle::OS.to_owned(),
+        version: inputs.version.to_string(),
+        arch: inputs.board.arch.name().to_owned(),
+        boards: vec![inputs.board.name.clone()],
+        build_time: initrd.epoch,
+        rollback_index: args.rollback_index,
+        key_id: String::new(),
+        cmdline: built.slot_cmdline.clone(),
+        payloads: Vec::new(),
+    };
+    ballast_bundle::write(
+        &bundle_tmp,
+        base,
+        &[
+            ballast_bundle::Input {
+                name: "root",
+                path: &built.root_image,
+            },
+            ballast_bundle::Input {
+                name: "kernel",
+                path: &inputs.kernel.vmlinuz,
+            },
+            ballast_bundle::Input {
+                name: "initrd",
+                path: &initrd_file,
+            },
+        ],
+        signer,
+    )
+    .context("writing the update bundle")?;
+    Ok(bundle_tmp)
+}
+
+/// Step 8: put every artifact in place (kernel and initramfs written atomically,
+/// disk and bundle renamed from the scratch directory), drop the scratch
+/// directory, and record the build in `build.json`.
+fn write_outputs(
+    inputs: &BuildInputs,
+    initrd: &initrd::Assembled,
+    disk: Option<(image::Built, PathBuf, PathBuf)>,
+    work: &Path,
+) -> Result<BuildResult> {
+    let out = &inputs.out;
     let mut artifacts = BTreeMap::new();
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let disk_tmp = work.join("disk.img");
-    let disk = if args.no_disk {
-        None
-    } else {
-        let systemd_boot = match board.boot.firmware {
-            BootFirmware::Uefi => Some(systemd_boot_efi(&archive, &args.archive, board.arch)?),
-            BootFirmware::UBoot => None,
-        };
-        let os_release = initrd::os_release(&version, &board, args.rollback_index);
-        let root_tree = work.join("rootfs");
-        stage_root(project, &archive, &image, &bins, &args.ssh_keys, &root_tree)?;
-        let signer = signing_key(project, args.signing_key.as_deref())?;
-        bake_keys(&signer, &args.trusted_keys, &root_tree)?;
-        let built = image::assemble(
-            &image::Inputs {
-                board: &board,
-                image: &image,
-                version: &version,
-                kernel: &kernel.vmlinuz,
-                initrd: &initrd.bytes,
-                init: &bins[0],
-                root_tree: &root_tree,
-                os_release: &os_release,
-                cmdline: &cmdline,
-                systemd_boot: systemd_boot.as_deref(),
-                epoch: initrd.epoch,
-                work: &work,
-                boot_files: &crate::cmd_seed::seed_files(
-                    args.user_data.as_deref(),
-                    args.meta_data.as_deref(),
-                    None,
-                )?,
-            },
-            &disk_tmp,
-        )?;
+    if let Some((_, disk_tmp, bundle_tmp)) = &disk {
         staged.push((disk_tmp.clone(), out.join("disk.img")));
         artifacts.insert("disk".to_owned(), out.join("disk.img"));
-
-        // The same OS as an update bundle: root image, kernel, initramfs.
-        let initrd_file = work.join("bundle-initrd.img");
-        std::fs::write(&initrd_file, &initrd.bytes)
-            .with_context(|| format!("writing {}", initrd_file.display()))?;
-        let bundle_tmp = work.join("update.bundle");
-        let base = ballast_bundle::Manifest {
-            format: ballast_bundle::FORMAT,
-            os: ballast_bundle::OS.to_owned(),
-            version: version.to_string(),
-            arch: board.arch.name().to_owned(),
-            boards: vec![board.name.clone()],
-            build_time: initrd.epoch,
-            rollback_index: args.rollback_index,
-            key_id: String::new(),
-            cmdline: built.slot_cmdline.clone(),
-            payloads: Vec::new(),
-        };
-        ballast_bundle::write(
-            &bundle_tmp,
-            base,
-            &[
-                ballast_bundle::Input {
-                    name: "root",
-                    path: &built.root_image,
-                },
-                ballast_bundle::Input {
-                    name: "kernel",
-                    path: &kernel.vmlinuz,
-                },
-                ballast_bundle::Input {
-                    name: "initrd",
-                    path: &initrd_file,
-                },
-            ],
-            &signer,
-        )
-        .context("writing the update bundle")?;
-        staged.push((bundle_tmp, out.join("update.bundle")));
+        staged.push((bundle_tmp.clone(), out.join("update.bundle")));
         artifacts.insert("bundle".to_owned(), out.join("update.bundle"));
-        Some(built)
-    };
+    }
 
     let kernel_out = out.join("vmlinuz");
     let initrd_out = out.join("initrd.img");
-    let kernel_bytes = std::fs::read(&kernel.vmlinuz)
-        .with_context(|| format!("reading {}", kernel.vmlinuz.display()))?;
+    let vmlinuz = &inputs.kernel.vmlinuz;
+    let kernel_bytes =
+        std::fs::read(vmlinuz).with_context(|| format!("reading {}", vmlinuz.display()))?;
     output::write_atomic(&kernel_out, &kernel_bytes)?;
     output::write_atomic(&initrd_out, &initrd.bytes)?;
     for (from, to) in &staged {
@@ -292,39 +460,52 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
         let _ = std::fs::remove_file(to.with_extension("efivars.fd"));
     }
     if work.exists() {
-        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+        std::fs::remove_dir_all(work).with_context(|| format!("removing {}", work.display()))?;
     }
     artifacts.insert("kernel".to_owned(), kernel_out);
     artifacts.insert("initrd".to_owned(), initrd_out);
 
+    let built = disk.map(|(built, _, _)| built);
     let result = BuildResult {
-        board: board.name.clone(),
-        arch: board.arch.name().to_owned(),
-        version: version.to_string(),
+        board: inputs.board.name.clone(),
+        arch: inputs.board.arch.name().to_owned(),
+        version: inputs.version.to_string(),
         artifacts,
-        cmdline: cmdline.join(" "),
-        kernel_release: kernel.release.clone(),
-        root_hash: disk.as_ref().map(|d| d.root_hash.clone()),
-        root_bytes: disk.as_ref().map(|d| d.root_bytes),
+        cmdline: inputs.cmdline.join(" "),
+        kernel_release: inputs.kernel.release.clone(),
+        root_hash: built.as_ref().map(|d| d.root_hash.clone()),
+        root_bytes: built.as_ref().map(|d| d.root_bytes),
     };
     let json = serde_json::to_string_pretty(&result)?;
     output::write_atomic(&out.join(BuildResult::FILE), json.as_bytes())?;
-    if args.json {
-        println!("{}", serde_json::to_string(&result)?);
-    } else {
-        eprintln!(
-            "ballast: built {} {} for {} ({}):",
-            image.name, result.version, board.name, result.arch
-        );
-        for (key, path) in &result.artifacts {
-            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            eprintln!("  {key:8} {} ({})", path.display(), human_size(size));
-        }
-        eprintln!(
-            "  kernel {} ({} {}); initramfs: {} modules, {}",
-            kernel.release, kernel.package, kernel.version, initrd.modules, initrd.compression
-        );
+    Ok(result)
+}
+
+/// Step 9: the result, as one JSON object on stdout (`--json`) or a summary on
+/// stderr.
+fn print_result(
+    inputs: &BuildInputs,
+    initrd: &initrd::Assembled,
+    result: &BuildResult,
+    json: bool,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(result)?);
+        return Ok(());
     }
+    eprintln!(
+        "ballast: built {} {} for {} ({}):",
+        inputs.image_file.name, result.version, inputs.board.name, result.arch
+    );
+    for (key, path) in &result.artifacts {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        eprintln!("  {key:8} {} ({})", path.display(), human_size(size));
+    }
+    let kernel = &inputs.kernel;
+    eprintln!(
+        "  kernel {} ({} {}); initramfs: {} modules, {}",
+        kernel.release, kernel.package, kernel.version, initrd.modules, initrd.compression
+    );
     Ok(())
 }
 
@@ -430,12 +611,12 @@ fn bake_keys(signer: &ballast_bundle::Signer, extra: &[PathBuf], tree: &Path) ->
 }
 
 /// The root tree before init and os-release go in: the system containers'
-/// userland and bundles, sysd and osctl.
+/// userland and container directories, sysd and osctl.
 fn stage_root(
     project: &Project,
     archive: &ballast_debarchive::client::Archive,
     image: &Image,
-    bins: &[PathBuf],
+    bins: &DeviceBins,
     ssh_keys: &[PathBuf],
     tree: &Path,
 ) -> Result<()> {
@@ -459,10 +640,10 @@ fn stage_root(
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))?;
         Ok(())
     };
-    exe(&bins[1], &tree.join("usr/lib/ballast/sysd"))?;
-    exe(&bins[2], &tree.join("usr/bin/osctl"))?;
+    exe(&bins.sysd, &tree.join("usr/lib/ballast/sysd"))?;
+    exe(&bins.osctl, &tree.join("usr/bin/osctl"))?;
     // The admin environment (the SSH container) has osctl too.
-    exe(&bins[2], &userland_dir.join("usr/bin/osctl"))?;
+    exe(&bins.osctl, &userland_dir.join("usr/bin/osctl"))?;
     if !ssh_keys.is_empty() {
         let mut keys = String::new();
         for key in ssh_keys {
