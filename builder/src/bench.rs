@@ -23,7 +23,8 @@ pub enum BenchCmd {
     Boot(BootArgs),
     /// Time a warm rebuild of a board's image and report its compressed size.
     Build(BuildBenchArgs),
-    /// Slot write throughput against dd, and osctl upgrade -> ballast-ready.
+    /// Time an update: slot write throughput of `osctl upgrade` against dd,
+    /// and osctl upgrade -> ballast-ready of the new version.
     Update(crate::bench_update::UpdateBenchArgs),
 }
 

@@ -42,18 +42,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build everything the board supports (now: kernel and initramfs).
+    /// Build an image for a board: the disk image to flash, its kernel and
+    /// initramfs, and the same OS as a signed update bundle (--no-disk: kernel
+    /// and initramfs only).
     Build(build::BuildArgs),
     /// Boot a build under QEMU the way the board's firmware would.
     Run(run::RunArgs),
     /// Resolve Debian packages for an arch and fetch them into the cache.
     Fetch(cmd_fetch::FetchArgs),
-    /// Measure: boot time against the floor.
+    /// Measure: boot time against the floor init, warm rebuild time and
+    /// image size, update throughput against dd and upgrade-to-ready time.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
-    /// Make an ed25519 key pair for signing bundles and channels.
+    /// Make an ed25519 key pair for signing update bundles and channels.
     Keygen(cmd_keys::KeygenArgs),
-    /// Verify a bundle and add it to a signed channel directory.
+    /// Verify an update bundle and add it to a signed channel directory.
     Publish(cmd_publish::PublishArgs),
     /// Write a NoCloud seed image (FAT labelled CIDATA, or ISO 9660 with
     /// --iso9660) with a first-boot config.
