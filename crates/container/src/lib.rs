@@ -49,8 +49,8 @@
 mod cgroup;
 mod child;
 mod oci_config;
-mod plan;
 mod seccomp;
+mod setup;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -181,7 +181,7 @@ pub fn start(
     };
     let cg = cgroup::Cgroup::create(id, config.linux.resources.as_ref())?;
     let procs = cg.procs_files()?;
-    let plan = plan::Plan::new(
+    let setup = setup::ChildSetup::new(
         dir,
         config,
         [
@@ -201,9 +201,9 @@ pub fn start(
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
 
-    let flags = plan.clone_flags as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    let flags = setup.clone_flags as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     // SAFETY: clone without CLONE_VM behaves like fork: the child gets a copy of our
-    // memory and runs child::run, which only makes syscalls on `plan` and never
+    // memory and runs child::run, which only makes syscalls on `setup` and never
     // returns. A null stack means "keep using the current one" (copy-on-write).
     let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
     if pid < 0 {
@@ -213,7 +213,7 @@ pub fn start(
     }
     if pid == 0 {
         // SAFETY: we are the child of the clone above.
-        unsafe { child::run(&plan, write_end.as_raw_fd()) }
+        unsafe { child::run(&setup, write_end.as_raw_fd()) }
     }
     drop(write_end);
     drop(procs);
@@ -284,7 +284,7 @@ pub fn start(
     unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
     let _ = cgroup::remove(id);
     let (step, index, errno) = child::Failed::from_record(&buf);
-    let label = step.map(|s| plan.label(s, index)).unwrap_or_default();
+    let label = step.map(|s| setup.label(s, index)).unwrap_or_default();
     Err(ContainerError::Setup {
         id: id.to_string(),
         step: step.map_or("unknown step", |s| s.describe().0),

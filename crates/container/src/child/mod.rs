@@ -3,14 +3,14 @@
 //! The caller (sysd) may be multi-threaded, so after clone the child must not
 //! allocate, lock or unwind: everything it needs — every path, flag, argv and envp,
 //! the mount list, the capability sets and the seccomp program — is computed into a
-//! [`Plan`] by the parent beforehand, and the child only issues syscalls, through
+//! [`ChildSetup`] by the parent beforehand, and the child only issues syscalls, through
 //! the small wrappers in `sys` (the only `unsafe` FFI here; credentials by raw
 //! syscall, never libc's all-threads wrappers). A failing step writes a fixed-size
 //! record (step, index, errno) to a close-on-exec pipe and exits; a successful
 //! execve closes the pipe, which is how the parent learns the program is running.
 //!
 //! It owns the order of the setup (the list in [`run`]); it must never decide
-//! anything the plan could have decided, nor format a message (the parent does).
+//! anything the setup could have decided, nor format a message (the parent does).
 
 mod step;
 mod sys;
@@ -20,7 +20,7 @@ pub(crate) use step::{Failed, Step, REPORT_LEN};
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
-use crate::plan::{Caps, DevicePlan, MountPlan, Plan, MAX_ARGS};
+use crate::setup::{Caps, ChildSetup, DeviceSetup, MountSetup, MAX_ARGS};
 use sys::Errno;
 
 type StepResult = Result<(), Failed>;
@@ -30,72 +30,72 @@ fn at(step: Step, index: usize) -> impl Fn(Errno) -> Failed {
     move |Errno(errno)| Failed { step, index, errno }
 }
 
-/// The child after clone(2): set the process up as the plan says, then exec.
+/// The child after clone(2): set the process up as the setup says, then exec.
 /// Never returns.
 ///
 /// # Safety
 /// Must only run in the freshly cloned child (it changes this process's mounts,
 /// root, credentials and signal dispositions, and exits on failure); `report` is
 /// the write end of the status pipe.
-pub(crate) unsafe fn run(plan: &Plan, report: RawFd) -> ! {
-    let failed = match setup(plan) {
-        // SAFETY: the plan's argv and envp outlive the exec; we are the child.
-        Ok(()) => unsafe { exec(plan) },
+pub(crate) unsafe fn run(setup: &ChildSetup, report: RawFd) -> ! {
+    let failed = match prepare(setup) {
+        // SAFETY: the setup's argv and envp outlive the exec; we are the child.
+        Ok(()) => unsafe { exec(setup) },
         Err(f) => f,
     };
     sys::report_and_exit(report, &failed.to_record())
 }
 
 /// Every step before exec, in order. The order matters: see each comment.
-fn setup(plan: &Plan) -> StepResult {
-    set_stdio(plan.stdio)?;
+fn prepare(setup: &ChildSetup) -> StepResult {
+    set_stdio(setup.stdio)?;
     // The caller may block or ignore some signals; both survive execve.
     sys::reset_signals();
-    join_cgroups(plan)?;
+    join_cgroups(setup)?;
     sys::umask(0);
     // Mounts are made relative to the host's view of the rootfs, then we pivot.
-    mount_root(plan)?;
-    for (i, m) in plan.mounts.iter().enumerate() {
+    mount_root(setup)?;
+    for (i, m) in setup.mounts.iter().enumerate() {
         mount_one(i, m)?;
     }
-    for (i, d) in plan.devices.iter().enumerate() {
+    for (i, d) in setup.devices.iter().enumerate() {
         make_device(i, d)?;
     }
-    make_dev_symlinks(plan)?;
-    pivot_root(plan)?;
+    make_dev_symlinks(setup)?;
+    pivot_root(setup)?;
     // sysctls go in before /proc/sys is made read-only (readonlyPaths), as runc does.
-    set_names(plan)?;
-    write_sysctls(plan)?;
-    mask_paths(plan)?;
-    make_paths_readonly(plan)?;
-    if plan.readonly_root {
+    set_names(setup)?;
+    write_sysctls(setup)?;
+    mask_paths(setup)?;
+    make_paths_readonly(setup)?;
+    if setup.readonly_root {
         let ro = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
         sys::mount(None, c"/", None, ro, None).map_err(at(Step::ReadonlyRoot, 0))?;
     }
-    set_limits(plan)?;
+    set_limits(setup)?;
     // Without no_new_privs the kernel only takes a filter from a CAP_SYS_ADMIN
     // holder: install it while we still are one (runc does the same); the rest of
     // the setup then runs under it.
-    if !plan.no_new_privs {
-        install_seccomp(plan)?;
+    if !setup.no_new_privs {
+        install_seccomp(setup)?;
     }
     // Privileges: bounding set, then identity (keeping permitted caps across
     // setuid), then the exact capability sets, ambient last.
-    if let Some(caps) = &plan.caps {
+    if let Some(caps) = &setup.caps {
         drop_bounding(caps)?;
         sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0).map_err(at(Step::KeepCaps, 0))?;
     }
-    set_identity(plan)?;
-    if let Some(caps) = &plan.caps {
+    set_identity(setup)?;
+    if let Some(caps) = &setup.caps {
         set_caps(caps)?;
     }
-    if plan.no_new_privs {
+    if setup.no_new_privs {
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).map_err(at(Step::NoNewPrivs, 0))?;
     }
-    sys::chdir(&plan.cwd).map_err(at(Step::Cwd, 0))?;
-    sys::umask(plan.umask);
-    if plan.no_new_privs {
-        install_seccomp(plan)?;
+    sys::chdir(&setup.cwd).map_err(at(Step::Cwd, 0))?;
+    sys::umask(setup.umask);
+    if setup.no_new_privs {
+        install_seccomp(setup)?;
     }
     Ok(())
 }
@@ -114,11 +114,11 @@ fn set_stdio(stdio: [RawFd; 3]) -> StepResult {
     Ok(())
 }
 
-fn join_cgroups(plan: &Plan) -> StepResult {
-    for (i, fd) in plan.cgroup_procs.iter().enumerate() {
+fn join_cgroups(setup: &ChildSetup) -> StepResult {
+    for (i, fd) in setup.cgroup_procs.iter().enumerate() {
         sys::write(*fd, b"0").map_err(at(Step::JoinCgroup, i))?;
     }
-    if plan.unshare_cgroup {
+    if setup.unshare_cgroup {
         sys::unshare(libc::CLONE_NEWCGROUP).map_err(at(Step::UnshareCgroup, 0))?;
     }
     Ok(())
@@ -126,13 +126,13 @@ fn join_cgroups(plan: &Plan) -> StepResult {
 
 /// Make / private (or what rootfsPropagation says), then bind the rootfs onto
 /// itself so it is a mount point pivot_root can take.
-fn mount_root(plan: &Plan) -> StepResult {
-    sys::mount(None, c"/", None, plan.root_propagation, None)
+fn mount_root(setup: &ChildSetup) -> StepResult {
+    sys::mount(None, c"/", None, setup.root_propagation, None)
         .map_err(at(Step::RootPropagation, 0))?;
-    let rootfs = Some(plan.rootfs.as_c_str());
+    let rootfs = Some(setup.rootfs.as_c_str());
     sys::mount(
         rootfs,
-        &plan.rootfs,
+        &setup.rootfs,
         None,
         libc::MS_BIND | libc::MS_REC,
         None,
@@ -141,7 +141,7 @@ fn mount_root(plan: &Plan) -> StepResult {
 }
 
 /// One `mounts[i]`: its mount point, the mount, its propagation.
-fn mount_one(i: usize, m: &MountPlan) -> StepResult {
+fn mount_one(i: usize, m: &MountSetup) -> StepResult {
     let last = m.dirs.len().saturating_sub(1);
     for (j, d) in m.dirs.iter().enumerate() {
         if j == last && m.dest_is_file {
@@ -174,7 +174,7 @@ fn mount_one(i: usize, m: &MountPlan) -> StepResult {
 
 /// An existing node (from the image) is kept; a read-only /dev without the node
 /// is an error.
-fn make_device(i: usize, d: &DevicePlan) -> StepResult {
+fn make_device(i: usize, d: &DeviceSetup) -> StepResult {
     match sys::mknod(&d.path, d.mode, d.dev) {
         Ok(()) => sys::chown(&d.path, d.uid, d.gid).map_err(at(Step::Device, i)),
         Err(Errno(libc::EEXIST)) => Ok(()),
@@ -183,8 +183,8 @@ fn make_device(i: usize, d: &DevicePlan) -> StepResult {
 }
 
 /// /dev/fd, /dev/stdin...: best effort where /dev is read-only or absent.
-fn make_dev_symlinks(plan: &Plan) -> StepResult {
-    for (i, (target, link)) in plan.dev_symlinks.iter().enumerate() {
+fn make_dev_symlinks(setup: &ChildSetup) -> StepResult {
+    for (i, (target, link)) in setup.dev_symlinks.iter().enumerate() {
         match sys::symlink(target, link) {
             Err(Errno(libc::EEXIST | libc::EROFS | libc::ENOENT)) | Ok(()) => {}
             Err(e) => return Err(at(Step::DevSymlink, i)(e)),
@@ -196,10 +196,10 @@ fn make_dev_symlinks(plan: &Plan) -> StepResult {
 /// pivot_root(".", ".") stacks the old root on the new one; detach it. Where the
 /// host root is the initramfs (rootfs cannot be pivoted away), move the new root
 /// over / and chroot, as crun and runc do there.
-fn pivot_root(plan: &Plan) -> StepResult {
+fn pivot_root(setup: &ChildSetup) -> StepResult {
     let step = |index| at(Step::PivotRoot, index);
     let oldroot = sys::open_dir(c"/").map_err(step(0))?;
-    sys::chdir(&plan.rootfs).map_err(step(1))?;
+    sys::chdir(&setup.rootfs).map_err(step(1))?;
     match sys::pivot_root(c".", c".") {
         Ok(()) => {
             sys::fchdir(oldroot).map_err(step(3))?;
@@ -217,18 +217,18 @@ fn pivot_root(plan: &Plan) -> StepResult {
     sys::chdir(c"/").map_err(step(6))
 }
 
-fn set_names(plan: &Plan) -> StepResult {
-    if let Some(h) = &plan.hostname {
+fn set_names(setup: &ChildSetup) -> StepResult {
+    if let Some(h) = &setup.hostname {
         sys::sethostname(h).map_err(at(Step::Hostname, 0))?;
     }
-    if let Some(d) = &plan.domainname {
+    if let Some(d) = &setup.domainname {
         sys::setdomainname(d).map_err(at(Step::Domainname, 0))?;
     }
     Ok(())
 }
 
-fn write_sysctls(plan: &Plan) -> StepResult {
-    for (i, (path, value, _)) in plan.sysctls.iter().enumerate() {
+fn write_sysctls(setup: &ChildSetup) -> StepResult {
+    for (i, (path, value, _)) in setup.sysctls.iter().enumerate() {
         sys::write_file(path, value).map_err(at(Step::Sysctl, i))?;
     }
     Ok(())
@@ -236,8 +236,8 @@ fn write_sysctls(plan: &Plan) -> StepResult {
 
 /// linux.maskedPaths: a directory gets an empty read-only tmpfs, a file
 /// /dev/null; a path that is not there is skipped.
-fn mask_paths(plan: &Plan) -> StepResult {
-    for (i, (path, _)) in plan.masked.iter().enumerate() {
+fn mask_paths(setup: &ChildSetup) -> StepResult {
+    for (i, (path, _)) in setup.masked.iter().enumerate() {
         match sys::is_dir(path) {
             None => continue,
             Some(true) => {
@@ -252,8 +252,8 @@ fn mask_paths(plan: &Plan) -> StepResult {
 }
 
 /// linux.readonlyPaths: bind each onto itself, then remount that read-only.
-fn make_paths_readonly(plan: &Plan) -> StepResult {
-    for (i, (path, _)) in plan.readonly_paths.iter().enumerate() {
+fn make_paths_readonly(setup: &ChildSetup) -> StepResult {
+    for (i, (path, _)) in setup.readonly_paths.iter().enumerate() {
         if sys::is_dir(path).is_none() {
             continue;
         }
@@ -265,18 +265,18 @@ fn make_paths_readonly(plan: &Plan) -> StepResult {
     Ok(())
 }
 
-fn set_limits(plan: &Plan) -> StepResult {
-    if let Some(v) = &plan.oom_score_adj {
+fn set_limits(setup: &ChildSetup) -> StepResult {
+    if let Some(v) = &setup.oom_score_adj {
         sys::write_file(c"/proc/self/oom_score_adj", v).map_err(at(Step::OomScoreAdj, 0))?;
     }
-    for (i, (resource, limits, _)) in plan.rlimits.iter().enumerate() {
+    for (i, (resource, limits, _)) in setup.rlimits.iter().enumerate() {
         sys::prlimit(*resource, limits).map_err(at(Step::Rlimit, i))?;
     }
     Ok(())
 }
 
-fn install_seccomp(plan: &Plan) -> StepResult {
-    match &plan.seccomp {
+fn install_seccomp(setup: &ChildSetup) -> StepResult {
+    match &setup.seccomp {
         Some(filter) => sys::set_seccomp(filter).map_err(at(Step::Seccomp, 0)),
         None => Ok(()),
     }
@@ -294,10 +294,10 @@ fn drop_bounding(caps: &Caps) -> StepResult {
 }
 
 /// Groups, then gid, then uid (after setuid there is no right to change the rest).
-fn set_identity(plan: &Plan) -> StepResult {
-    sys::setgroups(&plan.groups).map_err(at(Step::Groups, 0))?;
-    sys::setresgid(plan.gid).map_err(at(Step::SetGid, 0))?;
-    sys::setresuid(plan.uid).map_err(at(Step::SetUid, 0))
+fn set_identity(setup: &ChildSetup) -> StepResult {
+    sys::setgroups(&setup.groups).map_err(at(Step::Groups, 0))?;
+    sys::setresgid(setup.gid).map_err(at(Step::SetGid, 0))?;
+    sys::setresuid(setup.uid).map_err(at(Step::SetUid, 0))
 }
 
 /// The exact effective, permitted and inheritable sets, then ambient.
@@ -328,20 +328,20 @@ fn set_caps(caps: &Caps) -> StepResult {
 ///
 /// # Safety
 /// Child only: on success this process becomes the container's program.
-unsafe fn exec(plan: &Plan) -> Failed {
+unsafe fn exec(setup: &ChildSetup) -> Failed {
     // argv/envp pointer arrays live on the stack (no allocation after clone); the
-    // plan refuses more than MAX_ARGS entries.
+    // setup refuses more than MAX_ARGS entries.
     let mut argv = [std::ptr::null::<libc::c_char>(); MAX_ARGS + 1];
     let mut envp = [std::ptr::null::<libc::c_char>(); MAX_ARGS + 1];
-    for (slot, a) in argv.iter_mut().zip(plan.argv.iter().take(MAX_ARGS)) {
+    for (slot, a) in argv.iter_mut().zip(setup.argv.iter().take(MAX_ARGS)) {
         *slot = a.as_ptr();
     }
-    for (slot, e) in envp.iter_mut().zip(plan.envp.iter().take(MAX_ARGS)) {
+    for (slot, e) in envp.iter_mut().zip(setup.envp.iter().take(MAX_ARGS)) {
         *slot = e.as_ptr();
     }
     let mut last = libc::ENOENT;
-    for program in &plan.exec_candidates {
-        // SAFETY: both arrays end in at least one null and point into the plan's
+    for program in &setup.exec_candidates {
+        // SAFETY: both arrays end in at least one null and point into the setup's
         // C strings, which live as long as this process.
         let Errno(e) = unsafe { exec_retrying(program, &argv, &envp) };
         if e != libc::ENOENT && e != libc::ENOTDIR {

@@ -12,7 +12,7 @@
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
-use crate::plan::CapData;
+use crate::setup::CapData;
 
 // Credentials are changed with raw syscalls, never libc's wrappers: glibc and
 // musl implement setuid/setgid/setgroups for *every thread of the process*

@@ -17,7 +17,7 @@ use crate::child::Step;
 use crate::oci_config::{self, OciConfig};
 use crate::ContainerError;
 
-pub(crate) struct MountPlan {
+pub(crate) struct MountSetup {
     /// Ancestors of `dest` inside the rootfs, outermost first, then `dest` itself.
     pub dirs: Vec<CString>,
     pub dest: CString,
@@ -32,7 +32,7 @@ pub(crate) struct MountPlan {
     pub label: String,
 }
 
-pub(crate) struct DevicePlan {
+pub(crate) struct DeviceSetup {
     pub path: CString,
     pub mode: libc::mode_t,
     pub dev: libc::dev_t,
@@ -92,15 +92,15 @@ impl Caps {
 }
 
 /// Everything the child does, precomputed.
-pub(crate) struct Plan {
+pub(crate) struct ChildSetup {
     pub stdio: [RawFd; 3],
     pub cgroup_procs: Vec<RawFd>,
     pub clone_flags: libc::c_int,
     pub unshare_cgroup: bool,
     pub root_propagation: libc::c_ulong,
     pub rootfs: CString,
-    pub mounts: Vec<MountPlan>,
-    pub devices: Vec<DevicePlan>,
+    pub mounts: Vec<MountSetup>,
+    pub devices: Vec<DeviceSetup>,
     pub dev_symlinks: Vec<(CString, CString)>,
     pub masked: Vec<(CString, String)>,
     pub readonly_paths: Vec<(CString, String)>,
@@ -170,25 +170,25 @@ const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
     ("/dev/tty", 5, 0),
 ];
 
-impl Plan {
-    /// The plan for `config` on the running kernel.
+impl ChildSetup {
+    /// The setup for `config` on the running kernel.
     pub(crate) fn new(
         dir: &Path,
         config: &OciConfig,
         stdio: [RawFd; 3],
         cgroup_procs: Vec<RawFd>,
-    ) -> Result<Plan, ContainerError> {
-        Plan::for_kernel(dir, config, stdio, cgroup_procs, kernel_last_cap())
+    ) -> Result<ChildSetup, ContainerError> {
+        ChildSetup::for_kernel(dir, config, stdio, cgroup_procs, kernel_last_cap())
     }
 
-    /// The plan for a kernel whose highest capability is `last_cap`.
+    /// The setup for a kernel whose highest capability is `last_cap`.
     fn for_kernel(
         dir: &Path,
         config: &OciConfig,
         stdio: [RawFd; 3],
         cgroup_procs: Vec<RawFd>,
         last_cap: u32,
-    ) -> Result<Plan, ContainerError> {
+    ) -> Result<ChildSetup, ContainerError> {
         let field_err = |(field, reason): (String, String)| ContainerError::Field {
             path: dir.join("config.json"),
             field,
@@ -232,7 +232,7 @@ impl Plan {
             };
             let data = (!opts.data.is_empty()).then(|| opts.data.join(","));
             let label = format!("mounts[{i}] {}", m.destination);
-            mounts.push(MountPlan {
+            mounts.push(MountSetup {
                 dirs: ancestors(&rootfs, &m.destination)
                     .iter()
                     .map(|p| cstr(p, &label))
@@ -251,7 +251,7 @@ impl Plan {
 
         let mut devices = Vec::new();
         for (path, major, minor) in DEFAULT_DEVICES {
-            devices.push(DevicePlan {
+            devices.push(DeviceSetup {
                 path: cstr(under(&rootfs, path), path)?,
                 mode: libc::S_IFCHR | 0o666,
                 dev: libc::makedev(major as _, minor as _),
@@ -267,7 +267,7 @@ impl Plan {
                 _ => libc::S_IFCHR,
             };
             devices.retain(|x| x.label != d.path);
-            devices.push(DevicePlan {
+            devices.push(DeviceSetup {
                 path: cstr(under(&rootfs, &d.path), &d.path)?,
                 mode: kind | (d.file_mode.unwrap_or(0o666) & 0o7777) as libc::mode_t,
                 dev: libc::makedev(d.major as _, d.minor as _),
@@ -347,7 +347,7 @@ impl Plan {
             )));
         }
 
-        Ok(Plan {
+        Ok(ChildSetup {
             stdio,
             cgroup_procs,
             clone_flags,
@@ -446,23 +446,25 @@ mod tests {
     use serde_json::json;
 
     /// A container directory with an empty rootfs, the empty `files` beside it, and
-    /// `config` as its config.json (parsed, not written: the plan reads the parsed config).
-    fn plan_with(
+    /// `config` as its config.json (parsed, not written: the setup reads the parsed config).
+    fn setup_with(
         config: serde_json::Value,
         files: &[&str],
-    ) -> (tempfile::TempDir, Result<Plan, ContainerError>) {
+    ) -> (tempfile::TempDir, Result<ChildSetup, ContainerError>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("rootfs")).unwrap();
         for f in files {
             std::fs::write(dir.path().join(f), "").unwrap();
         }
         let config: OciConfig = serde_json::from_value(config).unwrap();
-        let plan = Plan::for_kernel(dir.path(), &config, [0, 1, 2], vec![], 40);
-        (dir, plan)
+        let setup = ChildSetup::for_kernel(dir.path(), &config, [0, 1, 2], vec![], 40);
+        (dir, setup)
     }
 
-    fn plan_for(config: serde_json::Value) -> (tempfile::TempDir, Result<Plan, ContainerError>) {
-        plan_with(config, &[])
+    fn setup_for(
+        config: serde_json::Value,
+    ) -> (tempfile::TempDir, Result<ChildSetup, ContainerError>) {
+        setup_with(config, &[])
     }
 
     fn base() -> serde_json::Value {
@@ -489,19 +491,19 @@ mod tests {
             {"destination": "/etc/hosts", "type": "bind", "source": "hosts",
              "options": ["rbind", "ro", "rprivate"]},
         ]);
-        let (dir, plan) = plan_with(v, &["hosts"]);
-        let plan = plan.unwrap();
+        let (dir, setup) = setup_with(v, &["hosts"]);
+        let setup = setup.unwrap();
         let root = dir.path().join("rootfs");
         let r = |p: &str| root.join(p).to_str().unwrap().to_owned();
 
-        assert_eq!(text(&plan.rootfs), root.to_str().unwrap());
-        let proc = &plan.mounts[0];
+        assert_eq!(text(&setup.rootfs), root.to_str().unwrap());
+        let proc = &setup.mounts[0];
         assert_eq!(text(&proc.dest), r("proc"));
         assert_eq!(proc.fstype.as_ref().map(text).as_deref(), Some("proc"));
         assert!(!proc.bind);
 
         // OCI "cgroup" is cgroup2 on a v2 host; every ancestor is created in order.
-        let cg = &plan.mounts[1];
+        let cg = &setup.mounts[1];
         assert_eq!(cg.fstype.as_ref().map(text).as_deref(), Some("cgroup2"));
         let dirs: Vec<String> = cg.dirs.iter().map(text).collect();
         assert_eq!(dirs, [r("sys"), r("sys/fs"), r("sys/fs/cgroup")]);
@@ -510,7 +512,7 @@ mod tests {
 
         // A relative bind source is in the container directory; the target is a file only if the
         // source is one, and only then is it created with open(O_CREAT).
-        let hosts = &plan.mounts[2];
+        let hosts = &setup.mounts[2];
         assert!(hosts.bind);
         assert!(hosts.dest_is_file);
         assert_eq!(hosts.fstype, None);
@@ -520,9 +522,9 @@ mod tests {
             source.to_str().map(str::to_owned)
         );
         assert_eq!(hosts.propagation, [libc::MS_PRIVATE | libc::MS_REC]);
-        assert_eq!(plan.label(Step::Mount, 2), "mounts[2] /etc/hosts");
+        assert_eq!(setup.label(Step::Mount, 2), "mounts[2] /etc/hosts");
         assert_eq!(
-            plan.label(Step::Mount, 9),
+            setup.label(Step::Mount, 9),
             "",
             "an index out of range has no label"
         );
@@ -533,8 +535,8 @@ mod tests {
         // dest_is_file is decided in the parent from what exists then.
         let mut v = base();
         v["mounts"] = json!([{"destination": "/etc/x", "type": "bind", "source": "x"}]);
-        let (_dir, plan) = plan_for(v);
-        assert!(!plan.unwrap().mounts[0].dest_is_file);
+        let (_dir, setup) = setup_for(v);
+        assert!(!setup.unwrap().mounts[0].dest_is_file);
     }
 
     #[test]
@@ -545,9 +547,9 @@ mod tests {
              "uid": 5, "gid": 6},
             {"path": "/dev/loop0", "type": "b", "major": 7, "minor": 0},
         ]);
-        let (_dir, plan) = plan_for(v);
-        let plan = plan.unwrap();
-        let labels: Vec<&str> = plan.devices.iter().map(|d| d.label.as_str()).collect();
+        let (_dir, setup) = setup_for(v);
+        let setup = setup.unwrap();
+        let labels: Vec<&str> = setup.devices.iter().map(|d| d.label.as_str()).collect();
         assert_eq!(
             labels,
             [
@@ -560,35 +562,36 @@ mod tests {
                 "/dev/loop0"
             ]
         );
-        let null = &plan.devices[5];
+        let null = &setup.devices[5];
         assert_eq!(null.mode, libc::S_IFCHR | 0o600);
         assert_eq!((null.uid, null.gid), (5, 6));
         assert_eq!(null.dev, libc::makedev(1, 3));
-        let lo = &plan.devices[6];
+        let lo = &setup.devices[6];
         assert_eq!(lo.mode, libc::S_IFBLK | 0o666);
-        assert_eq!(plan.label(Step::Device, 6), "/dev/loop0");
+        assert_eq!(setup.label(Step::Device, 6), "/dev/loop0");
     }
 
     #[test]
     fn a_bare_program_name_is_looked_up_on_the_specs_path() {
-        let (_dir, plan) = plan_for(base());
-        let plan = plan.unwrap();
-        let candidates: Vec<String> = plan.exec_candidates.iter().map(text).collect();
+        let (_dir, setup) = setup_for(base());
+        let setup = setup.unwrap();
+        let candidates: Vec<String> = setup.exec_candidates.iter().map(text).collect();
         assert_eq!(candidates, ["/usr/bin/sh", "/bin/sh"]);
         assert_eq!(
-            plan.argv.iter().map(text).collect::<Vec<_>>(),
+            setup.argv.iter().map(text).collect::<Vec<_>>(),
             ["sh", "-c", "true"]
         );
-        assert_eq!(plan.envp.len(), 2);
-        assert_eq!(plan.label(Step::Exec, 0), "sh");
-        assert_eq!(plan.label(Step::Cwd, 0), "/work");
+        assert_eq!(setup.envp.len(), 2);
+        assert_eq!(setup.label(Step::Exec, 0), "sh");
+        assert_eq!(setup.label(Step::Cwd, 0), "/work");
 
         let mut v = base();
         v["process"]["args"] = json!(["/opt/app", "x"]);
         v["process"]["env"] = json!([]);
-        let (_dir, plan) = plan_for(v);
+        let (_dir, setup) = setup_for(v);
         assert_eq!(
-            plan.unwrap()
+            setup
+                .unwrap()
                 .exec_candidates
                 .iter()
                 .map(text)
@@ -599,16 +602,16 @@ mod tests {
         // No PATH in the env: the usual default, as execvp.
         let mut v = base();
         v["process"]["env"] = json!(["FOO=bar"]);
-        let (_dir, plan) = plan_for(v);
-        assert_eq!(plan.unwrap().exec_candidates.len(), 6);
+        let (_dir, setup) = setup_for(v);
+        assert_eq!(setup.unwrap().exec_candidates.len(), 6);
     }
 
     #[test]
     fn too_many_arguments_are_refused_before_clone() {
         let mut v = base();
         v["process"]["args"] = json!(vec!["x"; MAX_ARGS + 1]);
-        let (_dir, plan) = plan_for(v);
-        let msg = plan.err().expect("refused").to_string();
+        let (_dir, setup) = setup_for(v);
+        let msg = setup.err().expect("refused").to_string();
         assert!(msg.contains("process.args / process.env"), "{msg}");
         assert!(msg.contains("wrapper script"), "{msg}");
     }
@@ -617,8 +620,8 @@ mod tests {
     fn a_missing_rootfs_is_refused_with_the_field() {
         let mut v = base();
         v["root"]["path"] = json!("nope");
-        let (_dir, plan) = plan_for(v);
-        let msg = plan.err().expect("refused").to_string();
+        let (_dir, setup) = setup_for(v);
+        let msg = setup.err().expect("refused").to_string();
         assert!(
             msg.contains("root.path") && msg.contains("is not a directory"),
             "{msg}"
@@ -635,8 +638,8 @@ mod tests {
             "inheritable": [],
             "ambient": ["CAP_KILL", "CAP_CHECKPOINT_RESTORE"],
         });
-        let (_dir, plan) = plan_for(v);
-        let caps = plan.unwrap().caps.expect("caps");
+        let (_dir, setup) = setup_for(v);
+        let caps = setup.unwrap().caps.expect("caps");
         // Kernel with cap_last_cap 40: 0..=40 except the three kept.
         assert_eq!(caps.bounding_drops.len(), 41 - 3);
         for kept in [5, 10, 29] {
@@ -670,42 +673,42 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .push(json!({"type": "network"}));
-        let (_dir, plan) = plan_for(v);
-        let plan = plan.unwrap();
+        let (_dir, setup) = setup_for(v);
+        let setup = setup.unwrap();
         assert_eq!(
-            plan.rlimits,
+            setup.rlimits,
             [(
                 libc::RLIMIT_NOFILE as i32,
                 [1024, 4096],
                 "RLIMIT_NOFILE".to_owned()
             )]
         );
-        assert_eq!(plan.label(Step::Rlimit, 0), "RLIMIT_NOFILE");
-        assert_eq!(plan.oom_score_adj.as_deref(), Some(&b"-500"[..]));
-        assert_eq!(text(&plan.sysctls[0].0), "/proc/sys/net/ipv4/ip_forward");
-        assert_eq!(plan.sysctls[0].1, b"1");
-        assert_eq!(plan.label(Step::Sysctl, 0), "net.ipv4.ip_forward");
+        assert_eq!(setup.label(Step::Rlimit, 0), "RLIMIT_NOFILE");
+        assert_eq!(setup.oom_score_adj.as_deref(), Some(&b"-500"[..]));
+        assert_eq!(text(&setup.sysctls[0].0), "/proc/sys/net/ipv4/ip_forward");
+        assert_eq!(setup.sysctls[0].1, b"1");
+        assert_eq!(setup.label(Step::Sysctl, 0), "net.ipv4.ip_forward");
         assert_eq!(
-            (plan.uid, plan.gid, plan.groups.as_slice()),
+            (setup.uid, setup.gid, setup.groups.as_slice()),
             (1000, 100, &[990][..])
         );
-        assert_eq!(plan.umask, 0o077);
-        assert!(plan.readonly_root);
-        assert_eq!(plan.hostname.as_ref().map(text).as_deref(), Some("h1"));
-        assert_eq!(plan.root_propagation, libc::MS_PRIVATE | libc::MS_REC);
-        assert_ne!(plan.clone_flags & libc::CLONE_NEWNET, 0);
-        assert_ne!(plan.clone_flags & libc::CLONE_NEWPID, 0);
+        assert_eq!(setup.umask, 0o077);
+        assert!(setup.readonly_root);
+        assert_eq!(setup.hostname.as_ref().map(text).as_deref(), Some("h1"));
+        assert_eq!(setup.root_propagation, libc::MS_PRIVATE | libc::MS_REC);
+        assert_ne!(setup.clone_flags & libc::CLONE_NEWNET, 0);
+        assert_ne!(setup.clone_flags & libc::CLONE_NEWPID, 0);
     }
 
     #[test]
     fn a_seccomp_section_is_compiled_before_clone() {
-        let (_dir, plan) = plan_for(base());
-        assert!(plan.unwrap().seccomp.is_none());
+        let (_dir, setup) = setup_for(base());
+        assert!(setup.unwrap().seccomp.is_none());
         let mut v = base();
         v["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]});
-        let (_dir, plan) = plan_for(v);
-        let filter = plan.unwrap().seccomp.expect("a program");
+        let (_dir, setup) = setup_for(v);
+        let filter = setup.unwrap().seccomp.expect("a program");
         assert!(filter.len() > 3 && filter.len() <= 4096, "{}", filter.len());
     }
 }
