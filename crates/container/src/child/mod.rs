@@ -9,7 +9,7 @@
 //! record (step, index, errno) to a close-on-exec pipe and exits; a successful
 //! execve closes the pipe, which is how the parent learns the program is running.
 //!
-//! It owns the order of the setup (the list in [`run`]); it must never decide
+//! It owns the order of the steps (the list in `prepare`, then `exec`); it must never decide
 //! anything the setup could have decided, nor format a message (the parent does).
 
 mod step;
@@ -46,7 +46,8 @@ pub(crate) unsafe fn run(setup: &ChildSetup, report: RawFd) -> ! {
     sys::report_and_exit(report, &failed.to_record())
 }
 
-/// Every step before exec, in order. The order matters: see each comment.
+/// Every step before exec, in order (the order matters: see each comment). Only
+/// ever called by [`run`] in the child: it changes this process for good.
 fn prepare(setup: &ChildSetup) -> StepResult {
     set_stdio(setup.stdio)?;
     // The caller may block or ignore some signals; both survive execve.
