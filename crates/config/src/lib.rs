@@ -144,6 +144,8 @@ impl fmt::Display for Cmd {
 }
 
 /// An entry of `users`.
+// A Vec of a few entries: boxing `User` would change nothing but the reading.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserSpec {
