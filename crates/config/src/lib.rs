@@ -340,6 +340,11 @@ pub struct Document {
     pub users: Option<Vec<UserSpec>>,
     /// For the default user.
     pub ssh_authorized_keys: Vec<String>,
+    /// The default user as `users` configures it (an entry named `ballast`
+    /// or without a name, beside `- default`), already laid over the
+    /// built-in one; `None`: the built-in default user.
+    #[serde(default)]
+    pub default_user: Option<User>,
     pub write_files: Vec<WriteFile>,
     pub bootcmd: Vec<Cmd>,
     pub runcmd: Vec<Cmd>,

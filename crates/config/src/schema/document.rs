@@ -5,11 +5,13 @@
 
 use super::*;
 
+/// Top-level keys Ballast reads (the "did you mean" list).
 pub(super) const TOP: &[&str] = &[
     "hostname",
     "fqdn",
     "preserve_hostname",
     "users",
+    "groups",
     "ssh_authorized_keys",
     "write_files",
     "bootcmd",
@@ -18,27 +20,59 @@ pub(super) const TOP: &[&str] = &[
     "timezone",
     "ssh_pwauth",
     "disable_root",
+    "ssh_keys",
+    "ssh_deletekeys",
+    "ssh_genkeytypes",
+    "ca_certs",
+    "device_aliases",
+    "disk_setup",
+    "fs_setup",
+    "mounts",
+    "mount_default_fields",
+    "power_state",
+    "final_message",
     "ballast",
 ];
+
+/// Deprecated top-level spellings cloud-init's schema accepts.
+const TOP_ALIASES: &[(&str, &str)] = &[("ca-certs", "ca_certs"), ("grub-dpkg", "grub_dpkg")];
 
 pub(super) const IMMUTABLE: &str = "Ballast is an immutable OS: packages cannot be installed (run software in containers: `docker run`, or `ballast.system`)";
 pub(super) const NO_PASSWORD: &str =
     "password login is never enabled on Ballast (log in with a key from `ssh_authorized_keys`)";
+const AGENT: &str = "Ballast is an immutable OS: configuration agents cannot be installed on the host (run the agent in a container under `ballast.system`, or push changes with `osctl config apply`)";
+const UNSUPPORTED: &str = "a cloud-init key that Ballast does not support, ignored";
 
-/// cloud-init keys Ballast knows and deliberately does not honour.
+/// Every other key of cloud-init's schema (schema-cloud-config-v1.json):
+/// why Ballast does not honour it and, where there is one, what to do
+/// instead. A key not here and not in [`TOP`] is unknown.
 pub(super) fn ignored_reason(key: &str) -> Option<&'static str> {
     Some(match key {
         "packages" | "package_update" | "package_upgrade" | "package_reboot_if_required"
-        | "apt" | "yum_repos" | "snap" | "zypper" | "apk_repos" => IMMUTABLE,
+        | "apt_update" | "apt_upgrade" | "apt_reboot_if_required" | "apt" | "apt_pipelining"
+        | "yum_repos" | "yum_repo_dir" | "zypper" | "apk_repos" | "snap" | "drivers"
+        | "byobu_by_default" | "grub_dpkg" | "ubuntu_pro" | "ubuntu_advantage"
+        | "rh_subscription" | "spacewalk" | "landscape" | "updates" | "rpi" => IMMUTABLE,
+        "ansible" | "puppet" | "chef" | "salt_minion" | "mcollective" => AGENT,
+        "lxd" | "fan" => "Ballast runs containers with its own engine, not LXD (use `docker run` or `ballast.system`)",
+        "autoinstall" => "Ballast is installed as an image, not by the Ubuntu installer, ignored (build the image with `ballast build`)",
         "chpasswd" | "password" => NO_PASSWORD,
-        "mounts" | "manage_etc_hosts" | "growpart" | "resize_rootfs" | "locale" | "keyboard"
-        | "ca_certs" | "final_message" | "power_state" | "phone_home" | "ssh_keys"
-        | "ssh_genkeytypes" | "ssh_deletekeys" | "ssh_import_id" | "random_seed" | "rsyslog"
-        | "resolv_conf" | "manage_resolv_conf" | "groups" | "system_info" | "output"
-        | "disk_setup" | "fs_setup" | "swap" | "ssh" | "device_aliases" | "prefer_fqdn_over_hostname"
-        | "create_hostname_file" | "merge_how" | "vendor_data" => {
-            "a cloud-init key that Ballast does not support, ignored (network, disks and time are set in the `ballast:` section)"
-        }
+        "user" => "cloud-init's old single-user form is not supported, ignored (write `users: [default, {name: ..., ssh_authorized_keys: [...]}]`)",
+        "ssh_import_id" => "not supported: Ballast does not fetch keys from Launchpad or GitHub at boot (paste the keys into `ssh_authorized_keys`)",
+        "disable_root_opts" => "root never logs in over SSH on Ballast, so there is no root key to restrict, ignored",
+        "allow_public_ssh_keys" => "a NoCloud machine has no cloud-provided keys, ignored (give keys in `ssh_authorized_keys`)",
+        "ssh_quiet_keygen" | "ssh" | "ssh_key_console_blacklist" | "ssh_fp_console_blacklist"
+        | "no_ssh_fingerprints" | "authkey_hash" | "ssh_publish_hostkeys" => "Ballast's SSH service prints no key fingerprints to the console and publishes none, ignored (read them with `ssh-keyscan`)",
+        "growpart" | "resize_rootfs" => "Ballast's system partitions are fixed by the image, ignored (a data disk is set up with `disk_setup`, `fs_setup` and `mounts`)",
+        "swap" => "swap files are not supported, ignored (a swap partition can be listed in `fs_setup` and `mounts`)",
+        "manage_etc_hosts" => "Ballast writes /etc/hosts itself from `hostname` and `fqdn`, ignored",
+        "manage_resolv_conf" | "resolv_conf" => "DNS comes from network-config or `ballast.network.dns`, ignored",
+        "locale" | "locale_configfile" | "keyboard" => "Ballast has one locale (C.UTF-8) and no console keymap, ignored",
+        "prefer_fqdn_over_hostname" | "create_hostname_file" => "Ballast sets the short `hostname` and puts `fqdn` in /etc/hosts, ignored",
+        "rsyslog" | "output" | "reporting" => "Ballast keeps its own logs (read them with `osctl logs`), ignored",
+        "phone_home" | "random_seed" | "wireguard" | "disable_ec2_metadata" | "vendor_data"
+        | "system_info" | "merge_how" | "merge_type" | "cloud_init_modules"
+        | "cloud_config_modules" | "cloud_final_modules" | "launch-index" => UNSUPPORTED,
         _ => return None,
     })
 }
@@ -55,7 +89,7 @@ pub(super) fn document(text: &str, ctx: &mut Ctx) -> Option<Document> {
         }
         Err(()) => return None,
     };
-    let mut f = Fields::new(&root, "", ctx)?;
+    let mut f = Fields::spelled(&root, "", Spelling::Aliases(TOP_ALIASES), ctx)?;
     let mut d = Document {
         disable_root: true,
         ssh_deletekeys: true,
@@ -73,7 +107,12 @@ pub(super) fn document(text: &str, ctx: &mut Ctx) -> Option<Document> {
     });
     d.preserve_hostname = opt_bool(&mut f, "preserve_hostname", false, ctx);
     if let Some(n) = f.get("users") {
-        d.users = Some(users(n, "users", ctx));
+        let u = users(n, "users", ctx);
+        d.users = Some(u.specs);
+        d.default_user = u.default;
+    }
+    if let Some(n) = f.get("groups") {
+        d.groups = groups(n, "groups", ctx);
     }
     let keys_line = f.key_line("ssh_authorized_keys");
     d.ssh_authorized_keys = opt_list(&mut f, "ssh_authorized_keys", ctx, checks::ssh_key);
@@ -115,6 +154,17 @@ pub(super) fn document(text: &str, ctx: &mut Ctx) -> Option<Document> {
             "root never logs in over SSH on Ballast, ignored (log in as `ballast` and use sudo)",
         );
     }
+    ssh::read(&mut f, &mut d, ctx);
+    if let Some(n) = f.get("ca_certs") {
+        d.ca_certs = ca_certs(n, &f.path("ca_certs"), ctx);
+    }
+    disks::read(&mut f, &mut d, ctx);
+    if let Some(n) = f.get("power_state") {
+        d.power_state = power_state(n, "power_state", ctx);
+    }
+    if let Some(n) = f.get("final_message") {
+        d.final_message = string(n, "final_message", ctx);
+    }
     if let Some(n) = f.get("ballast") {
         d.ballast = ballast(n, "ballast", ctx);
     }
@@ -123,7 +173,7 @@ pub(super) fn document(text: &str, ctx: &mut Ctx) -> Option<Document> {
         if f.used[i] {
             continue;
         }
-        if let Some(reason) = ignored_reason(&e.key) {
+        if let Some(reason) = ignored_reason(&f.names[i]) {
             f.used[i] = true;
             ctx.warn(e.key_line, &e.key, reason);
         }

@@ -13,15 +13,20 @@ use crate::{
 };
 
 mod ballast;
+mod ca_certs;
 mod commands;
+mod disks;
 mod document;
 mod files;
 mod meta_data;
 mod network_config;
 mod ntp;
+mod power;
+mod ssh;
 mod users;
 
 use self::ballast::*;
+use self::ca_certs::*;
 use self::commands::*;
 use self::document::*;
 use self::files::*;
@@ -29,6 +34,7 @@ pub(crate) use self::meta_data::meta_data;
 pub(crate) use self::network_config::network_config;
 use self::network_config::*;
 use self::ntp::*;
+use self::power::*;
 use self::users::*;
 
 const HEADER: &str = "#cloud-config";
@@ -108,40 +114,105 @@ fn idx(path: &str, i: usize) -> String {
     format!("{path}[{i}]")
 }
 
+/// Other spellings a mapping's keys may have, as cloud-init reads them.
+#[derive(Clone, Copy)]
+pub(super) enum Spelling {
+    /// Keys as written (netplan, meta-data, `write_files`, `ballast:`).
+    Exact,
+    /// Every `-` reads as `_`: cloud-init normalises user entries this way
+    /// (`ssh-authorized-keys`, `lock-passwd`, `primary-group`, ...).
+    Dashes,
+    /// Only these `(alias, key)` pairs: the deprecated spellings cloud-init's
+    /// schema still accepts (`ca-certs`, `remove-defaults`).
+    Aliases(&'static [(&'static str, &'static str)]),
+}
+
+impl Spelling {
+    fn canonical(self, key: &str) -> String {
+        match self {
+            Spelling::Exact => key.to_string(),
+            Spelling::Dashes => key.replace('-', "_"),
+            Spelling::Aliases(pairs) => pairs
+                .iter()
+                .find(|(alias, _)| *alias == key)
+                .map_or_else(|| key.to_string(), |(_, k)| (*k).to_string()),
+        }
+    }
+}
+
 /// The keys of one mapping; remembers which were read, so that the others
-/// are reported as unknown.
+/// are reported as unknown. Every lookup goes through the mapping's
+/// [`Spelling`], so an alias is accepted wherever its key is.
 struct Fields<'a> {
     entries: &'a [Entry],
+    /// The name each entry is looked up by (its key, or the key its alias
+    /// stands for).
+    names: Vec<String>,
     used: Vec<bool>,
     path: String,
 }
 
 impl<'a> Fields<'a> {
     fn new(n: &'a Node, path: &str, ctx: &mut Ctx) -> Option<Self> {
-        match &n.v {
-            V::Map(entries) => Some(Fields {
-                entries,
-                used: vec![false; entries.len()],
-                path: path.to_string(),
-            }),
-            _ => {
-                ctx.expected(n, path, "a mapping of keys");
-                None
+        Self::spelled(n, path, Spelling::Exact, ctx)
+    }
+    /// A mapping whose keys may be written as `spelling` allows. Giving one
+    /// key in two spellings is an error naming both lines.
+    fn spelled(n: &'a Node, path: &str, spelling: Spelling, ctx: &mut Ctx) -> Option<Self> {
+        let V::Map(entries) = &n.v else {
+            ctx.expected(n, path, "a mapping of keys");
+            return None;
+        };
+        let names: Vec<String> = entries.iter().map(|e| spelling.canonical(&e.key)).collect();
+        let mut used = vec![false; entries.len()];
+        for (i, e) in entries.iter().enumerate() {
+            let first = names[..i]
+                .iter()
+                .position(|other| *other == names[i])
+                .map(|j| &entries[j]);
+            if let Some(first) = first.filter(|f| f.key != e.key) {
+                used[i] = true;
+                let at = |l: Option<usize>| l.map_or_else(String::new, |l| format!(" (line {l})"));
+                ctx.err(
+                    e.key_line,
+                    &sub(path, &names[i]),
+                    format!(
+                        "given twice, as `{}`{} and as `{}`{}: both spellings mean the same key (keep one)",
+                        first.key,
+                        at(first.key_line),
+                        e.key,
+                        at(e.key_line)
+                    ),
+                );
             }
         }
+        Some(Fields {
+            entries,
+            names,
+            used,
+            path: path.to_string(),
+        })
     }
-    /// The value of `key`, or `None` if missing or null.
+    fn position(&self, key: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == key)
+    }
+    /// The value of `key` (in any spelling), or `None` if missing or null.
     fn get(&mut self, key: &str) -> Option<&'a Node> {
-        let i = self.entries.iter().position(|e| e.key == key)?;
+        let i = self.position(key)?;
         self.used[i] = true;
         let n = &self.entries[i].value;
         (!matches!(n.v, V::Null)).then_some(n)
     }
+    /// Whether `key` is written at all, even as null (marks it read).
+    fn given(&mut self, key: &str) -> bool {
+        let Some(i) = self.position(key) else {
+            return false;
+        };
+        self.used[i] = true;
+        true
+    }
     fn key_line(&self, key: &str) -> Option<usize> {
-        self.entries
-            .iter()
-            .find(|e| e.key == key)
-            .and_then(|e| e.key_line)
+        self.position(key).and_then(|i| self.entries[i].key_line)
     }
     fn path(&self, key: &str) -> String {
         sub(&self.path, key)
@@ -150,6 +221,7 @@ impl<'a> Fields<'a> {
     fn finish_ref(&mut self, ctx: &mut Ctx, known: &[&str]) {
         let done = Fields {
             entries: self.entries,
+            names: std::mem::take(&mut self.names),
             used: std::mem::take(&mut self.used),
             path: self.path.clone(),
         };
