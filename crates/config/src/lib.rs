@@ -505,13 +505,49 @@ pub struct MetaData {
     pub local_hostname: Option<String>,
 }
 
+/// A NoCloud side file (`network-config`, `meta-data`) checked: every
+/// error and warning, and the value when there was no error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SideChecked<T> {
+    pub value: Option<T>,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<Warning>,
+}
+
+impl<T> SideChecked<T> {
+    /// The value, or the first error.
+    pub fn into_result(self) -> Result<T, ConfigError> {
+        match (self.value, self.errors.into_iter().next()) {
+            (Some(v), None) => Ok(v),
+            (_, Some(e)) => Err(e),
+            (None, None) => Err(ConfigError {
+                source: String::new(),
+                line: None,
+                key: String::new(),
+                message: "invalid document".into(),
+            }),
+        }
+    }
+}
+
 /// Parses NoCloud `network-config` (version 2, netplan style, or version 1)
 /// into the settings `ballast.network` gives; errors name the line and key.
 pub fn parse_network_config(text: &str, source: &str) -> Result<Network, ConfigError> {
+    check_network_config(text, source).into_result()
+}
+
+/// [`parse_network_config`] with every error and warning (unsupported keys
+/// and types), for `osctl config validate --network-config`.
+pub fn check_network_config(text: &str, source: &str) -> SideChecked<Network> {
     schema::network_config(text, source)
 }
 
 /// Parses NoCloud `meta-data` (YAML, or `key: value` lines).
 pub fn parse_meta_data(text: &str, source: &str) -> Result<MetaData, ConfigError> {
+    check_meta_data(text, source).into_result()
+}
+
+/// [`parse_meta_data`] with every error and warning.
+pub fn check_meta_data(text: &str, source: &str) -> SideChecked<MetaData> {
     schema::meta_data(text, source)
 }

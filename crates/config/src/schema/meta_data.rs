@@ -1,35 +1,28 @@
-//! NoCloud `meta-data`: instance id and local host name.
+//! NoCloud `meta-data`: instance id and local host name. Other keys
+//! (cloud-specific ones such as `public-keys`) are left alone, as NoCloud
+//! meta-data carries many.
 
 use super::*;
 
-pub(crate) fn meta_data(text: &str, source: &str) -> Result<MetaData, ConfigError> {
+pub(crate) fn meta_data(text: &str, source: &str) -> SideChecked<MetaData> {
     let mut ctx = Ctx::new(source);
-    let fail = |ctx: &mut Ctx| ctx.first_error("meta-data");
-    let Some(root) = side_file(
-        text,
-        &mut ctx,
-        "meta-data",
-        "not YAML or `key: value` lines",
-    )?
-    else {
-        return Ok(MetaData::default());
+    let md = meta_document(text, &mut ctx);
+    ctx.side_checked(md)
+}
+
+fn meta_document(text: &str, ctx: &mut Ctx) -> Option<MetaData> {
+    let Some(root) = side_file(text, ctx, "meta-data", "not YAML or `key: value` lines")? else {
+        return Some(MetaData::default());
     };
-    let Some(mut f) = Fields::new(&root, "", &mut ctx) else {
-        return Err(fail(&mut ctx));
-    };
-    let md = MetaData {
-        instance_id: opt_str(&mut f, "instance-id", &mut ctx, |s| {
+    let mut f = Fields::new(&root, "", ctx)?;
+    Some(MetaData {
+        instance_id: opt_str(&mut f, "instance-id", ctx, |s| {
             if s.trim().is_empty() || s.contains(['/', '\n']) {
                 Err("not an instance id (a word like iid-local01)".into())
             } else {
                 Ok(())
             }
         }),
-        local_hostname: opt_str(&mut f, "local-hostname", &mut ctx, checks::hostname),
-    };
-    if ctx.errors.is_empty() {
-        Ok(md)
-    } else {
-        Err(fail(&mut ctx))
-    }
+        local_hostname: opt_str(&mut f, "local-hostname", ctx, checks::hostname),
+    })
 }

@@ -8,8 +8,8 @@ use crate::checks;
 use crate::node::{self, Entry, Node, V};
 use crate::{
     Ballast, Checked, Cmd, ConfigError, ContainerSource, Dns, Document, Engine, Interface,
-    MetaData, Mount, Network, Ntp, Restart, Route, SystemContainer, Update, User, UserSpec,
-    Warning, WriteFile, MAX_DOCUMENT,
+    MetaData, Mount, Network, Ntp, Restart, Route, SideChecked, SystemContainer, Update, User,
+    UserSpec, Warning, WriteFile, MAX_DOCUMENT,
 };
 
 mod ballast;
@@ -53,14 +53,20 @@ impl Ctx {
             warnings: Vec::new(),
         }
     }
-    /// The first error, or a general one naming `what` (a side file).
-    fn first_error(&mut self, what: &str) -> ConfigError {
-        self.errors.drain(..).next().unwrap_or_else(|| ConfigError {
-            source: self.source.clone(),
-            line: None,
-            key: String::new(),
-            message: format!("invalid {what}"),
-        })
+    /// The result of checking a side file: the value only when no error.
+    fn side_checked<T>(mut self, value: Option<T>) -> SideChecked<T> {
+        self.warnings.sort_by_key(|w| w.line);
+        self.errors.sort_by_key(|e| e.line);
+        if value.is_none() && self.errors.is_empty() {
+            // Not reachable by the readers above; kept so a value is never
+            // dropped without saying why.
+            self.err(None, "", "invalid document");
+        }
+        SideChecked {
+            value: if self.errors.is_empty() { value } else { None },
+            errors: self.errors,
+            warnings: self.warnings,
+        }
     }
     fn item(&self, line: Option<usize>, key: &str, message: String) -> ConfigError {
         ConfigError {
@@ -414,18 +420,16 @@ fn load(text: &str, ctx: &mut Ctx) -> Result<Option<Node>, ()> {
 
 /// A NoCloud side file (`meta-data`, `network-config`): its size and its
 /// YAML, `None` when empty. `syntax` leads the message of a YAML error.
-fn side_file(
-    text: &str,
-    ctx: &mut Ctx,
-    what: &str,
-    syntax: &str,
-) -> Result<Option<Node>, ConfigError> {
+fn side_file(text: &str, ctx: &mut Ctx, what: &str, syntax: &str) -> Option<Option<Node>> {
     if text.len() > MAX_DOCUMENT {
         ctx.err(None, "", format!("{what} larger than 1 MiB"));
-        return Err(ctx.first_error(what));
+        return None;
     }
-    node::load_yaml(text).map_err(|(line, m)| {
-        ctx.err(line, "", format!("{syntax}: {m}"));
-        ctx.first_error(what)
-    })
+    match node::load_yaml(text) {
+        Ok(n) => Some(n),
+        Err((line, m)) => {
+            ctx.err(line, "", format!("{syntax}: {m}"));
+            None
+        }
+    }
 }

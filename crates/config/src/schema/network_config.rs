@@ -3,6 +3,8 @@
 
 use super::*;
 
+use crate::InterfaceMatch;
+
 /// A dotted netmask (`255.255.255.0`) as a prefix length.
 pub(super) fn netmask_prefix(mask: &str) -> Result<u32, String> {
     let ip: std::net::Ipv4Addr = mask
@@ -35,30 +37,30 @@ pub(super) fn with_prefix(address: &str, netmask: Option<&str>) -> Result<String
 /// NoCloud `network-config`: netplan-style version 2 (`ethernets:`) or
 /// cloud-init's version 1 (`config:` list), with or without a top-level
 /// `network:` key, into the same [`Network`] the `ballast.network` section gives.
-pub(crate) fn network_config(text: &str, source: &str) -> Result<Network, ConfigError> {
+pub(crate) fn network_config(text: &str, source: &str) -> SideChecked<Network> {
     let mut ctx = Ctx::new(source);
-    let fail = |ctx: &mut Ctx| ctx.first_error("network-config");
-    let Some(root) = side_file(text, &mut ctx, "network-config", "YAML syntax error")? else {
-        return Ok(Network::default());
+    let net = network_document(text, &mut ctx);
+    ctx.side_checked(net)
+}
+
+fn network_document(text: &str, ctx: &mut Ctx) -> Option<Network> {
+    let Some(root) = side_file(text, ctx, "network-config", "YAML syntax error")? else {
+        return Some(Network::default());
     };
-    let Some(mut top) = Fields::new(&root, "", &mut ctx) else {
-        return Err(fail(&mut ctx));
-    };
+    let mut top = Fields::new(&root, "", ctx)?;
     // `network: {version: ..}` or the inner mapping itself.
     let (body, path) = match top.get("network") {
         Some(n) => {
-            top.finish(&mut ctx, &["network"]);
+            top.finish(ctx, &["network"]);
             (n, "network".to_string())
         }
         None => (&root, String::new()),
     };
-    let Some(mut f) = Fields::new(body, &path, &mut ctx) else {
-        return Err(fail(&mut ctx));
-    };
+    let mut f = Fields::new(body, &path, ctx)?;
     let version = f.get("version").map(|v| (v.line, v.v.clone()));
     let net = match version {
-        Some((_, V::Int(2, _))) => network_v2(&mut f, &mut ctx),
-        Some((_, V::Int(1, _))) => network_v1(&mut f, &mut ctx),
+        Some((_, V::Int(2, _))) => network_v2(&mut f, ctx),
+        Some((_, V::Int(1, _))) => network_v1(&mut f, ctx),
         Some((line, _)) => {
             ctx.err(line, &f.path("version"), "unsupported: use version 1 or 2");
             Network::default()
@@ -72,11 +74,7 @@ pub(crate) fn network_config(text: &str, source: &str) -> Result<Network, Config
             Network::default()
         }
     };
-    if ctx.errors.is_empty() {
-        Ok(net)
-    } else {
-        Err(fail(&mut ctx))
-    }
+    Some(net)
 }
 
 pub(super) fn network_v2(f: &mut Fields, ctx: &mut Ctx) -> Network {
@@ -87,13 +85,31 @@ pub(super) fn network_v2(f: &mut Fields, ctx: &mut Ctx) -> Network {
             V::Map(entries) => {
                 for e in entries {
                     let ip = sub(&p, &e.key);
-                    if let Err(m) = checks::interface_name(&e.key) {
-                        ctx.err(e.key_line, &ip, m);
-                        continue;
-                    }
                     let Some(mut g) = Fields::new(&e.value, &ip, ctx) else {
                         continue;
                     };
+                    // With `match:` the id is only a label (netplan); without,
+                    // it is the interface's kernel name.
+                    let matches = g
+                        .get("match")
+                        .and_then(|m| match_v2(m, &g.path("match"), ctx));
+                    let id_check = if matches.is_some() {
+                        netplan_id(&e.key)
+                    } else {
+                        checks::interface_name(&e.key)
+                    };
+                    if let Err(m) = id_check {
+                        ctx.err(e.key_line, &ip, m);
+                        continue;
+                    }
+                    let set_name = opt_str(&mut g, "set-name", ctx, checks::interface_name);
+                    if set_name.is_some() && matches.is_none() {
+                        ctx.err(
+                            g.key_line("set-name"),
+                            &g.path("set-name"),
+                            "`set-name` needs a `match:` saying which interface to rename (e.g. `match: {macaddress: 52:54:00:12:34:56}`)",
+                        );
+                    }
                     let addresses = opt_list(&mut g, "addresses", ctx, checks::cidr);
                     let dhcp = opt_bool(&mut g, "dhcp4", addresses.is_empty(), ctx);
                     let gateway = opt_str(&mut g, "gateway4", ctx, checks::ip);
@@ -121,6 +137,8 @@ pub(super) fn network_v2(f: &mut Fields, ctx: &mut Ctx) -> Network {
                     g.finish(
                         ctx,
                         &[
+                            "match",
+                            "set-name",
                             "addresses",
                             "dhcp4",
                             "gateway4",
@@ -131,8 +149,8 @@ pub(super) fn network_v2(f: &mut Fields, ctx: &mut Ctx) -> Network {
                     );
                     net.interfaces.push(Interface {
                         name: e.key.clone(),
-                        matches: None,
-                        set_name: None,
+                        matches,
+                        set_name,
                         dhcp,
                         addresses,
                         gateway,
@@ -167,11 +185,24 @@ pub(super) fn network_v1(f: &mut Fields, ctx: &mut Ctx) -> Network {
         match kind.as_str() {
             "physical" => {
                 let name = opt_str(&mut g, "name", ctx, checks::interface_name);
+                let mac = opt_str(&mut g, "mac_address", ctx, mac_address)
+                    .map(|m| m.to_ascii_lowercase());
                 let mtu = opt_mtu(&mut g, ctx);
+                // cloud-init renames the interface with that MAC to `name`.
+                let (matches, set_name) = match &mac {
+                    Some(m) => (
+                        Some(InterfaceMatch {
+                            macaddress: Some(m.clone()),
+                            ..InterfaceMatch::default()
+                        }),
+                        name.clone(),
+                    ),
+                    None => (None, None),
+                };
                 let mut iface = Interface {
                     name: name.clone().unwrap_or_default(),
-                    matches: None,
-                    set_name: None,
+                    matches,
+                    set_name,
                     dhcp: false,
                     addresses: Vec::new(),
                     gateway: None,
@@ -232,11 +263,15 @@ pub(super) fn network_v1(f: &mut Fields, ctx: &mut Ctx) -> Network {
                     ),
                 }
             }
-            other => ctx.err(
-                item.line,
-                &g.path("type"),
-                format!("`{other}` is not supported: use physical, nameserver or route"),
-            ),
+            other => {
+                // cloud-init's bond, bridge, vlan...: one warning for the entry, its
+                // keys unread.
+                ctx.warn(
+                    item.line,
+                    &g.path("type"),
+                    format!("`{other}` is not supported by Ballast, ignored (physical, nameserver and route are)"),
+                );
+            }
         }
     }
     f.finish_ref(ctx, &["version", "config"]);
@@ -257,7 +292,7 @@ pub(super) fn subnet_v1(
     let kind = opt_str(&mut g, "type", ctx, any).unwrap_or_default();
     match kind.as_str() {
         "dhcp" | "dhcp4" => iface.dhcp = true,
-        "static" => {
+        "static" | "static6" => {
             let netmask = opt_str(&mut g, "netmask", ctx, any);
             let ap = g.path("address");
             match g.get("address") {
@@ -280,11 +315,14 @@ pub(super) fn subnet_v1(
                 .search
                 .extend(opt_list(&mut g, "dns_search", ctx, checks::hostname));
         }
-        other => ctx.err(
-            n.line,
-            &g.path("type"),
-            format!("`{other}` is not supported: use dhcp or static"),
-        ),
+        other => {
+            ctx.warn(
+                n.line,
+                &g.path("type"),
+                format!("subnet type `{other}` is not supported by Ballast, ignored (dhcp, dhcp4, static and static6 are)"),
+            );
+            return;
+        }
     }
     g.finish(
         ctx,
@@ -349,4 +387,58 @@ pub(super) fn routes(
             ),
         }
     }
+}
+
+/// A netplan id used with `match:`: any label without blanks or `/`.
+fn netplan_id(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 64 || s.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(format!(
+            "`{s}` is not an interface id (a word like `lan` or `eth0`)"
+        ));
+    }
+    Ok(())
+}
+
+/// `aa:bb:cc:dd:ee:ff` (any case).
+fn mac_address(s: &str) -> Result<(), String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a MAC address (six hex pairs with colons, e.g. 52:54:00:12:34:56)"
+        ))
+    }
+}
+
+/// A glob on interface or driver names (`en*`, `virtio_net`).
+fn name_glob(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 64 || s.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(format!("`{s}` is not a name or glob (e.g. `en*`)"));
+    }
+    Ok(())
+}
+
+/// netplan's `match:` (macaddress, name, driver), MAC lowercased.
+fn match_v2(n: &Node, path: &str, ctx: &mut Ctx) -> Option<InterfaceMatch> {
+    let mut f = Fields::new(n, path, ctx)?;
+    let m = InterfaceMatch {
+        macaddress: opt_str(&mut f, "macaddress", ctx, mac_address).map(|m| m.to_ascii_lowercase()),
+        name: opt_str(&mut f, "name", ctx, name_glob),
+        driver: opt_str(&mut f, "driver", ctx, name_glob),
+    };
+    f.finish(ctx, &["macaddress", "name", "driver"]);
+    if m == InterfaceMatch::default() {
+        ctx.err(
+            n.line,
+            path,
+            "an empty `match:` matches nothing here (give macaddress, name or driver)",
+        );
+        return None;
+    }
+    Some(m)
 }
