@@ -34,6 +34,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod checks;
+mod hint;
 mod node;
 mod plan;
 mod schema;
@@ -43,6 +44,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use hint::refused_hint;
 pub use plan::{diff, HostnamePlan, Plan};
 
 /// Largest accepted document.
@@ -51,6 +53,37 @@ pub const MAX_DOCUMENT: usize = 1 << 20;
 pub const MAX_FILE: usize = checks::MAX_FILE;
 /// The user `default` stands for.
 pub const DEFAULT_USER: &str = "ballast";
+
+/// The directories `write_files` can write under, and where each lives on
+/// the device; everything else (`/usr`, `/bin`, `/sbin`, `/lib`, `/opt`,
+/// `/home`, `/root`, `/tmp`, ...) is the read-only system image. Agrees with
+/// sysd's `firstboot::apply::WRITABLE`.
+pub const WRITABLE: &[(&str, &str)] = &[
+    (
+        "/etc/",
+        "an overlay on the image's /etc, kept on the state partition",
+    ),
+    ("/var/", "the state partition"),
+    ("/state/", "the state partition"),
+    ("/run/", "memory, empty again at the next boot"),
+];
+
+/// Whether `path` (absolute, without `..`) is below a [`WRITABLE`] directory.
+pub fn writable(path: &str) -> bool {
+    // `..` is refused earlier; `.` and `//` cannot lead out of a directory.
+    let clean: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let Some((first, rest)) = clean.split_first() else {
+        return false;
+    };
+    !rest.is_empty()
+        && !clean.contains(&"..")
+        && WRITABLE
+            .iter()
+            .any(|(dir, _)| dir.trim_matches('/') == *first)
+}
 
 /// One problem in a document. Display: `SOURCE:LINE: KEY: MESSAGE (fix)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -537,7 +537,7 @@ fn users_without_default_get_no_top_level_keys_and_are_warned() {
 #[test]
 fn decimal_permissions_are_warned() {
     let p = parse(
-        "#cloud-config\nwrite_files:\n  - path: /x\n    permissions: 644\n",
+        "#cloud-config\nwrite_files:\n  - path: /etc/x\n    permissions: 644\n",
         "ud",
     )
     .unwrap();

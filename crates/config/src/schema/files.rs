@@ -86,11 +86,18 @@ pub(super) fn write_file(n: &Node, path: &str, ctx: &mut Ctx) -> Option<WriteFil
     }
     f.finish(ctx, FILE_KEYS);
     let file_path = file_path?;
-    if file_path.starts_with("/usr/") {
+    if !crate::writable(&file_path) {
+        let places: Vec<String> = crate::WRITABLE
+            .iter()
+            .map(|(dir, lives)| format!("{dir} ({lives})"))
+            .collect();
         ctx.warn(
             n.line,
             path,
-            format!("`{file_path}` is on the read-only system image and cannot be written (use /etc, /var or /state)"),
+            format!(
+                "`{file_path}` is on the read-only system image, so it is not written (write under {})",
+                places.join(", ")
+            ),
         );
     }
     Some(WriteFile {
