@@ -400,12 +400,19 @@ fn load(text: &str, ctx: &mut Ctx) -> Result<Option<Node>, ()> {
     match node::load_toml(text) {
         Ok(n) => Ok(Some(n)),
         Err((line, m)) => {
-            if let Ok(Some(Node { v: V::Map(_), .. })) = node::load_yaml(text) {
-                ctx.err(
-                    Some(1),
-                    "",
-                    "this looks like YAML without the header (add `#cloud-config` as the first line)",
-                );
+            if let Ok(Some(Node {
+                v: V::Map(entries), ..
+            })) = node::load_yaml(text)
+            {
+                let has = |k: &str| entries.iter().any(|e| e.key == k);
+                let m = if has("network") || has("ethernets") || (has("version") && has("config")) {
+                    "this is a NoCloud network-config, not user-data (give it as `network-config` beside user-data in the seed; check it with `osctl config validate --network-config FILE`)"
+                } else if has("instance-id") || has("local-hostname") {
+                    "this is a NoCloud meta-data, not user-data (give it as `meta-data` beside user-data in the seed; check it with `osctl config validate --meta-data FILE`)"
+                } else {
+                    "this looks like YAML without the header (add `#cloud-config` as the first line)"
+                };
+                ctx.err(Some(1), "", m);
             } else {
                 ctx.err(
                     line,
