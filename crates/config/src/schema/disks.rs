@@ -76,13 +76,12 @@ pub(super) fn read(f: &mut Fields, d: &mut Document, ctx: &mut Ctx) {
 }
 
 fn device_path(s: &str) -> Result<(), String> {
-    checks::abs_path(s)?;
     if !s.starts_with("/dev/") {
         return Err(format!(
             "`{s}` is not a device path (e.g. /dev/vdb or /dev/disk/by-id/...)"
         ));
     }
-    Ok(())
+    checks::abs_path(s)
 }
 
 fn disk_setup(
@@ -266,13 +265,9 @@ fn fs_setup(n: &Node, path: &str, alias: &dyn Fn(&str) -> String, ctx: &mut Ctx)
         };
         // `<device>.<n>`: partition n of the device (or of an alias).
         let device = opt_str(&mut g, "device", ctx, any).and_then(|dev| {
-            let (base, part) = match dev.rsplit_once('.') {
-                Some((b, n)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => {
-                    (b.to_string(), Some(n.to_string()))
-                }
-                _ => (dev.clone(), None),
-            };
-            let resolved = alias(&base);
+            let (base, part) = dotted(&dev);
+            let part = part.map(String::from);
+            let resolved = alias(base);
             if meta_device(&resolved) {
                 ctx.warn(
                     g.key_line("device"),
@@ -348,6 +343,30 @@ const DEFAULT_FIELDS: [Option<&str>; 6] = [
     Some("2"),
 ];
 
+/// `sdb.1` → (`sdb`, Some(`1`)): cloud-init's dotted partition notation.
+fn dotted(name: &str) -> (&str, Option<&str>) {
+    match name.rsplit_once('.') {
+        Some((base, n))
+            if !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (base, Some(n))
+        }
+        _ => (name, None),
+    }
+}
+
+/// The kernel's name of partition `n` of `dev`: `/dev/vdb1`, `/dev/nvme0n1p1`,
+/// `/dev/disk/by-id/X-part1`.
+fn partition_path(dev: &str, n: &str) -> String {
+    if dev.starts_with("/dev/disk/") {
+        format!("{dev}-part{n}")
+    } else if dev.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{dev}p{n}")
+    } else {
+        format!("{dev}{n}")
+    }
+}
+
 /// A field of an fstab line: a string or a number, no blanks.
 fn field(n: &Node, path: &str, ctx: &mut Ctx) -> Option<Option<String>> {
     let s = match &n.v {
@@ -385,7 +404,9 @@ fn default_fields(n: &Node, path: &str, ctx: &mut Ctx) -> [Option<String>; 6] {
     let mut out = fallback.clone();
     for (i, item) in items.iter().enumerate() {
         if let Some(v) = field(item, &idx(path, i), ctx) {
-            out[i] = v;
+            // cloud-init's own example writes Python's `None`, which YAML
+            // reads as the string "None": it means null.
+            out[i] = v.filter(|s| s != "None");
         }
     }
     out
@@ -451,15 +472,22 @@ fn mounts(
         let spec = if written.contains(':') {
             written.clone() // a network filesystem, `server:/path`
         } else {
-            let a = alias(&written);
+            // `name.N`: partition N of the device `name` stands for.
+            let (base, part) = dotted(&written);
+            let a = alias(base);
             if meta_device(&a) {
                 ctx.warn(item.line, &p, format!("`{written}` {NO_META}"));
                 continue;
             }
-            if short_device(&a) {
+            let dev = if short_device(&a) {
                 format!("/dev/{a}")
             } else {
                 a
+            };
+            match part {
+                Some(n) if dev.starts_with("/dev/") => partition_path(&dev, n),
+                Some(_) => written.clone(),
+                None => dev,
             }
         };
         let Some(dir) = v[1].clone() else {
