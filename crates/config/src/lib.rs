@@ -1,26 +1,42 @@
 //! First-boot and runtime configuration of a Ballast machine.
 //!
 //! This crate owns the config format: it reads a `#cloud-config` document
-//! (cloud-init's YAML, common keys plus a `ballast:` section) or the same
-//! schema written in TOML, validates every key with the line it sits on, and
-//! turns the result into a [`Plan`] of concrete effects (hostname, users and
-//! their keys, files with decoded bytes, commands, NTP, time zone, system
-//! containers, network...) that the device applies and stores as JSON, and
-//! that [`diff`] compares for `osctl config apply --dry-run`.
+//! (cloud-init's YAML, plus a `ballast:` section) or the same schema written
+//! in TOML, and the NoCloud side files (`network-config` v1/v2, `meta-data`);
+//! it validates every key with the line it sits on, and turns the result
+//! into a [`Plan`] of concrete effects (hostname, groups, users and their
+//! keys, SSH host keys, CA certificates, files with decoded bytes, disks to
+//! partition, format and mount, commands, NTP, time zone, power state,
+//! system containers, network...) that the device applies and stores as
+//! JSON, and that [`diff`] compares for `osctl config apply --dry-run`.
 //!
-//! It never touches the machine: no file is written, no command run here.
+//! It never touches the machine: no file is written, no disk looked at, no
+//! command run here. Whether a device exists or a zone is in the zone data
+//! is the device's check.
 //!
 //! Behaviour worth knowing:
 //! - Format: a first line `#cloud-config` means YAML; anything else is read
-//!   as TOML; YAML without the header is refused with the fix.
+//!   as TOML; YAML without the header is refused with the fix (and a
+//!   network-config or meta-data given as user-data is named as such).
 //! - YAML scalars follow YAML 1.1 as cloud-init (PyYAML) reads them: `yes`
 //!   is true and `0644` is octal, so a document means the same here as there.
-//! - Unknown keys are warnings (with line and a "did you mean"), not errors:
-//!   cloud-init documents carry keys for other platforms. Keys that Ballast
-//!   accepts but never honours (`ssh_pwauth: true`, `packages`, passwords)
-//!   are warnings that say why.
+//! - cloud-init compatibility (`schema/`, one module per section): every
+//!   spelling cloud-init accepts is accepted (`ssh-authorized-keys` in users,
+//!   `ca-certs`, `remove-defaults`; both spellings of one key is an error);
+//!   `users` is read as cloud-init's `ug_util` reads it (`default` merged with
+//!   an entry named `ballast` or without a name, a user given twice merged,
+//!   the first value of a key winning). Every top-level key of cloud-init's
+//!   schema is parsed, or warned about with the reason an immutable OS cannot
+//!   honour it (`packages`, `apt`, `snap`...) and what to do instead, or
+//!   reported as not supported with its line. Unknown keys are warnings (with
+//!   a "did you mean"), not errors: cloud-init documents carry keys for other
+//!   platforms.
+//! - An invalid document is refused whole; [`refused_hint`] gives the words
+//!   that say where to fix it and how to get in meanwhile.
+//! - `write_files` outside [`WRITABLE`] (the read-only image) is warned.
 //! - Limits: the document is at most 1 MiB, a decoded file 16 MiB; no input
-//!   makes it panic (property test and fuzz target `cloud_config`).
+//!   makes it panic (property test, fuzz targets `cloud_config` and
+//!   `network_config`).
 //!
 //! YAML library: `saphyr` (with `saphyr-parser`). serde_yaml is archived and
 //! its forks (serde_yml with a soundness advisory, serde_yaml_ng and

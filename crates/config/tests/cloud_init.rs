@@ -3,8 +3,8 @@
 //! supported, with its line; published user-data parses with no error.
 
 use ballast_config::{
-    check, parse, CaCerts, Checked, Cmd, DiskSetup, FsSetup, Group, MetaData, MountEntry, Plan,
-    PowerState, User, DEFAULT_USER,
+    check, diff, parse, CaCerts, Checked, Cmd, DiskSetup, FsSetup, Group, MetaData, MountEntry,
+    Plan, PowerState, User, DEFAULT_USER,
 };
 
 const KEY: &str = include_str!("fixtures/test_host_ed25519.pub");
@@ -924,4 +924,29 @@ fn a_plan_stored_by_an_older_version_still_loads() {
     let again: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
     assert_eq!(again, p);
     let _ = parse("#cloud-config\n", "ud").unwrap();
+}
+
+#[test]
+fn the_dry_run_diff_names_the_new_sections() {
+    let old = plan("users:\n  - name: a\n    shell: /bin/sh\n");
+    let new = plan("users:\n  - name: a\n    shell: /bin/sh\n    homedir: /var/a\ngroups: [ops]\nmounts:\n  - [vdb, /data]\npower_state: {mode: reboot}\nfinal_message: hi\n");
+    assert_eq!(
+        diff(&old, &new),
+        [
+            "~ user a: homedir",
+            "+ group ops",
+            "+ mount /dev/vdb on /data",
+            "+ power_state",
+            "+ final_message",
+        ]
+    );
+}
+
+#[test]
+fn ntp_keys_of_a_server_are_warned() {
+    let c = checked("ntp:\n  servers: [time.example.org]\n  peers: [a.example.org]\n  allow: [10.0.0.0/8]\n  ntp_client: chrony\n");
+    assert!(c.errors.is_empty(), "{:#?}", c.errors);
+    assert!(warning(&c, "ntp.peers").contains("client only"));
+    assert!(warning(&c, "ntp.allow").contains("client only"));
+    assert!(warning(&c, "ntp.ntp_client").contains("own time service"));
 }

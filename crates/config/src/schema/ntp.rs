@@ -17,6 +17,15 @@ pub(super) fn ntp(n: &Node, path: &str, ctx: &mut Ctx) -> Option<Ntp> {
             );
         }
     }
+    for k in ["peers", "allow"] {
+        if f.given(k) {
+            ctx.warn(
+                f.key_line(k),
+                &f.path(k),
+                "Ballast's time service is a client only: it has no peers and serves no one, ignored",
+            );
+        }
+    }
     f.finish(ctx, &["enabled", "servers", "pools"]);
     Some(Ntp {
         enabled,
