@@ -300,6 +300,7 @@ fn fs_setup(n: &Node, path: &str, alias: &dyn Fn(&str) -> String, ctx: &mut Ctx)
         if g.given("cmd") {
             ctx.warn(g.key_line("cmd"), &g.path("cmd"), "a custom mkfs command is not supported, ignored: Ballast runs mkfs itself (give `filesystem`, `label` and `extra_opts`)");
         }
+        let (has_fs, has_device) = (g.given("filesystem"), g.given("device"));
         g.finish(ctx, FS_KEYS);
         match (filesystem, device) {
             (Some(filesystem), Some(device)) => out.push(FsSetup {
@@ -310,12 +311,12 @@ fn fs_setup(n: &Node, path: &str, alias: &dyn Fn(&str) -> String, ctx: &mut Ctx)
                 overwrite,
                 extra_opts,
             }),
-            (None, _) if !g_given(item, "filesystem") => ctx.warn(
+            (None, _) if !has_fs => ctx.warn(
                 item.line,
                 &p,
                 "no `filesystem` given, so nothing is formatted (add e.g. `filesystem: ext4`)",
             ),
-            (_, None) if !g_given(item, "device") => ctx.warn(
+            (_, None) if !has_device => ctx.warn(
                 item.line,
                 &p,
                 "no `device` given, so nothing is formatted (add e.g. `device: /dev/vdb`)",
@@ -324,11 +325,6 @@ fn fs_setup(n: &Node, path: &str, alias: &dyn Fn(&str) -> String, ctx: &mut Ctx)
         }
     }
     out
-}
-
-/// Whether a mapping node has `key` at all.
-fn g_given(n: &Node, key: &str) -> bool {
-    matches!(&n.v, V::Map(es) if es.iter().any(|e| e.key == key))
 }
 
 /// cloud-init's defaults for the fields a `mounts` entry leaves out. The

@@ -1,6 +1,12 @@
 //! The schema: walks a [`Node`] tree (from YAML or TOML), checks every key,
 //! and builds the typed [`Document`]. It goes on after an error so that one
 //! run lists them all; the document is only returned when there was none.
+//!
+//! This module holds what every section shares: the error/warning list
+//! ([`Ctx`]), the key lookup that knows cloud-init's other spellings
+//! ([`Fields`], [`Spelling`]), the scalar readers, and the loading of a
+//! document or side file. Each section's keys live in its own module; none
+//! of them touches the machine.
 
 use std::collections::{BTreeMap, HashSet};
 

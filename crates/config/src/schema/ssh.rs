@@ -26,6 +26,21 @@ pub(super) fn read(f: &mut Fields, d: &mut Document, ctx: &mut Ctx) {
                 );
             }
         }
+        let missing: Vec<&str> = KINDS
+            .iter()
+            .copied()
+            .filter(|k| !types.iter().any(|t| t == k))
+            .collect();
+        if !types.is_empty() && !missing.is_empty() {
+            ctx.warn(
+                n.line,
+                &p,
+                format!(
+                    "Ballast's SSH service generates every host key type it uses: {} keys are made too (give them in `ssh_keys` to choose them)",
+                    missing.join(" and ")
+                ),
+            );
+        }
         if types.is_empty() {
             ctx.warn(
                 n.line,
