@@ -952,3 +952,14 @@ fn ntp_keys_of_a_server_are_warned() {
     assert!(warning(&c, "ntp.allow").contains("client only"));
     assert!(warning(&c, "ntp.ntp_client").contains("own time service"));
 }
+
+#[test]
+fn a_key_given_twice_counts_once_as_in_cloud_init() {
+    // PyYAML keeps the last value; cloud-init's own disk_setup example
+    // relies on it.
+    let c = checked("hostname: a\ntimezone: UTC\nhostname: b\n");
+    assert!(c.errors.is_empty(), "{:#?}", c.errors);
+    assert_eq!(warned(&c), [(Some(4), "hostname".to_string())]);
+    assert!(c.warnings[0].message.contains("the last one counts"));
+    assert_eq!(c.doc.unwrap().hostname.as_deref(), Some("b"));
+}

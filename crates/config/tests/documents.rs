@@ -321,7 +321,6 @@ fn each_mistake_names_line_and_key() {
         ("hostname: [a]\n", 2, "hostname", "expected a string, found a list"),
         ("hostname: yes\n", 2, "hostname", "quote the value"),
         ("users: [\n", 3, "", "YAML syntax error"),
-        ("a: 1\na: 2\n", 3, "", "duplicated key"),
     ];
     for (body, line, key, msg) in cases {
         let text = format!("#cloud-config\n{body}");

@@ -381,9 +381,7 @@ fn load(text: &str, ctx: &mut Ctx) -> Result<Option<Node>, ()> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let first = text.lines().next().unwrap_or("").trim_end();
     if first == HEADER {
-        return node::load_yaml(text).map_err(|(line, m)| {
-            ctx.err(line, "", format!("YAML syntax error: {m}"));
-        });
+        return yaml(text, ctx, "YAML syntax error");
     }
     if text.trim().is_empty() {
         return Ok(None);
@@ -433,16 +431,39 @@ fn load(text: &str, ctx: &mut Ctx) -> Result<Option<Node>, ()> {
 
 /// A NoCloud side file (`meta-data`, `network-config`): its size and its
 /// YAML, `None` when empty. `syntax` leads the message of a YAML error.
+/// YAML read leniently as cloud-init does (a key given twice: the last
+/// counts, with a warning); a syntax error is recorded behind `syntax`.
+fn yaml(text: &str, ctx: &mut Ctx, syntax: &str) -> Result<Option<Node>, ()> {
+    match node::load_yaml_lenient(text) {
+        Ok((n, duplicate)) => {
+            if let Some(line) = duplicate {
+                // The loader gives the line only: the key is what it starts with.
+                let key = text
+                    .lines()
+                    .nth(line.saturating_sub(1))
+                    .map(|l| l.trim_start().trim_start_matches("- ").trim_start())
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(k, _)| k.trim().trim_matches(['"', '\'']).to_string())
+                    .unwrap_or_default();
+                ctx.warn(
+                    Some(line),
+                    &key,
+                    "given twice in one mapping: the last one counts, as in cloud-init (remove the other)",
+                );
+            }
+            Ok(n)
+        }
+        Err((line, m)) => {
+            ctx.err(line, "", format!("{syntax}: {m}"));
+            Err(())
+        }
+    }
+}
+
 fn side_file(text: &str, ctx: &mut Ctx, what: &str, syntax: &str) -> Option<Option<Node>> {
     if text.len() > MAX_DOCUMENT {
         ctx.err(None, "", format!("{what} larger than 1 MiB"));
         return None;
     }
-    match node::load_yaml(text) {
-        Ok(n) => Some(n),
-        Err((line, m)) => {
-            ctx.err(line, "", format!("{syntax}: {m}"));
-            None
-        }
-    }
+    yaml(text, ctx, syntax).ok()
 }
