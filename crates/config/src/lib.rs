@@ -389,8 +389,9 @@ pub struct Document {
     pub users: Option<Vec<UserSpec>>,
     /// For the default user.
     pub ssh_authorized_keys: Vec<String>,
-    /// The default user as `users` configures it (an entry named `ballast`
-    /// or without a name, beside `- default`), already laid over the
+    /// The default user as the document configures it (a `users` entry
+    /// named like it or without a name, beside `- default`; cloud-init's
+    /// older `user:`, which may also rename it), already laid over the
     /// built-in one; `None`: the built-in default user.
     #[serde(default)]
     pub default_user: Option<User>,

@@ -725,18 +725,17 @@ fn final_message_is_kept_for_the_device_to_print() {
 #[test]
 fn every_other_cloud_init_key_is_warned_with_a_reason_and_its_line() {
     let c = checked(
-        "packages: [vim]\napt: {}\npackage_upgrade: true\nsnap: {}\nphone_home: {}\nansible: {}\nuser: bob\ngrowpart: {}\nmanage_etc_hosts: true\nlocale: de_DE\nssh_import_id: [gh:x]\nswap: {}\nwireguard: {}\ngrub-dpkg: {}\nfrobnicate: 1\n",
+        "packages: [vim]\napt: {}\npackage_upgrade: true\nsnap: {}\nphone_home: {}\nansible: {}\ngrowpart: {}\nmanage_etc_hosts: true\nlocale: de_DE\nssh_import_id: [gh:x]\nswap: {}\nwireguard: {}\ngrub-dpkg: {}\nfrobnicate: 1\n",
     );
     assert!(c.errors.is_empty(), "{:#?}", c.errors);
     let lines: Vec<Option<usize>> = c.warnings.iter().map(|w| w.line).collect();
-    assert_eq!(lines, (2..=16).map(Some).collect::<Vec<_>>());
+    assert_eq!(lines, (2..=15).map(Some).collect::<Vec<_>>());
     for k in ["packages", "apt", "package_upgrade", "snap", "grub-dpkg"] {
         assert!(warning(&c, k).contains("immutable OS"), "{k}");
     }
     assert!(warning(&c, "ansible").contains("ballast.system"));
     assert!(warning(&c, "phone_home").contains("does not support"));
     assert!(warning(&c, "wireguard").contains("does not support"));
-    assert!(warning(&c, "user").contains("users: [default"));
     assert!(warning(&c, "manage_etc_hosts").contains("/etc/hosts"));
     assert!(warning(&c, "frobnicate").contains("unknown key"));
     assert_eq!(c.warnings[3].to_string(), "ud:5: snap: Ballast is an immutable OS: packages cannot be installed (run software in containers: `docker run`, or `ballast.system`)");
@@ -962,4 +961,27 @@ fn a_key_given_twice_counts_once_as_in_cloud_init() {
     assert_eq!(warned(&c), [(Some(4), "hostname".to_string())]);
     assert!(c.warnings[0].message.contains("the last one counts"));
     assert_eq!(c.doc.unwrap().hostname.as_deref(), Some("b"));
+}
+
+#[test]
+fn the_older_user_key_configures_and_can_rename_the_default_user() {
+    let p = plan(&format!("ssh_authorized_keys: ['{ALICE}']\nuser: alice\n"));
+    assert_eq!(p.users.len(), 1);
+    let a = user(&p, "alice");
+    assert_eq!(a.groups, ["sudo", "docker"]);
+    assert_eq!(a.sudo, ["ALL=(ALL) NOPASSWD:ALL"]);
+    assert_eq!(a.ssh_authorized_keys, [ALICE]);
+
+    let p = plan("user: {name: bob, shell: /bin/bash, gecos: Old}\nusers:\n  - name: bob\n    gecos: New\n  - default\n  - carol\n");
+    let names: Vec<&str> = p.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["bob", "carol"]);
+    let b = user(&p, "bob");
+    assert_eq!(b.gecos.as_deref(), Some("New"), "users wins over user");
+    assert_eq!(b.shell.as_deref(), Some("/bin/bash"));
+
+    let p = plan("user: {gecos: Admin}\n");
+    assert_eq!(user(&p, DEFAULT_USER).gecos.as_deref(), Some("Admin"));
+    let (_, k, m) = first_error("user: Bad\n");
+    assert_eq!(k, "user");
+    assert!(m.contains("not a valid user name"), "{m}");
 }

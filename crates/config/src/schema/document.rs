@@ -10,6 +10,7 @@ pub(super) const TOP: &[&str] = &[
     "hostname",
     "fqdn",
     "preserve_hostname",
+    "user",
     "users",
     "groups",
     "ssh_authorized_keys",
@@ -57,7 +58,6 @@ pub(super) fn ignored_reason(key: &str) -> Option<&'static str> {
         "lxd" | "fan" => "Ballast runs containers with its own engine, not LXD (use `docker run` or `ballast.system`)",
         "autoinstall" => "Ballast is installed as an image, not by the Ubuntu installer, ignored (build the image with `ballast build`)",
         "chpasswd" | "password" => NO_PASSWORD,
-        "user" => "cloud-init's old single-user form is not supported, ignored (write `users: [default, {name: ..., ssh_authorized_keys: [...]}]`)",
         "ssh_import_id" => "not supported: Ballast does not fetch keys from Launchpad or GitHub at boot (paste the keys into `ssh_authorized_keys`)",
         "disable_root_opts" => "root never logs in over SSH on Ballast, so there is no root key to restrict, ignored",
         "allow_public_ssh_keys" => "a NoCloud machine has no cloud-provided keys, ignored (give keys in `ssh_authorized_keys`)",
@@ -106,8 +106,11 @@ pub(super) fn document(text: &str, ctx: &mut Ctx) -> Option<Document> {
         }
     });
     d.preserve_hostname = opt_bool(&mut f, "preserve_hostname", false, ctx);
-    if let Some(n) = f.get("users") {
-        let u = users(n, "users", ctx);
+    // `user:` is cloud-init's older form of the default user's settings.
+    let old_user = f.get("user");
+    let listed = f.get("users");
+    if listed.is_some() || old_user.is_some() {
+        let u = users(listed, old_user, ctx);
         d.users = Some(u.specs);
         d.default_user = u.default;
     }

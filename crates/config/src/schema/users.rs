@@ -3,7 +3,9 @@
 //! for the built-in user; entries naming the same user merged, the first
 //! value of a key winning; an entry named like the default user (or with no
 //! name) merged into the default user, its groups added to the default ones.
-//! Keys may be written with `-` or `_` (cloud-init normalises them).
+//! Keys may be written with `-` or `_` (cloud-init normalises them). The
+//! older `user:` key gives the default user's settings (after every `users`
+//! entry's) and may name it otherwise, as in cloud-init.
 //!
 //! It never decides what the default user looks like: that is the plan's
 //! [`default_user`](crate::plan::default_user); this module only lays the
@@ -61,7 +63,14 @@ struct Named<'a> {
 /// The name `users` entries without `name` (and `- default`) stand for.
 const DEFAULT: &str = "default";
 
-pub(super) fn users<'a>(n: &'a Node, path: &str, ctx: &mut Ctx) -> Users {
+/// `users:` (`listed`) and cloud-init's older `user:` (the default user's
+/// own settings, of the lowest priority, and its name when it gives one).
+pub(super) fn users<'a>(
+    listed: Option<&'a Node>,
+    old_user: Option<&'a Node>,
+    ctx: &mut Ctx,
+) -> Users {
+    let path = "users";
     let mut named: Vec<Named<'a>> = Vec::new();
     let mut add = |name: &str, line: Option<usize>, map: Option<(&'a Node, String)>, at: &str| {
         let i = match named.iter().position(|u| u.name == name) {
@@ -85,49 +94,83 @@ pub(super) fn users<'a>(n: &'a Node, path: &str, ctx: &mut Ctx) -> Users {
             .map(String::from)
             .collect()
     };
-    match &n.v {
-        V::Seq(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let p = idx(path, i);
-                match &item.v {
-                    V::Str(s) => names_in(s).iter().for_each(|s| add(s, item.line, None, &p)),
-                    V::Seq(list) => {
-                        for (j, s) in list.iter().enumerate() {
-                            if let Some(s) = string(s, &idx(&p, j), ctx) {
-                                names_in(&s)
-                                    .iter()
-                                    .for_each(|s| add(s, item.line, None, &p));
+    if let Some(n) = listed {
+        match &n.v {
+            V::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let p = idx(path, i);
+                    match &item.v {
+                        V::Str(s) => names_in(s).iter().for_each(|s| add(s, item.line, None, &p)),
+                        V::Seq(list) => {
+                            for (j, s) in list.iter().enumerate() {
+                                if let Some(s) = string(s, &idx(&p, j), ctx) {
+                                    names_in(&s)
+                                        .iter()
+                                        .for_each(|s| add(s, item.line, None, &p));
+                                }
                             }
                         }
+                        V::Map(_) => {
+                            let name = entry_name(item, &p, ctx);
+                            add(&name, item.line, Some((item, p.clone())), &sub(&p, "name"));
+                        }
+                        _ => ctx.expected(
+                            item,
+                            &p,
+                            "`default`, a user name or a mapping with `name`",
+                        ),
                     }
-                    V::Map(_) => {
-                        let name = entry_name(item, &p, ctx);
-                        add(&name, item.line, Some((item, p.clone())), &sub(&p, "name"));
-                    }
-                    _ => ctx.expected(item, &p, "`default`, a user name or a mapping with `name`"),
                 }
             }
-        }
-        V::Str(s) => names_in(s).iter().for_each(|s| add(s, n.line, None, path)),
-        V::Map(entries) => {
-            ctx.warn(
+            V::Str(s) => names_in(s).iter().for_each(|s| add(s, n.line, None, path)),
+            V::Map(entries) => {
+                ctx.warn(
                 n.line,
                 path,
                 "a mapping of users is deprecated in cloud-init (22.2), read as cloud-init reads it (write a list: `- name: alice`)",
             );
-            for e in entries {
-                let p = sub(path, &e.key);
-                match &e.value.v {
-                    V::Map(_) => add(&e.key, e.key_line, Some((&e.value, p.clone())), &p),
-                    V::Bool(false) | V::Null => {}
-                    V::Bool(true) | V::Str(_) | V::Int(..) => add(&e.key, e.key_line, None, &p),
-                    _ => ctx.expected(&e.value, &p, "a mapping of user settings or true"),
+                for e in entries {
+                    let p = sub(path, &e.key);
+                    match &e.value.v {
+                        V::Map(_) => add(&e.key, e.key_line, Some((&e.value, p.clone())), &p),
+                        V::Bool(false) | V::Null => {}
+                        V::Bool(true) | V::Str(_) | V::Int(..) => add(&e.key, e.key_line, None, &p),
+                        _ => ctx.expected(&e.value, &p, "a mapping of user settings or true"),
+                    }
                 }
             }
+            _ => ctx.expected(n, path, "a list of users"),
         }
-        _ => ctx.expected(n, path, "a list of users"),
     }
 
+    // cloud-init: `user:` makes the default user part of `users`, named as
+    // `user` says (its settings come after every `users` entry's).
+    let mut default_name = crate::DEFAULT_USER.to_string();
+    if let Some(o) = old_user {
+        match &o.v {
+            V::Str(s) => {
+                default_name = s.trim().to_string();
+                add(DEFAULT, o.line, None, "user");
+            }
+            V::Map(entries) => {
+                if let Some(e) = entries.iter().find(|e| e.key == "name") {
+                    default_name = string(&e.value, "user.name", ctx).unwrap_or(default_name);
+                }
+                add(DEFAULT, o.line, None, "user");
+            }
+            _ => ctx.expected(
+                o,
+                "user",
+                "a user name or a mapping of the default user's settings",
+            ),
+        }
+        if ctx
+            .check(o, "user", checks::user_name(&default_name))
+            .is_none()
+        {
+            default_name = crate::DEFAULT_USER.to_string();
+        }
+    }
     let mut out = Users {
         specs: Vec::new(),
         default: None,
@@ -139,14 +182,25 @@ pub(super) fn users<'a>(n: &'a Node, path: &str, ctx: &mut Ctx) -> Users {
             // win over the entries without a name (cloud-init's order).
             let mut maps: Vec<(&Node, String)> = named
                 .iter()
-                .filter(|o| o.name == crate::DEFAULT_USER)
+                .filter(|o| o.name == default_name)
                 .flat_map(|o| o.maps.iter().cloned())
                 .collect();
             maps.extend(u.maps.iter().cloned());
-            if !maps.is_empty() {
+            maps.extend(
+                old_user
+                    .filter(|o| matches!(o.v, V::Map(_)))
+                    .map(|o| (o, "user".to_string())),
+            );
+            if !maps.is_empty() || default_name != crate::DEFAULT_USER {
                 let mut base = crate::plan::default_user(&[]);
+                base.name = default_name.clone();
                 let default_groups = std::mem::take(&mut base.groups);
-                if let Some(mut merged) = merge_entries(&maps, base, ctx) {
+                let merged = if maps.is_empty() {
+                    Some(base) // `user: NAME` alone: the default user, renamed
+                } else {
+                    merge_entries(&maps, base, ctx)
+                };
+                if let Some(mut merged) = merged {
                     // cloud-init adds the default user's groups to those given.
                     for g in default_groups {
                         if !merged.groups.contains(&g) {
@@ -159,7 +213,7 @@ pub(super) fn users<'a>(n: &'a Node, path: &str, ctx: &mut Ctx) -> Users {
             out.specs.push(UserSpec::Default);
             continue;
         }
-        if has_default && u.name == crate::DEFAULT_USER {
+        if has_default && u.name == default_name {
             continue; // merged into the default user above
         }
         let name_at = Node {
