@@ -29,7 +29,7 @@ pub enum ConfigAction {
         /// NoCloud meta-data (instance-id, local-hostname) to resolve the plan with.
         #[arg(long = "meta-data", value_name = "FILE")]
         meta_data: Option<PathBuf>,
-        /// Print {"valid", "errors", "warnings", "plan"} as JSON on stdout.
+        /// Print {"valid", "errors", "warnings", "plan", "network"} as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
