@@ -1,26 +1,42 @@
 //! First-boot and runtime configuration of a Ballast machine.
 //!
 //! This crate owns the config format: it reads a `#cloud-config` document
-//! (cloud-init's YAML, common keys plus a `ballast:` section) or the same
-//! schema written in TOML, validates every key with the line it sits on, and
-//! turns the result into a [`Plan`] of concrete effects (hostname, users and
-//! their keys, files with decoded bytes, commands, NTP, time zone, system
-//! containers, network...) that the device applies and stores as JSON, and
-//! that [`diff`] compares for `osctl config apply --dry-run`.
+//! (cloud-init's YAML, plus a `ballast:` section) or the same schema written
+//! in TOML, and the NoCloud side files (`network-config` v1/v2, `meta-data`);
+//! it validates every key with the line it sits on, and turns the result
+//! into a [`Plan`] of concrete effects (hostname, groups, users and their
+//! keys, SSH host keys, CA certificates, files with decoded bytes, disks to
+//! partition, format and mount, commands, NTP, time zone, power state,
+//! system containers, network...) that the device applies and stores as
+//! JSON, and that [`diff`] compares for `osctl config apply --dry-run`.
 //!
-//! It never touches the machine: no file is written, no command run here.
+//! It never touches the machine: no file is written, no disk looked at, no
+//! command run here. Whether a device exists or a zone is in the zone data
+//! is the device's check.
 //!
 //! Behaviour worth knowing:
 //! - Format: a first line `#cloud-config` means YAML; anything else is read
-//!   as TOML; YAML without the header is refused with the fix.
+//!   as TOML; YAML without the header is refused with the fix (and a
+//!   network-config or meta-data given as user-data is named as such).
 //! - YAML scalars follow YAML 1.1 as cloud-init (PyYAML) reads them: `yes`
 //!   is true and `0644` is octal, so a document means the same here as there.
-//! - Unknown keys are warnings (with line and a "did you mean"), not errors:
-//!   cloud-init documents carry keys for other platforms. Keys that Ballast
-//!   accepts but never honours (`ssh_pwauth: true`, `packages`, passwords)
-//!   are warnings that say why.
+//! - cloud-init compatibility (`schema/`, one module per section): every
+//!   spelling cloud-init accepts is accepted (`ssh-authorized-keys` in users,
+//!   `ca-certs`, `remove-defaults`; both spellings of one key is an error);
+//!   `users` is read as cloud-init's `ug_util` reads it (`default` merged with
+//!   an entry named `ballast` or without a name, a user given twice merged,
+//!   the first value of a key winning). Every top-level key of cloud-init's
+//!   schema is parsed, or warned about with the reason an immutable OS cannot
+//!   honour it (`packages`, `apt`, `snap`...) and what to do instead, or
+//!   reported as not supported with its line. Unknown keys are warnings (with
+//!   a "did you mean"), not errors: cloud-init documents carry keys for other
+//!   platforms.
+//! - An invalid document is refused whole; [`refused_hint`] gives the words
+//!   that say where to fix it and how to get in meanwhile.
+//! - `write_files` outside [`WRITABLE`] (the read-only image) is warned.
 //! - Limits: the document is at most 1 MiB, a decoded file 16 MiB; no input
-//!   makes it panic (property test and fuzz target `cloud_config`).
+//!   makes it panic (property test, fuzz targets `cloud_config` and
+//!   `network_config`).
 //!
 //! YAML library: `saphyr` (with `saphyr-parser`). serde_yaml is archived and
 //! its forks (serde_yml with a soundness advisory, serde_yaml_ng and
@@ -34,6 +50,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod checks;
+mod hint;
 mod node;
 mod plan;
 mod schema;
@@ -43,6 +60,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use hint::refused_hint;
 pub use plan::{diff, HostnamePlan, Plan};
 
 /// Largest accepted document.
@@ -51,6 +69,37 @@ pub const MAX_DOCUMENT: usize = 1 << 20;
 pub const MAX_FILE: usize = checks::MAX_FILE;
 /// The user `default` stands for.
 pub const DEFAULT_USER: &str = "ballast";
+
+/// The directories `write_files` can write under, and where each lives on
+/// the device; everything else (`/usr`, `/bin`, `/sbin`, `/lib`, `/opt`,
+/// `/home`, `/root`, `/tmp`, ...) is the read-only system image. Agrees with
+/// sysd's `firstboot::apply::WRITABLE`.
+pub const WRITABLE: &[(&str, &str)] = &[
+    (
+        "/etc/",
+        "an overlay on the image's /etc, kept on the state partition",
+    ),
+    ("/var/", "the state partition"),
+    ("/state/", "the state partition"),
+    ("/run/", "memory, empty again at the next boot"),
+];
+
+/// Whether `path` (absolute, without `..`) is below a [`WRITABLE`] directory.
+pub fn writable(path: &str) -> bool {
+    // `..` is refused earlier; `.` and `//` cannot lead out of a directory.
+    let clean: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let Some((first, rest)) = clean.split_first() else {
+        return false;
+    };
+    !rest.is_empty()
+        && !clean.contains(&"..")
+        && WRITABLE
+            .iter()
+            .any(|(dir, _)| dir.trim_matches('/') == *first)
+}
 
 /// One problem in a document. Display: `SOURCE:LINE: KEY: MESSAGE (fix)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +193,8 @@ impl fmt::Display for Cmd {
 }
 
 /// An entry of `users`.
+// A Vec of a few entries: boxing `User` would change nothing but the reading.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserSpec {
@@ -338,6 +389,12 @@ pub struct Document {
     pub users: Option<Vec<UserSpec>>,
     /// For the default user.
     pub ssh_authorized_keys: Vec<String>,
+    /// The default user as the document configures it (a `users` entry
+    /// named like it or without a name, beside `- default`; cloud-init's
+    /// older `user:`, which may also rename it), already laid over the
+    /// built-in one; `None`: the built-in default user.
+    #[serde(default)]
+    pub default_user: Option<User>,
     pub write_files: Vec<WriteFile>,
     pub bootcmd: Vec<Cmd>,
     pub runcmd: Vec<Cmd>,
@@ -498,13 +555,49 @@ pub struct MetaData {
     pub local_hostname: Option<String>,
 }
 
+/// A NoCloud side file (`network-config`, `meta-data`) checked: every
+/// error and warning, and the value when there was no error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SideChecked<T> {
+    pub value: Option<T>,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<Warning>,
+}
+
+impl<T> SideChecked<T> {
+    /// The value, or the first error.
+    pub fn into_result(self) -> Result<T, ConfigError> {
+        match (self.value, self.errors.into_iter().next()) {
+            (Some(v), None) => Ok(v),
+            (_, Some(e)) => Err(e),
+            (None, None) => Err(ConfigError {
+                source: String::new(),
+                line: None,
+                key: String::new(),
+                message: "invalid document".into(),
+            }),
+        }
+    }
+}
+
 /// Parses NoCloud `network-config` (version 2, netplan style, or version 1)
 /// into the settings `ballast.network` gives; errors name the line and key.
 pub fn parse_network_config(text: &str, source: &str) -> Result<Network, ConfigError> {
+    check_network_config(text, source).into_result()
+}
+
+/// [`parse_network_config`] with every error and warning (unsupported keys
+/// and types), for `osctl config validate --network-config`.
+pub fn check_network_config(text: &str, source: &str) -> SideChecked<Network> {
     schema::network_config(text, source)
 }
 
 /// Parses NoCloud `meta-data` (YAML, or `key: value` lines).
 pub fn parse_meta_data(text: &str, source: &str) -> Result<MetaData, ConfigError> {
+    check_meta_data(text, source).into_result()
+}
+
+/// [`parse_meta_data`] with every error and warning.
+pub fn check_meta_data(text: &str, source: &str) -> SideChecked<MetaData> {
     schema::meta_data(text, source)
 }

@@ -62,7 +62,24 @@ pub(crate) type LoadErr = (Option<usize>, String);
 
 // ---------------------------------------------------------------- YAML
 
+/// The message of saphyr's loader for a key given twice in one mapping.
+const DUPLICATE: &str = "duplicated key in mapping";
+
+/// YAML as cloud-init's PyYAML reads it: a key given twice in one mapping
+/// is not an error, the last value counts. The first such key is returned
+/// beside the tree (its line), for a warning.
+pub(crate) fn load_yaml_lenient(text: &str) -> Result<(Option<Node>, Option<usize>), LoadErr> {
+    match load_yaml_with(text, false) {
+        Err((line, m)) if m == DUPLICATE => load_yaml_with(text, true).map(|n| (n, line)),
+        other => other.map(|n| (n, None)),
+    }
+}
+
 pub(crate) fn load_yaml(text: &str) -> Result<Option<Node>, LoadErr> {
+    load_yaml_with(text, false)
+}
+
+fn load_yaml_with(text: &str, allow_duplicates: bool) -> Result<Option<Node>, LoadErr> {
     for (i, l) in text.lines().enumerate() {
         let prefix = l
             .chars()
@@ -79,6 +96,7 @@ pub(crate) fn load_yaml(text: &str) -> Result<Option<Node>, LoadErr> {
     let mut loader: YamlLoader<MarkedYaml> = YamlLoader::default();
     loader.early_parse(false);
     loader.alias_limit(10_000);
+    loader.allow_duplicate_keys(allow_duplicates);
     let scan = |e: &saphyr::ScanError| (Some(e.marker().line()), e.info().to_string());
     parser.load(&mut loader, true).map_err(|e| scan(&e))?;
     if let Some(e) = loader.error() {
@@ -371,6 +389,17 @@ mod tests {
         assert!(matches!(plain("09"), V::Str(_)));
         assert!(matches!(plain("1.2.3.4"), V::Str(_)));
         assert!(matches!(plain("-"), V::Str(_)));
+    }
+
+    #[test]
+    fn a_key_given_twice_is_read_as_pyyaml_reads_it() {
+        let (n, dup) = load_yaml_lenient("a: 1\nb: 2\na: 3\n").unwrap();
+        assert_eq!(dup, Some(3));
+        let V::Map(e) = n.unwrap().v else { panic!() };
+        assert_eq!(e.len(), 2);
+        let a = e.iter().find(|x| x.key == "a").unwrap();
+        assert!(matches!(a.value.v, V::Int(3, _)), "the last value counts");
+        assert!(load_yaml("a: 1\na: 3\n").is_err());
     }
 
     #[test]

@@ -69,7 +69,9 @@ pub struct Plan {
     pub final_message: Option<String>,
 }
 
-fn default_user(keys: &[String]) -> User {
+/// The built-in default user (`- default`): `ballast`, in groups sudo and
+/// docker, password-less sudo, a shell, `keys` authorized.
+pub(crate) fn default_user(keys: &[String]) -> User {
     User {
         gecos: Some("Ballast".into()),
         groups: vec!["sudo".into(), "docker".into()],
@@ -151,7 +153,23 @@ impl Document {
         specs
             .iter()
             .map(|s| match s {
-                UserSpec::Default => default_user(&self.ssh_authorized_keys),
+                UserSpec::Default => match &self.default_user {
+                    // The document's entry for the default user, plus the
+                    // top-level keys (cloud-init gives them to the default user).
+                    Some(u) => {
+                        let mut u = User {
+                            lock_passwd: true,
+                            ..u.clone()
+                        };
+                        for k in &self.ssh_authorized_keys {
+                            if !u.ssh_authorized_keys.contains(k) {
+                                u.ssh_authorized_keys.push(k.clone());
+                            }
+                        }
+                        u
+                    }
+                    None => default_user(&self.ssh_authorized_keys),
+                },
                 UserSpec::User(u) => User {
                     lock_passwd: true,
                     ..u.clone()
@@ -261,7 +279,34 @@ pub fn diff(old: &Plan, new: &Plan) -> Vec<String> {
         &new.users,
         |u| u.name.clone(),
         |u| u.name.clone(),
-        |a, b| fields!(a, b, gecos, uid, groups, sudo, shell, ssh_authorized_keys),
+        |a, b| {
+            fields!(
+                a,
+                b,
+                gecos,
+                uid,
+                groups,
+                sudo,
+                shell,
+                ssh_authorized_keys,
+                primary_group,
+                homedir,
+                system,
+                no_create_home,
+                no_user_group,
+                expiredate,
+                inactive
+            )
+        },
+    );
+    keyed(
+        &mut out,
+        "group",
+        &old.groups,
+        &new.groups,
+        |g| g.name.clone(),
+        |g| g.name.clone(),
+        |a, b| fields!(a, b, members),
     );
     keyed(
         &mut out,
@@ -318,6 +363,56 @@ pub fn diff(old: &Plan, new: &Plan) -> Vec<String> {
             out.push(format!("+ sysctl {k} = {v}"));
         }
     }
+    keyed(
+        &mut out,
+        "ssh host key",
+        &old.ssh_host_keys,
+        &new.ssh_host_keys,
+        |k| k.kind.clone(),
+        |k| k.kind.clone(),
+        |a, b| fields!(a, b, private, public, certificate),
+    );
+    if old.ssh_deletekeys != new.ssh_deletekeys {
+        out.push(format!(
+            "~ ssh_deletekeys: {} -> {}",
+            old.ssh_deletekeys, new.ssh_deletekeys
+        ));
+    }
+    whole(&mut out, "ca_certs", &old.ca_certs, &new.ca_certs);
+    keyed(
+        &mut out,
+        "disk",
+        &old.disk_setup,
+        &new.disk_setup,
+        |d| d.device.clone(),
+        |d| d.device.clone(),
+        |a, b| fields!(a, b, table_type, layout, overwrite),
+    );
+    keyed(
+        &mut out,
+        "filesystem",
+        &old.fs_setup,
+        &new.fs_setup,
+        |f| format!("{} {}", f.device, f.partition.as_deref().unwrap_or("")),
+        |f| format!("{} on {}", f.filesystem, f.device),
+        |a, b| fields!(a, b, label, filesystem, overwrite, extra_opts),
+    );
+    keyed(
+        &mut out,
+        "mount",
+        &old.mounts,
+        &new.mounts,
+        |m| format!("{} {}", m.spec, m.dir),
+        |m| format!("{} on {}", m.spec, m.dir),
+        |a, b| fields!(a, b, fstype, options, dump, pass),
+    );
+    whole(&mut out, "power_state", &old.power_state, &new.power_state);
+    whole(
+        &mut out,
+        "final_message",
+        &old.final_message,
+        &new.final_message,
+    );
     for m in old.modules.iter().filter(|m| !new.modules.contains(m)) {
         out.push(format!("- module {m}"));
     }

@@ -1,7 +1,7 @@
 //! No input makes parsing, planning or diffing panic: the device parses
 //! whatever a CIDATA volume or a URL hands it.
 
-use ballast_config::{check, diff, parse_meta_data, MetaData, Plan};
+use ballast_config::{check, check_network_config, diff, parse_meta_data, MetaData, Plan};
 use proptest::prelude::*;
 
 fn run(text: &str) {
@@ -12,6 +12,7 @@ fn run(text: &str) {
         let _ = diff(&plan, &Plan::default());
     }
     let _ = parse_meta_data(text, "md");
+    let _ = check_network_config(text, "nc");
 }
 
 /// Pieces of YAML and TOML syntax and of real keys, to reach deep code.
@@ -71,6 +72,44 @@ fn token() -> impl Strategy<Value = String> {
             "trusted_keys",
             "engine",
             "mtu",
+            "groups",
+            "ssh-authorized-keys",
+            "primary-group",
+            "sudo",
+            "ssh_keys",
+            "ed25519_private",
+            "ed25519_certificate",
+            "-----BEGIN CERTIFICATE-----",
+            "-----END CERTIFICATE-----",
+            "ca-certs",
+            "trusted",
+            "remove-defaults",
+            "device_aliases",
+            "disk_setup",
+            "fs_setup",
+            "layout",
+            "partition",
+            "mount_default_fields",
+            "None",
+            "/dev/vdb",
+            "vdb.1",
+            "ephemeral0",
+            "power_state",
+            "mode",
+            "delay",
+            "condition",
+            "reboot",
+            "+5",
+            "version",
+            "ethernets",
+            "match",
+            "macaddress",
+            "set-name",
+            "config",
+            "type",
+            "physical",
+            "mac_address",
+            "subnets",
         ])
         .prop_map(String::from),
         "[a-z0-9./:=_-]{1,8}",
