@@ -207,7 +207,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
             BootFirmware::Uefi => Some(systemd_boot_efi(&archive, &args.archive, board.arch)?),
             BootFirmware::UBoot => None,
         };
-        let os_release = initrd::os_release(&version, &board, args.rollback_index);
+        let os_release = initrd::os_release(&version, &board, args.rollback_index)?;
         let root_tree = work.join("rootfs");
         stage_root(project, &archive, &image, &bins, &args.ssh_keys, &root_tree)?;
         let signer = signing_key(project, args.signing_key.as_deref())?;
