@@ -477,7 +477,7 @@ impl Supervisor {
     }
 
     /// Stop `name` and keep it stopped.
-    pub fn stop(&mut self, name: &str, now: u64) -> Result<String, String> {
+    pub fn stop(&mut self, name: &str, now: u64) -> Result<String, RequestError> {
         let s = self.find(name).ok_or_else(|| unknown(name))?;
         s.held = true;
         match s.phase.clone() {
@@ -516,10 +516,10 @@ impl Supervisor {
     }
 
     /// Start a stopped or failed `name` (now, with a fresh backoff).
-    pub fn start(&mut self, name: &str, now: u64) -> Result<String, String> {
+    pub fn start(&mut self, name: &str, now: u64) -> Result<String, RequestError> {
         let s = self.find(name).ok_or_else(|| unknown(name))?;
         if let Some(b) = &s.blocked {
-            return Err(b.clone());
+            return Err(RequestError::Blocked(b.clone()));
         }
         s.held = false;
         match s.phase.clone() {
@@ -548,10 +548,10 @@ impl Supervisor {
     }
 
     /// Stop `name` if it runs, then start it again with a fresh backoff.
-    pub fn restart(&mut self, name: &str, now: u64) -> Result<String, String> {
+    pub fn restart(&mut self, name: &str, now: u64) -> Result<String, RequestError> {
         let s = self.find(name).ok_or_else(|| unknown(name))?;
         if let Some(b) = &s.blocked {
-            return Err(b.clone());
+            return Err(RequestError::Blocked(b.clone()));
         }
         s.held = false;
         match s.phase.clone() {
@@ -652,8 +652,18 @@ impl Supervisor {
     }
 }
 
-fn unknown(name: &str) -> String {
-    format!("no service named `{name}` (osctl status lists them)")
+/// A request about one service cannot be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("no service named `{0}` (osctl status lists them)")]
+    Unknown(String),
+    /// It can never start (a dependency cycle or a blocked dependency): why.
+    #[error("{0}")]
+    Blocked(String),
+}
+
+fn unknown(name: &str) -> RequestError {
+    RequestError::Unknown(name.to_string())
 }
 
 /// Apply the restart policy after an unrequested exit or a failed start.
@@ -952,7 +962,11 @@ mod tests {
             20,
         );
         assert_eq!(starts(&s.tick(21)), vec!["a"]);
-        assert!(s.restart("nope", 0).unwrap_err().contains("nope"));
+        assert!(s
+            .restart("nope", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("nope"));
     }
 
     #[test]

@@ -45,9 +45,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub mod bls;
+pub mod install;
 pub mod uboot;
 mod verscmp;
 
+pub use install::{BootPartition, Staged};
 pub use verscmp::strverscmp_improved;
 
 /// The fixed layout of the boot partition, shared by the builder, init and this crate.
@@ -240,6 +242,14 @@ pub enum SlotError {
         dir.display(), layout::STATE_COPIES[0], layout::STATE_COPIES[1]
     )]
     NoValidState { dir: PathBuf },
+    #[error("slot {slot} has no boot entry: nothing to roll back to")]
+    NoRollbackTarget { slot: SlotId },
+    #[error("slot {slot} is {state} ({version}): only a good slot can be rolled back to")]
+    RollbackTargetNotGood {
+        slot: SlotId,
+        state: &'static str,
+        version: String,
+    },
     #[error("invalid value for {what}: {reason}")]
     Invalid { what: String, reason: String },
 }

@@ -362,7 +362,7 @@ pub fn reload(
                 new_bundles.insert(f.def.name.clone(), b);
                 defs.push(f.def);
             }
-            Err(e) => errs.push(e),
+            Err(e) => errs.push(e.to_string()),
         }
     }
     let (mut sup, more) = Supervisor::new(defs);
@@ -383,8 +383,8 @@ pub fn reload(
                     "config: {} is no longer configured: stopping pid {pid}",
                     s.name
                 ));
-                // SAFETY: kill(2) with a plain pid and signal number.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                use crate::sys::Sys;
+                let _ = crate::sys::LinuxSys.kill(pid, crate::sys::Signal::Term);
             }
             (ServiceState::Stopped, None) if kept && !release => {
                 let _ = sup.stop(&s.name, now);
