@@ -46,7 +46,7 @@ struct How {
 
 /// Replace `path` with `bytes`, durably (parent directories are created).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AtomicError> {
-    replace(path, How::default(), |f| f.write_all(bytes))
+    replace(path, How::default(), write_all(bytes))
 }
 
 /// [`write_atomic`] with the new file's permission bits (secrets: 0o600).
@@ -55,7 +55,7 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Ato
         mode: Some(mode),
         vfat: false,
     };
-    replace(path, how, |f| f.write_all(bytes))
+    replace(path, how, write_all(bytes))
 }
 
 /// [`write_atomic`] for a file on a vfat boot partition.
@@ -64,24 +64,28 @@ pub fn write_atomic_vfat(path: &Path, bytes: &[u8]) -> Result<(), AtomicError> {
         mode: None,
         vfat: true,
     };
-    replace(path, how, |f| f.write_all(bytes))
+    replace(path, how, write_all(bytes))
 }
 
-/// Replace `path` with what `fill` writes into the temporary file (for contents that
-/// are streamed, not held in memory). `fill`'s error is reported against the
-/// temporary file.
-pub fn replace_with<T>(
+fn write_all(bytes: &[u8]) -> impl FnOnce(&Path, &mut File) -> Result<(), AtomicError> + '_ {
+    move |tmp, f| f.write_all(bytes).map_err(err("write", tmp))
+}
+
+/// Replace `path` with what `fill` writes into the temporary file it is given (its
+/// path is for messages): for contents that are streamed or checked while they are
+/// written. An error from `fill` is returned as it is, and nothing is renamed.
+pub fn replace_with<T, E: From<AtomicError>>(
     path: &Path,
-    fill: impl FnOnce(&mut File) -> io::Result<T>,
-) -> Result<T, AtomicError> {
+    fill: impl FnOnce(&Path, &mut File) -> Result<T, E>,
+) -> Result<T, E> {
     replace(path, How::default(), fill)
 }
 
-fn replace<T>(
+fn replace<T, E: From<AtomicError>>(
     path: &Path,
     how: How,
-    fill: impl FnOnce(&mut File) -> io::Result<T>,
-) -> Result<T, AtomicError> {
+    fill: impl FnOnce(&Path, &mut File) -> Result<T, E>,
+) -> Result<T, E> {
     let dir = parent(path);
     fs::create_dir_all(dir).map_err(err("create directory", dir))?;
     let tmp = tmp_beside(path);
@@ -92,7 +96,7 @@ fn replace<T>(
             open.mode(mode);
         }
         let mut f = open.open(&tmp).map_err(err("create", &tmp))?;
-        let value = fill(&mut f).map_err(err("write", &tmp))?;
+        let value = fill(&tmp, &mut f)?;
         if let Some(mode) = how.mode {
             // A file left by an earlier try keeps its mode through O_TRUNC.
             f.set_permissions(fs::Permissions::from_mode(mode))
@@ -177,9 +181,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("records.json");
         write_atomic(&p, b"old").unwrap();
-        let e = replace_with(&p, |f| {
-            f.write_all(b"half")?;
-            Err::<(), _>(io::Error::other("disk full"))
+        let e = replace_with(&p, |tmp, f| {
+            f.write_all(b"half").map_err(err("write", tmp))?;
+            Err::<(), _>(err("write", tmp)(io::Error::other("disk full")))
         })
         .unwrap_err();
         assert_eq!(e.path, tmp_beside(&p));
