@@ -79,6 +79,8 @@ pub struct Shared {
     pid1: Option<u32>,
     start: Instant,
     pub records: update::Records,
+    /// First-boot config: what is pending, what to reload and restart.
+    pub firstboot: firstboot::State,
     /// Read again for each upgrade ([`update::Identity::read`]).
     pub os_release: PathBuf,
     pub cmdline: Cmdline,
@@ -209,7 +211,8 @@ pub fn run(args: Args) -> i32 {
 
     // First-boot config from a local source is applied before the definitions
     // load (it may add system containers); a URL one holds the services instead.
-    errors.extend(firstboot::begin(&paths.root, on_device));
+    let (first_boot, errs) = firstboot::begin(&paths.root, on_device);
+    errors.extend(errs);
 
     // Definitions: manifest.toml, then config.json through the container runtime.
     let (image_defs, applied_defs) = (paths.p(paths::SYSTEM_DIR), paths.p(paths::APPLIED_SYSTEM));
@@ -228,7 +231,7 @@ pub fn run(args: Args) -> i32 {
     }
     let (mut sup, mut errs) = Supervisor::new(defs);
     errors.append(&mut errs);
-    firstboot::hold(&mut sup);
+    firstboot::hold(&first_boot, &mut sup);
     let (logs, log_err) = logs::Logs::new(&paths.p(paths::LOGS));
     errors.extend(log_err);
     for e in &errors {
@@ -248,6 +251,7 @@ pub fn run(args: Args) -> i32 {
         pid1: args.pid1,
         start: Instant::now(),
         records: update::Records::new(paths.p(paths::UPDATE_RECORDS)),
+        firstboot: first_boot,
         os_release,
         cmdline,
         keys_dir: paths.p(paths::KEYS_DIR),
@@ -315,7 +319,7 @@ pub fn run(args: Args) -> i32 {
             }
         }
         firstboot::tick(&shared);
-        if let Some(release) = firstboot::take_reload() {
+        if let Some(release) = firstboot::take_reload(&shared.firstboot) {
             for a in firstboot::reload(&shared, &mut bundles, &image_defs, &applied_defs, release) {
                 perform(a, &shared, &bundles, &paths);
             }

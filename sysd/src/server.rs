@@ -176,7 +176,7 @@ fn handle(conn: UnixStream, shared: &Shared, socket: &Path) {
             source,
             dry_run,
         } => {
-            let resp = crate::firstboot::apply_request(&text, &source, dry_run);
+            let resp = crate::firstboot::apply_request(&shared.firstboot, &text, &source, dry_run);
             let _ = write_message(&mut w, &resp, socket);
         }
     }

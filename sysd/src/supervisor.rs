@@ -571,6 +571,44 @@ impl Supervisor {
         }
     }
 
+    /// Replace the definitions (a first-boot config was applied): services still
+    /// defined keep running, adopted by pid with their health; services no longer
+    /// defined get SIGTERM (the returned actions); with `hold`, stopped services stay
+    /// stopped. Readiness is not announced a second time. Returns the signals to send
+    /// and the new definitions' errors; the caller ticks as usual.
+    pub fn replace_definitions(
+        &mut self,
+        defs: Vec<Def>,
+        hold: bool,
+        now: u64,
+    ) -> (Vec<Action>, Vec<String>) {
+        let (mut next, errors) = Supervisor::new(defs);
+        let mut actions = Vec::new();
+        for s in self.status(now) {
+            let kept = next.has(&s.name);
+            match (s.state, s.pid) {
+                (ServiceState::Running | ServiceState::Healthy, Some(pid)) if kept => {
+                    next.started(&s.name, pid, now);
+                    if s.state == ServiceState::Healthy {
+                        next.health_ok(&s.name, now);
+                    }
+                }
+                (_, Some(pid)) if !kept => actions.push(Action::Signal {
+                    name: s.name,
+                    pid,
+                    sig: Sig::Term,
+                }),
+                (ServiceState::Stopped, None) if kept && hold => {
+                    let _ = next.stop(&s.name, now);
+                }
+                _ => {}
+            }
+        }
+        next.ready_announced = self.ready_announced;
+        *self = next;
+        (actions, errors)
+    }
+
     /// Stop everything (SIGTERM, then SIGKILL after the grace time); start nothing more.
     pub fn shutdown(&mut self, now: u64) {
         self.shutting_down = true;
@@ -996,5 +1034,50 @@ mod tests {
         );
         assert!(s.all_down());
         assert!(starts(&s.tick(100_000)).is_empty());
+    }
+
+    #[test]
+    fn replacing_definitions_adopts_the_kept_and_stops_the_removed() {
+        let (mut s, _) = Supervisor::new(vec![
+            def("keep", &[], true),
+            def("gone", &[], false),
+            def("held", &[], false),
+        ]);
+        s.tick(0);
+        s.started("keep", 10, 0);
+        s.started("gone", 11, 0);
+        let _ = s.stop("held", 0);
+        s.health_ok("keep", 1);
+        assert!(s.tick(1).contains(&Action::Ready));
+        let (actions, errors) = s.replace_definitions(
+            vec![
+                def("keep", &[], true),
+                def("held", &[], false),
+                def("new", &[], false),
+            ],
+            true,
+            2,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            actions,
+            [Action::Signal {
+                name: "gone".into(),
+                pid: 11,
+                sig: Sig::Term
+            }]
+        );
+        assert!(!s.has("gone"));
+        let st = s.status(2);
+        let get = |n: &str| st.iter().find(|x| x.name == n).unwrap().clone();
+        assert_eq!(
+            (get("keep").state, get("keep").pid),
+            (ServiceState::Healthy, Some(10))
+        );
+        assert_eq!(get("held").state, ServiceState::Stopped);
+        let next = s.tick(3);
+        assert!(next.contains(&Action::Start("new".into())), "{next:?}");
+        assert!(!next.contains(&Action::Start("held".into())), "{next:?}");
+        assert!(!next.contains(&Action::Ready), "announced twice: {next:?}");
     }
 }
