@@ -80,6 +80,8 @@ pub enum UpdateError {
     },
     #[error("{0} is not mounted: cannot find the boot disk")]
     BootNotMounted(String),
+    #[error("{} has no parent disk", .0.display())]
+    NoParentDisk(PathBuf),
     #[error("disk {} has no partition {index} (slot {slot}'s root)", disk.display())]
     NoPartition {
         disk: PathBuf,
@@ -494,7 +496,9 @@ pub fn slot_device(boot_dir: &Path, slot: SlotId) -> Result<PathBuf, UpdateError
         .ok_or_else(|| UpdateError::BootNotMounted(want.to_string()))?;
     let sys_dev = PathBuf::from(format!("/sys/dev/block/{majmin}"));
     let part = fs::canonicalize(&sys_dev).map_err(io("resolve", &sys_dev))?;
-    let disk = part.parent().unwrap_or(Path::new("/"));
+    let disk = part
+        .parent()
+        .ok_or_else(|| UpdateError::NoParentDisk(part.clone()))?;
     let want_index = slot.partition_index().to_string();
     let entries = fs::read_dir(disk).map_err(io("list", disk))?;
     for e in entries.flatten() {
