@@ -357,7 +357,7 @@ fn disk_image(
     dest: &Path,
 ) -> Result<image::Built> {
     let (version, board) = (&inputs.version, &inputs.board);
-    let os_release = initrd::os_release(version, board, parts.rollback_index);
+    let os_release = initrd::os_release(version, board, parts.rollback_index)?;
     image::assemble(
         &image::Inputs {
             board: &inputs.board,

@@ -12,6 +12,7 @@
 //! goes where.
 
 use anyhow::{bail, Context, Result};
+use ballast_device::paths;
 use ballast_disk::{fat, types, Content, Guid, Layout, Partition, TableKind};
 use ballast_slot::{bls, uboot, SlotId};
 use ballast_spec::{Arch, Board, Image};
@@ -215,13 +216,19 @@ fn build_root(inputs: &Inputs<'_>, tree: &Path, dest: &Path) -> Result<()> {
     ] {
         std::fs::create_dir_all(tree.join(dir))?;
     }
-    let init = tree.join("usr/lib/ballast/init");
+    let init = paths::under(tree, paths::INIT);
     std::fs::copy(inputs.init, &init)
         .with_context(|| format!("copying {}", inputs.init.display()))?;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
-    symlink("../usr/lib/ballast/init", tree.join("sbin/init"))?;
-    std::fs::write(tree.join("usr/lib/os-release"), inputs.os_release)?;
-    symlink("../usr/lib/os-release", tree.join("etc/os-release"))?;
+    symlink(
+        format!("..{}", paths::INIT),
+        paths::under(tree, paths::STAGE2),
+    )?;
+    std::fs::write(paths::under(tree, paths::OS_RELEASE), inputs.os_release)?;
+    symlink(
+        format!("..{}", paths::OS_RELEASE),
+        paths::under(tree, paths::ETC_OS_RELEASE),
+    )?;
     // Directory modes are part of the image: set them, whatever the umask.
     for entry in walk(tree)? {
         if entry.is_dir() && !entry.is_symlink() {

@@ -11,6 +11,7 @@
 //! `SOURCE_DATE_EPOCH` (from the environment, else the kernel's own mtime).
 
 use anyhow::{Context, Result};
+use ballast_device::paths;
 use ballast_kernel::initramfs::{Compression, Initramfs};
 use ballast_kernel::kconfig::KernelConfig;
 use ballast_kernel::modules::{self, ModuleDb};
@@ -51,15 +52,25 @@ pub fn source_date_epoch(fallback: u64) -> Result<u64> {
 }
 
 /// `/usr/lib/os-release`: who the machine is. sysd reads the BALLAST_ fields
-/// (board, arch, rollback index) to decide which bundles it accepts.
-pub fn os_release(version: &semver::Version, board: &Board, rollback_index: u64) -> String {
-    format!(
-        "NAME=\"Ballast\"\nID=ballast\nVERSION=\"{version}\"\nVERSION_ID={version}\n\
-         PRETTY_NAME=\"Ballast {version}\"\nBALLAST_BOARD={}\nBALLAST_ARCH={}\n\
-         BALLAST_ROLLBACK_INDEX={rollback_index}\n",
-        board.name,
-        board.arch.name()
-    )
+/// (board, arch, rollback index) to decide which bundles it accepts; the text is
+/// ballast-device's, the one format init, sysd and osctl read.
+pub fn os_release(version: &semver::Version, board: &Board, rollback_index: u64) -> Result<String> {
+    use ballast_device::os_release::{Arch, OsRelease, Version};
+    use ballast_spec::Arch as BoardArch;
+    let version = Version::parse(&version.to_string())
+        .map_err(|expected| anyhow::anyhow!("version {version} is not {expected}"))?;
+    let arch = match board.arch {
+        BoardArch::X86_64 => Arch::X86_64,
+        BoardArch::Arm64 => Arch::Arm64,
+        BoardArch::Armv7 => Arch::Armv7,
+    };
+    Ok(OsRelease {
+        version,
+        board: board.name.clone(),
+        arch,
+        rollback_index,
+    }
+    .render())
 }
 
 pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
@@ -89,9 +100,9 @@ pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
     fs.add_char_dev("dev/console", 0o600, 5, 1);
     fs.add_char_dev("dev/null", 0o666, 1, 3);
     fs.add_file(
-        "usr/lib/os-release",
+        paths::relative(paths::OS_RELEASE),
         0o644,
-        os_release(inputs.version, inputs.board, inputs.rollback_index).into_bytes(),
+        os_release(inputs.version, inputs.board, inputs.rollback_index)?.into_bytes(),
     );
 
     let mut load = format!("# kver={}\n", kernel.release);
@@ -109,7 +120,11 @@ pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
         load.push_str(&plain);
         load.push('\n');
     }
-    fs.add_file("etc/ballast/modules.load", 0o644, load.into_bytes());
+    fs.add_file(
+        paths::relative(paths::MODULES_LOAD),
+        0o644,
+        load.into_bytes(),
+    );
 
     let config = KernelConfig::load(&kernel.config)?;
     let compression = Compression::best_for(&config);

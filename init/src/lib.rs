@@ -13,7 +13,7 @@
 //! implementation, covered by booting the binary under QEMU.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod cmdline;
+pub mod children;
 mod disks;
 pub mod dm;
 pub mod log;
@@ -22,7 +22,6 @@ pub mod root;
 pub mod stage1;
 pub mod stage2;
 pub mod state;
-pub mod supervise;
 pub mod sys;
 
 #[cfg(test)]

@@ -19,14 +19,14 @@ use rustix::mount::MountFlags;
 
 use ballast_slot::SlotId;
 
-use crate::cmdline::Cmdline;
 use crate::dm::{self, DmError};
 use crate::log;
 use crate::stage1::Ending;
 use crate::sys::{MountSpec, PartTable, Shutdown, Sys};
+use ballast_device::cmdline::Cmdline;
 
 /// Where the real root is mounted before the switch.
-pub const SYSROOT: &str = "/sysroot";
+pub use ballast_device::paths::SYSROOT;
 /// The device-mapper name of the verified root.
 pub const DM_NAME: &str = "ballast-root";
 /// Partition number of the state partition on every Ballast disk.
@@ -39,7 +39,7 @@ pub const BOOT_MOUNT: &str = "/sysroot/boot";
 pub const DISK_WAIT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 /// Stage 2 is this binary on the real root.
-pub const STAGE2: &str = "/sbin/init";
+pub use ballast_device::paths::STAGE2;
 
 /// Why a slot's root was refused.
 #[derive(Debug, thiserror::Error)]
@@ -100,17 +100,14 @@ pub struct RootPlan {
 
 impl RootPlan {
     pub fn from_cmdline(cmdline: &Cmdline) -> Result<RootPlan, RootError> {
-        let slot_value = cmdline.get("ballast.slot").unwrap_or("");
+        let slot_value = cmdline.slot().unwrap_or("");
         let slot =
             SlotId::parse(slot_value).ok_or_else(|| RootError::BadSlot(slot_value.into()))?;
         let disk_guid = cmdline
-            .get("ballast.disk")
-            .filter(|v| !v.is_empty())
+            .disk()
             .ok_or(RootError::Missing("disk"))?
             .to_string();
-        let verity = cmdline
-            .get("ballast.verity")
-            .ok_or(RootError::Missing("verity"))?;
+        let verity = cmdline.verity().ok_or(RootError::Missing("verity"))?;
         let verity = ballast_verity::Verity::from_cmdline(verity).map_err(RootError::BadVerity)?;
         Ok(RootPlan {
             slot,
@@ -269,7 +266,7 @@ pub fn refuse(sys: &mut impl Sys, slot: &str, why: &RootError) -> Ending {
 
 /// Stage 1 from the command line of a slot to exec of stage 2.
 pub fn boot_slot(sys: &mut impl Sys, cmdline: &Cmdline) -> Ending {
-    let slot_name = cmdline.get("ballast.slot").unwrap_or("?").to_string();
+    let slot_name = cmdline.slot().unwrap_or("?").to_string();
     let result = RootPlan::from_cmdline(cmdline).and_then(|plan| {
         let disk = find_disk(sys, &plan.disk_guid)?;
         log!(

@@ -14,11 +14,12 @@ use std::time::Duration;
 use rustix::io::Errno;
 use rustix::mount::MountFlags;
 
-use crate::cmdline::{Cmdline, DebugAction};
 use crate::log;
 use crate::modules::{ModulesLoad, ModulesLoadError, MODULES_LOAD};
 use crate::root;
 use crate::sys::{ModuleError, MountSpec, Shutdown, Sys};
+use ballast_device::cmdline::{keys, Cmdline, DebugAction};
+use ballast_device::{os_release, paths};
 
 /// The architecture name in the banner.
 pub const ARCH: &str = if cfg!(target_arch = "x86_64") {
@@ -31,7 +32,7 @@ pub const ARCH: &str = if cfg!(target_arch = "x86_64") {
     "unknown"
 };
 
-pub const OS_RELEASE: &str = "/usr/lib/os-release";
+pub use ballast_device::paths::OS_RELEASE;
 
 /// The pseudo filesystems, in mount order. `required: false` ones only warn.
 struct PseudoFs {
@@ -135,27 +136,21 @@ pub struct ModuleReport {
     pub took: Duration,
 }
 
-/// `VERSION_ID` from os-release text, unquoted.
-pub fn os_release_version(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let value = line.trim().strip_prefix("VERSION_ID=")?;
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-            .unwrap_or(value);
-        (!value.is_empty()).then(|| value.to_string())
-    })
+/// `VERSION_ID` of this image's os-release, or `unknown` (the banner and the boots
+/// file must be written even on a broken image; the reader names what is wrong to
+/// sysd, which reports it).
+pub fn version(sys: &mut impl Sys) -> String {
+    sys.read_file(Path::new(OS_RELEASE))
+        .ok()
+        .and_then(|bytes| {
+            os_release::version(Path::new(OS_RELEASE), &String::from_utf8_lossy(&bytes)).ok()
+        })
+        .map_or_else(|| "unknown".to_string(), |v| v.to_string())
 }
 
 /// The exact first console line.
 pub fn banner(sys: &mut impl Sys) -> String {
-    let version = sys
-        .read_file(Path::new(OS_RELEASE))
-        .ok()
-        .and_then(|bytes| os_release_version(&String::from_utf8_lossy(&bytes)))
-        .unwrap_or_else(|| "unknown".to_string());
-    format!("ballast-init version={version} arch={ARCH}")
+    format!("ballast-init version={} arch={ARCH}", version(sys))
 }
 
 /// Runs stage 1 to its end. `console_note` is what setting up the console had
@@ -172,11 +167,11 @@ pub fn boot(sys: &mut impl Sys, console_note: Option<String>) -> Ending {
         // Stage 1 failed before reading the command line; /proc may still be
         // there, and ballast.debug=poweroff must end a failing test boot too.
         cmdline = sys
-            .read_file(Path::new("/proc/cmdline"))
+            .read_file(Path::new(paths::CMDLINE))
             .ok()
             .map(|text| Cmdline::parse(&String::from_utf8_lossy(&text)));
     }
-    if let Some(slot_cmdline) = cmdline.as_ref().filter(|c| c.has("ballast.slot")) {
+    if let Some(slot_cmdline) = cmdline.as_ref().filter(|c| c.has(keys::SLOT)) {
         // A slot's boot entry: go on to its verified root, or refuse the slot.
         let slot_cmdline = slot_cmdline.clone();
         return match result {
@@ -249,7 +244,7 @@ fn debug_name(how: Shutdown) -> &'static str {
 fn run(sys: &mut impl Sys, cmdline: &mut Option<Cmdline>) -> Result<(), Stage1Error> {
     mount_pseudo_filesystems(sys, true)?;
     let text = sys
-        .read_file(Path::new("/proc/cmdline"))
+        .read_file(Path::new(paths::CMDLINE))
         .map_err(Stage1Error::Cmdline)?;
     let parsed = Cmdline::parse(&String::from_utf8_lossy(&text));
     log!(

@@ -2,24 +2,23 @@
 //! started by stage 1's switch_root as `init --stage2`.
 //!
 //! It counts the boot on the state partition (`/state/ballast/boots`, one
-//! line per boot, fsynced), then hands over to [`crate::supervise`]: sysd,
+//! line per boot, fsynced), then hands over to [`crate::children`]: sysd,
 //! the watchdog, reaping, and the orderly shutdown that makes state
 //! read-only so nothing is lost.
 
 use std::path::Path;
 
-use crate::cmdline::{Cmdline, DebugAction};
+use crate::children;
 use crate::log;
-use crate::stage1::{self, Ending, OS_RELEASE};
-use crate::supervise;
+use crate::stage1::{self, Ending};
 use crate::sys::{Shutdown, Sys};
+use ballast_device::cmdline::{Cmdline, DebugAction};
+use ballast_device::paths;
 
-pub const STATE: &str = "/state";
-/// The unified cgroup hierarchy sysd places containers in (crate ballast-container).
-pub const CGROUP: &str = "/sys/fs/cgroup";
-/// The boot partition (vfat, read-write), mounted by stage 1.
-pub const BOOT: &str = "/boot";
-pub const BOOTS: &str = "/state/ballast/boots";
+// The unified cgroup hierarchy sysd places containers in (crate ballast-container);
+// the boot partition (vfat, read-write), mounted by stage 1; the state partition
+// and its boots file.
+pub use ballast_device::paths::{BOOT, BOOTS, CGROUP, STATE};
 
 /// The number of the next boot given the boots file: one more than the
 /// highest `boot=N` in it (0 lines → 1).
@@ -58,7 +57,7 @@ pub fn count_boot(sys: &mut impl Sys, version: &str, slot: &str) -> Option<u64> 
         }
     };
     let n = next_boot(&previous);
-    if let Err(e) = sys.mkdir(Path::new("/state/ballast"), 0o755) {
+    if let Err(e) = sys.mkdir(Path::new(paths::STATE_BALLAST), 0o755) {
         log!(
             sys,
             "cannot make /state/ballast: {e}; this boot is not counted"
@@ -113,15 +112,11 @@ pub fn boot(sys: &mut impl Sys) -> Ending {
         log!(sys, "stage 2: {e}");
     }
     let cmdline = sys
-        .read_file(Path::new("/proc/cmdline"))
+        .read_file(Path::new(paths::CMDLINE))
         .map(|t| Cmdline::parse(&String::from_utf8_lossy(&t)))
         .unwrap_or_default();
-    let slot = cmdline.get("ballast.slot").unwrap_or("?").to_string();
-    let version = sys
-        .read_file(Path::new(OS_RELEASE))
-        .ok()
-        .and_then(|b| stage1::os_release_version(&String::from_utf8_lossy(&b)))
-        .unwrap_or_else(|| "unknown".into());
+    let slot = cmdline.slot().unwrap_or("?").to_string();
+    let version = stage1::version(sys);
     log!(sys, "stage 2 on slot {slot} (root verified, read-only)");
     let boot = count_boot(sys, &version, &slot);
     let debug = match cmdline.debug() {
@@ -135,7 +130,7 @@ pub fn boot(sys: &mut impl Sys) -> Ending {
     };
     mount_cgroup2(sys);
     let state = boot.is_some();
-    supervise::run(sys, supervise::Config { debug, boot, state })
+    children::run(sys, children::Config { debug, boot, state })
 }
 
 #[cfg(test)]

@@ -77,13 +77,12 @@ fn fetch(url: &str) -> Result<(Box<dyn Read + Send>, Option<u64>), Failure> {
     Ok((Box::new(resp.into_body().into_reader()), size))
 }
 
-/// Where the machine trusts keys from, and who it is.
-pub const KEYS_DIR: &str = "/usr/lib/ballast/keys";
-pub const OS_RELEASE: &str = "/usr/lib/os-release";
 /// The channel a first-boot config chose (`ballast.update.channel`), one URL.
-pub const CHANNEL_FILE: &str = "/state/ballast/config/update-channel";
+pub use ballast_device::paths::CHANNEL_FILE;
 /// Update keys the first-boot config adds (`ballast.update.trusted_keys`).
-pub const CONFIG_KEYS_DIR: &str = "/state/ballast/config/keys";
+pub use ballast_device::paths::CONFIG_KEYS_DIR;
+/// Where the machine trusts keys from, and who it is.
+pub use ballast_device::paths::{KEYS_DIR, OS_RELEASE};
 
 fn read_source(base: &str, name: &str) -> Result<Vec<u8>, Failure> {
     let mut out = Vec::new();
@@ -98,13 +97,6 @@ fn read_source(base: &str, name: &str) -> Result<Vec<u8>, Failure> {
             .map_err(|e| Failure::Refused(format!("cannot read {}: {e}", p.display())))?;
     }
     Ok(out)
-}
-
-fn os_field(text: &str, key: &str) -> Option<String> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix(key))
-        .next_back()
-        .map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_string())
 }
 
 /// `--channel [BASE]`: verify the channel's signed index with the machine's keys and
@@ -147,16 +139,15 @@ fn from_channel_at(
     let idx =
         ballast_bundle::channel::verify_index(&index, &String::from_utf8_lossy(&sig), &keys, now)
             .map_err(|e| Failure::Refused(format!("channel {base}: {e}")))?;
-    let os = std::fs::read_to_string(os_release).unwrap_or_default();
-    let arch = os_field(&os, "BALLAST_ARCH=").unwrap_or_default();
-    let board = os_field(&os, "BALLAST_BOARD=").unwrap_or_default();
-    let current = os_field(&os, "VERSION_ID=").unwrap_or_default();
-    let entry = idx.latest(&arch, &board).ok_or_else(|| {
+    let os = ballast_device::OsRelease::read(os_release)
+        .map_err(|e| Failure::Refused(format!("cannot tell which bundles fit: {e}")))?;
+    let (arch, board, current) = (os.arch.as_str(), &os.board, os.version.as_str());
+    let entry = idx.latest(arch, board).ok_or_else(|| {
         Failure::Refused(format!(
             "channel {base} has no bundle for arch {arch}, board {board}"
         ))
     })?;
-    if ballast_bundle::compare_versions(&entry.version, &current)
+    if ballast_bundle::compare_versions(&entry.version, current)
         != Some(std::cmp::Ordering::Greater)
     {
         return Ok(None);
@@ -394,10 +385,10 @@ mod tests {
                 cmdline: String::new(),
                 payloads: vec![],
             };
-            let inputs: Vec<ballast_bundle::Input> = ["root", "kernel", "initrd"]
+            let inputs: Vec<ballast_bundle::Input> = ballast_bundle::PayloadName::ALL
                 .iter()
                 .map(|name| ballast_bundle::Input {
-                    name,
+                    name: name.as_str(),
                     path: &payload,
                 })
                 .collect();
@@ -412,7 +403,7 @@ mod tests {
         let base = chan.to_str().unwrap();
         std::fs::write(
             &os,
-            "VERSION_ID=0.1.0\nBALLAST_ARCH=arm64\nBALLAST_BOARD=qemu-arm64\n",
+            "VERSION_ID=0.1.0\nBALLAST_ARCH=arm64\nBALLAST_BOARD=qemu-arm64\nBALLAST_ROLLBACK_INDEX=0\n",
         )
         .unwrap();
         let (src, v) = from_channel_at(Some(base), &keys, &os).unwrap().unwrap();
@@ -420,14 +411,14 @@ mod tests {
         assert!(matches!(src, Source::File(p) if p.starts_with(&chan)));
         std::fs::write(
             &os,
-            "VERSION_ID=0.3.0\nBALLAST_ARCH=arm64\nBALLAST_BOARD=qemu-arm64\n",
+            "VERSION_ID=0.3.0\nBALLAST_ARCH=arm64\nBALLAST_BOARD=qemu-arm64\nBALLAST_ROLLBACK_INDEX=0\n",
         )
         .unwrap();
         assert!(from_channel_at(Some(base), &keys, &os).unwrap().is_none());
         // Another board: nothing for it.
         std::fs::write(
             &os,
-            "VERSION_ID=0.1.0\nBALLAST_ARCH=arm64\nBALLAST_BOARD=rpi4\n",
+            "VERSION_ID=0.1.0\nBALLAST_ARCH=arm64\nBALLAST_BOARD=rpi4\nBALLAST_ROLLBACK_INDEX=0\n",
         )
         .unwrap();
         assert!(from_channel_at(Some(base), &keys, &os).is_err());

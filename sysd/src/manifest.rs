@@ -118,39 +118,51 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// Parse and validate one manifest's text. `file` is only used in messages.
-pub fn parse(name: &str, text: &str, file: &Path) -> Result<Def, String> {
-    let f = file.display();
-    if !valid_name(name) {
-        return Err(format!(
-            "{}: service name `{name}` (the directory name) may only hold letters, digits, `-`, `_` and `.`; rename the directory",
-            f
-        ));
+/// A manifest.toml that is not understood: the file, and what is wrong with which key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", file.display())]
+pub struct ManifestError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+fn bad(file: &Path) -> impl Fn(String) -> ManifestError + '_ {
+    move |message| ManifestError {
+        file: file.to_path_buf(),
+        message,
     }
-    let raw: RawManifest = toml::from_str(text)
-        .map_err(|e| format!("{f}: {}", e.to_string().trim_end().replace('\n', " | ")))?;
+}
+
+/// Parse and validate one manifest's text. `file` is only used in messages.
+pub fn parse(name: &str, text: &str, file: &Path) -> Result<Def, ManifestError> {
+    let bad = bad(file);
+    if !valid_name(name) {
+        return Err(bad(format!(
+            "service name `{name}` (the directory name) may only hold letters, digits, `-`, `_` and `.`; rename the directory"
+        )));
+    }
+    let raw: RawManifest =
+        toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().replace('\n', " | ")))?;
     for dep in &raw.after {
         if dep == name {
-            return Err(format!(
-                "{f}: after: `{name}` names itself; remove it from the list"
-            ));
+            return Err(bad(format!(
+                "after: `{name}` names itself; remove it from the list"
+            )));
         }
     }
     let r = &raw.restart;
     if r.backoff_initial_ms == 0 {
-        return Err(format!(
-            "{f}: restart.backoff_initial_ms: must be at least 1 (a zero backoff turns a crashing service into a busy loop)"
-        ));
+        return Err(bad("restart.backoff_initial_ms: must be at least 1 (a zero backoff turns a crashing service into a busy loop)".to_string()));
     }
     if r.backoff_max_ms < r.backoff_initial_ms {
-        return Err(format!(
-            "{f}: restart.backoff_max_ms ({}) is below restart.backoff_initial_ms ({}); raise the maximum",
+        return Err(bad(format!(
+            "restart.backoff_max_ms ({}) is below restart.backoff_initial_ms ({}); raise the maximum",
             r.backoff_max_ms, r.backoff_initial_ms
-        ));
+        )));
     }
     let (health, explicit) = match &raw.health {
         None => (Health::RunningMs(DEFAULT_RUNNING_MS), false),
-        Some(h) => (parse_health(h, &f.to_string())?, true),
+        Some(h) => (parse_health(h, file)?, true),
     };
     Ok(Def {
         name: name.to_string(),
@@ -165,7 +177,8 @@ pub fn parse(name: &str, text: &str, file: &Path) -> Result<Def, String> {
     })
 }
 
-fn parse_health(h: &RawHealth, f: &str) -> Result<Health, String> {
+fn parse_health(h: &RawHealth, file: &Path) -> Result<Health, ManifestError> {
+    let bad = bad(file);
     let given = [
         h.tcp.is_some(),
         h.running_ms.is_some(),
@@ -176,18 +189,20 @@ fn parse_health(h: &RawHealth, f: &str) -> Result<Health, String> {
     .filter(|g| **g)
     .count();
     if given > 1 {
-        return Err(format!(
-            "{f}: health: give one of `tcp`, `unix_http`, `unix` or `running_ms`, not several"
+        return Err(bad(
+            "health: give one of `tcp`, `unix_http`, `unix` or `running_ms`, not several"
+                .to_string(),
         ));
     }
     if h.path.is_some() && h.unix_http.is_none() {
-        return Err(format!(
-            "{f}: health.path: only used with `unix_http = \"/run/NAME.sock\"`; add it or remove `path`"
+        return Err(bad(
+            "health.path: only used with `unix_http = \"/run/NAME.sock\"`; add it or remove `path`"
+                .to_string(),
         ));
     }
     if let Some(addr) = &h.tcp {
         let a: SocketAddr = addr.parse().map_err(|_| {
-            format!("{f}: health.tcp: `{addr}` is not an IP:port address (e.g. \"127.0.0.1:22\"); host names are not resolved")
+            bad(format!("health.tcp: `{addr}` is not an IP:port address (e.g. \"127.0.0.1:22\"); host names are not resolved"))
         })?;
         return Ok(Health::Tcp(a));
     }
@@ -196,15 +211,15 @@ fn parse_health(h: &RawHealth, f: &str) -> Result<Health, String> {
     }
     if let Some(socket) = &h.unix_http {
         if !socket.starts_with('/') {
-            return Err(format!(
-                "{f}: health.unix_http: `{socket}` is not an absolute path (e.g. \"/run/ballast/docker.sock\"); it is a path on the host"
-            ));
+            return Err(bad(format!(
+                "health.unix_http: `{socket}` is not an absolute path (e.g. \"/run/ballast/docker.sock\"); it is a path on the host"
+            )));
         }
         let path = h.path.clone().unwrap_or_else(|| "/".to_owned());
         if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "{f}: health.path: `{path}` is not an HTTP request path (e.g. \"/_ping\")"
-            ));
+            return Err(bad(format!(
+                "health.path: `{path}` is not an HTTP request path (e.g. \"/_ping\")"
+            )));
         }
         return Ok(Health::UnixHttp {
             socket: PathBuf::from(socket),
@@ -213,15 +228,13 @@ fn parse_health(h: &RawHealth, f: &str) -> Result<Health, String> {
     }
     if let Some(socket) = &h.unix {
         if !socket.starts_with('/') {
-            return Err(format!(
-                "{f}: health.unix: `{socket}` is not an absolute path (e.g. \"/run/ballast/containerd.sock\"); it is a path on the host"
-            ));
+            return Err(bad(format!(
+                "health.unix: `{socket}` is not an absolute path (e.g. \"/run/ballast/containerd.sock\"); it is a path on the host"
+            )));
         }
         return Ok(Health::Unix(PathBuf::from(socket)));
     }
-    Err(format!(
-        "{f}: [health] is empty; set `tcp = \"IP:PORT\"`, `unix_http = \"/PATH.sock\"`, `unix = \"/PATH.sock\"` or `running_ms = N`, or remove the table"
-    ))
+    Err(bad("[health] is empty; set `tcp = \"IP:PORT\"`, `unix_http = \"/PATH.sock\"`, `unix = \"/PATH.sock\"` or `running_ms = N`, or remove the table".to_string()))
 }
 
 /// A definition directory found in the system directory.
@@ -296,7 +309,7 @@ pub fn load_all(dir: &Path) -> (Vec<Found>, Vec<String>) {
         };
         match parse(&name, &text, &file) {
             Ok(def) => found.push(Found { def, bundle }),
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
         }
     }
     (found, errors)
@@ -307,7 +320,7 @@ mod tests {
     use super::*;
 
     fn p(text: &str) -> Result<Def, String> {
-        parse("svc", text, Path::new("/sys/svc/manifest.toml"))
+        parse("svc", text, Path::new("/sys/svc/manifest.toml")).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -396,7 +409,7 @@ tcp = "127.0.0.1:22"
         let e = p("after = [\"svc\"]").unwrap_err();
         assert!(e.contains("itself"), "{e}");
         let e = parse("bad name", "", Path::new("x")).unwrap_err();
-        assert!(e.contains("rename"), "{e}");
+        assert!(e.to_string().contains("rename"), "{e}");
     }
 
     #[test]

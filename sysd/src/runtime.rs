@@ -3,11 +3,35 @@
 //! Reaping stays with the supervisor loop (waitpid on -1).
 
 use std::fs::File;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::logs::{pump, Log};
+
+/// A container could not be loaded, started or cleaned up.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The runtime's own error names the file and field, or the step.
+    #[error(transparent)]
+    Container(#[from] ballast_container::ContainerError),
+    #[error("no bundle loaded")]
+    NotLoaded,
+    #[error("cannot {action}: {source}")]
+    Io {
+        action: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{id}: cleanup: {source}")]
+    Cleanup {
+        id: String,
+        source: ballast_container::ContainerError,
+    },
+}
+
+fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    move |source| RuntimeError::Io { action, source }
+}
 
 /// A loaded bundle: its directory and parsed config.json.
 pub struct Bundle {
@@ -17,8 +41,8 @@ pub struct Bundle {
 
 impl Bundle {
     /// Parse `DIR/config.json`; the error names the file and field.
-    pub fn load(dir: &Path) -> Result<Bundle, String> {
-        let spec = ballast_container::load(dir).map_err(|e| e.to_string())?;
+    pub fn load(dir: &Path) -> Result<Bundle, RuntimeError> {
+        let spec = ballast_container::load(dir)?;
         Ok(Bundle {
             dir: dir.to_path_buf(),
             spec,
@@ -27,41 +51,30 @@ impl Bundle {
 
     /// Start the container as `id`; a thread copies its output into `log` until the
     /// last writer of the pipe is gone.
-    pub fn start(&self, id: &str, log: Arc<Log>) -> Result<u32, String> {
-        let (read_end, write_end) = pipe()?;
-        let devnull = File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    pub fn start(&self, id: &str, log: Arc<Log>) -> Result<u32, RuntimeError> {
+        let (read_end, write_end) = crate::sys::pipe().map_err(io("create the log pipe"))?;
+        let devnull = File::open("/dev/null").map_err(io("open /dev/null"))?;
         let stdio = ballast_container::Stdio3 {
             stdin: devnull.as_fd(),
             stdout: write_end.as_fd(),
             stderr: write_end.as_fd(),
         };
-        let started = ballast_container::start(id, &self.dir, &self.spec, stdio)
-            .map_err(|e| e.to_string())?;
+        let started = ballast_container::start(id, &self.dir, &self.spec, stdio)?;
         // Our copy of the write end must go, or the pump never sees end of file.
         drop(write_end);
         let src = File::from(read_end);
         std::thread::Builder::new()
             .name(format!("log-{id}"))
             .spawn(move || pump(src, log))
-            .map_err(|e| format!("cannot start the log thread: {e}"))?;
+            .map_err(io("start the log thread"))?;
         Ok(started.pid)
     }
 }
 
 /// Remove the container's cgroup (killing leftovers) after its process died.
-pub fn cleanup(id: &str) -> Result<(), String> {
-    ballast_container::cleanup(id).map_err(|e| format!("{id}: cleanup: {e}"))
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 fills the two-element array we pass.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(format!(
-            "cannot create the log pipe: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: pipe2 just returned these fds and nothing else owns them.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+pub fn cleanup(id: &str) -> Result<(), RuntimeError> {
+    ballast_container::cleanup(id).map_err(|source| RuntimeError::Cleanup {
+        id: id.to_string(),
+        source,
+    })
 }

@@ -1,10 +1,12 @@
 //! The control socket: one thread accepting, one thread per connection. Requests
 //! change the supervisor's memory only (under its lock); the main loop performs the
-//! resulting signals and starts on its next tick.
+//! resulting signals and starts on its next tick. Upgrades and rollbacks are
+//! `update`'s and ballast-slot's work: this module only carries bytes, descriptors
+//! and answers.
 
+use std::fmt::Display;
 use std::io::BufReader;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -13,32 +15,56 @@ use std::time::Duration;
 
 use ballast_control::{read_message, write_message, Request, Response, Status};
 
+use crate::sys::Signal;
+use crate::update::UpdateError;
 use crate::{lock, Shared};
 
+/// The control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}: {source}", path.display())]
+pub struct BindError {
+    action: &'static str,
+    path: PathBuf,
+    source: std::io::Error,
+}
+
 /// Bind the socket (mode 0660), replacing a stale one from a previous sysd.
-pub fn bind(path: &Path) -> Result<UnixListener, String> {
+pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    let err = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BindError {
+            action,
+            path,
+            source,
+        }
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(err("create", dir))?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(format!(
-                "cannot remove stale socket {}: {e}",
-                path.display()
-            ))
-        }
+        Err(e) => return Err(err("remove stale socket", path)(e)),
     }
-    let l = UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    let l = UnixListener::bind(path).map_err(err("bind", path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| format!("cannot chmod 0660 {}: {e}", path.display()))?;
+        .map_err(err("chmod 0660", path))?;
     // The admin group may talk to sysd: `sudo` (gid 27) in the system
     // containers' userland, which user `ballast` belongs to.
     std::os::unix::fs::chown(path, None, Some(ADMIN_GID))
-        .map_err(|e| format!("cannot give {} to group {ADMIN_GID}: {e}", path.display()))?;
+        .map_err(err("give the admin group (27)", path))?;
     Ok(l)
+}
+
+/// The answer to a request that succeeds with a message or fails with an error.
+fn reply<E: Display>(w: &mut UnixStream, res: Result<String, E>, socket: &Path) {
+    let resp = match res {
+        Ok(message) => Response::Ok { message },
+        Err(e) => Response::Error {
+            message: e.to_string(),
+        },
+    };
+    let _ = write_message(w, &resp, socket);
 }
 
 /// Group allowed to use the control socket (see `bind`).
@@ -90,13 +116,6 @@ fn handle(conn: UnixStream, shared: &Shared, socket: &Path) {
         }
     };
     let now = shared.now_ms();
-    let reply = |w: &mut UnixStream, res: Result<String, String>| {
-        let resp = match res {
-            Ok(message) => Response::Ok { message },
-            Err(message) => Response::Error { message },
-        };
-        let _ = write_message(w, &resp, socket);
-    };
     match req {
         Request::Status => {
             let st = status(shared, now);
@@ -113,6 +132,7 @@ fn handle(conn: UnixStream, shared: &Shared, socket: &Path) {
                     Err(format!(
                         "no service named `{service}` (osctl status lists them)"
                     )),
+                    socket,
                 );
                 return;
             }
@@ -125,7 +145,7 @@ fn handle(conn: UnixStream, shared: &Shared, socket: &Path) {
             }
             if follow {
                 let mut pending: Vec<u8> = Vec::new();
-                while !shared.stopping.load(Ordering::SeqCst) && !peer_closed(&w) {
+                while !shared.stopping.load(Ordering::SeqCst) && !crate::sys::peer_closed(&w) {
                     pending.extend(log.read_new(&mut cursor));
                     while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = pending.drain(..=nl).collect();
@@ -138,23 +158,25 @@ fn handle(conn: UnixStream, shared: &Shared, socket: &Path) {
                 }
             }
         }
-        Request::Restart { service } => reply(&mut w, lock(&shared.sup).restart(&service, now)),
-        Request::Stop { service } => reply(&mut w, lock(&shared.sup).stop(&service, now)),
-        Request::Start { service } => reply(&mut w, lock(&shared.sup).start(&service, now)),
-        Request::Reboot => reply(&mut w, shared.ask_pid1(libc::SIGINT, "reboot")),
-        Request::Poweroff => reply(&mut w, shared.ask_pid1(libc::SIGTERM, "power off")),
+        Request::Restart { service } => {
+            reply(&mut w, lock(&shared.sup).restart(&service, now), socket)
+        }
+        Request::Stop { service } => reply(&mut w, lock(&shared.sup).stop(&service, now), socket),
+        Request::Start { service } => reply(&mut w, lock(&shared.sup).start(&service, now), socket),
+        Request::Reboot => reply(&mut w, shared.ask_pid1(Signal::Int, "reboot"), socket),
+        Request::Poweroff => reply(&mut w, shared.ask_pid1(Signal::Term, "power off"), socket),
         Request::Upgrade {
             allow_downgrade,
             size,
             fd,
         } => upgrade(r, w, shared, socket, allow_downgrade, size, fd),
-        Request::Rollback => reply(&mut w, rollback(shared)),
+        Request::Rollback => reply(&mut w, rollback(shared), socket),
         Request::ConfigApply {
             text,
             source,
             dry_run,
         } => {
-            let resp = crate::firstboot::apply_request(&text, &source, dry_run);
+            let resp = crate::firstboot::apply_request(&shared.firstboot, &text, &source, dry_run);
             let _ = write_message(&mut w, &resp, socket);
         }
     }
@@ -183,34 +205,32 @@ fn upgrade(
         );
         return;
     }
-    let result = (|| {
-        let booted = shared
-            .slot
-            .ok_or("the booted slot is unknown (no ballast.slot= on the kernel command line)")?;
-        let boot = shared.boot()?;
+    let result = (|| -> Result<_, UpgradeError> {
+        let booted = shared.slot.ok_or(UpdateError::NoBootedSlot)?;
+        let boot = shared.boot().map_err(UpdateError::Boot)?;
+        let identity = crate::update::Identity::read(&shared.os_release, &shared.cmdline)
+            .map_err(UpdateError::Identity)?;
         let mut keys =
-            ballast_bundle::keys::read_dir(&shared.keys_dir).map_err(|e| e.to_string())?;
+            ballast_bundle::keys::read_dir(&shared.keys_dir).map_err(UpdateError::Keys)?;
         // Keys the applied config trusts (ballast.update.trusted_keys).
         keys.extend(
-            ballast_bundle::keys::read_dir(&shared.config_keys_dir).map_err(|e| e.to_string())?,
+            ballast_bundle::keys::read_dir(&shared.config_keys_dir).map_err(UpdateError::Keys)?,
         );
         let root_device = crate::update::slot_device(&shared.boot_dir, booted.other())?;
         let target = crate::update::Target {
             boot: &boot,
-            boot_dir: &shared.boot_dir,
             root_device,
             booted,
-            identity: &shared.identity,
+            identity: &identity,
             keys: &keys,
             records: &shared.records,
         };
         let passed = if fd {
             let _ = write_message(&mut w, &Response::SendFd, socket);
             if !r.buffer().is_empty() {
-                return Err("the client sent bytes before the bundle's descriptor".to_string());
+                return Err(UpgradeError::BytesBeforeFd);
             }
-            let fd = ballast_control::fdpass::recv_fd(r.get_ref())
-                .map_err(|e| format!("receiving the bundle's descriptor: {e}"))?;
+            let fd = ballast_control::fdpass::recv_fd(r.get_ref()).map_err(UpgradeError::Fd)?;
             Some(PassedFd(std::fs::File::from(fd)))
         } else {
             None
@@ -274,12 +294,25 @@ fn upgrade(
                 phases,
             }
         }
-        Err(message) => {
+        Err(e) => {
+            let message = e.to_string();
             crate::say(&format!("upgrade failed: {message}"));
             Response::Error { message }
         }
     };
     let _ = write_message(&mut w, &resp, socket);
+}
+
+/// Why an upgrade over the socket failed: the transport's own failures, or the
+/// update's.
+#[derive(Debug, thiserror::Error)]
+enum UpgradeError {
+    #[error("the client sent bytes before the bundle's descriptor")]
+    BytesBeforeFd,
+    #[error("receiving the bundle's descriptor: {0}")]
+    Fd(#[source] std::io::Error),
+    #[error(transparent)]
+    Update(#[from] UpdateError),
 }
 
 /// A bundle passed as a file descriptor: a file, or the pipe of `osctl upgrade
@@ -289,23 +322,8 @@ struct PassedFd(std::fs::File);
 
 impl std::io::Read for PassedFd {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::os::fd::AsRawFd;
         loop {
-            let mut p = libc::pollfd {
-                fd: self.0.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the length 1.
-            let n = unsafe { libc::poll(&mut p, 1, 120_000) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
+            if !crate::sys::wait_readable(&self.0, Duration::from_secs(120))? {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "the bundle stalled: no data for 120 s",
@@ -337,26 +355,17 @@ fn phase_times(started: &[(String, u64, std::time::Instant)]) -> Vec<ballast_con
 }
 
 /// Make the other slot the default, when it is good, and record who asked.
-fn rollback(shared: &Shared) -> Result<String, String> {
-    let booted = shared
-        .slot
-        .ok_or("the booted slot is unknown (no ballast.slot= on the kernel command line)")?;
+fn rollback(shared: &Shared) -> Result<String, UpdateError> {
+    let booted = shared.slot.ok_or(UpdateError::NoBootedSlot)?;
     let boot = shared.boot()?;
-    let other = booted.other();
-    let slots = boot.status()?;
-    let st = slots
-        .iter()
-        .find(|s| s.slot == other)
-        .ok_or_else(|| format!("slot {other} has no boot entry: nothing to roll back to"))?;
-    if st.health != ballast_slot::Health::Good {
-        return Err(format!(
-            "slot {other} is {} ({}): only a good slot can be rolled back to",
-            st.health.as_str(),
-            st.version.as_deref().unwrap_or("no version")
-        ));
-    }
-    boot.set_default(other)?;
-    let to = st.version.clone().unwrap_or_else(|| "unknown".into());
+    let st = boot
+        .partition()
+        .rollback(booted)
+        .map_err(|source| UpdateError::Slot {
+            action: "roll back".into(),
+            source,
+        })?;
+    let to = st.version.unwrap_or_else(|| "unknown".into());
     let rb = ballast_control::Rollback {
         from: shared.version.clone(),
         to: to.clone(),
@@ -367,24 +376,9 @@ fn rollback(shared: &Shared) -> Result<String, String> {
     shared.records.set_last_rollback(&rb)?;
     shared.records.set_pending(None)?;
     Ok(format!(
-        "slot {other} ({to}) is the default: the next boot runs it"
+        "slot {} ({to}) is the default: the next boot runs it",
+        st.slot
     ))
-}
-
-/// The client hung up (a follower pressed Ctrl-C): a zero-byte peek without blocking.
-fn peer_closed(s: &UnixStream) -> bool {
-    let mut b = [0u8; 1];
-    // SAFETY: recv into a 1-byte stack buffer we own, on a socket fd that stays open
-    // for the duration of the call; MSG_PEEK|MSG_DONTWAIT neither consumes nor blocks.
-    let n = unsafe {
-        libc::recv(
-            s.as_raw_fd(),
-            b.as_mut_ptr().cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n == 0
 }
 
 pub fn status(shared: &Shared, now: u64) -> Status {
@@ -395,11 +389,11 @@ pub fn status(shared: &Shared, now: u64) -> Status {
     let mut errors = lock(&shared.errors).clone();
     let slots = match shared.boot() {
         Ok(b) => b.status().unwrap_or_else(|e| {
-            errors.push(e);
+            errors.push(e.to_string());
             Vec::new()
         }),
         Err(e) => {
-            errors.push(e);
+            errors.push(e.to_string());
             Vec::new()
         }
     };

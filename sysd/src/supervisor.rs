@@ -477,7 +477,7 @@ impl Supervisor {
     }
 
     /// Stop `name` and keep it stopped.
-    pub fn stop(&mut self, name: &str, now: u64) -> Result<String, String> {
+    pub fn stop(&mut self, name: &str, now: u64) -> Result<String, RequestError> {
         let s = self.find(name).ok_or_else(|| unknown(name))?;
         s.held = true;
         match s.phase.clone() {
@@ -516,10 +516,10 @@ impl Supervisor {
     }
 
     /// Start a stopped or failed `name` (now, with a fresh backoff).
-    pub fn start(&mut self, name: &str, now: u64) -> Result<String, String> {
+    pub fn start(&mut self, name: &str, now: u64) -> Result<String, RequestError> {
         let s = self.find(name).ok_or_else(|| unknown(name))?;
         if let Some(b) = &s.blocked {
-            return Err(b.clone());
+            return Err(RequestError::Blocked(b.clone()));
         }
         s.held = false;
         match s.phase.clone() {
@@ -548,10 +548,10 @@ impl Supervisor {
     }
 
     /// Stop `name` if it runs, then start it again with a fresh backoff.
-    pub fn restart(&mut self, name: &str, now: u64) -> Result<String, String> {
+    pub fn restart(&mut self, name: &str, now: u64) -> Result<String, RequestError> {
         let s = self.find(name).ok_or_else(|| unknown(name))?;
         if let Some(b) = &s.blocked {
-            return Err(b.clone());
+            return Err(RequestError::Blocked(b.clone()));
         }
         s.held = false;
         match s.phase.clone() {
@@ -569,6 +569,44 @@ impl Supervisor {
             }
             _ => self.start(name, now),
         }
+    }
+
+    /// Replace the definitions (a first-boot config was applied): services still
+    /// defined keep running, adopted by pid with their health; services no longer
+    /// defined get SIGTERM (the returned actions); with `hold`, stopped services stay
+    /// stopped. Readiness is not announced a second time. Returns the signals to send
+    /// and the new definitions' errors; the caller ticks as usual.
+    pub fn replace_definitions(
+        &mut self,
+        defs: Vec<Def>,
+        hold: bool,
+        now: u64,
+    ) -> (Vec<Action>, Vec<String>) {
+        let (mut next, errors) = Supervisor::new(defs);
+        let mut actions = Vec::new();
+        for s in self.status(now) {
+            let kept = next.has(&s.name);
+            match (s.state, s.pid) {
+                (ServiceState::Running | ServiceState::Healthy, Some(pid)) if kept => {
+                    next.started(&s.name, pid, now);
+                    if s.state == ServiceState::Healthy {
+                        next.health_ok(&s.name, now);
+                    }
+                }
+                (_, Some(pid)) if !kept => actions.push(Action::Signal {
+                    name: s.name,
+                    pid,
+                    sig: Sig::Term,
+                }),
+                (ServiceState::Stopped, None) if kept && hold => {
+                    let _ = next.stop(&s.name, now);
+                }
+                _ => {}
+            }
+        }
+        next.ready_announced = self.ready_announced;
+        *self = next;
+        (actions, errors)
     }
 
     /// Stop everything (SIGTERM, then SIGKILL after the grace time); start nothing more.
@@ -652,8 +690,18 @@ impl Supervisor {
     }
 }
 
-fn unknown(name: &str) -> String {
-    format!("no service named `{name}` (osctl status lists them)")
+/// A request about one service cannot be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("no service named `{0}` (osctl status lists them)")]
+    Unknown(String),
+    /// It can never start (a dependency cycle or a blocked dependency): why.
+    #[error("{0}")]
+    Blocked(String),
+}
+
+fn unknown(name: &str) -> RequestError {
+    RequestError::Unknown(name.to_string())
 }
 
 /// Apply the restart policy after an unrequested exit or a failed start.
@@ -952,7 +1000,11 @@ mod tests {
             20,
         );
         assert_eq!(starts(&s.tick(21)), vec!["a"]);
-        assert!(s.restart("nope", 0).unwrap_err().contains("nope"));
+        assert!(s
+            .restart("nope", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("nope"));
     }
 
     #[test]
@@ -982,5 +1034,50 @@ mod tests {
         );
         assert!(s.all_down());
         assert!(starts(&s.tick(100_000)).is_empty());
+    }
+
+    #[test]
+    fn replacing_definitions_adopts_the_kept_and_stops_the_removed() {
+        let (mut s, _) = Supervisor::new(vec![
+            def("keep", &[], true),
+            def("gone", &[], false),
+            def("held", &[], false),
+        ]);
+        s.tick(0);
+        s.started("keep", 10, 0);
+        s.started("gone", 11, 0);
+        let _ = s.stop("held", 0);
+        s.health_ok("keep", 1);
+        assert!(s.tick(1).contains(&Action::Ready));
+        let (actions, errors) = s.replace_definitions(
+            vec![
+                def("keep", &[], true),
+                def("held", &[], false),
+                def("new", &[], false),
+            ],
+            true,
+            2,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            actions,
+            [Action::Signal {
+                name: "gone".into(),
+                pid: 11,
+                sig: Sig::Term
+            }]
+        );
+        assert!(!s.has("gone"));
+        let st = s.status(2);
+        let get = |n: &str| st.iter().find(|x| x.name == n).unwrap().clone();
+        assert_eq!(
+            (get("keep").state, get("keep").pid),
+            (ServiceState::Healthy, Some(10))
+        );
+        assert_eq!(get("held").state, ServiceState::Stopped);
+        let next = s.tick(3);
+        assert!(next.contains(&Action::Start("new".into())), "{next:?}");
+        assert!(!next.contains(&Action::Start("held".into())), "{next:?}");
+        assert!(!next.contains(&Action::Ready), "announced twice: {next:?}");
     }
 }

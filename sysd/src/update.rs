@@ -1,8 +1,9 @@
 //! Updates on the device: install a signed bundle into the inactive slot, make the
 //! rollback decision visible, and keep the records `osctl status` shows.
 //!
-//! The bundle format belongs to `ballast-bundle`, the slot state to `ballast-slot`;
-//! this module decides the order of the writes, which is what makes an update safe:
+//! The bundle format belongs to `ballast-bundle`, the slot state and the install
+//! verbs to `ballast-slot` ([`ballast_slot::install`]); this module verifies, streams
+//! and commits, in the order that makes an update safe:
 //!
 //! 1. Read the manifest and verify its signature against the keys baked into the
 //!    image (`/usr/lib/ballast/keys/*.pub`) and check arch, board, version and
@@ -26,12 +27,104 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use ballast_bundle::{Manifest, PublicKey, Reader};
+use ballast_bundle::{BundleError, Manifest, PayloadName, PublicKey, Reader};
 use ballast_control::{PendingUpdate, Rollback};
-use ballast_slot::{layout, Health, SlotId, SlotStatus};
+use ballast_device::{paths, AtomicError, Cmdline, OsRelease, OsReleaseError};
+use ballast_slot::{layout, Health, SlotError, SlotId, SlotStatus};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::slot::Boot;
+use crate::slot::{Boot, BootError};
+
+/// Why an update was refused or did not complete; the machine boots what it boots now.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("no trusted update keys in {}: this image cannot verify any bundle (build it with `ballast build`, which bakes the signing key's public half in)", paths::KEYS_DIR)]
+    NoKeys,
+    #[error("the booted slot is unknown (no ballast.slot= on the kernel command line)")]
+    NoBootedSlot,
+    #[error("the running slot {slot} ({version}) is still on probation: wait until it is marked good (`ballast-ready`, osctl status) before installing another update")]
+    OnProbation { slot: SlotId, version: String },
+    #[error("bundle refused: {0}")]
+    Refused(#[source] BundleError),
+    #[error("bundle refused: it has no `{name}` payload (payloads: {present})")]
+    MissingPayload { name: PayloadName, present: String },
+    #[error("bundle refused: unknown payload `{0}` (this sysd knows root, kernel, initrd)")]
+    UnknownPayload(String),
+    #[error("bundle refused: its root image ({size} bytes) does not fit slot {slot}'s partition {} ({room} bytes)", device.display())]
+    TooBig {
+        size: u64,
+        slot: SlotId,
+        device: PathBuf,
+        room: u64,
+    },
+    #[error("bundle refused: it ended before payload `{0}`")]
+    EndedBefore(PayloadName),
+    #[error("bundle refused while writing `{name}`: {source}")]
+    Payload {
+        name: PayloadName,
+        #[source]
+        source: BundleError,
+    },
+    /// Reading the trusted keys.
+    #[error(transparent)]
+    Keys(BundleError),
+    /// os-release does not say what this machine is.
+    #[error(transparent)]
+    Identity(#[from] OsReleaseError),
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is not mounted: cannot find the boot disk")]
+    BootNotMounted(String),
+    #[error("{} has no parent disk", .0.display())]
+    NoParentDisk(PathBuf),
+    #[error("disk {} has no partition {index} (slot {slot}'s root)", disk.display())]
+    NoPartition {
+        disk: PathBuf,
+        index: u32,
+        slot: SlotId,
+    },
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error("cannot {action}: {source}")]
+    Slot {
+        action: String,
+        #[source]
+        source: SlotError,
+    },
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
+fn io(action: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Error) -> UpdateError {
+    let (action, path) = (action.into(), path.to_path_buf());
+    move |source| UpdateError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// A record on the state partition could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot encode {}: {source}", path.display())]
+    Encode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot remove {}: {source}", path.display())]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] AtomicError),
+}
 
 /// Tries a freshly installed slot gets.
 pub const TRIES: u32 = layout::DEFAULT_TRIES;
@@ -61,19 +154,19 @@ impl Records {
     pub fn pending(&self) -> Option<PendingUpdate> {
         read_json(&self.path("pending.json"))
     }
-    pub fn set_pending(&self, p: Option<&PendingUpdate>) -> Result<(), String> {
+    pub fn set_pending(&self, p: Option<&PendingUpdate>) -> Result<(), RecordError> {
         write_json(&self.path("pending.json"), p)
     }
     pub fn last_rollback(&self) -> Option<Rollback> {
         read_json(&self.path("rollback.json"))
     }
-    pub fn set_last_rollback(&self, r: &Rollback) -> Result<(), String> {
+    pub fn set_last_rollback(&self, r: &Rollback) -> Result<(), RecordError> {
         write_json(&self.path("rollback.json"), Some(r))
     }
     pub fn health_failure(&self) -> Option<HealthFailure> {
         read_json(&self.path("health.json"))
     }
-    pub fn set_health_failure(&self, h: Option<&HealthFailure>) -> Result<(), String> {
+    pub fn set_health_failure(&self, h: Option<&HealthFailure>) -> Result<(), RecordError> {
         write_json(&self.path("health.json"), h)
     }
 }
@@ -83,28 +176,23 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_slice(&text).ok()
 }
 
-/// Atomic replace (tmp, fsync, rename, fsync dir); `None` removes the file.
-fn write_json<T: Serialize>(path: &Path, value: Option<&T>) -> Result<(), String> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
+/// The device contract's atomic replace; `None` removes the file.
+fn write_json<T: Serialize>(path: &Path, value: Option<&T>) -> Result<(), RecordError> {
     let Some(value) = value else {
         return match fs::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+            Err(source) => Err(RecordError::Remove {
+                path: path.to_path_buf(),
+                source,
+            }),
         };
     };
-    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| format!("cannot encode {}: {e}", path.display()))?;
-    let tmp = path.with_extension("json.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| RecordError::Encode {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(ballast_device::write_atomic(path, &bytes)?)
 }
 
 pub fn now_unix() -> u64 {
@@ -117,43 +205,29 @@ pub fn now_unix() -> u64 {
 /// What this machine is, from os-release and the kernel command line.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub version: String,
-    pub arch: String,
-    pub board: String,
-    pub rollback_index: u64,
+    pub os: OsRelease,
     /// `ballast.disk=GUID` as booted: the disk stays the same across updates.
-    pub disk_arg: Option<String>,
+    pub disk: Option<String>,
 }
 
 impl Identity {
-    pub fn read(os_release: &Path, cmdline: &Path, version: &str) -> Identity {
-        let os = fs::read_to_string(os_release).unwrap_or_default();
-        let field = |key: &str| {
-            os.lines()
-                .filter_map(|l| l.trim().strip_prefix(key))
-                .next_back()
-                .map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_string())
-        };
-        let cmd = fs::read_to_string(cmdline).unwrap_or_default();
-        Identity {
-            version: version.to_string(),
-            arch: field("BALLAST_ARCH=").unwrap_or_default(),
-            board: field("BALLAST_BOARD=").unwrap_or_default(),
-            rollback_index: field("BALLAST_ROLLBACK_INDEX=")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-            disk_arg: cmd
-                .split_ascii_whitespace()
-                .rfind(|w| w.starts_with("ballast.disk="))
-                .map(str::to_string),
-        }
+    /// os-release must name every field: a machine that does not know its arch or
+    /// board cannot tell which bundles fit it.
+    pub fn read(os_release: &Path, cmdline: &Cmdline) -> Result<Identity, OsReleaseError> {
+        Ok(Identity {
+            os: OsRelease::read(os_release)?,
+            disk: cmdline.disk().map(str::to_string),
+        })
+    }
+
+    fn version(&self) -> &str {
+        self.os.version.as_str()
     }
 }
 
 /// Everything an install needs to know about the machine.
 pub struct Target<'a> {
     pub boot: &'a Boot,
-    pub boot_dir: &'a Path,
     /// The inactive slot's root partition (a regular file in tests).
     pub root_device: PathBuf,
     pub booted: SlotId,
@@ -173,138 +247,127 @@ pub fn install(
     input: &mut dyn Read,
     allow_downgrade: bool,
     progress: Progress<'_>,
-) -> Result<Manifest, String> {
+) -> Result<Manifest, UpdateError> {
     let target = t.booted.other();
     if t.keys.is_empty() {
-        return Err(
-            "no trusted update keys in /usr/lib/ballast/keys: this image cannot verify any bundle \
-             (build it with `ballast build`, which bakes the signing key's public half in)"
-                .into(),
-        );
+        return Err(UpdateError::NoKeys);
     }
     let slots = t.boot.status()?;
     if let Some(me) = slots.iter().find(|s| s.slot == t.booted) {
         if me.health != Health::Good {
-            return Err(format!(
-                "the running slot {} ({}) is still on probation: wait until it is marked good \
-                 (`ballast-ready`, osctl status) before installing another update",
-                t.booted, t.identity.version
-            ));
+            return Err(UpdateError::OnProbation {
+                slot: t.booted,
+                version: t.identity.version().to_string(),
+            });
         }
     }
 
     progress("verify", 0, 0);
-    let mut reader = Reader::open(input, t.keys).map_err(|e| format!("bundle refused: {e}"))?;
+    let mut reader = Reader::open(input, t.keys).map_err(UpdateError::Refused)?;
     // The root is checked by its stored frame's SHA-256 (signed) and its size
     // while it streams, and by dm-verity on every read once it boots: a second
     // SHA-256 pass over the decompressed bytes would only slow the write.
-    reader.check_stored_hash_only(&["root"]);
+    reader.check_stored_hash_only(&[PayloadName::Root]);
     let m = reader.manifest().clone();
+    let os = &t.identity.os;
     ballast_bundle::check_compatible(
         &m,
-        &t.identity.arch,
-        &t.identity.board,
-        &t.identity.version,
-        t.identity.rollback_index,
+        os.arch.as_str(),
+        &os.board,
+        os.version.as_str(),
+        os.rollback_index,
         allow_downgrade,
     )
-    .map_err(|e| format!("bundle refused: {e}"))?;
-    for name in ["root", "kernel", "initrd"] {
-        if !m.payloads.iter().any(|p| p.name == name) {
-            return Err(format!(
-                "bundle refused: it has no `{name}` payload (payloads: {})",
-                m.payloads
+    .map_err(UpdateError::Refused)?;
+    for name in PayloadName::ALL {
+        if m.payload(name).is_none() {
+            return Err(UpdateError::MissingPayload {
+                name,
+                present: m
+                    .payloads
                     .iter()
                     .map(|p| p.name.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+                    .join(", "),
+            });
         }
     }
-    let root_size = m
-        .payloads
-        .iter()
-        .find(|p| p.name == "root")
-        .map_or(0, |p| p.size);
+    let root_size = m.payload(PayloadName::Root).map_or(0, |p| p.size);
     let dev_size = device_size(&t.root_device)?;
     if root_size > dev_size {
-        return Err(format!(
-            "bundle refused: its root image ({root_size} bytes) does not fit slot {target}'s partition {} ({dev_size} bytes)",
-            t.root_device.display()
-        ));
+        return Err(UpdateError::TooBig {
+            size: root_size,
+            slot: target,
+            device: t.root_device.clone(),
+            room: dev_size,
+        });
     }
 
     // From here on the inactive slot is invalid until its entry is written again.
-    invalidate(t, target)?;
-
-    let slot_dir = t.boot_dir.join(layout::SLOT_DIR).join(target.as_str());
-    fs::create_dir_all(&slot_dir)
-        .map_err(|e| format!("cannot create {}: {e}", slot_dir.display()))?;
-    let kernel_tmp = slot_dir.join("vmlinuz.tmp");
-    let initrd_tmp = slot_dir.join("initrd.img.tmp");
+    let staged = t
+        .boot
+        .partition()
+        .prepare_inactive(target)
+        .map_err(|source| UpdateError::Slot {
+            action: format!("invalidate slot {target}"),
+            source,
+        })?;
     let payloads = m.payloads.clone();
     for p in &payloads {
+        let name = p
+            .kind()
+            .ok_or_else(|| UpdateError::UnknownPayload(p.name.clone()))?;
         let total = p.size;
         progress(&p.name, 0, total);
         let mut report = |done: u64| progress(&p.name, done, total);
-        match p.name.as_str() {
-            "root" => {
+        match name {
+            PayloadName::Root => {
                 let dev = OpenOptions::new()
                     .write(true)
                     .custom_flags(libc::O_EXCL)
                     .open(&t.root_device)
-                    .map_err(|e| {
-                        format!(
-                            "cannot open slot {target}'s root partition {} for writing: {e}",
-                            t.root_device.display()
-                        )
-                    })?;
+                    .map_err(io(
+                        format!("open for writing slot {target}'s root partition"),
+                        &t.root_device,
+                    ))?;
                 // The device writes run on their own thread, beside the
                 // decompressing and hashing.
                 let mut w = WriterThread::new(dev);
-                let copied = copy_payload(&mut reader, &mut w, &mut report, &p.name);
-                let dev = w
-                    .finish()
-                    .map_err(|e| format!("writing {}: {e}", t.root_device.display()))?;
+                let copied = copy_payload(&mut reader, &mut w, &mut report, name);
+                let dev = w.finish().map_err(io("write", &t.root_device))?;
                 copied?;
-                dev.sync_all()
-                    .map_err(|e| format!("fsync {}: {e}", t.root_device.display()))?;
+                dev.sync_all().map_err(io("fsync", &t.root_device))?;
             }
-            "kernel" | "initrd" => {
-                let tmp = if p.name == "kernel" {
-                    &kernel_tmp
+            PayloadName::Kernel | PayloadName::Initrd => {
+                let tmp = if name == PayloadName::Kernel {
+                    &staged.kernel
                 } else {
-                    &initrd_tmp
+                    &staged.initrd
                 };
-                let f = File::create(tmp)
-                    .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+                let f = File::create(tmp).map_err(io("create", tmp))?;
                 let mut w = BufWriter::with_capacity(1 << 20, f);
-                copy_payload(&mut reader, &mut w, &mut report, &p.name)?;
+                copy_payload(&mut reader, &mut w, &mut report, name)?;
                 let f = w
                     .into_inner()
-                    .map_err(|e| format!("writing {}: {}", tmp.display(), e.error()))?;
-                f.sync_all()
-                    .map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
-            }
-            other => {
-                return Err(format!(
-                "bundle refused: unknown payload `{other}` (this sysd knows root, kernel, initrd)"
-            ))
+                    .map_err(|e| io("write", tmp)(e.into_error()))?;
+                f.sync_all().map_err(io("fsync", tmp))?;
             }
         }
     }
     progress("activate", 0, 0);
-    rename(&kernel_tmp, &slot_dir.join(layout::KERNEL))?;
-    rename(&initrd_tmp, &slot_dir.join(layout::INITRD))?;
-    sync_dir(&slot_dir);
     let mut options = m.cmdline.trim().to_string();
-    if let Some(d) = &t.identity.disk_arg {
-        options.push(' ');
-        options.push_str(d);
+    if let Some(d) = &t.identity.disk {
+        options.push_str(&format!(" {}={d}", ballast_device::cmdline::keys::DISK));
     }
-    t.boot.install(target, &m.version, &options, TRIES)?;
+    t.boot
+        .partition()
+        .commit_install(staged, &m.version, &options, TRIES)
+        .map_err(|source| UpdateError::Slot {
+            action: format!("install slot {target}'s boot entry"),
+            source,
+        })?;
     t.records.set_pending(Some(&PendingUpdate {
-        from_version: t.identity.version.clone(),
+        from_version: t.identity.version().to_string(),
         from_slot: t.booted,
         to_version: m.version.clone(),
         to_slot: target,
@@ -402,56 +465,26 @@ fn copy_payload<R: Read>(
     reader: &mut Reader<R>,
     out: &mut dyn Write,
     report: &mut dyn FnMut(u64),
-    name: &str,
-) -> Result<(), String> {
+    name: PayloadName,
+) -> Result<(), UpdateError> {
     match reader.copy_next(out, report) {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(format!("bundle refused: it ended before payload `{name}`")),
-        Err(e) => Err(format!("bundle refused while writing `{name}`: {e}")),
+        Ok(None) => Err(UpdateError::EndedBefore(name)),
+        Err(source) => Err(UpdateError::Payload { name, source }),
     }
 }
 
-/// Rename on the boot partition, durably (see [`ballast_slot::sync_renamed`]).
-fn rename(from: &Path, to: &Path) -> Result<(), String> {
-    fs::rename(from, to)
-        .map_err(|e| format!("cannot rename {} to {}: {e}", from.display(), to.display()))?;
-    ballast_slot::sync_renamed(to).map_err(|e| e.to_string())
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// Remove the slot's kernel (and mark it bad where the bootloader keeps a state), so
-/// that no bootloader picks it while its root is being rewritten.
-fn invalidate(t: &Target<'_>, slot: SlotId) -> Result<(), String> {
-    let dir = t.boot_dir.join(layout::SLOT_DIR).join(slot.as_str());
-    for name in [layout::KERNEL, layout::INITRD] {
-        let p = dir.join(name);
-        match fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot remove {}: {e}", p.display())),
-        }
-    }
-    sync_dir(&dir);
-    t.boot.invalidate(slot)
-}
-
-fn device_size(path: &Path) -> Result<u64, String> {
-    let mut f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    f.seek(SeekFrom::End(0))
-        .map_err(|e| format!("cannot size {}: {e}", path.display()))
+fn device_size(path: &Path) -> Result<u64, UpdateError> {
+    let mut f = File::open(path).map_err(io("open", path))?;
+    f.seek(SeekFrom::End(0)).map_err(io("size", path))
 }
 
 /// The partition device of `slot`'s root: the disk that holds the mounted boot
 /// partition, partition number 2 or 3 (`/sys/dev/block/MAJ:MIN` → its disk → the
 /// partition whose `partition` file holds the number).
-pub fn slot_device(boot_dir: &Path, slot: SlotId) -> Result<PathBuf, String> {
+pub fn slot_device(boot_dir: &Path, slot: SlotId) -> Result<PathBuf, UpdateError> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+        .map_err(io("read", Path::new("/proc/self/mountinfo")))?;
     let want = boot_dir.to_string_lossy();
     let majmin = mountinfo
         .lines()
@@ -460,24 +493,25 @@ pub fn slot_device(boot_dir: &Path, slot: SlotId) -> Result<PathBuf, String> {
             (f.len() > 4 && f[4] == want).then(|| f[2].to_string())
         })
         .next_back()
-        .ok_or_else(|| format!("{want} is not mounted: cannot find the boot disk"))?;
-    let part = fs::canonicalize(format!("/sys/dev/block/{majmin}"))
-        .map_err(|e| format!("cannot resolve /sys/dev/block/{majmin}: {e}"))?;
+        .ok_or_else(|| UpdateError::BootNotMounted(want.to_string()))?;
+    let sys_dev = PathBuf::from(format!("/sys/dev/block/{majmin}"));
+    let part = fs::canonicalize(&sys_dev).map_err(io("resolve", &sys_dev))?;
     let disk = part
         .parent()
-        .ok_or_else(|| format!("{} has no parent disk", part.display()))?;
+        .ok_or_else(|| UpdateError::NoParentDisk(part.clone()))?;
     let want_index = slot.partition_index().to_string();
-    let entries = fs::read_dir(disk).map_err(|e| format!("cannot list {}: {e}", disk.display()))?;
+    let entries = fs::read_dir(disk).map_err(io("list", disk))?;
     for e in entries.flatten() {
         let idx = fs::read_to_string(e.path().join("partition")).unwrap_or_default();
         if idx.trim() == want_index {
             return Ok(Path::new("/dev").join(e.file_name()));
         }
     }
-    Err(format!(
-        "disk {} has no partition {want_index} (slot {slot}'s root)",
-        disk.display()
-    ))
+    Err(UpdateError::NoPartition {
+        disk: disk.to_path_buf(),
+        index: slot.partition_index(),
+        slot,
+    })
 }
 
 /// At sysd's start: when an installed update was not kept (the bootloader booted the
@@ -534,18 +568,16 @@ pub fn rollback_line(rb: &Rollback) -> String {
     )
 }
 
-/// `ballast.health_timeout=SECS` from the kernel command line (default 300 s): how
-/// long a slot on probation may take to pass the health check before sysd gives up
-/// and reboots, so the bootloader counts the try.
-pub fn health_timeout(cmdline: &str) -> std::time::Duration {
-    let secs = cmdline
-        .split_ascii_whitespace()
-        .filter_map(|w| w.strip_prefix("ballast.health_timeout="))
-        .next_back()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&s| s > 0)
-        .unwrap_or(300);
-    std::time::Duration::from_secs(secs)
+/// `ballast.health_timeout=SECS` from the kernel command line (default 300 s, also
+/// for a value that is not a number above 0): how long a slot on probation may take
+/// to pass the health check before sysd gives up and reboots, so the bootloader counts
+/// the try.
+pub fn health_timeout(cmdline: &Cmdline) -> std::time::Duration {
+    cmdline
+        .health_timeout()
+        .ok()
+        .flatten()
+        .unwrap_or(std::time::Duration::from_secs(300))
 }
 
 #[cfg(test)]
@@ -584,11 +616,13 @@ mod tests {
             records: Records::new(dir.path().join("records")),
             signer: ballast_bundle::Signer::from_seed(&[7; 32]),
             identity: Identity {
-                version: "0.1.0".into(),
-                arch: "arm64".into(),
-                board: "qemu-arm64".into(),
-                rollback_index: 0,
-                disk_arg: Some("ballast.disk=GUID".into()),
+                os: OsRelease {
+                    version: ballast_device::os_release::Version::parse("0.1.0").unwrap(),
+                    arch: ballast_device::os_release::Arch::Arm64,
+                    board: "qemu-arm64".into(),
+                    rollback_index: 0,
+                },
+                disk: Some("GUID".into()),
             },
             root: (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect(),
             _dir: dir,
@@ -620,15 +654,15 @@ mod tests {
         };
         let inputs = [
             ballast_bundle::Input {
-                name: "root",
+                name: PayloadName::Root.as_str(),
                 path: &root,
             },
             ballast_bundle::Input {
-                name: "kernel",
+                name: PayloadName::Kernel.as_str(),
                 path: &kernel,
             },
             ballast_bundle::Input {
-                name: "initrd",
+                name: PayloadName::Initrd.as_str(),
                 path: &initrd,
             },
         ];
@@ -636,12 +670,15 @@ mod tests {
         fs::read(&out).unwrap()
     }
 
-    fn try_install(f: &Fixture, bytes: &[u8], allow_downgrade: bool) -> Result<Manifest, String> {
+    fn try_install(
+        f: &Fixture,
+        bytes: &[u8],
+        allow_downgrade: bool,
+    ) -> Result<Manifest, UpdateError> {
         let boot = Boot::open(&f.boot_dir, false).unwrap();
         let keys = [f.signer.public()];
         let t = Target {
             boot: &boot,
-            boot_dir: &f.boot_dir,
             root_device: f.device.clone(),
             booted: SlotId::A,
             identity: &f.identity,
@@ -715,7 +752,7 @@ mod tests {
         cases.push(("unknown key", bundle(&f, "0.2.0", &stranger), "refused"));
         cases.push(("downgrade", bundle(&f, "0.0.9", &f.signer), "refused"));
         for (what, bytes, needle) in cases {
-            let e = try_install(&f, &bytes, false).unwrap_err();
+            let e = try_install(&f, &bytes, false).unwrap_err().to_string();
             assert!(e.contains(needle), "{what}: {e}");
             let b = slot_b(&f);
             assert!(!b.is_default && b.health == Health::Bad, "{what}: {b:?}");
@@ -735,12 +772,10 @@ mod tests {
 
     #[test]
     fn health_timeout_from_cmdline() {
-        assert_eq!(health_timeout("quiet").as_secs(), 300);
-        assert_eq!(
-            health_timeout("a ballast.health_timeout=20 b").as_secs(),
-            20
-        );
-        assert_eq!(health_timeout("ballast.health_timeout=x").as_secs(), 300);
+        let secs = |text: &str| health_timeout(&Cmdline::parse(text)).as_secs();
+        assert_eq!(secs("quiet"), 300);
+        assert_eq!(secs("a ballast.health_timeout=20 b"), 20);
+        assert_eq!(secs("ballast.health_timeout=x"), 300);
     }
 
     #[test]

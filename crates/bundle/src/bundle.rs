@@ -64,12 +64,12 @@ pub fn write(
     manifest.payloads.clear();
     manifest.check_header()?;
     for (i, input) in inputs.iter().enumerate() {
-        if !crate::PAYLOAD_NAMES.contains(&input.name) {
+        if crate::PayloadName::parse(input.name).is_none() {
             return Err(BundleError::Input {
                 name: input.name.to_string(),
                 detail: format!(
                     "not a payload name; use one of {}",
-                    crate::PAYLOAD_NAMES.join(", ")
+                    crate::PayloadName::list()
                 ),
             });
         }
@@ -110,29 +110,16 @@ pub fn write(
     let signature = signer.sign(&header);
     header.extend_from_slice(&signature);
 
-    let tmp_out = TempFile(sibling(out, ".tmp"));
-    let file = File::create(&tmp_out.0).map_err(|e| BundleError::io("creating", &tmp_out.0, e))?;
-    let mut writer = BufWriter::with_capacity(CHUNK, file);
-    let werr = |e| BundleError::io("writing", &tmp_out.0, e);
-    writer.write_all(&header).map_err(werr)?;
-    for tmp in &temps {
-        let mut src = File::open(&tmp.0).map_err(|e| BundleError::io("reading back", &tmp.0, e))?;
-        io::copy(&mut src, &mut writer).map_err(werr)?;
-    }
-    let file = writer.into_inner().map_err(|e| werr(e.into_error()))?;
-    file.sync_all().map_err(werr)?;
-    drop(file);
-    fs::rename(&tmp_out.0, out)
-        .map_err(|e| BundleError::io("renaming the new bundle onto", out, e))?;
-    std::mem::forget(tmp_out);
-    if let Some(dir) = out.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        File::open(dir).and_then(|d| d.sync_all()).ok();
-    }
+    ballast_device::atomic::replace_with(out, |tmp, file| {
+        let werr = |e| BundleError::io("writing", tmp, e);
+        let mut writer = BufWriter::with_capacity(CHUNK, file);
+        writer.write_all(&header).map_err(werr)?;
+        for t in &temps {
+            let mut src = File::open(&t.0).map_err(|e| BundleError::io("reading back", &t.0, e))?;
+            io::copy(&mut src, &mut writer).map_err(werr)?;
+        }
+        writer.flush().map_err(werr)
+    })?;
     Ok(manifest)
 }
 
@@ -295,8 +282,8 @@ impl<R: Read> Reader<R> {
     /// decoder bug, which the caller must guard against another way (sysd: the
     /// kernel's dm-verity checks every block of `root` against the root hash in
     /// the signed command line, on every read).
-    pub fn check_stored_hash_only(&mut self, names: &[&str]) {
-        self.stored_hash_only = names.iter().map(|n| n.to_string()).collect();
+    pub fn check_stored_hash_only(&mut self, names: &[crate::PayloadName]) {
+        self.stored_hash_only = names.iter().map(|n| n.as_str().to_string()).collect();
     }
 
     /// The reader, positioned after the last payload consumed so far.

@@ -14,8 +14,8 @@ use crate::{compare_versions, BundleError, PublicKey, Reader, Signer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Read};
+use std::path::Path;
 
 pub const INDEX: &str = "index.json";
 pub const INDEX_SIG: &str = "index.json.sig";
@@ -266,35 +266,8 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn tmp_beside(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(".tmp");
-    PathBuf::from(name)
-}
-
-fn finish_atomic(tmp: &Path, path: &Path, file: File) -> Result<(), BundleError> {
-    let result = file
-        .sync_all()
-        .map_err(|e| BundleError::io("syncing", tmp, e))
-        .and_then(|()| {
-            fs::rename(tmp, path).map_err(|e| BundleError::io("renaming into place", path, e))
-        });
-    if result.is_err() {
-        let _ = fs::remove_file(tmp);
-    } else if let Some(dir) = path.parent() {
-        File::open(dir).and_then(|d| d.sync_all()).ok();
-    }
-    result
-}
-
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
-    let tmp = tmp_beside(path);
-    let mut file = File::create(&tmp).map_err(|e| BundleError::io("creating", &tmp, e))?;
-    if let Err(e) = file.write_all(bytes) {
-        let _ = fs::remove_file(&tmp);
-        return Err(BundleError::io("writing", &tmp, e));
-    }
-    finish_atomic(&tmp, path, file)
+    Ok(ballast_device::write_atomic(path, bytes)?)
 }
 
 /// Copy `src` to `dest` atomically, checking the copy hashes to `sha256`
@@ -303,31 +276,20 @@ fn copy_atomic(src: &Path, dest: &Path, sha256: &str) -> Result<(), BundleError>
     if fs::canonicalize(src).ok() == fs::canonicalize(dest).ok() && dest.exists() {
         return Ok(()); // publishing the channel's own file again
     }
-    let tmp = tmp_beside(dest);
-    let mut out = File::create(&tmp).map_err(|e| BundleError::io("creating", &tmp, e))?;
-    let copied = (|| -> Result<String, BundleError> {
+    ballast_device::atomic::replace_with(dest, |tmp, out| {
         let file = File::open(src).map_err(|e| BundleError::io("opening bundle", src, e))?;
         let mut reader = HashingReader {
             inner: file,
             hasher: Sha256::new(),
             bytes: 0,
         };
-        io::copy(&mut reader, &mut out)
-            .map_err(|e| BundleError::io("copying the bundle to", &tmp, e))?;
-        Ok(hex::encode(reader.hasher.finalize()))
-    })();
-    match copied {
-        Ok(got) if got == sha256 => finish_atomic(&tmp, dest, out),
-        Ok(_) => {
-            let _ = fs::remove_file(&tmp);
-            Err(index_err(
+        io::copy(&mut reader, out).map_err(|e| BundleError::io("copying the bundle to", tmp, e))?;
+        if hex::encode(reader.hasher.finalize()) != sha256 {
+            return Err(index_err(
                 &src.display().to_string(),
                 "changed while it was being published; publish it again once it is complete",
-            ))
+            ));
         }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+        Ok(())
+    })
 }

@@ -55,6 +55,16 @@ pub enum BundleError {
     IndexExpired { expires: u64, now: u64 },
 }
 
+impl From<ballast_device::AtomicError> for BundleError {
+    fn from(e: ballast_device::AtomicError) -> Self {
+        BundleError::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 impl BundleError {
     pub(crate) fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
         BundleError::Io {

@@ -55,4 +55,4 @@ pub use bundle::{Input, Reader, MAGIC, MAX_MANIFEST_LEN};
 pub use compat::{check_compatible, compare_versions};
 pub use error::BundleError;
 pub use keys::{PublicKey, Signer};
-pub use manifest::{Manifest, Payload, ARCHES, FORMAT, OS, PAYLOAD_NAMES};
+pub use manifest::{Manifest, Payload, PayloadName, ARCHES, FORMAT, OS};

@@ -10,8 +10,45 @@ pub const FORMAT: u32 = 1;
 pub const OS: &str = "ballast";
 /// Architectures a bundle may be for.
 pub const ARCHES: &[&str] = &["x86_64", "arm64", "armv7"];
-/// Payload names, each at most once.
-pub const PAYLOAD_NAMES: &[&str] = &["root", "kernel", "initrd"];
+/// What a payload is; each appears at most once in a bundle. On the wire (the
+/// manifest's `name`) it is the lowercase text of [`PayloadName::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PayloadName {
+    /// The slot's root file system image (squashfs + dm-verity tree).
+    Root,
+    /// The slot's kernel, `vmlinuz` on the boot partition.
+    Kernel,
+    /// The slot's initramfs, `initrd.img` on the boot partition.
+    Initrd,
+}
+
+impl PayloadName {
+    /// Every payload name, in the order the builder writes them.
+    pub const ALL: [PayloadName; 3] = [PayloadName::Root, PayloadName::Kernel, PayloadName::Initrd];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadName::Root => "root",
+            PayloadName::Kernel => "kernel",
+            PayloadName::Initrd => "initrd",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<PayloadName> {
+        PayloadName::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
+    /// `root, kernel, initrd`, for messages.
+    pub fn list() -> String {
+        PayloadName::ALL.map(PayloadName::as_str).join(", ")
+    }
+}
+
+impl std::fmt::Display for PayloadName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +86,19 @@ pub struct Payload {
     pub compressed_sha256: String,
 }
 
+impl Payload {
+    /// What this payload is; `None` only before [`Manifest::check`] refused it.
+    pub fn kind(&self) -> Option<PayloadName> {
+        PayloadName::parse(&self.name)
+    }
+}
+
 impl Manifest {
+    /// The payload called `name`, if the bundle carries one.
+    pub fn payload(&self, name: PayloadName) -> Option<&Payload> {
+        self.payloads.iter().find(|p| p.kind() == Some(name))
+    }
+
     /// Parse and check manifest JSON. The reader calls this only after the
     /// signature has been verified; the fuzz target calls it on anything.
     pub fn from_json(bytes: &[u8]) -> Result<Manifest, BundleError> {
@@ -132,10 +181,10 @@ impl Manifest {
                     "field `payloads[{i}].{field}`: {detail}"
                 )))
             };
-            if !PAYLOAD_NAMES.contains(&p.name.as_str()) {
+            if p.kind().is_none() {
                 return bad(
                     "name",
-                    format!("{:?} is not one of {}", p.name, PAYLOAD_NAMES.join(", ")),
+                    format!("{:?} is not one of {}", p.name, PayloadName::list()),
                 );
             }
             if self.payloads[..i].iter().any(|q| q.name == p.name) {

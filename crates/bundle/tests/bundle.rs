@@ -94,7 +94,7 @@ fn read_all(bytes: &[u8], trusted: &[PublicKey]) -> Result<Vec<(String, Vec<u8>)
 fn read_all_with(
     bytes: &[u8],
     trusted: &[PublicKey],
-    stored_only: &[&str],
+    stored_only: &[ballast_bundle::PayloadName],
 ) -> Result<Vec<(String, Vec<u8>)>, BundleError> {
     let mut reader = Reader::open(bytes, trusted)?;
     reader.check_stored_hash_only(stored_only);
@@ -193,10 +193,21 @@ fn a_flipped_payload_byte_is_never_ok() {
     // The same with root checked by its stored frame's hash only, as sysd reads it.
     let good = read_all(&bytes, std::slice::from_ref(&pk)).unwrap();
     assert_eq!(
-        read_all_with(&bytes, std::slice::from_ref(&pk), &["root"]).unwrap(),
+        read_all_with(
+            &bytes,
+            std::slice::from_ref(&pk),
+            &[ballast_bundle::PayloadName::Root]
+        )
+        .unwrap(),
         good
     );
-    for stored_only in [&[][..], &["root", "kernel"][..]] {
+    for stored_only in [
+        &[][..],
+        &[
+            ballast_bundle::PayloadName::Root,
+            ballast_bundle::PayloadName::Kernel,
+        ][..],
+    ] {
         for at in (start..bytes.len()).step_by(step).chain([bytes.len() - 1]) {
             let mut bad = bytes.clone();
             bad[at] ^= 0x80;

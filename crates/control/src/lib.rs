@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Where sysd listens on the device.
-pub const SOCKET: &str = "/run/ballast/sysd.sock";
+pub const SOCKET: &str = ballast_device::paths::SOCKET;
 
 /// Longest line either side accepts (a status with many services is a few KiB; a log
 /// line is capped by the writer). Anything longer is a protocol error, not an

@@ -42,14 +42,14 @@
 //! Pure Rust and std only, so it builds for every device target.
 
 use std::fmt;
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub mod bls;
+pub mod install;
 pub mod uboot;
 mod verscmp;
 
+pub use install::{BootPartition, Staged};
 pub use verscmp::strverscmp_improved;
 
 /// The fixed layout of the boot partition, shared by the builder, init and this crate.
@@ -242,6 +242,14 @@ pub enum SlotError {
         dir.display(), layout::STATE_COPIES[0], layout::STATE_COPIES[1]
     )]
     NoValidState { dir: PathBuf },
+    #[error("slot {slot} has no boot entry: nothing to roll back to")]
+    NoRollbackTarget { slot: SlotId },
+    #[error("slot {slot} is {state} ({version}): only a good slot can be rolled back to")]
+    RollbackTargetNotGood {
+        slot: SlotId,
+        state: &'static str,
+        version: String,
+    },
     #[error("invalid value for {what}: {reason}")]
     Invalid { what: String, reason: String },
 }
@@ -258,53 +266,28 @@ pub(crate) fn io_err(
     }
 }
 
-/// Crash-safe replace: write `<name>.tmp` beside `path`, fsync it, rename it over `path`,
-/// fsync the directory.
+/// Crash-safe replace on the boot partition (vfat): ballast-device's one atomic write,
+/// which also fsyncs the renamed file (see [`ballast_device::atomic`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SlotError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-    let mut tmp_name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    {
-        let mut f = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
-        f.write_all(bytes).map_err(io_err("write", &tmp))?;
-        f.sync_all().map_err(io_err("fsync", &tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
-    sync_renamed(path)?;
-    sync_dir(dir)
+    Ok(ballast_device::write_atomic_vfat(path, bytes)?)
 }
 
-/// Rename within a directory and make it durable.
+/// Rename within a directory of the boot partition and make it durable.
 pub(crate) fn rename_synced(from: &Path, to: &Path) -> Result<(), SlotError> {
-    fs::rename(from, to).map_err(io_err("rename", from))?;
-    sync_renamed(to)?;
-    sync_dir(to.parent().unwrap_or_else(|| Path::new(".")))
-}
-
-/// fsync a file just renamed. On vfat (every boot partition) a rename writes
-/// the new directory entry with size 0 and no clusters; the real ones reach the
-/// disk only when the file's inode is written back, which fsync on the
-/// directory does not do. A power cut in that window left an empty boot entry.
-pub fn sync_renamed(path: &Path) -> Result<(), SlotError> {
-    fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("fsync", path))
+    Ok(ballast_device::atomic::rename_vfat(from, to)?)
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), SlotError> {
-    // Directories open read-only; fsync makes the rename durable. Some file systems
-    // (vfat on old kernels) reject fsync on a directory: the rename itself is done, so
-    // only EINVAL is tolerated.
-    let d = fs::File::open(dir).map_err(io_err("open directory", dir))?;
-    match d.sync_all() {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(22) => Ok(()),
-        Err(e) => Err(io_err("fsync directory", dir)(e)),
+    Ok(ballast_device::atomic::sync_dir(dir)?)
+}
+
+impl From<ballast_device::AtomicError> for SlotError {
+    fn from(e: ballast_device::AtomicError) -> SlotError {
+        SlotError::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
     }
 }
 

@@ -37,7 +37,7 @@ mod users;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ballast_config::{MetaData, Plan};
@@ -52,24 +52,35 @@ use source::Found;
 /// services without it.
 pub const URL_DEADLINE: Duration = Duration::from_secs(60);
 
-static LAYOUT: OnceLock<Layout> = OnceLock::new();
-/// The main loop must reload definitions (and, with RELEASE, start the held services).
-static RELOAD: AtomicBool = AtomicBool::new(false);
-static RELEASE: AtomicBool = AtomicBool::new(false);
-/// The config changed the static network or the engine settings while their
-/// services ran: the next reload restarts them.
-static RESTART_NETWORK: AtomicBool = AtomicBool::new(false);
-static RESTART_ENGINE: AtomicBool = AtomicBool::new(false);
+/// First-boot state, made by [`begin`] and kept in [`Shared`] by the main loop; the
+/// fetch thread and `osctl config apply` (socket threads) set its flags.
+pub struct State {
+    layout: Layout,
+    /// The main loop must reload definitions (and, with `release`, start the held services).
+    reload: AtomicBool,
+    release: AtomicBool,
+    /// The config changed the static network or the engine settings while their
+    /// services ran: the next reload restarts them.
+    restart_network: AtomicBool,
+    restart_engine: AtomicBool,
+    waiting: Mutex<Option<Waiting>>,
+}
 
-fn restart_later(network: bool, engine: bool) {
-    if network {
-        RESTART_NETWORK.store(true, Ordering::SeqCst);
+impl State {
+    fn restart_later(&self, network: bool, engine: bool) {
+        if network {
+            self.restart_network.store(true, Ordering::SeqCst);
+        }
+        if engine {
+            self.restart_engine.store(true, Ordering::SeqCst);
+        }
     }
-    if engine {
-        RESTART_ENGINE.store(true, Ordering::SeqCst);
+
+    fn release_and_reload(&self) {
+        self.release.store(true, Ordering::SeqCst);
+        self.reload.store(true, Ordering::SeqCst);
     }
 }
-static WAITING: Mutex<Option<Waiting>> = Mutex::new(None);
 
 struct Waiting {
     url: String,
@@ -231,13 +242,21 @@ fn report(o: &Outcome, errors: bool) -> Vec<String> {
 }
 
 /// At sysd's start, before the definitions are loaded: apply a local config,
-/// or note the URL to fetch. Returns errors for `osctl status`.
-pub fn begin(root: &Path, on_device: bool) -> Vec<String> {
+/// or note the URL to fetch. Returns the state and errors for `osctl status`.
+pub fn begin(root: &Path, on_device: bool) -> (State, Vec<String>) {
     let l = Layout {
         root: root.to_path_buf(),
         on_device,
     };
     let cmdline = std::fs::read_to_string(l.cmdline()).unwrap_or_default();
+    let state = State {
+        layout: l.clone(),
+        reload: AtomicBool::new(false),
+        release: AtomicBool::new(false),
+        restart_network: AtomicBool::new(false),
+        restart_engine: AtomicBool::new(false),
+        waiting: Mutex::new(None),
+    };
     // The time container's chrony reads NTP sources from here (`sourcedir`).
     if let Some(dir) = l.chrony().parent() {
         if let Err(e) = std::fs::create_dir_all(dir) {
@@ -254,29 +273,28 @@ pub fn begin(root: &Path, on_device: bool) -> Vec<String> {
             }
         }
     }
-    let _ = LAYOUT.set(l.clone());
     if let Some(url) = source::url_from_cmdline(&cmdline) {
         say(&format!(
             "config: ballast.config={url}: services wait for it (up to {} s) once the network is up",
             URL_DEADLINE.as_secs()
         ));
-        *lock(&WAITING) = Some(Waiting {
+        *lock(&state.waiting) = Some(Waiting {
             url,
             deadline: Instant::now() + URL_DEADLINE,
             fetching: false,
         });
-        return Vec::new();
+        return (state, Vec::new());
     }
     let found = match source::find_cidata(&l.root) {
         Some((dev, fs)) => source::read_cidata(&dev, fs, &l.cidata_mount()),
         None => source::read_dir_seed(&l.boot(), "/boot"),
     };
-    report(&apply_found(&l, found), false)
+    (state, report(&apply_found(&l, found), false))
 }
 
 /// A URL config is pending: hold every service but `network`.
-pub fn hold(sup: &mut Supervisor) {
-    if lock(&WAITING).is_none() {
+pub fn hold(state: &State, sup: &mut Supervisor) {
+    if lock(&state.waiting).is_none() {
         return;
     }
     for name in sup.names() {
@@ -288,7 +306,8 @@ pub fn hold(sup: &mut Supervisor) {
 
 /// From the main loop: start the fetch once the network is healthy.
 pub fn tick(shared: &Arc<Shared>) {
-    let mut w = lock(&WAITING);
+    let state = &shared.firstboot;
+    let mut w = lock(&state.waiting);
     let Some(waiting) = w.as_mut() else {
         return;
     };
@@ -313,16 +332,14 @@ pub fn tick(shared: &Arc<Shared>) {
     let spawned = std::thread::Builder::new()
         .name("sysd-config".into())
         .spawn(move || {
-            if let Some(l) = LAYOUT.get() {
-                let found = source::fetch(&url, deadline).map(Some);
-                let outcome = apply_found(l, found);
-                restart_later(outcome.network_changed, outcome.engine_changed);
-                let errors = report(&outcome, true);
-                lock(&sh.errors).extend(errors);
-            }
-            *lock(&WAITING) = None;
-            RELEASE.store(true, Ordering::SeqCst);
-            RELOAD.store(true, Ordering::SeqCst);
+            let state = &sh.firstboot;
+            let found = source::fetch(&url, deadline).map(Some);
+            let outcome = apply_found(&state.layout, found);
+            state.restart_later(outcome.network_changed, outcome.engine_changed);
+            let errors = report(&outcome, true);
+            lock(&sh.errors).extend(errors);
+            *lock(&state.waiting) = None;
+            state.release_and_reload();
         });
     if let Err(e) = spawned {
         let msg =
@@ -330,16 +347,16 @@ pub fn tick(shared: &Arc<Shared>) {
         say(&msg);
         lock(&shared.errors).push(msg);
         *w = None;
-        RELEASE.store(true, Ordering::SeqCst);
-        RELOAD.store(true, Ordering::SeqCst);
+        state.release_and_reload();
     }
 }
 
 /// Reload requested (after the URL stage, or `osctl config apply`): `Some(release held)`.
-pub fn take_reload() -> Option<bool> {
-    RELOAD
+pub fn take_reload(state: &State) -> Option<bool> {
+    state
+        .reload
         .swap(false, Ordering::SeqCst)
-        .then(|| RELEASE.swap(false, Ordering::SeqCst))
+        .then(|| state.release.swap(false, Ordering::SeqCst))
 }
 
 /// Load the definitions again (the image's and the config's), keep running
@@ -362,39 +379,24 @@ pub fn reload(
                 new_bundles.insert(f.def.name.clone(), b);
                 defs.push(f.def);
             }
-            Err(e) => errs.push(e),
+            Err(e) => errs.push(e.to_string()),
         }
     }
-    let (mut sup, more) = Supervisor::new(defs);
-    errs.extend(more);
     let now = shared.now_ms();
-    let mut cur = lock(&shared.sup);
-    for s in cur.status(now) {
-        let kept = sup.has(&s.name);
-        match (s.state, s.pid) {
-            (ServiceState::Running | ServiceState::Healthy, Some(pid)) if kept => {
-                sup.started(&s.name, pid, now);
-                if s.state == ServiceState::Healthy {
-                    sup.health_ok(&s.name, now);
-                }
-            }
-            (_, Some(pid)) if !kept => {
-                say(&format!(
-                    "config: {} is no longer configured: stopping pid {pid}",
-                    s.name
-                ));
-                // SAFETY: kill(2) with a plain pid and signal number.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-            }
-            (ServiceState::Stopped, None) if kept && !release => {
-                let _ = sup.stop(&s.name, now);
-            }
-            _ => {}
+    let mut sup = lock(&shared.sup);
+    let (mut actions, more) = sup.replace_definitions(defs, !release, now);
+    errs.extend(more);
+    for a in &actions {
+        if let Action::Signal { name, pid, .. } = a {
+            say(&format!(
+                "config: {name} is no longer configured: stopping pid {pid}"
+            ));
         }
     }
+    let state = &shared.firstboot;
     for (flag, service, what) in [
-        (&RESTART_NETWORK, "network", "static network"),
-        (&RESTART_ENGINE, "docker", "engine settings"),
+        (&state.restart_network, "network", "static network"),
+        (&state.restart_engine, "docker", "engine settings"),
     ] {
         if flag.swap(false, Ordering::SeqCst) && sup.has(service) {
             match sup.restart(service, now) {
@@ -403,13 +405,8 @@ pub fn reload(
             }
         }
     }
-    let announced = cur.ready_announced();
-    let mut actions = sup.tick(now);
-    if announced {
-        actions.retain(|a| *a != Action::Ready);
-    }
-    *cur = sup;
-    drop(cur);
+    actions.extend(sup.tick(now));
+    drop(sup);
     *bundles = new_bundles;
     let mut known = lock(&shared.errors);
     for e in errs {
@@ -423,12 +420,8 @@ pub fn reload(
 
 /// `osctl config apply`: check, diff against the applied plan, and unless
 /// `dry_run` apply and record (see the module doc for per-instance steps).
-pub fn apply_request(text: &str, source: &str, dry_run: bool) -> Response {
-    let Some(l) = LAYOUT.get() else {
-        return Response::Error {
-            message: "config: sysd has not finished starting; try again".into(),
-        };
-    };
+pub fn apply_request(state: &State, text: &str, source: &str, dry_run: bool) -> Response {
+    let l = &state.layout;
     let parsed = match ballast_config::parse(text, source) {
         Ok(p) => p,
         Err(e) => {
@@ -457,7 +450,7 @@ pub fn apply_request(text: &str, source: &str, dry_run: bool) -> Response {
     delta.files.retain(|f| !old.files.contains(f));
     delta.runcmd.retain(|c| !old.runcmd.contains(c));
     let r = apply::apply(l, &delta, true);
-    restart_later(r.network_changed, r.engine_changed);
+    state.restart_later(r.network_changed, r.engine_changed);
     let mut errors = r.errors;
     if let Err(e) = record(l, &new) {
         errors.push(e);
@@ -470,7 +463,7 @@ pub fn apply_request(text: &str, source: &str, dry_run: bool) -> Response {
     {
         say(&line);
     }
-    RELOAD.store(true, Ordering::SeqCst);
+    state.reload.store(true, Ordering::SeqCst);
     Response::ConfigApplied {
         changes,
         warnings: warnings.into_iter().chain(r.warnings).collect(),

@@ -35,14 +35,10 @@ use crate::log;
 use crate::stage1::Ending;
 use crate::sys::{KillSignal, Shutdown, Signal, Sys};
 
-/// The system supervisor PID 1 starts (crate sysd).
-pub const SYSD: &str = "/usr/lib/ballast/sysd";
-/// sysd writes its ready line here once every required container is healthy.
-pub const READY: &str = "/run/ballast/ready";
-/// PID 1's errors, one stamped line each, on the state partition.
-pub const INIT_LOG: &str = "/state/ballast/init.log";
-/// Watchdog devices, first found wins.
-pub const WATCHDOGS: [&str; 2] = ["/dev/watchdog0", "/dev/watchdog"];
+// The system supervisor PID 1 starts (crate sysd); sysd writes its ready line to
+// READY once every required container is healthy; PID 1's errors go to INIT_LOG,
+// one stamped line each; WATCHDOGS: first found wins.
+pub use ballast_device::paths::{INIT_LOG, READY, SYSD, WATCHDOGS};
 /// What PID 1 asks of the watchdog driver.
 pub const WATCHDOG_TIMEOUT_S: u32 = 30;
 /// How often the watchdog is petted (at most half the driver's timeout).
@@ -518,28 +514,28 @@ impl Pid1 {
                 }
             }
         }
-        if let Ok(true) = sys.is_mountpoint(Path::new(crate::stage2::BOOT)) {
-            match sys.unmount(Path::new(crate::stage2::BOOT)) {
-                Ok(()) => log!(sys, "{} unmounted", crate::stage2::BOOT),
-                Err(e) => match sys.remount_ro(Path::new(crate::stage2::BOOT)) {
+        if let Ok(true) = sys.is_mountpoint(Path::new(ballast_device::paths::BOOT)) {
+            match sys.unmount(Path::new(ballast_device::paths::BOOT)) {
+                Ok(()) => log!(sys, "{} unmounted", ballast_device::paths::BOOT),
+                Err(e) => match sys.remount_ro(Path::new(ballast_device::paths::BOOT)) {
                     Ok(()) => log!(
                         sys,
                         "cannot unmount {}: {e}; made it read-only",
-                        crate::stage2::BOOT
+                        ballast_device::paths::BOOT
                     ),
                     Err(e2) => self.error(
                         sys,
                         format_args!(
                             "cannot unmount {} ({e}) nor make it read-only ({e2}); synced it",
-                            crate::stage2::BOOT
+                            ballast_device::paths::BOOT
                         ),
                     ),
                 },
             }
         }
-        if let Ok(true) = sys.is_mountpoint(Path::new(crate::stage2::STATE)) {
+        if let Ok(true) = sys.is_mountpoint(Path::new(ballast_device::paths::STATE)) {
             // Last chance to record an error there.
-            let state = crate::stage2::STATE;
+            let state = ballast_device::paths::STATE;
             match sys.remount_ro(Path::new(state)) {
                 Ok(()) => {
                     self.config.state = false;

@@ -7,9 +7,32 @@
 //! kernel does, and treat `-` and `_` in names as equal (the kernel's
 //! `parameq()`). Words after a lone `--` are the arguments meant for init.
 //!
+//! Every `ballast.*` argument has its typed accessor here (init, sysd and osctl
+//! never split the line themselves):
+//!
+//! | argument                  | accessor                      | read by        |
+//! |---------------------------|-------------------------------|----------------|
+//! | `ballast.slot=a\|b`       | [`Cmdline::slot`]             | init, sysd     |
+//! | `ballast.disk=GUID`       | [`Cmdline::disk`]             | init, sysd     |
+//! | `ballast.verity=...`      | [`Cmdline::verity`]           | init           |
+//! | `ballast.debug=...`       | [`Cmdline::debug`]            | init           |
+//! | `ballast.health_timeout=` | [`Cmdline::health_timeout`]   | sysd           |
+//! | `ballast.config=URL`      | [`Cmdline::config_url`]       | sysd           |
+//!
 //! This module only parses; it never decides what to do about a value.
 
 use std::fmt;
+use std::time::Duration;
+
+/// The names of the `ballast.*` arguments.
+pub mod keys {
+    pub const SLOT: &str = "ballast.slot";
+    pub const DISK: &str = "ballast.disk";
+    pub const VERITY: &str = "ballast.verity";
+    pub const DEBUG: &str = "ballast.debug";
+    pub const HEALTH_TIMEOUT: &str = "ballast.health_timeout";
+    pub const CONFIG: &str = "ballast.config";
+}
 
 /// One `key` or `key=value` word of the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +69,9 @@ impl fmt::Display for DebugAction {
 
 /// A `ballast.*` value Ballast does not understand.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("kernel command line: {key}={value:?} is not understood (expected one of: {expected}); ignoring it")]
+#[error(
+    "kernel command line: {key}={value:?} is not understood (expected {expected}); ignoring it"
+)]
 pub struct BadValue {
     pub key: &'static str,
     pub value: String,
@@ -123,16 +148,53 @@ impl Cmdline {
         self.params.iter().filter(|p| p.key.starts_with("ballast."))
     }
 
+    /// `ballast.slot=`: the slot the bootloader booted, as written (`a` or `b`
+    /// when the entry is right; the slot crate owns what a slot is).
+    pub fn slot(&self) -> Option<&str> {
+        self.get(keys::SLOT)
+    }
+
+    /// `ballast.disk=GUID`: the disk booted from; `None` when absent or empty.
+    pub fn disk(&self) -> Option<&str> {
+        self.get(keys::DISK).filter(|v| !v.is_empty())
+    }
+
+    /// `ballast.verity=`: the root hash and geometry (ballast-verity parses it).
+    pub fn verity(&self) -> Option<&str> {
+        self.get(keys::VERITY)
+    }
+
+    /// `ballast.config=URL`: where the first-boot config is fetched from.
+    pub fn config_url(&self) -> Option<&str> {
+        self.get(keys::CONFIG).filter(|v| !v.is_empty())
+    }
+
+    /// `ballast.health_timeout=SECS`: how long a slot on probation may take to pass
+    /// the health check; a whole number of seconds above 0.
+    pub fn health_timeout(&self) -> Result<Option<Duration>, BadValue> {
+        let Some(v) = self.get(keys::HEALTH_TIMEOUT) else {
+            return Ok(None);
+        };
+        match v.parse::<u64>() {
+            Ok(secs) if secs > 0 => Ok(Some(Duration::from_secs(secs))),
+            _ => Err(BadValue {
+                key: keys::HEALTH_TIMEOUT,
+                value: v.to_string(),
+                expected: "a number of seconds above 0",
+            }),
+        }
+    }
+
     /// `ballast.debug=`: what to do when stage 1 ends.
     pub fn debug(&self) -> Result<Option<DebugAction>, BadValue> {
-        match self.get("ballast.debug") {
+        match self.get(keys::DEBUG) {
             None => Ok(None),
             Some("poweroff") => Ok(Some(DebugAction::PowerOff)),
             Some("reboot") => Ok(Some(DebugAction::Reboot)),
             Some(other) => Err(BadValue {
-                key: "ballast.debug",
+                key: keys::DEBUG,
                 value: other.to_string(),
-                expected: "poweroff, reboot",
+                expected: "one of: poweroff, reboot",
             }),
         }
     }
@@ -237,6 +299,32 @@ mod tests {
         let c = Cmdline::parse("console=ttyS0 -- single \"x y\"");
         assert_eq!(c.init_args(), ["single", "x y"]);
         assert!(!c.has("single"));
+    }
+
+    #[test]
+    fn typed_ballast_arguments_with_odd_spacing_and_quotes() {
+        let c = Cmdline::parse(
+            "  console=ttyAMA0\tballast.verity=\"1 2 3\"   ballast.disk=GUID-1\n\
+             ballast.slot=b  ballast.health_timeout=20 \"ballast.config=http://h/x y\"\n",
+        );
+        assert_eq!(c.slot(), Some("b"));
+        assert_eq!(c.disk(), Some("GUID-1"));
+        assert_eq!(c.verity(), Some("1 2 3"));
+        assert_eq!(c.health_timeout(), Ok(Some(Duration::from_secs(20))));
+        assert_eq!(c.config_url(), Some("http://h/x y"));
+    }
+
+    #[test]
+    fn absent_or_bad_ballast_arguments() {
+        let c = Cmdline::parse("quiet ballast.disk= ballast.health_timeout=0");
+        assert_eq!((c.slot(), c.disk(), c.config_url()), (None, None, None));
+        let e = c.health_timeout().unwrap_err();
+        assert_eq!(e.value, "0");
+        assert!(e.to_string().contains("seconds above 0"), "{e}");
+        assert_eq!(Cmdline::parse("x").health_timeout(), Ok(None));
+        assert!(Cmdline::parse("ballast.health_timeout=x")
+            .health_timeout()
+            .is_err());
     }
 
     #[test]

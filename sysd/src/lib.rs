@@ -1,0 +1,499 @@
+//! sysd: the system-container supervisor and the device's control socket.
+//!
+//! Started by PID 1 after the root, /state, /boot and /run are mounted. It reads the
+//! system container definitions, starts them in dependency order, restarts them with
+//! backoff, keeps their logs, announces `ballast-ready` and marks the booted slot good
+//! once every required one is healthy, answers `osctl` on the control socket, and on
+//! SIGTERM stops everything and exits 0. It never panics on input or environment and
+//! never exits because one service is broken.
+//!
+//! `sysd --root DIR` reads and writes every path under DIR instead of `/` (tests, and
+//! trying definitions on a workstation); in that mode Reboot/Poweroff only signal the
+//! process given with `--pid1 PID`, never the real PID 1.
+//!
+//! This is the library; `main.rs` only parses the arguments ([`Args::parse`]) and
+//! calls [`run`].
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod firstboot;
+mod health;
+mod logs;
+mod manifest;
+mod runtime;
+mod server;
+mod slot;
+mod supervisor;
+mod sys;
+mod update;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ballast_device::{os_release, paths, Cmdline};
+use ballast_slot::SlotId;
+
+use supervisor::{Action, Sig, Supervisor};
+use sys::{LinuxSys, Signal, Sys};
+
+/// How long shutdown waits for the services before exiting anyway (the contract gives
+/// sysd 10 s; SIGKILL goes out at 5 s).
+const SHUTDOWN_LIMIT: Duration = Duration::from_millis(9_000);
+const TICK: Duration = Duration::from_millis(50);
+
+/// Lock a mutex, surviving a panicked holder (sysd must keep serving).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// sysd's own messages go to its stderr (the console on the device).
+pub fn say(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "sysd: {msg}");
+}
+
+/// Every path sysd touches (the device contract's), under one root.
+struct Paths {
+    root: PathBuf,
+}
+
+impl Paths {
+    /// `path`, one of [`ballast_device::paths`], under the root.
+    fn p(&self, path: &str) -> PathBuf {
+        paths::under(&self.root, path)
+    }
+}
+
+/// What the main loop and the socket threads share.
+pub struct Shared {
+    pub sup: Mutex<Supervisor>,
+    pub logs: logs::Logs,
+    pub errors: Mutex<Vec<String>>,
+    pub version: String,
+    pub slot: Option<SlotId>,
+    pub stopping: AtomicBool,
+    boot_dir: PathBuf,
+    check_mounted: bool,
+    pid1: Option<u32>,
+    start: Instant,
+    pub records: update::Records,
+    /// First-boot config: what is pending, what to reload and restart.
+    pub firstboot: firstboot::State,
+    /// Read again for each upgrade ([`update::Identity::read`]).
+    pub os_release: PathBuf,
+    pub cmdline: Cmdline,
+    pub keys_dir: PathBuf,
+    pub config_keys_dir: PathBuf,
+    /// One upgrade at a time.
+    pub upgrading: AtomicBool,
+}
+
+impl Shared {
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    pub fn boot(&self) -> Result<slot::Boot, slot::BootError> {
+        slot::Boot::open(&self.boot_dir, self.check_mounted)
+    }
+
+    /// Reboot (SIGINT) or power off (SIGTERM) is PID 1's job.
+    pub fn ask_pid1(&self, sig: Signal, what: &'static str) -> Result<String, Pid1Error> {
+        let pid = self.pid1.ok_or(Pid1Error::NoPid1 { what })?;
+        LinuxSys
+            .kill(pid, sig)
+            .map_err(|source| Pid1Error::Kill { what, pid, source })?;
+        Ok(format!("{what}: asked PID {pid}"))
+    }
+}
+
+/// PID 1 could not be asked to reboot or power off.
+#[derive(Debug, thiserror::Error)]
+pub enum Pid1Error {
+    #[error("cannot {what}: sysd runs with --root (not as the device's supervisor) and no --pid1 was given")]
+    NoPid1 { what: &'static str },
+    #[error("cannot {what}: kill({pid}) failed: {source}")]
+    Kill {
+        what: &'static str,
+        pid: u32,
+        source: std::io::Error,
+    },
+}
+
+/// sysd's command line is not understood.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    #[error("{0} needs a value")]
+    Missing(&'static str),
+    #[error("--pid1 {0}: not a process id")]
+    BadPid(String),
+    #[error("usage: sysd [--root DIR [--pid1 PID]]")]
+    Help,
+    #[error("unknown argument `{0}` (usage: sysd [--root DIR [--pid1 PID]])")]
+    Unknown(String),
+}
+
+/// sysd's command line.
+pub struct Args {
+    root: PathBuf,
+    pid1: Option<u32>,
+}
+
+impl Args {
+    /// Parse the arguments after the program name.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgsError> {
+        parse_args(args.into_iter())
+    }
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, ArgsError> {
+    let mut root = PathBuf::from("/");
+    let mut pid1 = None;
+    let mut rooted = false;
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--root" => {
+                root = PathBuf::from(it.next().ok_or(ArgsError::Missing("--root DIR"))?);
+                rooted = true;
+            }
+            "--pid1" => {
+                let v = it.next().ok_or(ArgsError::Missing("--pid1 PID"))?;
+                pid1 = Some(v.parse::<u32>().map_err(|_| ArgsError::BadPid(v))?);
+            }
+            "-h" | "--help" => return Err(ArgsError::Help),
+            other => return Err(ArgsError::Unknown(other.to_string())),
+        }
+    }
+    if !rooted && root == Path::new("/") && pid1.is_none() {
+        pid1 = Some(1);
+    }
+    Ok(Args { root, pid1 })
+}
+
+/// sysd's life: start, supervise until SIGTERM, stop everything. The exit code.
+pub fn run(args: Args) -> i32 {
+    let paths = Paths { root: args.root };
+    let on_device = paths.root == Path::new("/");
+    let mut errors = Vec::new();
+    if let Err(e) = sys::catch_term() {
+        errors.push(format!("cannot catch SIGTERM and SIGINT: {e}"));
+    }
+    if let Err(e) = sys::set_subreaper() {
+        errors.push(format!(
+            "PR_SET_CHILD_SUBREAPER failed: {e}; orphaned container processes go to PID 1"
+        ));
+    }
+    let os_release = paths.p(paths::OS_RELEASE);
+    let version = os_release::read_version(&os_release).map_or_else(
+        |e| {
+            errors.push(e.to_string());
+            "unknown".into()
+        },
+        |v| v.to_string(),
+    );
+    let cmdline_path = paths.p(paths::CMDLINE);
+    let cmdline = match std::fs::read_to_string(&cmdline_path) {
+        Ok(text) => Cmdline::parse(&text),
+        Err(e) => {
+            errors.push(format!("cannot read {}: {e}", cmdline_path.display()));
+            Cmdline::default()
+        }
+    };
+    let slot = slot::booted_slot(&cmdline, &cmdline_path).map_or_else(
+        |e| {
+            errors.push(e.to_string());
+            None
+        },
+        Some,
+    );
+
+    // First-boot config from a local source is applied before the definitions
+    // load (it may add system containers); a URL one holds the services instead.
+    let (first_boot, errs) = firstboot::begin(&paths.root, on_device);
+    errors.extend(errs);
+
+    // Definitions: manifest.toml, then config.json through the container runtime.
+    let (image_defs, applied_defs) = (paths.p(paths::SYSTEM_DIR), paths.p(paths::APPLIED_SYSTEM));
+    let (found, mut errs) = manifest::load_image_and_applied(&image_defs, &applied_defs);
+    errors.append(&mut errs);
+    let mut bundles = HashMap::new();
+    let mut defs = Vec::new();
+    for f in found {
+        match runtime::Bundle::load(&f.bundle) {
+            Ok(b) => {
+                bundles.insert(f.def.name.clone(), b);
+                defs.push(f.def);
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let (mut sup, mut errs) = Supervisor::new(defs);
+    errors.append(&mut errs);
+    firstboot::hold(&first_boot, &mut sup);
+    let (logs, log_err) = logs::Logs::new(&paths.p(paths::LOGS));
+    errors.extend(log_err);
+    for e in &errors {
+        say(e);
+    }
+
+    let health_timeout = update::health_timeout(&cmdline);
+    let shared = Arc::new(Shared {
+        sup: Mutex::new(sup),
+        logs,
+        errors: Mutex::new(errors),
+        version,
+        slot,
+        stopping: AtomicBool::new(false),
+        boot_dir: paths.p(paths::BOOT),
+        check_mounted: on_device,
+        pid1: args.pid1,
+        start: Instant::now(),
+        records: update::Records::new(paths.p(paths::UPDATE_RECORDS)),
+        firstboot: first_boot,
+        os_release,
+        cmdline,
+        keys_dir: paths.p(paths::KEYS_DIR),
+        config_keys_dir: paths.p(paths::CONFIG_KEYS_DIR),
+        upgrading: AtomicBool::new(false),
+    });
+
+    // A slot on probation (installed by an update, not yet good) must pass the health
+    // check in time; a boot after an update that was not kept reports the rollback.
+    // Rebooting helps only when there is a good slot to fall back to; a machine
+    // with nowhere to go keeps running and reports what is unhealthy.
+    let probation = boot_health(&shared, false) != Some(ballast_slot::Health::Good)
+        && boot_health(&shared, true) == Some(ballast_slot::Health::Good);
+    if let (Some(booted), Ok(boot)) = (shared.slot, shared.boot()) {
+        let slots = boot.status().unwrap_or_default();
+        if let Some(rb) = update::reconcile(&shared.records, booted, &shared.version, &slots) {
+            let line = update::rollback_line(&rb);
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+            if let Err(e) = boot.set_default(booted) {
+                say(&e.to_string());
+            }
+        }
+    }
+    let mut gave_up = false;
+
+    let socket = paths.p(paths::SOCKET);
+    match server::bind(&socket) {
+        Ok(listener) => {
+            let sh = shared.clone();
+            let sock = socket.clone();
+            if let Err(e) = std::thread::Builder::new()
+                .name("sysd-server".into())
+                .spawn(move || server::serve(listener, sh, sock))
+            {
+                let msg = format!("cannot start the control socket thread: {e}");
+                say(&msg);
+                lock(&shared.errors).push(msg);
+            }
+        }
+        Err(e) => {
+            let msg = format!("{e}; osctl cannot reach sysd");
+            say(&msg);
+            lock(&shared.errors).push(msg);
+        }
+    }
+
+    let mut shutdown_at: Option<Instant> = None;
+    loop {
+        let now = shared.now_ms();
+        if sys::term_requested() && shutdown_at.is_none() {
+            say("SIGTERM: stopping all services");
+            shared.stopping.store(true, Ordering::SeqCst);
+            lock(&shared.sup).shutdown(now);
+            shutdown_at = Some(Instant::now());
+        }
+        for (pid, exit) in LinuxSys.reap() {
+            let name = lock(&shared.sup).exited(pid, &exit, now);
+            if let Some(name) = name {
+                say(&format!("{name} (pid {pid}) {}", exit.desc));
+                if let Err(e) = runtime::cleanup(&name) {
+                    say(&e.to_string());
+                }
+            }
+        }
+        firstboot::tick(&shared);
+        if let Some(release) = firstboot::take_reload(&shared.firstboot) {
+            for a in firstboot::reload(&shared, &mut bundles, &image_defs, &applied_defs, release) {
+                perform(a, &shared, &bundles, &paths);
+            }
+        }
+        let actions = lock(&shared.sup).tick(now);
+        for a in actions {
+            perform(a, &shared, &bundles, &paths);
+        }
+        if probation
+            && !gave_up
+            && shutdown_at.is_none()
+            && shared.start.elapsed() >= health_timeout
+            && !lock(&shared.sup).ready_announced()
+        {
+            gave_up = true;
+            give_up_probation(&shared, health_timeout);
+        }
+        if let Some(t) = shutdown_at {
+            if lock(&shared.sup).all_down() {
+                say("all services stopped");
+                break;
+            }
+            if t.elapsed() >= SHUTDOWN_LIMIT {
+                say("services still running after 9 s; exiting anyway");
+                break;
+            }
+        }
+        std::thread::sleep(TICK);
+    }
+    for name in lock(&shared.sup).names() {
+        let _ = runtime::cleanup(&name);
+    }
+    let _ = std::fs::remove_file(&socket);
+    0
+}
+
+fn perform(a: Action, shared: &Shared, bundles: &HashMap<String, runtime::Bundle>, paths: &Paths) {
+    match a {
+        Action::Start(name) => {
+            let res = match bundles.get(&name) {
+                Some(b) => b.start(&name, shared.logs.get(&name)),
+                None => Err(runtime::RuntimeError::NotLoaded),
+            };
+            let now = shared.now_ms();
+            match res {
+                Ok(pid) => {
+                    say(&format!("{name}: started (pid {pid})"));
+                    lock(&shared.sup).started(&name, pid, now);
+                }
+                Err(e) => {
+                    say(&format!("{name}: {e}"));
+                    lock(&shared.sup).start_failed(&name, &e.to_string(), now);
+                }
+            }
+        }
+        Action::Signal { name, pid, sig } => {
+            let s = match sig {
+                Sig::Term => Signal::Term,
+                Sig::Kill => Signal::Kill,
+            };
+            if let Err(e) = LinuxSys.kill(pid, s) {
+                say(&format!("{name}: kill({pid}, {s:?}): {e}"));
+            }
+        }
+        Action::CheckTcp { name, addr } => {
+            if health::tcp_ok(addr) {
+                lock(&shared.sup).health_ok(&name, shared.now_ms());
+            }
+        }
+        Action::CheckUnixHttp { name, socket, path } => {
+            if health::unix_http_ok(&socket, &path) {
+                lock(&shared.sup).health_ok(&name, shared.now_ms());
+            }
+        }
+        Action::CheckUnix { name, socket } => {
+            if health::unix_ok(&socket) {
+                lock(&shared.sup).health_ok(&name, shared.now_ms());
+            }
+        }
+        Action::Ready => announce_ready(shared, paths),
+    }
+}
+
+/// Mark the booted slot good, then print and record the ready line: the line is the
+/// promise that the slot is good, and PID 1 may power off as soon as the file appears.
+fn announce_ready(shared: &Shared, paths: &Paths) {
+    let mut errs = Vec::new();
+    match (shared.slot, shared.boot()) {
+        (Some(slot), Ok(boot)) => {
+            if let Err(e) = boot.mark_good(slot) {
+                errs.push(e.to_string());
+            } else if shared.records.pending().is_some_and(|p| p.to_slot == slot) {
+                // The update is committed: nothing pending, nothing to roll back.
+                for r in [
+                    shared.records.set_pending(None),
+                    shared.records.set_health_failure(None),
+                ] {
+                    if let Err(e) = r {
+                        errs.push(e.to_string());
+                    }
+                }
+            }
+        }
+        (None, _) => errs.push("booted slot unknown: not marking any slot good".to_string()),
+        (_, Err(e)) => errs.push(e.to_string()),
+    }
+    let line = format!(
+        "ballast-ready version={} slot={}",
+        shared.version,
+        shared.slot.map_or("unknown", |s| s.as_str())
+    );
+    let ready = paths.p(paths::READY);
+    if let Some(dir) = ready.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(&ready, format!("{line}\n")) {
+        errs.push(format!("cannot write {}: {e}", ready.display()));
+    }
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    for e in errs {
+        say(&e);
+        lock(&shared.errors).push(e);
+    }
+}
+
+/// The booted (or the other) slot's health as the bootloader sees it (None when unknown).
+fn boot_health(shared: &Shared, other: bool) -> Option<ballast_slot::Health> {
+    let slot = shared.slot?;
+    let slot = if other { slot.other() } else { slot };
+    let boot = shared.boot().ok()?;
+    let slots = boot.status().ok()?;
+    slots.iter().find(|s| s.slot == slot).map(|s| s.health)
+}
+
+/// The slot on probation did not pass the health check in time: record why (for the
+/// rollback report the previous version will print) and reboot, so the bootloader
+/// counts the try and, when the tries are spent, falls back.
+fn give_up_probation(shared: &Shared, timeout: Duration) {
+    let now = shared.now_ms();
+    let failing: Vec<String> = lock(&shared.sup)
+        .status(now)
+        .into_iter()
+        .filter(|s| s.required && s.state != ballast_control::ServiceState::Healthy)
+        .map(|s| match &s.last_exit {
+            Some(e) => format!("{} {} ({e})", s.name, s.state),
+            None => format!("{} {}", s.name, s.state),
+        })
+        .collect();
+    let reason = if failing.is_empty() {
+        format!("health check did not pass within {} s", timeout.as_secs())
+    } else {
+        format!(
+            "health check did not pass within {} s: required {}",
+            timeout.as_secs(),
+            failing.join(", ")
+        )
+    };
+    say(&format!(
+        "slot on probation: {reason}; rebooting so the bootloader counts the try"
+    ));
+    if let Some(slot) = shared.slot {
+        let rec = update::HealthFailure {
+            version: shared.version.clone(),
+            slot,
+            reason,
+            at: update::now_unix(),
+        };
+        if let Err(e) = shared.records.set_health_failure(Some(&rec)) {
+            say(&e.to_string());
+        }
+    }
+    if let Err(e) = shared.ask_pid1(Signal::Int, "reboot") {
+        say(&e.to_string());
+    }
+}
