@@ -30,6 +30,12 @@
 //! `runcmd` entries that are new, re-applies the rest, and records the plan.
 
 pub mod apply;
+mod disks;
+mod etc;
+mod hostkeys;
+mod mounts;
+mod power;
+mod refused;
 mod source;
 mod sys;
 mod users;
@@ -177,7 +183,15 @@ fn apply_found(l: &Layout, found: Result<Option<Found>, String>) -> Outcome {
         Ok(Some(f)) => {
             out.notes
                 .push(format!("config: found {}", f.user_data_source));
-            plan_of(&f, &mut out)
+            power::set_datasource(&f.user_data_source);
+            let plan = plan_of(&f, &mut out);
+            // The error's own line, then how to get in (one entry, so
+            // `osctl status` shows both together).
+            if let (None, Some(e)) = (&plan, out.errors.last_mut()) {
+                e.push_str("\n  ");
+                e.push_str(&refused::how_to_get_in(&f.user_data_source));
+            }
+            plan
         }
     };
     let (plan, new_instance) = match fresh {
@@ -214,6 +228,7 @@ fn apply_found(l: &Layout, found: Result<Option<Found>, String>) -> Outcome {
     out.engine_changed = r.engine_changed;
     out.errors.extend(r.errors);
     out.warnings.extend(r.warnings);
+    out.notes.extend(r.notes);
     if let Err(e) = record(l, &plan) {
         out.errors.push(e);
     }
