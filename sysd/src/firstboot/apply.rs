@@ -155,6 +155,28 @@ pub fn network_conf(n: &ballast_config::Network) -> String {
     let mut out = String::from(
         "# Written by sysd from the first-boot config (ballast.network or network-config).\n",
     );
+    // Interfaces found by MAC, driver or name glob (and renamed) first: the
+    // lines below name them by their config id, which `up` maps to the
+    // kernel's name.
+    for i in &n.interfaces {
+        if i.matches.is_none() && i.set_name.is_none() {
+            continue;
+        }
+        let m = i.matches.clone().unwrap_or_default();
+        let word = |v: Option<&String>| v.map_or("-".to_string(), |x| x.replace(' ', ""));
+        let glob = match (&m.name, &m.macaddress, &m.driver) {
+            (None, None, None) => Some(i.name.clone()),
+            _ => m.name.clone(),
+        };
+        out.push_str(&format!(
+            "match {} {} {} {} {}\n",
+            i.name,
+            word(m.macaddress.as_ref()),
+            word(m.driver.as_ref()),
+            word(glob.as_ref()),
+            word(i.set_name.as_ref())
+        ));
+    }
     for i in &n.interfaces {
         let mode = if i.dhcp { "dhcp" } else { "static" };
         let mtu = i.mtu.map_or("-".to_string(), |m| m.to_string());
@@ -751,4 +773,54 @@ fn default_config(name: &str, env: Vec<String>) -> serde_json::Value {
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballast_config::{Interface, InterfaceMatch, Network};
+
+    fn iface(name: &str) -> Interface {
+        Interface {
+            name: name.into(),
+            matches: None,
+            set_name: None,
+            dhcp: true,
+            addresses: vec![],
+            gateway: None,
+            mtu: None,
+        }
+    }
+
+    #[test]
+    fn interfaces_found_by_mac_or_driver_come_first_with_their_new_name() {
+        let mut by_mac = iface("lan");
+        by_mac.matches = Some(InterfaceMatch {
+            macaddress: Some("52:54:00:12:34:56".into()),
+            ..InterfaceMatch::default()
+        });
+        by_mac.set_name = Some("lan0".into());
+        let mut by_driver = iface("virt");
+        by_driver.matches = Some(InterfaceMatch {
+            name: Some("en*".into()),
+            driver: Some("virtio_net".into()),
+            ..InterfaceMatch::default()
+        });
+        let n = Network {
+            interfaces: vec![iface("eth0"), by_mac, by_driver],
+            ..Network::default()
+        };
+        let text = network_conf(&n);
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(
+            lines,
+            [
+                "match lan 52:54:00:12:34:56 - - lan0",
+                "match virt - virtio_net en* -",
+                "iface eth0 dhcp -",
+                "iface lan dhcp -",
+                "iface virt dhcp -",
+            ]
+        );
+    }
 }
