@@ -169,6 +169,75 @@ pub fn ca_certs(l: &Layout, ca: Option<&CaCerts>, errors: &mut Vec<String>) {
     }
 }
 
+/// The admin environment's sshd: sysd's child named `sshd` (the SSH
+/// service's start script execs it in the container's mount namespace).
+fn admin_pid(l: &Layout) -> Option<u32> {
+    let me = std::process::id().to_string();
+    let rd = std::fs::read_dir(l.p("proc")).ok()?;
+    rd.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        // `pid (comm) state ppid ...`; comm may hold spaces, so split at ')'.
+        let (head, tail) = stat.rsplit_once(')')?;
+        let comm = head.split_once('(')?.1;
+        let ppid = tail.split_whitespace().nth(1)?;
+        (comm == "sshd" && ppid == me).then_some(pid)
+    })
+}
+
+fn copy_tree(from: &Path, to: &Path, errors: &mut Vec<String>) {
+    let Ok(rd) = std::fs::read_dir(from) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let Ok(meta) = std::fs::symlink_metadata(&src) else {
+            continue;
+        };
+        let res = if meta.is_dir() {
+            std::fs::create_dir_all(&dst).map(|()| copy_tree(&src, &dst, errors))
+        } else if meta.file_type().is_symlink() {
+            std::fs::read_link(&src).and_then(|t| {
+                let _ = std::fs::remove_file(&dst);
+                std::os::unix::fs::symlink(t, &dst)
+            })
+        } else {
+            std::fs::copy(&src, &dst).map(|_| ())
+        };
+        if let Err(e) = res {
+            errors.push(format!("config: cannot update {}: {e}", dst.display()));
+        }
+    }
+}
+
+/// `osctl config apply`: update the running admin environment's `/etc` in
+/// place (through `/proc/PID/root`), so open SSH sessions see the new files
+/// without a restart. Its copy is a tmpfs the start script made: this
+/// writes only there, never into the image. Errors, if any.
+pub fn refresh_admin(l: &Layout) -> Vec<String> {
+    let mut errors = Vec::new();
+    let Some(pid) = admin_pid(l) else {
+        return errors;
+    };
+    let etc = l.p(&format!("proc/{pid}/root/etc"));
+    copy_tree(&tree(l), &etc, &mut errors);
+    let users = l.users();
+    for f in ["passwd", "group", "shadow", "hosts", "hostname"] {
+        if users.join(f).is_file() {
+            if let Err(e) = std::fs::copy(users.join(f), etc.join(f)) {
+                errors.push(format!(
+                    "config: cannot update {}: {e}",
+                    etc.join(f).display()
+                ));
+            }
+        }
+    }
+    if users.join("sudoers").is_file() {
+        let _ = std::fs::copy(users.join("sudoers"), etc.join("sudoers.d/90-config"));
+    }
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -474,6 +474,9 @@ pub fn apply_request(text: &str, source: &str, dry_run: bool) -> Response {
     let r = apply::apply(l, &delta, true);
     restart_later(r.network_changed, r.engine_changed);
     let mut errors = r.errors;
+    if l.on_device {
+        errors.extend(etc::refresh_admin(l));
+    }
     if let Err(e) = record(l, &new) {
         errors.push(e);
     }
