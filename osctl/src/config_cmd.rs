@@ -1,25 +1,31 @@
-//! `osctl config validate FILE [--meta-data FILE] [--json]`: checks a
-//! #cloud-config (or TOML) document offline with the crate ballast-config,
-//! the same code the device applies it with; nothing is sent to sysd.
+//! `osctl config validate [FILE] [--network-config FILE] [--meta-data FILE]
+//! [--json]`: checks a NoCloud seed offline with the crate ballast-config,
+//! the same code the device applies it with; nothing is sent to sysd. Each
+//! document is checked by its own rules (user-data: #cloud-config or TOML;
+//! network-config: version 1 or 2; meta-data), any of them alone.
 //!
-//! Exit codes: 0 valid (warnings on stderr, a plan summary on stdout),
+//! Exit codes: 0 valid (warnings on stderr, a summary on stdout),
 //! 1 invalid (every error on stderr, `FILE:LINE: KEY: MESSAGE (fix)`),
-//! 2 a file could not be read.
+//! 2 a file could not be read, or no file given.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use ballast_config::{ConfigError, MetaData, Plan, MAX_DOCUMENT};
+use ballast_config::{ConfigError, MetaData, Network, Plan, MAX_DOCUMENT};
 use ballast_control::{client, Request, Response};
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
-    /// Check a #cloud-config (or TOML) document and print what it would do.
+    /// Check a #cloud-config (or TOML) document, a network-config and a
+    /// meta-data, and print what they would do.
     Validate {
-        /// The document (user-data).
-        file: PathBuf,
+        /// The document (user-data); optional when another file is given.
+        file: Option<PathBuf>,
+        /// NoCloud network-config (version 1 or 2).
+        #[arg(long = "network-config", value_name = "FILE")]
+        network_config: Option<PathBuf>,
         /// NoCloud meta-data (instance-id, local-hostname) to resolve the plan with.
         #[arg(long = "meta-data", value_name = "FILE")]
         meta_data: Option<PathBuf>,
@@ -79,9 +85,19 @@ pub fn run(action: &ConfigAction, socket: &Path, out: &mut dyn Write, err: &mut 
     match action {
         ConfigAction::Validate {
             file,
+            network_config,
             meta_data,
             json,
-        } => validate(file, meta_data.as_deref(), *json, out, err),
+        } => validate(
+            &Seed {
+                user_data: file.as_deref(),
+                network_config: network_config.as_deref(),
+                meta_data: meta_data.as_deref(),
+            },
+            *json,
+            out,
+            err,
+        ),
         ConfigAction::Apply {
             file,
             dry_run,
@@ -203,60 +219,112 @@ fn apply(
     }
 }
 
-fn validate(
-    file: &Path,
-    meta_data: Option<&Path>,
-    json: bool,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> i32 {
-    let source = file.display().to_string();
-    let bytes = match read(file) {
-        Ok(b) => b,
+/// The files of a NoCloud seed given to `validate`.
+struct Seed<'a> {
+    user_data: Option<&'a Path>,
+    network_config: Option<&'a Path>,
+    meta_data: Option<&'a Path>,
+}
+
+/// One file's text and its source name; `Err(exit code)` after saying why.
+fn load(path: &Path, err: &mut dyn Write) -> Result<(String, Result<String, ConfigError>), i32> {
+    let source = path.display().to_string();
+    match read(path) {
+        Ok(b) => {
+            let t = text(b, &source);
+            Ok((source, t))
+        }
         Err(m) => {
             let _ = writeln!(err, "osctl: {m}");
-            return 2;
+            Err(2)
         }
-    };
-    let meta_bytes = match meta_data.map(read).transpose() {
-        Ok(b) => b,
-        Err(m) => {
-            let _ = writeln!(err, "osctl: {m}");
-            return 2;
+    }
+}
+
+fn validate(seed: &Seed, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    if seed.user_data.is_none() && seed.network_config.is_none() && seed.meta_data.is_none() {
+        let _ = writeln!(
+            err,
+            "osctl: give a user-data FILE, --network-config FILE or --meta-data FILE"
+        );
+        return 2;
+    }
+    let mut files = Vec::new();
+    for p in [seed.user_data, seed.network_config, seed.meta_data] {
+        match p.map(|p| load(p, err)).transpose() {
+            Ok(f) => files.push(f),
+            Err(code) => return code,
         }
-    };
+    }
+    let mut files = files.into_iter();
+    let (user_data, network_config, meta_data) = (
+        files.next().flatten(),
+        files.next().flatten(),
+        files.next().flatten(),
+    );
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut doc = None;
-    match text(bytes, &source) {
-        Ok(t) => {
-            let c = ballast_config::check(&t, &source);
-            errors.extend(c.errors);
-            warnings = c.warnings;
-            doc = c.doc;
-        }
-        Err(e) => errors.push(e),
-    }
-    let mut meta = MetaData::default();
-    if let (Some(b), Some(p)) = (meta_bytes, meta_data) {
-        let msource = p.display().to_string();
-        match text(b, &msource).and_then(|t| ballast_config::parse_meta_data(&t, &msource)) {
-            Ok(m) => meta = m,
+    let mut sources = Vec::new();
+    if let Some((source, t)) = user_data {
+        match t {
+            Ok(t) => {
+                let c = ballast_config::check(&t, &source);
+                errors.extend(c.errors);
+                warnings.extend(c.warnings);
+                doc = c.doc;
+            }
             Err(e) => errors.push(e),
         }
+        sources.push(source);
     }
-    let plan = if errors.is_empty() {
-        doc.map(|d| d.plan(&meta))
+    let mut network = None;
+    if let Some((source, t)) = network_config {
+        match t {
+            Ok(t) => {
+                let c = ballast_config::check_network_config(&t, &source);
+                errors.extend(c.errors);
+                warnings.extend(c.warnings);
+                network = c.value;
+            }
+            Err(e) => errors.push(e),
+        }
+        sources.push(source);
+    }
+    let mut meta = MetaData::default();
+    if let Some((source, t)) = meta_data {
+        match t {
+            Ok(t) => {
+                let c = ballast_config::check_meta_data(&t, &source);
+                errors.extend(c.errors);
+                warnings.extend(c.warnings);
+                meta = c.value.unwrap_or_default();
+            }
+            Err(e) => errors.push(e),
+        }
+        sources.push(source);
+    }
+    let valid = errors.is_empty();
+    let plan = if valid {
+        doc.map(|d| {
+            let mut p = d.plan(&meta);
+            // On the device a network-config wins over `ballast.network`.
+            if network.is_some() {
+                p.network = network.clone();
+            }
+            p
+        })
     } else {
         None
     };
-    let valid = plan.is_some();
+    let source = sources.join(" + ");
     let written = if json {
         let v = serde_json::json!({
             "valid": valid,
             "errors": errors,
             "warnings": warnings,
             "plan": plan,
+            "network": network,
         });
         serde_json::to_string_pretty(&v)
             .map_err(io::Error::other)
@@ -269,14 +337,19 @@ fn validate(
         for e in &errors {
             r = r.and(writeln!(err, "error: {e}"));
         }
-        if let Some(p) = &plan {
-            r = r.and(out.write_all(summary(&source, p).as_bytes()));
-        } else {
+        if !valid {
             r = r.and(writeln!(
                 err,
-                "{source}: invalid, {} error(s)",
+                "{source}: invalid, {} error(s): the machine would refuse the whole document and keep its previous config",
                 errors.len()
             ));
+        } else if let Some(p) = &plan {
+            r = r.and(out.write_all(summary(&source, p).as_bytes()));
+        } else {
+            r = r.and(writeln!(out, "{source}: valid"));
+            if let Some(n) = &network {
+                r = r.and(out.write_all(network_summary(n).as_bytes()));
+            }
         }
         r
     };
@@ -291,6 +364,34 @@ fn validate(
     } else {
         1
     }
+}
+
+/// The interfaces a network-config sets up, one line each.
+fn network_summary(n: &Network) -> String {
+    let mut s = String::new();
+    for i in &n.interfaces {
+        let mut how = Vec::new();
+        if let Some(m) = &i.matches {
+            how.extend(m.macaddress.as_ref().map(|x| format!("mac {x}")));
+            how.extend(m.name.as_ref().map(|x| format!("name {x}")));
+            how.extend(m.driver.as_ref().map(|x| format!("driver {x}")));
+        }
+        if let Some(new) = &i.set_name {
+            how.push(format!("renamed {new}"));
+        }
+        let addr = if i.dhcp {
+            "dhcp".to_string()
+        } else {
+            i.addresses.join(", ")
+        };
+        let matched = if how.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", how.join(", "))
+        };
+        s.push_str(&format!("  interface   {}{matched}: {addr}\n", i.name));
+    }
+    s
 }
 
 /// What a valid document would do, in a few lines.
@@ -325,6 +426,19 @@ pub fn summary(source: &str, p: &Plan) -> String {
     s.push_str(&format!("  containers  {}\n", none(&containers.join(", "))));
     if let Some(tz) = &p.timezone {
         s.push_str(&format!("  timezone    {tz}\n"));
+    }
+    if !p.groups.is_empty() {
+        let groups: Vec<&str> = p.groups.iter().map(|g| g.name.as_str()).collect();
+        s.push_str(&format!("  groups      {}\n", groups.join(", ")));
+    }
+    for m in &p.mounts {
+        s.push_str(&format!(
+            "  mount       {} on {} ({})\n",
+            m.spec, m.dir, m.fstype
+        ));
+    }
+    if let Some(n) = &p.network {
+        s.push_str(&network_summary(n));
     }
     if let Some(n) = &p.ntp {
         let servers: Vec<&str> = n

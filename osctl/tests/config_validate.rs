@@ -143,3 +143,115 @@ fn unreadable_files_and_usage_errors_exit_2() {
     let out = osctl(&["config", "validate"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+const NETWORK_V2: &str = "\
+network:
+  version: 2
+  ethernets:
+    lan:
+      match:
+        macaddress: '52:54:00:12:34:56'
+      set-name: lan0
+      addresses: [10.0.0.5/24]
+";
+
+#[test]
+fn a_network_config_alone_is_checked_by_its_own_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let nc = write(dir.path(), "network-config", NETWORK_V2);
+    let out = osctl(&["config", "validate", "--network-config", &nc]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(!stderr.contains("#cloud-config"), "{stderr}");
+    assert!(
+        stdout.contains("lan (mac 52:54:00:12:34:56, renamed lan0): 10.0.0.5/24"),
+        "{stdout}"
+    );
+
+    let bad = write(
+        dir.path(),
+        "bad-network-config",
+        "version: 2\nethernets:\n  eth0:\n    mtu: 10\n    wakeonlan: true\n",
+    );
+    let out = osctl(&["config", "validate", "--network-config", &bad]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("error: {bad}:4: ethernets.eth0.mtu: not an MTU")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "warning: {bad}:5: ethernets.eth0.wakeonlan: unknown key"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn all_three_files_together_and_errors_name_their_own_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ud = write(dir.path(), "user-data", GOOD);
+    let nc = write(dir.path(), "network-config", NETWORK_V2);
+    let md = write(
+        dir.path(),
+        "meta-data",
+        "instance-id: iid-1\nlocal-hostname: -x\n",
+    );
+    let out = osctl(&[
+        "config",
+        "validate",
+        &ud,
+        "--network-config",
+        &nc,
+        "--meta-data",
+        &md,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: {md}:2: local-hostname: `-x` is not a valid host name"
+        )),
+        "{stderr}"
+    );
+    let md = write(dir.path(), "meta-data", "instance-id: iid-1\n");
+    let out = osctl(&[
+        "config",
+        "validate",
+        &ud,
+        "--network-config",
+        &nc,
+        "--meta-data",
+        &md,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["plan"]["network"]["interfaces"][0]["set_name"], "lan0");
+    assert_eq!(v["plan"]["instance_id"], "iid-1");
+}
+
+#[test]
+fn a_network_config_or_meta_data_given_as_user_data_names_the_right_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let nc = write(dir.path(), "network-config", NETWORK_V2);
+    let out = osctl(&["config", "validate", &nc]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("this is a NoCloud network-config"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--network-config FILE"), "{stderr}");
+    let md = write(
+        dir.path(),
+        "meta-data",
+        "instance-id: iid-1\nlocal-hostname: web1\n",
+    );
+    let out = osctl(&["config", "validate", &md]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("this is a NoCloud meta-data"), "{stderr}");
+    assert!(stderr.contains("--meta-data FILE"), "{stderr}");
+}

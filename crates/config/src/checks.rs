@@ -142,22 +142,152 @@ pub(crate) fn ssh_key(line: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `Area/City`, `Area/Region/City`, `UTC` or another single-word zone.
+/// The zones of the IANA database whose name is one word (files at the top
+/// of /usr/share/zoneinfo); every other zone is `Area/Location`.
+const SINGLE_WORD_ZONES: &[&str] = &[
+    "CET",
+    "CST6CDT",
+    "Cuba",
+    "EET",
+    "EST",
+    "EST5EDT",
+    "Egypt",
+    "Eire",
+    "Factory",
+    "GB",
+    "GB-Eire",
+    "GMT",
+    "GMT+0",
+    "GMT-0",
+    "GMT0",
+    "Greenwich",
+    "HST",
+    "Hongkong",
+    "Iceland",
+    "Iran",
+    "Israel",
+    "Jamaica",
+    "Japan",
+    "Kwajalein",
+    "Libya",
+    "MET",
+    "MST",
+    "MST7MDT",
+    "NZ",
+    "NZ-CHAT",
+    "Navajo",
+    "PRC",
+    "PST8PDT",
+    "Poland",
+    "Portugal",
+    "ROC",
+    "ROK",
+    "Singapore",
+    "Turkey",
+    "UCT",
+    "UTC",
+    "Universal",
+    "W-SU",
+    "WET",
+    "Zulu",
+];
+
+/// A zone name as found under /usr/share/zoneinfo: `Area/Location`
+/// (`Europe/Berlin`, `America/Argentina/Buenos_Aires`, `Etc/GMT+5`) or one
+/// of the one-word zones. No path tricks: no `..`, no leading `/`, no empty
+/// part, only the characters zone names use. Whether the zone exists is the
+/// device's check (its zone data).
 pub(crate) fn timezone(s: &str) -> Result<(), String> {
-    let word = |w: &str| {
+    let fix =
+        "(a zone name like `Europe/Berlin` or `UTC`, as listed by `timedatectl list-timezones`)";
+    let part = |w: &str| {
         !w.is_empty()
+            && w.len() <= 64
             && w.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
             && w.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+'))
     };
-    let parts: Vec<&str> = s.split('/').collect();
-    let single_ok = ["UTC", "GMT", "UCT", "Zulu", "Universal"].contains(&s);
-    if single_ok || (parts.len() >= 2 && parts.len() <= 3 && parts.iter().all(|p| word(p))) {
+    if SINGLE_WORD_ZONES.contains(&s) {
         return Ok(());
     }
-    Err(format!(
-        "`{s}` is not a time zone name (Area/City as in `Europe/Paris`, or `UTC`)"
-    ))
+    let parts: Vec<&str> = s.split('/').collect();
+    if parts.len() >= 2 && parts.len() <= 3 && parts.iter().all(|p| part(p)) {
+        return Ok(());
+    }
+    if s.split('/').any(|p| p == ".." || p == ".") || s.starts_with('/') {
+        return Err(format!("`{s}` is a path, not a time zone name {fix}"));
+    }
+    Err(format!("`{s}` is not a time zone name {fix}"))
+}
+
+/// One or more PEM certificate blocks (`-----BEGIN CERTIFICATE-----` ...
+/// `-----END CERTIFICATE-----`), each with a base64 body, nothing else but
+/// blank lines between them.
+pub(crate) fn pem_certificates(s: &str) -> Result<(), String> {
+    let fix = "(paste the PEM file, from `-----BEGIN CERTIFICATE-----` to `-----END CERTIFICATE-----`, using YAML's `|`)";
+    let mut blocks = 0;
+    let mut body: Option<String> = None;
+    for line in s.lines().map(str::trim) {
+        match (&mut body, line) {
+            (None, "") => {}
+            (None, "-----BEGIN CERTIFICATE-----") => body = Some(String::new()),
+            (None, l) if l.contains("PRIVATE KEY") => {
+                return Err(format!(
+                    "this is a private key, never put it in a config {fix}"
+                ))
+            }
+            (None, _) => return Err(format!("not a PEM certificate {fix}")),
+            (Some(b), "-----END CERTIFICATE-----") => {
+                let der = b64(b)
+                    .map_err(|e| format!("a certificate's body is not valid base64: {e} {fix}"))?;
+                // A DER certificate is a SEQUENCE (0x30).
+                if der.first() != Some(&0x30) {
+                    return Err(format!(
+                        "a certificate's body is not a DER certificate {fix}"
+                    ));
+                }
+                blocks += 1;
+                body = None;
+            }
+            (Some(b), l) => b.push_str(l),
+        }
+    }
+    if body.is_some() {
+        return Err(format!(
+            "a certificate has no `-----END CERTIFICATE-----` line {fix}"
+        ));
+    }
+    if blocks == 0 {
+        return Err(format!("no certificate {fix}"));
+    }
+    Ok(())
+}
+
+/// A calendar date `YYYY-MM-DD` (`expiredate`).
+pub(crate) fn date(s: &str) -> Result<(), String> {
+    let bad = || format!("`{s}` is not a date (YYYY-MM-DD, e.g. 2030-12-31)");
+    let parts: Vec<&str> = s.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(bad());
+    };
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return Err(bad());
+    }
+    let (Ok(y), Ok(m), Ok(d)) = (y.parse::<u32>(), m.parse::<u32>(), d.parse::<u32>()) else {
+        return Err(bad());
+    };
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Err(bad()),
+    };
+    if d == 0 || d > days {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// `10.0.0.2/24`, `fd00::1/64`.
@@ -374,6 +504,14 @@ mod tests {
         assert!(timezone("America/Argentina/Buenos_Aires").is_ok());
         assert!(timezone("UTC").is_ok());
         assert!(timezone("Paris").is_err());
+        assert!(timezone("Etc/GMT+5").is_ok());
+        assert!(timezone("EST5EDT").is_ok());
+        assert!(timezone("/etc/passwd").is_err());
+        assert!(timezone("../../etc/shadow").is_err());
+        assert!(timezone("Europe//Berlin").is_err());
+        assert!(date("2030-02-29").is_err());
+        assert!(date("2032-02-29").is_ok());
+        assert!(date("2030-1-1").is_err());
         assert!(timezone("Europe/../etc").is_err());
         assert!(cidr("10.0.0.2/24").is_ok());
         assert!(cidr("fd00::1/64").is_ok());

@@ -34,6 +34,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod checks;
+mod hint;
 mod node;
 mod plan;
 mod schema;
@@ -43,6 +44,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use hint::refused_hint;
 pub use plan::{diff, HostnamePlan, Plan};
 
 /// Largest accepted document.
@@ -51,6 +53,37 @@ pub const MAX_DOCUMENT: usize = 1 << 20;
 pub const MAX_FILE: usize = checks::MAX_FILE;
 /// The user `default` stands for.
 pub const DEFAULT_USER: &str = "ballast";
+
+/// The directories `write_files` can write under, and where each lives on
+/// the device; everything else (`/usr`, `/bin`, `/sbin`, `/lib`, `/opt`,
+/// `/home`, `/root`, `/tmp`, ...) is the read-only system image. Agrees with
+/// sysd's `firstboot::apply::WRITABLE`.
+pub const WRITABLE: &[(&str, &str)] = &[
+    (
+        "/etc/",
+        "an overlay on the image's /etc, kept on the state partition",
+    ),
+    ("/var/", "the state partition"),
+    ("/state/", "the state partition"),
+    ("/run/", "memory, empty again at the next boot"),
+];
+
+/// Whether `path` (absolute, without `..`) is below a [`WRITABLE`] directory.
+pub fn writable(path: &str) -> bool {
+    // `..` is refused earlier; `.` and `//` cannot lead out of a directory.
+    let clean: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let Some((first, rest)) = clean.split_first() else {
+        return false;
+    };
+    !rest.is_empty()
+        && !clean.contains(&"..")
+        && WRITABLE
+            .iter()
+            .any(|(dir, _)| dir.trim_matches('/') == *first)
+}
 
 /// One problem in a document. Display: `SOURCE:LINE: KEY: MESSAGE (fix)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +177,8 @@ impl fmt::Display for Cmd {
 }
 
 /// An entry of `users`.
+// A Vec of a few entries: boxing `User` would change nothing but the reading.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserSpec {
@@ -338,6 +373,11 @@ pub struct Document {
     pub users: Option<Vec<UserSpec>>,
     /// For the default user.
     pub ssh_authorized_keys: Vec<String>,
+    /// The default user as `users` configures it (an entry named `ballast`
+    /// or without a name, beside `- default`), already laid over the
+    /// built-in one; `None`: the built-in default user.
+    #[serde(default)]
+    pub default_user: Option<User>,
     pub write_files: Vec<WriteFile>,
     pub bootcmd: Vec<Cmd>,
     pub runcmd: Vec<Cmd>,
@@ -498,13 +538,49 @@ pub struct MetaData {
     pub local_hostname: Option<String>,
 }
 
+/// A NoCloud side file (`network-config`, `meta-data`) checked: every
+/// error and warning, and the value when there was no error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SideChecked<T> {
+    pub value: Option<T>,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<Warning>,
+}
+
+impl<T> SideChecked<T> {
+    /// The value, or the first error.
+    pub fn into_result(self) -> Result<T, ConfigError> {
+        match (self.value, self.errors.into_iter().next()) {
+            (Some(v), None) => Ok(v),
+            (_, Some(e)) => Err(e),
+            (None, None) => Err(ConfigError {
+                source: String::new(),
+                line: None,
+                key: String::new(),
+                message: "invalid document".into(),
+            }),
+        }
+    }
+}
+
 /// Parses NoCloud `network-config` (version 2, netplan style, or version 1)
 /// into the settings `ballast.network` gives; errors name the line and key.
 pub fn parse_network_config(text: &str, source: &str) -> Result<Network, ConfigError> {
+    check_network_config(text, source).into_result()
+}
+
+/// [`parse_network_config`] with every error and warning (unsupported keys
+/// and types), for `osctl config validate --network-config`.
+pub fn check_network_config(text: &str, source: &str) -> SideChecked<Network> {
     schema::network_config(text, source)
 }
 
 /// Parses NoCloud `meta-data` (YAML, or `key: value` lines).
 pub fn parse_meta_data(text: &str, source: &str) -> Result<MetaData, ConfigError> {
+    check_meta_data(text, source).into_result()
+}
+
+/// [`parse_meta_data`] with every error and warning.
+pub fn check_meta_data(text: &str, source: &str) -> SideChecked<MetaData> {
     schema::meta_data(text, source)
 }

@@ -69,7 +69,9 @@ pub struct Plan {
     pub final_message: Option<String>,
 }
 
-fn default_user(keys: &[String]) -> User {
+/// The built-in default user (`- default`): `ballast`, in groups sudo and
+/// docker, password-less sudo, a shell, `keys` authorized.
+pub(crate) fn default_user(keys: &[String]) -> User {
     User {
         gecos: Some("Ballast".into()),
         groups: vec!["sudo".into(), "docker".into()],
@@ -151,7 +153,23 @@ impl Document {
         specs
             .iter()
             .map(|s| match s {
-                UserSpec::Default => default_user(&self.ssh_authorized_keys),
+                UserSpec::Default => match &self.default_user {
+                    // The document's entry for the default user, plus the
+                    // top-level keys (cloud-init gives them to the default user).
+                    Some(u) => {
+                        let mut u = User {
+                            lock_passwd: true,
+                            ..u.clone()
+                        };
+                        for k in &self.ssh_authorized_keys {
+                            if !u.ssh_authorized_keys.contains(k) {
+                                u.ssh_authorized_keys.push(k.clone());
+                            }
+                        }
+                        u
+                    }
+                    None => default_user(&self.ssh_authorized_keys),
+                },
                 UserSpec::User(u) => User {
                     lock_passwd: true,
                     ..u.clone()

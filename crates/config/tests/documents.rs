@@ -290,8 +290,6 @@ fn each_mistake_names_line_and_key() {
         ("fqdn: web1\n", 2, "fqdn", "not a fully qualified name"),
         ("preserve_hostname: maybe\n", 2, "preserve_hostname", "not a boolean"),
         ("users:\n  - name: Alice\n", 3, "users[0].name", "not a valid user name"),
-        ("users:\n  - gecos: x\n", 3, "users[0].name", "missing"),
-        ("users:\n  - default\n  - name: ballast\n", 4, "users[1]", "listed twice"),
         ("users:\n  - name: a\n    ssh_authorized_keys:\n      - ssh-rsa AAAA\n", 5, "users[0].ssh_authorized_keys[0]", "does not hold a `ssh-rsa` key"),
         ("users:\n  - name: a\n    sudo: 3\n", 4, "users[0].sudo", "sudoers rule"),
         ("users:\n  - name: a\n    uid: -1\n", 4, "users[0].uid", "not a user id"),
@@ -306,7 +304,7 @@ fn each_mistake_names_line_and_key() {
         ("runcmd:\n  - []\n", 3, "runcmd[0]", "empty argument list"),
         ("bootcmd: ls\n", 2, "bootcmd", "list of commands"),
         ("ntp:\n  servers: [ok.example.org, 'bad host']\n", 3, "ntp.servers[1]", "neither a host name"),
-        ("timezone: Paris\n", 2, "timezone", "Area/City"),
+        ("timezone: Paris\n", 2, "timezone", "not a time zone name"),
         ("ballast:\n  system:\n    - name: Web\n      image: /a.tar\n", 4, "ballast.system[0].name", "container name"),
         ("ballast:\n  system:\n    - name: web\n", 4, "ballast.system[0]", "neither `image`"),
         ("ballast:\n  system:\n    - name: web\n      image: /a.tar\n      bundle: /b\n", 4, "ballast.system[0]", "both `image` and `bundle`"),
@@ -539,7 +537,7 @@ fn users_without_default_get_no_top_level_keys_and_are_warned() {
 #[test]
 fn decimal_permissions_are_warned() {
     let p = parse(
-        "#cloud-config\nwrite_files:\n  - path: /x\n    permissions: 644\n",
+        "#cloud-config\nwrite_files:\n  - path: /etc/x\n    permissions: 644\n",
         "ud",
     )
     .unwrap();

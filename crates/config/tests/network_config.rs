@@ -1,7 +1,7 @@
 //! NoCloud `network-config`, both versions, into the settings the network
 //! service applies; errors name the source, line and key.
 
-use ballast_config::{parse_network_config, Route};
+use ballast_config::{check_network_config, parse_network_config, InterfaceMatch, Route};
 
 #[test]
 fn version_2_static_and_dhcp() {
@@ -105,4 +105,141 @@ fn errors_name_source_line_and_key() {
         }
         assert!(shown.contains(needle), "{needle:?} not in {shown}");
     }
+}
+
+#[test]
+fn version_2_matches_by_mac_name_and_driver_and_renames() {
+    let text = "\
+network:
+  version: 2
+  ethernets:
+    lan:
+      match:
+        macaddress: 52:54:00:AB:cd:01
+      set-name: lan0
+      addresses: [10.0.0.5/24]
+    wired:
+      match:
+        name: en*
+        driver: virtio_net
+      dhcp4: true
+";
+    let n = parse_network_config(text, "nc").unwrap();
+    let lan = &n.interfaces[0];
+    assert_eq!(lan.name, "lan");
+    assert_eq!(
+        lan.matches,
+        Some(InterfaceMatch {
+            macaddress: Some("52:54:00:ab:cd:01".into()),
+            ..InterfaceMatch::default()
+        })
+    );
+    assert_eq!(lan.set_name.as_deref(), Some("lan0"));
+    let wired = &n.interfaces[1];
+    assert_eq!(
+        wired.matches,
+        Some(InterfaceMatch {
+            name: Some("en*".into()),
+            driver: Some("virtio_net".into()),
+            macaddress: None,
+        })
+    );
+    assert_eq!(wired.set_name, None);
+}
+
+#[test]
+fn version_2_match_mistakes_are_errors_with_lines() {
+    let cases = [
+        (
+            "version: 2\nethernets:\n  a:\n    match: {macaddress: '52:54:00'}\n",
+            4,
+            "ethernets.a.match.macaddress",
+            "not a MAC address",
+        ),
+        (
+            "version: 2\nethernets:\n  eth0:\n    set-name: lan0\n",
+            4,
+            "ethernets.eth0.set-name",
+            "needs a `match:`",
+        ),
+        (
+            "version: 2\nethernets:\n  a:\n    match: {}\n",
+            4,
+            "ethernets.a.match",
+            "matches nothing",
+        ),
+    ];
+    for (text, line, key, msg) in cases {
+        let e = parse_network_config(text, "nc").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(line), key), "{text}: {e}");
+        assert!(e.message.contains(msg), "{e}");
+    }
+}
+
+#[test]
+fn version_1_mac_address_matches_and_name_renames() {
+    let text = "\
+version: 1
+config:
+  - type: physical
+    name: lan0
+    mac_address: '52:54:00:12:34:56'
+    subnets:
+      - type: static
+        address: 10.0.0.5/24
+";
+    let n = parse_network_config(text, "nc").unwrap();
+    let i = &n.interfaces[0];
+    assert_eq!(i.name, "lan0");
+    assert_eq!(
+        i.matches.as_ref().and_then(|m| m.macaddress.as_deref()),
+        Some("52:54:00:12:34:56")
+    );
+    assert_eq!(i.set_name.as_deref(), Some("lan0"));
+    assert_eq!(i.addresses, ["10.0.0.5/24"]);
+}
+
+#[test]
+fn unsupported_keys_and_types_are_warnings_not_errors() {
+    let v1 = "\
+version: 1
+config:
+  - type: physical
+    name: eth0
+    subnets:
+      - type: dhcp6
+  - type: bond
+    name: bond0
+    bond_interfaces: [eth0, eth1]
+";
+    let c = check_network_config(v1, "nc");
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    let w: Vec<(Option<usize>, &str)> = c
+        .warnings
+        .iter()
+        .map(|w| (w.line, w.key.as_str()))
+        .collect();
+    assert_eq!(
+        w,
+        [
+            (Some(6), "config[0].subnets[0].type"),
+            (Some(7), "config[1].type")
+        ]
+    );
+    assert!(c.warnings[1].message.contains("`bond` is not supported"));
+
+    let v2 = "\
+version: 2
+ethernets:
+  eth0:
+    dhcp4: true
+    dhcp6: true
+bridges:
+  br0: {}
+";
+    let c = check_network_config(v2, "nc");
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    let keys: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, ["ethernets.eth0.dhcp6", "bridges"]);
+    assert!(c.value.is_some());
 }
