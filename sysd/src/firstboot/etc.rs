@@ -137,7 +137,8 @@ pub fn ca_bundle(image_bundle: &str, ca: &CaCerts) -> String {
 /// `ca_certs`: the bundle in the admin tree and for the engine (see the
 /// module doc); `None`: both removed (the image's bundle applies).
 pub fn ca_certs(l: &Layout, ca: Option<&CaCerts>, errors: &mut Vec<String>) {
-    let admin = tree(l).join(CA_BUNDLE);
+    // The tree mirrors /etc: the bundle's path without its `etc/`.
+    let admin = tree(l).join(CA_BUNDLE.trim_start_matches("etc/"));
     let engine = l.p("run/ballast/ca-certificates.crt");
     let Some(ca) = ca else {
         remove(&admin);
@@ -315,7 +316,9 @@ mod tests {
         };
         ca_certs(&l, Some(&with_junk), &mut e);
         assert_eq!(e.len(), 1, "{e:?}");
-        let admin = d.path().join("state/ballast/config/etc").join(CA_BUNDLE);
+        let admin = d
+            .path()
+            .join("state/ballast/config/etc/ssl/certs/ca-certificates.crt");
         let engine = d.path().join("run/ballast/ca-certificates.crt");
         assert_eq!(
             std::fs::read_to_string(&admin).unwrap(),

@@ -35,7 +35,6 @@ mod etc;
 mod hostkeys;
 mod mounts;
 mod power;
-mod refused;
 mod source;
 mod sys;
 mod users;
@@ -189,7 +188,7 @@ fn apply_found(l: &Layout, found: Result<Option<Found>, String>) -> Outcome {
             // `osctl status` shows both together).
             if let (None, Some(e)) = (&plan, out.errors.last_mut()) {
                 e.push_str("\n  ");
-                e.push_str(&refused::how_to_get_in(&f.user_data_source));
+                e.push_str(&ballast_config::refused_hint(&f.user_data_source));
             }
             plan
         }
