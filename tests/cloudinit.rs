@@ -10,7 +10,8 @@
 //! one they gave, the admin reads the written files, `date` shows the zone,
 //! `findmnt` shows the data disk under Docker's data root, the interface has
 //! its new name, `docker run` writes into a volume. Then one reboot: Docker's
-//! data and the mount are still there and the disk was not formatted again.
+//! data and the mount are still there, the disk was not formatted again, and
+//! `cloud-init-per once` in bootcmd ran once while `always` ran twice.
 //!
 //! Run: `cargo test -p ballast --test cloudinit -- --nocapture` (qemu-arm64
 //! under TCG: one build, two boots).
@@ -103,6 +104,9 @@ fs_setup:
     partition: auto
 mounts:
   - [LABEL=dockerdata, /var/lib/docker, ext4, "defaults,nofail", "0", "2"]
+bootcmd:
+  - [cloud-init-per, once, first-marker, sh, -c, "echo once >> /var/lib/app/bootcmd-once"]
+  - cloud-init-per always every-boot sh -c 'echo boot >> /var/lib/app/bootcmd-always'
 final_message: "cloudinit-story: up after $UPTIME seconds, version $VERSION"
 "#,
         priv_block = indent(host_priv, "    ")
@@ -351,6 +355,11 @@ fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_an
     );
     login("alice", &alice_key, port, "true");
     assert_eq!(offered_host_key(port), given);
+    // cloud-init-per inside bootcmd: `once` ran on the first boot only.
+    assert_eq!(
+        ssh.ok("cat /var/lib/app/bootcmd-once /var/lib/app/bootcmd-always"),
+        "once\nboot\nboot\n"
+    );
     let _ = ssh.run("osctl poweroff");
     vm.wait_exit(Duration::from_secs(180));
     vm.save();
