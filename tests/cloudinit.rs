@@ -331,8 +331,8 @@ fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_an
     let root = ssh.ok("docker info -f '{{.DockerRootDir}}'");
     assert_eq!(root.trim(), "/var/lib/docker");
     ssh.ok("sudo sh -c 'echo first-boot > /var/lib/docker/ballast-marker'");
-    let used = ssh.ok("df -P /var/lib/docker/volumes | tail -1");
-    assert!(used.starts_with("/dev/vdb1"), "{used}");
+    let used = ssh.ok("sudo findmnt -n -o SOURCE -T /var/lib/docker/volumes/keep/_data");
+    assert_eq!(used.trim(), "/dev/vdb1", "the volume is on the data disk");
     let engine_id = ssh.ok("docker info -f '{{.ID}}'");
     let _ = ssh.run("osctl reboot");
     vm.wait_exit(Duration::from_secs(180));

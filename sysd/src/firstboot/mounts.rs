@@ -6,8 +6,9 @@
 //!
 //! Specs are resolved the way fstab does: `/dev/...`, `LABEL=`, `UUID=` (read
 //! from the ext2/3/4 superblocks of the block devices in `/sys/class/block`),
-//! or a bare `vdb1`. A mount point must be below `/var`, `/state`, `/run` or
-//! `/mnt`... any directory sysd can create; the read-only image refuses others.
+//! or a bare `vdb1`. A mount point is any absolute directory sysd can
+//! create or that exists: in practice below `/var`, `/state` or `/run`, since
+//! the rest of the host is the read-only image (the error says so).
 //!
 //! Never mounts over something already mounted there (an `osctl config
 //! apply` on a running machine does not stack mounts), never fails the boot:
