@@ -328,6 +328,11 @@ fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_an
     ssh.ok(&format!(
         "docker run --rm -v keep:/d {IMAGE} sh -c 'echo on-the-data-disk > /d/f'"
     ));
+    // Issue 12's debt: a bind with rshared propagation is accepted.
+    let shared = ssh.ok(&format!(
+        "sudo mkdir -p /var/lib/app/shared && docker run --rm -v /var/lib/app/shared:/s:rshared {IMAGE} sh -c 'grep \" /s \" /proc/self/mountinfo'"
+    ));
+    assert!(shared.contains("shared:"), "{shared}");
     let root = ssh.ok("docker info -f '{{.DockerRootDir}}'");
     assert_eq!(root.trim(), "/var/lib/docker");
     ssh.ok("sudo sh -c 'echo first-boot > /var/lib/docker/ballast-marker'");
@@ -350,8 +355,16 @@ fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_an
         vm.console.join("\n")
     );
     assert_console(&vm, "mounts: /dev/vdb1 (ext4) at /var/lib/docker");
+    // sysd unmounted it at the reboot: no journal to replay.
+    assert!(
+        !vm.console
+            .iter()
+            .any(|l| l.contains("vdb1): recovery complete")),
+        "the data disk was not unmounted cleanly:\n{}",
+        vm.console.join("\n")
+    );
     assert_eq!(
-        ssh.ok("cat /var/lib/docker/ballast-marker").trim(),
+        ssh.ok("sudo cat /var/lib/docker/ballast-marker").trim(),
         "first-boot"
     );
     assert_eq!(

@@ -424,6 +424,7 @@ fn run(args: Args) -> i32 {
     for name in lock(&shared.sup).names() {
         let _ = runtime::cleanup(&name);
     }
+    firstboot::shutdown();
     let _ = std::fs::remove_file(&socket);
     0
 }

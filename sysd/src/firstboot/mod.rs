@@ -12,8 +12,10 @@
 //!
 //! Per instance: the applied plan is kept in `/state/ballast/config/applied.json`
 //! and the instance id in `instance-id`. `write_files` and `runcmd` run only
-//! when the instance id differs from the recorded one; everything else
-//! (host name, users and keys, containers, bootcmd, sysctl, NTP) is applied
+//! when the instance id differs from the recorded one (so do `disk_setup`,
+//! `fs_setup`, `ssh_deletekeys` and `power_state`); everything else (host
+//! name, users and groups, keys and host keys, time zone, CA bundle, mounts,
+//! containers, bootcmd, sysctl, NTP, final_message) is applied
 //! again on every boot from the document found, or from `applied.json` when
 //! no document is found or the one found is broken. A document without
 //! meta-data (a URL without a trailing `/`, `/boot/user-data` alone) gets the
@@ -493,6 +495,21 @@ pub fn apply_request(text: &str, source: &str, dry_run: bool) -> Response {
         warnings: warnings.into_iter().chain(r.warnings).collect(),
         errors,
         applied: true,
+    }
+}
+
+/// At shutdown, once the services are down: unmount the config's `mounts`.
+pub fn shutdown() {
+    let Some(l) = LAYOUT.get() else {
+        return;
+    };
+    if !l.on_device {
+        return;
+    }
+    if let Some(plan) = read_applied(l) {
+        for line in mounts::unmount_all(l, &plan.mounts) {
+            say(&line);
+        }
     }
 }
 

@@ -209,6 +209,28 @@ pub fn apply(l: &Layout, entries: &[MountEntry]) -> (Vec<String>, Vec<String>) {
     (notes, errors)
 }
 
+/// At shutdown, after the services stopped: unmount what `apply` mounted
+/// (deepest first), so a data disk is clean at the next boot instead of
+/// replaying its journal. A busy one is left to PID 1's sync.
+pub fn unmount_all(l: &Layout, entries: &[MountEntry]) -> Vec<String> {
+    let info = std::fs::read_to_string(l.p("proc/self/mountinfo")).unwrap_or_default();
+    let already = mounted(&info);
+    let mut dirs: Vec<&str> = entries
+        .iter()
+        .map(|m| m.dir.as_str())
+        .filter(|d| already.iter().any(|a| a == d))
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    let mut said = Vec::new();
+    for d in dirs {
+        match super::sys::umount_clean(&l.p(d)) {
+            Ok(()) => said.push(format!("config: mounts: {d} unmounted")),
+            Err(e) => said.push(format!("config: mounts: {e}")),
+        }
+    }
+    said
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,3 +165,20 @@ pub fn mount(
         ))
     }
 }
+
+/// umount(2) without MNT_DETACH: fails (EBUSY) rather than leave the
+/// filesystem mounted out of sight.
+pub fn umount_clean(at: &Path) -> Result<(), String> {
+    let a = cstr(at)?;
+    // SAFETY: umount2(2) with a NUL-terminated path.
+    let rc = unsafe { libc::umount2(a.as_ptr(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot unmount {}: {}",
+            at.display(),
+            std::io::Error::last_os_error()
+        ))
+    }
+}
