@@ -3,7 +3,7 @@
 //! top-level `groups:`, `users` with `default` and extra users with extra
 //! fields, `write_files` to `/etc` and `/var`, `timezone`, a data disk with
 //! `disk_setup`/`fs_setup`/`mounts` at `/var/lib/docker`, `ssh_keys`,
-//! `final_message`) and a NoCloud `network-config` (v2) that finds the NIC by
+//! `final_message`, `ca_certs`) and a NoCloud `network-config` (v2) that finds the NIC by
 //! its MAC address and renames it. They boot the default (Docker) image with
 //! a blank second disk and check, over SSH, what they would check on any
 //! cloud-init machine: each user logs in with their key, the host key is the
@@ -50,7 +50,7 @@ fn indent(text: &str, by: &str) -> String {
         .collect::<String>()
 }
 
-fn user_data(alice: &str, bob: &str, host_priv: &str, host_pub: &str) -> String {
+fn user_data(alice: &str, bob: &str, host_priv: &str, host_pub: &str, ca: &str) -> String {
     format!(
         r#"#cloud-config
 hostname: dock1
@@ -91,7 +91,10 @@ write_files:
     owner: alice:admins
     permissions: '0640'
     content: "setting=1\n"
-timezone: Europe/Berlin
+ca_certs:
+  trusted:
+    - |
+{ca_block}timezone: Europe/Berlin
 disk_setup:
   /dev/vdb:
     table_type: gpt
@@ -109,7 +112,8 @@ bootcmd:
   - cloud-init-per always every-boot sh -c 'echo boot >> /var/lib/app/bootcmd-always'
 final_message: "cloudinit-story: up after $UPTIME seconds, version $VERSION"
 "#,
-        priv_block = indent(host_priv, "    ")
+        priv_block = indent(host_priv, "    "),
+        ca_block = indent(ca, "      ")
     )
 }
 
@@ -171,6 +175,27 @@ fn login(user: &str, key: &Path, port: u16, command: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A private CA's certificate (PEM), as a company registry would use.
+fn private_ca(work: &Path) -> String {
+    let (key, cert) = (work.join("ca.key"), work.join("ca.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=ballast-story-ca", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("running openssl");
+    assert!(
+        ok.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    std::fs::read_to_string(&cert).expect("reading the CA")
 }
 
 /// The host's ed25519 key as the SSH server offers it (`TYPE BASE64`).
@@ -236,7 +261,10 @@ fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_an
     let host_key = work.join("host_ed25519");
     let host_pub = keygen(&host_key, "dock1");
     let host_priv = std::fs::read_to_string(&host_key).expect("host key");
-    let seed = seed(&work, &user_data(&alice, &bob, &host_priv, &host_pub));
+    let ca = private_ca(&work);
+    // A line of the certificate's body identifies it in a bundle.
+    let ca_line = ca.lines().nth(1).expect("a PEM body").to_string();
+    let seed = seed(&work, &user_data(&alice, &bob, &host_priv, &host_pub, &ca));
     // A blank 2 GiB data disk: /dev/vdb (attached before the seed).
     let data = work.join("data.img");
     let f = std::fs::File::create(&data).expect("creating the data disk");
@@ -313,6 +341,25 @@ fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_an
     );
     let svc_uid: u32 = ssh.ok("id -u svc").trim().parse().expect("a uid for svc");
     assert!(svc_uid < 1000, "svc is a system user: uid {svc_uid}");
+
+    // ca_certs: the admin environment and the Docker engine trust the CA,
+    // besides the image's bundle.
+    let trust = ssh.ok(&format!(
+        "grep -cF -- '{ca_line}' /etc/ssl/certs/ca-certificates.crt; \
+         sudo sh -c 'grep -cF -- \"{ca_line}\" /proc/$(pgrep -x dockerd)/root/etc/ssl/certs/ca-certificates.crt'; \
+         grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt"
+    ));
+    let counts: Vec<u32> = trust
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 3, "{trust}");
+    assert_eq!(
+        counts[..2],
+        [1, 1],
+        "the CA in the admin's and the engine's bundle: {trust}"
+    );
+    assert!(counts[2] > 100, "the image's CAs are kept: {trust}");
 
     // The data disk is under Docker's data root; the NIC has its new name.
     let mnt = ssh.ok("findmnt -n -o SOURCE,FSTYPE,LABEL /var/lib/docker || findmnt -n -o SOURCE,FSTYPE /var/lib/docker");
