@@ -121,6 +121,16 @@ pub fn seed_args(profile: &QemuProfile, seed: &Path) -> Vec<std::ffi::OsString> 
     ]
 }
 
+/// An extra writable raw disk (`ballast run --drive`), the `index`-th one.
+pub fn drive_args(profile: &QemuProfile, file: &Path, index: usize) -> Vec<std::ffi::OsString> {
+    vec![
+        "-drive".into(),
+        drive_arg(&format!("if=none,id=data{index},format=raw"), file),
+        "-device".into(),
+        format!("{},drive=data{index}", profile.disk_device).into(),
+    ]
+}
+
 /// `-drive` value with a file name, commas escaped the way QEMU wants.
 fn drive_arg(opts: &str, file: &Path) -> std::ffi::OsString {
     let mut arg = std::ffi::OsString::from(format!("{opts},file="));

@@ -44,6 +44,11 @@ pub struct RunArgs {
     /// drive: the device reads its first-boot config from it.
     #[arg(long, value_name = "PATH")]
     pub seed: Option<PathBuf>,
+    /// Attach this file as an extra writable virtio disk (raw), before the
+    /// seed: the first is `/dev/vdb`, the next `/dev/vdc`... Repeatable. For
+    /// a data disk of the first-boot config's `disk_setup`/`mounts`.
+    #[arg(long, value_name = "PATH")]
+    pub drive: Vec<PathBuf>,
     /// Cache directory (default: BALLAST_CACHE, else the user's cache dir).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
@@ -98,6 +103,15 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
     let cache = crate::project::cache_dir(args.cache.as_deref());
     let accel = qemu::choose_accel(&launch, board.arch, args.accel, &cache)?;
     let mut cmd = launch.command(accel);
+    for (i, drive) in args.drive.iter().enumerate() {
+        if !drive.is_file() {
+            bail!(
+                "--drive {}: no such file (make one with `truncate -s 1G FILE`)",
+                drive.display()
+            );
+        }
+        cmd.args(qemu::drive_args(&launch.profile, drive, i));
+    }
     if let Some(seed) = &args.seed {
         if !seed.is_file() {
             bail!(

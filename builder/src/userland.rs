@@ -185,6 +185,7 @@ pub fn build(
     if let Some(engine) = image.engine.bundle() {
         add_engine_group(dest, engine, ENGINE_GID, "ballast")?;
     }
+    ca_bundle(dest)?;
     let resolv = dest.join("etc/resolv.conf");
     if resolv.symlink_metadata().is_ok() {
         std::fs::remove_file(&resolv)?;
@@ -193,6 +194,40 @@ pub fn build(
     Ok(Report {
         packages: resolution.packages.len(),
     })
+}
+
+/// `/etc/ssl/certs/ca-certificates.crt` from the certificates
+/// ca-certificates unpacks (its maintainer script, update-ca-certificates,
+/// never runs here), in a stable order. Nothing when the package is absent.
+fn ca_bundle(dest: &Path) -> Result<()> {
+    let src = dest.join("usr/share/ca-certificates");
+    if !src.is_dir() {
+        return Ok(());
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![src];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "crt") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut bundle = String::new();
+    for f in &files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        bundle.push_str(text.trim_end());
+        bundle.push('\n');
+    }
+    let out = dest.join("etc/ssl/certs/ca-certificates.crt");
+    std::fs::create_dir_all(dest.join("etc/ssl/certs"))?;
+    std::fs::write(&out, bundle).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
 }
 
 /// Add `name:x:gid:member` to the userland's `/etc/group` (no maintainer
@@ -300,5 +335,19 @@ mod tests {
         std::fs::write(dir.path().join("etc/group"), "other:x:990:\n").unwrap();
         let err = add_engine_group(dir.path(), "docker", 990, "ballast").unwrap_err();
         assert!(err.to_string().contains("gid 990 is taken"), "{err}");
+    }
+
+    #[test]
+    fn the_ca_bundle_holds_every_unpacked_certificate_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("usr/share/ca-certificates/mozilla");
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(m.join("B.crt"), "CERT B\n").unwrap();
+        std::fs::write(m.join("A.crt"), "CERT A").unwrap();
+        std::fs::write(m.join("README"), "not a cert").unwrap();
+        ca_bundle(dir.path()).unwrap();
+        let text =
+            std::fs::read_to_string(dir.path().join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+        assert_eq!(text, "CERT A\nCERT B\n");
     }
 }

@@ -352,6 +352,7 @@ pub fn run(args: Args) -> i32 {
     for name in lock(&shared.sup).names() {
         let _ = runtime::cleanup(&name);
     }
+    firstboot::shutdown(&shared.firstboot);
     let _ = std::fs::remove_file(&socket);
     0
 }

@@ -9,7 +9,11 @@
 //! - users: merged account files, sudoers rules, `allow_users` and `keys/NAME`
 //!   under `/state/ballast/config/users/`, merged by the SSH container's start
 //!   script when it starts (see `system/ssh/files/usr/lib/ballast/ssh/start`);
-//! - `write_files`: on the host, only under /etc, /var, /state or /run;
+//! - `write_files`: on the host, only under /etc, /var, /state or /run; a
+//!   file under /etc also into the admin environment's /etc tree (`etc`);
+//! - `timezone`, `ca_certs`: `etc`; `ssh_keys`, `ssh_deletekeys`: `hostkeys`;
+//!   `disk_setup`, `fs_setup`: `disks` (per instance); `mounts`: `mounts`
+//!   (every boot); `final_message`, `power_state`: `power`;
 //! - `bootcmd`: `/run/ballast/config/bootcmd.sh`, run by the SSH container's
 //!   start script once per boot; `runcmd`: `/state/ballast/config/runcmd.sh`,
 //!   which that script takes (renames) before it runs it, so it runs once —
@@ -18,8 +22,7 @@
 //! - `sysctl`: `/proc/sys`; `ballast.system`: OCI bundles under
 //!   `/state/ballast/config/system/NAME/` (sysd loads them with the image's).
 //!
-//! Unsupported settings (kernel modules, time zones, engine and update
-//! settings, static network from the document) are warnings, never failures.
+//! Unsupported settings (kernel modules) are warnings, never failures.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -28,7 +31,7 @@ use std::path::{Path, PathBuf};
 use ballast_config::{Cmd, ContainerSource, Plan, Restart, SystemContainer, WriteFile};
 use serde_json::json;
 
-use super::users;
+use super::{disks, etc, hostkeys, mounts, power, users};
 
 /// Directories `write_files` may write under (the rest of the host is the
 /// read-only image).
@@ -95,6 +98,8 @@ impl Layout {
 pub struct Report {
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// What was done that the console should show (disks, mounts, keys).
+    pub notes: Vec<String>,
     /// The static network settings changed: a running network service must restart.
     pub network_changed: bool,
     /// The engine settings changed: a running docker service must restart.
@@ -150,6 +155,28 @@ pub fn network_conf(n: &ballast_config::Network) -> String {
     let mut out = String::from(
         "# Written by sysd from the first-boot config (ballast.network or network-config).\n",
     );
+    // Interfaces found by MAC, driver or name glob (and renamed) first: the
+    // lines below name them by their config id, which `up` maps to the
+    // kernel's name.
+    for i in &n.interfaces {
+        if i.matches.is_none() && i.set_name.is_none() {
+            continue;
+        }
+        let m = i.matches.clone().unwrap_or_default();
+        let word = |v: Option<&String>| v.map_or("-".to_string(), |x| x.replace(' ', ""));
+        let glob = match (&m.name, &m.macaddress, &m.driver) {
+            (None, None, None) => Some(i.name.clone()),
+            _ => m.name.clone(),
+        };
+        out.push_str(&format!(
+            "match {} {} {} {} {}\n",
+            i.name,
+            word(m.macaddress.as_ref()),
+            word(m.driver.as_ref()),
+            word(glob.as_ref()),
+            word(i.set_name.as_ref())
+        ));
+    }
     for i in &n.interfaces {
         let mode = if i.dhcp { "dhcp" } else { "static" };
         let mtu = i.mtu.map_or("-".to_string(), |m| m.to_string());
@@ -297,6 +324,7 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         &base("group"),
         &base("shadow"),
         &plan.users,
+        &plan.groups,
     );
     r.warnings
         .extend(warnings.into_iter().map(|w| format!("config: {w}")));
@@ -320,6 +348,16 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
     err(
         &mut r,
         write_atomic(&users_dir.join("allow_users"), allow.as_bytes(), 0o644),
+    );
+    // `NAME HOME create|keep` lines: which homes the SSH container makes.
+    let homes: String = acc
+        .homes
+        .iter()
+        .map(|(n, c)| format!("{n} {}\n", if *c { "create" } else { "keep" }))
+        .collect();
+    err(
+        &mut r,
+        write_atomic(&users_dir.join("homes"), homes.as_bytes(), 0o644),
     );
     let keys_dir = users_dir.join("keys");
     if let Ok(rd) = std::fs::read_dir(&keys_dir) {
@@ -355,12 +393,33 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             "config: ballast.modules: {m}: not loaded (this version loads only the modules the image lists in kernel-configs/initramfs-modules.toml)"
         ));
     }
-    if let Some(tz) = &plan.timezone {
-        if !matches!(tz.as_str(), "UTC" | "Etc/UTC" | "Etc/GMT" | "GMT") {
-            r.warnings.push(format!(
-                "config: timezone {tz}: the image carries no time zone data; the host clock stays UTC (set TZ in your containers)"
-            ));
+    // Time zone and CA bundle: the admin environment's /etc (see `etc`).
+    etc::timezone(l, plan.timezone.as_deref(), &mut r.errors);
+    etc::ca_certs(l, plan.ca_certs.as_ref(), &mut r.errors);
+
+    // A new instance: the instance id differs from the recorded one
+    // (`osctl config apply` keeps it, so it never deletes keys or formats).
+    let recorded = std::fs::read_to_string(l.instance_id()).unwrap_or_default();
+    let new_instance = per_instance && plan.instance_id.as_deref().unwrap_or("") != recorded.trim();
+    // Host keys, before the SSH container starts.
+    if new_instance && plan.ssh_deletekeys {
+        for p in hostkeys::delete_old(l, &plan.ssh_host_keys, &mut r.errors) {
+            r.notes
+                .push(format!("config: ssh_deletekeys: removed {}", p.display()));
         }
+    }
+    hostkeys::install(l, &plan.ssh_host_keys, &mut r.errors);
+    // Data disks: partition and format once per instance (only what is
+    // blank), mount every boot, before the services start.
+    if l.on_device {
+        if new_instance {
+            let (notes, errors) = disks::apply(l, &plan.disk_setup, &plan.fs_setup);
+            r.notes.extend(notes);
+            r.errors.extend(errors);
+        }
+        let (notes, errors) = mounts::apply(l, &plan.mounts);
+        r.notes.extend(notes);
+        r.errors.extend(errors);
     }
     // Update channel and extra trusted keys (osctl upgrade --channel, sysd's
     // signature check read them from here besides the image's own keys).
@@ -477,6 +536,12 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         );
     }
 
+    power::finish(
+        l,
+        plan.final_message.as_deref(),
+        plan.power_state.as_ref(),
+        new_instance,
+    );
     if per_instance {
         write_files(l, &plan.files, &acc, &mut r);
         if plan.runcmd.is_empty() {
@@ -577,6 +642,18 @@ fn write_file(l: &Layout, f: &WriteFile, acc: &users::Accounts) -> Result<(), St
     if !f.append {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))
             .map_err(|e| format!("write_files: cannot chmod {}: {e}", path.display()))?;
+    }
+    // The admin environment's /etc is the userland's plus this tree (see `etc`).
+    if let Some(copy) = etc::tree_path(l, &f.path) {
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("write_files: cannot read back {}: {e}", path.display()))?;
+        write_atomic(&copy, &bytes, f.mode).map_err(|e| format!("write_files: {e}"))?;
+        std::os::unix::fs::chown(&copy, Some(uid), Some(gid)).map_err(|e| {
+            format!(
+                "write_files: cannot give {} to {uid}:{gid}: {e}",
+                copy.display()
+            )
+        })?;
     }
     Ok(())
 }
@@ -696,4 +773,54 @@ fn default_config(name: &str, env: Vec<String>) -> serde_json::Value {
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballast_config::{Interface, InterfaceMatch, Network};
+
+    fn iface(name: &str) -> Interface {
+        Interface {
+            name: name.into(),
+            matches: None,
+            set_name: None,
+            dhcp: true,
+            addresses: vec![],
+            gateway: None,
+            mtu: None,
+        }
+    }
+
+    #[test]
+    fn interfaces_found_by_mac_or_driver_come_first_with_their_new_name() {
+        let mut by_mac = iface("lan");
+        by_mac.matches = Some(InterfaceMatch {
+            macaddress: Some("52:54:00:12:34:56".into()),
+            ..InterfaceMatch::default()
+        });
+        by_mac.set_name = Some("lan0".into());
+        let mut by_driver = iface("virt");
+        by_driver.matches = Some(InterfaceMatch {
+            name: Some("en*".into()),
+            driver: Some("virtio_net".into()),
+            ..InterfaceMatch::default()
+        });
+        let n = Network {
+            interfaces: vec![iface("eth0"), by_mac, by_driver],
+            ..Network::default()
+        };
+        let text = network_conf(&n);
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(
+            lines,
+            [
+                "match lan 52:54:00:12:34:56 - - lan0",
+                "match virt - virtio_net en* -",
+                "iface eth0 dhcp -",
+                "iface lan dhcp -",
+                "iface virt dhcp -",
+            ]
+        );
+    }
 }

@@ -12,8 +12,10 @@
 //!
 //! Per instance: the applied plan is kept in `/state/ballast/config/applied.json`
 //! and the instance id in `instance-id`. `write_files` and `runcmd` run only
-//! when the instance id differs from the recorded one; everything else
-//! (host name, users and keys, containers, bootcmd, sysctl, NTP) is applied
+//! when the instance id differs from the recorded one (so do `disk_setup`,
+//! `fs_setup`, `ssh_deletekeys` and `power_state`); everything else (host
+//! name, users and groups, keys and host keys, time zone, CA bundle, mounts,
+//! containers, bootcmd, sysctl, NTP, final_message) is applied
 //! again on every boot from the document found, or from `applied.json` when
 //! no document is found or the one found is broken. A document without
 //! meta-data (a URL without a trailing `/`, `/boot/user-data` alone) gets the
@@ -30,6 +32,11 @@
 //! `runcmd` entries that are new, re-applies the rest, and records the plan.
 
 pub mod apply;
+mod disks;
+mod etc;
+mod hostkeys;
+mod mounts;
+mod power;
 mod source;
 mod sys;
 mod users;
@@ -188,7 +195,15 @@ fn apply_found(l: &Layout, found: Result<Option<Found>, String>) -> Outcome {
         Ok(Some(f)) => {
             out.notes
                 .push(format!("config: found {}", f.user_data_source));
-            plan_of(&f, &mut out)
+            power::set_datasource(&f.user_data_source);
+            let plan = plan_of(&f, &mut out);
+            // The error's own line, then how to get in (one entry, so
+            // `osctl status` shows both together).
+            if let (None, Some(e)) = (&plan, out.errors.last_mut()) {
+                e.push_str("\n  ");
+                e.push_str(&ballast_config::refused_hint(&f.user_data_source));
+            }
+            plan
         }
     };
     let (plan, new_instance) = match fresh {
@@ -225,6 +240,7 @@ fn apply_found(l: &Layout, found: Result<Option<Found>, String>) -> Outcome {
     out.engine_changed = r.engine_changed;
     out.errors.extend(r.errors);
     out.warnings.extend(r.warnings);
+    out.notes.extend(r.notes);
     if let Err(e) = record(l, &plan) {
         out.errors.push(e);
     }
@@ -452,6 +468,9 @@ pub fn apply_request(state: &State, text: &str, source: &str, dry_run: bool) -> 
     let r = apply::apply(l, &delta, true);
     state.restart_later(r.network_changed, r.engine_changed);
     let mut errors = r.errors;
+    if l.on_device {
+        errors.extend(etc::refresh_admin(l));
+    }
     if let Err(e) = record(l, &new) {
         errors.push(e);
     }
@@ -469,6 +488,19 @@ pub fn apply_request(state: &State, text: &str, source: &str, dry_run: bool) -> 
         warnings: warnings.into_iter().chain(r.warnings).collect(),
         errors,
         applied: true,
+    }
+}
+
+/// At shutdown, once the services are down: unmount the config's `mounts`.
+pub fn shutdown(state: &State) {
+    let l = &state.layout;
+    if !l.on_device {
+        return;
+    }
+    if let Some(plan) = read_applied(l) {
+        for line in mounts::unmount_all(l, &plan.mounts) {
+            say(&line);
+        }
     }
 }
 

@@ -297,3 +297,78 @@ fn engine_settings_go_to_the_docker_service() {
     assert!(o.engine_changed);
     assert!(!d.path().join("run/ballast/engine.conf").exists());
 }
+
+#[test]
+fn a_refused_document_says_which_file_to_fix_and_how_to_get_in() {
+    let d = root();
+    let l = layout(&d);
+    let o = apply_found(&l, seed("#cloud-config\nhostname: [\n", "i-1"));
+    let e = &o.errors[0];
+    assert!(e.contains("on the boot partition"), "{e}");
+    assert!(e.contains("osctl config validate"), "{e}");
+    assert!(e.contains("SSH as `ballast`"), "{e}");
+}
+
+const CLOUD_DOC: &str = r#"#cloud-config
+groups:
+  - admins: [alice]
+users:
+  - default
+  - name: ballast
+    ssh-authorized-keys: [ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILe1Eo3gV7lc2mL+y8ZcEqoOHu6HTF6l/567mLmfmXXs extra]
+    groups: [auditors]
+  - name: alice
+    primary-group: admins
+    homedir: /home/alice
+    ssh-authorized-keys: [ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILe1Eo3gV7lc2mL+y8ZcEqoOHu6HTF6l/567mLmfmXXs alice]
+timezone: Europe/Berlin
+write_files:
+  - path: /etc/motd
+    content: "hello admin\n"
+  - path: /var/lib/app/x
+    content: "x\n"
+ca_certs:
+  trusted:
+    - |
+      -----BEGIN CERTIFICATE-----
+      MIIB
+      -----END CERTIFICATE-----
+"#;
+
+#[test]
+fn a_cloud_init_document_reaches_the_admin_environments_files() {
+    let d = root();
+    let zi = d
+        .path()
+        .join("usr/lib/ballast/userland/usr/share/zoneinfo/Europe");
+    std::fs::create_dir_all(&zi).unwrap();
+    std::fs::write(zi.join("Berlin"), "TZif2").unwrap();
+    let l = layout(&d);
+    let o = apply_found(&l, seed(CLOUD_DOC, "i-1"));
+    assert!(o.errors.is_empty(), "{o:?}");
+    // write_files under /etc: on the host and in the admin tree; /var as is.
+    assert_eq!(read(&d, "etc/motd"), "hello admin\n");
+    assert_eq!(read(&d, "state/ballast/config/etc/motd"), "hello admin\n");
+    assert_eq!(read(&d, "var/lib/app/x"), "x\n");
+    assert_eq!(
+        read(&d, "state/ballast/config/etc/timezone"),
+        "Europe/Berlin\n"
+    );
+    let applied = read(&d, "state/ballast/config/applied.json");
+    let ca = std::fs::read_to_string(
+        d.path()
+            .join("state/ballast/config/etc/ssl/certs/ca-certificates.crt"),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {applied}"));
+    assert!(ca.contains("MIIB"), "{ca}");
+    // Groups, the merged default user's extra keys and groups, alice's fields.
+    let group = read(&d, "state/ballast/config/users/group");
+    assert!(group.contains("admins:x:2000:alice\n"), "{group}");
+    assert!(group.contains("auditors:x:2001:ballast\n"), "{group}");
+    let passwd = read(&d, "state/ballast/config/users/passwd");
+    assert!(
+        passwd.contains("alice:x:1001:2000::/home/alice:"),
+        "{passwd}"
+    );
+    assert!(read(&d, "state/ballast/config/users/keys/ballast").contains(" extra\n"));
+}

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ballast_config::User;
+use ballast_config::{Group, User};
 
 /// Homes live on the state partition, like `ballast`'s.
 pub const HOME_DIR: &str = "/state/home";
@@ -29,6 +29,9 @@ pub struct Accounts {
     pub keys: BTreeMap<String, Vec<String>>,
     /// name → (uid, gid) of every user of the plan (for write_files owners).
     pub ids: BTreeMap<String, (u32, u32)>,
+    /// name → whether the SSH container creates the home directory
+    /// (false: `no_create_home`, or a system user without `homedir`).
+    pub homes: BTreeMap<String, bool>,
 }
 
 struct Table {
@@ -73,8 +76,90 @@ fn free(taken: &BTreeSet<u32>, from: u32) -> u32 {
     (from..).find(|i| !taken.contains(i)).unwrap_or(from)
 }
 
-/// Merge `users` into the userland's files. Returns the files and warnings.
-pub fn merge(passwd: &str, group: &str, shadow: &str, users: &[User]) -> (Accounts, Vec<String>) {
+/// First uid/gid of a `system: true` user, counted down (as `useradd --system`).
+const SYSTEM_MAX_ID: u32 = 999;
+/// The group of a user with `no_user_group` and no `primary_group` (Debian's `users`).
+const USERS_GID: u32 = 100;
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (shadow's `expire` field).
+pub fn epoch_days(date: &str) -> Option<i64> {
+    let mut it = date.trim().splitn(3, '-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let d: i64 = it.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// Make sure group `name` exists (a new gid from `from` up, or `gid` when
+/// free); its row index.
+fn ensure_group(gr: &mut Table, name: &str, gid: Option<u32>, from: u32) -> usize {
+    if let Some(i) = gr.find(name) {
+        return i;
+    }
+    let taken = gr.ids(2);
+    let gid = match gid {
+        Some(g) if !taken.contains(&g) => g,
+        _ => free(&taken, from),
+    };
+    gr.rows.push(vec![
+        name.into(),
+        "x".into(),
+        gid.to_string(),
+        String::new(),
+    ]);
+    gr.rows.len() - 1
+}
+
+fn add_member(gr: &mut Table, i: usize, user: &str) {
+    let row = &mut gr.rows[i];
+    while row.len() < 4 {
+        row.push(String::new());
+    }
+    let mut members: Vec<String> = row[3]
+        .split(',')
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect();
+    if !members.iter().any(|m| m == user) {
+        members.push(user.to_string());
+    }
+    row[3] = members.join(",");
+}
+
+fn gid_of(gr: &Table, i: usize) -> u32 {
+    gr.rows[i]
+        .get(2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(USERS_GID)
+}
+
+/// A free id for a system account: the highest free one at or below 999.
+fn free_system(taken: &BTreeSet<u32>) -> u32 {
+    (100..=SYSTEM_MAX_ID)
+        .rev()
+        .find(|i| !taken.contains(i))
+        .unwrap_or(SYSTEM_MAX_ID)
+}
+
+/// Merge the top-level `groups` and the `users` into the userland's files.
+/// Returns the files and warnings.
+pub fn merge(
+    passwd: &str,
+    group: &str,
+    shadow: &str,
+    users: &[User],
+    groups: &[Group],
+) -> (Accounts, Vec<String>) {
     let mut pw = Table::parse(passwd);
     let mut gr = Table::parse(group);
     let mut sh = Table::parse(shadow);
@@ -83,6 +168,10 @@ pub fn merge(passwd: &str, group: &str, shadow: &str, users: &[User]) -> (Accoun
         allow: vec![ballast_config::DEFAULT_USER.to_string()],
         ..Accounts::default()
     };
+    // cloud-init creates the groups before the users.
+    for g in groups {
+        ensure_group(&mut gr, &g.name, None, FIRST_GROUP_GID);
+    }
     for u in users {
         if u.name == "root" {
             warnings.push("users: root: root never logs in over SSH on Ballast; its keys and rules are ignored (use user ballast and sudo)".to_string());
@@ -90,46 +179,57 @@ pub fn merge(passwd: &str, group: &str, shadow: &str, users: &[User]) -> (Accoun
         }
         let (uid, gid) = match pw.find(&u.name) {
             Some(i) => {
-                let r = &pw.rows[i];
-                let id = |c: usize| r.get(c).and_then(|v| v.parse().ok()).unwrap_or(0);
-                (id(2), id(3))
+                let id =
+                    |r: &Vec<String>, c: usize| r.get(c).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let uid = id(&pw.rows[i], 2);
+                let mut gid = id(&pw.rows[i], 3);
+                if let Some(pg) = &u.primary_group {
+                    let gi = ensure_group(&mut gr, pg, None, FIRST_GROUP_GID);
+                    gid = gid_of(&gr, gi);
+                    pw.rows[i][3] = gid.to_string();
+                }
+                if let Some(h) = &u.homedir {
+                    if let Some(f) = pw.rows[i].get_mut(5) {
+                        *f = h.clone();
+                    }
+                }
+                (uid, gid)
             }
             None => {
                 let taken = pw.ids(2);
+                let pick = || {
+                    if u.system {
+                        free_system(&taken)
+                    } else {
+                        free(&taken, FIRST_UID)
+                    }
+                };
                 let uid = match u.uid {
                     Some(x) if !taken.contains(&x) => x,
                     Some(x) => {
-                        let n = free(&taken, FIRST_UID);
+                        let n = pick();
                         warnings.push(format!(
                             "users: {}: uid {x} is taken in the admin userland; given uid {n}",
                             u.name
                         ));
                         n
                     }
-                    None => free(&taken, FIRST_UID),
+                    None => pick(),
                 };
-                let gid = match gr.find(&u.name) {
-                    Some(i) => gr.rows[i]
-                        .get(2)
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(uid),
-                    None => {
-                        let gids = gr.ids(2);
-                        let gid = if gids.contains(&uid) {
-                            free(&gids, FIRST_UID)
-                        } else {
-                            uid
-                        };
-                        gr.rows.push(vec![
-                            u.name.clone(),
-                            "x".into(),
-                            gid.to_string(),
-                            String::new(),
-                        ]);
-                        gid
-                    }
+                let gid = if let Some(pg) = &u.primary_group {
+                    let gi = ensure_group(&mut gr, pg, None, FIRST_GROUP_GID);
+                    gid_of(&gr, gi)
+                } else if u.no_user_group {
+                    gr.find("users").map_or(USERS_GID, |i| gid_of(&gr, i))
+                } else {
+                    let from = if u.system { uid } else { FIRST_UID };
+                    let gi = ensure_group(&mut gr, &u.name, Some(uid), from);
+                    gid_of(&gr, gi)
                 };
-                let home = format!("{HOME_DIR}/{}", u.name);
+                let home = u
+                    .homedir
+                    .clone()
+                    .unwrap_or_else(|| format!("{HOME_DIR}/{}", u.name));
                 let shell = u.shell.clone().unwrap_or_else(|| "/bin/sh".into());
                 pw.rows.push(vec![
                     u.name.clone(),
@@ -148,37 +248,37 @@ pub fn merge(passwd: &str, group: &str, shadow: &str, users: &[User]) -> (Accoun
         };
         // `*`: no password can ever match, and unlike `!` sshd does not treat
         // the account as locked for key logins.
-        if sh.find(&u.name).is_none() {
-            sh.rows.push(
-                [u.name.as_str(), "*", "19000", "0", "99999", "7", "", "", ""]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            );
+        let si = match sh.find(&u.name) {
+            Some(i) => i,
+            None => {
+                sh.rows.push(
+                    [u.name.as_str(), "*", "19000", "0", "99999", "7", "", "", ""]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                );
+                sh.rows.len() - 1
+            }
+        };
+        let row = &mut sh.rows[si];
+        while row.len() < 9 {
+            row.push(String::new());
+        }
+        if let Some(days) = u.inactive {
+            row[6] = days.to_string();
+        }
+        if let Some(date) = &u.expiredate {
+            match epoch_days(date) {
+                Some(d) => row[7] = d.to_string(),
+                None => warnings.push(format!(
+                    "users: {}: expiredate {date}: not a YYYY-MM-DD date; the account does not expire",
+                    u.name
+                )),
+            }
         }
         for g in &u.groups {
-            let i = match gr.find(g) {
-                Some(i) => i,
-                None => {
-                    let gid = free(&gr.ids(2), FIRST_GROUP_GID);
-                    gr.rows
-                        .push(vec![g.clone(), "x".into(), gid.to_string(), String::new()]);
-                    gr.rows.len() - 1
-                }
-            };
-            let row = &mut gr.rows[i];
-            while row.len() < 4 {
-                row.push(String::new());
-            }
-            let mut members: Vec<String> = row[3]
-                .split(',')
-                .filter(|m| !m.is_empty())
-                .map(str::to_string)
-                .collect();
-            if !members.contains(&u.name) {
-                members.push(u.name.clone());
-            }
-            row[3] = members.join(",");
+            let i = ensure_group(&mut gr, g, None, FIRST_GROUP_GID);
+            add_member(&mut gr, i, &u.name);
         }
         for rule in &u.sudo {
             acc.sudoers
@@ -190,6 +290,21 @@ pub fn merge(passwd: &str, group: &str, shadow: &str, users: &[User]) -> (Accoun
         acc.keys
             .insert(u.name.clone(), u.ssh_authorized_keys.clone());
         acc.ids.insert(u.name.clone(), (uid, gid));
+        // A system user gets no home unless one is named (`useradd --system`).
+        let create = !(u.no_create_home || (u.system && u.homedir.is_none()));
+        acc.homes.insert(u.name.clone(), create);
+    }
+    for g in groups {
+        let i = ensure_group(&mut gr, &g.name, None, FIRST_GROUP_GID);
+        for m in &g.members {
+            if pw.find(m).is_none() {
+                warnings.push(format!(
+                    "groups: {}: member {m} is not a user (of the image or of `users`); added anyway",
+                    g.name
+                ));
+            }
+            add_member(&mut gr, i, m);
+        }
     }
     acc.passwd = pw.text();
     acc.group = gr.text();
@@ -229,6 +344,7 @@ mod tests {
             GROUP,
             SHADOW,
             &[user("alice", &["sudo", "video"], true)],
+            &[],
         );
         assert!(w.is_empty(), "{w:?}");
         assert!(
@@ -250,7 +366,7 @@ mod tests {
     fn the_default_user_keeps_its_entry_and_root_is_refused() {
         let mut b = user("ballast", &["sudo", "docker"], true);
         b.uid = Some(5);
-        let (a, w) = merge(PASSWD, GROUP, SHADOW, &[b, user("root", &[], true)]);
+        let (a, w) = merge(PASSWD, GROUP, SHADOW, &[b, user("root", &[], true)], &[]);
         assert_eq!(a.passwd.matches("\nballast:").count(), 1);
         assert_eq!(a.ids["ballast"], (1000, 1000));
         assert!(a.group.contains("sudo:x:27:ballast\n"));
@@ -258,5 +374,65 @@ mod tests {
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(!a.sudoers.contains("root"));
         assert_eq!(a.allow, ["ballast"]);
+    }
+
+    #[test]
+    fn groups_and_the_full_user_fields_land_in_the_account_files() {
+        let mut bob = User::named("bob");
+        bob.primary_group = Some("staff".into());
+        bob.homedir = Some("/state/srv/bob".into());
+        bob.expiredate = Some("2030-01-02".into());
+        bob.inactive = Some(5);
+        let mut svc = User::named("svc");
+        svc.system = true;
+        svc.no_user_group = true;
+        let mut nohome = User::named("carol");
+        nohome.no_create_home = true;
+        let mut ballast = User::named("ballast");
+        ballast.groups = vec!["ops".into()];
+        ballast.ssh_authorized_keys = vec!["ssh-ed25519 AAAA extra".into()];
+        let groups = [Group {
+            name: "ops".into(),
+            members: vec!["bob".into(), "ghost".into()],
+        }];
+        let (a, w) = merge(PASSWD, GROUP, SHADOW, &[bob, svc, nohome, ballast], &groups);
+        assert!(
+            a.group.contains("ops:x:2000:ballast,bob,ghost\n"),
+            "{}",
+            a.group
+        );
+        assert!(a.group.contains("staff:x:2001:\n"), "{}", a.group);
+        assert!(!a.group.contains("\nbob:"), "no user group: {}", a.group);
+        assert!(
+            a.passwd
+                .contains("bob:x:1001:2001::/state/srv/bob:/bin/sh\n"),
+            "{}",
+            a.passwd
+        );
+        assert!(
+            a.passwd
+                .contains("svc:x:999:100::/state/home/svc:/bin/sh\n"),
+            "{}",
+            a.passwd
+        );
+        // 2030-01-02 is day 21916 since the epoch.
+        assert!(
+            a.shadow.contains("bob:*:19000:0:99999:7:5:21916:"),
+            "{}",
+            a.shadow
+        );
+        assert!(a.homes["bob"]);
+        assert!(!a.homes["svc"]);
+        assert!(!a.homes["carol"]);
+        assert_eq!(a.keys["ballast"], ["ssh-ed25519 AAAA extra"]);
+        assert_eq!(w.len(), 1, "ghost is not a user: {w:?}");
+    }
+
+    #[test]
+    fn dates_count_days_from_the_epoch() {
+        assert_eq!(epoch_days("1970-01-01"), Some(0));
+        assert_eq!(epoch_days("2000-03-01"), Some(11017));
+        assert_eq!(epoch_days("2030-13-01"), None);
+        assert_eq!(epoch_days("soon"), None);
     }
 }
