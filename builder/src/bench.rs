@@ -5,8 +5,8 @@
 //! cost before the banner (decompressing a bigger initramfs, mostly).
 
 use anyhow::{bail, Context, Result};
+use ballast_inputs::{Board, QemuProfile};
 use ballast_kernel::initramfs::{Compression, Initramfs};
-use ballast_spec::{Board, QemuProfile};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

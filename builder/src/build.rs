@@ -16,7 +16,7 @@
 //! 9. print the result (`--json`: one object on stdout).
 
 use anyhow::{bail, Context, Result};
-use ballast_spec::{Board, Image, QemuProfile};
+use ballast_inputs::{Board, ImageFile, QemuProfile};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -25,9 +25,9 @@ use std::process::ExitCode;
 
 use crate::kernel_input::{self, ArchiveArgs};
 use crate::project::Project;
-use crate::{debpkg, devbins, image, initrd, output, userland};
-use ballast_spec::Arch;
-use ballast_spec::BootFirmware;
+use crate::{debpkg, devbins, disk_image, initrd, output, userland};
+use ballast_inputs::Arch;
+use ballast_inputs::BootFirmware;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -141,12 +141,12 @@ impl BuildResult {
     }
 }
 
-fn load_inputs(project: &Project, board: &str, image: Option<&Path>) -> Result<(Board, Image)> {
+fn load_inputs(project: &Project, board: &str, image: Option<&Path>) -> Result<(Board, ImageFile)> {
     let board = Board::find(&project.boards_dir(), board)?;
     let image_path = image
         .map(Path::to_path_buf)
         .unwrap_or_else(|| project.default_image());
-    let image = Image::load(&image_path)?;
+    let image = ImageFile::load(&image_path)?;
     if let Some(profile) = &board.qemu {
         // Fail now, not at `ballast run`, when the board names a missing profile.
         QemuProfile::find(&project.qemu_dir(), profile)
@@ -199,7 +199,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
 struct BuildInputs {
     board: Board,
     /// The image file (`images/*.toml`): what goes into the OS.
-    image_file: Image,
+    image_file: ImageFile,
     version: semver::Version,
     /// The output directory, absolute.
     out: PathBuf,
@@ -227,7 +227,12 @@ fn resolve_inputs(project: &Project, args: &BuildArgs) -> Result<BuildInputs> {
 
     let archive = kernel_input::open_archive(&board, &image, &args.archive)?;
     let kernel = kernel_input::prepare(&archive, &board, &args.archive)?;
-    let report = kernel_input::check(project, &board, &kernel, image.engine.bundle().is_some())?;
+    let report = kernel_input::check(
+        project,
+        &board,
+        &kernel,
+        image.engine.system_container().is_some(),
+    )?;
     if !report.ok {
         bail!(
             "the kernel {} of board {} lacks options Ballast needs:\n{report}\n\
@@ -346,7 +351,7 @@ struct DiskParts<'a> {
     work: &'a Path,
 }
 
-/// Step 6: the disk image (`image::assemble`): the root image (squashfs) and its
+/// Step 6: the disk image (`disk_image::assemble`): the root image (squashfs) and its
 /// dm-verity hash tree in slot A, the boot partition with each slot's boot
 /// files, the state partition, and the partition table.
 fn disk_image(
@@ -355,11 +360,11 @@ fn disk_image(
     bins: &DeviceBins,
     parts: &DiskParts<'_>,
     dest: &Path,
-) -> Result<image::Built> {
+) -> Result<disk_image::Built> {
     let (version, board) = (&inputs.version, &inputs.board);
     let os_release = initrd::os_release(version, board, parts.rollback_index)?;
-    image::assemble(
-        &image::Inputs {
+    disk_image::assemble(
+        &disk_image::Inputs {
             board: &inputs.board,
             image: &inputs.image_file,
             version: &inputs.version,
@@ -383,7 +388,7 @@ fn disk_image(
 fn update_bundle(
     inputs: &BuildInputs,
     initrd: &initrd::Assembled,
-    built: &image::Built,
+    built: &disk_image::Built,
     signer: &ballast_bundle::Signer,
     args: &BuildArgs,
     work: &Path,
@@ -433,7 +438,7 @@ fn update_bundle(
 fn write_outputs(
     inputs: &BuildInputs,
     initrd: &initrd::Assembled,
-    disk: Option<(image::Built, PathBuf, PathBuf)>,
+    disk: Option<(disk_image::Built, PathBuf, PathBuf)>,
     work: &Path,
 ) -> Result<BuildResult> {
     let out = &inputs.out;
@@ -513,7 +518,12 @@ pub fn kernel_check(project: &Project, args: &KernelCheckArgs) -> Result<ExitCod
     let (board, image) = load_inputs(project, &args.board, args.image.as_deref())?;
     let archive = kernel_input::open_archive(&board, &image, &args.archive)?;
     let kernel = kernel_input::prepare(&archive, &board, &args.archive)?;
-    let report = kernel_input::check(project, &board, &kernel, image.engine.bundle().is_some())?;
+    let report = kernel_input::check(
+        project,
+        &board,
+        &kernel,
+        image.engine.system_container().is_some(),
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -615,7 +625,7 @@ fn bake_keys(signer: &ballast_bundle::Signer, extra: &[PathBuf], tree: &Path) ->
 fn stage_root(
     project: &Project,
     archive: &ballast_debarchive::client::Archive,
-    image: &Image,
+    image: &ImageFile,
     bins: &DeviceBins,
     ssh_keys: &[PathBuf],
     tree: &Path,
@@ -631,7 +641,7 @@ fn stage_root(
         names.join(", "),
         report.packages
     );
-    userland::install_bundles(&defs, tree)?;
+    userland::install_container_dirs(&defs, tree)?;
     let exe = |from: &Path, to: &Path| -> Result<()> {
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent)?;

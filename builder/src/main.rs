@@ -11,7 +11,7 @@ mod cmd_publish;
 mod cmd_seed;
 mod debpkg;
 mod devbins;
-mod image;
+mod disk_image;
 mod initrd;
 mod kernel_input;
 mod output;

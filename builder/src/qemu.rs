@@ -8,7 +8,7 @@
 //! and kernel so the probe runs once.
 
 use anyhow::{bail, Context, Result};
-use ballast_spec::{Arch, QemuProfile};
+use ballast_inputs::{Arch, QemuProfile};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The on-disk cache of archive metadata and packages.
 //!
-//! Layout under the cache directory:
+//! Files under the cache directory:
 //!
 //! ```text
 //! debs/sha256/<ab>/<sha256>.deb     packages, named by their content hash
