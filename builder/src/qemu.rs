@@ -3,7 +3,7 @@
 //!
 //! KVM is only worth trying when the board's arch is the host's, `/dev/kvm` is
 //! usable and the profile allows it. Even then a kernel boot under KVM hangs on
-//! some hosts (DESIGN.md), so KVM is chosen only after a short probe boot of the
+//! some hosts (docs/adr/0001, "KVM"), so KVM is chosen only after a short probe boot of the
 //! same kernel reaches init's banner; the verdict is cached per QEMU version
 //! and kernel so the probe runs once.
 

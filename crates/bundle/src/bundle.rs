@@ -323,7 +323,7 @@ impl<R: Read> Reader<R> {
         };
         // The SHA-256 passes (stored frame, decompressed bytes) run on their
         // own threads, beside the decompression: on a small board the hashing,
-        // not the decompression, is what costs (DESIGN.md, updates).
+        // not the decompression, is what costs (docs/adr/0003, "Update streaming").
         let check_plain = !self.stored_hash_only.contains(&name);
         let input = &mut self.input;
         let (streamed, framed, plain) = std::thread::scope(|s| {
