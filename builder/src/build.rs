@@ -11,7 +11,7 @@
 //! 6. build the disk image (`image`): root image + dm-verity, boot partition
 //!    with the boot files, state partition, partition table;
 //! 7. write the same OS as a signed update bundle (`ballast-bundle`);
-//! 8. put the outputs in place atomically (`output`) and record the build in
+//! 8. put the outputs in place atomically (`ballast_device::atomic`) and record the build in
 //!    `build.json` for `ballast run`;
 //! 9. print the result (`--json`: one object on stdout).
 
@@ -25,7 +25,8 @@ use std::process::ExitCode;
 
 use crate::kernel_input::{self, ArchiveArgs};
 use crate::project::Project;
-use crate::{debpkg, devbins, disk_image, initrd, output, userland};
+use crate::{debpkg, devbins, disk_image, initrd, userland};
+use ballast_device::atomic;
 use ballast_inputs::Arch;
 use ballast_inputs::BootFirmware;
 
@@ -456,14 +457,17 @@ fn write_outputs(
     let vmlinuz = &inputs.kernel.vmlinuz;
     let kernel_bytes =
         std::fs::read(vmlinuz).with_context(|| format!("reading {}", vmlinuz.display()))?;
-    output::write_atomic(&kernel_out, &kernel_bytes)?;
-    output::write_atomic(&initrd_out, &initrd.bytes)?;
+    atomic::write_atomic(&kernel_out, &kernel_bytes)?;
+    atomic::write_atomic(&initrd_out, &initrd.bytes)?;
     for (from, to) in &staged {
         std::fs::rename(from, to)
             .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
         // A new disk starts with fresh firmware variables.
         let _ = std::fs::remove_file(to.with_extension("efivars.fd"));
     }
+    // The disk and bundle were written and fsynced in OUT/.work; this makes
+    // their renames durable too.
+    atomic::sync_dir(out)?;
     if work.exists() {
         std::fs::remove_dir_all(work).with_context(|| format!("removing {}", work.display()))?;
     }
@@ -482,7 +486,7 @@ fn write_outputs(
         root_bytes: built.as_ref().map(|d| d.root_bytes),
     };
     let json = serde_json::to_string_pretty(&result)?;
-    output::write_atomic(&out.join(BuildResult::FILE), json.as_bytes())?;
+    atomic::write_atomic(&out.join(BuildResult::FILE), json.as_bytes())?;
     Ok(result)
 }
 

@@ -222,6 +222,7 @@ fn unpack_kernel(cache: &Path, package: &Package, deb: &Path) -> Result<KernelTr
     }
     std::fs::rename(&tmp, &dir)
         .with_context(|| format!("moving {} to {}", tmp.display(), dir.display()))?;
+    ballast_device::atomic::sync_dir(&parent)?;
     let tree = KernelTree {
         release: release.clone(),
         package: package.name.clone(),
@@ -238,7 +239,7 @@ fn unpack_kernel(cache: &Path, package: &Package, deb: &Path) -> Result<KernelTr
         );
     }
     let json = serde_json::to_vec_pretty(&tree)?;
-    crate::output::write_atomic(&marker, &json)?;
+    ballast_device::atomic::write_atomic(&marker, &json)?;
     Ok(tree)
 }
 

@@ -14,7 +14,6 @@ mod devbins;
 mod disk_image;
 mod initrd;
 mod kernel_input;
-mod output;
 mod project;
 mod qemu;
 mod run;

@@ -186,7 +186,7 @@ fn probe_kvm(launch: &Launch, cache: &Path) -> Result<Accel> {
     if let Some(dir) = verdict_file.parent() {
         std::fs::create_dir_all(dir).ok();
     }
-    std::fs::write(&verdict_file, if ok { "kvm\n" } else { "tcg\n" }).ok();
+    ballast_device::atomic::write_atomic(&verdict_file, if ok { b"kvm\n" } else { b"tcg\n" }).ok();
     if !ok {
         eprintln!("ballast: KVM did not boot this kernel; using TCG");
     }
