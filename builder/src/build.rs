@@ -26,6 +26,7 @@ use std::process::ExitCode;
 use crate::kernel_input::{self, ArchiveArgs};
 use crate::project::Project;
 use crate::{debpkg, devbins, disk_image, initrd, userland};
+use ballast_bundle::PayloadName;
 use ballast_device::atomic;
 use ballast_inputs::Arch;
 use ballast_inputs::BootFirmware;
@@ -415,15 +416,15 @@ fn update_bundle(
         base,
         &[
             ballast_bundle::Input {
-                name: "root",
+                name: PayloadName::Root,
                 path: &built.root_image,
             },
             ballast_bundle::Input {
-                name: "kernel",
+                name: PayloadName::Kernel,
                 path: &inputs.kernel.vmlinuz,
             },
             ballast_bundle::Input {
-                name: "initrd",
+                name: PayloadName::Initrd,
                 path: &initrd_file,
             },
         ],

@@ -654,15 +654,15 @@ mod tests {
         };
         let inputs = [
             ballast_bundle::Input {
-                name: PayloadName::Root.as_str(),
+                name: PayloadName::Root,
                 path: &root,
             },
             ballast_bundle::Input {
-                name: PayloadName::Kernel.as_str(),
+                name: PayloadName::Kernel,
                 path: &kernel,
             },
             ballast_bundle::Input {
-                name: PayloadName::Initrd.as_str(),
+                name: PayloadName::Initrd,
                 path: &initrd,
             },
         ];

@@ -27,9 +27,9 @@ const CHUNK: usize = 1 << 20;
 /// How often (in output bytes) `copy_next` reports progress.
 const PROGRESS_EVERY: u64 = 8 << 20;
 
-/// One file to put in a bundle under a payload name ("root", "kernel", "initrd").
+/// One file to put in a bundle under its payload name.
 pub struct Input<'a> {
-    pub name: &'a str,
+    pub name: crate::PayloadName,
     pub path: &'a Path,
 }
 
@@ -64,15 +64,6 @@ pub fn write(
     manifest.payloads.clear();
     manifest.check_header()?;
     for (i, input) in inputs.iter().enumerate() {
-        if crate::PayloadName::parse(input.name).is_none() {
-            return Err(BundleError::Input {
-                name: input.name.to_string(),
-                detail: format!(
-                    "not a payload name; use one of {}",
-                    crate::PayloadName::list()
-                ),
-            });
-        }
         if inputs[..i].iter().any(|o| o.name == input.name) {
             return Err(BundleError::Input {
                 name: input.name.to_string(),
