@@ -4,7 +4,7 @@
 
 mod common;
 
-use ballast_bundle::{channel, keys, Input, Manifest};
+use ballast_bundle::{channel, keys, Input, Manifest, PayloadName};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -29,7 +29,7 @@ fn bundle(dir: &Path, version: &str, signer: &ballast_bundle::Signer) -> std::pa
         &out,
         base,
         &[Input {
-            name: "root",
+            name: PayloadName::Root,
             path: &root,
         }],
         signer,

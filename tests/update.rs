@@ -275,8 +275,8 @@ fn foreign_bundle(work: &Path, arch: &str, board: &str) -> Vec<u8> {
         payloads: vec![],
     };
     let out = work.join("foreign.bundle");
-    let inputs: Vec<ballast_bundle::Input> = ["root", "kernel", "initrd"]
-        .iter()
+    let inputs: Vec<ballast_bundle::Input> = ballast_bundle::PayloadName::ALL
+        .into_iter()
         .map(|name| ballast_bundle::Input {
             name,
             path: &payload,

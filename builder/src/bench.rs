@@ -5,17 +5,17 @@
 //! cost before the banner (decompressing a bigger initramfs, mostly).
 
 use anyhow::{bail, Context, Result};
+use ballast_inputs::{Board, QemuProfile};
 use ballast_kernel::initramfs::{Compression, Initramfs};
-use ballast_spec::{Board, QemuProfile};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::build::{human_size, BuildResult};
+use crate::devbins;
 use crate::project::Project;
 use crate::qemu::{self, AccelChoice, Console, Launch};
-use crate::{devbins, output};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
@@ -202,7 +202,7 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
     fs.add_dir("dev", 0o755);
     fs.add_char_dev("dev/console", 0o600, 5, 1);
     let floor_initrd = out.join("floor-initrd.img");
-    output::write_atomic(&floor_initrd, &fs.write(compression, 0)?)?;
+    ballast_device::atomic::write_atomic(&floor_initrd, &fs.write(compression, 0)?)?;
     let init_bin = devbins::build(project, board.arch, &["ballast-init"], &["init"])?;
     let init_bytes = std::fs::metadata(init_bin.first().context("init was not built")?)?.len();
 

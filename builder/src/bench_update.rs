@@ -13,7 +13,7 @@
 //! `target/bench-update/BOARD/`, boots the first and upgrades it to the second.
 
 use anyhow::{bail, Context, Result};
-use ballast_spec::{Board, QemuProfile};
+use ballast_inputs::{Board, QemuProfile};
 use clap::Args;
 use serde::Serialize;
 use std::path::{Path, PathBuf};

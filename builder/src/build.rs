@@ -11,12 +11,12 @@
 //! 6. build the disk image (`image`): root image + dm-verity, boot partition
 //!    with the boot files, state partition, partition table;
 //! 7. write the same OS as a signed update bundle (`ballast-bundle`);
-//! 8. put the outputs in place atomically (`output`) and record the build in
+//! 8. put the outputs in place atomically (`ballast_device::atomic`) and record the build in
 //!    `build.json` for `ballast run`;
 //! 9. print the result (`--json`: one object on stdout).
 
 use anyhow::{bail, Context, Result};
-use ballast_spec::{Board, Image, QemuProfile};
+use ballast_inputs::{Board, ImageFile, QemuProfile};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -25,9 +25,11 @@ use std::process::ExitCode;
 
 use crate::kernel_input::{self, ArchiveArgs};
 use crate::project::Project;
-use crate::{debpkg, devbins, image, initrd, output, userland};
-use ballast_spec::Arch;
-use ballast_spec::BootFirmware;
+use crate::{debpkg, devbins, disk_image, initrd, userland};
+use ballast_bundle::PayloadName;
+use ballast_device::atomic;
+use ballast_inputs::Arch;
+use ballast_inputs::BootFirmware;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -141,12 +143,12 @@ impl BuildResult {
     }
 }
 
-fn load_inputs(project: &Project, board: &str, image: Option<&Path>) -> Result<(Board, Image)> {
+fn load_inputs(project: &Project, board: &str, image: Option<&Path>) -> Result<(Board, ImageFile)> {
     let board = Board::find(&project.boards_dir(), board)?;
     let image_path = image
         .map(Path::to_path_buf)
         .unwrap_or_else(|| project.default_image());
-    let image = Image::load(&image_path)?;
+    let image = ImageFile::load(&image_path)?;
     if let Some(profile) = &board.qemu {
         // Fail now, not at `ballast run`, when the board names a missing profile.
         QemuProfile::find(&project.qemu_dir(), profile)
@@ -199,7 +201,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
 struct BuildInputs {
     board: Board,
     /// The image file (`images/*.toml`): what goes into the OS.
-    image_file: Image,
+    image_file: ImageFile,
     version: semver::Version,
     /// The output directory, absolute.
     out: PathBuf,
@@ -227,7 +229,12 @@ fn resolve_inputs(project: &Project, args: &BuildArgs) -> Result<BuildInputs> {
 
     let archive = kernel_input::open_archive(&board, &image, &args.archive)?;
     let kernel = kernel_input::prepare(&archive, &board, &args.archive)?;
-    let report = kernel_input::check(project, &board, &kernel, image.engine.bundle().is_some())?;
+    let report = kernel_input::check(
+        project,
+        &board,
+        &kernel,
+        image.engine.system_container().is_some(),
+    )?;
     if !report.ok {
         bail!(
             "the kernel {} of board {} lacks options Ballast needs:\n{report}\n\
@@ -346,7 +353,7 @@ struct DiskParts<'a> {
     work: &'a Path,
 }
 
-/// Step 6: the disk image (`image::assemble`): the root image (squashfs) and its
+/// Step 6: the disk image (`disk_image::assemble`): the root image (squashfs) and its
 /// dm-verity hash tree in slot A, the boot partition with each slot's boot
 /// files, the state partition, and the partition table.
 fn disk_image(
@@ -355,11 +362,11 @@ fn disk_image(
     bins: &DeviceBins,
     parts: &DiskParts<'_>,
     dest: &Path,
-) -> Result<image::Built> {
+) -> Result<disk_image::Built> {
     let (version, board) = (&inputs.version, &inputs.board);
     let os_release = initrd::os_release(version, board, parts.rollback_index)?;
-    image::assemble(
-        &image::Inputs {
+    disk_image::assemble(
+        &disk_image::Inputs {
             board: &inputs.board,
             image: &inputs.image_file,
             version: &inputs.version,
@@ -383,7 +390,7 @@ fn disk_image(
 fn update_bundle(
     inputs: &BuildInputs,
     initrd: &initrd::Assembled,
-    built: &image::Built,
+    built: &disk_image::Built,
     signer: &ballast_bundle::Signer,
     args: &BuildArgs,
     work: &Path,
@@ -409,15 +416,15 @@ fn update_bundle(
         base,
         &[
             ballast_bundle::Input {
-                name: "root",
+                name: PayloadName::Root,
                 path: &built.root_image,
             },
             ballast_bundle::Input {
-                name: "kernel",
+                name: PayloadName::Kernel,
                 path: &inputs.kernel.vmlinuz,
             },
             ballast_bundle::Input {
-                name: "initrd",
+                name: PayloadName::Initrd,
                 path: &initrd_file,
             },
         ],
@@ -433,7 +440,7 @@ fn update_bundle(
 fn write_outputs(
     inputs: &BuildInputs,
     initrd: &initrd::Assembled,
-    disk: Option<(image::Built, PathBuf, PathBuf)>,
+    disk: Option<(disk_image::Built, PathBuf, PathBuf)>,
     work: &Path,
 ) -> Result<BuildResult> {
     let out = &inputs.out;
@@ -451,14 +458,17 @@ fn write_outputs(
     let vmlinuz = &inputs.kernel.vmlinuz;
     let kernel_bytes =
         std::fs::read(vmlinuz).with_context(|| format!("reading {}", vmlinuz.display()))?;
-    output::write_atomic(&kernel_out, &kernel_bytes)?;
-    output::write_atomic(&initrd_out, &initrd.bytes)?;
+    atomic::write_atomic(&kernel_out, &kernel_bytes)?;
+    atomic::write_atomic(&initrd_out, &initrd.bytes)?;
     for (from, to) in &staged {
         std::fs::rename(from, to)
             .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
         // A new disk starts with fresh firmware variables.
         let _ = std::fs::remove_file(to.with_extension("efivars.fd"));
     }
+    // The disk and bundle were written and fsynced in OUT/.work; this makes
+    // their renames durable too.
+    atomic::sync_dir(out)?;
     if work.exists() {
         std::fs::remove_dir_all(work).with_context(|| format!("removing {}", work.display()))?;
     }
@@ -477,7 +487,7 @@ fn write_outputs(
         root_bytes: built.as_ref().map(|d| d.root_bytes),
     };
     let json = serde_json::to_string_pretty(&result)?;
-    output::write_atomic(&out.join(BuildResult::FILE), json.as_bytes())?;
+    atomic::write_atomic(&out.join(BuildResult::FILE), json.as_bytes())?;
     Ok(result)
 }
 
@@ -513,7 +523,12 @@ pub fn kernel_check(project: &Project, args: &KernelCheckArgs) -> Result<ExitCod
     let (board, image) = load_inputs(project, &args.board, args.image.as_deref())?;
     let archive = kernel_input::open_archive(&board, &image, &args.archive)?;
     let kernel = kernel_input::prepare(&archive, &board, &args.archive)?;
-    let report = kernel_input::check(project, &board, &kernel, image.engine.bundle().is_some())?;
+    let report = kernel_input::check(
+        project,
+        &board,
+        &kernel,
+        image.engine.system_container().is_some(),
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -615,7 +630,7 @@ fn bake_keys(signer: &ballast_bundle::Signer, extra: &[PathBuf], tree: &Path) ->
 fn stage_root(
     project: &Project,
     archive: &ballast_debarchive::client::Archive,
-    image: &Image,
+    image: &ImageFile,
     bins: &DeviceBins,
     ssh_keys: &[PathBuf],
     tree: &Path,
@@ -631,7 +646,7 @@ fn stage_root(
         names.join(", "),
         report.packages
     );
-    userland::install_bundles(&defs, tree)?;
+    userland::install_container_dirs(&defs, tree)?;
     let exe = |from: &Path, to: &Path| -> Result<()> {
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent)?;

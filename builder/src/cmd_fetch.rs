@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use ballast_debarchive::resolve::Request;
 use ballast_debarchive::version::Version;
-use ballast_spec::Arch;
+use ballast_inputs::Arch;
 use clap::Args;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,7 +3,7 @@
 //! profile (static, size-optimised; linkers in `.cargo/config.toml`).
 
 use anyhow::{bail, Context, Result};
-use ballast_spec::Arch;
+use ballast_inputs::Arch;
 use std::path::PathBuf;
 use std::process::Command;
 

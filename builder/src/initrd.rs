@@ -12,10 +12,10 @@
 
 use anyhow::{Context, Result};
 use ballast_device::paths;
+use ballast_inputs::Board;
 use ballast_kernel::initramfs::{Compression, Initramfs};
 use ballast_kernel::kconfig::KernelConfig;
 use ballast_kernel::modules::{self, ModuleDb};
-use ballast_spec::Board;
 use std::path::Path;
 
 use crate::kernel_input::KernelTree;
@@ -56,7 +56,7 @@ pub fn source_date_epoch(fallback: u64) -> Result<u64> {
 /// ballast-device's, the one format init, sysd and osctl read.
 pub fn os_release(version: &semver::Version, board: &Board, rollback_index: u64) -> Result<String> {
     use ballast_device::os_release::{Arch, OsRelease, Version};
-    use ballast_spec::Arch as BoardArch;
+    use ballast_inputs::Arch as BoardArch;
     let version = Version::parse(&version.to_string())
         .map_err(|expected| anyhow::anyhow!("version {version} is not {expected}"))?;
     let arch = match board.arch {

@@ -15,8 +15,8 @@ use ballast_debarchive::keyring::Keyring;
 use ballast_debarchive::packages::Package;
 use ballast_debarchive::sources::Sources;
 use ballast_debarchive::unpack;
+use ballast_inputs::{Arch, Board, ImageFile};
 use ballast_kernel::check::Report;
-use ballast_spec::{Arch, Board, Image};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
@@ -101,7 +101,7 @@ pub struct KernelTree {
 const MARKER: &str = "kernel.json";
 
 /// Open the archive for the board's arch with the image's suites.
-pub fn open_archive(board: &Board, image: &Image, args: &ArchiveArgs) -> Result<Archive> {
+pub fn open_archive(board: &Board, image: &ImageFile, args: &ArchiveArgs) -> Result<Archive> {
     args.open(board.arch, &image.debian.suites, &image.debian.components)
 }
 
@@ -222,6 +222,7 @@ fn unpack_kernel(cache: &Path, package: &Package, deb: &Path) -> Result<KernelTr
     }
     std::fs::rename(&tmp, &dir)
         .with_context(|| format!("moving {} to {}", tmp.display(), dir.display()))?;
+    ballast_device::atomic::sync_dir(&parent)?;
     let tree = KernelTree {
         release: release.clone(),
         package: package.name.clone(),
@@ -238,7 +239,7 @@ fn unpack_kernel(cache: &Path, package: &Package, deb: &Path) -> Result<KernelTr
         );
     }
     let json = serde_json::to_vec_pretty(&tree)?;
-    crate::output::write_atomic(&marker, &json)?;
+    ballast_device::atomic::write_atomic(&marker, &json)?;
     Ok(tree)
 }
 

@@ -3,12 +3,12 @@
 //!
 //! KVM is only worth trying when the board's arch is the host's, `/dev/kvm` is
 //! usable and the profile allows it. Even then a kernel boot under KVM hangs on
-//! some hosts (DESIGN.md), so KVM is chosen only after a short probe boot of the
+//! some hosts (docs/adr/0001, "KVM"), so KVM is chosen only after a short probe boot of the
 //! same kernel reaches init's banner; the verdict is cached per QEMU version
 //! and kernel so the probe runs once.
 
 use anyhow::{bail, Context, Result};
-use ballast_spec::{Arch, QemuProfile};
+use ballast_inputs::{Arch, QemuProfile};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -196,7 +196,7 @@ fn probe_kvm(launch: &Launch, cache: &Path) -> Result<Accel> {
     if let Some(dir) = verdict_file.parent() {
         std::fs::create_dir_all(dir).ok();
     }
-    std::fs::write(&verdict_file, if ok { "kvm\n" } else { "tcg\n" }).ok();
+    ballast_device::atomic::write_atomic(&verdict_file, if ok { b"kvm\n" } else { b"tcg\n" }).ok();
     if !ok {
         eprintln!("ballast: KVM did not boot this kernel; using TCG");
     }

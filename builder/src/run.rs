@@ -1,7 +1,7 @@
 //! `ballast run`: boot a board's build under QEMU, serial console on stdout.
 
 use anyhow::{bail, Context, Result};
-use ballast_spec::{Board, QemuProfile};
+use ballast_inputs::{Board, QemuProfile};
 use clap::Args;
 use std::os::unix::process::CommandExt;
 use std::path::Path;

@@ -1,7 +1,8 @@
 //! System containers as the image carries them: one shared, read-only
 //! Debian userland (`/usr/lib/ballast/userland`) that every system
-//! container's OCI bundle uses as its root, and one bundle directory per
-//! container (`/usr/lib/ballast/system/NAME/{config.json,manifest.toml}`).
+//! container uses as its root, and one container directory per container
+//! (`/usr/lib/ballast/system/NAME/`: its OCI config `config.json` and its
+//! service definition `manifest.toml`).
 //!
 //! Definitions live in the repository under `system/NAME/`:
 //! `config.json` (OCI runtime spec; any OCI runtime runs it), `manifest.toml`
@@ -19,7 +20,7 @@ use ballast_debarchive::client::Archive;
 use ballast_debarchive::resolve::Request;
 use ballast_debarchive::unpack;
 use ballast_debarchive::version::Version;
-use ballast_spec::Image;
+use ballast_inputs::ImageFile;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -29,8 +30,8 @@ use crate::project::Project;
 
 /// Where the shared userland lives inside the root image.
 pub const USERLAND: &str = "usr/lib/ballast/userland";
-/// Where bundles live inside the root image.
-pub const BUNDLES: &str = "usr/lib/ballast/system";
+/// Where the container directories live inside the root image.
+pub const CONTAINER_DIRS: &str = "usr/lib/ballast/system";
 /// Group id of the engine group (`docker` or `containerd`, after the engine),
 /// whose members may use the engine's socket. Fixed, because the daemon
 /// (engine container) and the CLI (SSH container) read the same `/etc/group`
@@ -65,10 +66,10 @@ fn load_def(dir: &Path, name: &str) -> Result<SystemDef> {
     })
 }
 
-/// The image's system containers, then its user container engine's bundle
-/// (`engine`, if not `none`), plus `base`. An unknown name is an error naming
+/// The image's system containers, then its user container engine's system
+/// container (`engine`, if not `none`), plus `base`. An unknown name is an error naming
 /// the image file and the known ones.
-pub fn load_defs(project: &Project, image: &Image) -> Result<(SystemDef, Vec<SystemDef>)> {
+pub fn load_defs(project: &Project, image: &ImageFile) -> Result<(SystemDef, Vec<SystemDef>)> {
     let root = project.root.join("system");
     let base = load_def(&root.join("base"), "base")?;
     let mut known: Vec<String> = std::fs::read_dir(&root)
@@ -89,10 +90,10 @@ pub fn load_defs(project: &Project, image: &Image) -> Result<(SystemDef, Vec<Sys
         }
         defs.push(load_def(&root.join(name), name)?);
     }
-    if let Some(engine) = image.engine.bundle() {
+    if let Some(engine) = image.engine.system_container() {
         if !known.iter().any(|k| k == engine) {
             bail!(
-                "{}: engine: {engine:?} needs the bundle system/{engine}/, which this checkout does not have; \
+                "{}: engine: {engine:?} needs the system container system/{engine}/, which this checkout does not have; \
                  choose engine = \"docker\" or \"none\"",
                 image.path.display()
             );
@@ -126,7 +127,7 @@ fn keep(path: &Path) -> bool {
 /// definitions' files.
 pub fn build(
     archive: &Archive,
-    image: &Image,
+    image: &ImageFile,
     base: &SystemDef,
     defs: &[SystemDef],
     dest: &Path,
@@ -182,7 +183,7 @@ pub fn build(
     }
     // The engine group is named after the engine (`docker`, `containerd`);
     // its socket is owned by ENGINE_GID either way.
-    if let Some(engine) = image.engine.bundle() {
+    if let Some(engine) = image.engine.system_container() {
         add_engine_group(dest, engine, ENGINE_GID, "ballast")?;
     }
     ca_bundle(dest)?;
@@ -296,10 +297,11 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Put each container's bundle files into the root tree.
-pub fn install_bundles(defs: &[SystemDef], root: &Path) -> Result<()> {
+/// Put each container directory (OCI config and service definition) into the
+/// root tree.
+pub fn install_container_dirs(defs: &[SystemDef], root: &Path) -> Result<()> {
     for def in defs {
-        let dir = root.join(BUNDLES).join(&def.name);
+        let dir = root.join(CONTAINER_DIRS).join(&def.name);
         std::fs::create_dir_all(&dir)?;
         for file in ["config.json", "manifest.toml"] {
             let from = def.dir.join(file);

@@ -3,7 +3,7 @@
 //! `struct dm_target_spec` (40 bytes) per target followed by its NUL-terminated
 //! parameter string, padded to 8 bytes (as libdevmapper does).
 //!
-//! This module owns the byte layout and the order of the three calls that make
+//! This module owns the bytes of those structures and the order of the three calls that make
 //! a verity device (create, load, resume). The ioctl itself goes through
 //! [`Sys::dm_ioctl`], so the sequence and its failures are tested without root.
 //! It never builds the verity table line itself: `ballast-verity` does.
@@ -270,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn header_layout() {
+    fn header_bytes_match_dm_ioctl_h() {
         let buf = header("ballast-root", READONLY_FLAG, 0).unwrap();
         assert_eq!(buf.len(), 312);
         assert_eq!(reply_version(&buf), [4, 0, 0]);
@@ -284,7 +284,7 @@ mod tests {
     }
 
     #[test]
-    fn table_load_layout_has_spec_then_nul_terminated_params() {
+    fn table_load_has_target_spec_then_nul_terminated_params() {
         let target = Target::parse(LINE).unwrap();
         assert_eq!(target.sector_start, 0);
         assert_eq!(target.length, 8192);

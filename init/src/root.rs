@@ -22,7 +22,7 @@ use ballast_slot::SlotId;
 use crate::dm::{self, DmError};
 use crate::log;
 use crate::stage1::Ending;
-use crate::sys::{MountSpec, PartTable, Shutdown, Sys};
+use crate::sys::{MountArgs, PartTable, Shutdown, Sys};
 use ballast_device::cmdline::Cmdline;
 
 /// Where the real root is mounted before the switch.
@@ -30,9 +30,9 @@ pub use ballast_device::paths::SYSROOT;
 /// The device-mapper name of the verified root.
 pub const DM_NAME: &str = "ballast-root";
 /// Partition number of the state partition on every Ballast disk.
-pub const STATE_INDEX: u32 = ballast_slot::layout::PART_STATE;
+pub const STATE_INDEX: u32 = ballast_slot::boot_files::PART_STATE;
 /// Partition number of the boot partition (vfat: bootloader, slot state).
-pub const BOOT_INDEX: u32 = ballast_slot::layout::PART_BOOT;
+pub const BOOT_INDEX: u32 = ballast_slot::boot_files::PART_BOOT;
 /// Where the boot partition is mounted before the switch (`/boot` after it).
 pub const BOOT_MOUNT: &str = "/sysroot/boot";
 /// Virtio and USB disks probe asynchronously; wait this long for ours.
@@ -235,14 +235,14 @@ pub fn mount_verified_root(
             dev: dev.clone(),
             errno,
         })?;
-    let spec = MountSpec {
+    let args = MountArgs {
         source: Cow::Owned(dev.clone()),
         target: SYSROOT,
         fstype: "squashfs",
         flags: MountFlags::RDONLY.union(MountFlags::NODEV),
         data: None,
     };
-    sys.mount(&spec).map_err(|errno| RootError::Mount {
+    sys.mount(&args).map_err(|errno| RootError::Mount {
         dev: dev.clone(),
         errno,
     })?;
@@ -309,7 +309,7 @@ pub fn mount_boot(sys: &mut impl Sys, disk: &Disk) {
         );
         return;
     }
-    let spec = MountSpec {
+    let args = MountArgs {
         source: Cow::Owned(dev.display().to_string()),
         target: BOOT_MOUNT,
         fstype: "vfat",
@@ -319,7 +319,7 @@ pub fn mount_boot(sys: &mut impl Sys, disk: &Disk) {
             .union(MountFlags::NOATIME),
         data: Some(c"umask=0022"),
     };
-    match sys.mount(&spec) {
+    match sys.mount(&args) {
         Ok(()) => log!(sys, "boot: {} (vfat) mounted on /boot", dev.display()),
         Err(e) => {
             let hint = match e {

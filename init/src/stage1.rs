@@ -17,7 +17,7 @@ use rustix::mount::MountFlags;
 use crate::log;
 use crate::modules::{ModulesLoad, ModulesLoadError, MODULES_LOAD};
 use crate::root;
-use crate::sys::{ModuleError, MountSpec, Shutdown, Sys};
+use crate::sys::{ModuleError, MountArgs, Shutdown, Sys};
 use ballast_device::cmdline::{keys, Cmdline, DebugAction};
 use ballast_device::{os_release, paths};
 
@@ -36,13 +36,13 @@ pub use ballast_device::paths::OS_RELEASE;
 
 /// The pseudo filesystems, in mount order. `required: false` ones only warn.
 struct PseudoFs {
-    spec: MountSpec,
+    args: MountArgs,
     required: bool,
 }
 
 const MOUNTS: [PseudoFs; 5] = [
     PseudoFs {
-        spec: MountSpec {
+        args: MountArgs {
             source: Cow::Borrowed("proc"),
             target: "/proc",
             fstype: "proc",
@@ -54,7 +54,7 @@ const MOUNTS: [PseudoFs; 5] = [
         required: true,
     },
     PseudoFs {
-        spec: MountSpec {
+        args: MountArgs {
             source: Cow::Borrowed("sysfs"),
             target: "/sys",
             fstype: "sysfs",
@@ -66,7 +66,7 @@ const MOUNTS: [PseudoFs; 5] = [
         required: true,
     },
     PseudoFs {
-        spec: MountSpec {
+        args: MountArgs {
             source: Cow::Borrowed("devtmpfs"),
             target: "/dev",
             fstype: "devtmpfs",
@@ -76,7 +76,7 @@ const MOUNTS: [PseudoFs; 5] = [
         required: true,
     },
     PseudoFs {
-        spec: MountSpec {
+        args: MountArgs {
             source: Cow::Borrowed("devpts"),
             target: "/dev/pts",
             fstype: "devpts",
@@ -86,7 +86,7 @@ const MOUNTS: [PseudoFs; 5] = [
         required: false,
     },
     PseudoFs {
-        spec: MountSpec {
+        args: MountArgs {
             source: Cow::Borrowed("tmpfs"),
             target: "/run",
             fstype: "tmpfs",
@@ -263,23 +263,23 @@ pub(crate) fn mount_pseudo_filesystems(
     say_already: bool,
 ) -> Result<(), Stage1Error> {
     for fs in &MOUNTS {
-        let spec = &fs.spec;
-        match mount_one(sys, spec) {
+        let args = &fs.args;
+        match mount_one(sys, args) {
             Ok(true) => {}
-            Ok(false) if say_already => log!(sys, "{} already mounted", spec.target),
+            Ok(false) if say_already => log!(sys, "{} already mounted", args.target),
             Ok(false) => {}
             Err(errno) if fs.required => {
                 return Err(Stage1Error::Mount {
-                    fstype: spec.fstype,
-                    target: spec.target,
+                    fstype: args.fstype,
+                    target: args.target,
                     errno,
                 })
             }
             Err(errno) => log!(
                 sys,
                 "warning: cannot mount {} on {}: {errno}; continuing without it",
-                spec.fstype,
-                spec.target
+                args.fstype,
+                args.target
             ),
         }
     }
@@ -287,13 +287,13 @@ pub(crate) fn mount_pseudo_filesystems(
 }
 
 /// Mounts unless something is mounted there already. `Ok(false)`: it was.
-fn mount_one(sys: &mut impl Sys, spec: &MountSpec) -> Result<bool, Errno> {
-    let target = Path::new(spec.target);
+fn mount_one(sys: &mut impl Sys, args: &MountArgs) -> Result<bool, Errno> {
+    let target = Path::new(args.target);
     sys.mkdir(target, 0o755)?;
     if sys.is_mountpoint(target)? {
         return Ok(false);
     }
-    match sys.mount(spec) {
+    match sys.mount(args) {
         Ok(()) => Ok(true),
         // devtmpfs auto-mounted by the kernel (CONFIG_DEVTMPFS_MOUNT).
         Err(Errno::BUSY) => Ok(false),

@@ -87,7 +87,7 @@ pub fn mount_cgroup2(sys: &mut impl Sys) {
     if let Ok(true) = sys.is_mountpoint(Path::new(CGROUP)) {
         return;
     }
-    let spec = crate::sys::MountSpec {
+    let args = crate::sys::MountArgs {
         source: std::borrow::Cow::Borrowed("cgroup2"),
         target: CGROUP,
         fstype: "cgroup2",
@@ -96,7 +96,7 @@ pub fn mount_cgroup2(sys: &mut impl Sys) {
             .union(rustix::mount::MountFlags::NOEXEC),
         data: None,
     };
-    if let Err(e) = sys.mount(&spec) {
+    if let Err(e) = sys.mount(&args) {
         log!(
             sys,
             "cannot mount cgroup2 on {CGROUP}: {e}; containers run without resource limits (the kernel needs CONFIG_CGROUPS and the root a /sys)"

@@ -13,7 +13,7 @@ use rustix::mount::MountFlags;
 
 use crate::log;
 use crate::root::{Disk, STATE_INDEX, SYSROOT};
-use crate::sys::{MountSpec, Sys};
+use crate::sys::{MountArgs, Sys};
 
 pub const STATE_MOUNT: &str = "/sysroot/state";
 const MIB: u64 = 1024 * 1024;
@@ -97,7 +97,7 @@ pub fn mount_state(sys: &mut impl Sys, disk: &Disk) -> bool {
         return false;
     };
     grow_partition(sys, disk);
-    let spec = MountSpec {
+    let args = MountArgs {
         source: Cow::Owned(dev.display().to_string()),
         target: STATE_MOUNT,
         fstype: "ext4",
@@ -113,7 +113,7 @@ pub fn mount_state(sys: &mut impl Sys, disk: &Disk) -> bool {
         );
         return false;
     }
-    if let Err(e) = sys.mount(&spec) {
+    if let Err(e) = sys.mount(&args) {
         log!(
             sys,
             "state: cannot mount {} (ext4) on {STATE_MOUNT}: {e}; booting without state (/etc and /var read-only)",
@@ -167,7 +167,7 @@ pub fn overlays(sys: &mut impl Sys) {
             log!(sys, "state: cannot make {path}: {e}");
         }
     }
-    let etc = MountSpec {
+    let etc = MountArgs {
         source: Cow::Borrowed("overlay"),
         target: "/sysroot/etc",
         fstype: "overlay",

@@ -16,7 +16,7 @@ use rustix::mount::MountFlags;
 
 /// One mount stage 1 performs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountSpec {
+pub struct MountArgs {
     pub source: Cow<'static, str>,
     pub target: &'static str,
     pub fstype: &'static str,
@@ -170,7 +170,7 @@ pub trait Sys {
     fn is_mountpoint(&mut self, path: &Path) -> Result<bool, Errno>;
     /// `mkdir`; an existing directory is success.
     fn mkdir(&mut self, path: &Path, mode: u32) -> Result<(), Errno>;
-    fn mount(&mut self, spec: &MountSpec) -> Result<(), Errno>;
+    fn mount(&mut self, args: &MountArgs) -> Result<(), Errno>;
     /// `uname -r` of the running kernel.
     fn kernel_release(&self) -> String;
     /// Opens `path` and calls `finit_module(fd, "", 0)`.
@@ -362,13 +362,13 @@ impl Sys for LinuxSys {
         }
     }
 
-    fn mount(&mut self, spec: &MountSpec) -> Result<(), Errno> {
+    fn mount(&mut self, args: &MountArgs) -> Result<(), Errno> {
         rustix::mount::mount(
-            spec.source.as_ref(),
-            spec.target,
-            spec.fstype,
-            spec.flags,
-            spec.data,
+            args.source.as_ref(),
+            args.target,
+            args.fstype,
+            args.flags,
+            args.data,
         )
     }
 

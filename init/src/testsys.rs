@@ -10,7 +10,7 @@ use rustix::io::Errno;
 
 use crate::dm;
 use crate::sys::{
-    ExitStatus, KillSignal, ModuleError, MountSpec, PartInfo, PartTable, Reaped, Shutdown, Signal,
+    ExitStatus, KillSignal, ModuleError, MountArgs, PartInfo, PartTable, Reaped, Shutdown, Signal,
     Sys,
 };
 
@@ -217,15 +217,15 @@ impl Sys for TestSys {
         Ok(())
     }
 
-    fn mount(&mut self, spec: &MountSpec) -> Result<(), Errno> {
-        if let Some(e) = self.mount_errors.get(spec.target) {
+    fn mount(&mut self, args: &MountArgs) -> Result<(), Errno> {
+        if let Some(e) = self.mount_errors.get(args.target) {
             return Err(*e);
         }
         self.actions.push(Action::Mount {
-            fstype: spec.fstype.to_string(),
-            target: spec.target.to_string(),
+            fstype: args.fstype.to_string(),
+            target: args.target.to_string(),
         });
-        self.mounted.insert(spec.target.to_string());
+        self.mounted.insert(args.target.to_string());
         Ok(())
     }
 

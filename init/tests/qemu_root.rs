@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use ballast_disk::{types, Content, Guid, Layout, Partition, TableKind, MIB};
+use ballast_disk::{types, Content, Disk, Guid, Partition, TableKind, MIB};
 
 const GUID: &str = "6b3e0f51-6e2d-4c5b-9f0a-2b8c1d3e4f50";
 
@@ -146,7 +146,7 @@ impl Machine {
             content,
         };
         let root_size = std::fs::metadata(&root_img).unwrap().len().div_ceil(MIB) * MIB;
-        let layout = Layout {
+        let disk_def = Disk {
             kind: TableKind::Gpt,
             disk_guid: Guid::from_str(GUID).unwrap(),
             partitions: vec![
@@ -167,7 +167,7 @@ impl Machine {
             ],
         };
         let disk = d.join("disk.img");
-        ballast_disk::write_image(&disk, &layout).unwrap();
+        ballast_disk::write_image(&disk, &disk_def).unwrap();
         // Written to a larger disk: state grows on first boot.
         std::fs::OpenOptions::new()
             .write(true)

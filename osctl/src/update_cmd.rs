@@ -388,7 +388,7 @@ mod tests {
             let inputs: Vec<ballast_bundle::Input> = ballast_bundle::PayloadName::ALL
                 .iter()
                 .map(|name| ballast_bundle::Input {
-                    name: name.as_str(),
+                    name: *name,
                     path: &payload,
                 })
                 .collect();

@@ -15,16 +15,19 @@
 //! calls [`run`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod definition;
 mod firstboot;
 mod health;
 mod logs;
-mod manifest;
 mod runtime;
 mod server;
 mod slot;
 mod supervisor;
 mod sys;
 mod update;
+/// First-boot code (`firstboot/`, being changed on another branch) still says
+/// `crate::manifest`; drop this name when it says `crate::definition`.
+use definition as manifest;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -214,16 +217,17 @@ pub fn run(args: Args) -> i32 {
     let (first_boot, errs) = firstboot::begin(&paths.root, on_device);
     errors.extend(errs);
 
-    // Definitions: manifest.toml, then config.json through the container runtime.
+    // Service definitions (manifest.toml), then each OCI config (config.json)
+    // through the container runtime.
     let (image_defs, applied_defs) = (paths.p(paths::SYSTEM_DIR), paths.p(paths::APPLIED_SYSTEM));
-    let (found, mut errs) = manifest::load_image_and_applied(&image_defs, &applied_defs);
+    let (found, mut errs) = definition::load_image_and_applied(&image_defs, &applied_defs);
     errors.append(&mut errs);
-    let mut bundles = HashMap::new();
+    let mut containers = HashMap::new();
     let mut defs = Vec::new();
     for f in found {
-        match runtime::Bundle::load(&f.bundle) {
-            Ok(b) => {
-                bundles.insert(f.def.name.clone(), b);
+        match runtime::ContainerDir::load(&f.bundle) {
+            Ok(c) => {
+                containers.insert(f.def.name.clone(), c);
                 defs.push(f.def);
             }
             Err(e) => errors.push(e.to_string()),
@@ -320,13 +324,19 @@ pub fn run(args: Args) -> i32 {
         }
         firstboot::tick(&shared);
         if let Some(release) = firstboot::take_reload(&shared.firstboot) {
-            for a in firstboot::reload(&shared, &mut bundles, &image_defs, &applied_defs, release) {
-                perform(a, &shared, &bundles, &paths);
+            for a in firstboot::reload(
+                &shared,
+                &mut containers,
+                &image_defs,
+                &applied_defs,
+                release,
+            ) {
+                perform(a, &shared, &containers, &paths);
             }
         }
         let actions = lock(&shared.sup).tick(now);
         for a in actions {
-            perform(a, &shared, &bundles, &paths);
+            perform(a, &shared, &containers, &paths);
         }
         if probation
             && !gave_up
@@ -357,10 +367,15 @@ pub fn run(args: Args) -> i32 {
     0
 }
 
-fn perform(a: Action, shared: &Shared, bundles: &HashMap<String, runtime::Bundle>, paths: &Paths) {
+fn perform(
+    a: Action,
+    shared: &Shared,
+    containers: &HashMap<String, runtime::ContainerDir>,
+    paths: &Paths,
+) {
     match a {
         Action::Start(name) => {
-            let res = match bundles.get(&name) {
+            let res = match containers.get(&name) {
                 Some(b) => b.start(&name, shared.logs.get(&name)),
                 None => Err(runtime::RuntimeError::NotLoaded),
             };

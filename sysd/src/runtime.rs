@@ -1,4 +1,4 @@
-//! The seam to the container runtime (ballast-container): load a bundle, start it with
+//! The seam to the container runtime (ballast-container): load a container directory, start it with
 //! its stdout and stderr piped into the service's log, clean up after it died.
 //! Reaping stays with the supervisor loop (waitpid on -1).
 
@@ -15,7 +15,7 @@ pub enum RuntimeError {
     /// The runtime's own error names the file and field, or the step.
     #[error(transparent)]
     Container(#[from] ballast_container::ContainerError),
-    #[error("no bundle loaded")]
+    #[error("no container directory loaded")]
     NotLoaded,
     #[error("cannot {action}: {source}")]
     Io {
@@ -33,19 +33,24 @@ fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> RuntimeError {
     move |source| RuntimeError::Io { action, source }
 }
 
-/// A loaded bundle: its directory and parsed config.json.
-pub struct Bundle {
+/// A loaded container directory: its path and parsed OCI config (`config.json`).
+pub struct ContainerDir {
     dir: PathBuf,
-    spec: ballast_container::Spec,
+    config: ballast_container::OciConfig,
 }
 
-impl Bundle {
+/// The former name of [`ContainerDir`], kept only because first-boot code
+/// (`firstboot/`, being changed on another branch) still names it; drop it
+/// when that code says `ContainerDir`.
+pub type Bundle = ContainerDir;
+
+impl ContainerDir {
     /// Parse `DIR/config.json`; the error names the file and field.
-    pub fn load(dir: &Path) -> Result<Bundle, RuntimeError> {
-        let spec = ballast_container::load(dir)?;
-        Ok(Bundle {
+    pub fn load(dir: &Path) -> Result<ContainerDir, RuntimeError> {
+        let config = ballast_container::load(dir)?;
+        Ok(ContainerDir {
             dir: dir.to_path_buf(),
-            spec,
+            config,
         })
     }
 
@@ -59,7 +64,7 @@ impl Bundle {
             stdout: write_end.as_fd(),
             stderr: write_end.as_fd(),
         };
-        let started = ballast_container::start(id, &self.dir, &self.spec, stdio)?;
+        let started = ballast_container::start(id, &self.dir, &self.config, stdio)?;
         // Our copy of the write end must go, or the pump never sees end of file.
         drop(write_end);
         let src = File::from(read_end);

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use ballast_control::{Service, ServiceState};
 
-use crate::manifest::{Def, Health, Policy};
+use crate::definition::{Def, Health, Policy};
 
 /// A service that ran healthy this long gets its backoff reset.
 pub const BACKOFF_RESET_MS: u64 = 60_000;

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use ballast_bundle::{BundleError, Manifest, PayloadName, PublicKey, Reader};
 use ballast_control::{PendingUpdate, Rollback};
 use ballast_device::{paths, AtomicError, Cmdline, OsRelease, OsReleaseError};
-use ballast_slot::{layout, Health, SlotError, SlotId, SlotStatus};
+use ballast_slot::{boot_files, Health, SlotError, SlotId, SlotStatus};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::slot::{Boot, BootError};
@@ -127,7 +127,7 @@ pub enum RecordError {
 }
 
 /// Tries a freshly installed slot gets.
-pub const TRIES: u32 = layout::DEFAULT_TRIES;
+pub const TRIES: u32 = boot_files::DEFAULT_TRIES;
 
 /// Records kept on the state partition (`/state/ballast/update/`).
 #[derive(Debug, Clone)]
@@ -654,15 +654,15 @@ mod tests {
         };
         let inputs = [
             ballast_bundle::Input {
-                name: PayloadName::Root.as_str(),
+                name: PayloadName::Root,
                 path: &root,
             },
             ballast_bundle::Input {
-                name: PayloadName::Kernel.as_str(),
+                name: PayloadName::Kernel,
                 path: &kernel,
             },
             ballast_bundle::Input {
-                name: PayloadName::Initrd.as_str(),
+                name: PayloadName::Initrd,
                 path: &initrd,
             },
         ];

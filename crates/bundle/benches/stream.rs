@@ -3,7 +3,7 @@
 //! a root image. `cargo bench -p ballast-bundle --bench stream`; set
 //! BALLAST_BENCH_MIB to change the size.
 
-use ballast_bundle::{Input, Manifest, Reader, Signer};
+use ballast_bundle::{Input, Manifest, PayloadName, Reader, Signer};
 use std::fs::{self, File};
 use std::io::{self, BufReader};
 use std::time::Instant;
@@ -45,7 +45,7 @@ fn main() {
         &out,
         base,
         &[Input {
-            name: "root",
+            name: PayloadName::Root,
             path: &input,
         }],
         &signer,

@@ -27,9 +27,9 @@ const CHUNK: usize = 1 << 20;
 /// How often (in output bytes) `copy_next` reports progress.
 const PROGRESS_EVERY: u64 = 8 << 20;
 
-/// One file to put in a bundle under a payload name ("root", "kernel", "initrd").
+/// One file to put in a bundle under its payload name.
 pub struct Input<'a> {
-    pub name: &'a str,
+    pub name: crate::PayloadName,
     pub path: &'a Path,
 }
 
@@ -64,15 +64,6 @@ pub fn write(
     manifest.payloads.clear();
     manifest.check_header()?;
     for (i, input) in inputs.iter().enumerate() {
-        if crate::PayloadName::parse(input.name).is_none() {
-            return Err(BundleError::Input {
-                name: input.name.to_string(),
-                detail: format!(
-                    "not a payload name; use one of {}",
-                    crate::PayloadName::list()
-                ),
-            });
-        }
         if inputs[..i].iter().any(|o| o.name == input.name) {
             return Err(BundleError::Input {
                 name: input.name.to_string(),
@@ -323,7 +314,7 @@ impl<R: Read> Reader<R> {
         };
         // The SHA-256 passes (stored frame, decompressed bytes) run on their
         // own threads, beside the decompression: on a small board the hashing,
-        // not the decompression, is what costs (DESIGN.md, updates).
+        // not the decompression, is what costs (docs/adr/0003, "Update streaming").
         let check_plain = !self.stored_hash_only.contains(&name);
         let input = &mut self.input;
         let (streamed, framed, plain) = std::thread::scope(|s| {

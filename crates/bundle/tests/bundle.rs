@@ -2,7 +2,7 @@
 //! and every kind of damage refused before anything is trusted.
 
 use ballast_bundle::channel::{self, Index};
-use ballast_bundle::{keys, BundleError, Input, Manifest, PublicKey, Reader, Signer};
+use ballast_bundle::{keys, BundleError, Input, Manifest, PayloadName, PublicKey, Reader, Signer};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -74,11 +74,11 @@ fn write_bundle(dir: &Path, out: &Path, version: &str, signer: &Signer) -> Manif
     let kernel_path = dir.join("vmlinuz");
     let inputs = [
         Input {
-            name: "root",
+            name: PayloadName::Root,
             path: &root_path,
         },
         Input {
-            name: "kernel",
+            name: PayloadName::Kernel,
             path: &kernel_path,
         },
     ];
@@ -297,7 +297,7 @@ fn write_refuses_bad_input_names_and_versions_and_leaves_nothing() {
         &out,
         base("1.0", "x86_64"),
         &[Input {
-            name: "root",
+            name: PayloadName::Root,
             path: &root,
         }],
         &f.signer,
@@ -308,21 +308,27 @@ fn write_refuses_bad_input_names_and_versions_and_leaves_nothing() {
     let err = ballast_bundle::write(
         &out,
         base("1.0.0", "x86_64"),
-        &[Input {
-            name: "rootfs",
-            path: &root,
-        }],
+        &[
+            Input {
+                name: PayloadName::Root,
+                path: &root,
+            },
+            Input {
+                name: PayloadName::Root,
+                path: &root,
+            },
+        ],
         &f.signer,
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("rootfs"), "{err}");
+    assert!(err.contains("root") && err.contains("given twice"), "{err}");
     let missing = f.dir.join("nope.img");
     let err = ballast_bundle::write(
         &out,
         base("1.0.0", "x86_64"),
         &[Input {
-            name: "root",
+            name: PayloadName::Root,
             path: &missing,
         }],
         &f.signer,

@@ -61,9 +61,6 @@ pub use oci_config::{
     Resources, Rlimit, Root, Seccomp, SeccompSyscall, User,
 };
 
-/// The former name of [`OciConfig`], kept while callers (sysd) move to the new one.
-pub type Spec = OciConfig;
-
 /// Everything that can go wrong, each naming the file, field or step and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {

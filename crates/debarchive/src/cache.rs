@@ -1,6 +1,6 @@
 //! The on-disk cache of archive metadata and packages.
 //!
-//! Layout under the cache directory:
+//! Files under the cache directory:
 //!
 //! ```text
 //! debs/sha256/<ab>/<sha256>.deb     packages, named by their content hash
@@ -12,6 +12,9 @@
 //! and two builds that want the same package share one file. Every write is
 //! tmp + fsync + rename + fsync(dir), with temporary names unique per process
 //! and call, so concurrent builds sharing one cache never see half a file.
+//! That is why the writes here are not `ballast_device::atomic::write_atomic`,
+//! whose fixed `<name>.tmp` two builds storing the same key at once would both
+//! write into; the directory fsync is that module's (`sync_dir`).
 //!
 //! The cache never decides trust for metadata: callers store index bytes only
 //! after checking them against a signed release, and check them again when
@@ -23,7 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use crate::fetch::{is_sha256, sha256_file, sync_dir};
+use crate::fetch::{is_sha256, sha256_file};
+use ballast_device::atomic::sync_dir;
 
 /// Why a cache operation failed. Every variant names the path or key.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +162,7 @@ impl Cache {
                 .map_err(io(&tmp, "syncing a temporary file"))?;
             drop(file);
             fs::rename(&tmp, &path).map_err(io(&path, "renaming into place"))?;
-            sync_dir(&parent).map_err(io(&parent, "syncing the directory"))
+            sync_dir(&parent).map_err(|e| io(&parent, "syncing the directory")(e.source))
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);

@@ -6,7 +6,9 @@
 //! `<dest>.part-<pid>-<n>` beside the destination, is hashed while it is
 //! written, fsynced, and only renamed to `dest` once size and hash match. A
 //! crash, Ctrl-C or a corrupt mirror leaves at worst a `.part-*` file, never a
-//! wrong file under its trusted name.
+//! wrong file under its trusted name. (The part file is streamed and hashed, with
+//! a name unique to this download, so it is not `ballast_device::atomic`'s fixed
+//! `<name>.tmp`; the directory fsync after the rename is that module's.)
 //!
 //! It does not decide what is trustworthy for indices: `get` returns bytes and
 //! the caller checks them against the signed `InRelease`.
@@ -366,10 +368,10 @@ impl Fetcher {
                 source,
             })
         })?;
-        sync_dir(dir).map_err(|source| {
+        ballast_device::atomic::sync_dir(dir).map_err(|e| {
             Failure::fatal(FetchError::Io {
                 path: dir.to_path_buf(),
-                source,
+                source: e.source,
             })
         })?;
         Ok(())
@@ -493,11 +495,6 @@ fn part_path(dest: &Path) -> PathBuf {
     let mut name = dest.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".part-{}-{n}", std::process::id()));
     dest.with_file_name(name)
-}
-
-/// fsync a directory so a rename inside it survives a crash.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 pub(crate) fn is_sha256(s: &str) -> bool {

@@ -1,53 +1,63 @@
-//! Replacing an image file the one way every writer here does it: write
-//! `<path>.tmp` beside it (same filesystem), and only when that worked and was
-//! fsynced, rename it over `path` and fsync the directory. A failed write
-//! leaves no temporary file and never a half image at `path`.
+//! Replacing an image file through the project's one crash-safe write
+//! (`ballast_device::atomic`): `<path>.tmp` beside it (same filesystem), and
+//! only when that was written and fsynced, rename it over `path` and fsync the
+//! directory. A failed write leaves no temporary file and never a half image
+//! at `path`.
+//!
+//! The writers here open the temporary file themselves (by its path) because
+//! they need options the shared helper does not give (the FAT writer reads
+//! back what it wrote); the helper's own handle only fsyncs the same file.
 
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io;
+use std::path::Path;
 
-use crate::error::io_err;
+use ballast_device::atomic::{replace_with, tmp_beside, AtomicError};
+
 use crate::DiskError;
 
-/// `write` fills (and fsyncs) the temporary file it is given; `what` names
-/// the image in messages ("FAT image").
+/// Either the caller's write failed (its error is returned as it is), or a
+/// step of the durable replace did.
+enum Failed<E> {
+    Write(E),
+    Replace(AtomicError),
+}
+
+impl<E> From<AtomicError> for Failed<E> {
+    fn from(e: AtomicError) -> Self {
+        Failed::Replace(e)
+    }
+}
+
+/// `write` fills (and fsyncs) the temporary file whose path it is given;
+/// `what` names the image in messages ("FAT image").
 pub(crate) fn replace<T, E: From<DiskError>>(
     path: &Path,
     what: &str,
     write: impl FnOnce(&Path) -> Result<T, E>,
 ) -> Result<T, E> {
-    let tmp = tmp_path(path);
-    let value = match write(&tmp) {
-        Ok(v) => v,
-        Err(e) => {
-            // Best effort: the error being reported matters more than this one.
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(path, format!("renaming {} into place", tmp.display()))(e).into());
-    }
+    // The shared helper creates missing parent directories; an image writer
+    // never did: a mistyped output path is an error, not a new directory.
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(
-            parent,
-            format!("syncing the directory after renaming the {what}"),
-        ))?;
-    Ok(value)
-}
-
-/// `<path>.tmp`, beside the target so the rename stays on one filesystem.
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
+    if !parent.is_dir() {
+        return Err(E::from(DiskError::Io {
+            path: tmp_beside(path),
+            action: format!("creating the {what} (is the directory writable?)"),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        }));
+    }
+    replace_with(path, |tmp: &Path, _: &mut File| {
+        write(tmp).map_err(Failed::Write)
+    })
+    .map_err(|failed| match failed {
+        Failed::Write(e) => e,
+        Failed::Replace(e) => E::from(DiskError::Io {
+            path: e.path,
+            action: format!("{} (replacing the {what})", e.action),
+            source: e.source,
+        }),
+    })
 }

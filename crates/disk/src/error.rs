@@ -18,7 +18,7 @@ pub enum DiskError {
         #[source]
         source: io::Error,
     },
-    #[error("{path}: the layout has no partitions; add at least one")]
+    #[error("{path}: the disk has no partitions; add at least one")]
     NoPartitions { path: PathBuf },
     #[error("{path}: {count} partitions but a {kind} table holds at most {max}; merge partitions or use {other}")]
     TooManyPartitions {

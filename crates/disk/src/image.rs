@@ -1,4 +1,4 @@
-//! Writing a whole disk image from a [`Layout`].
+//! Writing a whole disk image from a [`Disk`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -7,12 +7,12 @@ use std::path::Path;
 use crate::error::io_err;
 use crate::gpt::{self, Entry, Header};
 use crate::mbr::{self, MbrEntry};
-use crate::{Content, DiskError, Layout, Placed, TableKind, MIB, SECTOR};
+use crate::{Content, Disk, DiskError, Placed, TableKind, MIB, SECTOR};
 
 /// Sectors of the GPT entry array (128 x 128 bytes).
 const ENTRY_SECTORS: u64 = (gpt::ENTRY_COUNT as u64 * gpt::ENTRY_SIZE as u64) / SECTOR;
 
-/// Write `layout` as a disk image at `path` and return where each partition
+/// Write `disk` as a disk image at `path` and return where each partition
 /// landed.
 ///
 /// First partition at 1 MiB, each 1 MiB aligned and rounded up to whole MiB,
@@ -23,13 +23,13 @@ const ENTRY_SECTORS: u64 = (gpt::ENTRY_COUNT as u64 * gpt::ENTRY_SIZE as u64) / 
 ///
 /// The image is sparse (zero areas, including zero runs inside content files,
 /// are holes) and written to `<path>.tmp`, fsynced and renamed over `path`, so
-/// a failed write never leaves a half image at `path`. Same layout and
+/// a failed write never leaves a half image at `path`. Same disk and
 /// content files in, same bytes out.
-pub fn write_image(path: &Path, layout: &Layout) -> Result<Vec<Placed>, DiskError> {
-    let placed = place(path, layout)?;
+pub fn write_image(path: &Path, disk: &Disk) -> Result<Vec<Placed>, DiskError> {
+    let placed = place(path, disk)?;
     let last_end = placed.last().map(|p| p.end_lba).unwrap_or(0);
     let disk_sectors = last_end + 1 + MIB / SECTOR;
-    if layout.kind == TableKind::Mbr && disk_sectors > 1 << 32 {
+    if disk.kind == TableKind::Mbr && disk_sectors > 1 << 32 {
         return Err(DiskError::MbrTooBig {
             path: path.to_path_buf(),
             bytes: disk_sectors * SECTOR,
@@ -37,36 +37,36 @@ pub fn write_image(path: &Path, layout: &Layout) -> Result<Vec<Placed>, DiskErro
     }
 
     crate::atomic::replace(path, "image", |tmp| {
-        write_tmp(tmp, path, layout, &placed, disk_sectors)
+        write_tmp(tmp, path, disk, &placed, disk_sectors)
     })?;
     Ok(placed)
 }
 
-/// Check the layout and compute each partition's place.
-fn place(path: &Path, layout: &Layout) -> Result<Vec<Placed>, DiskError> {
-    let (max, kind, other) = match layout.kind {
+/// Check the disk and compute each partition's place.
+fn place(path: &Path, disk: &Disk) -> Result<Vec<Placed>, DiskError> {
+    let (max, kind, other) = match disk.kind {
         TableKind::Gpt => (gpt::ENTRY_COUNT as usize, "GPT", "fewer partitions"),
         TableKind::Mbr => (4, "MBR", "GPT"),
     };
-    if layout.partitions.is_empty() {
+    if disk.partitions.is_empty() {
         return Err(DiskError::NoPartitions {
             path: path.to_path_buf(),
         });
     }
-    if layout.partitions.len() > max {
+    if disk.partitions.len() > max {
         return Err(DiskError::TooManyPartitions {
             path: path.to_path_buf(),
             kind,
-            count: layout.partitions.len(),
+            count: disk.partitions.len(),
             max,
             other,
         });
     }
     let mut start = MIB / SECTOR;
-    let mut placed = Vec::with_capacity(layout.partitions.len());
-    for (i, p) in layout.partitions.iter().enumerate() {
+    let mut placed = Vec::with_capacity(disk.partitions.len());
+    for (i, p) in disk.partitions.iter().enumerate() {
         let units = gpt::name_units(&p.label);
-        if layout.kind == TableKind::Gpt && units > gpt::NAME_UNITS {
+        if disk.kind == TableKind::Gpt && units > gpt::NAME_UNITS {
             return Err(DiskError::LabelTooLong {
                 path: path.to_path_buf(),
                 label: p.label.clone(),
@@ -114,7 +114,7 @@ fn place(path: &Path, layout: &Layout) -> Result<Vec<Placed>, DiskError> {
 fn write_tmp(
     tmp: &Path,
     path: &Path,
-    layout: &Layout,
+    disk: &Disk,
     placed: &[Placed],
     disk_sectors: u64,
 ) -> Result<(), DiskError> {
@@ -137,9 +137,9 @@ fn write_tmp(
             .map_err(io_err(tmp, format!("writing {what}")))
     };
 
-    match layout.kind {
+    match disk.kind {
         TableKind::Gpt => {
-            let entries: Vec<Entry> = layout
+            let entries: Vec<Entry> = disk
                 .partitions
                 .iter()
                 .zip(placed)
@@ -163,7 +163,7 @@ fn write_tmp(
                 alternate_lba: last,
                 first_usable_lba: 2 + ENTRY_SECTORS,
                 last_usable_lba: last - 1 - ENTRY_SECTORS,
-                disk_guid: layout.disk_guid,
+                disk_guid: disk.disk_guid,
                 entries_lba: 2,
                 entry_count: gpt::ENTRY_COUNT,
                 entry_size: gpt::ENTRY_SIZE,
@@ -195,7 +195,7 @@ fn write_tmp(
         }
         TableKind::Mbr => {
             let mut entries = [MbrEntry::default(); 4];
-            for ((e, p), pl) in entries.iter_mut().zip(&layout.partitions).zip(placed) {
+            for ((e, p), pl) in entries.iter_mut().zip(&disk.partitions).zip(placed) {
                 *e = MbrEntry {
                     bootable: p.bootable,
                     system_id: p.mbr_type,
@@ -204,13 +204,13 @@ fn write_tmp(
                     sectors: (pl.end_lba + 1 - pl.start_lba) as u32,
                 };
             }
-            let g = layout.disk_guid.0;
+            let g = disk.disk_guid.0;
             let sig = u32::from_le_bytes([g[0], g[1], g[2], g[3]]);
             put(0, &mbr::new_sector(sig, entries, SECTOR), "the MBR")?;
         }
     }
 
-    for (p, pl) in layout.partitions.iter().zip(placed) {
+    for (p, pl) in disk.partitions.iter().zip(placed) {
         if let Content::File(src) = &p.content {
             copy_sparse(&mut f, pl.offset(), pl.bytes(), src).map_err(|e| match e {
                 CopyError::Read(source) => DiskError::Content {

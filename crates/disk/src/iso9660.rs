@@ -106,7 +106,7 @@ impl Entry<'_> {
 /// in its root directory, named by Rock Ridge so Linux shows the names as
 /// given. The order of `files` does not matter.
 pub fn build(out: &Path, volume_id: &str, files: &[(String, Vec<u8>)]) -> Result<(), IsoError> {
-    let image = layout(out, volume_id, files)?;
+    let image = arrange(out, volume_id, files)?;
     Ok(crate::atomic::replace(out, "ISO image", |tmp| {
         let file = OpenOptions::new()
             .write(true)
@@ -152,7 +152,7 @@ struct Image<'a> {
 }
 
 /// Check the input and lay the image out: everything but the file data.
-fn layout<'a>(
+fn arrange<'a>(
     out: &Path,
     volume_id: &str,
     files: &'a [(String, Vec<u8>)],

@@ -9,7 +9,7 @@
 //! the code that rewrites a live disk's table must be auditable in one file
 //! ([`gpt`]).
 //!
-//! Layout rules ([`write_image`]): 512-byte sectors, the first partition at
+//! Partitioning rules ([`write_image`]): 512-byte sectors, the first partition at
 //! 1 MiB, every partition 1 MiB aligned and a whole number of MiB long, the disk
 //! 1 MiB longer than the last partition (room for the GPT backup). Images are
 //! sparse and written atomically (`<path>.tmp`, fsync, rename).
@@ -92,7 +92,7 @@ pub enum Content {
     File(PathBuf),
 }
 
-/// One partition of a [`Layout`].
+/// One partition of a [`Disk`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Partition {
     /// GPT partition name (UTF-16LE on disk, at most 36 units). Ignored for MBR.
@@ -113,7 +113,7 @@ pub struct Partition {
 
 /// A whole disk: table kind, disk GUID and partitions in order (index 1, 2, ...).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Layout {
+pub struct Disk {
     pub kind: TableKind,
     /// GPT disk GUID. MBR: its first 4 bytes are the disk signature.
     pub disk_guid: Guid,

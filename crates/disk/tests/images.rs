@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ballast_disk::{
-    fat, grow_last, read_table, types, write_image, Content, Device, DiskError, Guid, Layout,
+    fat, grow_last, read_table, types, write_image, Content, Device, Disk, DiskError, Guid,
     Partition, Placed, TableKind,
 };
 use sha2::{Digest, Sha256};
@@ -67,7 +67,7 @@ fn boot_files() -> Vec<(String, Vec<u8>)> {
 
 struct Fixture {
     dir: tempfile::TempDir,
-    layout: Layout,
+    disk: Disk,
 }
 
 impl Fixture {
@@ -76,9 +76,9 @@ impl Fixture {
     }
 }
 
-/// The 4-partition Ballast layout: ESP (64 MiB FAT32), root A/B (16 MiB, with
+/// The 4-partition Ballast disk: ESP (64 MiB FAT32), root A/B (16 MiB, with
 /// content files), state (8 MiB, empty).
-fn ballast_layout(kind: TableKind, arch: &str) -> Fixture {
+fn ballast_partitions(kind: TableKind, arch: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let esp = dir.path().join("esp.img");
     fat::build(&esp, 64 * MIB, "BALLAST", 0x1234_abcd, &boot_files()).unwrap();
@@ -101,7 +101,7 @@ fn ballast_layout(kind: TableKind, arch: &str) -> Fixture {
         content,
     };
     let root = types::root(arch).unwrap();
-    let layout = Layout {
+    let disk = Disk {
         kind,
         disk_guid: Guid::stable("ballast-test", id),
         partitions: vec![
@@ -125,7 +125,7 @@ fn ballast_layout(kind: TableKind, arch: &str) -> Fixture {
             ),
         ],
     };
-    Fixture { dir, layout }
+    Fixture { dir, disk }
 }
 
 /// `sgdisk -i N` fields.
@@ -182,14 +182,14 @@ fn gpt_image_is_what_sgdisk_expects() {
         ("arm64", DPS_ROOT_ARM64),
         ("armv7", DPS_ROOT_ARM),
     ] {
-        let fx = ballast_layout(TableKind::Gpt, arch);
+        let fx = ballast_partitions(TableKind::Gpt, arch);
         let img = fx.path("disk.img");
-        let placed = write_image(&img, &fx.layout).unwrap();
+        let placed = write_image(&img, &fx.disk).unwrap();
         assert!(!fx.path("disk.img.tmp").exists());
         sgdisk_verify_clean(&img);
 
         let expect_types = [DPS_ESP, dps_root, dps_root, LINUX_DATA];
-        for (i, (p, pl)) in fx.layout.partitions.iter().zip(&placed).enumerate() {
+        for (i, (p, pl)) in fx.disk.partitions.iter().zip(&placed).enumerate() {
             let info = sgdisk_info(&img, pl.index);
             assert!(
                 field(&info, "Partition GUID code:").starts_with(expect_types[i]),
@@ -225,7 +225,7 @@ fn gpt_image_is_what_sgdisk_expects() {
         // Disk GUID.
         let (_, out) = run("sgdisk", &["-p", img.to_str().unwrap()]);
         assert!(
-            out.contains(&fx.layout.disk_guid.to_string().to_uppercase()),
+            out.contains(&fx.disk.disk_guid.to_string().to_uppercase()),
             "{out}"
         );
         // The ESP has the legacy-BIOS-bootable attribute (U-Boot's choice).
@@ -236,11 +236,11 @@ fn gpt_image_is_what_sgdisk_expects() {
 
 #[test]
 fn partition_contents_sit_at_their_offsets_and_zeros_are_holes() {
-    let fx = ballast_layout(TableKind::Gpt, "x86_64");
+    let fx = ballast_partitions(TableKind::Gpt, "x86_64");
     let img = fx.path("disk.img");
-    let placed = write_image(&img, &fx.layout).unwrap();
+    let placed = write_image(&img, &fx.disk).unwrap();
     let mut f = File::open(&img).unwrap();
-    for (p, pl) in fx.layout.partitions.iter().zip(&placed) {
+    for (p, pl) in fx.disk.partitions.iter().zip(&placed) {
         let Content::File(src) = &p.content else {
             continue;
         };
@@ -270,14 +270,14 @@ fn partition_contents_sit_at_their_offsets_and_zeros_are_holes() {
 #[test]
 fn read_table_round_trips_gpt_and_mbr() {
     for kind in [TableKind::Gpt, TableKind::Mbr] {
-        let fx = ballast_layout(kind, "arm64");
+        let fx = ballast_partitions(kind, "arm64");
         let img = fx.path("disk.img");
-        let placed = write_image(&img, &fx.layout).unwrap();
+        let placed = write_image(&img, &fx.disk).unwrap();
         let t = read_table(&mut File::open(&img).unwrap(), 512).unwrap();
         assert_eq!(t.kind, kind);
         assert_eq!(t.disk_sectors * 512, fs::metadata(&img).unwrap().len());
         assert_eq!(t.partitions.len(), 4);
-        for ((e, p), pl) in t.partitions.iter().zip(&fx.layout.partitions).zip(&placed) {
+        for ((e, p), pl) in t.partitions.iter().zip(&fx.disk.partitions).zip(&placed) {
             assert_eq!(
                 (e.index, e.start_lba, e.end_lba),
                 (pl.index, pl.start_lba, pl.end_lba)
@@ -294,20 +294,20 @@ fn read_table_round_trips_gpt_and_mbr() {
             }
         }
         match kind {
-            TableKind::Gpt => assert_eq!(t.disk_guid, fx.layout.disk_guid),
-            TableKind::Mbr => assert_eq!(t.disk_guid.0[..4], fx.layout.disk_guid.0[..4]),
+            TableKind::Gpt => assert_eq!(t.disk_guid, fx.disk.disk_guid),
+            TableKind::Mbr => assert_eq!(t.disk_guid.0[..4], fx.disk.disk_guid.0[..4]),
         }
     }
 }
 
 #[test]
 fn mbr_image_is_what_sfdisk_expects() {
-    let fx = ballast_layout(TableKind::Mbr, "armv7");
+    let fx = ballast_partitions(TableKind::Mbr, "armv7");
     let img = fx.path("disk.img");
-    let placed = write_image(&img, &fx.layout).unwrap();
+    let placed = write_image(&img, &fx.disk).unwrap();
     let (v, parts) = sfdisk_parts(&img);
     assert_eq!(v["partitiontable"]["label"], "dos", "{v}");
-    let g = fx.layout.disk_guid.0;
+    let g = fx.disk.disk_guid.0;
     let sig = u32::from_le_bytes([g[0], g[1], g[2], g[3]]);
     assert_eq!(
         v["partitiontable"]["id"],
@@ -406,18 +406,18 @@ fn fat_rejects_bad_input_and_leaves_nothing() {
 
 #[test]
 fn rebuilding_gives_identical_bytes() {
-    let a = ballast_layout(TableKind::Gpt, "x86_64");
-    let b = ballast_layout(TableKind::Gpt, "x86_64");
+    let a = ballast_partitions(TableKind::Gpt, "x86_64");
+    let b = ballast_partitions(TableKind::Gpt, "x86_64");
     // Same FAT inputs in a different order: same bytes.
     let mut rev = boot_files();
     rev.reverse();
     fat::build(&b.path("esp2.img"), 64 * MIB, "BALLAST", 0x1234_abcd, &rev).unwrap();
     assert_eq!(sha(&a.path("esp.img")), sha(&b.path("esp2.img")));
-    write_image(&a.path("disk.img"), &a.layout).unwrap();
-    write_image(&b.path("disk.img"), &b.layout).unwrap();
+    write_image(&a.path("disk.img"), &a.disk).unwrap();
+    write_image(&b.path("disk.img"), &b.disk).unwrap();
     assert_eq!(sha(&a.path("disk.img")), sha(&b.path("disk.img")));
     // And a different image identity changes the GUIDs, hence the bytes.
-    let mut c = b.layout.clone();
+    let mut c = b.disk.clone();
     c.disk_guid = Guid::stable("ballast-test", "other-image");
     write_image(&b.path("disk2.img"), &c).unwrap();
     assert_ne!(sha(&a.path("disk.img")), sha(&b.path("disk2.img")));
@@ -432,9 +432,9 @@ fn extend(img: &Path, by: u64) -> u64 {
 
 #[test]
 fn grow_last_gpt_fills_the_disk_and_is_idempotent() {
-    let fx = ballast_layout(TableKind::Gpt, "x86_64");
+    let fx = ballast_partitions(TableKind::Gpt, "x86_64");
     let img = fx.path("disk.img");
-    let placed = write_image(&img, &fx.layout).unwrap();
+    let placed = write_image(&img, &fx.disk).unwrap();
     let before = read_table(&mut File::open(&img).unwrap(), 512).unwrap();
 
     // On the image as built the partition takes the slack before the
@@ -500,9 +500,9 @@ fn grow_last_gpt_fills_the_disk_and_is_idempotent() {
 
 #[test]
 fn grow_last_mbr_fills_the_disk() {
-    let fx = ballast_layout(TableKind::Mbr, "armv7");
+    let fx = ballast_partitions(TableKind::Mbr, "armv7");
     let img = fx.path("disk.img");
-    let placed = write_image(&img, &fx.layout).unwrap();
+    let placed = write_image(&img, &fx.disk).unwrap();
     let len = extend(&img, 64 * MIB);
     let mut f = OpenOptions::new()
         .read(true)
@@ -569,9 +569,9 @@ impl Device for PowerCut {
 
 #[test]
 fn grow_last_survives_a_power_cut_at_every_sector() {
-    let fx = ballast_layout(TableKind::Gpt, "x86_64");
+    let fx = ballast_partitions(TableKind::Gpt, "x86_64");
     let img = fx.path("disk.img");
-    let placed = write_image(&img, &fx.layout).unwrap();
+    let placed = write_image(&img, &fx.disk).unwrap();
     let mut bytes = fs::read(&img).unwrap();
     bytes.resize(bytes.len() + 4 * MIB as usize, 0);
     let len = bytes.len() as u64;
@@ -616,11 +616,11 @@ fn grow_last_survives_a_power_cut_at_every_sector() {
 }
 
 #[test]
-fn layout_errors_name_the_image_partition_and_fix() {
-    let fx = ballast_layout(TableKind::Gpt, "x86_64");
+fn disk_errors_name_the_image_partition_and_fix() {
+    let fx = ballast_partitions(TableKind::Gpt, "x86_64");
     let img = fx.path("disk.img");
 
-    let mut l = fx.layout.clone();
+    let mut l = fx.disk.clone();
     l.partitions[1].size = MIB; // root-a content is > 5 MiB
     let e = write_image(&img, &l).unwrap_err().to_string();
     assert!(
@@ -629,7 +629,7 @@ fn layout_errors_name_the_image_partition_and_fix() {
     );
     assert!(!img.exists() && !fx.path("disk.img.tmp").exists());
 
-    let mut l = fx.layout.clone();
+    let mut l = fx.disk.clone();
     l.partitions[0].label = "x".repeat(37);
     let e = write_image(&img, &l).unwrap_err().to_string();
     assert!(
@@ -637,13 +637,13 @@ fn layout_errors_name_the_image_partition_and_fix() {
         "{e}"
     );
 
-    let mut l = fx.layout.clone();
+    let mut l = fx.disk.clone();
     l.kind = TableKind::Mbr;
     l.partitions.push(l.partitions[3].clone());
     let e = write_image(&img, &l).unwrap_err().to_string();
     assert!(e.contains("at most 4") && e.contains("GPT"), "{e}");
 
-    let mut l = fx.layout.clone();
+    let mut l = fx.disk.clone();
     l.partitions[2].content = Content::File(fx.path("missing.img"));
     let e = write_image(&img, &l).unwrap_err().to_string();
     assert!(e.contains("missing.img") && e.contains("\"root-b\""), "{e}");
@@ -654,9 +654,9 @@ fn layout_errors_name_the_image_partition_and_fix() {
         .contains("x86_64, arm64 or armv7"));
 
     // A failed rebuild keeps the previous good image.
-    write_image(&img, &fx.layout).unwrap();
+    write_image(&img, &fx.disk).unwrap();
     let sum = sha(&img);
-    let mut l = fx.layout.clone();
+    let mut l = fx.disk.clone();
     l.partitions[1].size = MIB;
     write_image(&img, &l).unwrap_err();
     assert_eq!(sha(&img), sum);
@@ -664,9 +664,9 @@ fn layout_errors_name_the_image_partition_and_fix() {
 
 #[test]
 fn read_table_reports_damage_and_uses_the_backup() {
-    let fx = ballast_layout(TableKind::Gpt, "x86_64");
+    let fx = ballast_partitions(TableKind::Gpt, "x86_64");
     let img = fx.path("disk.img");
-    write_image(&img, &fx.layout).unwrap();
+    write_image(&img, &fx.disk).unwrap();
     let good = read_table(&mut File::open(&img).unwrap(), 512).unwrap();
     let mut bytes = fs::read(&img).unwrap();
     bytes[512 + 48] ^= 0xff; // primary header last_usable_lba

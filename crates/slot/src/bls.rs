@@ -36,7 +36,7 @@ use std::cmp::Ordering;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::{io_err, layout, rename_synced, strverscmp_improved, sync_dir, write_atomic};
+use crate::{boot_files, io_err, rename_synced, strverscmp_improved, sync_dir, write_atomic};
 use crate::{Health, SlotError, SlotId, SlotStatus};
 
 /// One Ballast boot entry.
@@ -54,14 +54,14 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The standard entry for `slot` with the fixed layout's kernel and initrd.
+    /// The standard entry for `slot` with its kernel and initrd at their fixed boot-partition paths.
     pub fn new(slot: SlotId, version: &str, options: &str) -> Entry {
         Entry {
             slot,
             title: format!("Ballast {version} (slot {slot})"),
             version: version.to_string(),
-            linux: format!("/{}", layout::kernel(slot)),
-            initrd: format!("/{}", layout::initrd(slot)),
+            linux: format!("/{}", boot_files::kernel(slot)),
+            initrd: format!("/{}", boot_files::initrd(slot)),
             options: options.to_string(),
         }
     }
@@ -70,8 +70,8 @@ impl Entry {
 /// `ballast-a.conf`, `ballast-b+3-0.conf`.
 pub fn file_name(slot: SlotId, counter: Option<(u32, u32)>) -> String {
     match counter {
-        None => format!("{}{}.conf", layout::ENTRY_PREFIX, slot),
-        Some((left, done)) => format!("{}{}+{left}-{done}.conf", layout::ENTRY_PREFIX, slot),
+        None => format!("{}{}.conf", boot_files::ENTRY_PREFIX, slot),
+        Some((left, done)) => format!("{}{}+{left}-{done}.conf", boot_files::ENTRY_PREFIX, slot),
     }
 }
 
@@ -80,7 +80,7 @@ pub fn file_name(slot: SlotId, counter: Option<(u32, u32)>) -> String {
 pub fn parse_file_name(name: &str) -> Option<(SlotId, Option<(u32, u32)>)> {
     let lower = name.to_ascii_lowercase();
     let stem = lower.strip_suffix(".conf")?;
-    let rest = stem.strip_prefix(layout::ENTRY_PREFIX)?;
+    let rest = stem.strip_prefix(boot_files::ENTRY_PREFIX)?;
     let (slot, counter) = match rest.split_once('+') {
         None => (rest, None),
         Some((slot, c)) => {
@@ -317,13 +317,13 @@ impl Esp {
     }
 
     fn entries_dir(&self) -> PathBuf {
-        self.root.join(layout::ENTRIES_DIR)
+        self.root.join(boot_files::ENTRIES_DIR)
     }
 
     /// Write `loader/loader.conf` ([`loader_conf`]) crash-safely.
     pub fn write_loader_conf(&self) -> Result<(), SlotError> {
         write_atomic(
-            &self.root.join(layout::LOADER_CONF),
+            &self.root.join(boot_files::LOADER_CONF),
             loader_conf().as_bytes(),
         )
     }
@@ -385,7 +385,7 @@ impl Esp {
     }
 
     fn default_pattern(&self) -> Result<Option<String>, SlotError> {
-        let path = self.root.join(layout::LOADER_CONF);
+        let path = self.root.join(boot_files::LOADER_CONF);
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -607,7 +607,7 @@ mod tests {
     fn esp_with_kernels() -> (tempfile::TempDir, Esp) {
         let d = tempfile::tempdir().unwrap();
         for s in SlotId::ALL {
-            let k = d.path().join(layout::kernel(s));
+            let k = d.path().join(boot_files::kernel(s));
             fs::create_dir_all(k.parent().unwrap()).unwrap();
             fs::write(&k, b"kernel").unwrap();
         }
@@ -617,7 +617,7 @@ mod tests {
     }
 
     fn entries(d: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(d.join(layout::ENTRIES_DIR))
+        let mut v: Vec<String> = fs::read_dir(d.join(boot_files::ENTRIES_DIR))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -789,7 +789,7 @@ mod tests {
             .unwrap();
         esp.write_entry(&Entry::new(SlotId::B, "2.0.0", ""), Some(3))
             .unwrap();
-        fs::remove_file(d.path().join(layout::kernel(SlotId::B))).unwrap();
+        fs::remove_file(d.path().join(boot_files::kernel(SlotId::B))).unwrap();
         assert_eq!(esp.default_slot().unwrap(), Some(SlotId::A));
         assert_eq!(esp.status().unwrap()[1].version, None);
     }
@@ -821,7 +821,7 @@ mod tests {
     #[test]
     fn sorting_matches_systemd_boot_rules() {
         let (d, esp) = esp_with_kernels();
-        let dir = d.path().join(layout::ENTRIES_DIR);
+        let dir = d.path().join(boot_files::ENTRIES_DIR);
         fs::create_dir_all(&dir).unwrap();
         // No sort keys: id descending, so b before a (why Ballast writes sort keys).
         fs::write(

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crate::bls::{Entry, Esp};
 use crate::uboot::BootDir;
-use crate::{io_err, layout, rename_synced, sync_dir, Health, SlotError, SlotId, SlotStatus};
+use crate::{boot_files, io_err, rename_synced, sync_dir, Health, SlotError, SlotId, SlotStatus};
 
 /// The boot partition's slot state, in whichever format the board uses.
 pub enum BootPartition {
@@ -68,9 +68,9 @@ impl BootPartition {
 
     /// Step 1: make `slot` unbootable while it is rewritten (see the module doc).
     pub fn prepare_inactive(&self, slot: SlotId) -> Result<Staged, SlotError> {
-        let dir = self.root().join(layout::SLOT_DIR).join(slot.as_str());
+        let dir = self.root().join(boot_files::SLOT_DIR).join(slot.as_str());
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
-        for name in [layout::KERNEL, layout::INITRD] {
+        for name in [boot_files::KERNEL, boot_files::INITRD] {
             let p = dir.join(name);
             match fs::remove_file(&p) {
                 Ok(()) => {}
@@ -84,8 +84,8 @@ impl BootPartition {
         }
         Ok(Staged {
             slot,
-            kernel: dir.join(format!("{}.tmp", layout::KERNEL)),
-            initrd: dir.join(format!("{}.tmp", layout::INITRD)),
+            kernel: dir.join(format!("{}.tmp", boot_files::KERNEL)),
+            initrd: dir.join(format!("{}.tmp", boot_files::INITRD)),
             dir,
         })
     }
@@ -99,8 +99,8 @@ impl BootPartition {
         options: &str,
         tries: u32,
     ) -> Result<(), SlotError> {
-        rename_synced(&staged.kernel, &staged.dir.join(layout::KERNEL))?;
-        rename_synced(&staged.initrd, &staged.dir.join(layout::INITRD))?;
+        rename_synced(&staged.kernel, &staged.dir.join(boot_files::KERNEL))?;
+        rename_synced(&staged.initrd, &staged.dir.join(boot_files::INITRD))?;
         let slot = staged.slot;
         match self {
             BootPartition::Esp(e) => {

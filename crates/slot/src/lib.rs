@@ -52,8 +52,9 @@ mod verscmp;
 pub use install::{BootPartition, Staged};
 pub use verscmp::strverscmp_improved;
 
-/// The fixed layout of the boot partition, shared by the builder, init and this crate.
-pub mod layout {
+/// The fixed file names on the boot partition (and, until they move to
+/// `ballast-device`, the partition numbers), shared by the builder, init and this crate.
+pub mod boot_files {
     /// systemd-boot as the removable-media loader, x86_64.
     pub const EFI_BOOT_X64: &str = "EFI/BOOT/BOOTX64.EFI";
     /// systemd-boot as the removable-media loader, arm64.
@@ -134,8 +135,8 @@ impl SlotId {
     /// Partition number of this slot's root (2 or 3).
     pub fn partition_index(self) -> u32 {
         match self {
-            SlotId::A => layout::PART_ROOT_A,
-            SlotId::B => layout::PART_ROOT_B,
+            SlotId::A => boot_files::PART_ROOT_A,
+            SlotId::B => boot_files::PART_ROOT_B,
         }
     }
 
@@ -239,7 +240,7 @@ pub enum SlotError {
     #[error(
         "no valid slot state in {}: neither {} nor {} is complete (missing or no `end=ballast` line); \
          reinstall the boot partition or write a state with BootDir::initialize",
-        dir.display(), layout::STATE_COPIES[0], layout::STATE_COPIES[1]
+        dir.display(), boot_files::STATE_COPIES[0], boot_files::STATE_COPIES[1]
     )]
     NoValidState { dir: PathBuf },
     #[error("slot {slot} has no boot entry: nothing to roll back to")]
@@ -308,8 +309,8 @@ mod tests {
             e.contains("`c`") && e.contains("expected `a` or `b`"),
             "{e}"
         );
-        assert_eq!(layout::kernel(SlotId::B), "ballast/b/vmlinuz");
-        assert_eq!(layout::initrd(SlotId::A), "ballast/a/initrd.img");
+        assert_eq!(boot_files::kernel(SlotId::B), "ballast/b/vmlinuz");
+        assert_eq!(boot_files::initrd(SlotId::A), "ballast/a/initrd.img");
     }
 
     #[test]

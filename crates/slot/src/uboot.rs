@@ -43,7 +43,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::{io_err, layout, write_atomic};
+use crate::{boot_files, io_err, write_atomic};
 use crate::{Health, SlotError, SlotId, SlotStatus};
 
 /// One slot in the state file.
@@ -326,7 +326,7 @@ impl BootDir {
     /// Both copies; `None` for a missing or invalid (torn) copy.
     pub fn read_copies(&self) -> Result<[Option<State>; 2], SlotError> {
         let mut out = [None, None];
-        for (i, rel) in layout::STATE_COPIES.iter().enumerate() {
+        for (i, rel) in boot_files::STATE_COPIES.iter().enumerate() {
             let path = self.root.join(rel);
             match fs::read(&path) {
                 Ok(bytes) => {
@@ -374,14 +374,14 @@ impl BootDir {
         };
         let s = State { seq, ..*state };
         write_atomic(
-            &self.root.join(layout::STATE_COPIES[target]),
+            &self.root.join(boot_files::STATE_COPIES[target]),
             render(&s).as_bytes(),
         )
     }
 
     /// A new boot partition (builder): both copies, identical.
     pub fn initialize(&self, state: &State) -> Result<(), SlotError> {
-        for rel in layout::STATE_COPIES {
+        for rel in boot_files::STATE_COPIES {
             write_atomic(&self.root.join(rel), render(state).as_bytes())?;
         }
         Ok(())
@@ -390,13 +390,13 @@ impl BootDir {
     /// Write `ballast/<slot>/boot.env`.
     pub fn write_boot_env(&self, slot: SlotId, args: &str, version: &str) -> Result<(), SlotError> {
         write_atomic(
-            &self.root.join(layout::boot_env(slot)),
+            &self.root.join(boot_files::boot_env(slot)),
             boot_env(args, version)?.as_bytes(),
         )
     }
 
     fn version_of(&self, slot: SlotId) -> Result<Option<String>, SlotError> {
-        let path = self.root.join(layout::boot_env(slot));
+        let path = self.root.join(boot_files::boot_env(slot));
         match fs::read_to_string(&path) {
             Ok(t) => Ok(t
                 .lines()
@@ -494,7 +494,7 @@ impl ScriptParams {
         ScriptParams {
             devtype: "virtio".into(),
             devnum: 0,
-            boot_part: layout::PART_BOOT,
+            boot_part: boot_files::PART_BOOT,
             boot_cmd: "bootz".into(),
             fdt: "${fdtcontroladdr}".into(),
         }
@@ -624,8 +624,8 @@ pub fn boot_script(p: &ScriptParams) -> String {
          \x20 fi\n\
          fi\n\
          echo \"ballast: boot of slot ${{ballast_boot}} failed\"\n",
-        kernel = layout::KERNEL,
-        initrd = layout::INITRD,
+        kernel = boot_files::KERNEL,
+        initrd = boot_files::INITRD,
         cmd = p.boot_cmd,
         fdt = p.fdt,
     ));
@@ -831,7 +831,7 @@ mod tests {
     }
 
     #[test]
-    fn script_mentions_the_layout() {
+    fn script_mentions_the_boot_files() {
         let s = boot_script(&ScriptParams::qemu_arm());
         assert!(s.contains("fatload virtio 0:1 ${kernel_addr_r} ballast/${ballast_boot}/vmlinuz"));
         assert!(

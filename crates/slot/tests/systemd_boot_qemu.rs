@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ballast_slot::bls::{Entry, Esp};
-use ballast_slot::{layout, Health, SlotId};
+use ballast_slot::{boot_files, Health, SlotId};
 use common::{extract, make_disk, workdir};
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -61,7 +61,7 @@ fn run_sdboot(disk: &Path, vars: &Path) -> String {
 }
 
 fn entry_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir.join(layout::ENTRIES_DIR))
+    let mut v: Vec<String> = std::fs::read_dir(dir.join(boot_files::ENTRIES_DIR))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -78,13 +78,13 @@ fn systemd_boot_counts_and_falls_back_as_predicted() {
     let (t, staging, disk) = workdir();
     let vars = t.path().join("vars.fd");
     std::fs::copy(OVMF_VARS, &vars).unwrap();
-    let efi = staging.join(layout::EFI_BOOT_X64);
+    let efi = staging.join(boot_files::EFI_BOOT_X64);
     std::fs::create_dir_all(efi.parent().unwrap()).unwrap();
     std::fs::copy(&sdboot, &efi).unwrap();
     for s in SlotId::ALL {
         std::fs::create_dir_all(staging.join("ballast").join(s.as_str())).unwrap();
-        std::fs::write(staging.join(layout::kernel(s)), b"not a kernel").unwrap();
-        std::fs::write(staging.join(layout::initrd(s)), b"not an initrd").unwrap();
+        std::fs::write(staging.join(boot_files::kernel(s)), b"not a kernel").unwrap();
+        std::fs::write(staging.join(boot_files::initrd(s)), b"not an initrd").unwrap();
     }
     let esp = Esp::new(&staging);
     esp.write_loader_conf().unwrap();

@@ -35,8 +35,16 @@ fn stage(dir: &Path) -> BootDir {
     .unwrap();
     for s in SlotId::ALL {
         std::fs::create_dir_all(dir.join("ballast").join(s.as_str())).unwrap();
-        std::fs::write(dir.join(ballast_slot::layout::kernel(s)), b"not a zImage").unwrap();
-        std::fs::write(dir.join(ballast_slot::layout::initrd(s)), b"not an initrd").unwrap();
+        std::fs::write(
+            dir.join(ballast_slot::boot_files::kernel(s)),
+            b"not a zImage",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(ballast_slot::boot_files::initrd(s)),
+            b"not an initrd",
+        )
+        .unwrap();
         bd.write_boot_env(s, "console=ttyAMA0", &format!("1.0.{}", s as u8))
             .unwrap();
     }
@@ -70,7 +78,7 @@ fn run_uboot_with(disk: &Path, drive_opts: &str) -> String {
 }
 
 fn state_on_disk(disk: &Path, copy: usize) -> Option<State> {
-    read_from_disk(disk, ballast_slot::layout::STATE_COPIES[copy])
+    read_from_disk(disk, ballast_slot::boot_files::STATE_COPIES[copy])
         .and_then(|t| uboot::parse(&t).ok())
 }
 

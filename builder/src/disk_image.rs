@@ -13,10 +13,10 @@
 
 use anyhow::{bail, Context, Result};
 use ballast_device::paths;
-use ballast_disk::{fat, types, Content, Guid, Layout, Partition, TableKind};
+use ballast_disk::{fat, types, Content, Disk, Guid, Partition, TableKind};
+use ballast_inputs::{Arch, Board, ImageFile};
+use ballast_inputs::{BootFirmware, PartitionTable};
 use ballast_slot::{bls, uboot, SlotId};
-use ballast_spec::{Arch, Board, Image};
-use ballast_spec::{BootFirmware, PartitionTable};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,12 +26,12 @@ const MIB: u64 = 1 << 20;
 
 pub struct Inputs<'a> {
     pub board: &'a Board,
-    pub image: &'a Image,
+    pub image: &'a ImageFile,
     pub version: &'a semver::Version,
     pub kernel: &'a Path,
     pub initrd: &'a [u8],
     pub init: &'a Path,
-    /// A staged root tree (userland, bundles, sysd, osctl) that init,
+    /// A staged root tree (userland, container directories, sysd, osctl) that init,
     /// os-release and the mount points are added to.
     pub root_tree: &'a Path,
     pub os_release: &'a str,
@@ -159,7 +159,7 @@ pub fn assemble(inputs: &Inputs<'_>, dest: &Path) -> Result<Built> {
         content,
     };
     let root_type = types::root(arch.name())?;
-    let layout = Layout {
+    let disk = Disk {
         kind,
         disk_guid: guid,
         partitions: vec![
@@ -187,7 +187,7 @@ pub fn assemble(inputs: &Inputs<'_>, dest: &Path) -> Result<Built> {
             ),
         ],
     };
-    ballast_disk::write_image(dest, &layout)
+    ballast_disk::write_image(dest, &disk)
         .with_context(|| format!("writing the disk image {}", dest.display()))?;
     Ok(Built {
         root_hash: verity.root_hash_hex(),

@@ -2,7 +2,7 @@
 //! Debian kernel runs on it, how its firmware boots, what its console is, and
 //! which QEMU profile emulates it.
 
-use crate::error::{read, SpecError};
+use crate::error::{read, InputError};
 use crate::Arch;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -14,8 +14,8 @@ pub struct Board {
     pub name: String,
     pub description: String,
     pub arch: Arch,
-    pub kernel: KernelSpec,
-    pub boot: BootSpec,
+    pub kernel: BoardKernel,
+    pub boot: BoardBoot,
     /// Name of the launch profile in `qemu/` that emulates this board.
     pub qemu: Option<String>,
     /// Where the board file was read from (not part of the file).
@@ -25,7 +25,7 @@ pub struct Board {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KernelSpec {
+pub struct BoardKernel {
     /// Debian package providing the kernel, usually a metapackage such as
     /// `linux-image-arm64`; the builder follows it to the versioned image.
     pub package: String,
@@ -39,7 +39,7 @@ pub struct KernelSpec {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BootSpec {
+pub struct BoardBoot {
     pub firmware: BootFirmware,
     #[serde(default = "default_table")]
     pub partition_table: PartitionTable,
@@ -69,28 +69,28 @@ pub enum PartitionTable {
 
 impl Board {
     /// Load `boards/NAME.toml` (or a path) from `boards_dir`.
-    pub fn find(boards_dir: &Path, name_or_path: &str) -> Result<Board, SpecError> {
+    pub fn find(boards_dir: &Path, name_or_path: &str) -> Result<Board, InputError> {
         let path = crate::locate(boards_dir, "board", name_or_path)?;
         Board::load(&path)
     }
 
-    pub fn load(path: &Path) -> Result<Board, SpecError> {
+    pub fn load(path: &Path) -> Result<Board, InputError> {
         let text = read(path)?;
         Board::parse(path, &text)
     }
 
-    pub fn parse(path: &Path, text: &str) -> Result<Board, SpecError> {
+    pub fn parse(path: &Path, text: &str) -> Result<Board, InputError> {
         let mut board: Board =
-            toml::from_str(text).map_err(|e| SpecError::from_toml(path, text, &e))?;
+            toml::from_str(text).map_err(|e| InputError::from_toml(path, text, &e))?;
         board.path = path.to_path_buf();
         board.validate(text)?;
         Ok(board)
     }
 
-    fn validate(&self, text: &str) -> Result<(), SpecError> {
+    fn validate(&self, text: &str) -> Result<(), InputError> {
         let at = |key: &str, field: &str, msg: String| {
             let span = find_key(text, key);
-            SpecError::at(&self.path, text, span, Some(field.to_owned()), msg)
+            InputError::at(&self.path, text, span, Some(field.to_owned()), msg)
         };
         if let Some(stem) = self.path.file_stem().and_then(|s| s.to_str()) {
             if stem != self.name {
@@ -167,7 +167,7 @@ console = "ttyAMA0"
 firmware = "uefi"
 "#;
 
-    fn parse(text: &str) -> Result<Board, SpecError> {
+    fn parse(text: &str) -> Result<Board, InputError> {
         Board::parse(Path::new("boards/qemu-arm64.toml"), text)
     }
 

@@ -1,7 +1,8 @@
-//! System container definitions: `SYSTEM_DIR/NAME/manifest.toml` (+ `config.json`,
-//! which the container runtime parses).
+//! Service definitions: each system container's `SYSTEM_DIR/NAME/manifest.toml`
+//! (the file keeps its on-device name; its neighbour `config.json`, the OCI
+//! config, is the container runtime's to parse).
 //!
-//! This module reads and validates manifests and nothing else. A broken definition
+//! This module reads and validates service definitions and nothing else. A broken definition
 //! becomes an error string naming the file, the field and the fix; it never stops the
 //! other definitions from loading.
 
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Health check when a manifest has no `[health]` table: up for this long.
+/// Health check when a service definition has no `[health]` table: up for this long.
 pub const DEFAULT_RUNNING_MS: u64 = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -67,7 +68,7 @@ struct RawHealth {
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawManifest {
+struct RawServiceDef {
     #[serde(default)]
     description: String,
     #[serde(default)]
@@ -104,7 +105,7 @@ pub struct Def {
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
     pub health: Health,
-    /// The manifest has a `[health]` table: dependents wait for healthy, not just running.
+    /// The service definition has a `[health]` table: dependents wait for healthy, not just running.
     pub health_explicit: bool,
 }
 
@@ -121,27 +122,27 @@ pub fn valid_name(name: &str) -> bool {
 /// A manifest.toml that is not understood: the file, and what is wrong with which key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {message}", file.display())]
-pub struct ManifestError {
+pub struct ServiceDefError {
     pub file: PathBuf,
     pub message: String,
 }
 
-fn bad(file: &Path) -> impl Fn(String) -> ManifestError + '_ {
-    move |message| ManifestError {
+fn bad(file: &Path) -> impl Fn(String) -> ServiceDefError + '_ {
+    move |message| ServiceDefError {
         file: file.to_path_buf(),
         message,
     }
 }
 
-/// Parse and validate one manifest's text. `file` is only used in messages.
-pub fn parse(name: &str, text: &str, file: &Path) -> Result<Def, ManifestError> {
+/// Parse and validate one service definition's text. `file` is only used in messages.
+pub fn parse(name: &str, text: &str, file: &Path) -> Result<Def, ServiceDefError> {
     let bad = bad(file);
     if !valid_name(name) {
         return Err(bad(format!(
             "service name `{name}` (the directory name) may only hold letters, digits, `-`, `_` and `.`; rename the directory"
         )));
     }
-    let raw: RawManifest =
+    let raw: RawServiceDef =
         toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().replace('\n', " | ")))?;
     for dep in &raw.after {
         if dep == name {
@@ -177,7 +178,7 @@ pub fn parse(name: &str, text: &str, file: &Path) -> Result<Def, ManifestError> 
     })
 }
 
-fn parse_health(h: &RawHealth, file: &Path) -> Result<Health, ManifestError> {
+fn parse_health(h: &RawHealth, file: &Path) -> Result<Health, ServiceDefError> {
     let bad = bad(file);
     let given = [
         h.tcp.is_some(),
@@ -241,6 +242,9 @@ fn parse_health(h: &RawHealth, file: &Path) -> Result<Health, ManifestError> {
 #[derive(Debug, Clone)]
 pub struct Found {
     pub def: Def,
+    /// The container directory. Still named `bundle` because first-boot code
+    /// (`firstboot/`, being changed on another branch) reads it; rename it to
+    /// `dir` when that code moves over.
     pub bundle: PathBuf,
 }
 
@@ -291,12 +295,12 @@ pub fn load_all(dir: &Path) -> (Vec<Found>, Vec<String>) {
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
-    for bundle in dirs {
-        let name = bundle
+    for dir in dirs {
+        let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let file = bundle.join("manifest.toml");
+        let file = dir.join("manifest.toml");
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
             Err(e) => {
@@ -308,7 +312,7 @@ pub fn load_all(dir: &Path) -> (Vec<Found>, Vec<String>) {
             }
         };
         match parse(&name, &text, &file) {
-            Ok(def) => found.push(Found { def, bundle }),
+            Ok(def) => found.push(Found { def, bundle: dir }),
             Err(e) => errors.push(e.to_string()),
         }
     }

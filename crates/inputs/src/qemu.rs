@@ -1,7 +1,7 @@
 //! `qemu/NAME.toml`: how to launch QEMU so that it behaves like a board's
 //! hardware and firmware.
 
-use crate::error::{read, SpecError};
+use crate::error::{read, InputError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -64,11 +64,11 @@ fn default_smp() -> u32 {
 }
 
 impl QemuProfile {
-    pub fn find(dir: &Path, name_or_path: &str) -> Result<QemuProfile, SpecError> {
+    pub fn find(dir: &Path, name_or_path: &str) -> Result<QemuProfile, InputError> {
         let path = crate::locate(dir, "QEMU profile", name_or_path)?;
         let text = read(&path)?;
         let mut p: QemuProfile =
-            toml::from_str(&text).map_err(|e| SpecError::from_toml(&path, &text, &e))?;
+            toml::from_str(&text).map_err(|e| InputError::from_toml(&path, &text, &e))?;
         p.path = path;
         Ok(p)
     }

@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
-pub enum SpecError {
+pub enum InputError {
     #[error("unknown {kind} {name:?}; known: {}", known.join(", "))]
     NotFound {
         kind: String,
@@ -41,7 +41,7 @@ impl fmt::Display for Located {
     }
 }
 
-impl SpecError {
+impl InputError {
     /// An error at byte range `span` of `text` (the contents of `file`).
     pub(crate) fn at(
         file: &Path,
@@ -49,13 +49,13 @@ impl SpecError {
         span: Option<Range<usize>>,
         field: Option<String>,
         message: impl Into<String>,
-    ) -> SpecError {
+    ) -> InputError {
         let offset = span.map_or(0, |s| s.start.min(text.len()));
         let before = &text[..offset];
         let line = before.matches('\n').count() + 1;
         let column = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
         let field = field.or_else(|| field_at(text, offset));
-        SpecError::At(Located {
+        InputError::At(Located {
             file: file.to_path_buf(),
             line,
             column,
@@ -65,8 +65,8 @@ impl SpecError {
     }
 
     /// Convert a TOML/serde error, keeping its position and naming the field.
-    pub(crate) fn from_toml(file: &Path, text: &str, err: &toml::de::Error) -> SpecError {
-        SpecError::at(
+    pub(crate) fn from_toml(file: &Path, text: &str, err: &toml::de::Error) -> InputError {
+        InputError::at(
             file,
             text,
             err.span(),
@@ -78,7 +78,7 @@ impl SpecError {
     /// The located part, for tests and callers that want the pieces.
     pub fn located(&self) -> Option<&Located> {
         match self {
-            SpecError::At(l) => Some(l),
+            InputError::At(l) => Some(l),
             _ => None,
         }
     }
@@ -107,8 +107,8 @@ fn field_at(text: &str, offset: usize) -> Option<String> {
 }
 
 /// Read `path` with an error that names it.
-pub(crate) fn read(path: &Path) -> Result<String, SpecError> {
-    std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+pub(crate) fn read(path: &Path) -> Result<String, InputError> {
+    std::fs::read_to_string(path).map_err(|source| InputError::Io {
         path: path.to_path_buf(),
         source,
     })

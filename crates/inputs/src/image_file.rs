@@ -1,14 +1,14 @@
 //! `images/NAME.toml`: what goes into an image, independent of the board.
 
 use crate::board::find_key;
-use crate::error::{read, SpecError};
+use crate::error::{read, InputError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Image {
+pub struct ImageFile {
     pub name: String,
     pub description: String,
     /// Semantic version of the OS image (`--version` overrides it).
@@ -16,9 +16,9 @@ pub struct Image {
     #[serde(default)]
     pub kernel: ImageKernel,
     #[serde(default)]
-    pub debian: DebianSpec,
+    pub debian: ImageDebian,
     #[serde(default)]
-    pub disk: DiskSpec,
+    pub disk: ImageDisk,
     /// System containers, by directory name under `system/`, in the image.
     #[serde(default = "default_system")]
     pub system: Vec<String>,
@@ -44,8 +44,8 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// The `system/NAME/` bundle that runs this engine, if any.
-    pub fn bundle(self) -> Option<&'static str> {
+    /// The system container (`system/NAME/`) that runs this engine, if any.
+    pub fn system_container(self) -> Option<&'static str> {
         match self {
             Engine::Docker => Some("docker"),
             Engine::Containerd => Some("containerd"),
@@ -58,7 +58,7 @@ impl Engine {
 /// to fill the disk on first boot, so its size here is only the minimum.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DiskSpec {
+pub struct ImageDisk {
     /// Boot partition (FAT32, at least 64): bootloader, both slots' kernels
     /// and initramfs, boot entries.
     #[serde(default = "default_boot_mib")]
@@ -75,9 +75,9 @@ pub struct DiskSpec {
     pub tries: u32,
 }
 
-impl Default for DiskSpec {
+impl Default for ImageDisk {
     fn default() -> Self {
-        DiskSpec {
+        ImageDisk {
             boot_mib: default_boot_mib(),
             root_mib: default_root_mib(),
             state_mib: default_state_mib(),
@@ -114,7 +114,7 @@ pub struct ImageKernel {
 /// Which part of the Debian archive the image is built from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DebianSpec {
+pub struct ImageDebian {
     #[serde(default = "default_suites")]
     pub suites: Vec<String>,
     #[serde(default = "default_components")]
@@ -127,9 +127,9 @@ pub struct DebianSpec {
     pub pins: BTreeMap<String, String>,
 }
 
-impl Default for DebianSpec {
+impl Default for ImageDebian {
     fn default() -> Self {
-        DebianSpec {
+        ImageDebian {
             suites: default_suites(),
             components: default_components(),
             exclude: Vec::new(),
@@ -148,18 +148,18 @@ fn default_components() -> Vec<String> {
     vec!["main".to_owned()]
 }
 
-impl Image {
-    pub fn load(path: &Path) -> Result<Image, SpecError> {
+impl ImageFile {
+    pub fn load(path: &Path) -> Result<ImageFile, InputError> {
         let text = read(path)?;
-        Image::parse(path, &text)
+        ImageFile::parse(path, &text)
     }
 
-    pub fn parse(path: &Path, text: &str) -> Result<Image, SpecError> {
-        let mut image: Image =
-            toml::from_str(text).map_err(|e| SpecError::from_toml(path, text, &e))?;
+    pub fn parse(path: &Path, text: &str) -> Result<ImageFile, InputError> {
+        let mut image: ImageFile =
+            toml::from_str(text).map_err(|e| InputError::from_toml(path, text, &e))?;
         image.path = path.to_path_buf();
         if image.debian.suites.is_empty() {
-            return Err(SpecError::at(
+            return Err(InputError::at(
                 path,
                 text,
                 find_key(text, "suites"),
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn defaults_and_version() {
-        let img = Image::parse(
+        let img = ImageFile::parse(
             Path::new("images/default.toml"),
             "name = \"default\"\ndescription = \"d\"\nversion = \"0.1.0\"\n",
         )
@@ -189,22 +189,22 @@ mod tests {
     #[test]
     fn engine_defaults_to_docker_and_takes_none() {
         let head = "name = \"m\"\ndescription = \"d\"\nversion = \"0.1.0\"\n";
-        let img = Image::parse(Path::new("images/x.toml"), head).unwrap();
+        let img = ImageFile::parse(Path::new("images/x.toml"), head).unwrap();
         assert_eq!(img.engine, Engine::Docker);
-        assert_eq!(img.engine.bundle(), Some("docker"));
-        let img = Image::parse(
+        assert_eq!(img.engine.system_container(), Some("docker"));
+        let img = ImageFile::parse(
             Path::new("images/x.toml"),
             &format!("{head}engine = \"none\"\n"),
         )
         .unwrap();
         assert_eq!(img.engine, Engine::None);
-        assert_eq!(img.engine.bundle(), None);
+        assert_eq!(img.engine.system_container(), None);
     }
 
     #[test]
     fn unknown_engine_names_file_line_and_choices() {
         let text = "name = \"m\"\ndescription = \"d\"\nversion = \"0.1.0\"\nengine = \"dokcer\"\n";
-        let msg = Image::parse(Path::new("images/default.toml"), text)
+        let msg = ImageFile::parse(Path::new("images/default.toml"), text)
             .unwrap_err()
             .to_string();
         assert!(msg.starts_with("images/default.toml:4:"), "{msg}");
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn bad_version_points_at_it() {
-        let err = Image::parse(
+        let err = ImageFile::parse(
             Path::new("images/default.toml"),
             "name = \"default\"\ndescription = \"d\"\nversion = \"one\"\n",
         )

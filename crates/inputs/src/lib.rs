@@ -1,4 +1,4 @@
-//! Ballast's declarative inputs: `boards/*.toml`, `images/*.toml` and `qemu/*.toml`.
+//! Ballast's build inputs: board files (`boards/*.toml`), image files (`images/*.toml`) and QEMU profiles (`qemu/*.toml`).
 //!
 //! This crate owns those three formats and nothing else. Every error names the
 //! file, the line and the field, and where it can, the fix:
@@ -9,13 +9,13 @@
 mod arch;
 mod board;
 mod error;
-mod image;
+mod image_file;
 mod qemu;
 
 pub use arch::Arch;
-pub use board::{Board, BootFirmware, KernelSpec, PartitionTable};
-pub use error::SpecError;
-pub use image::{DebianSpec, Image};
+pub use board::{Board, BoardBoot, BoardKernel, BootFirmware, PartitionTable};
+pub use error::InputError;
+pub use image_file::{ImageDebian, ImageFile};
 pub use qemu::QemuProfile;
 
 use std::path::{Path, PathBuf};
@@ -37,13 +37,13 @@ pub fn list_names(dir: &Path) -> Vec<String> {
 
 /// Resolve `name_or_path` to a file: an existing path is used as is; otherwise
 /// `DIR/NAME.toml`. Unknown names produce an error listing what exists.
-pub fn locate(dir: &Path, kind: &str, name_or_path: &str) -> Result<PathBuf, SpecError> {
+pub fn locate(dir: &Path, kind: &str, name_or_path: &str) -> Result<PathBuf, InputError> {
     let as_path = Path::new(name_or_path);
     if name_or_path.ends_with(".toml") || name_or_path.contains('/') {
         if as_path.is_file() {
             return Ok(as_path.to_path_buf());
         }
-        return Err(SpecError::NotFound {
+        return Err(InputError::NotFound {
             kind: kind.to_owned(),
             name: name_or_path.to_owned(),
             known: list_names(dir),
@@ -53,7 +53,7 @@ pub fn locate(dir: &Path, kind: &str, name_or_path: &str) -> Result<PathBuf, Spe
     if candidate.is_file() {
         Ok(candidate)
     } else {
-        Err(SpecError::NotFound {
+        Err(InputError::NotFound {
             kind: kind.to_owned(),
             name: name_or_path.to_owned(),
             known: list_names(dir),
