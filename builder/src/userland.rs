@@ -190,9 +190,28 @@ pub fn build(
         std::fs::remove_file(&resolv)?;
     }
     std::os::unix::fs::symlink("/run/ballast/resolv.conf", &resolv)?;
+    ship_osctl_docs(dest)?;
     Ok(Report {
         packages: resolution.packages.len(),
     })
+}
+
+/// osctl's bash completion (loaded by login shells through /etc/profile.d) and
+/// man pages for the admin environment, generated from osctl's own clap definition.
+fn ship_osctl_docs(dest: &Path) -> Result<()> {
+    let osctl = ballast_osctl::command();
+    let bash = ballast_osctl::docs::completion(&osctl, ballast_osctl::docs::Shell::Bash);
+    let completions = dest.join("usr/share/bash-completion/completions");
+    std::fs::create_dir_all(&completions)?;
+    std::fs::write(completions.join("osctl"), bash)?;
+    let profile = dest.join("etc/profile.d");
+    std::fs::create_dir_all(&profile)?;
+    std::fs::write(
+        profile.join("osctl-completion.sh"),
+        "[ -n \"$BASH_VERSION\" ] && . /usr/share/bash-completion/completions/osctl\n",
+    )?;
+    ballast_osctl::docs::write_man_pages(&osctl, &dest.join("usr/share/man/man1"))?;
+    Ok(())
 }
 
 /// Add `name:x:gid:member` to the userland's `/etc/group` (no maintainer

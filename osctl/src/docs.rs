@@ -93,12 +93,16 @@ pub fn command_paths(cmd: &clap::Command) -> Vec<Vec<String>> {
 }
 
 /// Commands (as `osctl service restart`) whose long help does not end with an
-/// example (`after_long_help` starting with `Example`). Empty when every one does.
+/// example (the last paragraph of `after_long_help` starts with `Example`). Empty
+/// when every one does.
 pub fn commands_without_example(cmd: &clap::Command) -> Vec<String> {
     fn walk(cmd: &clap::Command, name: String, out: &mut Vec<String>) {
-        let has = cmd
-            .get_after_long_help()
-            .is_some_and(|h| h.to_string().trim_start().starts_with("Example"));
+        // The last paragraph is the example (what comes before may explain more).
+        let has = cmd.get_after_long_help().is_some_and(|h| {
+            let h = h.to_string();
+            let last = h.trim_end().rsplit("\n\n").next().unwrap_or_default();
+            last.trim_start().starts_with("Example")
+        });
         if !has {
             out.push(name.clone());
         }
