@@ -19,8 +19,9 @@ mod qemu;
 mod run;
 mod userland;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result};
+use ballast_osctl::docs;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,7 +29,12 @@ use std::process::ExitCode;
 #[command(
     name = "ballast",
     version,
-    about = "Build, run and ship Ballast OS images"
+    about = "Build, run and ship Ballast OS images",
+    long_about = "Build, run and ship Ballast OS images.\n\n\
+Each command has its own --help; `ballast man --out DIR` writes the man pages and\n\
+`ballast completions bash` prints the bash completion.",
+    after_long_help = "Example: build the minimal image for the arm64 QEMU board and boot it:\n  \
+ballast build --board qemu-arm64 --image images/minimal.toml && ballast run --board qemu-arm64"
 )]
 struct Cli {
     /// The Ballast checkout (boards/, images/, qemu/, kernel-configs/).
@@ -44,35 +50,103 @@ enum Cmd {
     /// Build an image for a board: the disk image to flash, its kernel and
     /// initramfs, and the same OS as a signed update bundle (--no-disk: kernel
     /// and initramfs only).
+    #[command(after_long_help = BUILD_EXAMPLE)]
     Build(build::BuildArgs),
     /// Boot a build under QEMU the way the board's firmware would.
+    #[command(after_long_help = "Example:\n  ballast run --board qemu-arm64")]
     Run(run::RunArgs),
     /// Resolve Debian packages for an arch and fetch them into the cache.
+    #[command(after_long_help = "Example:\n  ballast fetch --arch arm64 openssh-server")]
     Fetch(cmd_fetch::FetchArgs),
     /// Measure: boot time against the floor init, warm rebuild time and
     /// image size, update throughput against dd and upgrade-to-ready time.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_long_help = "Example:\n  ballast bench boot --board qemu-arm64"
+    )]
     Bench(bench::BenchCmd),
     /// Make an ed25519 key pair for signing update bundles and channels.
+    #[command(
+        after_long_help = "Example:\n  ballast keygen --out keys/release --comment \"release 2026\""
+    )]
     Keygen(cmd_keys::KeygenArgs),
     /// Verify an update bundle and add it to a signed channel directory.
+    #[command(
+        after_long_help = "Example:\n  ballast publish www/stable out/qemu-arm64/update.bundle --key keys/release.key"
+    )]
     Publish(cmd_publish::PublishArgs),
     /// Write a NoCloud seed image (FAT labelled CIDATA, or ISO 9660 with
     /// --iso9660) with a first-boot config.
+    #[command(after_long_help = "Example:\n  ballast seed --user-data user-data -o seed.img")]
     Seed(cmd_seed::SeedArgs),
     /// Kernel tools.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_long_help = "Example:\n  ballast kernel check --board qemu-arm64"
+    )]
     Kernel(KernelCmd),
+    /// Print the shell completion script for bash, zsh or fish (and others).
+    #[command(
+        after_long_help = "Example, for bash:\n  ballast completions bash > ~/.local/share/bash-completion/completions/ballast"
+    )]
+    Completions {
+        /// The shell.
+        shell: docs::Shell,
+    },
+    /// Write a man page for ballast and each of its commands into a directory.
+    #[command(
+        after_long_help = "Example:\n  ballast man --out ~/.local/share/man/man1 && man ballast-build"
+    )]
+    Man {
+        /// Where to write `ballast.1`, `ballast-build.1`, ...
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
+
+/// `ballast build`'s example, and what a board gets.
+const BUILD_EXAMPLE: &str = "\
+Every board gets, in its output directory (--out, default out/BOARD):
+  disk.img       the disk image to flash (both slots, boot and state partitions)
+  update.bundle  the same OS as a signed update bundle, for `osctl upgrade`
+  vmlinuz        the kernel
+  initrd.img     the initramfs
+  build.json     what was built and where (the same as --json prints)
+With --no-disk: vmlinuz, initrd.img and build.json only.
+
+Example:
+  ballast build --board qemu-arm64 --image images/minimal.toml --version 0.2.0";
 
 #[derive(Subcommand)]
 enum KernelCmd {
     /// Check a board's Debian kernel against kernel-configs/.
+    #[command(after_long_help = "Example:\n  ballast kernel check --board qemu-x86_64")]
     Check(build::KernelCheckArgs),
 }
 
+/// ballast's whole command line, with the examples of the `bench` verbs (defined
+/// in their own modules) added here so every command's long help ends with one.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("bench", |b| {
+        b.mut_subcommand("boot", |c| {
+            c.after_long_help("Example:\n  ballast bench boot --board qemu-arm64 --runs 3")
+        })
+        .mut_subcommand("build", |c| {
+            c.after_long_help("Example:\n  ballast bench build --board qemu-arm64")
+        })
+        .mut_subcommand("update", |c| {
+            c.after_long_help(
+                "Example:\n  ballast bench update --board qemu-arm64 -- --image images/minimal.toml",
+            )
+        })
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -86,6 +160,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     // `fetch` needs no checkout; everything else reads boards/ and images/.
     let project = || project::Project::discover(cli.root.as_deref());
     match &cli.command {
+        Cmd::Completions { shell } => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&docs::completion(&command(), *shell))
+                .context("writing the completion to stdout")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man { out } => {
+            let written = docs::write_man_pages(&command(), out)?;
+            println!("wrote {} man pages to {}", written.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Fetch(args) => cmd_fetch::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Keygen(args) => cmd_keys::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Publish(args) => cmd_publish::run(args).map(|()| ExitCode::SUCCESS),
@@ -112,4 +198,65 @@ fn render(err: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_long_help_ends_with_an_example() {
+        let missing = docs::commands_without_example(&command());
+        assert!(
+            missing.is_empty(),
+            "no example in the long help of: {missing:?}"
+        );
+        let build = command()
+            .find_subcommand("build")
+            .and_then(|b| b.get_after_long_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        for artifact in [
+            "disk.img",
+            "update.bundle",
+            "vmlinuz",
+            "initrd.img",
+            "build.json",
+        ] {
+            assert!(
+                build.contains(artifact),
+                "build's help lacks {artifact}: {build}"
+            );
+        }
+    }
+
+    #[test]
+    fn completions_know_every_command_and_each_has_a_man_page() {
+        let cmd = command();
+        let paths = docs::command_paths(&cmd);
+        assert!(paths.contains(&vec!["bench".to_string(), "update".to_string()]));
+        assert!(paths.contains(&vec!["kernel".to_string(), "check".to_string()]));
+        for shell in [docs::Shell::Bash, docs::Shell::Zsh, docs::Shell::Fish] {
+            let script = String::from_utf8(docs::completion(&cmd, shell)).unwrap();
+            for path in &paths {
+                let word = path.last().unwrap();
+                assert!(
+                    script.contains(word.as_str()),
+                    "{shell}: no `{}`",
+                    path.join(" ")
+                );
+            }
+            assert!(script.contains("no-disk"), "{shell}: build's options");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let written = docs::write_man_pages(&cmd, dir.path()).unwrap();
+        assert_eq!(written.len(), paths.len() + 1);
+        for path in &paths {
+            let page = dir.path().join(format!("ballast-{}.1", path.join("-")));
+            let text = std::fs::read_to_string(&page).unwrap();
+            assert!(text.contains("Example"), "{}", page.display());
+        }
+        let build = std::fs::read_to_string(dir.path().join("ballast-build.1")).unwrap();
+        assert!(build.contains("\\-\\-board"), "{build}");
+    }
 }

@@ -192,6 +192,7 @@ pub fn build(
         std::fs::remove_file(&resolv)?;
     }
     std::os::unix::fs::symlink("/run/ballast/resolv.conf", &resolv)?;
+    ship_osctl_docs(dest)?;
     Ok(Report {
         packages: resolution.packages.len(),
     })
@@ -228,6 +229,24 @@ fn ca_bundle(dest: &Path) -> Result<()> {
     let out = dest.join("etc/ssl/certs/ca-certificates.crt");
     std::fs::create_dir_all(dest.join("etc/ssl/certs"))?;
     std::fs::write(&out, bundle).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+/// osctl's bash completion (loaded by login shells through /etc/profile.d) and
+/// man pages for the admin environment, generated from osctl's own clap definition.
+fn ship_osctl_docs(dest: &Path) -> Result<()> {
+    let osctl = ballast_osctl::command();
+    let bash = ballast_osctl::docs::completion(&osctl, ballast_osctl::docs::Shell::Bash);
+    let completions = dest.join("usr/share/bash-completion/completions");
+    std::fs::create_dir_all(&completions)?;
+    std::fs::write(completions.join("osctl"), bash)?;
+    let profile = dest.join("etc/profile.d");
+    std::fs::create_dir_all(&profile)?;
+    std::fs::write(
+        profile.join("osctl-completion.sh"),
+        "[ -n \"$BASH_VERSION\" ] && . /usr/share/bash-completion/completions/osctl\n",
+    )?;
+    ballast_osctl::docs::write_man_pages(&osctl, &dest.join("usr/share/man/man1"))?;
     Ok(())
 }
 

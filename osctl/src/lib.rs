@@ -11,9 +11,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use ballast_control::{client, ControlError, Request, Response, Status};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod config_cmd;
+pub mod docs;
 pub mod remote;
 pub mod update_cmd;
 
@@ -21,7 +22,11 @@ pub mod update_cmd;
 #[command(
     name = "osctl",
     version,
-    about = "Control a Ballast machine through sysd"
+    about = "Control a Ballast machine through sysd",
+    long_about = "Control a Ballast machine through sysd.\n\n\
+Each command has its own --help; `osctl man --out DIR` writes the man pages and\n\
+`osctl completions bash` prints the bash completion.",
+    after_long_help = "Example: what runs, and why a service is failing:\n  osctl status\n  osctl logs network -n 20"
 )]
 pub struct Cli {
     /// The control socket of sysd.
@@ -40,13 +45,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Version, slots, services and errors.
+    /// Version, slots, services and errors (with each failing service's last error).
+    #[command(
+        after_long_help = "Example:\n  osctl status --json | jq '.services[] | select(.last_error) | .name'"
+    )]
     Status {
         /// Print the status as JSON (the control protocol's Status object).
         #[arg(long)]
         json: bool,
     },
     /// Print a service's log.
+    #[command(after_long_help = "Example:\n  osctl logs network -n 20 -f")]
     Logs {
         /// The service (a directory name under /usr/lib/ballast/system).
         service: String,
@@ -58,16 +67,26 @@ pub enum Command {
         follow: bool,
     },
     /// Start, stop or restart a service.
+    #[command(after_long_help = "Example:\n  osctl service restart network")]
     Service {
         #[command(subcommand)]
         action: ServiceAction,
     },
     /// Reboot the machine in order (services stopped, state synced).
+    #[command(after_long_help = "Example:\n  osctl --host ballast@10.0.0.7 reboot")]
     Reboot,
     /// Power the machine off in order.
+    #[command(after_long_help = "Example:\n  osctl poweroff")]
     Poweroff,
     /// Install an update bundle into the inactive slot (verified before anything is
     /// written); the next boot tries it and keeps it only when it is healthy.
+    ///
+    /// Stream the bundle rather than copying it first: `osctl --host` from the
+    /// workstation, or `osctl upgrade -` on stdin. To stage a file on the machine,
+    /// copy it to /var/tmp (the state partition); /tmp is a small tmpfs.
+    #[command(
+        after_long_help = "Example, from the workstation:\n  osctl --host ballast@10.0.0.7 upgrade out/update.bundle --reboot"
+    )]
     Upgrade {
         /// The bundle: a file, `-` for stdin, or an http:// URL.
         #[arg(required_unless_present = "channel")]
@@ -88,26 +107,68 @@ pub enum Command {
         json: bool,
     },
     /// Make the other slot the default (it must be good).
+    #[command(after_long_help = "Example:\n  osctl rollback --reboot")]
     Rollback {
         /// Reboot into it now.
         #[arg(long)]
         reboot: bool,
     },
     /// Check a #cloud-config (or TOML) document offline, or apply one.
+    #[command(after_long_help = "Example:\n  osctl config validate user-data")]
     Config {
         #[command(subcommand)]
         action: config_cmd::ConfigAction,
+    },
+    /// Print the shell completion script for bash, zsh or fish (and others).
+    #[command(
+        after_long_help = "Example, for bash on a workstation:\n  osctl completions bash > ~/.local/share/bash-completion/completions/osctl"
+    )]
+    Completions {
+        /// The shell.
+        shell: docs::Shell,
+    },
+    /// Write a man page for osctl and each of its commands into a directory.
+    #[command(
+        after_long_help = "Example:\n  osctl man --out ~/.local/share/man/man1 && man osctl-upgrade"
+    )]
+    Man {
+        /// Where to write `osctl.1`, `osctl-upgrade.1`, ...
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceAction {
     /// Stop the service (if it runs) and start it again.
+    #[command(after_long_help = "Example:\n  osctl service restart network")]
     Restart { name: String },
     /// Stop the service and keep it stopped until `start` or the next boot.
+    #[command(after_long_help = "Example:\n  osctl service stop docker")]
     Stop { name: String },
     /// Start a stopped or failed service.
+    #[command(after_long_help = "Example:\n  osctl service start docker")]
     Start { name: String },
+}
+
+/// osctl's whole command line, with the examples of the `config` verbs (their
+/// definitions live in [`config_cmd`]) added here so every command's long help
+/// ends with one.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("config", |c| {
+        c.mut_subcommand("validate", |v| {
+            v.after_long_help("Example:\n  osctl config validate --json user-data")
+        })
+        .mut_subcommand("apply", |a| {
+            a.after_long_help("Example, from the workstation:\n  osctl --host ballast@10.0.0.7 config apply user-data --dry-run")
+        })
+    })
+}
+
+/// Parse the process's arguments with [`command`] (exits with clap's usage error, 2).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Why a command failed; printed after `osctl: `.
@@ -286,7 +347,7 @@ pub fn remote_args(cmd: &Command) -> Option<(Vec<String>, Option<PathBuf>)> {
                 local,
             )
         }
-        Command::Config { .. } => return None,
+        Command::Config { .. } | Command::Completions { .. } | Command::Man { .. } => return None,
     })
 }
 
@@ -383,6 +444,20 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             update_cmd::upgrade(&cli.socket, &src, *allow_downgrade, *reboot, *json, out)
         }
         Command::Rollback { reboot } => update_cmd::rollback(&cli.socket, *reboot, out),
+        Command::Completions { shell } => out
+            .write_all(&docs::completion(&command(), *shell))
+            .map_err(Failure::Stdout),
+        Command::Man { out: dir } => {
+            let written = docs::write_man_pages(&command(), dir)
+                .map_err(|e| Failure::Refused(e.to_string()))?;
+            writeln!(
+                out,
+                "wrote {} man pages to {}",
+                written.len(),
+                dir.display()
+            )
+            .map_err(Failure::Stdout)
+        }
         Command::Config { action } => {
             // Exit codes of its own (0 valid, 1 invalid, 2 unreadable file).
             let code = config_cmd::run(action, &cli.socket, out, &mut io::stderr());
@@ -545,6 +620,18 @@ pub fn render_status(s: &Status) -> String {
             ]);
         }
         text.push_str(&table(&rows, "  "));
+        // The service's own words: what a user needs when it keeps failing.
+        let failing: Vec<_> = s
+            .services
+            .iter()
+            .filter_map(|svc| svc.last_error.as_ref().map(|e| (&svc.name, e)))
+            .collect();
+        if !failing.is_empty() {
+            text.push_str("\nlast errors (osctl logs NAME for more)\n");
+            for (name, e) in failing {
+                text.push_str(&format!("  {name}: {e}\n"));
+            }
+        }
     }
     if let Some(p) = &s.pending_update {
         text.push_str(&format!(

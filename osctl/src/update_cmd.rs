@@ -229,7 +229,11 @@ pub fn upgrade(
             false
         }
         Response::Error { message } => {
-            outcome = Some(Err(Failure::Refused(message)));
+            let hint = truncated_hint(source, size, &message);
+            outcome = Some(Err(Failure::Refused(match hint {
+                Some(h) => format!("{message}\n{h}"),
+                None => message,
+            })));
             false
         }
         other => {
@@ -291,6 +295,29 @@ pub fn upgrade(
     Ok(())
 }
 
+/// Where a bundle file has room on the machine: the state partition (the admin
+/// environment's /var), not the small /tmp tmpfs.
+pub const STAGING_DIR: &str = "/var/tmp";
+
+/// When sysd found a bundle *file* shorter than its header and manifest say, the
+/// likely cause and the ways out: a copy (`scp` to /tmp) that ran out of space.
+/// `None` for any other refusal, and for streams (their sender saw the failure).
+pub fn truncated_hint(source: &Source, size: Option<u64>, message: &str) -> Option<String> {
+    let Source::File(path) = source else {
+        return None;
+    };
+    if !message.contains(&ballast_bundle::BundleError::Truncated.to_string()) {
+        return None;
+    }
+    let size = size.map_or(String::new(), |n| format!(" ({n} bytes)"));
+    Some(format!(
+        "{}{size} looks cut short: the copy may have run out of space (/tmp is a small tmpfs). \
+         Copy the bundle to {STAGING_DIR} instead, or stream it without a copy: \
+         `osctl --host USER@HOST upgrade FILE` from your workstation, or `osctl upgrade - < FILE`.",
+        path.display()
+    ))
+}
+
 /// `written: root 25.7 MB in 0.42 s (61.2 MB/s), kernel ...; 5.0 s in all`.
 fn phase_summary(phases: &[ballast_control::PhaseTime]) -> String {
     let total: u64 = phases.iter().map(|p| p.micros).sum();
@@ -350,6 +377,29 @@ fn reboot_now(socket: &Path, out: &mut dyn Write, quiet: bool) -> Result<(), Fai
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_truncated_file_is_blamed_on_a_full_copy_with_the_ways_out() {
+        let truncated = ballast_bundle::BundleError::Truncated.to_string();
+        let file = Source::parse("/tmp/update.bundle");
+        let hint = truncated_hint(&file, Some(67_108_864), &truncated).unwrap();
+        assert!(
+            hint.starts_with("/tmp/update.bundle (67108864 bytes) looks cut short"),
+            "{hint}"
+        );
+        assert!(hint.contains("run out of space"), "{hint}");
+        assert!(hint.contains("/var/tmp"), "{hint}");
+        assert!(hint.contains("osctl --host"), "{hint}");
+        assert!(hint.contains("osctl upgrade -"), "{hint}");
+        // Other refusals, and streams, get no such advice.
+        let bad_sig = ballast_bundle::BundleError::BadSignature.to_string();
+        assert_eq!(truncated_hint(&file, Some(10), &bad_sig), None);
+        assert_eq!(truncated_hint(&Source::Stdin, None, &truncated), None);
+        assert_eq!(
+            truncated_hint(&Source::parse("http://h/b.bundle"), None, &truncated),
+            None
+        );
+    }
 
     #[test]
     fn sources() {

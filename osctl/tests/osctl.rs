@@ -104,6 +104,7 @@ fn status() -> Status {
                 required: true,
                 since_ms: 125_000,
                 last_exit: None,
+                last_error: None,
             },
             Service {
                 name: "ssh".into(),
@@ -113,6 +114,7 @@ fn status() -> Status {
                 required: false,
                 since_ms: 1_500,
                 last_exit: Some("exited with status 255".into()),
+                last_error: Some("sshd: no hostkeys available -- exiting.".into()),
             },
         ],
         errors: vec![
@@ -150,6 +152,9 @@ services
   network  healthy  231  0         yes       2 min  -
   ssh      backoff  -    3         no        1.5 s  exited with status 255
 
+last errors (osctl logs NAME for more)
+  ssh: sshd: no hostkeys available -- exiting.
+
 last rollback  from 1.3.0 to 1.2.0 (automatic): health check did not pass within 300 s: required ssh backoff
 
 errors
@@ -169,6 +174,10 @@ fn status_json_is_the_status_object() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["slot"], "b");
     assert_eq!(v["services"][1]["state"], "backoff");
+    assert_eq!(
+        v["services"][1]["last_error"],
+        "sshd: no hostkeys available -- exiting."
+    );
     assert_eq!(v["slots"][1]["health"]["tries_left"], 2);
 }
 
@@ -356,4 +365,83 @@ fn usage_errors_exit_2() {
             stderr(&out)
         );
     }
+}
+
+/// Every command path of osctl, from its own clap definition.
+fn command_paths() -> Vec<Vec<String>> {
+    let paths = ballast_osctl::docs::command_paths(&ballast_osctl::command());
+    // The list is the real tree, not an empty walk.
+    assert!(paths.contains(&vec!["service".to_string(), "restart".to_string()]));
+    assert!(paths.contains(&vec!["config".to_string(), "validate".to_string()]));
+    paths
+}
+
+#[test]
+fn completions_for_bash_zsh_and_fish_know_every_command() {
+    let nowhere = Path::new("/nonexistent/sysd.sock");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = osctl(nowhere, &["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        for path in command_paths() {
+            let word = path.last().unwrap();
+            assert!(
+                script.contains(word.as_str()),
+                "{shell} completion lacks `{}`",
+                path.join(" ")
+            );
+        }
+        // Options of a subcommand are completed too.
+        assert!(script.contains("allow-downgrade"), "{shell}");
+    }
+    let out = osctl(nowhere, &["completions", "tcsh"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+#[test]
+fn man_writes_a_page_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = osctl(
+        Path::new("/nonexistent/sysd.sock"),
+        &["man", "--out", dir.path().to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let top = std::fs::read_to_string(dir.path().join("osctl.1")).unwrap();
+    assert!(top.starts_with(".ie"), "not roff: {top}");
+    assert!(
+        top.contains("osctl\\-upgrade(1)") || top.contains("upgrade"),
+        "{top}"
+    );
+    for path in command_paths() {
+        let page = dir.path().join(format!("osctl-{}.1", path.join("-")));
+        let text = std::fs::read_to_string(&page)
+            .unwrap_or_else(|e| panic!("no man page {}: {e}", page.display()));
+        // Each page ends with the command's example.
+        assert!(text.contains("Example"), "{}: {text}", page.display());
+    }
+    assert!(stdout(&out).contains(&format!("{} man pages", command_paths().len() + 1)));
+}
+
+#[test]
+fn every_command_long_help_ends_with_an_example() {
+    let missing = ballast_osctl::docs::commands_without_example(&ballast_osctl::command());
+    assert!(
+        missing.is_empty(),
+        "no example in the long help of: {missing:?}"
+    );
+    let out = osctl(Path::new("/nonexistent/sysd.sock"), &["upgrade", "--help"]);
+    let help = stdout(&out);
+    assert!(
+        help.trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .contains("osctl --host"),
+        "{help}"
+    );
+    assert!(help.contains("/var/tmp"), "{help}");
 }

@@ -376,7 +376,11 @@ fn perform(
     match a {
         Action::Start(name) => {
             let res = match containers.get(&name) {
-                Some(b) => b.start(&name, shared.logs.get(&name)),
+                Some(b) => {
+                    let log = shared.logs.get(&name);
+                    log.begin_run();
+                    b.start(&name, log)
+                }
                 None => Err(runtime::RuntimeError::NotLoaded),
             };
             let now = shared.now_ms();
@@ -416,6 +420,14 @@ fn perform(
             }
         }
         Action::Ready => announce_ready(shared, paths),
+        Action::ReportFailure { name, exit } => {
+            // The run's own last words, on the console where a user without a login
+            // sees them; once per distinct failure, not once per restart.
+            let lines = shared.logs.get(&name).run_tail(supervisor::ERROR_LINES);
+            if let Some(line) = lock(&shared.sup).failure_seen(&name, &exit, &lines) {
+                say(&line);
+            }
+        }
     }
 }
 

@@ -3,6 +3,9 @@
 //!
 //! Writers copy a service's stdout+stderr pipe byte for byte (no prefix: the
 //! service's own format is kept). Readers serve `osctl logs` (last N lines, follow).
+//! Each log also keeps its last [`RECENT_KEEP`] bytes in memory with a mark where the
+//! current run began, so a failure is reported with that run's own last lines, never
+//! an earlier run's.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -13,6 +16,16 @@ use std::sync::{Arc, Mutex};
 
 pub const ROTATE_AT: u64 = 1 << 20;
 pub const MEMORY_KEEP: usize = 256 << 10;
+/// What a failure report can quote: the last bytes written, whatever the sink.
+pub const RECENT_KEEP: usize = 8 << 10;
+
+/// The last bytes written and where the current run began, in bytes ever written.
+#[derive(Default)]
+struct Recent {
+    buf: VecDeque<u8>,
+    total: u64,
+    run_start: u64,
+}
 
 enum Sink {
     File {
@@ -29,6 +42,7 @@ enum Sink {
 /// One service's log.
 pub struct Log {
     sink: Mutex<Sink>,
+    recent: Mutex<Recent>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -43,6 +57,7 @@ impl Log {
                 buf: VecDeque::new(),
                 total: 0,
             }),
+            recent: Mutex::default(),
         }
     }
 
@@ -55,12 +70,36 @@ impl Log {
                 file,
                 size,
             }),
+            recent: Mutex::default(),
         })
+    }
+
+    /// A new run of the service begins: [`Log::run_tail`] quotes only what follows.
+    pub fn begin_run(&self) {
+        let mut r = lock(&self.recent);
+        r.run_start = r.total;
+    }
+
+    /// The last `n` lines (without newlines) written since [`Log::begin_run`], as
+    /// far as the last [`RECENT_KEEP`] bytes reach.
+    pub fn run_tail(&self, n: usize) -> Vec<String> {
+        let r = lock(&self.recent);
+        let kept_from = r.total - r.buf.len() as u64;
+        let skip = r.run_start.saturating_sub(kept_from) as usize;
+        let bytes: Vec<u8> = r.buf.iter().skip(skip).copied().collect();
+        last_lines(&bytes, n)
     }
 
     /// Append bytes, rotating first when the file has reached [`ROTATE_AT`]. A write
     /// error switches this log to memory (and says so once in the log itself).
     pub fn write(&self, data: &[u8]) {
+        {
+            let mut r = lock(&self.recent);
+            r.buf.extend(data);
+            r.total += data.len() as u64;
+            let extra = r.buf.len().saturating_sub(RECENT_KEEP);
+            r.buf.drain(..extra);
+        }
         let mut sink = lock(&self.sink);
         let mut failed = None;
         if let Sink::File { path, file, size } = &mut *sink {
@@ -332,6 +371,31 @@ mod tests {
         let got = log.read_new(&mut c);
         assert_eq!(got.len(), big.len() + 6);
         assert!(got.ends_with(b"after\n"));
+    }
+
+    #[test]
+    fn run_tail_quotes_only_the_current_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (logs, _) = Logs::new(dir.path());
+        let log = logs.get("network");
+        log.begin_run();
+        log.write(b"network: up on eth0\n");
+        log.begin_run();
+        assert!(log.run_tail(3).is_empty(), "{:?}", log.run_tail(3));
+        log.write(b"network: reading config\nnetwork: no interface interface0\n");
+        assert_eq!(
+            log.run_tail(3),
+            vec![
+                "network: reading config",
+                "network: no interface interface0"
+            ]
+        );
+        // A run longer than what is kept is quoted from its end.
+        log.begin_run();
+        for i in 0..5000 {
+            log.write(format!("line {i}\n").as_bytes());
+        }
+        assert_eq!(log.run_tail(2), vec!["line 4998", "line 4999"]);
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! service, send a signal, run a TCP check, announce readiness). The caller owns every
 //! side effect, so ordering, backoff and the ready logic are tested here without a
 //! single process.
+//!
+//! A failed run is reported once its output has had time to reach the log
+//! ([`Action::ReportFailure`]); the caller reads the run's last lines and hands them to
+//! [`Supervisor::failure_seen`], which decides whether the console hears about it (once
+//! per distinct failure) and what the failing service blocks.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,6 +24,11 @@ pub const BACKOFF_RESET_MS: u64 = 60_000;
 pub const STOP_GRACE_MS: u64 = 5_000;
 /// Interval between TCP health probes while a service is not yet healthy.
 pub const TCP_CHECK_INTERVAL_MS: u64 = 500;
+/// How long after a failed exit its last lines are read: the log pump thread copies
+/// the pipe's last bytes after the process is reaped.
+pub const REPORT_DELAY_MS: u64 = 250;
+/// How many of a failed run's last lines the console and `osctl status` show.
+pub const ERROR_LINES: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sig {
@@ -54,6 +64,12 @@ pub enum Action {
     },
     /// Every required service is healthy: announce it (once per boot).
     Ready,
+    /// A run of the service failed: read the last lines of that run from its log and
+    /// pass them to [`Supervisor::failure_seen`]. Comes before the next `Start` of it.
+    ReportFailure {
+        name: String,
+        exit: Exit,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +115,12 @@ struct Svc {
     held: bool,
     /// Can never start (dependency cycle or missing dependency): the reason.
     blocked: Option<String>,
+    /// A failed run waiting to be reported, and when.
+    report: Option<(Exit, u64)>,
+    /// The last lines of the last failed run that wrote any (for `osctl status`).
+    last_error: Option<String>,
+    /// The failure the console was last told about; a repeat of it stays quiet.
+    announced: Option<String>,
 }
 
 impl Svc {
@@ -218,6 +240,9 @@ impl Supervisor {
                 restarts: 0,
                 ever_started: false,
                 held: false,
+                report: None,
+                last_error: None,
+                announced: None,
             });
         }
         (
@@ -276,6 +301,18 @@ impl Supervisor {
             let shutting_down = self.shutting_down;
             let s = &mut self.svcs[i];
             let name = s.def.name.clone();
+            if let Some((exit, due)) = s.report.clone() {
+                // Never later than the next start: that run's output would follow.
+                let restarting = matches!(s.phase, Phase::Backoff { until } if now >= until)
+                    || !matches!(s.phase, Phase::Backoff { .. } | Phase::Failed);
+                if now >= due || restarting {
+                    s.report = None;
+                    actions.push(Action::ReportFailure {
+                        name: name.clone(),
+                        exit,
+                    });
+                }
+            }
             match s.phase.clone() {
                 Phase::Waiting if !s.held && !shutting_down && s.blocked.is_none() && deps_up => {
                     actions.push(Action::Start(name));
@@ -472,8 +509,73 @@ impl Supervisor {
                     },
                     now,
                 );
+                // It recovered: the same failure again is news.
+                s.announced = None;
             }
         }
+    }
+
+    /// The last lines of a failed run of `name` (oldest first; blank lines are
+    /// skipped): kept for `osctl status`, and the console line to print, or `None`
+    /// when the console was already told about this same failure. The line says
+    /// what waits for the service: `ballast-ready` when it is required, and the
+    /// services that start after it.
+    pub fn failure_seen(&mut self, name: &str, exit: &Exit, lines: &[String]) -> Option<String> {
+        let blocks = self.blocks(name);
+        let s = self.find(name)?;
+        let kept: Vec<&str> = lines
+            .iter()
+            .map(|l| l.trim_end())
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let start = kept.len().saturating_sub(ERROR_LINES);
+        let error = (!kept.is_empty()).then(|| kept[start..].join(" | "));
+        if error.is_some() {
+            s.last_error = error.clone();
+        }
+        let key = format!("{}\n{}", exit.desc, error.as_deref().unwrap_or(""));
+        if s.announced.as_deref() == Some(key.as_str()) {
+            return None;
+        }
+        s.announced = Some(key);
+        let said = match &error {
+            Some(e) => format!(": {e}"),
+            None => ": it wrote nothing to its log".to_string(),
+        };
+        let waits = if blocks.is_empty() {
+            "nothing waits for it".to_string()
+        } else {
+            format!("blocks {}", blocks.join(", "))
+        };
+        Some(format!(
+            "{name} failed ({}){said} [{waits}; osctl logs {name}; repeats of this failure are not shown]",
+            exit.desc
+        ))
+    }
+
+    /// What cannot go on while `name` is down: `ballast-ready` when it (or a service
+    /// that needs it) is required, then every service that starts after it, directly
+    /// or through another one, in dependency order.
+    pub fn blocks(&self, name: &str) -> Vec<String> {
+        let mut down: HashSet<&str> = HashSet::from([name]);
+        let mut after = Vec::new();
+        // `svcs` is in dependency order: one pass reaches every transitive dependent.
+        for s in &self.svcs {
+            if s.def.after.iter().any(|a| down.contains(a.as_str())) {
+                down.insert(&s.def.name);
+                after.push(s.def.name.clone());
+            }
+        }
+        let ready = self
+            .svcs
+            .iter()
+            .any(|s| s.def.required && down.contains(s.def.name.as_str()));
+        let mut out = Vec::new();
+        if ready {
+            out.push("ballast-ready".to_string());
+        }
+        out.extend(after);
+        out
     }
 
     /// Stop `name` and keep it stopped.
@@ -673,6 +775,7 @@ impl Supervisor {
                     required: s.def.required,
                     since_ms: now.saturating_sub(s.since),
                     last_exit: s.last_exit.clone(),
+                    last_error: s.last_error.clone(),
                 }
             })
             .collect()
@@ -707,6 +810,9 @@ fn unknown(name: &str) -> RequestError {
 /// Apply the restart policy after an unrequested exit or a failed start.
 fn after_exit(s: &mut Svc, exit: &Exit, now: u64, healthy_at: Option<u64>) {
     s.last_exit = Some(exit.desc.clone());
+    if !exit.success {
+        s.report = Some((exit.clone(), now + REPORT_DELAY_MS));
+    }
     if let Some(h) = healthy_at {
         if now.saturating_sub(h) >= BACKOFF_RESET_MS {
             s.backoff_ms = s.def.backoff_initial_ms;
@@ -1079,5 +1185,134 @@ mod tests {
         assert!(next.contains(&Action::Start("new".into())), "{next:?}");
         assert!(!next.contains(&Action::Start("held".into())), "{next:?}");
         assert!(!next.contains(&Action::Ready), "announced twice: {next:?}");
+    }
+
+    fn reports(actions: &[Action]) -> Vec<(String, String)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ReportFailure { name, exit } => Some((name.clone(), exit.desc.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn lines(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn a_failing_required_service_is_reported_once_with_its_own_words_and_what_it_blocks() {
+        let (mut s, _) = Supervisor::new(vec![
+            def("network", &[], true),
+            def("ssh", &["network"], true),
+            def("time", &[], false),
+        ]);
+        let mut now = 0;
+        let mut printed = Vec::new();
+        // Each run of network fails the same way, twenty times.
+        for pid in 1..=20 {
+            let t = s.tick(now);
+            for (name, desc) in reports(&t) {
+                let words = lines(&[
+                    "",
+                    "network: reading /etc/network.toml",
+                    "network: no interface interface0",
+                ]);
+                let exit = Exit {
+                    success: false,
+                    desc,
+                };
+                printed.extend(s.failure_seen(&name, &exit, &words));
+            }
+            if starts(&t).contains(&"network".to_string()) {
+                s.started("network", pid, now);
+                s.exited(pid, &crash(), now + 5);
+            }
+            now += 100;
+        }
+        assert_eq!(printed.len(), 1, "{printed:?}");
+        assert_eq!(
+            printed[0],
+            "network failed (exited with status 1): network: reading /etc/network.toml | network: no interface interface0 \
+             [blocks ballast-ready, ssh; osctl logs network; repeats of this failure are not shown]"
+        );
+        let st = s.status(now);
+        let net = st.iter().find(|x| x.name == "network").unwrap();
+        assert_eq!(
+            net.last_error.as_deref(),
+            Some("network: reading /etc/network.toml | network: no interface interface0")
+        );
+        // A different failure is news again.
+        let other = Exit {
+            success: false,
+            desc: "killed by signal 9".into(),
+        };
+        assert!(s
+            .failure_seen("network", &other, &lines(&["network: out of memory"]))
+            .is_some());
+    }
+
+    #[test]
+    fn the_report_comes_after_the_delay_and_before_the_next_start() {
+        let mut fast = def("x", &[], false);
+        fast.backoff_initial_ms = 100;
+        let (mut s, _) = Supervisor::new(vec![fast]);
+        s.tick(0);
+        s.started("x", 1, 0);
+        s.exited(1, &crash(), 10);
+        // Backoff (100 ms) ends before the report delay: the report goes first.
+        let t = s.tick(110);
+        assert_eq!(
+            t.first(),
+            Some(&Action::ReportFailure {
+                name: "x".into(),
+                exit: crash()
+            }),
+            "{t:?}"
+        );
+        assert_eq!(starts(&t), vec!["x"]);
+        // Only once per failed run.
+        s.started("x", 2, 110);
+        assert!(reports(&s.tick(1000)).is_empty());
+        // A clean exit is not a failure.
+        s.health_ok("x", 1000);
+        let ok = Exit {
+            success: true,
+            desc: "exited with status 0".into(),
+        };
+        s.exited(2, &ok, 1001);
+        assert!(reports(&s.tick(1001 + REPORT_DELAY_MS)).is_empty());
+    }
+
+    #[test]
+    fn the_report_waits_for_the_log_when_the_backoff_is_longer() {
+        let (mut s, _) = Supervisor::new(vec![def("x", &[], false)]);
+        s.tick(0);
+        s.started("x", 1, 0);
+        s.exited(1, &crash(), 10);
+        assert!(reports(&s.tick(10 + REPORT_DELAY_MS - 1)).is_empty());
+        assert_eq!(
+            reports(&s.tick(10 + REPORT_DELAY_MS)),
+            vec![("x".into(), "exited with status 1".into())]
+        );
+    }
+
+    #[test]
+    fn what_a_failure_blocks() {
+        let (s, _) = Supervisor::new(vec![
+            def("network", &[], false),
+            def("ssh", &["network"], false),
+            def("docker", &["ssh"], true),
+            def("time", &[], false),
+        ]);
+        // docker is required and needs ssh, which needs network.
+        assert_eq!(s.blocks("network"), vec!["ballast-ready", "ssh", "docker"]);
+        assert_eq!(s.blocks("time"), Vec::<String>::new());
+        let (mut s2, _) = Supervisor::new(vec![def("time", &[], false)]);
+        let line = s2.failure_seen("time", &crash(), &[]).unwrap();
+        assert!(line.contains("it wrote nothing to its log"), "{line}");
+        assert!(line.contains("nothing waits for it"), "{line}");
+        assert_eq!(s2.status(0)[0].last_error, None);
     }
 }

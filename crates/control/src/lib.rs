@@ -201,6 +201,10 @@ pub struct Service {
     /// How the last run ended (`exited with status 1`, `killed by signal 9`,
     /// `start failed: ...`).
     pub last_exit: Option<String>,
+    /// The last lines (up to three, joined with ` | `) of its last failed run that
+    /// wrote any, from its kept log: the service's own error message.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// Life cycle of a service, as `osctl status` prints it.
@@ -476,6 +480,7 @@ mod tests {
                 required: true,
                 since_ms: 1500,
                 last_exit: Some("exited with status 1".into()),
+                last_error: Some("ssh: cannot bind port 22".into()),
             }],
             errors: vec![],
             last_rollback: None,
