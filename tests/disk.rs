@@ -3,7 +3,8 @@
 //! and boots it twice. Slot A's root is verified and read-only, the state
 //! partition keeps what the first boot wrote, and the bootloader's try
 //! counter moves on each boot (the slot is never marked good yet: that is the
-//! health check's job, which comes with sysd).
+//! health check's job, which comes with sysd). The disk's layout is the
+//! subject here, not the engine: the stories build the minimal image.
 
 mod common;
 
@@ -27,6 +28,7 @@ struct Built {
 fn build(board: &str, name: &str, extra: &[&str]) -> Built {
     let work = common::workdir(name);
     let shared = common::Build::new(board)
+        .image("minimal")
         .args(&["--kernel-arg", "ballast.debug=poweroff"])
         .args(extra)
         .shared();
@@ -293,14 +295,21 @@ fn two_builds_of_the_same_inputs_are_identical() {
     let _story = common::story();
     // The first is this run's shared build; the second a build of its own.
     let one = common::Build::new("qemu-arm64")
+        .image("minimal")
         .args(&["--kernel-arg", "ballast.debug=poweroff"])
         .shared()
         .disk();
     let work = common::workdir("disk-repro");
+    let minimal = common::root().join("images/minimal.toml");
     let two = common::build(
         "qemu-arm64",
         &work.join("out"),
-        &["--kernel-arg", "ballast.debug=poweroff"],
+        &[
+            "--image",
+            minimal.to_str().expect("utf-8"),
+            "--kernel-arg",
+            "ballast.debug=poweroff",
+        ],
     );
     let two = PathBuf::from(two["artifacts"]["disk"].as_str().expect("disk artifact"));
     assert_ne!(one, two, "the second build must be a build of its own");
@@ -400,10 +409,13 @@ fn an_mbr_board_gets_the_same_partitions_and_boots() {
     .unwrap();
     let out = work.join("out");
     let board = board_file.to_str().unwrap();
+    let minimal = common::root().join("images/minimal.toml");
     let built = common::build(
         board,
         &out,
         &[
+            "--image",
+            minimal.to_str().unwrap(),
             "--kernel-arg",
             "ballast.debug=poweroff",
             "--suite",
