@@ -81,16 +81,19 @@ fn boots_to_init_banner_and_powers_off(
 
 #[test]
 fn qemu_x86_64_boots_to_init_banner_and_powers_off() {
+    let _story = common::story();
     boots_to_init_banner_and_powers_off("qemu-x86_64", "x86_64", None, &[]);
 }
 
 #[test]
 fn qemu_arm64_boots_to_init_banner_and_powers_off() {
+    let _story = common::story();
     boots_to_init_banner_and_powers_off("qemu-arm64", "arm64", Some("0.1.1"), &[]);
 }
 
 #[test]
 fn qemu_armv7_boots_to_init_banner_and_powers_off() {
+    let _story = common::story();
     // bookworm-security is left out for armhf: on 2026-11-25 the mirror these
     // machines use served a binary-armhf Packages.xz that did not match its
     // signed InRelease, and the client (rightly) refuses the whole build then.

@@ -36,6 +36,7 @@ fn stderr_of(out: &std::process::Output) -> String {
 
 #[test]
 fn unknown_board_lists_the_known_ones() {
+    let _story = common::story();
     let out = common::ballast()
         .args(["build", "--board", "qemu-arm65"])
         .output()
@@ -51,6 +52,7 @@ fn unknown_board_lists_the_known_ones() {
 
 #[test]
 fn a_typo_in_a_board_file_names_file_line_and_field() {
+    let _story = common::story();
     let root = scratch_root("cli-board-typo");
     let board = root.join("boards/qemu-arm64.toml");
     let text = fs::read_to_string(&board).unwrap();
@@ -79,6 +81,7 @@ fn a_typo_in_a_board_file_names_file_line_and_field() {
 
 #[test]
 fn a_bad_image_version_is_refused_with_its_place() {
+    let _story = common::story();
     let root = scratch_root("cli-image-version");
     let image = root.join("images/default.toml");
     let text = fs::read_to_string(&image).unwrap();
@@ -100,6 +103,7 @@ fn a_bad_image_version_is_refused_with_its_place() {
 
 #[test]
 fn kernel_check_passes_for_the_board_kernel_and_fails_naming_a_missing_option() {
+    let _story = common::story();
     // The real Debian arm64 kernel satisfies kernel-configs/.
     let out = common::ballast()
         .args(["kernel", "check", "--board", "qemu-arm64", "--json"])
@@ -139,6 +143,7 @@ fn kernel_check_passes_for_the_board_kernel_and_fails_naming_a_missing_option() 
 
 #[test]
 fn a_build_refuses_a_kernel_that_lacks_an_option_and_keeps_the_old_output() {
+    let _story = common::story();
     let root = scratch_root("cli-build-kernel-lacks");
     let out_dir = root.join("out");
     fs::create_dir_all(&out_dir).unwrap();
@@ -169,6 +174,7 @@ fn a_build_refuses_a_kernel_that_lacks_an_option_and_keeps_the_old_output() {
 
 #[test]
 fn fetch_prints_the_verified_closure_as_json() {
+    let _story = common::story();
     let out = common::ballast()
         .args(["fetch", "--arch", "arm64", "--json", "busybox-static"])
         .output()
@@ -196,6 +202,7 @@ fn fetch_prints_the_verified_closure_as_json() {
 
 #[test]
 fn offline_with_an_empty_cache_names_what_is_missing() {
+    let _story = common::story();
     let cache = common::workdir("cli-offline-cache");
     let out = common::ballast()
         .args(["fetch", "--arch", "armhf", "--offline", "--cache"])
@@ -211,6 +218,7 @@ fn offline_with_an_empty_cache_names_what_is_missing() {
 
 #[test]
 fn fetch_rejects_an_unknown_arch_and_an_unknown_package() {
+    let _story = common::story();
     let out = common::ballast()
         .args(["fetch", "--arch", "sparc", "hello"])
         .output()

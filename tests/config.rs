@@ -8,7 +8,8 @@
 //! `osctl status`, and password login is never offered.
 //!
 //! Run: `cargo test -p ballast --test config -- --nocapture` (about 15 min
-//! under TCG: 3 builds, 7 boots). Uses images/minimal.toml (no Docker engine).
+//! under TCG: 3 builds, one of them shared with other stories, 7 boots). Uses
+//! images/minimal.toml (no Docker engine).
 
 mod common;
 
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::vm::{free_port, keyed_build, Machine, Ssh};
+use common::vm::{free_port, Machine, Ssh};
 
 const BOARD: &str = "qemu-arm64";
 
@@ -109,18 +110,6 @@ fn seed_as(work: &Path, name: &str, user_data: &str, instance: &str, extra: &[&s
         String::from_utf8_lossy(&out.stderr)
     );
     img
-}
-
-/// A copy of a fresh disk (and its own firmware variables).
-fn fresh_disk(built: &Path, to: &Path) -> PathBuf {
-    let ok = Command::new("cp")
-        .arg("--sparse=always")
-        .arg(built)
-        .arg(to)
-        .status()
-        .expect("cp");
-    assert!(ok.success());
-    to.to_path_buf()
 }
 
 struct Booted {
@@ -263,11 +252,17 @@ fn assert_no_password_login(port: u16) {
 
 #[test]
 fn nocloud_seed_boot_partition_and_url_configure_the_machine() {
+    let _story = common::story();
     let work = common::workdir("config");
     let image = image();
-    let (key, out, built) = keyed_build(BOARD, &work, &["--image", &image]);
-    let disk = PathBuf::from(built["artifacts"]["disk"].as_str().expect("disk artifact"));
-    let pristine = fresh_disk(&disk, &work.join("pristine.img"));
+    let built = common::Build::new(BOARD)
+        .image("minimal")
+        .version("0.1.0")
+        .ssh_key()
+        .shared();
+    let (key, out) = (built.ssh_key(), built.out.clone());
+    // The machine of steps 1 to 3, booted again and again.
+    let machine = built.vm_disk(&work, "machine");
 
     let alice_key = work.join("alice");
     assert!(Command::new("ssh-keygen")
@@ -285,7 +280,7 @@ fn nocloud_seed_boot_partition_and_url_configure_the_machine() {
         &out,
         &key,
         work.join("boot1.log"),
-        &[OsStr::new("--seed"), s1.as_os_str()],
+        &[machine.as_os_str(), OsStr::new("--seed"), s1.as_os_str()],
     );
     assert_console(&b, "sysd: config: found CIDATA:");
     let first = observe(&b, &alice_key);
@@ -312,7 +307,7 @@ fn nocloud_seed_boot_partition_and_url_configure_the_machine() {
         &out,
         &key,
         work.join("boot2.log"),
-        &[OsStr::new("--seed"), s1.as_os_str()],
+        &[machine.as_os_str(), OsStr::new("--seed"), s1.as_os_str()],
     );
     wait_runcmd(&b.ssh);
     assert_eq!(
@@ -330,7 +325,7 @@ fn nocloud_seed_boot_partition_and_url_configure_the_machine() {
         &out,
         &key,
         work.join("boot3.log"),
-        &[OsStr::new("--seed"), s2.as_os_str()],
+        &[machine.as_os_str(), OsStr::new("--seed"), s2.as_os_str()],
     );
     assert_console(&b, "sysd: config: found CIDATA:");
     wait_runcmd(&b.ssh);
@@ -355,7 +350,7 @@ fn nocloud_seed_boot_partition_and_url_configure_the_machine() {
             "user-data:2: hostname",
         ),
     ] {
-        let d = fresh_disk(&pristine, &work.join(format!("{name}-disk.img")));
+        let d = built.vm_disk(&work, &format!("{name}-disk"));
         let s = seed(&work, name, text, "i-1");
         let mut b = boot(
             &out,

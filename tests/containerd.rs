@@ -21,6 +21,7 @@ const MB: f64 = 1_000_000.0;
 
 #[test]
 fn qemu_arm64_containerd_imports_and_runs_an_image_with_ctr() {
+    let _story = common::story();
     let work = common::workdir("containerd-arm64");
     let image = common::root().join("images/containerd.toml");
     let (key, out, built) = keyed_build(BOARD, &work, &["--image", image.to_str().expect("utf-8")]);

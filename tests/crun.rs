@@ -1,7 +1,9 @@
 //! Story: a system container is a plain OCI bundle. The bundles Ballast puts
 //! in its image run, unchanged, under `crun` — here on the build host, taken
-//! out of a freshly built x86_64 image, in a private mount and network
-//! namespace so that nothing touches the host's network or clock.
+//! out of a freshly built x86_64 image (the minimal one the update story
+//! boots: the bundles are the same in every image, and it is built once per
+//! test run), in a private mount and network namespace so that nothing
+//! touches the host's network or clock.
 //!
 //! Needs root and crun (scripts/setup installs it).
 
@@ -86,11 +88,14 @@ fn the_image_system_bundles_run_under_crun() {
     if !Path::new("/usr/bin/crun").exists() {
         panic!("crun is missing: run scripts/setup");
     }
+    let _story = common::story();
     let work = common::workdir("crun");
-    let out = work.join("out");
-    let built = common::build("qemu-x86_64", &out, &[]);
-    let disk = built["artifacts"]["disk"].as_str().expect("disk artifact");
-    let root = unpack_root(Path::new(disk), &work);
+    let built = common::Build::new("qemu-x86_64")
+        .image("minimal")
+        .version("0.1.0")
+        .ssh_key()
+        .shared();
+    let root = unpack_root(&built.disk(), &work);
 
     // network: in a namespace with only loopback it finds no interface and
     // says so — after crun set up its mounts, namespaces and capabilities.

@@ -3,7 +3,8 @@
 //! and boots it twice. Slot A's root is verified and read-only, the state
 //! partition keeps what the first boot wrote, and the bootloader's try
 //! counter moves on each boot (the slot is never marked good yet: that is the
-//! health check's job, which comes with sysd).
+//! health check's job, which comes with sysd). The disk's layout is the
+//! subject here, not the engine: the stories build the minimal image.
 
 mod common;
 
@@ -14,21 +15,35 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// A flashed card: the story's own copy of a build's disk image, booted as
+/// it is (`ballast run --no-overlay`), so the image can be read back after.
 struct Built {
     work: PathBuf,
     out: PathBuf,
     disk: PathBuf,
 }
 
+/// The build every story of `board` here starts from (made once per test
+/// run), and a fresh copy of its disk in the story's work directory.
 fn build(board: &str, name: &str, extra: &[&str]) -> Built {
     let work = common::workdir(name);
-    let out = work.join("out");
-    let mut args = vec!["--kernel-arg", "ballast.debug=poweroff"];
-    args.extend_from_slice(extra);
-    let built = common::build(board, &out, &args);
-    let disk = PathBuf::from(built["artifacts"]["disk"].as_str().expect("disk artifact"));
-    assert!(disk.is_file(), "{}", disk.display());
-    Built { work, out, disk }
+    let shared = common::Build::new(board)
+        .image("minimal")
+        .args(&["--kernel-arg", "ballast.debug=poweroff"])
+        .args(extra)
+        .shared();
+    assert!(shared.disk().is_file(), "{}", shared.disk().display());
+    let disk = shared.disk_copy(&work.join("disk.img"));
+    Built {
+        work,
+        out: shared.out,
+        disk,
+    }
+}
+
+/// `ballast run` arguments that boot the card itself.
+fn card_args(built: &Built) -> [&str; 2] {
+    [built.disk.to_str().expect("utf-8 path"), "--no-overlay"]
 }
 
 fn table(disk: &Path) -> Table {
@@ -149,7 +164,7 @@ fn boot(board: &str, built: &Built, n: u32) -> common::Boot {
     let boot = common::run(
         board,
         &built.out,
-        &[],
+        &card_args(built),
         Duration::from_secs(300),
         &built.work.join(format!("console-{n}.log")),
     );
@@ -254,16 +269,19 @@ fn story(board: &str, arch: &str, extra: &[&str]) {
 
 #[test]
 fn qemu_x86_64_disk_boots_through_ovmf_and_counts_tries() {
+    let _story = common::story();
     story("qemu-x86_64", "x86_64", &[]);
 }
 
 #[test]
 fn qemu_arm64_disk_boots_through_aavmf_and_counts_tries() {
+    let _story = common::story();
     story("qemu-arm64", "arm64", &[]);
 }
 
 #[test]
 fn qemu_armv7_disk_boots_through_u_boot_and_counts_tries() {
+    let _story = common::story();
     // See tests/boot.rs for why armhf leaves out bookworm-security here.
     story(
         "qemu-armv7",
@@ -274,14 +292,33 @@ fn qemu_armv7_disk_boots_through_u_boot_and_counts_tries() {
 
 #[test]
 fn two_builds_of_the_same_inputs_are_identical() {
-    let one = build("qemu-arm64", "disk-repro-1", &[]);
-    let two = build("qemu-arm64", "disk-repro-2", &[]);
+    let _story = common::story();
+    // The first is this run's shared build; the second a build of its own.
+    let one = common::Build::new("qemu-arm64")
+        .image("minimal")
+        .args(&["--kernel-arg", "ballast.debug=poweroff"])
+        .shared()
+        .disk();
+    let work = common::workdir("disk-repro");
+    let minimal = common::root().join("images/minimal.toml");
+    let two = common::build(
+        "qemu-arm64",
+        &work.join("out"),
+        &[
+            "--image",
+            minimal.to_str().expect("utf-8"),
+            "--kernel-arg",
+            "ballast.debug=poweroff",
+        ],
+    );
+    let two = PathBuf::from(two["artifacts"]["disk"].as_str().expect("disk artifact"));
+    assert_ne!(one, two, "the second build must be a build of its own");
     assert_eq!(
-        sha256_file(&one.disk),
-        sha256_file(&two.disk),
+        sha256_file(&one),
+        sha256_file(&two),
         "two builds of the same inputs differ: {} vs {}",
-        one.disk.display(),
-        two.disk.display()
+        one.display(),
+        two.display()
     );
 }
 
@@ -325,7 +362,7 @@ fn corrupted_root_story(board: &str, extra: &[&str]) {
     let boot = common::run(
         board,
         &built.out,
-        &[],
+        &card_args(&built),
         Duration::from_secs(300),
         &built.work.join("console-corrupt.log"),
     );
@@ -345,11 +382,13 @@ fn corrupted_root_story(board: &str, extra: &[&str]) {
 
 #[test]
 fn a_corrupted_root_is_refused_and_the_try_is_counted_by_systemd_boot() {
+    let _story = common::story();
     corrupted_root_story("qemu-arm64", &[]);
 }
 
 #[test]
 fn a_corrupted_root_is_refused_and_the_try_is_counted_by_u_boot() {
+    let _story = common::story();
     corrupted_root_story(
         "qemu-armv7",
         &["--suite", "bookworm", "--suite", "bookworm-updates"],
@@ -358,6 +397,7 @@ fn a_corrupted_root_is_refused_and_the_try_is_counted_by_u_boot() {
 
 #[test]
 fn an_mbr_board_gets_the_same_partitions_and_boots() {
+    let _story = common::story();
     let work = common::workdir("disk-mbr");
     let board_file = work.join("qemu-armv7-mbr.toml");
     let text = fs::read_to_string(common::root().join("boards/qemu-armv7.toml")).unwrap();
@@ -369,10 +409,13 @@ fn an_mbr_board_gets_the_same_partitions_and_boots() {
     .unwrap();
     let out = work.join("out");
     let board = board_file.to_str().unwrap();
+    let minimal = common::root().join("images/minimal.toml");
     let built = common::build(
         board,
         &out,
         &[
+            "--image",
+            minimal.to_str().unwrap(),
             "--kernel-arg",
             "ballast.debug=poweroff",
             "--suite",
@@ -399,7 +442,7 @@ fn an_mbr_board_gets_the_same_partitions_and_boots() {
     let boot = common::run(
         board,
         &built.out,
-        &[],
+        &card_args(&built),
         Duration::from_secs(300),
         &work.join("console.log"),
     );

@@ -2,9 +2,9 @@
 //! as on any container host. They load an image (built here from Debian's
 //! static busybox, in `docker save` format), run a command in it, keep data
 //! in a named volume across a reboot, publish a port and reach it, and find
-//! Docker's data root on the state partition. The minimal image
-//! (`engine = "none"`) still boots to ready. Both images' compressed sizes
-//! are printed; the size targets are a benchmark's business
+//! Docker's data root on the state partition. The image's compressed size is
+//! printed (tests/system.rs prints the minimal image's, and checks that it
+//! has no engine); the size targets are a benchmark's business
 //! (`ballast bench build --board B [-- --image ...]`), not a test's.
 
 mod common;
@@ -32,6 +32,7 @@ const MB: f64 = 1_000_000.0;
 
 #[test]
 fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
+    let _story = common::story();
     let work = common::workdir("docker-arm64");
     // Engine settings from a first-boot config on the boot partition.
     let ud = work.join("user-data.yaml");
@@ -156,28 +157,6 @@ fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
     eprintln!("docker: second boot, QEMU start to ballast-ready: {ready:.1?}");
     let kept = ssh.ok(&format!("docker run --rm -v keep:/d {IMAGE} cat /d/f"));
     assert_eq!(kept.trim(), "kept-across-reboots");
-    let _ = ssh.command("osctl poweroff").stdin(Stdio::null()).output();
-    vm.wait_exit(Duration::from_secs(180));
-}
-
-#[test]
-fn qemu_arm64_minimal_image_has_no_engine_and_boots_to_ready() {
-    let work = common::workdir("docker-minimal-arm64");
-    let image = common::root().join("images/minimal.toml");
-    let (key, out, built) = keyed_build(BOARD, &work, &["--image", image.to_str().expect("utf-8")]);
-    let base = zstd19_size(&disk_of(&built));
-    eprintln!(
-        "docker: minimal image (engine none) {:.1} MB with zstd -19",
-        base as f64 / MB
-    );
-    let port = free_port();
-    let mut vm = Machine::boot(BOARD, &out, port, work.join("console.log"));
-    vm.wait_for("ballast-ready", Duration::from_secs(420));
-    let ssh = Ssh { key, port };
-    let status = ssh.ok("osctl status --json");
-    assert!(!status.contains("\"docker\""), "{status}");
-    let which = ssh.ok("command -v docker dockerd || echo none");
-    assert_eq!(which.trim(), "none");
     let _ = ssh.command("osctl poweroff").stdin(Stdio::null()).output();
     vm.wait_exit(Duration::from_secs(180));
 }

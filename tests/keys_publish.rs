@@ -40,6 +40,7 @@ fn bundle(dir: &Path, version: &str, signer: &ballast_bundle::Signer) -> std::pa
 
 #[test]
 fn keygen_makes_a_private_key_and_refuses_to_overwrite_it() {
+    let _story = common::story();
     let dir = common::workdir("keygen");
     let run = || {
         common::ballast()
@@ -100,6 +101,7 @@ fn keygen_makes_a_private_key_and_refuses_to_overwrite_it() {
 
 #[test]
 fn publish_two_releases_into_a_signed_channel() {
+    let _story = common::story();
     let dir = common::workdir("publish");
     let status = common::ballast()
         .current_dir(&dir)

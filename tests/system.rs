@@ -2,9 +2,12 @@
 //! over SSH as `ballast` with a key, looks at `osctl status`, sees a killed
 //! service come back, and reboots with `osctl reboot`. The slot that reached
 //! ready is marked good, and the reboot leaves no filesystem to repair.
+//! The image is the minimal one (`engine = "none"`): it has no engine, and
+//! `ballast run`'s VM gets a state partition of several GiB from its overlay.
 
 mod common;
 
+use common::size::zstd19_size;
 use common::vm::{free_port, keyed_build, Machine, Ssh};
 
 use std::process::Command;
@@ -21,17 +24,48 @@ fn is_up(service: &serde_json::Value) -> bool {
     matches!(service["state"].as_str(), Some("running" | "healthy"))
 }
 
-fn story(board: &str, extra: &[&str]) {
+/// "grown from X MiB to Y MiB" on the console -> Y.
+fn state_grown_to(console: &[String]) -> u64 {
+    let line = console
+        .iter()
+        .find(|l| l.contains("state: ext4 on") && l.contains("grown from"))
+        .unwrap_or_else(|| panic!("no state grow line; console:\n{}", console.join("\n")));
+    let to = line.rsplit(" to ").next().unwrap_or_default();
+    to.trim_end_matches(" MiB")
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("cannot read the size in {line:?}"))
+}
+
+fn story(board: &str) {
     let work = common::workdir(&format!("system-{board}"));
-    let (key, out, built) = keyed_build(board, &work, extra);
-    let version = built["version"].as_str().expect("version").to_owned();
+    let built = common::Build::new(board)
+        .image("minimal")
+        .version("0.1.0")
+        .ssh_key()
+        .shared();
+    let (key, out, version) = (built.ssh_key(), built.out.clone(), built.version());
+    let size = zstd19_size(&built.disk());
+    eprintln!(
+        "system: minimal image (engine none) {:.1} MB with zstd -19",
+        size as f64 / 1_000_000.0
+    );
+    let disk = built.vm_disk(&work, "machine");
 
     let port = free_port();
-    let mut vm = Machine::boot(board, &out, port, work.join("console-1.log"));
+    let mut vm = Machine::boot_disk(board, &out, &disk, port, work.join("console-1.log"));
     let ready = vm.wait_for("ballast-ready", Duration::from_secs(420));
     assert_eq!(
         ready.trim(),
         format!("ballast-ready version={version} slot=a")
+    );
+    // `ballast run` booted an overlay of 8 GiB, not the image as built:
+    // state filled all the room the image leaves.
+    let image_mib = std::fs::metadata(built.disk()).expect("disk").len() >> 20;
+    let grown = state_grown_to(&vm.console);
+    assert!(
+        grown >= 8 * 1024 - image_mib,
+        "state grew to {grown} MiB only (image {image_mib} MiB, VM disk 8 GiB)"
     );
 
     let ssh = Ssh { key, port };
@@ -41,6 +75,10 @@ fn story(board: &str, extra: &[&str]) {
     for name in ["network", "time", "ssh"] {
         assert!(is_up(service(&status, name)), "{name} not up: {status}");
     }
+    // The minimal image has no user container engine.
+    assert!(!status.to_string().contains("\"docker\""), "{status}");
+    let which = ssh.ok("command -v docker dockerd || echo none");
+    assert_eq!(which.trim(), "none");
     // The slot that reached ready is good now.
     let slot_a = status["slots"]
         .as_array()
@@ -105,7 +143,7 @@ fn story(board: &str, extra: &[&str]) {
     drop(vm);
 
     // The next boot finds nothing to repair on state, and comes up again.
-    let mut vm = Machine::boot(board, &out, port, work.join("console-2.log"));
+    let mut vm = Machine::boot_disk(board, &out, &disk, port, work.join("console-2.log"));
     vm.wait_for("ballast-ready", Duration::from_secs(420));
     let console = vm.console.join("\n");
     assert!(
@@ -120,17 +158,22 @@ fn story(board: &str, extra: &[&str]) {
 
 #[test]
 fn qemu_arm64_boots_to_ready_serves_ssh_and_supervises_services() {
-    story("qemu-arm64", &[]);
+    let _story = common::story();
+    story("qemu-arm64");
 }
 
 #[test]
 fn qemu_x86_64_static_address_from_the_command_line() {
+    let _story = common::story();
     let board = "qemu-x86_64";
     let work = common::workdir("system-static");
+    let minimal = common::root().join("images/minimal.toml");
     let (key, out, _) = keyed_build(
         board,
         &work,
         &[
+            "--image",
+            minimal.to_str().expect("utf-8"),
             "--kernel-arg",
             "ballast.ip=10.0.2.15/24",
             "--kernel-arg",

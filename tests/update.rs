@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::vm::{free_port, keyed_build, Machine, Ssh};
+use common::vm::{free_port, Machine, Ssh};
 
 const BOOT: Duration = Duration::from_secs(420);
 
@@ -94,15 +94,25 @@ struct Story {
     work: PathBuf,
     key: PathBuf,
     out1: PathBuf,
+    /// The machine: an overlay of 0.1.0's disk, kept across the story's boots.
+    disk: PathBuf,
     port: u16,
     osctl: PathBuf,
 }
 
 fn builds(board: &'static str, extra: &[&str]) -> (Story, serde_json::Value, serde_json::Value) {
     let work = common::workdir(&format!("update-{board}"));
-    let mut args = vec!["--image", MINIMAL.as_str(), "--version", "0.1.0"];
-    args.extend_from_slice(extra);
-    let (key, out1, built1) = keyed_build(board, &work, &args);
+    // 0.1.0 is the machine other stories boot too: built once per test run.
+    let built1 = common::Build::new(board)
+        .image("minimal")
+        .version("0.1.0")
+        .ssh_key()
+        .args(extra)
+        .shared();
+    let key = built1.ssh_key();
+    let out1 = built1.out.clone();
+    let disk = built1.vm_disk(&work, "machine");
+    let built1 = built1.json;
     let out2 = work.join("out-0.2.0");
     // 0.2.0 fixes a "security hole": its rollback index is 1.
     let mut args2 = vec![
@@ -124,6 +134,7 @@ fn builds(board: &'static str, extra: &[&str]) -> (Story, serde_json::Value, ser
         work,
         key,
         out1,
+        disk,
         port: free_port(),
         osctl: host_osctl(),
     };
@@ -139,7 +150,13 @@ impl Story {
     }
 
     fn boot(&self, log: &str) -> Machine {
-        Machine::boot(self.board, &self.out1, self.port, self.work.join(log))
+        Machine::boot_disk(
+            self.board,
+            &self.out1,
+            &self.disk,
+            self.port,
+            self.work.join(log),
+        )
     }
 
     /// Upgrade with `bundle` from the workstation, reboot, and see `version` come up
@@ -232,11 +249,13 @@ fn basic(board: &'static str, extra: &[&str]) {
 
 #[test]
 fn qemu_x86_64_upgrade_and_rollback_over_ssh() {
+    let _story = common::story();
     basic("qemu-x86_64", &[]);
 }
 
 #[test]
 fn qemu_armv7_upgrade_and_rollback_over_ssh() {
+    let _story = common::story();
     // This machine's mirror serves a bookworm-security armhf index that does not
     // match its signed InRelease (see crates/debarchive's real-archive test).
     basic(
@@ -288,6 +307,7 @@ fn foreign_bundle(work: &Path, arch: &str, board: &str) -> Vec<u8> {
 
 #[test]
 fn qemu_arm64_upgrade_refusals_power_cut_rollbacks() {
+    let _story = common::story();
     let board = "qemu-arm64";
     let (story, built1, built2) = builds(board, &[]);
     let ssh = story.ssh();
@@ -453,12 +473,13 @@ fn qemu_arm64_upgrade_refusals_power_cut_rollbacks() {
     vm.wait_exit(Duration::from_secs(120));
     drop(vm);
     // QEMU restarts the machine in place now: 0.3.0 three times, then 0.1.0.
-    let mut vm = Machine::start(
+    let mut vm = Machine::start_with(
         board,
         &story.out1,
         story.port,
         story.work.join("console-5-rollback.log"),
         true,
+        &[story.disk.as_os_str()],
     );
     let line = vm.wait_for("ballast-rollback", Duration::from_secs(900));
     assert!(

@@ -57,6 +57,8 @@ pub struct Launch {
 #[derive(Debug, Clone)]
 pub struct DiskBoot {
     pub image: PathBuf,
+    /// QEMU's name for the image's format: `raw` or `qcow2`.
+    pub format: &'static str,
     /// UEFI code and the writable variable store of this disk.
     pub uefi: Option<(PathBuf, PathBuf)>,
     /// A `-bios` image (U-Boot).
@@ -91,8 +93,9 @@ impl Launch {
                 if let Some(bios) = &disk.bios {
                     cmd.arg("-bios").arg(bios);
                 }
+                let opts = format!("if=none,id=disk0,format={}", disk.format);
                 cmd.arg("-drive")
-                    .arg(drive_arg("if=none,id=disk0,format=raw", &disk.image))
+                    .arg(drive_arg(&opts, &disk.image))
                     .args(["-device", &format!("{},drive=disk0", p.disk_device)]);
             }
         }

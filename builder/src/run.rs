@@ -12,6 +12,8 @@ use crate::build::BuildResult;
 use crate::project::Project;
 use crate::qemu::{self, AccelChoice, DiskBoot, Launch};
 
+mod overlay;
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Board name (boards/NAME.toml) or path to a board file.
@@ -23,9 +25,18 @@ pub struct RunArgs {
     /// Forward this host port (on 127.0.0.1) to the guest's SSH port.
     #[arg(long, value_name = "PORT")]
     pub ssh_port: Option<u16>,
-    /// The disk image to boot (default: the build's `disk` artifact).
+    /// The disk image to boot (default: the build's `disk` artifact). The VM
+    /// boots a copy-on-write overlay of it (see --fresh, --no-overlay).
     #[arg(value_name = "DISK")]
     pub disk: Option<PathBuf>,
+    /// Start the VM afresh: discard its overlay (and UEFI variables), so it
+    /// boots the image as first flashed.
+    #[arg(long, conflicts_with = "no_overlay")]
+    pub fresh: bool,
+    /// Boot the disk image itself, as it is: the VM writes to it (like a
+    /// flashed card) and its state partition is only as large as the image.
+    #[arg(long)]
+    pub no_overlay: bool,
     /// Boot the build's kernel and initramfs directly (no firmware, no disk).
     #[arg(long)]
     pub direct: bool,
@@ -89,6 +100,11 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
                 format!("boot the kernel and initramfs with `ballast run --board {} --direct`, or build a disk image", board.name)
             })?,
         };
+        let image = if args.no_overlay {
+            image
+        } else {
+            overlay::prepare(&image, args.fresh)?
+        };
         Some(disk_boot(&profile, &image)?)
     };
     let launch = Launch {
@@ -132,9 +148,10 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
     })
 }
 
-/// The firmware files for booting `image`: UEFI gets a variable store of its
-/// own beside the disk (created from the profile's template on first use),
-/// so boot entries and counters persist across runs like on a real machine.
+/// The firmware files for booting `image` (raw, or a qcow2 overlay): UEFI gets
+/// a variable store of its own beside the disk (created from the profile's
+/// template on first use), so boot entries and counters persist across runs
+/// like on a real machine.
 pub fn disk_boot(profile: &QemuProfile, image: &Path) -> Result<DiskBoot> {
     if !image.is_file() {
         bail!("{}: no such disk image", image.display());
@@ -181,6 +198,7 @@ pub fn disk_boot(profile: &QemuProfile, image: &Path) -> Result<DiskBoot> {
     }
     Ok(DiskBoot {
         image: image.to_path_buf(),
+        format: overlay::format_of(image)?,
         uefi,
         bios: firmware.bios.clone(),
     })

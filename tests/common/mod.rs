@@ -1,10 +1,17 @@
-//! Helpers for the end-to-end stories: build with the real `ballast` binary,
-//! boot under QEMU, read the serial console.
+//! Helpers for the end-to-end stories: build with the real `ballast` binary
+//! (once per test run for what several stories boot: `shared`), boot under
+//! QEMU, read the serial console, time each story (`timing`).
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod oci;
+pub mod shared;
 pub mod size;
+pub mod timing;
 pub mod vm;
+
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use shared::{Build, Built};
+pub use timing::story;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

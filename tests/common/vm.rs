@@ -27,6 +27,12 @@ impl Machine {
         Machine::start_with(board, out, ssh_port, log, reboots, &[])
     }
 
+    /// Boot `disk` (a story's own machine: `Built::vm_disk`) with `out`'s
+    /// kernel; QEMU exits when the machine reboots.
+    pub fn boot_disk(board: &str, out: &Path, disk: &Path, ssh_port: u16, log: PathBuf) -> Machine {
+        Machine::start_with(board, out, ssh_port, log, false, &[disk.as_os_str()])
+    }
+
     /// Like `start`, with more `ballast run` arguments (`--seed PATH`, a DISK).
     pub fn start_with(
         board: &str,
