@@ -252,6 +252,7 @@ fn assert_console(vm: &Machine, needle: &str) {
 #[test]
 fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_and_network() {
     let started = Instant::now();
+    let _story = common::story();
     let work = common::workdir("cloudinit");
     let (key, out, _built) = keyed_build(BOARD, &work, &[]);
     let alice_key = work.join("alice");

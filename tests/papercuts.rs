@@ -15,6 +15,7 @@ const BOOT: Duration = Duration::from_secs(420);
 #[test]
 fn qemu_arm64_a_failing_required_service_shows_its_own_error_on_the_console() {
     let board = "qemu-arm64";
+    let _story = common::story();
     let work = common::workdir("papercuts-failing-service");
     let out = work.join("out");
     let minimal = common::root().join("images/minimal.toml");
