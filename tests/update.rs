@@ -236,11 +236,62 @@ impl Story {
     }
 }
 
-fn basic(board: &'static str, extra: &[&str]) {
+/// `scp FILE ballast@machine:DEST`, the way a user copies a bundle over.
+fn scp(ssh: &Ssh, file: &Path, dest: &str) -> Output {
+    let mut cmd = Command::new("scp");
+    cmd.arg("-P")
+        .arg(ssh.port.to_string())
+        .arg("-i")
+        .arg(&ssh.key);
+    for o in Ssh::options() {
+        cmd.arg("-o").arg(o);
+    }
+    cmd.arg(file)
+        .arg(format!("ballast@127.0.0.1:{dest}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running scp")
+}
+
+/// The documented staging place (`/var/tmp`, on the state partition) takes a
+/// file bigger than the default image's bundle, and `osctl upgrade` installs a
+/// bundle copied there with scp.
+fn upgrade_from_staging(story: &Story, work: &Path, bundle: &Path) {
+    let big = work.join("big-150M");
+    let f = std::fs::File::create(&big).expect("creating the 150 MB file");
+    f.set_len(150 << 20).expect("sizing the 150 MB file");
+    let out = scp(&story.ssh(), &big, "/var/tmp/big");
+    assert!(
+        out.status.success(),
+        "scp of 150 MB to /var/tmp: {}",
+        text(&out)
+    );
+    let size = story.ssh().ok("stat -c %s /var/tmp/big");
+    assert_eq!(size.trim(), (150u64 << 20).to_string());
+    story.ssh().ok("rm /var/tmp/big");
+    let out = scp(&story.ssh(), bundle, "/var/tmp/update.bundle");
+    assert!(out.status.success(), "scp of the bundle: {}", text(&out));
+    let out = story
+        .ssh()
+        .run("osctl upgrade /var/tmp/update.bundle --json && rm /var/tmp/update.bundle");
+    assert!(
+        out.status.success(),
+        "osctl upgrade /var/tmp/...: {}",
+        text(&out)
+    );
+    let res: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("upgrade --json: {e}: {}", text(&out)));
+    assert_eq!(res["installed"], true, "{res}");
+}
+
+fn basic(board: &'static str, extra: &[&str], staged: bool) {
     let (story, _, built2) = builds(board, extra);
     let mut vm = story.boot("console-1.log");
     let ready = vm.wait_for("ballast-ready", BOOT);
     assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
+    if staged {
+        upgrade_from_staging(&story, &story.work, &bundle_of(&built2));
+    }
     let vm = story.upgrade_and_reboot(vm, &bundle_of(&built2), "0.2.0", "b", "console-2.log");
     let mut vm = story.rollback(vm, "0.1.0", "a", "console-3.log");
     let _ = story.ssh().run("osctl poweroff");
@@ -250,7 +301,7 @@ fn basic(board: &'static str, extra: &[&str]) {
 #[test]
 fn qemu_x86_64_upgrade_and_rollback_over_ssh() {
     let _story = common::story();
-    basic("qemu-x86_64", &[]);
+    basic("qemu-x86_64", &[], false);
 }
 
 #[test]
@@ -261,6 +312,7 @@ fn qemu_armv7_upgrade_and_rollback_over_ssh() {
     basic(
         "qemu-armv7",
         &["--suite", "bookworm", "--suite", "bookworm-updates"],
+        true,
     );
 }
 
