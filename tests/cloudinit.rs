@@ -24,7 +24,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::oci::{image_tarball, static_busybox};
-use common::vm::{free_port, keyed_build, Machine, Ssh};
+use common::vm::{free_port, keyed_build, ssh_as, Machine, Ssh};
 
 const BOARD: &str = "qemu-arm64";
 const IMAGE: &str = "ballast-test/busybox:1";
@@ -152,18 +152,6 @@ fn seed(work: &Path, user_data: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     img
-}
-
-fn ssh_as(user: &str, key: &Path, port: u16, command: &str) -> std::process::Output {
-    let mut cmd = Command::new("ssh");
-    cmd.arg("-i").arg(key).args(["-p", &port.to_string()]);
-    for o in Ssh::options() {
-        cmd.arg("-o").arg(o);
-    }
-    cmd.arg(format!("{user}@127.0.0.1"))
-        .arg(command)
-        .output()
-        .expect("running ssh")
 }
 
 fn login(user: &str, key: &Path, port: u16, command: &str) -> String {

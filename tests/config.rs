@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::vm::{free_port, Machine, Ssh};
+use common::vm::{free_port, ssh_as, Machine, Ssh};
 
 const BOARD: &str = "qemu-arm64";
 
@@ -139,19 +139,6 @@ fn assert_console(b: &Booted, needle: &str) {
         "no console line with {needle:?}:\n{}",
         b.vm.console.join("\n")
     );
-}
-
-/// ssh as another user with another key.
-fn ssh_as(user: &str, key: &Path, port: u16, command: &str) -> std::process::Output {
-    let mut cmd = Command::new("ssh");
-    cmd.arg("-i").arg(key).args(["-p", &port.to_string()]);
-    for o in Ssh::options() {
-        cmd.arg("-o").arg(o);
-    }
-    cmd.arg(format!("{user}@127.0.0.1"))
-        .arg(command)
-        .output()
-        .expect("running ssh")
 }
 
 /// Wait until the queued runcmd finished (it runs beside sshd).

@@ -141,6 +141,20 @@ pub fn free_port() -> u16 {
         .expect("a free local port")
 }
 
+/// `ssh USER@127.0.0.1 -p PORT COMMAND` with another user's key (the
+/// stories' [`Ssh`] logs in as `ballast`).
+pub fn ssh_as(user: &str, key: &Path, port: u16, command: &str) -> std::process::Output {
+    let mut cmd = Command::new("ssh");
+    cmd.arg("-i").arg(key).args(["-p", &port.to_string()]);
+    for o in Ssh::options() {
+        cmd.arg("-o").arg(o);
+    }
+    cmd.arg(format!("{user}@127.0.0.1"))
+        .arg(command)
+        .output()
+        .expect("running ssh")
+}
+
 pub struct Ssh {
     pub key: PathBuf,
     pub port: u16,
