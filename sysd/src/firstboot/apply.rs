@@ -24,11 +24,13 @@
 //!
 //! Unsupported settings (kernel modules) are warnings, never failures.
 
+use std::fmt::Display;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ballast_config::{Cmd, ContainerSource, Plan, Restart, SystemContainer, WriteFile};
+use ballast_device::atomic::write_atomic_mode;
 use serde_json::json;
 
 use super::{disks, etc, hostkeys, mounts, power, users};
@@ -114,8 +116,8 @@ fn settings_file(path: &Path, text: Option<String>, errors: &mut Vec<String>) ->
     }
     match &text {
         Some(t) => {
-            if let Err(e) = write_atomic(path, t.as_bytes(), 0o644) {
-                errors.push(e);
+            if let Err(e) = write_atomic_mode(path, t.as_bytes(), 0o644) {
+                errors.push(e.to_string());
             }
         }
         None => {
@@ -200,33 +202,6 @@ pub fn network_conf(n: &ballast_config::Network) -> String {
     out
 }
 
-/// Write `bytes` to `path` atomically (tmp, fsync, rename) with `mode`.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
-}
-
 fn remove(path: &Path) -> Result<(), String> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -275,16 +250,18 @@ fn hosts_file(hostname: &str, fqdn: Option<&str>) -> String {
     format!("127.0.0.1 localhost\n127.0.1.1 {names}\n::1 localhost ip6-localhost ip6-loopback\n")
 }
 
+/// Record a failed write or removal in the report and go on.
+fn err<E: Display>(r: &mut Report, res: Result<(), E>) {
+    if let Err(e) = res {
+        r.errors.push(e.to_string());
+    }
+}
+
 /// Apply `plan`. `per_instance`: also write_files and queue runcmd (a new
 /// instance, or `osctl config apply` of changed ones). Everything else is
 /// re-materialised on every boot.
 pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
     let mut r = Report::default();
-    let err = |r: &mut Report, res: Result<(), String>| {
-        if let Err(e) = res {
-            r.errors.push(e);
-        }
-    };
 
     // Host name.
     let users_dir = l.users();
@@ -296,19 +273,19 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         let line = format!("{}\n", h.hostname);
         err(
             &mut r,
-            write_atomic(&l.p("etc/hostname"), line.as_bytes(), 0o644),
+            write_atomic_mode(&l.p("etc/hostname"), line.as_bytes(), 0o644),
         );
         err(
             &mut r,
-            write_atomic(&l.p("etc/hosts"), hosts.as_bytes(), 0o644),
+            write_atomic_mode(&l.p("etc/hosts"), hosts.as_bytes(), 0o644),
         );
         err(
             &mut r,
-            write_atomic(&users_dir.join("hostname"), line.as_bytes(), 0o644),
+            write_atomic_mode(&users_dir.join("hostname"), line.as_bytes(), 0o644),
         );
         err(
             &mut r,
-            write_atomic(&users_dir.join("hosts"), hosts.as_bytes(), 0o644),
+            write_atomic_mode(&users_dir.join("hosts"), hosts.as_bytes(), 0o644),
         );
     } else {
         for f in ["hostname", "hosts"] {
@@ -330,24 +307,24 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         .extend(warnings.into_iter().map(|w| format!("config: {w}")));
     err(
         &mut r,
-        write_atomic(&users_dir.join("passwd"), acc.passwd.as_bytes(), 0o644),
+        write_atomic_mode(&users_dir.join("passwd"), acc.passwd.as_bytes(), 0o644),
     );
     err(
         &mut r,
-        write_atomic(&users_dir.join("group"), acc.group.as_bytes(), 0o644),
+        write_atomic_mode(&users_dir.join("group"), acc.group.as_bytes(), 0o644),
     );
     err(
         &mut r,
-        write_atomic(&users_dir.join("shadow"), acc.shadow.as_bytes(), 0o600),
+        write_atomic_mode(&users_dir.join("shadow"), acc.shadow.as_bytes(), 0o600),
     );
     err(
         &mut r,
-        write_atomic(&users_dir.join("sudoers"), acc.sudoers.as_bytes(), 0o440),
+        write_atomic_mode(&users_dir.join("sudoers"), acc.sudoers.as_bytes(), 0o440),
     );
     let allow = format!("{}\n", acc.allow.join(" "));
     err(
         &mut r,
-        write_atomic(&users_dir.join("allow_users"), allow.as_bytes(), 0o644),
+        write_atomic_mode(&users_dir.join("allow_users"), allow.as_bytes(), 0o644),
     );
     // `NAME HOME create|keep` lines: which homes the SSH container makes.
     let homes: String = acc
@@ -357,7 +334,7 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         .collect();
     err(
         &mut r,
-        write_atomic(&users_dir.join("homes"), homes.as_bytes(), 0o644),
+        write_atomic_mode(&users_dir.join("homes"), homes.as_bytes(), 0o644),
     );
     let keys_dir = users_dir.join("keys");
     if let Ok(rd) = std::fs::read_dir(&keys_dir) {
@@ -374,7 +351,7 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         }
         err(
             &mut r,
-            write_atomic(&keys_dir.join(name), text.as_bytes(), 0o644),
+            write_atomic_mode(&keys_dir.join(name), text.as_bytes(), 0o644),
         );
     }
 
@@ -429,7 +406,7 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
     match plan.update.as_ref().and_then(|u| u.channel.as_ref()) {
         Some(c) => err(
             &mut r,
-            write_atomic(&chan, format!("{c}\n").as_bytes(), 0o644),
+            write_atomic_mode(&chan, format!("{c}\n").as_bytes(), 0o644),
         ),
         None => {
             let _ = std::fs::remove_file(&chan);
@@ -441,7 +418,7 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             match ballast_bundle::keys::parse_public(&text, "ballast.update.trusted_keys") {
                 Ok(k) => err(
                     &mut r,
-                    write_atomic(&keys.join(format!("{}.pub", k.id)), text.as_bytes(), 0o644),
+                    write_atomic_mode(&keys.join(format!("{}.pub", k.id)), text.as_bytes(), 0o644),
                 ),
                 Err(e) => r.errors.push(format!("config: {e}")),
             }
@@ -481,7 +458,7 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             for p in &ntp.pools {
                 text.push_str(&format!("pool {p} iburst\n"));
             }
-            err(&mut r, write_atomic(&chrony, text.as_bytes(), 0o644));
+            err(&mut r, write_atomic_mode(&chrony, text.as_bytes(), 0o644));
         }
         Some(_) => {
             r.warnings.push("config: ntp.enabled: false: the time service keeps running (stop it with `osctl service stop time`)".into());
@@ -511,11 +488,11 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
                 let dir = sys_dir.join(&c.name);
                 err(
                     &mut r,
-                    write_atomic(&dir.join("manifest.toml"), manifest.as_bytes(), 0o644),
+                    write_atomic_mode(&dir.join("manifest.toml"), manifest.as_bytes(), 0o644),
                 );
                 err(
                     &mut r,
-                    write_atomic(&dir.join("config.json"), config.as_bytes(), 0o644),
+                    write_atomic_mode(&dir.join("config.json"), config.as_bytes(), 0o644),
                 );
             }
             Err(e) => r.errors.push(e),
@@ -528,7 +505,7 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
     } else {
         err(
             &mut r,
-            write_atomic(
+            write_atomic_mode(
                 &l.bootcmd(),
                 script("bootcmd", &plan.bootcmd).as_bytes(),
                 0o700,
@@ -549,7 +526,7 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         } else {
             err(
                 &mut r,
-                write_atomic(
+                write_atomic_mode(
                     &l.runcmd(),
                     script("runcmd", &plan.runcmd).as_bytes(),
                     0o700,
@@ -631,7 +608,7 @@ fn write_file(l: &Layout, f: &WriteFile, acc: &users::Accounts) -> Result<(), St
             .and_then(|()| h.sync_all())
             .map_err(|e| format!("write_files: cannot append to {}: {e}", path.display()))?;
     } else {
-        write_atomic(&path, &f.content, f.mode).map_err(|e| format!("write_files: {e}"))?;
+        write_atomic_mode(&path, &f.content, f.mode).map_err(|e| format!("write_files: {e}"))?;
     }
     std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|e| {
         format!(
@@ -647,7 +624,7 @@ fn write_file(l: &Layout, f: &WriteFile, acc: &users::Accounts) -> Result<(), St
     if let Some(copy) = etc::tree_path(l, &f.path) {
         let bytes = std::fs::read(&path)
             .map_err(|e| format!("write_files: cannot read back {}: {e}", path.display()))?;
-        write_atomic(&copy, &bytes, f.mode).map_err(|e| format!("write_files: {e}"))?;
+        write_atomic_mode(&copy, &bytes, f.mode).map_err(|e| format!("write_files: {e}"))?;
         std::os::unix::fs::chown(&copy, Some(uid), Some(gid)).map_err(|e| {
             format!(
                 "write_files: cannot give {} to {uid}:{gid}: {e}",

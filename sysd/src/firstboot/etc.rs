@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 
 use ballast_config::CaCerts;
 
-use super::apply::{write_atomic, Layout};
+use ballast_device::atomic::{sync_dir, write_atomic_mode};
+
+use super::apply::Layout;
 
 /// Where the image's zone data lives, in the userland and in the admin environment.
 const ZONEINFO: &str = "usr/share/zoneinfo";
@@ -72,7 +74,9 @@ fn symlink(target: &str, at: &Path) -> Result<(), String> {
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp)
         .and_then(|()| std::fs::rename(&tmp, at))
-        .map_err(|e| format!("cannot link {} to {target}: {e}", at.display()))
+        .map_err(|e| format!("cannot link {} to {target}: {e}", at.display()))?;
+    // The rename is durable only once its directory is synced, like a file's.
+    sync_dir(at.parent().unwrap_or(Path::new("/"))).map_err(|e| e.to_string())
 }
 
 fn remove(p: &Path) {
@@ -106,9 +110,9 @@ pub fn timezone(l: &Layout, zone: Option<&str>, errors: &mut Vec<String>) {
     let in_admin = format!("/{ZONEINFO}/{zone}");
     let on_host = format!("/usr/lib/ballast/userland/{ZONEINFO}/{zone}");
     for res in [
-        write_atomic(&t.join("timezone"), line.as_bytes(), 0o644),
+        write_atomic_mode(&t.join("timezone"), line.as_bytes(), 0o644).map_err(|e| e.to_string()),
         symlink(&in_admin, &t.join("localtime")),
-        write_atomic(&l.p("etc/timezone"), line.as_bytes(), 0o644),
+        write_atomic_mode(&l.p("etc/timezone"), line.as_bytes(), 0o644).map_err(|e| e.to_string()),
         symlink(&on_host, &l.p("etc/localtime")),
     ] {
         if let Err(e) = res {
@@ -164,7 +168,7 @@ pub fn ca_certs(l: &Layout, ca: Option<&CaCerts>, errors: &mut Vec<String>) {
     let image = std::fs::read_to_string(l.userland().join(CA_BUNDLE)).unwrap_or_default();
     let bundle = ca_bundle(&image, &kept);
     for p in [admin, engine] {
-        if let Err(e) = write_atomic(&p, bundle.as_bytes(), 0o644) {
+        if let Err(e) = write_atomic_mode(&p, bundle.as_bytes(), 0o644) {
             errors.push(format!("config: ca_certs: {e}"));
         }
     }

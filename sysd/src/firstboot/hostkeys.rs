@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use ballast_config::HostKey;
 
-use super::apply::{write_atomic, Layout};
+use ballast_device::atomic::write_atomic_mode;
+
+use super::apply::Layout;
 
 /// Key types sshd loads from the state partition (`HostKey` lines of the
 /// container's `sshd_config`).
@@ -104,7 +106,7 @@ pub fn install(l: &Layout, keys: &[HostKey], errors: &mut Vec<String>) {
             }
         }
         for (path, text, mode) in files {
-            if let Err(e) = write_atomic(&path, text.as_bytes(), mode) {
+            if let Err(e) = write_atomic_mode(&path, text.as_bytes(), mode) {
                 errors.push(format!("config: ssh_keys: {e}"));
             }
         }

@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use ballast_config::{MetaData, Plan};
 use ballast_control::{Response, ServiceState};
+use ballast_device::atomic::write_atomic_mode;
 
 use crate::supervisor::{Action, Supervisor};
 use crate::{lock, say, Shared};
@@ -121,9 +122,10 @@ fn recorded_instance(l: &Layout) -> Option<String> {
 
 fn record(l: &Layout, plan: &Plan) -> Result<(), String> {
     let json = serde_json::to_string_pretty(plan).map_err(|e| format!("config: {e}"))?;
-    apply::write_atomic(&l.applied(), json.as_bytes(), 0o600)?;
+    write_atomic_mode(&l.applied(), json.as_bytes(), 0o600).map_err(|e| e.to_string())?;
     let id = plan.instance_id.clone().unwrap_or_default();
-    apply::write_atomic(&l.instance_id(), format!("{id}\n").as_bytes(), 0o644)
+    write_atomic_mode(&l.instance_id(), format!("{id}\n").as_bytes(), 0o644)
+        .map_err(|e| e.to_string())
 }
 
 /// FNV-1a, 64 bits: a stable id for a document without meta-data.
