@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ballast_config::MAX_DOCUMENT;
+use ballast_device::Cmdline;
 
 /// The text of one config source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,13 +30,10 @@ pub struct Found {
     pub network_config: Option<String>,
 }
 
-/// `ballast.config=URL` from a kernel command line.
+/// `ballast.config=URL` from the text of the kernel command line (the
+/// device contract's parser: quoting and the last occurrence as the kernel has them).
 pub fn url_from_cmdline(cmdline: &str) -> Option<String> {
-    cmdline
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("ballast.config="))
-        .next_back()
-        .map(str::to_string)
+    Cmdline::parse(cmdline).config_url().map(str::to_string)
 }
 
 /// Filesystem label of a CIDATA candidate from its first bytes (at least
@@ -250,6 +248,10 @@ mod tests {
             Some("http://10.0.2.2:8000/seed/".into())
         );
         assert_eq!(url_from_cmdline("root=x quiet"), None);
+        assert_eq!(
+            url_from_cmdline("ballast.config=http://a/ ballast.config=\"http://b/\" -- x"),
+            Some("http://b/".into())
+        );
     }
 
     #[test]
