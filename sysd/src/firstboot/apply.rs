@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use ballast_config::{Cmd, ContainerSource, Plan, Restart, SystemContainer, WriteFile};
 use ballast_device::atomic::write_atomic_mode;
+use ballast_device::paths;
 use serde_json::json;
 
 use super::{disks, etc, hostkeys, mounts, power, users};
@@ -39,7 +40,8 @@ use super::{disks, etc, hostkeys, mounts, power, users};
 /// read-only image).
 pub const WRITABLE: [&str; 4] = ["/etc/", "/var/", "/state/", "/run/"];
 
-/// Paths of first-boot config, under one root.
+/// Paths of first-boot config, under one root. The ones the device contract
+/// owns come from [`paths`]; the rest are first-boot's own files beside them.
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub root: PathBuf,
@@ -47,51 +49,94 @@ pub struct Layout {
     pub on_device: bool,
 }
 
+/// First-boot's files on tmpfs, written again at every boot (not in the contract:
+/// only first-boot and the system containers that read them know them).
+const RUN_DIR: &str = "/run/ballast";
+/// The admin userland the SSH container runs (and first-boot's commands with it).
+pub const USERLAND: &str = "/usr/lib/ballast/userland";
+
 impl Layout {
-    pub fn p(&self, rel: &str) -> PathBuf {
-        self.root.join(rel.trim_start_matches('/'))
+    /// `path` (absolute on the device) under the root.
+    pub fn p(&self, path: &str) -> PathBuf {
+        paths::under(&self.root, path)
+    }
+    /// A file in the applied config's directory ([`paths::CONFIG_DIR`]).
+    fn config(&self, name: &str) -> PathBuf {
+        self.p(paths::CONFIG_DIR).join(name)
+    }
+    /// A file in first-boot's tmpfs directory.
+    fn run(&self, name: &str) -> PathBuf {
+        self.p(RUN_DIR).join(name)
     }
     pub fn applied(&self) -> PathBuf {
-        self.p("state/ballast/config/applied.json")
+        self.config("applied.json")
     }
     pub fn instance_id(&self) -> PathBuf {
-        self.p("state/ballast/config/instance-id")
+        self.config("instance-id")
     }
     pub fn system(&self) -> PathBuf {
-        self.p("state/ballast/config/system")
+        self.p(paths::APPLIED_SYSTEM)
+    }
+    /// The image's own system containers.
+    pub fn image_system(&self) -> PathBuf {
+        self.p(paths::SYSTEM_DIR)
     }
     pub fn users(&self) -> PathBuf {
-        self.p("state/ballast/config/users")
+        self.config("users")
+    }
+    /// The admin environment's `/etc` additions (see `etc`).
+    pub fn etc_tree(&self) -> PathBuf {
+        self.config("etc")
+    }
+    pub fn channel(&self) -> PathBuf {
+        self.p(paths::CHANNEL_FILE)
+    }
+    pub fn update_keys(&self) -> PathBuf {
+        self.p(paths::CONFIG_KEYS_DIR)
     }
     /// The Docker engine settings its start script reads (tmpfs, as below).
     pub fn engine_conf(&self) -> PathBuf {
-        self.p("run/ballast/engine.conf")
+        self.run("engine.conf")
     }
     /// The static network settings the network service applies (on tmpfs:
     /// written again from the config at every boot).
     pub fn network_conf(&self) -> PathBuf {
-        self.p("run/ballast/network.conf")
+        self.run("network.conf")
+    }
+    /// The CA bundle the Docker engine container reads.
+    pub fn engine_ca_bundle(&self) -> PathBuf {
+        self.run("ca-certificates.crt")
     }
     pub fn runcmd(&self) -> PathBuf {
-        self.p("state/ballast/config/runcmd.sh")
+        self.config("runcmd.sh")
+    }
+    /// runcmd while the SSH container's start script runs it.
+    pub fn runcmd_running(&self) -> PathBuf {
+        self.config("runcmd.running")
     }
     pub fn bootcmd(&self) -> PathBuf {
-        self.p("run/ballast/config/bootcmd.sh")
+        self.run("config/bootcmd.sh")
     }
     pub fn chrony(&self) -> PathBuf {
-        self.p("run/ballast/config/chrony/config.sources")
+        self.run("config/chrony/config.sources")
     }
     pub fn userland(&self) -> PathBuf {
-        self.p("usr/lib/ballast/userland")
+        self.p(USERLAND)
     }
     pub fn cidata_mount(&self) -> PathBuf {
-        self.p("run/ballast/cidata")
+        self.run("cidata")
     }
     pub fn boot(&self) -> PathBuf {
-        self.p("boot")
+        self.p(paths::BOOT)
     }
     pub fn cmdline(&self) -> PathBuf {
-        self.p("proc/cmdline")
+        self.p(paths::CMDLINE)
+    }
+    pub fn hostname(&self) -> PathBuf {
+        self.p(paths::HOSTNAME)
+    }
+    pub fn os_release(&self) -> PathBuf {
+        self.p(paths::OS_RELEASE)
     }
 }
 
@@ -400,8 +445,8 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
     }
     // Update channel and extra trusted keys (osctl upgrade --channel, sysd's
     // signature check read them from here besides the image's own keys).
-    let chan = l.p("state/ballast/config/update-channel");
-    let keys = l.p("state/ballast/config/keys");
+    let chan = l.channel();
+    let keys = l.update_keys();
     let _ = std::fs::remove_dir_all(&keys);
     match plan.update.as_ref().and_then(|u| u.channel.as_ref()) {
         Some(c) => err(
@@ -430,7 +475,7 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         .as_ref()
         .map(|e| engine_conf(e, &mut r.warnings));
     if let Some(e) = &plan.engine {
-        if !l.p("usr/lib/ballast/system/docker").is_dir() {
+        if !l.image_system().join("docker").is_dir() {
             r.warnings.push(
                 "config: ballast.engine: this image has no Docker engine (images/*.toml `engine = \"docker\"`): the settings are recorded, not applied".into(),
             );

@@ -27,7 +27,7 @@ use ballast_config::CaCerts;
 
 use ballast_device::atomic::{sync_dir, write_atomic_mode};
 
-use super::apply::Layout;
+use super::apply::{Layout, USERLAND};
 
 /// Where the image's zone data lives, in the userland and in the admin environment.
 const ZONEINFO: &str = "usr/share/zoneinfo";
@@ -36,7 +36,7 @@ pub const CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
 
 /// The tree laid over the admin environment's `/etc` (see the module doc).
 pub fn tree(l: &Layout) -> PathBuf {
-    l.p("state/ballast/config/etc")
+    l.etc_tree()
 }
 
 /// The copy of a `/etc/...` path in the admin tree; `None` for other paths.
@@ -108,7 +108,7 @@ pub fn timezone(l: &Layout, zone: Option<&str>, errors: &mut Vec<String>) {
     }
     let line = format!("{zone}\n");
     let in_admin = format!("/{ZONEINFO}/{zone}");
-    let on_host = format!("/usr/lib/ballast/userland/{ZONEINFO}/{zone}");
+    let on_host = format!("{USERLAND}/{ZONEINFO}/{zone}");
     for res in [
         write_atomic_mode(&t.join("timezone"), line.as_bytes(), 0o644).map_err(|e| e.to_string()),
         symlink(&in_admin, &t.join("localtime")),
@@ -143,7 +143,7 @@ pub fn ca_bundle(image_bundle: &str, ca: &CaCerts) -> String {
 pub fn ca_certs(l: &Layout, ca: Option<&CaCerts>, errors: &mut Vec<String>) {
     // The tree mirrors /etc: the bundle's path without its `etc/`.
     let admin = tree(l).join(CA_BUNDLE.trim_start_matches("etc/"));
-    let engine = l.p("run/ballast/ca-certificates.crt");
+    let engine = l.engine_ca_bundle();
     let Some(ca) = ca else {
         remove(&admin);
         remove(&engine);

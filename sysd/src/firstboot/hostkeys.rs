@@ -25,7 +25,7 @@ use super::apply::Layout;
 pub const KINDS: [&str; 3] = ["ed25519", "ecdsa", "rsa"];
 
 pub fn dir(l: &Layout) -> PathBuf {
-    l.p("state/ssh")
+    l.p(ballast_device::paths::STATE).join("ssh")
 }
 
 fn key_path(dir: &Path, kind: &str) -> PathBuf {

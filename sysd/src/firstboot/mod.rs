@@ -284,7 +284,7 @@ pub fn begin(root: &Path, on_device: bool) -> (State, Vec<String>) {
     // The SSH container shares the host's UTS namespace: a machine without a
     // configured name is `ballast`, not the kernel's `(none)`.
     if on_device {
-        let now = std::fs::read_to_string(l.p("proc/sys/kernel/hostname")).unwrap_or_default();
+        let now = std::fs::read_to_string(l.hostname()).unwrap_or_default();
         if matches!(now.trim(), "" | "(none)" | "localhost") {
             if let Err(e) = sys::sethostname("ballast") {
                 say(&format!("config: {e}"));
