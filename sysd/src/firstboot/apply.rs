@@ -305,40 +305,77 @@ fn err<E: Display>(r: &mut Report, res: Result<(), E>) {
 /// Apply `plan`. `per_instance`: also write_files and queue runcmd (a new
 /// instance, or `osctl config apply` of changed ones). Everything else is
 /// re-materialised on every boot.
+///
+/// One function per step, in the order below; a failed step is recorded in the
+/// report and the next one runs.
 pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
-    let mut r = Report::default();
+    let mut report = Report::default();
+    let r = &mut report;
+    host_name(l, plan, r);
+    let accounts = users_and_groups(l, plan, r);
+    sysctl(l, plan, r);
+    modules(plan, r);
+    time_zone_and_ca_bundle(l, plan, r);
+    let new_instance = is_new_instance(l, plan, per_instance);
+    host_keys(l, plan, new_instance, r);
+    disks_and_mounts(l, plan, new_instance, r);
+    update_settings(l, plan, r);
+    engine(l, plan, r);
+    network(l, plan, r);
+    ntp(l, plan, r);
+    system_containers(l, plan, r);
+    bootcmd(l, plan, r);
+    power::finish(
+        l,
+        plan.final_message.as_deref(),
+        plan.power_state.as_ref(),
+        new_instance,
+    );
+    if per_instance {
+        write_files(l, &plan.files, &accounts, r);
+        runcmd(l, plan, r);
+    }
+    report
+}
 
-    // Host name.
+/// The host name: the kernel's, `/etc/hostname`, `/etc/hosts` (the host's `/etc`
+/// is an overlay on the state partition), and the admin environment's copies.
+fn host_name(l: &Layout, plan: &Plan, r: &mut Report) {
     let users_dir = l.users();
     if let Some(h) = &plan.hostname {
         if l.on_device {
-            err(&mut r, super::sys::sethostname(&h.hostname));
+            err(r, super::sys::sethostname(&h.hostname));
         }
         let hosts = hosts_file(&h.hostname, h.fqdn.as_deref());
         let line = format!("{}\n", h.hostname);
         err(
-            &mut r,
+            r,
             write_atomic_mode(&l.p("etc/hostname"), line.as_bytes(), 0o644),
         );
         err(
-            &mut r,
+            r,
             write_atomic_mode(&l.p("etc/hosts"), hosts.as_bytes(), 0o644),
         );
         err(
-            &mut r,
+            r,
             write_atomic_mode(&users_dir.join("hostname"), line.as_bytes(), 0o644),
         );
         err(
-            &mut r,
+            r,
             write_atomic_mode(&users_dir.join("hosts"), hosts.as_bytes(), 0o644),
         );
     } else {
         for f in ["hostname", "hosts"] {
-            err(&mut r, remove(&users_dir.join(f)));
+            err(r, remove(&users_dir.join(f)));
         }
     }
+}
 
-    // Users: merged account files for the admin environment.
+/// Users and groups: merged account files, sudoers, `allow_users`, homes and
+/// authorized keys for the admin environment. Returns the merged accounts
+/// (write_files looks owners up in them).
+fn users_and_groups(l: &Layout, plan: &Plan, r: &mut Report) -> users::Accounts {
+    let users_dir = l.users();
     let base =
         |f: &str| std::fs::read_to_string(l.userland().join("etc").join(f)).unwrap_or_default();
     let (acc, warnings) = users::merge(
@@ -351,24 +388,24 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
     r.warnings
         .extend(warnings.into_iter().map(|w| format!("config: {w}")));
     err(
-        &mut r,
+        r,
         write_atomic_mode(&users_dir.join("passwd"), acc.passwd.as_bytes(), 0o644),
     );
     err(
-        &mut r,
+        r,
         write_atomic_mode(&users_dir.join("group"), acc.group.as_bytes(), 0o644),
     );
     err(
-        &mut r,
+        r,
         write_atomic_mode(&users_dir.join("shadow"), acc.shadow.as_bytes(), 0o600),
     );
     err(
-        &mut r,
+        r,
         write_atomic_mode(&users_dir.join("sudoers"), acc.sudoers.as_bytes(), 0o440),
     );
     let allow = format!("{}\n", acc.allow.join(" "));
     err(
-        &mut r,
+        r,
         write_atomic_mode(&users_dir.join("allow_users"), allow.as_bytes(), 0o644),
     );
     // `NAME HOME create|keep` lines: which homes the SSH container makes.
@@ -378,14 +415,14 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         .map(|(n, c)| format!("{n} {}\n", if *c { "create" } else { "keep" }))
         .collect();
     err(
-        &mut r,
+        r,
         write_atomic_mode(&users_dir.join("homes"), homes.as_bytes(), 0o644),
     );
     let keys_dir = users_dir.join("keys");
     if let Ok(rd) = std::fs::read_dir(&keys_dir) {
         for e in rd.flatten() {
             if !acc.keys.contains_key(&*e.file_name().to_string_lossy()) {
-                err(&mut r, remove(&e.path()));
+                err(r, remove(&e.path()));
             }
         }
     }
@@ -395,12 +432,16 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             text.push('\n');
         }
         err(
-            &mut r,
+            r,
             write_atomic_mode(&keys_dir.join(name), text.as_bytes(), 0o644),
         );
     }
 
-    // sysctl.
+    acc
+}
+
+/// sysctl settings, into `/proc/sys` (a failure is a warning).
+fn sysctl(l: &Layout, plan: &Plan, r: &mut Report) {
     for (k, v) in &plan.sysctl {
         let p = l.p("proc/sys").join(k.replace('.', "/"));
         if let Err(e) = std::fs::write(&p, format!("{v}\n")) {
@@ -410,20 +451,32 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             ));
         }
     }
+}
+
+/// Kernel modules: not loaded by this version, a warning each.
+fn modules(plan: &Plan, r: &mut Report) {
     for m in &plan.modules {
         r.warnings.push(format!(
             "config: ballast.modules: {m}: not loaded (this version loads only the modules the image lists in kernel-configs/initramfs-modules.toml)"
         ));
     }
-    // Time zone and CA bundle: the admin environment's /etc (see `etc`).
+}
+
+/// Time zone and CA bundle: the admin environment's /etc (see `etc`).
+fn time_zone_and_ca_bundle(l: &Layout, plan: &Plan, r: &mut Report) {
     etc::timezone(l, plan.timezone.as_deref(), &mut r.errors);
     etc::ca_certs(l, plan.ca_certs.as_ref(), &mut r.errors);
+}
 
-    // A new instance: the instance id differs from the recorded one
-    // (`osctl config apply` keeps it, so it never deletes keys or formats).
+/// A new instance: the instance id differs from the recorded one
+/// (`osctl config apply` keeps it, so it never deletes keys or formats).
+fn is_new_instance(l: &Layout, plan: &Plan, per_instance: bool) -> bool {
     let recorded = std::fs::read_to_string(l.instance_id()).unwrap_or_default();
-    let new_instance = per_instance && plan.instance_id.as_deref().unwrap_or("") != recorded.trim();
-    // Host keys, before the SSH container starts.
+    per_instance && plan.instance_id.as_deref().unwrap_or("") != recorded.trim()
+}
+
+/// Host keys, before the SSH container starts.
+fn host_keys(l: &Layout, plan: &Plan, new_instance: bool, r: &mut Report) {
     if new_instance && plan.ssh_deletekeys {
         for p in hostkeys::delete_old(l, &plan.ssh_host_keys, &mut r.errors) {
             r.notes
@@ -431,8 +484,11 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         }
     }
     hostkeys::install(l, &plan.ssh_host_keys, &mut r.errors);
-    // Data disks: partition and format once per instance (only what is
-    // blank), mount every boot, before the services start.
+}
+
+/// Data disks: partition and format once per instance (only what is blank),
+/// mount every boot, before the services start.
+fn disks_and_mounts(l: &Layout, plan: &Plan, new_instance: bool, r: &mut Report) {
     if l.on_device {
         if new_instance {
             let (notes, errors) = disks::apply(l, &plan.disk_setup, &plan.fs_setup);
@@ -443,14 +499,17 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         r.notes.extend(notes);
         r.errors.extend(errors);
     }
-    // Update channel and extra trusted keys (osctl upgrade --channel, sysd's
-    // signature check read them from here besides the image's own keys).
+}
+
+/// Update channel and extra trusted keys (osctl upgrade --channel, sysd's
+/// signature check read them from here besides the image's own keys).
+fn update_settings(l: &Layout, plan: &Plan, r: &mut Report) {
     let chan = l.channel();
     let keys = l.update_keys();
     let _ = std::fs::remove_dir_all(&keys);
     match plan.update.as_ref().and_then(|u| u.channel.as_ref()) {
         Some(c) => err(
-            &mut r,
+            r,
             write_atomic_mode(&chan, format!("{c}\n").as_bytes(), 0o644),
         ),
         None => {
@@ -462,14 +521,17 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             let text = format!("ballast-ed25519 {hex_key} from the config\n");
             match ballast_bundle::keys::parse_public(&text, "ballast.update.trusted_keys") {
                 Ok(k) => err(
-                    &mut r,
+                    r,
                     write_atomic_mode(&keys.join(format!("{}.pub", k.id)), text.as_bytes(), 0o644),
                 ),
                 Err(e) => r.errors.push(format!("config: {e}")),
             }
         }
     }
-    // Docker engine settings (system/docker/.../start reads them).
+}
+
+/// Docker engine settings (system/docker/.../start reads them).
+fn engine(l: &Layout, plan: &Plan, r: &mut Report) {
     let text = plan
         .engine
         .as_ref()
@@ -487,12 +549,16 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         }
     }
     r.engine_changed = settings_file(&l.engine_conf(), text, &mut r.errors);
+}
 
-    // Static network for the network service (system/network/.../up reads it).
+/// Static network for the network service (system/network/.../up reads it).
+fn network(l: &Layout, plan: &Plan, r: &mut Report) {
     let text = plan.network.as_ref().map(network_conf);
     r.network_changed = settings_file(&l.network_conf(), text, &mut r.errors);
+}
 
-    // NTP for the time container (chrony `sourcedir`).
+/// NTP for the time container (chrony `sourcedir`).
+fn ntp(l: &Layout, plan: &Plan, r: &mut Report) {
     let chrony = l.chrony();
     match &plan.ntp {
         Some(ntp) if ntp.enabled => {
@@ -503,16 +569,19 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             for p in &ntp.pools {
                 text.push_str(&format!("pool {p} iburst\n"));
             }
-            err(&mut r, write_atomic_mode(&chrony, text.as_bytes(), 0o644));
+            err(r, write_atomic_mode(&chrony, text.as_bytes(), 0o644));
         }
         Some(_) => {
             r.warnings.push("config: ntp.enabled: false: the time service keeps running (stop it with `osctl service stop time`)".into());
-            err(&mut r, remove(&chrony));
+            err(r, remove(&chrony));
         }
-        None => err(&mut r, remove(&chrony)),
+        None => err(r, remove(&chrony)),
     }
+}
 
-    // System containers.
+/// Extra system containers: OCI bundles sysd loads with the image's; the ones
+/// the config no longer names are removed.
+fn system_containers(l: &Layout, plan: &Plan, r: &mut Report) {
     let sys_dir = l.system();
     if let Ok(rd) = std::fs::read_dir(&sys_dir) {
         for e in rd.flatten() {
@@ -532,24 +601,26 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             Ok((manifest, config)) => {
                 let dir = sys_dir.join(&c.name);
                 err(
-                    &mut r,
+                    r,
                     write_atomic_mode(&dir.join("manifest.toml"), manifest.as_bytes(), 0o644),
                 );
                 err(
-                    &mut r,
+                    r,
                     write_atomic_mode(&dir.join("config.json"), config.as_bytes(), 0o644),
                 );
             }
             Err(e) => r.errors.push(e),
         }
     }
+}
 
-    // bootcmd: every boot.
+/// bootcmd: every boot.
+fn bootcmd(l: &Layout, plan: &Plan, r: &mut Report) {
     if plan.bootcmd.is_empty() {
-        err(&mut r, remove(&l.bootcmd()));
+        err(r, remove(&l.bootcmd()));
     } else {
         err(
-            &mut r,
+            r,
             write_atomic_mode(
                 &l.bootcmd(),
                 script("bootcmd", &plan.bootcmd).as_bytes(),
@@ -557,29 +628,22 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             ),
         );
     }
+}
 
-    power::finish(
-        l,
-        plan.final_message.as_deref(),
-        plan.power_state.as_ref(),
-        new_instance,
-    );
-    if per_instance {
-        write_files(l, &plan.files, &acc, &mut r);
-        if plan.runcmd.is_empty() {
-            err(&mut r, remove(&l.runcmd()));
-        } else {
-            err(
-                &mut r,
-                write_atomic_mode(
-                    &l.runcmd(),
-                    script("runcmd", &plan.runcmd).as_bytes(),
-                    0o700,
-                ),
-            );
-        }
+/// runcmd: queued once per instance (the SSH container's start script takes it).
+fn runcmd(l: &Layout, plan: &Plan, r: &mut Report) {
+    if plan.runcmd.is_empty() {
+        err(r, remove(&l.runcmd()));
+    } else {
+        err(
+            r,
+            write_atomic_mode(
+                &l.runcmd(),
+                script("runcmd", &plan.runcmd).as_bytes(),
+                0o700,
+            ),
+        );
     }
-    r
 }
 
 /// Look a name up in an `/etc/passwd`- or `/etc/group`-style text: (id, primary gid).
