@@ -186,7 +186,7 @@ fn plan_of(found: &Found, out: &mut Outcome) -> Option<Plan> {
 }
 
 /// Apply what was found (or the recorded plan when nothing usable was found).
-fn apply_found(l: &Layout, found: Result<Option<Found>, String>) -> Outcome {
+fn apply_found(l: &Layout, found: Result<Option<Found>, source::SourceError>) -> Outcome {
     let mut out = Outcome::default();
     let fresh = match found {
         Err(e) => {

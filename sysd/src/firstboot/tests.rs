@@ -56,7 +56,7 @@ fn layout(d: &tempfile::TempDir) -> Layout {
     }
 }
 
-fn seed(doc: &str, instance: &str) -> Result<Option<Found>, String> {
+fn seed(doc: &str, instance: &str) -> Result<Option<Found>, super::source::SourceError> {
     Ok(Some(Found {
         origin: "/boot".into(),
         user_data_source: "/boot/user-data".into(),
