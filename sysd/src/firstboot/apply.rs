@@ -30,7 +30,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ballast_config::{Cmd, ContainerSource, Plan, Restart, SystemContainer, WriteFile};
-use ballast_device::atomic::write_atomic_mode;
+use ballast_device::atomic::{write_atomic_mode, AtomicError};
 use ballast_device::paths;
 use serde_json::json;
 
@@ -247,11 +247,22 @@ pub fn network_conf(n: &ballast_config::Network) -> String {
     out
 }
 
-fn remove(path: &Path) -> Result<(), String> {
+/// A file first-boot no longer wants could not be removed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot remove {}: {source}", path.display())]
+pub struct RemoveError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+fn remove(path: &Path) -> Result<(), RemoveError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+        Err(source) => Err(RemoveError {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -658,17 +669,61 @@ fn lookup(text: &str, name: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// One `write_files` entry was not written: which file, and why. The Display
+/// is the line `osctl status` shows after `config: `.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteFileError {
+    #[error("write_files: {path}: not an absolute path without `..`")]
+    NotAbsolute { path: String },
+    #[error("write_files: {path}: not written: the rest of the host is the read-only system image (write under /etc, /var, /state or /run)")]
+    ReadOnly { path: String },
+    #[error("write_files: {path}: owner {owner}: no such user (root, ballast, a user of `users`, or a user of the admin userland)")]
+    NoOwner { path: String, owner: String },
+    #[error("write_files: {path}: group {group}: no such group")]
+    NoGroup { path: String, group: String },
+    #[error("write_files: cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("write_files: cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("write_files: cannot append to {}: {source}", path.display())]
+    Append {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("write_files: {0}")]
+    Write(#[from] AtomicError),
+    #[error("write_files: cannot give {} to {uid}:{gid}: {source}", path.display())]
+    Chown {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        source: std::io::Error,
+    },
+    #[error("write_files: cannot chmod {}: {source}", path.display())]
+    Chmod {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("write_files: cannot read back {}: {source}", path.display())]
+    ReadBack {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Check a write_files path: absolute, no `..`, under a writable directory.
-pub fn check_path(path: &str) -> Result<(), String> {
+pub fn check_path(path: &str) -> Result<(), WriteFileError> {
     if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
-        return Err(format!(
-            "write_files: {path}: not an absolute path without `..`"
-        ));
+        return Err(WriteFileError::NotAbsolute { path: path.into() });
     }
     if !WRITABLE.iter().any(|w| path.starts_with(w)) {
-        return Err(format!(
-            "write_files: {path}: not written: the rest of the host is the read-only system image (write under /etc, /var, /state or /run)"
-        ));
+        return Err(WriteFileError::ReadOnly { path: path.into() });
     }
     Ok(())
 }
@@ -687,59 +742,73 @@ fn write_files(l: &Layout, files: &[WriteFile], acc: &users::Accounts, r: &mut R
     }
 }
 
-fn write_file(l: &Layout, f: &WriteFile, acc: &users::Accounts) -> Result<(), String> {
+fn write_file(l: &Layout, f: &WriteFile, acc: &users::Accounts) -> Result<(), WriteFileError> {
+    use WriteFileError as E;
     check_path(&f.path)?;
-    let (uid, user_gid) = lookup(&acc.passwd, &f.owner).ok_or_else(|| {
-        format!(
-            "write_files: {}: owner {}: no such user (root, ballast, a user of `users`, or a user of the admin userland)",
-            f.path, f.owner
-        )
+    let (uid, user_gid) = lookup(&acc.passwd, &f.owner).ok_or_else(|| E::NoOwner {
+        path: f.path.clone(),
+        owner: f.owner.clone(),
     })?;
     let gid = match &f.group {
         None => user_gid,
         Some(g) => lookup(&acc.group, g)
             .map(|(id, _)| id)
-            .ok_or_else(|| format!("write_files: {}: group {g}: no such group", f.path))?,
+            .ok_or_else(|| E::NoGroup {
+                path: f.path.clone(),
+                group: g.clone(),
+            })?,
     };
     let path = l.p(&f.path);
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("write_files: cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| E::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
     }
+    let chown = |p: &Path| {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(|source| E::Chown {
+            path: p.to_path_buf(),
+            uid,
+            gid,
+            source,
+        })
+    };
     if f.append {
         let mut h = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .mode(f.mode)
             .open(&path)
-            .map_err(|e| format!("write_files: cannot open {}: {e}", path.display()))?;
+            .map_err(|source| E::Open {
+                path: path.clone(),
+                source,
+            })?;
         h.write_all(&f.content)
             .and_then(|()| h.sync_all())
-            .map_err(|e| format!("write_files: cannot append to {}: {e}", path.display()))?;
+            .map_err(|source| E::Append {
+                path: path.clone(),
+                source,
+            })?;
     } else {
-        write_atomic_mode(&path, &f.content, f.mode).map_err(|e| format!("write_files: {e}"))?;
+        write_atomic_mode(&path, &f.content, f.mode)?;
     }
-    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|e| {
-        format!(
-            "write_files: cannot give {} to {uid}:{gid}: {e}",
-            path.display()
-        )
-    })?;
+    chown(&path)?;
     if !f.append {
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))
-            .map_err(|e| format!("write_files: cannot chmod {}: {e}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode)).map_err(
+            |source| E::Chmod {
+                path: path.clone(),
+                source,
+            },
+        )?;
     }
     // The admin environment's /etc is the userland's plus this tree (see `etc`).
     if let Some(copy) = etc::tree_path(l, &f.path) {
-        let bytes = std::fs::read(&path)
-            .map_err(|e| format!("write_files: cannot read back {}: {e}", path.display()))?;
-        write_atomic_mode(&copy, &bytes, f.mode).map_err(|e| format!("write_files: {e}"))?;
-        std::os::unix::fs::chown(&copy, Some(uid), Some(gid)).map_err(|e| {
-            format!(
-                "write_files: cannot give {} to {uid}:{gid}: {e}",
-                copy.display()
-            )
+        let bytes = std::fs::read(&path).map_err(|source| E::ReadBack {
+            path: path.clone(),
+            source,
         })?;
+        write_atomic_mode(&copy, &bytes, f.mode)?;
+        chown(&copy)?;
     }
     Ok(())
 }
