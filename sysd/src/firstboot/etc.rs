@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use ballast_config::CaCerts;
 
-use ballast_device::atomic::{sync_dir, write_atomic_mode};
+use ballast_device::atomic::{sync_dir, write_atomic_mode, AtomicError};
 
 use super::apply::{Layout, USERLAND};
 
@@ -45,38 +45,64 @@ pub fn tree_path(l: &Layout, path: &str) -> Option<PathBuf> {
     Some(tree(l).join(rest))
 }
 
+/// The time zone was not applied: which zone or file, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum TimezoneError {
+    #[error("timezone {zone}: not a zone name (e.g. Europe/Berlin, America/New_York, UTC)")]
+    NotAZone { zone: String },
+    #[error(
+        "timezone {zone}: no such zone in the image's zone data (/{ZONEINFO}); the clock stays UTC"
+    )]
+    NoSuchZone { zone: String },
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot link {} to {target}: {source}", at.display())]
+    Link {
+        at: PathBuf,
+        target: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] AtomicError),
+}
+
 /// Check a zone name: a relative path of the image's zone data, no `..`.
-pub fn zone_file(l: &Layout, zone: &str) -> Result<PathBuf, String> {
+pub fn zone_file(l: &Layout, zone: &str) -> Result<PathBuf, TimezoneError> {
     if zone.is_empty()
         || zone.starts_with('/')
         || zone.split('/').any(|c| c == ".." || c.is_empty())
     {
-        return Err(format!(
-            "timezone {zone}: not a zone name (e.g. Europe/Berlin, America/New_York, UTC)"
-        ));
+        return Err(TimezoneError::NotAZone { zone: zone.into() });
     }
     let file = l.userland().join(ZONEINFO).join(zone);
     if !file.is_file() {
-        return Err(format!(
-            "timezone {zone}: no such zone in the image's zone data ({}); the clock stays UTC",
-            Path::new("/").join(ZONEINFO).display()
-        ));
+        return Err(TimezoneError::NoSuchZone { zone: zone.into() });
     }
     Ok(file)
 }
 
-fn symlink(target: &str, at: &Path) -> Result<(), String> {
+fn symlink(target: &str, at: &Path) -> Result<(), TimezoneError> {
     if let Some(dir) = at.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| TimezoneError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
     }
     let tmp = at.with_extension("tmp-link");
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp)
         .and_then(|()| std::fs::rename(&tmp, at))
-        .map_err(|e| format!("cannot link {} to {target}: {e}", at.display()))?;
+        .map_err(|source| TimezoneError::Link {
+            at: at.to_path_buf(),
+            target: target.into(),
+            source,
+        })?;
     // The rename is durable only once its directory is synced, like a file's.
-    sync_dir(at.parent().unwrap_or(Path::new("/"))).map_err(|e| e.to_string())
+    sync_dir(at.parent().unwrap_or(Path::new("/")))?;
+    Ok(())
 }
 
 fn remove(p: &Path) {
@@ -110,9 +136,10 @@ pub fn timezone(l: &Layout, zone: Option<&str>, errors: &mut Vec<String>) {
     let in_admin = format!("/{ZONEINFO}/{zone}");
     let on_host = format!("{USERLAND}/{ZONEINFO}/{zone}");
     for res in [
-        write_atomic_mode(&t.join("timezone"), line.as_bytes(), 0o644).map_err(|e| e.to_string()),
+        write_atomic_mode(&t.join("timezone"), line.as_bytes(), 0o644).map_err(TimezoneError::from),
         symlink(&in_admin, &t.join("localtime")),
-        write_atomic_mode(&l.p("etc/timezone"), line.as_bytes(), 0o644).map_err(|e| e.to_string()),
+        write_atomic_mode(&l.p("etc/timezone"), line.as_bytes(), 0o644)
+            .map_err(TimezoneError::from),
         symlink(&on_host, &l.p("etc/localtime")),
     ] {
         if let Err(e) = res {
