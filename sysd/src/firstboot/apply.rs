@@ -24,11 +24,14 @@
 //!
 //! Unsupported settings (kernel modules) are warnings, never failures.
 
+use std::fmt::Display;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ballast_config::{Cmd, ContainerSource, Plan, Restart, SystemContainer, WriteFile};
+use ballast_device::atomic::{write_atomic_mode, AtomicError};
+use ballast_device::paths;
 use serde_json::json;
 
 use super::{disks, etc, hostkeys, mounts, power, users};
@@ -37,7 +40,8 @@ use super::{disks, etc, hostkeys, mounts, power, users};
 /// read-only image).
 pub const WRITABLE: [&str; 4] = ["/etc/", "/var/", "/state/", "/run/"];
 
-/// Paths of first-boot config, under one root.
+/// Paths of first-boot config, under one root. The ones the device contract
+/// owns come from [`paths`]; the rest are first-boot's own files beside them.
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub root: PathBuf,
@@ -45,51 +49,94 @@ pub struct Layout {
     pub on_device: bool,
 }
 
+/// First-boot's files on tmpfs, written again at every boot (not in the contract:
+/// only first-boot and the system containers that read them know them).
+const RUN_DIR: &str = "/run/ballast";
+/// The admin userland the SSH container runs (and first-boot's commands with it).
+pub const USERLAND: &str = "/usr/lib/ballast/userland";
+
 impl Layout {
-    pub fn p(&self, rel: &str) -> PathBuf {
-        self.root.join(rel.trim_start_matches('/'))
+    /// `path` (absolute on the device) under the root.
+    pub fn p(&self, path: &str) -> PathBuf {
+        paths::under(&self.root, path)
+    }
+    /// A file in the applied config's directory ([`paths::CONFIG_DIR`]).
+    fn config(&self, name: &str) -> PathBuf {
+        self.p(paths::CONFIG_DIR).join(name)
+    }
+    /// A file in first-boot's tmpfs directory.
+    fn run(&self, name: &str) -> PathBuf {
+        self.p(RUN_DIR).join(name)
     }
     pub fn applied(&self) -> PathBuf {
-        self.p("state/ballast/config/applied.json")
+        self.config("applied.json")
     }
     pub fn instance_id(&self) -> PathBuf {
-        self.p("state/ballast/config/instance-id")
+        self.config("instance-id")
     }
     pub fn system(&self) -> PathBuf {
-        self.p("state/ballast/config/system")
+        self.p(paths::APPLIED_SYSTEM)
+    }
+    /// The image's own system containers.
+    pub fn image_system(&self) -> PathBuf {
+        self.p(paths::SYSTEM_DIR)
     }
     pub fn users(&self) -> PathBuf {
-        self.p("state/ballast/config/users")
+        self.config("users")
+    }
+    /// The admin environment's `/etc` additions (see `etc`).
+    pub fn etc_tree(&self) -> PathBuf {
+        self.config("etc")
+    }
+    pub fn channel(&self) -> PathBuf {
+        self.p(paths::CHANNEL_FILE)
+    }
+    pub fn update_keys(&self) -> PathBuf {
+        self.p(paths::CONFIG_KEYS_DIR)
     }
     /// The Docker engine settings its start script reads (tmpfs, as below).
     pub fn engine_conf(&self) -> PathBuf {
-        self.p("run/ballast/engine.conf")
+        self.run("engine.conf")
     }
     /// The static network settings the network service applies (on tmpfs:
     /// written again from the config at every boot).
     pub fn network_conf(&self) -> PathBuf {
-        self.p("run/ballast/network.conf")
+        self.run("network.conf")
+    }
+    /// The CA bundle the Docker engine container reads.
+    pub fn engine_ca_bundle(&self) -> PathBuf {
+        self.run("ca-certificates.crt")
     }
     pub fn runcmd(&self) -> PathBuf {
-        self.p("state/ballast/config/runcmd.sh")
+        self.config("runcmd.sh")
+    }
+    /// runcmd while the SSH container's start script runs it.
+    pub fn runcmd_running(&self) -> PathBuf {
+        self.config("runcmd.running")
     }
     pub fn bootcmd(&self) -> PathBuf {
-        self.p("run/ballast/config/bootcmd.sh")
+        self.run("config/bootcmd.sh")
     }
     pub fn chrony(&self) -> PathBuf {
-        self.p("run/ballast/config/chrony/config.sources")
+        self.run("config/chrony/config.sources")
     }
     pub fn userland(&self) -> PathBuf {
-        self.p("usr/lib/ballast/userland")
+        self.p(USERLAND)
     }
     pub fn cidata_mount(&self) -> PathBuf {
-        self.p("run/ballast/cidata")
+        self.run("cidata")
     }
     pub fn boot(&self) -> PathBuf {
-        self.p("boot")
+        self.p(paths::BOOT)
     }
     pub fn cmdline(&self) -> PathBuf {
-        self.p("proc/cmdline")
+        self.p(paths::CMDLINE)
+    }
+    pub fn hostname(&self) -> PathBuf {
+        self.p(paths::HOSTNAME)
+    }
+    pub fn os_release(&self) -> PathBuf {
+        self.p(paths::OS_RELEASE)
     }
 }
 
@@ -114,8 +161,8 @@ fn settings_file(path: &Path, text: Option<String>, errors: &mut Vec<String>) ->
     }
     match &text {
         Some(t) => {
-            if let Err(e) = write_atomic(path, t.as_bytes(), 0o644) {
-                errors.push(e);
+            if let Err(e) = write_atomic_mode(path, t.as_bytes(), 0o644) {
+                errors.push(e.to_string());
             }
         }
         None => {
@@ -200,38 +247,22 @@ pub fn network_conf(n: &ballast_config::Network) -> String {
     out
 }
 
-/// Write `bytes` to `path` atomically (tmp, fsync, rename) with `mode`.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
+/// A file first-boot no longer wants could not be removed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot remove {}: {source}", path.display())]
+pub struct RemoveError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
 }
 
-fn remove(path: &Path) -> Result<(), String> {
+fn remove(path: &Path) -> Result<(), RemoveError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+        Err(source) => Err(RemoveError {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -275,48 +306,87 @@ fn hosts_file(hostname: &str, fqdn: Option<&str>) -> String {
     format!("127.0.0.1 localhost\n127.0.1.1 {names}\n::1 localhost ip6-localhost ip6-loopback\n")
 }
 
+/// Record a failed write or removal in the report and go on.
+fn err<E: Display>(r: &mut Report, res: Result<(), E>) {
+    if let Err(e) = res {
+        r.errors.push(e.to_string());
+    }
+}
+
 /// Apply `plan`. `per_instance`: also write_files and queue runcmd (a new
 /// instance, or `osctl config apply` of changed ones). Everything else is
 /// re-materialised on every boot.
+///
+/// One function per step, in the order below; a failed step is recorded in the
+/// report and the next one runs.
 pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
-    let mut r = Report::default();
-    let err = |r: &mut Report, res: Result<(), String>| {
-        if let Err(e) = res {
-            r.errors.push(e);
-        }
-    };
+    let mut report = Report::default();
+    let r = &mut report;
+    host_name(l, plan, r);
+    let accounts = users_and_groups(l, plan, r);
+    sysctl(l, plan, r);
+    modules(plan, r);
+    time_zone_and_ca_bundle(l, plan, r);
+    let new_instance = is_new_instance(l, plan, per_instance);
+    host_keys(l, plan, new_instance, r);
+    disks_and_mounts(l, plan, new_instance, r);
+    update_settings(l, plan, r);
+    engine(l, plan, r);
+    network(l, plan, r);
+    ntp(l, plan, r);
+    system_containers(l, plan, r);
+    bootcmd(l, plan, r);
+    power::finish(
+        l,
+        plan.final_message.as_deref(),
+        plan.power_state.as_ref(),
+        new_instance,
+    );
+    if per_instance {
+        write_files(l, &plan.files, &accounts, r);
+        runcmd(l, plan, r);
+    }
+    report
+}
 
-    // Host name.
+/// The host name: the kernel's, `/etc/hostname`, `/etc/hosts` (the host's `/etc`
+/// is an overlay on the state partition), and the admin environment's copies.
+fn host_name(l: &Layout, plan: &Plan, r: &mut Report) {
     let users_dir = l.users();
     if let Some(h) = &plan.hostname {
         if l.on_device {
-            err(&mut r, super::sys::sethostname(&h.hostname));
+            err(r, super::sys::sethostname(&h.hostname));
         }
         let hosts = hosts_file(&h.hostname, h.fqdn.as_deref());
         let line = format!("{}\n", h.hostname);
         err(
-            &mut r,
-            write_atomic(&l.p("etc/hostname"), line.as_bytes(), 0o644),
+            r,
+            write_atomic_mode(&l.p("etc/hostname"), line.as_bytes(), 0o644),
         );
         err(
-            &mut r,
-            write_atomic(&l.p("etc/hosts"), hosts.as_bytes(), 0o644),
+            r,
+            write_atomic_mode(&l.p("etc/hosts"), hosts.as_bytes(), 0o644),
         );
         err(
-            &mut r,
-            write_atomic(&users_dir.join("hostname"), line.as_bytes(), 0o644),
+            r,
+            write_atomic_mode(&users_dir.join("hostname"), line.as_bytes(), 0o644),
         );
         err(
-            &mut r,
-            write_atomic(&users_dir.join("hosts"), hosts.as_bytes(), 0o644),
+            r,
+            write_atomic_mode(&users_dir.join("hosts"), hosts.as_bytes(), 0o644),
         );
     } else {
         for f in ["hostname", "hosts"] {
-            err(&mut r, remove(&users_dir.join(f)));
+            err(r, remove(&users_dir.join(f)));
         }
     }
+}
 
-    // Users: merged account files for the admin environment.
+/// Users and groups: merged account files, sudoers, `allow_users`, homes and
+/// authorized keys for the admin environment. Returns the merged accounts
+/// (write_files looks owners up in them).
+fn users_and_groups(l: &Layout, plan: &Plan, r: &mut Report) -> users::Accounts {
+    let users_dir = l.users();
     let base =
         |f: &str| std::fs::read_to_string(l.userland().join("etc").join(f)).unwrap_or_default();
     let (acc, warnings) = users::merge(
@@ -329,25 +399,25 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
     r.warnings
         .extend(warnings.into_iter().map(|w| format!("config: {w}")));
     err(
-        &mut r,
-        write_atomic(&users_dir.join("passwd"), acc.passwd.as_bytes(), 0o644),
+        r,
+        write_atomic_mode(&users_dir.join("passwd"), acc.passwd.as_bytes(), 0o644),
     );
     err(
-        &mut r,
-        write_atomic(&users_dir.join("group"), acc.group.as_bytes(), 0o644),
+        r,
+        write_atomic_mode(&users_dir.join("group"), acc.group.as_bytes(), 0o644),
     );
     err(
-        &mut r,
-        write_atomic(&users_dir.join("shadow"), acc.shadow.as_bytes(), 0o600),
+        r,
+        write_atomic_mode(&users_dir.join("shadow"), acc.shadow.as_bytes(), 0o600),
     );
     err(
-        &mut r,
-        write_atomic(&users_dir.join("sudoers"), acc.sudoers.as_bytes(), 0o440),
+        r,
+        write_atomic_mode(&users_dir.join("sudoers"), acc.sudoers.as_bytes(), 0o440),
     );
     let allow = format!("{}\n", acc.allow.join(" "));
     err(
-        &mut r,
-        write_atomic(&users_dir.join("allow_users"), allow.as_bytes(), 0o644),
+        r,
+        write_atomic_mode(&users_dir.join("allow_users"), allow.as_bytes(), 0o644),
     );
     // `NAME HOME create|keep` lines: which homes the SSH container makes.
     let homes: String = acc
@@ -356,14 +426,14 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         .map(|(n, c)| format!("{n} {}\n", if *c { "create" } else { "keep" }))
         .collect();
     err(
-        &mut r,
-        write_atomic(&users_dir.join("homes"), homes.as_bytes(), 0o644),
+        r,
+        write_atomic_mode(&users_dir.join("homes"), homes.as_bytes(), 0o644),
     );
     let keys_dir = users_dir.join("keys");
     if let Ok(rd) = std::fs::read_dir(&keys_dir) {
         for e in rd.flatten() {
             if !acc.keys.contains_key(&*e.file_name().to_string_lossy()) {
-                err(&mut r, remove(&e.path()));
+                err(r, remove(&e.path()));
             }
         }
     }
@@ -373,12 +443,16 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             text.push('\n');
         }
         err(
-            &mut r,
-            write_atomic(&keys_dir.join(name), text.as_bytes(), 0o644),
+            r,
+            write_atomic_mode(&keys_dir.join(name), text.as_bytes(), 0o644),
         );
     }
 
-    // sysctl.
+    acc
+}
+
+/// sysctl settings, into `/proc/sys` (a failure is a warning).
+fn sysctl(l: &Layout, plan: &Plan, r: &mut Report) {
     for (k, v) in &plan.sysctl {
         let p = l.p("proc/sys").join(k.replace('.', "/"));
         if let Err(e) = std::fs::write(&p, format!("{v}\n")) {
@@ -388,20 +462,32 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             ));
         }
     }
+}
+
+/// Kernel modules: not loaded by this version, a warning each.
+fn modules(plan: &Plan, r: &mut Report) {
     for m in &plan.modules {
         r.warnings.push(format!(
             "config: ballast.modules: {m}: not loaded (this version loads only the modules the image lists in kernel-configs/initramfs-modules.toml)"
         ));
     }
-    // Time zone and CA bundle: the admin environment's /etc (see `etc`).
+}
+
+/// Time zone and CA bundle: the admin environment's /etc (see `etc`).
+fn time_zone_and_ca_bundle(l: &Layout, plan: &Plan, r: &mut Report) {
     etc::timezone(l, plan.timezone.as_deref(), &mut r.errors);
     etc::ca_certs(l, plan.ca_certs.as_ref(), &mut r.errors);
+}
 
-    // A new instance: the instance id differs from the recorded one
-    // (`osctl config apply` keeps it, so it never deletes keys or formats).
+/// A new instance: the instance id differs from the recorded one
+/// (`osctl config apply` keeps it, so it never deletes keys or formats).
+fn is_new_instance(l: &Layout, plan: &Plan, per_instance: bool) -> bool {
     let recorded = std::fs::read_to_string(l.instance_id()).unwrap_or_default();
-    let new_instance = per_instance && plan.instance_id.as_deref().unwrap_or("") != recorded.trim();
-    // Host keys, before the SSH container starts.
+    per_instance && plan.instance_id.as_deref().unwrap_or("") != recorded.trim()
+}
+
+/// Host keys, before the SSH container starts.
+fn host_keys(l: &Layout, plan: &Plan, new_instance: bool, r: &mut Report) {
     if new_instance && plan.ssh_deletekeys {
         for p in hostkeys::delete_old(l, &plan.ssh_host_keys, &mut r.errors) {
             r.notes
@@ -409,8 +495,11 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         }
     }
     hostkeys::install(l, &plan.ssh_host_keys, &mut r.errors);
-    // Data disks: partition and format once per instance (only what is
-    // blank), mount every boot, before the services start.
+}
+
+/// Data disks: partition and format once per instance (only what is blank),
+/// mount every boot, before the services start.
+fn disks_and_mounts(l: &Layout, plan: &Plan, new_instance: bool, r: &mut Report) {
     if l.on_device {
         if new_instance {
             let (notes, errors) = disks::apply(l, &plan.disk_setup, &plan.fs_setup);
@@ -421,15 +510,18 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         r.notes.extend(notes);
         r.errors.extend(errors);
     }
-    // Update channel and extra trusted keys (osctl upgrade --channel, sysd's
-    // signature check read them from here besides the image's own keys).
-    let chan = l.p("state/ballast/config/update-channel");
-    let keys = l.p("state/ballast/config/keys");
+}
+
+/// Update channel and extra trusted keys (osctl upgrade --channel, sysd's
+/// signature check read them from here besides the image's own keys).
+fn update_settings(l: &Layout, plan: &Plan, r: &mut Report) {
+    let chan = l.channel();
+    let keys = l.update_keys();
     let _ = std::fs::remove_dir_all(&keys);
     match plan.update.as_ref().and_then(|u| u.channel.as_ref()) {
         Some(c) => err(
-            &mut r,
-            write_atomic(&chan, format!("{c}\n").as_bytes(), 0o644),
+            r,
+            write_atomic_mode(&chan, format!("{c}\n").as_bytes(), 0o644),
         ),
         None => {
             let _ = std::fs::remove_file(&chan);
@@ -440,20 +532,23 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             let text = format!("ballast-ed25519 {hex_key} from the config\n");
             match ballast_bundle::keys::parse_public(&text, "ballast.update.trusted_keys") {
                 Ok(k) => err(
-                    &mut r,
-                    write_atomic(&keys.join(format!("{}.pub", k.id)), text.as_bytes(), 0o644),
+                    r,
+                    write_atomic_mode(&keys.join(format!("{}.pub", k.id)), text.as_bytes(), 0o644),
                 ),
                 Err(e) => r.errors.push(format!("config: {e}")),
             }
         }
     }
-    // Docker engine settings (system/docker/.../start reads them).
+}
+
+/// Docker engine settings (system/docker/.../start reads them).
+fn engine(l: &Layout, plan: &Plan, r: &mut Report) {
     let text = plan
         .engine
         .as_ref()
         .map(|e| engine_conf(e, &mut r.warnings));
     if let Some(e) = &plan.engine {
-        if !l.p("usr/lib/ballast/system/docker").is_dir() {
+        if !l.image_system().join("docker").is_dir() {
             r.warnings.push(
                 "config: ballast.engine: this image has no Docker engine (images/*.toml `engine = \"docker\"`): the settings are recorded, not applied".into(),
             );
@@ -465,12 +560,16 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
         }
     }
     r.engine_changed = settings_file(&l.engine_conf(), text, &mut r.errors);
+}
 
-    // Static network for the network service (system/network/.../up reads it).
+/// Static network for the network service (system/network/.../up reads it).
+fn network(l: &Layout, plan: &Plan, r: &mut Report) {
     let text = plan.network.as_ref().map(network_conf);
     r.network_changed = settings_file(&l.network_conf(), text, &mut r.errors);
+}
 
-    // NTP for the time container (chrony `sourcedir`).
+/// NTP for the time container (chrony `sourcedir`).
+fn ntp(l: &Layout, plan: &Plan, r: &mut Report) {
     let chrony = l.chrony();
     match &plan.ntp {
         Some(ntp) if ntp.enabled => {
@@ -481,16 +580,19 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             for p in &ntp.pools {
                 text.push_str(&format!("pool {p} iburst\n"));
             }
-            err(&mut r, write_atomic(&chrony, text.as_bytes(), 0o644));
+            err(r, write_atomic_mode(&chrony, text.as_bytes(), 0o644));
         }
         Some(_) => {
             r.warnings.push("config: ntp.enabled: false: the time service keeps running (stop it with `osctl service stop time`)".into());
-            err(&mut r, remove(&chrony));
+            err(r, remove(&chrony));
         }
-        None => err(&mut r, remove(&chrony)),
+        None => err(r, remove(&chrony)),
     }
+}
 
-    // System containers.
+/// Extra system containers: OCI bundles sysd loads with the image's; the ones
+/// the config no longer names are removed.
+fn system_containers(l: &Layout, plan: &Plan, r: &mut Report) {
     let sys_dir = l.system();
     if let Ok(rd) = std::fs::read_dir(&sys_dir) {
         for e in rd.flatten() {
@@ -510,54 +612,49 @@ pub fn apply(l: &Layout, plan: &Plan, per_instance: bool) -> Report {
             Ok((manifest, config)) => {
                 let dir = sys_dir.join(&c.name);
                 err(
-                    &mut r,
-                    write_atomic(&dir.join("manifest.toml"), manifest.as_bytes(), 0o644),
+                    r,
+                    write_atomic_mode(&dir.join("manifest.toml"), manifest.as_bytes(), 0o644),
                 );
                 err(
-                    &mut r,
-                    write_atomic(&dir.join("config.json"), config.as_bytes(), 0o644),
+                    r,
+                    write_atomic_mode(&dir.join("config.json"), config.as_bytes(), 0o644),
                 );
             }
             Err(e) => r.errors.push(e),
         }
     }
+}
 
-    // bootcmd: every boot.
+/// bootcmd: every boot.
+fn bootcmd(l: &Layout, plan: &Plan, r: &mut Report) {
     if plan.bootcmd.is_empty() {
-        err(&mut r, remove(&l.bootcmd()));
+        err(r, remove(&l.bootcmd()));
     } else {
         err(
-            &mut r,
-            write_atomic(
+            r,
+            write_atomic_mode(
                 &l.bootcmd(),
                 script("bootcmd", &plan.bootcmd).as_bytes(),
                 0o700,
             ),
         );
     }
+}
 
-    power::finish(
-        l,
-        plan.final_message.as_deref(),
-        plan.power_state.as_ref(),
-        new_instance,
-    );
-    if per_instance {
-        write_files(l, &plan.files, &acc, &mut r);
-        if plan.runcmd.is_empty() {
-            err(&mut r, remove(&l.runcmd()));
-        } else {
-            err(
-                &mut r,
-                write_atomic(
-                    &l.runcmd(),
-                    script("runcmd", &plan.runcmd).as_bytes(),
-                    0o700,
-                ),
-            );
-        }
+/// runcmd: queued once per instance (the SSH container's start script takes it).
+fn runcmd(l: &Layout, plan: &Plan, r: &mut Report) {
+    if plan.runcmd.is_empty() {
+        err(r, remove(&l.runcmd()));
+    } else {
+        err(
+            r,
+            write_atomic_mode(
+                &l.runcmd(),
+                script("runcmd", &plan.runcmd).as_bytes(),
+                0o700,
+            ),
+        );
     }
-    r
 }
 
 /// Look a name up in an `/etc/passwd`- or `/etc/group`-style text: (id, primary gid).
@@ -572,17 +669,61 @@ fn lookup(text: &str, name: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// One `write_files` entry was not written: which file, and why. The Display
+/// is the line `osctl status` shows after `config: `.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteFileError {
+    #[error("write_files: {path}: not an absolute path without `..`")]
+    NotAbsolute { path: String },
+    #[error("write_files: {path}: not written: the rest of the host is the read-only system image (write under /etc, /var, /state or /run)")]
+    ReadOnly { path: String },
+    #[error("write_files: {path}: owner {owner}: no such user (root, ballast, a user of `users`, or a user of the admin userland)")]
+    NoOwner { path: String, owner: String },
+    #[error("write_files: {path}: group {group}: no such group")]
+    NoGroup { path: String, group: String },
+    #[error("write_files: cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("write_files: cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("write_files: cannot append to {}: {source}", path.display())]
+    Append {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("write_files: {0}")]
+    Write(#[from] AtomicError),
+    #[error("write_files: cannot give {} to {uid}:{gid}: {source}", path.display())]
+    Chown {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        source: std::io::Error,
+    },
+    #[error("write_files: cannot chmod {}: {source}", path.display())]
+    Chmod {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("write_files: cannot read back {}: {source}", path.display())]
+    ReadBack {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Check a write_files path: absolute, no `..`, under a writable directory.
-pub fn check_path(path: &str) -> Result<(), String> {
+pub fn check_path(path: &str) -> Result<(), WriteFileError> {
     if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
-        return Err(format!(
-            "write_files: {path}: not an absolute path without `..`"
-        ));
+        return Err(WriteFileError::NotAbsolute { path: path.into() });
     }
     if !WRITABLE.iter().any(|w| path.starts_with(w)) {
-        return Err(format!(
-            "write_files: {path}: not written: the rest of the host is the read-only system image (write under /etc, /var, /state or /run)"
-        ));
+        return Err(WriteFileError::ReadOnly { path: path.into() });
     }
     Ok(())
 }
@@ -601,59 +742,73 @@ fn write_files(l: &Layout, files: &[WriteFile], acc: &users::Accounts, r: &mut R
     }
 }
 
-fn write_file(l: &Layout, f: &WriteFile, acc: &users::Accounts) -> Result<(), String> {
+fn write_file(l: &Layout, f: &WriteFile, acc: &users::Accounts) -> Result<(), WriteFileError> {
+    use WriteFileError as E;
     check_path(&f.path)?;
-    let (uid, user_gid) = lookup(&acc.passwd, &f.owner).ok_or_else(|| {
-        format!(
-            "write_files: {}: owner {}: no such user (root, ballast, a user of `users`, or a user of the admin userland)",
-            f.path, f.owner
-        )
+    let (uid, user_gid) = lookup(&acc.passwd, &f.owner).ok_or_else(|| E::NoOwner {
+        path: f.path.clone(),
+        owner: f.owner.clone(),
     })?;
     let gid = match &f.group {
         None => user_gid,
         Some(g) => lookup(&acc.group, g)
             .map(|(id, _)| id)
-            .ok_or_else(|| format!("write_files: {}: group {g}: no such group", f.path))?,
+            .ok_or_else(|| E::NoGroup {
+                path: f.path.clone(),
+                group: g.clone(),
+            })?,
     };
     let path = l.p(&f.path);
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("write_files: cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| E::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
     }
+    let chown = |p: &Path| {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(|source| E::Chown {
+            path: p.to_path_buf(),
+            uid,
+            gid,
+            source,
+        })
+    };
     if f.append {
         let mut h = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .mode(f.mode)
             .open(&path)
-            .map_err(|e| format!("write_files: cannot open {}: {e}", path.display()))?;
+            .map_err(|source| E::Open {
+                path: path.clone(),
+                source,
+            })?;
         h.write_all(&f.content)
             .and_then(|()| h.sync_all())
-            .map_err(|e| format!("write_files: cannot append to {}: {e}", path.display()))?;
+            .map_err(|source| E::Append {
+                path: path.clone(),
+                source,
+            })?;
     } else {
-        write_atomic(&path, &f.content, f.mode).map_err(|e| format!("write_files: {e}"))?;
+        write_atomic_mode(&path, &f.content, f.mode)?;
     }
-    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|e| {
-        format!(
-            "write_files: cannot give {} to {uid}:{gid}: {e}",
-            path.display()
-        )
-    })?;
+    chown(&path)?;
     if !f.append {
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))
-            .map_err(|e| format!("write_files: cannot chmod {}: {e}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode)).map_err(
+            |source| E::Chmod {
+                path: path.clone(),
+                source,
+            },
+        )?;
     }
     // The admin environment's /etc is the userland's plus this tree (see `etc`).
     if let Some(copy) = etc::tree_path(l, &f.path) {
-        let bytes = std::fs::read(&path)
-            .map_err(|e| format!("write_files: cannot read back {}: {e}", path.display()))?;
-        write_atomic(&copy, &bytes, f.mode).map_err(|e| format!("write_files: {e}"))?;
-        std::os::unix::fs::chown(&copy, Some(uid), Some(gid)).map_err(|e| {
-            format!(
-                "write_files: cannot give {} to {uid}:{gid}: {e}",
-                copy.display()
-            )
+        let bytes = std::fs::read(&path).map_err(|source| E::ReadBack {
+            path: path.clone(),
+            source,
         })?;
+        write_atomic_mode(&copy, &bytes, f.mode)?;
+        chown(&copy)?;
     }
     Ok(())
 }

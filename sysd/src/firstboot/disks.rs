@@ -411,7 +411,7 @@ pub fn setup_fs(l: &Layout, fs: &FsSetup) -> Result<String, String> {
         ));
     }
     let argv = mkfs_argv(fs, &target)?;
-    let out = super::sys::run_in_userland(&l.userland(), &argv)?;
+    let out = super::sys::run_in_userland(&l.userland(), &argv).map_err(|e| e.to_string())?;
     Ok(format!(
         "fs_setup {target}: {} made{}{}",
         fs.filesystem,

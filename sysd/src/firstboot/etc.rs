@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 
 use ballast_config::CaCerts;
 
-use super::apply::{write_atomic, Layout};
+use ballast_device::atomic::{sync_dir, write_atomic_mode, AtomicError};
+
+use super::apply::{Layout, USERLAND};
 
 /// Where the image's zone data lives, in the userland and in the admin environment.
 const ZONEINFO: &str = "usr/share/zoneinfo";
@@ -34,7 +36,7 @@ pub const CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
 
 /// The tree laid over the admin environment's `/etc` (see the module doc).
 pub fn tree(l: &Layout) -> PathBuf {
-    l.p("state/ballast/config/etc")
+    l.etc_tree()
 }
 
 /// The copy of a `/etc/...` path in the admin tree; `None` for other paths.
@@ -43,36 +45,64 @@ pub fn tree_path(l: &Layout, path: &str) -> Option<PathBuf> {
     Some(tree(l).join(rest))
 }
 
+/// The time zone was not applied: which zone or file, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum TimezoneError {
+    #[error("timezone {zone}: not a zone name (e.g. Europe/Berlin, America/New_York, UTC)")]
+    NotAZone { zone: String },
+    #[error(
+        "timezone {zone}: no such zone in the image's zone data (/{ZONEINFO}); the clock stays UTC"
+    )]
+    NoSuchZone { zone: String },
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot link {} to {target}: {source}", at.display())]
+    Link {
+        at: PathBuf,
+        target: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] AtomicError),
+}
+
 /// Check a zone name: a relative path of the image's zone data, no `..`.
-pub fn zone_file(l: &Layout, zone: &str) -> Result<PathBuf, String> {
+pub fn zone_file(l: &Layout, zone: &str) -> Result<PathBuf, TimezoneError> {
     if zone.is_empty()
         || zone.starts_with('/')
         || zone.split('/').any(|c| c == ".." || c.is_empty())
     {
-        return Err(format!(
-            "timezone {zone}: not a zone name (e.g. Europe/Berlin, America/New_York, UTC)"
-        ));
+        return Err(TimezoneError::NotAZone { zone: zone.into() });
     }
     let file = l.userland().join(ZONEINFO).join(zone);
     if !file.is_file() {
-        return Err(format!(
-            "timezone {zone}: no such zone in the image's zone data ({}); the clock stays UTC",
-            Path::new("/").join(ZONEINFO).display()
-        ));
+        return Err(TimezoneError::NoSuchZone { zone: zone.into() });
     }
     Ok(file)
 }
 
-fn symlink(target: &str, at: &Path) -> Result<(), String> {
+fn symlink(target: &str, at: &Path) -> Result<(), TimezoneError> {
     if let Some(dir) = at.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| TimezoneError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
     }
     let tmp = at.with_extension("tmp-link");
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp)
         .and_then(|()| std::fs::rename(&tmp, at))
-        .map_err(|e| format!("cannot link {} to {target}: {e}", at.display()))
+        .map_err(|source| TimezoneError::Link {
+            at: at.to_path_buf(),
+            target: target.into(),
+            source,
+        })?;
+    // The rename is durable only once its directory is synced, like a file's.
+    sync_dir(at.parent().unwrap_or(Path::new("/")))?;
+    Ok(())
 }
 
 fn remove(p: &Path) {
@@ -104,11 +134,12 @@ pub fn timezone(l: &Layout, zone: Option<&str>, errors: &mut Vec<String>) {
     }
     let line = format!("{zone}\n");
     let in_admin = format!("/{ZONEINFO}/{zone}");
-    let on_host = format!("/usr/lib/ballast/userland/{ZONEINFO}/{zone}");
+    let on_host = format!("{USERLAND}/{ZONEINFO}/{zone}");
     for res in [
-        write_atomic(&t.join("timezone"), line.as_bytes(), 0o644),
+        write_atomic_mode(&t.join("timezone"), line.as_bytes(), 0o644).map_err(TimezoneError::from),
         symlink(&in_admin, &t.join("localtime")),
-        write_atomic(&l.p("etc/timezone"), line.as_bytes(), 0o644),
+        write_atomic_mode(&l.p("etc/timezone"), line.as_bytes(), 0o644)
+            .map_err(TimezoneError::from),
         symlink(&on_host, &l.p("etc/localtime")),
     ] {
         if let Err(e) = res {
@@ -139,7 +170,7 @@ pub fn ca_bundle(image_bundle: &str, ca: &CaCerts) -> String {
 pub fn ca_certs(l: &Layout, ca: Option<&CaCerts>, errors: &mut Vec<String>) {
     // The tree mirrors /etc: the bundle's path without its `etc/`.
     let admin = tree(l).join(CA_BUNDLE.trim_start_matches("etc/"));
-    let engine = l.p("run/ballast/ca-certificates.crt");
+    let engine = l.engine_ca_bundle();
     let Some(ca) = ca else {
         remove(&admin);
         remove(&engine);
@@ -164,7 +195,7 @@ pub fn ca_certs(l: &Layout, ca: Option<&CaCerts>, errors: &mut Vec<String>) {
     let image = std::fs::read_to_string(l.userland().join(CA_BUNDLE)).unwrap_or_default();
     let bundle = ca_bundle(&image, &kept);
     for p in [admin, engine] {
-        if let Err(e) = write_atomic(&p, bundle.as_bytes(), 0o644) {
+        if let Err(e) = write_atomic_mode(&p, bundle.as_bytes(), 0o644) {
             errors.push(format!("config: ca_certs: {e}"));
         }
     }

@@ -16,14 +16,16 @@ use std::path::{Path, PathBuf};
 
 use ballast_config::HostKey;
 
-use super::apply::{write_atomic, Layout};
+use ballast_device::atomic::write_atomic_mode;
+
+use super::apply::Layout;
 
 /// Key types sshd loads from the state partition (`HostKey` lines of the
 /// container's `sshd_config`).
 pub const KINDS: [&str; 3] = ["ed25519", "ecdsa", "rsa"];
 
 pub fn dir(l: &Layout) -> PathBuf {
-    l.p("state/ssh")
+    l.p(ballast_device::paths::STATE).join("ssh")
 }
 
 fn key_path(dir: &Path, kind: &str) -> PathBuf {
@@ -104,7 +106,7 @@ pub fn install(l: &Layout, keys: &[HostKey], errors: &mut Vec<String>) {
             }
         }
         for (path, text, mode) in files {
-            if let Err(e) = write_atomic(&path, text.as_bytes(), mode) {
+            if let Err(e) = write_atomic_mode(&path, text.as_bytes(), mode) {
                 errors.push(format!("config: ssh_keys: {e}"));
             }
         }

@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use ballast_config::{MetaData, Plan};
 use ballast_control::{Response, ServiceState};
+use ballast_device::atomic::{write_atomic_mode, AtomicError};
 
 use crate::supervisor::{Action, Supervisor};
 use crate::{lock, say, Shared};
@@ -119,11 +120,22 @@ fn recorded_instance(l: &Layout) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-fn record(l: &Layout, plan: &Plan) -> Result<(), String> {
-    let json = serde_json::to_string_pretty(plan).map_err(|e| format!("config: {e}"))?;
-    apply::write_atomic(&l.applied(), json.as_bytes(), 0o600)?;
+/// The applied plan could not be recorded (the next boot would apply it as new).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("config: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error(transparent)]
+    Write(#[from] AtomicError),
+}
+
+/// Record the applied plan and its instance id (what the next boot compares).
+fn record(l: &Layout, plan: &Plan) -> Result<(), RecordError> {
+    let json = serde_json::to_string_pretty(plan)?;
+    write_atomic_mode(&l.applied(), json.as_bytes(), 0o600)?;
     let id = plan.instance_id.clone().unwrap_or_default();
-    apply::write_atomic(&l.instance_id(), format!("{id}\n").as_bytes(), 0o644)
+    write_atomic_mode(&l.instance_id(), format!("{id}\n").as_bytes(), 0o644)?;
+    Ok(())
 }
 
 /// FNV-1a, 64 bits: a stable id for a document without meta-data.
@@ -184,7 +196,7 @@ fn plan_of(found: &Found, out: &mut Outcome) -> Option<Plan> {
 }
 
 /// Apply what was found (or the recorded plan when nothing usable was found).
-fn apply_found(l: &Layout, found: Result<Option<Found>, String>) -> Outcome {
+fn apply_found(l: &Layout, found: Result<Option<Found>, source::SourceError>) -> Outcome {
     let mut out = Outcome::default();
     let fresh = match found {
         Err(e) => {
@@ -242,7 +254,7 @@ fn apply_found(l: &Layout, found: Result<Option<Found>, String>) -> Outcome {
     out.warnings.extend(r.warnings);
     out.notes.extend(r.notes);
     if let Err(e) = record(l, &plan) {
-        out.errors.push(e);
+        out.errors.push(e.to_string());
     }
     out
 }
@@ -282,7 +294,7 @@ pub fn begin(root: &Path, on_device: bool) -> (State, Vec<String>) {
     // The SSH container shares the host's UTS namespace: a machine without a
     // configured name is `ballast`, not the kernel's `(none)`.
     if on_device {
-        let now = std::fs::read_to_string(l.p("proc/sys/kernel/hostname")).unwrap_or_default();
+        let now = std::fs::read_to_string(l.hostname()).unwrap_or_default();
         if matches!(now.trim(), "" | "(none)" | "localhost") {
             if let Err(e) = sys::sethostname("ballast") {
                 say(&format!("config: {e}"));
@@ -472,7 +484,7 @@ pub fn apply_request(state: &State, text: &str, source: &str, dry_run: bool) -> 
         errors.extend(etc::refresh_admin(l));
     }
     if let Err(e) = record(l, &new) {
-        errors.push(e);
+        errors.push(e.to_string());
     }
     for line in changes
         .iter()

@@ -98,11 +98,9 @@ fn vars(l: &Layout) -> Vars {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let version = std::fs::read_to_string(l.p("usr/lib/os-release"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|x| x.strip_prefix("VERSION_ID="))
-        .map(|v| v.trim_matches('"').to_string())
+    // A message is no reason to fail: an unreadable os-release leaves $version empty.
+    let version = ballast_device::os_release::read_version(&l.os_release())
+        .map(|v| v.as_str().to_string())
         .unwrap_or_default();
     Vars {
         uptime,
@@ -114,7 +112,7 @@ fn vars(l: &Layout) -> Vars {
 
 /// `runcmd` of the config is done (or was never queued).
 fn runcmd_done(l: &Layout) -> bool {
-    !l.runcmd().exists() && !l.p("state/ballast/config/runcmd.running").exists()
+    !l.runcmd().exists() && !l.runcmd_running().exists()
 }
 
 /// When `power_state` acts.

@@ -16,6 +16,62 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ballast_config::MAX_DOCUMENT;
+use ballast_device::Cmdline;
+
+use super::sys::SysError;
+
+/// Finding or fetching the first-boot config failed; the Display is the line
+/// `osctl status` and the console show after `config: `.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not UTF-8 text (save the file as UTF-8)", path.display())]
+    NotUtf8 { path: PathBuf },
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error("{origin}: the CIDATA volume has no user-data file (NoCloud needs user-data and meta-data at its top level)")]
+    NoUserData { origin: String },
+    #[error("{url}: https is not in the device build (no TLS stack); serve the config over http on a trusted network, or use a NoCloud seed or /boot/user-data")]
+    Https { url: String },
+    #[error(
+        "{url}: ballast.config= takes an http:// URL (e.g. ballast.config=http://10.0.0.1/seed/)"
+    )]
+    NotHttp { url: String },
+    #[error("cannot fetch {url}: {source}")]
+    Http {
+        url: String,
+        source: Box<ureq::Error>,
+    },
+    #[error("cannot fetch {url}: {source}")]
+    Body { url: String, source: std::io::Error },
+    #[error("cannot fetch {url}: HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("cannot fetch {url}: HTTP 404 (not found)")]
+    NotFound { url: String },
+    #[error("{url}: not UTF-8 text")]
+    UrlNotUtf8 { url: String },
+    #[error("{last} (gave up after retrying until the config deadline)")]
+    GaveUp { last: Box<SourceError> },
+}
+
+impl SourceError {
+    /// A URL no retry can fix.
+    fn is_final(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Https { .. } | SourceError::NotHttp { .. }
+        )
+    }
+}
 
 /// The text of one config source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,13 +85,10 @@ pub struct Found {
     pub network_config: Option<String>,
 }
 
-/// `ballast.config=URL` from a kernel command line.
+/// `ballast.config=URL` from the text of the kernel command line (the
+/// device contract's parser: quoting and the last occurrence as the kernel has them).
 pub fn url_from_cmdline(cmdline: &str) -> Option<String> {
-    cmdline
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("ballast.config="))
-        .next_back()
-        .map(str::to_string)
+    Cmdline::parse(cmdline).config_url().map(str::to_string)
 }
 
 /// Filesystem label of a CIDATA candidate from its first bytes (at least
@@ -103,26 +156,29 @@ pub fn find_cidata(root: &Path) -> Option<(PathBuf, &'static str)> {
 }
 
 /// Read at most the document limit (+1, so the parser can say it is too large).
-fn read_limited(path: &Path) -> Result<Option<String>, String> {
+fn read_limited(path: &Path) -> Result<Option<String>, SourceError> {
+    let read = |source| SourceError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(read(e)),
     };
     let mut buf = Vec::new();
     f.take(MAX_DOCUMENT as u64 + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    String::from_utf8(buf).map(Some).map_err(|_| {
-        format!(
-            "{}: not UTF-8 text (save the file as UTF-8)",
-            path.display()
-        )
-    })
+        .map_err(read)?;
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| SourceError::NotUtf8 {
+            path: path.to_path_buf(),
+        })
 }
 
 /// `user-data`, `meta-data`, `network-config` from a directory.
-pub fn read_dir_seed(dir: &Path, origin: &str) -> Result<Option<Found>, String> {
+pub fn read_dir_seed(dir: &Path, origin: &str) -> Result<Option<Found>, SourceError> {
     let Some(user_data) = read_limited(&dir.join("user-data"))? else {
         return Ok(None);
     };
@@ -136,8 +192,11 @@ pub fn read_dir_seed(dir: &Path, origin: &str) -> Result<Option<Found>, String> 
 }
 
 /// Mount `dev` read-only at `at`, read the seed, unmount.
-pub fn read_cidata(dev: &Path, fstype: &str, at: &Path) -> Result<Option<Found>, String> {
-    std::fs::create_dir_all(at).map_err(|e| format!("cannot create {}: {e}", at.display()))?;
+pub fn read_cidata(dev: &Path, fstype: &str, at: &Path) -> Result<Option<Found>, SourceError> {
+    std::fs::create_dir_all(at).map_err(|source| SourceError::CreateDir {
+        path: at.to_path_buf(),
+        source,
+    })?;
     crate::firstboot::sys::mount_ro(dev, at, fstype)?;
     let origin = format!("CIDATA:{}", dev.display());
     let found = read_dir_seed(at, &origin);
@@ -146,55 +205,56 @@ pub fn read_cidata(dev: &Path, fstype: &str, at: &Path) -> Result<Option<Found>,
     }
     let found = found?;
     if found.is_none() {
-        return Err(format!(
-            "{origin}: the CIDATA volume has no user-data file (NoCloud needs user-data and meta-data at its top level)"
-        ));
+        return Err(SourceError::NoUserData { origin });
     }
     Ok(found)
 }
 
 /// One GET with a timeout; `Ok(None)` for 404.
-fn http_get(url: &str, timeout: Duration) -> Result<Option<String>, String> {
+fn http_get(url: &str, timeout: Duration) -> Result<Option<String>, SourceError> {
+    let url_ = || url.to_string();
     if url.starts_with("https://") {
-        return Err(format!(
-            "{url}: https is not in the device build (no TLS stack); serve the config over http on a trusted network, or use a NoCloud seed or /boot/user-data"
-        ));
+        return Err(SourceError::Https { url: url_() });
     }
     if !url.starts_with("http://") {
-        return Err(format!(
-            "{url}: ballast.config= takes an http:// URL (e.g. ballast.config=http://10.0.0.1/seed/)"
-        ));
+        return Err(SourceError::NotHttp { url: url_() });
     }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build()
         .into();
-    let resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    let resp = agent.get(url).call().map_err(|e| SourceError::Http {
+        url: url_(),
+        source: Box::new(e),
+    })?;
     let status = resp.status().as_u16();
     if status == 404 {
         return Ok(None);
     }
     if status != 200 {
-        return Err(format!("cannot fetch {url}: HTTP {status}"));
+        return Err(SourceError::Status {
+            url: url_(),
+            status,
+        });
     }
     let mut buf = Vec::new();
     resp.into_body()
         .into_reader()
         .take(MAX_DOCUMENT as u64 + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+        .map_err(|source| SourceError::Body {
+            url: url_(),
+            source,
+        })?;
     String::from_utf8(buf)
         .map(Some)
-        .map_err(|_| format!("{url}: not UTF-8 text"))
+        .map_err(|_| SourceError::UrlNotUtf8 { url: url_() })
 }
 
 /// Fetch the config at `url`, retrying until `deadline` (DHCP may still be
 /// getting its lease when the network service reports up).
-pub fn fetch(url: &str, deadline: Instant) -> Result<Found, String> {
+pub fn fetch(url: &str, deadline: Instant) -> Result<Found, SourceError> {
     let (ud_url, md_url) = if url.ends_with('/') {
         (format!("{url}user-data"), Some(format!("{url}meta-data")))
     } else {
@@ -208,12 +268,14 @@ pub fn fetch(url: &str, deadline: Instant) -> Result<Found, String> {
                 &ud_url,
                 left.clamp(Duration::from_secs(1), Duration::from_secs(10)),
             )?
-            .ok_or_else(|| format!("cannot fetch {ud_url}: HTTP 404 (not found)"))?;
+            .ok_or_else(|| SourceError::NotFound {
+                url: ud_url.clone(),
+            })?;
             let md = match &md_url {
                 Some(m) => http_get(m, Duration::from_secs(10))?,
                 None => None,
             };
-            Ok::<_, String>((ud, md))
+            Ok::<_, SourceError>((ud, md))
         })();
         match attempt {
             Ok((user_data, meta_data)) => {
@@ -227,13 +289,13 @@ pub fn fetch(url: &str, deadline: Instant) -> Result<Found, String> {
             }
             Err(e) => last = e,
         }
-        if last.contains("https is not") || last.contains("takes an http") {
+        if last.is_final() {
             return Err(last);
         }
         if Instant::now() + Duration::from_secs(1) >= deadline {
-            return Err(format!(
-                "{last} (gave up after retrying until the config deadline)"
-            ));
+            return Err(SourceError::GaveUp {
+                last: Box::new(last),
+            });
         }
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -250,6 +312,10 @@ mod tests {
             Some("http://10.0.2.2:8000/seed/".into())
         );
         assert_eq!(url_from_cmdline("root=x quiet"), None);
+        assert_eq!(
+            url_from_cmdline("ballast.config=http://a/ ballast.config=\"http://b/\" -- x"),
+            Some("http://b/".into())
+        );
     }
 
     #[test]
@@ -281,6 +347,9 @@ mod tests {
     #[test]
     fn https_is_refused_with_the_reason() {
         let e = fetch("https://x/", Instant::now() + Duration::from_secs(5)).unwrap_err();
-        assert!(e.contains("https is not in the device build"), "{e}");
+        assert!(
+            e.to_string().contains("https is not in the device build"),
+            "{e}"
+        );
     }
 }

@@ -56,7 +56,7 @@ fn layout(d: &tempfile::TempDir) -> Layout {
     }
 }
 
-fn seed(doc: &str, instance: &str) -> Result<Option<Found>, String> {
+fn seed(doc: &str, instance: &str) -> Result<Option<Found>, super::source::SourceError> {
     Ok(Some(Found {
         origin: "/boot".into(),
         user_data_source: "/boot/user-data".into(),
@@ -187,7 +187,7 @@ fn a_broken_document_is_reported_and_changes_nothing() {
 
 #[test]
 fn write_files_outside_the_writable_directories_is_an_error_naming_the_file() {
-    let e = apply::check_path("/usr/bin/x").unwrap_err();
+    let e = apply::check_path("/usr/bin/x").unwrap_err().to_string();
     assert!(e.contains("/usr/bin/x") && e.contains("read-only"), "{e}");
     assert!(apply::check_path("/etc/../usr/x").is_err());
     assert!(apply::check_path("/etc/motd").is_ok());
