@@ -245,7 +245,7 @@ pub struct Found {
     /// The container directory. Still named `bundle` because first-boot code
     /// (`firstboot/`, being changed on another branch) reads it; rename it to
     /// `dir` when that code moves over.
-    pub bundle: PathBuf,
+    pub dir: PathBuf,
 }
 
 /// The image's definitions plus those the applied config added (`applied`,
@@ -260,7 +260,7 @@ pub fn load_image_and_applied(image: &Path, applied: &Path) -> (Vec<Found>, Vec<
             if found.iter().any(|g| g.def.name == f.def.name) {
                 errors.push(format!(
                     "{}: the image already has a system container named {:?}; the applied config cannot replace it (give yours another name)",
-                    f.bundle.display(),
+                    f.dir.display(),
                     f.def.name
                 ));
             } else {
@@ -312,7 +312,7 @@ pub fn load_all(dir: &Path) -> (Vec<Found>, Vec<String>) {
             }
         };
         match parse(&name, &text, &file) {
-            Ok(def) => found.push(Found { def, bundle: dir }),
+            Ok(def) => found.push(Found { def, dir }),
             Err(e) => errors.push(e.to_string()),
         }
     }
@@ -431,7 +431,7 @@ tcp = "127.0.0.1:22"
         let (found, errors) = load_image_and_applied(image.path(), applied.path());
         let names: Vec<&str> = found.iter().map(|f| f.def.name.as_str()).collect();
         assert_eq!(names, ["ssh", "mine"]);
-        assert!(found[0].bundle.starts_with(image.path()));
+        assert!(found[0].dir.starts_with(image.path()));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("cannot replace"), "{errors:?}");
         // No applied directory: just the image's.

@@ -25,9 +25,6 @@ mod slot;
 mod supervisor;
 mod sys;
 mod update;
-/// First-boot code (`firstboot/`, being changed on another branch) still says
-/// `crate::manifest`; drop this name when it says `crate::definition`.
-use definition as manifest;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -225,7 +222,7 @@ pub fn run(args: Args) -> i32 {
     let mut containers = HashMap::new();
     let mut defs = Vec::new();
     for f in found {
-        match runtime::ContainerDir::load(&f.bundle) {
+        match runtime::ContainerDir::load(&f.dir) {
             Ok(c) => {
                 containers.insert(f.def.name.clone(), c);
                 defs.push(f.def);

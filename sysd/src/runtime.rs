@@ -39,11 +39,6 @@ pub struct ContainerDir {
     config: ballast_container::OciConfig,
 }
 
-/// The former name of [`ContainerDir`], kept only because first-boot code
-/// (`firstboot/`, being changed on another branch) still names it; drop it
-/// when that code says `ContainerDir`.
-pub type Bundle = ContainerDir;
-
 impl ContainerDir {
     /// Parse `DIR/config.json`; the error names the file and field.
     pub fn load(dir: &Path) -> Result<ContainerDir, RuntimeError> {

@@ -393,18 +393,18 @@ pub fn take_reload(state: &State) -> Option<bool> {
 /// announcement).
 pub fn reload(
     shared: &Shared,
-    bundles: &mut HashMap<String, crate::runtime::Bundle>,
+    containers: &mut HashMap<String, crate::runtime::ContainerDir>,
     image: &Path,
     applied: &Path,
     release: bool,
 ) -> Vec<Action> {
-    let (found, mut errs) = crate::manifest::load_image_and_applied(image, applied);
-    let mut new_bundles = HashMap::new();
+    let (found, mut errs) = crate::definition::load_image_and_applied(image, applied);
+    let mut new_containers = HashMap::new();
     let mut defs = Vec::new();
     for f in found {
-        match crate::runtime::Bundle::load(&f.bundle) {
+        match crate::runtime::ContainerDir::load(&f.dir) {
             Ok(b) => {
-                new_bundles.insert(f.def.name.clone(), b);
+                new_containers.insert(f.def.name.clone(), b);
                 defs.push(f.def);
             }
             Err(e) => errs.push(e.to_string()),
@@ -435,7 +435,7 @@ pub fn reload(
     }
     actions.extend(sup.tick(now));
     drop(sup);
-    *bundles = new_bundles;
+    *containers = new_containers;
     let mut known = lock(&shared.errors);
     for e in errs {
         if !known.contains(&e) {

@@ -116,12 +116,12 @@ fn a_document_is_applied_and_recorded() {
     assert!(read(&d, "run/ballast/config/bootcmd.sh").contains("echo boot\n"));
     // The extra system container is a bundle sysd can load.
     let dir = d.path().join("state/ballast/config/system/ticker");
-    let (found, errs) = crate::manifest::load_image_and_applied(
+    let (found, errs) = crate::definition::load_image_and_applied(
         &d.path().join("none"),
         &d.path().join("state/ballast/config/system"),
     );
     assert_eq!(found.len(), 1, "{errs:?}");
-    crate::runtime::Bundle::load(&dir).unwrap();
+    crate::runtime::ContainerDir::load(&dir).unwrap();
     assert_eq!(read(&d, "state/ballast/config/instance-id"), "i-1\n");
     let plan: Plan = serde_json::from_str(&read(&d, "state/ballast/config/applied.json")).unwrap();
     assert_eq!(plan.users.len(), 2);
