@@ -134,24 +134,12 @@ fn seed(work: &Path, user_data: &str) -> PathBuf {
     std::fs::write(&md, "instance-id: iid-cloudinit-1\nlocal-hostname: dock1\n")
         .expect("writing meta-data");
     std::fs::write(&nc, NETWORK_CONFIG).expect("writing network-config");
-    let img = work.join("seed.img");
-    let out = common::ballast()
-        .args(["seed", "--user-data"])
-        .arg(&ud)
-        .arg("--meta-data")
-        .arg(&md)
-        .arg("--network-config")
-        .arg(&nc)
-        .arg("-o")
-        .arg(&img)
-        .output()
-        .expect("running ballast seed");
-    assert!(
-        out.status.success(),
-        "ballast seed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    img
+    common::seed_image(
+        &ud,
+        &md,
+        &[OsStr::new("--network-config"), nc.as_os_str()],
+        &work.join("seed.img"),
+    )
 }
 
 fn login(user: &str, key: &Path, port: u16, command: &str) -> String {

@@ -93,23 +93,8 @@ fn seed_as(work: &Path, name: &str, user_data: &str, instance: &str, extra: &[&s
         &work.join(format!("{name}.meta-data")),
         &format!("instance-id: {instance}\n"),
     );
-    let img = work.join(format!("{name}.img"));
-    let out = common::ballast()
-        .args(["seed", "--user-data"])
-        .arg(&ud)
-        .arg("--meta-data")
-        .arg(&md)
-        .arg("-o")
-        .arg(&img)
-        .args(extra)
-        .output()
-        .expect("running ballast seed");
-    assert!(
-        out.status.success(),
-        "ballast seed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    img
+    let extra: Vec<&OsStr> = extra.iter().map(OsStr::new).collect();
+    common::seed_image(&ud, &md, &extra, &work.join(format!("{name}.img")))
 }
 
 struct Booted {

@@ -62,6 +62,32 @@ pub fn build(board: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("ballast build --json printed no JSON ({e}): {stdout}"))
 }
 
+/// `ballast seed --user-data UD --meta-data MD [ARGS...] -o IMG`: a NoCloud
+/// seed image, as a user makes one. `args` adds `--network-config F`, `--iso9660`.
+pub fn seed_image(
+    user_data: &Path,
+    meta_data: &Path,
+    args: &[&std::ffi::OsStr],
+    img: &Path,
+) -> PathBuf {
+    let out = ballast()
+        .args(["seed", "--user-data"])
+        .arg(user_data)
+        .arg("--meta-data")
+        .arg(meta_data)
+        .args(args)
+        .arg("-o")
+        .arg(img)
+        .output()
+        .expect("running ballast seed");
+    assert!(
+        out.status.success(),
+        "ballast seed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    img.to_path_buf()
+}
+
 /// What a QEMU run printed and how it ended.
 pub struct Boot {
     pub status: Option<ExitStatus>,
