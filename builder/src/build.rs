@@ -227,14 +227,7 @@ fn resolve_inputs(project: &Project, args: &BuildArgs) -> Result<BuildInputs> {
         .unwrap_or_else(|| project.default_out(&board.name));
     let out = absolute(&out)?;
 
-    let archive = kernel_input::open_archive(&board, &image, &args.archive)?;
-    let kernel = kernel_input::prepare(&archive, &board, &args.archive)?;
-    let report = kernel_input::check(
-        project,
-        &board,
-        &kernel,
-        image.engine.system_container().is_some(),
-    )?;
+    let (archive, kernel, report) = board_kernel(project, &board, &image, &args.archive)?;
     if !report.ok {
         bail!(
             "the kernel {} of board {} lacks options Ballast needs:\n{report}\n\
@@ -519,16 +512,32 @@ fn print_result(
     Ok(())
 }
 
-pub fn kernel_check(project: &Project, args: &KernelCheckArgs) -> Result<ExitCode> {
-    let (board, image) = load_inputs(project, &args.board, args.image.as_deref())?;
-    let archive = kernel_input::open_archive(&board, &image, &args.archive)?;
-    let kernel = kernel_input::prepare(&archive, &board, &args.archive)?;
+/// The board's Debian kernel, unpacked, and its configuration checked against
+/// `kernel-configs/` (with the engine's options when the image has one).
+fn board_kernel(
+    project: &Project,
+    board: &Board,
+    image: &ImageFile,
+    archive_args: &ArchiveArgs,
+) -> Result<(
+    ballast_debarchive::client::Archive,
+    kernel_input::KernelTree,
+    ballast_kernel::check::Report,
+)> {
+    let archive = kernel_input::open_archive(board, image, archive_args)?;
+    let kernel = kernel_input::prepare(&archive, board, archive_args)?;
     let report = kernel_input::check(
         project,
-        &board,
+        board,
         &kernel,
         image.engine.system_container().is_some(),
     )?;
+    Ok((archive, kernel, report))
+}
+
+pub fn kernel_check(project: &Project, args: &KernelCheckArgs) -> Result<ExitCode> {
+    let (board, image) = load_inputs(project, &args.board, args.image.as_deref())?;
+    let (_archive, kernel, report) = board_kernel(project, &board, &image, &args.archive)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
