@@ -102,6 +102,40 @@ pub fn build(
     })
 }
 
+/// Add (or replace) `files` in the existing FAT volume that lies at byte
+/// `offset` of `dev` and is `len` bytes long: a partition of a disk image or
+/// of a written device. `name` names the volume in errors. Parent directories
+/// are created; other files are left alone. The caller syncs `dev`.
+pub fn write_files<D: Read + Write + Seek>(
+    dev: D,
+    offset: u64,
+    len: u64,
+    name: &Path,
+    files: &[(String, Vec<u8>)],
+) -> Result<D, DiskError> {
+    for (f, _) in files {
+        check_name(name, f)?;
+    }
+    let mut disk = Buffered::existing(dev, offset, len);
+    {
+        let fs = FileSystem::new(&mut disk, FsOptions::new().update_accessed_date(false)).map_err(
+            io_err(name, "opening the FAT volume (is it the boot partition?)"),
+        )?;
+        for (f, data) in files {
+            add_file(&fs, f, data).map_err(|source| DiskError::Fat {
+                path: name.to_path_buf(),
+                name: f.clone(),
+                source,
+            })?;
+        }
+        fs.unmount()
+            .map_err(io_err(name, "closing the FAT volume"))?;
+    }
+    fix_dot_entries(&mut disk).map_err(io_err(name, "fixing the '.'/'..' directory entries"))?;
+    disk.into_inner()
+        .map_err(io_err(name, "writing the FAT volume"))
+}
+
 fn add_file<T: fatfs::ReadWriteSeek>(
     fs: &FileSystem<T>,
     name: &str,
@@ -332,8 +366,16 @@ fn stamp_dates(cluster: &mut [u8]) -> bool {
 /// Whole 64 KiB blocks are cached (at most the volume size, touched parts
 /// only); all-zero blocks never written before are not written, so the
 /// fresh (sparse, zero) file stays sparse.
-struct Buffered {
-    file: File,
+///
+/// Generic over the backing store so that [`write_files`] can edit a volume
+/// inside a whole disk or device: `base` is the volume's byte offset there.
+/// `fresh`: the backing bytes are known to be zero (a new sparse file), so
+/// untouched all-zero blocks may stay holes; an existing volume is written
+/// back block for block.
+struct Buffered<F = File> {
+    file: F,
+    base: u64,
+    fresh: bool,
     pos: u64,
     len: u64,
     /// Block number -> (bytes, dirty).
@@ -344,11 +386,28 @@ struct Buffered {
 
 const BLOCK: u64 = 64 * 1024;
 
-impl Buffered {
+impl Buffered<File> {
     /// `len`: the file's length (it was just sized to this).
     fn new(file: File, len: u64) -> Buffered {
         Buffered {
             file,
+            base: 0,
+            fresh: true,
+            pos: 0,
+            len,
+            blocks: Default::default(),
+            written: Default::default(),
+        }
+    }
+}
+
+impl<F: Read + Write + Seek> Buffered<F> {
+    /// An existing volume of `len` bytes at byte `base` of `file`.
+    fn existing(file: F, base: u64, len: u64) -> Buffered<F> {
+        Buffered {
+            file,
+            base,
+            fresh: false,
             pos: 0,
             len,
             blocks: Default::default(),
@@ -361,7 +420,7 @@ impl Buffered {
             let mut b = vec![0u8; BLOCK as usize];
             let start = n * BLOCK;
             let want = (self.len.saturating_sub(start)).min(BLOCK) as usize;
-            self.file.seek(SeekFrom::Start(start))?;
+            self.file.seek(SeekFrom::Start(self.base + start))?;
             self.file.read_exact(&mut b[..want])?;
             self.blocks.insert(n, (b, false));
         }
@@ -370,13 +429,13 @@ impl Buffered {
             .ok_or_else(|| io::Error::other("block cache lost a block"))
     }
 
-    fn into_inner(mut self) -> io::Result<File> {
+    fn into_inner(mut self) -> io::Result<F> {
         self.flush()?;
         Ok(self.file)
     }
 }
 
-impl Read for Buffered {
+impl<F: Read + Write + Seek> Read for Buffered<F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.len || buf.is_empty() {
             return Ok(0);
@@ -394,7 +453,7 @@ impl Read for Buffered {
     }
 }
 
-impl Write for Buffered {
+impl<F: Read + Write + Seek> Write for Buffered<F> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -423,10 +482,10 @@ impl Write for Buffered {
             let start = n * BLOCK;
             let want = (self.len.saturating_sub(start)).min(BLOCK) as usize;
             *dirty = false;
-            if !self.written.contains(n) && b[..want].iter().all(|&x| x == 0) {
+            if self.fresh && !self.written.contains(n) && b[..want].iter().all(|&x| x == 0) {
                 continue; // still a hole in the file: nothing to write
             }
-            self.file.seek(SeekFrom::Start(start))?;
+            self.file.seek(SeekFrom::Start(self.base + start))?;
             self.file.write_all(&b[..want])?;
             self.written.insert(*n);
         }
@@ -434,7 +493,7 @@ impl Write for Buffered {
     }
 }
 
-impl Seek for Buffered {
+impl<F: Read + Write + Seek> Seek for Buffered<F> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let new = match to {
             SeekFrom::Start(p) => Some(p),

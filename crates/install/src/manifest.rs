@@ -1,0 +1,145 @@
+//! The install image's signed manifest, `install.img.zst.manifest`:
+//!
+//! ```text
+//! line 1   {"format":1,"version":"V","board":"B","arch":"A","raw_size":N,"sha256":"HEX"}
+//! line 2   ballast-ed25519-sig <key id> <128 hex digits>
+//! ```
+//!
+//! The signature (the channel index's line format) is over the exact bytes of
+//! line 1 without its newline. `raw_size` and `sha256` describe the
+//! uncompressed disk image, so the writer checks the bytes it streams, not the
+//! compressed file: a corrupt or swapped image is refused before its first MiB
+//! (the partition table) reaches the target.
+
+use ballast_bundle::{PublicKey, Signer};
+use serde::{Deserialize, Serialize};
+
+use crate::InstallError;
+
+const SIG_TAG: &str = "ballast-ed25519-sig";
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub version: String,
+    pub board: String,
+    pub arch: String,
+    /// Bytes of the uncompressed disk image.
+    pub raw_size: u64,
+    /// Hex SHA-256 of the uncompressed disk image.
+    pub sha256: String,
+}
+
+impl Manifest {
+    /// The manifest file's text: the JSON line and its signature line.
+    pub fn sign(&self, signer: &Signer) -> String {
+        let json = serde_json::to_string(self).unwrap_or_default();
+        let sig = signer.sign(json.as_bytes());
+        format!(
+            "{json}\n{SIG_TAG} {} {}\n",
+            signer.public().id,
+            hex::encode(sig)
+        )
+    }
+
+    /// Check the signature with `trusted` keys, then parse. `source_name`
+    /// names the file or URL in errors.
+    pub fn verify(
+        text: &str,
+        trusted: &[PublicKey],
+        source_name: &str,
+    ) -> Result<Manifest, InstallError> {
+        let err = |detail: String| InstallError::Manifest {
+            source_name: source_name.to_string(),
+            detail,
+        };
+        let mut lines = text.lines();
+        let (Some(json), Some(sig_line)) = (lines.next(), lines.next()) else {
+            return Err(err(format!(
+                "expected two lines (the JSON manifest, then `{SIG_TAG} <key id> <signature>`); is it the .manifest file `ballast build` wrote?"
+            )));
+        };
+        let words: Vec<&str> = sig_line.split_whitespace().collect();
+        let [SIG_TAG, key_id, sig_hex] = words.as_slice() else {
+            return Err(err(format!(
+                "line 2: expected `{SIG_TAG} <key id> <128 hex digits>`; the manifest is damaged (copy it again)"
+            )));
+        };
+        let signature: [u8; 64] = hex::decode(sig_hex)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| err("line 2: the signature is not 128 hex digits; the manifest is damaged (copy it again)".into()))?;
+        let key = trusted.iter().find(|k| k.id == *key_id).ok_or_else(|| {
+            let id: String = key_id
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(32)
+                .collect();
+            err(format!(
+                "signed by key {id}, which is not trusted here (the image was built with another key: use an image signed with a key in /usr/lib/ballast/keys/, or pass its .pub with --key)"
+            ))
+        })?;
+        if !key.verify(json.as_bytes(), &signature) {
+            return Err(err(
+                "bad signature: the manifest was changed after signing, or signed by another key; refusing the image".into(),
+            ));
+        }
+        let m: Manifest =
+            serde_json::from_str(json).map_err(|e| err(format!("line 1: invalid: {e}")))?;
+        if m.format != 1 {
+            return Err(err(format!(
+                "field `format`: {} is not a format this program reads (1); update it",
+                m.format
+            )));
+        }
+        m.sha256_bytes()
+            .map_err(|d| err(format!("field `sha256`: {d}")))?;
+        Ok(m)
+    }
+
+    /// The SHA-256 as bytes.
+    pub fn sha256_bytes(&self) -> Result<[u8; 32], String> {
+        hex::decode(&self.sha256)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| "not 64 hex digits".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            format: 1,
+            version: "1.2.0".into(),
+            board: "qemu-x86_64".into(),
+            arch: "x86_64".into(),
+            raw_size: 4 << 20,
+            sha256: "ab".repeat(32),
+        }
+    }
+
+    #[test]
+    fn signed_manifest_verifies_with_its_key_only() {
+        let signer = Signer::from_seed(&[7; 32]);
+        let other = Signer::from_seed(&[8; 32]);
+        let text = sample().sign(&signer);
+        let m = Manifest::verify(&text, &[signer.public()], "t").unwrap();
+        assert_eq!(m, sample());
+        let e = Manifest::verify(&text, &[other.public()], "t").unwrap_err();
+        assert!(e.to_string().contains("not trusted"), "{e}");
+    }
+
+    #[test]
+    fn a_changed_manifest_is_refused() {
+        let signer = Signer::from_seed(&[7; 32]);
+        let text = sample().sign(&signer).replace("1.2.0", "1.3.0");
+        let e = Manifest::verify(&text, &[signer.public()], "t").unwrap_err();
+        assert!(e.to_string().contains("bad signature"), "{e}");
+        let e = Manifest::verify("junk", &[signer.public()], "t").unwrap_err();
+        assert!(e.to_string().contains("two lines"), "{e}");
+    }
+}
