@@ -190,6 +190,15 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
             &disk_tmp,
         )?;
         let bundle_tmp = update_bundle(&inputs, &initrd, &built, &signer, args, &work)?;
+        crate::install_image::write(
+            &disk_tmp,
+            &inputs.version.to_string(),
+            &inputs.board.name,
+            inputs.board.arch.name(),
+            &signer,
+            &work,
+        )
+        .context("writing the install image")?;
         Some((built, disk_tmp, bundle_tmp))
     };
     let result = write_outputs(&inputs, &initrd, disk, &work)?;
@@ -444,6 +453,13 @@ fn write_outputs(
         artifacts.insert("disk".to_owned(), out.join("disk.img"));
         staged.push((bundle_tmp.clone(), out.join("update.bundle")));
         artifacts.insert("bundle".to_owned(), out.join("update.bundle"));
+        for (tmp, name) in crate::install_image::staged(work) {
+            staged.push((tmp, out.join(name)));
+        }
+        artifacts.insert(
+            "install_image".to_owned(),
+            out.join(ballast_install::IMAGE_FILE),
+        );
     }
 
     let kernel_out = out.join("vmlinuz");

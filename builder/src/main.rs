@@ -6,6 +6,7 @@ mod bench;
 mod bench_update;
 mod build;
 mod cmd_fetch;
+mod cmd_flash;
 mod cmd_keys;
 mod cmd_publish;
 mod cmd_seed;
@@ -13,6 +14,7 @@ mod debpkg;
 mod devbins;
 mod disk_image;
 mod initrd;
+mod install_image;
 mod kernel_input;
 mod project;
 mod qemu;
@@ -79,6 +81,10 @@ enum Cmd {
     /// --iso9660) with a first-boot config.
     #[command(after_long_help = "Example:\n  ballast seed --user-data user-data -o seed.img")]
     Seed(cmd_seed::SeedArgs),
+    #[command(
+        after_long_help = "Example, an SD card for a Raspberry Pi with a first-boot config:\n  ballast flash out/rpi3-arm64/install.img.zst /dev/sdb --user-data user-data"
+    )]
+    Flash(cmd_flash::FlashArgs),
     /// Kernel tools.
     #[command(
         subcommand,
@@ -109,6 +115,9 @@ const BUILD_EXAMPLE: &str = "\
 Every board gets, in its output directory (--out, default out/BOARD):
   disk.img       the disk image to flash (both slots, boot and state partitions)
   update.bundle  the same OS as a signed update bundle, for `osctl upgrade`
+  install.img.zst and install.img.zst.manifest
+                 the disk image compressed, and its signed manifest, for
+                 `osctl install`, `ballast.install=` and `ballast flash`
   vmlinuz        the kernel
   initrd.img     the initramfs
   build.json     what was built and where (the same as --json prints)
@@ -176,6 +185,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Keygen(args) => cmd_keys::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Publish(args) => cmd_publish::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Seed(args) => cmd_seed::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Flash(args) => cmd_flash::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Build(args) => build::run(&project()?, args).map(|()| ExitCode::SUCCESS),
         Cmd::Run(args) => run::run(&project()?, args),
         Cmd::Kernel(KernelCmd::Check(args)) => build::kernel_check(&project()?, args),

@@ -15,6 +15,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod config_cmd;
 pub mod docs;
+pub mod install_cmd;
 pub mod remote;
 pub mod update_cmd;
 
@@ -100,6 +101,42 @@ pub enum Command {
         #[arg(long)]
         allow_downgrade: bool,
         /// Reboot into the new version once it is installed.
+        #[arg(long)]
+        reboot: bool,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install this OS to another disk: write the install image, read it back
+    /// and verify it (exit 0 only then). The disk's old partition table is
+    /// cleared first and the new one written last, so a failed install leaves
+    /// it unbootable, never half-written. Refuses the disk this system runs
+    /// from, a mounted or held disk, one too small or read-only, and one that
+    /// holds partitions unless --force.
+    #[command(
+        after_long_help = "Example, from a live ISO, with a first-boot config:\n  osctl install /dev/vda --user-data user-data --reboot"
+    )]
+    Install {
+        /// The whole disk to overwrite, e.g. /dev/vda or /dev/nvme0n1.
+        device: String,
+        /// The image: a file or http:// URL of install.img.zst, with its signed
+        /// .manifest beside it (default: the live medium's).
+        #[arg(long, value_name = "FILE|URL")]
+        image: Option<String>,
+        /// A #cloud-config (or TOML) config for the installed disk's first boot,
+        /// put on its boot partition.
+        #[arg(long, value_name = "FILE")]
+        user_data: Option<PathBuf>,
+        /// NoCloud meta-data for the installed disk.
+        #[arg(long, value_name = "FILE")]
+        meta_data: Option<PathBuf>,
+        /// NoCloud network-config (version 2) for the installed disk.
+        #[arg(long, value_name = "FILE")]
+        network_config: Option<PathBuf>,
+        /// Overwrite a disk that already holds partitions.
+        #[arg(long)]
+        force: bool,
+        /// Reboot once the disk is written and verified.
         #[arg(long)]
         reboot: bool,
         /// Print the result as one JSON object.
@@ -236,6 +273,7 @@ fn kind(r: &Response) -> String {
         Response::Installed { version, .. } => format!("installed ({version})"),
         Response::ConfigApplied { .. } => "a config apply result".into(),
         Response::SendFd => "a request for the bundle's descriptor".into(),
+        Response::DiskInstalled { device, .. } => format!("installed to {device}"),
     }
 }
 
@@ -317,6 +355,47 @@ pub fn remote_args(cmd: &Command) -> Option<(Vec<String>, Option<PathBuf>)> {
                     .chain(flag(*json, "--json"))
                     .collect(),
                 file,
+            )
+        }
+        Command::Install {
+            device,
+            image,
+            user_data,
+            meta_data,
+            network_config,
+            force,
+            reboot,
+            json,
+        } => {
+            // The files are the remote machine's: its osctl reads them.
+            let mut args = v(&["install", device]);
+            for (name, val) in [
+                ("--image", image.clone()),
+                (
+                    "--user-data",
+                    user_data.as_ref().map(|p| p.display().to_string()),
+                ),
+                (
+                    "--meta-data",
+                    meta_data.as_ref().map(|p| p.display().to_string()),
+                ),
+                (
+                    "--network-config",
+                    network_config.as_ref().map(|p| p.display().to_string()),
+                ),
+            ] {
+                if let Some(val) = val {
+                    args.push(name.to_string());
+                    args.push(val);
+                }
+            }
+            (
+                args.into_iter()
+                    .chain(flag(*force, "--force"))
+                    .chain(flag(*reboot, "--reboot"))
+                    .chain(flag(*json, "--json"))
+                    .collect(),
+                None,
             )
         }
         Command::Rollback { reboot } => (
@@ -443,6 +522,29 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             };
             update_cmd::upgrade(&cli.socket, &src, *allow_downgrade, *reboot, *json, out)
         }
+        Command::Install {
+            device,
+            image,
+            user_data,
+            meta_data,
+            network_config,
+            force,
+            reboot,
+            json,
+        } => install_cmd::install(
+            &cli.socket,
+            &install_cmd::Args {
+                device,
+                image: image.as_deref(),
+                user_data: user_data.as_deref(),
+                meta_data: meta_data.as_deref(),
+                network_config: network_config.as_deref(),
+                force: *force,
+                reboot: *reboot,
+                json: *json,
+            },
+            out,
+        ),
         Command::Rollback { reboot } => update_cmd::rollback(&cli.socket, *reboot, out),
         Command::Completions { shell } => out
             .write_all(&docs::completion(&command(), *shell))

@@ -58,7 +58,7 @@ fn open(source: &Source) -> Result<Body, Failure> {
 }
 
 /// GET a URL (http; https needs a TLS stack the device build does not carry).
-fn fetch(url: &str) -> Result<(Box<dyn Read + Send>, Option<u64>), Failure> {
+pub(crate) fn fetch(url: &str) -> Result<(Box<dyn Read + Send>, Option<u64>), Failure> {
     if url.starts_with("https://") {
         return Err(Failure::Refused(format!(
             "{url}: https is not built into this osctl (no TLS stack on the device); \
@@ -190,7 +190,7 @@ impl Meter {
     }
 }
 
-fn is_tty() -> bool {
+pub(crate) fn is_tty() -> bool {
     // SAFETY: isatty on fd 2 has no memory effects.
     unsafe { libc::isatty(2) == 1 }
 }
@@ -358,7 +358,7 @@ pub fn rollback(socket: &Path, reboot: bool, out: &mut dyn Write) -> Result<(), 
     Ok(())
 }
 
-fn reboot_now(socket: &Path, out: &mut dyn Write, quiet: bool) -> Result<(), Failure> {
+pub(crate) fn reboot_now(socket: &Path, out: &mut dyn Write, quiet: bool) -> Result<(), Failure> {
     match client::call(socket, &Request::Reboot).map_err(|e| failure(socket, e))? {
         Response::Ok { message } => {
             if !quiet {

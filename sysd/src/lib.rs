@@ -18,6 +18,7 @@
 mod definition;
 mod firstboot;
 mod health;
+mod install;
 mod logs;
 mod runtime;
 mod server;
@@ -298,6 +299,18 @@ pub fn run(args: Args) -> i32 {
             let msg = format!("{e}; osctl cannot reach sysd");
             say(&msg);
             lock(&shared.errors).push(msg);
+        }
+    }
+
+    // ballast.install=DEVICE: the unattended install runs beside the services
+    // (it may need the network for its URLs) and reboots when it is done.
+    if let Some(device) = shared.cmdline.install_device().map(str::to_string) {
+        let sh = shared.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("sysd-install".into())
+            .spawn(move || install::unattended(&sh, &device))
+        {
+            say(&format!("cannot start the unattended install: {e}"));
         }
     }
 

@@ -170,6 +170,33 @@ fn handle(conn: UnixStream, shared: &Shared, socket: &Path) {
             size,
             fd,
         } => upgrade(r, w, shared, socket, allow_downgrade, size, fd),
+        Request::Install {
+            device,
+            force,
+            image,
+            fd,
+            size,
+            manifest,
+            user_data,
+            meta_data,
+            network_config,
+        } => {
+            let config = ballast_install::BootConfig {
+                user_data: user_data.map(String::into_bytes),
+                meta_data: meta_data.map(String::into_bytes),
+                network_config: network_config.map(String::into_bytes),
+            };
+            let request = InstallRequest {
+                device,
+                force,
+                image,
+                fd,
+                size,
+                manifest,
+                config,
+            };
+            install(r, w, shared, socket, request)
+        }
         Request::Rollback => reply(&mut w, rollback(shared), socket),
         Request::ConfigApply {
             text,
@@ -297,6 +324,133 @@ fn upgrade(
         Err(e) => {
             let message = e.to_string();
             crate::say(&format!("upgrade failed: {message}"));
+            Response::Error { message }
+        }
+    };
+    let _ = write_message(&mut w, &resp, socket);
+}
+
+/// `osctl install`'s request, unpacked.
+struct InstallRequest {
+    device: String,
+    force: bool,
+    image: Option<String>,
+    fd: bool,
+    size: Option<u64>,
+    manifest: Option<String>,
+    config: ballast_install::BootConfig,
+}
+
+/// Write an install image to another disk: progress lines, then
+/// `DiskInstalled` or an error. Shares the one-at-a-time flag with upgrades.
+fn install(
+    r: BufReader<UnixStream>,
+    mut w: UnixStream,
+    shared: &Shared,
+    socket: &Path,
+    req: InstallRequest,
+) {
+    let _ = r.get_ref().set_read_timeout(Some(Duration::from_secs(120)));
+    if shared.upgrading.swap(true, Ordering::SeqCst) {
+        let _ = write_message(
+            &mut w,
+            &Response::Error {
+                message: "an upgrade or install is running; wait for it (osctl status)".into(),
+            },
+            socket,
+        );
+        return;
+    }
+    let device = req.device.clone();
+    let result = (|| -> Result<crate::install::Done, String> {
+        let name = req.image.clone().unwrap_or_else(|| "the image".into());
+        let source = if req.fd {
+            let _ = write_message(&mut w, &Response::SendFd, socket);
+            if !r.buffer().is_empty() {
+                return Err(UpgradeError::BytesBeforeFd.to_string());
+            }
+            let fd = ballast_control::fdpass::recv_fd(r.get_ref())
+                .map_err(|e| UpgradeError::Fd(e).to_string())?;
+            crate::install::Source::Stream {
+                name,
+                reader: Box::new(PassedFd(std::fs::File::from(fd))),
+                size: req.size,
+                manifest: req.manifest.clone(),
+            }
+        } else if let Some(n) = req.size {
+            let big = BufReader::with_capacity(1 << 20, r);
+            crate::install::Source::Stream {
+                name,
+                reader: Box::new(std::io::Read::take(big, n)),
+                size: Some(n),
+                manifest: req.manifest.clone(),
+            }
+        } else {
+            crate::install::Source::Medium
+        };
+        let job = crate::install::Job {
+            device: std::path::PathBuf::from(&req.device),
+            force: req.force,
+            source,
+            config: req.config.clone(),
+        };
+        let mut last_sent = std::time::Instant::now();
+        let mut last_phase = None;
+        let mut progress = |phase: ballast_install::Phase, done: u64, total: u64| {
+            if Some(phase) != last_phase
+                || done == total
+                || last_sent.elapsed() >= Duration::from_millis(200)
+            {
+                last_phase = Some(phase);
+                last_sent = std::time::Instant::now();
+                let _ = write_message(
+                    &mut w,
+                    &Response::Progress {
+                        phase: phase.as_str().to_string(),
+                        done,
+                        total,
+                    },
+                    socket,
+                );
+            }
+        };
+        crate::install::run(shared, job, &mut progress).map_err(|e| e.to_string())
+    })();
+    shared.upgrading.store(false, Ordering::SeqCst);
+    let resp = match result {
+        Ok(done) => {
+            let message = format!(
+                "{device}: installed{} and verified ({} bytes, SHA-256 {}){}; boot from it",
+                if done.version.is_empty() {
+                    String::new()
+                } else {
+                    format!(" Ballast {}", done.version)
+                },
+                done.report.bytes,
+                done.report.sha256,
+                if done.report.config_files.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", first-boot config on its boot partition: {}",
+                        done.report.config_files.join(", ")
+                    )
+                }
+            );
+            crate::say(&message);
+            Response::DiskInstalled {
+                device,
+                version: done.version,
+                bytes: done.report.bytes,
+                sha256: done.report.sha256,
+                write_micros: (done.report.write_seconds * 1e6) as u64,
+                verify_micros: (done.report.verify_seconds * 1e6) as u64,
+                config_files: done.report.config_files,
+                message,
+            }
+        }
+        Err(message) => {
+            crate::say(&format!("install to {device} failed: {message}"));
             Response::Error { message }
         }
     };

@@ -66,6 +66,35 @@ pub enum Request {
         #[serde(default)]
         fd: bool,
     },
+    /// Write an install image to another disk (`osctl install`) with the one
+    /// installer (`ballast-install`). The image is the live medium's when
+    /// `fd` is false and no `size` is given; otherwise it comes as a file
+    /// descriptor ([`fdpass`], after [`Response::SendFd`]) or as `size` bytes
+    /// after this line, and `manifest` (its signed manifest's text) is
+    /// required. Answered by [`Response::Progress`] lines (`phase` is `clear`,
+    /// `write`, `verify`, `config` or `table`), then [`Response::DiskInstalled`]
+    /// or an error.
+    Install {
+        device: String,
+        #[serde(default)]
+        force: bool,
+        /// The image's file name or URL, for messages.
+        #[serde(default)]
+        image: Option<String>,
+        #[serde(default)]
+        fd: bool,
+        #[serde(default)]
+        size: Option<u64>,
+        #[serde(default)]
+        manifest: Option<String>,
+        /// NoCloud files for the installed disk's boot partition.
+        #[serde(default)]
+        user_data: Option<String>,
+        #[serde(default)]
+        meta_data: Option<String>,
+        #[serde(default)]
+        network_config: Option<String>,
+    },
     /// Make the other slot (when it is good) the default for the next boot.
     Rollback,
     /// Check a first-boot config document (`#cloud-config` or TOML) and show
@@ -146,6 +175,20 @@ pub enum Response {
         /// How long each phase took on the device, in order.
         #[serde(default)]
         phases: Vec<PhaseTime>,
+    },
+    /// Answer to [`Request::Install`]: the image is on `device`, read back and
+    /// verified.
+    DiskInstalled {
+        device: String,
+        /// The image's version (from its manifest; "" when it had none).
+        version: String,
+        bytes: u64,
+        sha256: String,
+        write_micros: u64,
+        verify_micros: u64,
+        /// Config files put on the boot partition.
+        config_files: Vec<String>,
+        message: String,
     },
     Error {
         message: String,

@@ -32,6 +32,9 @@ pub mod keys {
     pub const DEBUG: &str = "ballast.debug";
     pub const HEALTH_TIMEOUT: &str = "ballast.health_timeout";
     pub const CONFIG: &str = "ballast.config";
+    pub const INSTALL: &str = "ballast.install";
+    pub const INSTALL_IMAGE: &str = "ballast.install.image";
+    pub const INSTALL_CONFIG: &str = "ballast.install.config";
 }
 
 /// One `key` or `key=value` word of the command line.
@@ -167,6 +170,23 @@ impl Cmdline {
     /// `ballast.config=URL`: where the first-boot config is fetched from.
     pub fn config_url(&self) -> Option<&str> {
         self.get(keys::CONFIG).filter(|v| !v.is_empty())
+    }
+
+    /// `ballast.install=DEVICE`: install to DEVICE at boot, then reboot into it.
+    pub fn install_device(&self) -> Option<&str> {
+        self.get(keys::INSTALL).filter(|v| !v.is_empty())
+    }
+
+    /// `ballast.install.image=URL`: the install image to write (its signed
+    /// manifest is `URL.manifest`); default: the live medium's.
+    pub fn install_image_url(&self) -> Option<&str> {
+        self.get(keys::INSTALL_IMAGE).filter(|v| !v.is_empty())
+    }
+
+    /// `ballast.install.config=URL`: a `#cloud-config` put on the installed
+    /// disk's boot partition as its `user-data`.
+    pub fn install_config_url(&self) -> Option<&str> {
+        self.get(keys::INSTALL_CONFIG).filter(|v| !v.is_empty())
     }
 
     /// `ballast.health_timeout=SECS`: how long a slot on probation may take to pass
