@@ -252,3 +252,105 @@ fn ballast_flash_writes_a_verified_image_with_its_config_and_refuses_what_it_mus
         String::from_utf8_lossy(&sgdisk.stdout)
     );
 }
+
+/// `osctl install` on a running machine writes its blank second disk; that
+/// disk then boots alone, with the first-boot config given to the install.
+#[test]
+fn osctl_install_writes_a_second_disk_that_boots_alone_with_its_config() {
+    use common::vm::{free_port, ssh_as, Machine, Ssh};
+    use std::time::Duration;
+    let _story = common::story();
+    let work = common::workdir("install-osctl");
+    let built = built();
+    let (key, out, version) = (built.ssh_key(), built.out.clone(), built.version());
+    let image = built.artifact("install_image");
+    let manifest = PathBuf::from(format!("{}.manifest", image.display()));
+    let raw_size = zstd::decode_all(fs::File::open(&image).unwrap()).unwrap().len() as u64;
+
+    // A blank disk a little larger than the image, and the running machine.
+    let blank = work.join("blank.img");
+    fs::File::create(&blank)
+        .and_then(|f| f.set_len(raw_size + (64 << 20)))
+        .unwrap();
+    let machine = built.vm_disk(&work, "machine");
+    let port = free_port();
+    let mut vm = Machine::start_with(
+        BOARD,
+        &out,
+        port,
+        work.join("live.log"),
+        false,
+        &[machine.as_os_str(), os("--drive"), blank.as_os_str()],
+    );
+    vm.wait_for("ballast-ready", Duration::from_secs(600));
+    let ssh = Ssh { key: key.clone(), port };
+
+    // The image and its manifest go to /var/tmp (the state partition).
+    ssh.ok_with_input("cat > /var/tmp/install.img.zst", &fs::read(&image).unwrap());
+    ssh.ok_with_input(
+        "cat > /var/tmp/install.img.zst.manifest",
+        &fs::read(&manifest).unwrap(),
+    );
+    let alice = work.join("alice");
+    assert!(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&alice)
+        .status()
+        .unwrap()
+        .success());
+    let alice_pub = fs::read_to_string(alice.with_extension("pub")).unwrap();
+    let user_data = format!(
+        "#cloud-config\nhostname: installed\nusers:\n  - default\n  - name: alice\n    ssh_authorized_keys:\n      - {}\n",
+        alice_pub.trim()
+    );
+    ssh.ok_with_input("cat > /var/tmp/user-data", user_data.as_bytes());
+
+    // Refusals: the disk this machine runs from, a partition, a missing disk.
+    let install = |args: &str| ssh.run(&format!("osctl install {args}"));
+    let refused_here = |o: Output, needle: &str| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "should have refused ({needle})");
+        assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    };
+    let img = "--image /var/tmp/install.img.zst";
+    refused_here(install(&format!("/dev/vda {img} --force")), "runs from");
+    refused_here(install(&format!("/dev/vda1 {img}")), "is a partition");
+    refused_here(install(&format!("/dev/vdz {img}")), "no such device");
+
+    // The install itself.
+    let done = ssh.ok(&format!(
+        "osctl install /dev/vdb {img} --user-data /var/tmp/user-data --json"
+    ));
+    let v: serde_json::Value = serde_json::from_str(done.trim()).expect("install --json");
+    assert_eq!(v["installed"], true, "{done}");
+    assert_eq!(v["version"], version.as_str(), "{done}");
+    assert_eq!(v["bytes"], raw_size, "{done}");
+    eprintln!(
+        "osctl install: {raw_size} bytes, write {} s, verify {} s",
+        v["write_seconds"], v["verify_seconds"]
+    );
+    // Now it holds partitions: a second install needs --force.
+    refused_here(install(&format!("/dev/vdb {img}")), "--force");
+    let _ = ssh.run("osctl poweroff");
+    vm.wait_exit(Duration::from_secs(180));
+    vm.save();
+
+    // The installed disk alone: slot A, ready, alice's key from the user-data.
+    let port = free_port();
+    let mut vm = Machine::boot_disk(BOARD, &out, &blank, port, work.join("installed.log"));
+    vm.wait_for(
+        &format!("ballast-ready version={version} slot=a"),
+        Duration::from_secs(600),
+    );
+    let who = ssh_as("alice", &alice, port, "hostname");
+    assert!(
+        who.status.success(),
+        "alice cannot log in: {}",
+        String::from_utf8_lossy(&who.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), "installed");
+    let ssh = Ssh { key, port };
+    let _ = ssh.run("osctl poweroff");
+    vm.wait_exit(Duration::from_secs(180));
+    vm.save();
+}

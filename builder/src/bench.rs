@@ -26,6 +26,8 @@ pub enum BenchCmd {
     /// Time an update: slot write throughput of `osctl upgrade` against dd,
     /// and osctl upgrade -> ballast-ready of the new version.
     Update(crate::bench_update::UpdateBenchArgs),
+    /// `ballast flash` throughput against dd of the same image to the same loop device.
+    Flash(crate::bench_flash::FlashBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -92,6 +94,7 @@ pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
         BenchCmd::Boot(args) => boot(project, args),
         BenchCmd::Build(args) => build(project, args),
         BenchCmd::Update(args) => crate::bench_update::run(project, args),
+        BenchCmd::Flash(args) => crate::bench_flash::run(project, args),
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_update;
+mod bench_flash;
 mod build;
 mod cmd_fetch;
 mod cmd_flash;
@@ -142,6 +143,9 @@ fn command() -> clap::Command {
         })
         .mut_subcommand("build", |c| {
             c.after_long_help("Example:\n  ballast bench build --board qemu-arm64")
+        })
+        .mut_subcommand("flash", |c| {
+            c.after_long_help("Example (as root):\n  ballast bench flash out/qemu-x86_64/disk.img")
         })
         .mut_subcommand("update", |c| {
             c.after_long_help(

@@ -1,0 +1,142 @@
+//! `ballast bench flash IMAGE`: `ballast flash` throughput against `dd` of
+//! the same raw image to the same loop device (goal: at least 0.9x), both
+//! measured in this run. Flash's time includes everything it does (clear,
+//! write, fsync, read back and verify, table last); dd's is `bs=4M
+//! conv=fsync`, which writes and does not verify. Needs root (losetup).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use ballast_install::{BootConfig, Image, Policy, Target};
+use clap::Args;
+use serde::Serialize;
+
+use crate::project::Project;
+
+#[derive(Args, Debug)]
+pub struct FlashBenchArgs {
+    /// The disk image (raw or .zst; a .zst is decompressed first so both write the same bytes).
+    pub image: PathBuf,
+    /// Rounds of (dd, flash); the best of each is reported.
+    #[arg(long, default_value_t = 2)]
+    pub runs: u32,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Figures {
+    image_bytes: u64,
+    dd_s: f64,
+    dd_mb_s: f64,
+    flash_s: f64,
+    flash_mb_s: f64,
+    flash_write_s: f64,
+    flash_verify_s: f64,
+    ratio: f64,
+}
+
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+pub fn run(project: &Project, args: &FlashBenchArgs) -> Result<()> {
+    let dir = project.target_dir().join("bench-flash");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let raw = dir.join("image.raw");
+    let img = Image::open(&args.image, None)?;
+    let size = img.raw_size;
+    if img.compressed {
+        let mut dec = zstd::stream::Decoder::new(
+            std::fs::File::open(&args.image)
+                .with_context(|| format!("opening {}", args.image.display()))?,
+        )?;
+        let mut out = std::fs::File::create(&raw)?;
+        std::io::copy(&mut dec, &mut out).context("decompressing the image")?;
+    } else {
+        std::fs::copy(&args.image, &raw).context("copying the image")?;
+    }
+    let backing = dir.join("device.img");
+    let f = std::fs::File::create(&backing)?;
+    f.set_len(size + (16 << 20))?;
+    drop(f);
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&backing)
+        .output()
+        .context("running losetup (needs root)")?;
+    if !out.status.success() {
+        bail!("losetup: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let dev = Loop(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let dev_path = Path::new(&dev.0);
+
+    let mut best_dd = f64::MAX;
+    let mut best_flash = (f64::MAX, 0.0, 0.0);
+    for _ in 0..args.runs.max(1) {
+        let start = Instant::now();
+        let st = Command::new("dd")
+            .arg(format!("if={}", raw.display()))
+            .arg(format!("of={}", dev.0))
+            .args(["bs=4M", "conv=fsync", "status=none"])
+            .status()
+            .context("running dd")?;
+        if !st.success() {
+            bail!("dd failed: {st}");
+        }
+        best_dd = best_dd.min(start.elapsed().as_secs_f64());
+
+        let start = Instant::now();
+        let policy = Policy {
+            force: true,
+            ..Policy::default()
+        };
+        let mut image = Image::open(&raw, None)?;
+        let target = Target::inspect(dev_path, &policy)?;
+        target.check(image.raw_size, &policy)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dev_path)?;
+        let report = ballast_install::install(
+            &mut image,
+            &file,
+            dev_path,
+            None,
+            &BootConfig::default(),
+            &mut |_, _, _| {},
+        )?;
+        let t = start.elapsed().as_secs_f64();
+        if t < best_flash.0 {
+            best_flash = (t, report.write_seconds, report.verify_seconds);
+        }
+    }
+    let mb = size as f64 / 1e6;
+    let fig = Figures {
+        image_bytes: size,
+        dd_s: best_dd,
+        dd_mb_s: mb / best_dd,
+        flash_s: best_flash.0,
+        flash_mb_s: mb / best_flash.0,
+        flash_write_s: best_flash.1,
+        flash_verify_s: best_flash.2,
+        ratio: best_dd / best_flash.0,
+    };
+    let _ = std::fs::remove_file(&raw);
+    if args.json {
+        println!("{}", serde_json::to_string(&fig)?);
+    } else {
+        println!(
+            "flash {:.0} MB: ballast flash {:.2} s ({:.0} MB/s; write {:.2} s, verify {:.2} s), dd bs=4M conv=fsync {:.2} s ({:.0} MB/s): {:.2}x dd (goal >= 0.9x)",
+            mb, fig.flash_s, fig.flash_mb_s, fig.flash_write_s, fig.flash_verify_s, fig.dd_s, fig.dd_mb_s, fig.ratio
+        );
+    }
+    Ok(())
+}
