@@ -149,11 +149,19 @@ fn ballast_flash_writes_a_verified_image_with_its_config_and_refuses_what_it_mus
         "read-only",
     );
     drop(ro);
-    // Mounted: a FAT seed on a loop device, mounted.
-    let meta_data = work.join("meta-data");
-    fs::write(&meta_data, "instance-id: seed-1\n").unwrap();
-    let seed = common::seed_image(&user_data, &meta_data, &[], &work.join("seed.img"));
-    let seeded = Loop::new(&seed, 0, &[]);
+    // Mounted: an ext4 volume on a loop device, mounted.
+    let vol = work.join("vol.img");
+    // As large as a card that fits: the size check comes first.
+    fs::File::create(&vol)
+        .and_then(|f| f.set_len(size + (16 << 20)))
+        .unwrap();
+    assert!(Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&vol)
+        .status()
+        .unwrap()
+        .success());
+    let seeded = Loop::new(&vol, 0, &[]);
     let mnt = work.join("mnt");
     fs::create_dir_all(&mnt).unwrap();
     assert!(Command::new("mount")
@@ -265,7 +273,9 @@ fn osctl_install_writes_a_second_disk_that_boots_alone_with_its_config() {
     let (key, out, version) = (built.ssh_key(), built.out.clone(), built.version());
     let image = built.artifact("install_image");
     let manifest = PathBuf::from(format!("{}.manifest", image.display()));
-    let raw_size = zstd::decode_all(fs::File::open(&image).unwrap()).unwrap().len() as u64;
+    let raw_size = zstd::decode_all(fs::File::open(&image).unwrap())
+        .unwrap()
+        .len() as u64;
 
     // A blank disk a little larger than the image, and the running machine.
     let blank = work.join("blank.img");
@@ -283,7 +293,10 @@ fn osctl_install_writes_a_second_disk_that_boots_alone_with_its_config() {
         &[machine.as_os_str(), os("--drive"), blank.as_os_str()],
     );
     vm.wait_for("ballast-ready", Duration::from_secs(600));
-    let ssh = Ssh { key: key.clone(), port };
+    let ssh = Ssh {
+        key: key.clone(),
+        port,
+    };
 
     // The image and its manifest go to /var/tmp (the state partition).
     ssh.ok_with_input("cat > /var/tmp/install.img.zst", &fs::read(&image).unwrap());

@@ -45,8 +45,10 @@ pub fn table_of(head: &[u8], raw_size: u64, name: &str) -> Result<Table, Install
         detail: format!("{d}: it is not a disk image (give the disk.img or install.img.zst that `ballast build` wrote, not a root image, bundle or ISO)"),
     }
     };
-    let table = ballast_disk::read_table(&mut Cursor::new(head), SECTOR)
-        .map_err(|e| not_disk(format!("no partition table in its first MiB ({e})")))?;
+    let table = ballast_disk::read_table(&mut Cursor::new(head), SECTOR).map_err(|e| match e {
+        ballast_disk::DiskError::NoTable => not_disk("no partition table in its first MiB".into()),
+        e => not_disk(format!("no valid partition table in its first MiB ({e})")),
+    })?;
     if table.partitions.is_empty() {
         return Err(not_disk("its partition table is empty".into()));
     }
