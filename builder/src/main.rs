@@ -3,8 +3,8 @@
 //! what and where), 2 bad usage.
 
 mod bench;
-mod bench_update;
 mod bench_flash;
+mod bench_update;
 mod build;
 mod cmd_fetch;
 mod cmd_flash;
