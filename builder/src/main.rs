@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_update;
+mod board_files;
 mod build;
 mod cmd_fetch;
 mod cmd_keys;
