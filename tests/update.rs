@@ -316,6 +316,16 @@ fn qemu_armv7_upgrade_and_rollback_over_ssh() {
     );
 }
 
+/// The Raspberry Pi 3 SD image under QEMU's raspi3b: Debian's rpi_3 U-Boot
+/// (given with -kernel, where the GPU firmware would load it from the card)
+/// runs boot.scr from the MBR card; init finds root A/B and the state
+/// partition by the MBR signature; the network is USB (dwc2 + CDC Ethernet).
+#[test]
+fn raspi3b_rpi3_arm64_upgrade_and_rollback_over_ssh() {
+    let _story = common::story();
+    basic("rpi3-arm64", &[], false);
+}
+
 /// A copy of `bundle` with one byte flipped at `at` (negative: from the end).
 fn flipped(bundle: &[u8], at: isize) -> Vec<u8> {
     let mut b = bundle.to_vec();
