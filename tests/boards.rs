@@ -67,14 +67,30 @@ fn check_table(img: &Path) {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("ballast.disk="))
         .unwrap_or_else(|| panic!("no ballast.disk= in boot.env: {env}"));
+    // The signature is the GUID's first 4 bytes, stored little-endian: sfdisk
+    // prints the number, the GUID text the bytes in order.
     let id = t["id"].as_str().expect("label id").trim_start_matches("0x");
-    assert_eq!(&disk[..8], format!("{id:0>8}"), "MBR signature vs {disk}");
+    let sig = u32::from_str_radix(id, 16).expect("hex label id");
+    let bytes: String = sig
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        &disk[..8],
+        bytes,
+        "MBR signature {id} vs ballast.disk={disk}"
+    );
 }
 
 /// A flattened device tree (magic d00dfeed) for `compatible`.
 fn check_dtb(img: &Path, name: &str, compatible: &str) {
     let dtb = read_boot_file(img, name);
-    assert_eq!(&dtb[..4], &[0xd0, 0x0d, 0xfe, 0xed], "{name} is no device tree");
+    assert_eq!(
+        &dtb[..4],
+        &[0xd0, 0x0d, 0xfe, 0xed],
+        "{name} is no device tree"
+    );
     assert!(
         dtb.windows(compatible.len())
             .any(|w| w == compatible.as_bytes()),
@@ -85,7 +101,11 @@ fn check_dtb(img: &Path, name: &str, compatible: &str) {
 fn boot_script(img: &Path) -> String {
     let scr = read_boot_file(img, "boot.scr");
     // U-Boot legacy image header (64 bytes) + script length word + script.
-    assert_eq!(&scr[..4], &[0x27, 0x05, 0x19, 0x56], "boot.scr is no U-Boot image");
+    assert_eq!(
+        &scr[..4],
+        &[0x27, 0x05, 0x19, 0x56],
+        "boot.scr is no U-Boot image"
+    );
     String::from_utf8_lossy(&scr[72..]).into_owned()
 }
 
@@ -112,7 +132,10 @@ fn rpi_armv7_sd_image_has_what_the_pi_firmware_and_u_boot_load() {
         "bcm2836-rpi-2-b.dtb",
         "bcm2837-rpi-3-b.dtb",
     ] {
-        assert!(root.lines().any(|l| l.trim() == format!("::/{f}")), "no {f} in\n{root}");
+        assert!(
+            root.lines().any(|l| l.trim() == format!("::/{f}")),
+            "no {f} in\n{root}"
+        );
     }
     let config = String::from_utf8(read_boot_file(&img, "config.txt")).expect("utf-8");
     for line in [
@@ -123,19 +146,29 @@ fn rpi_armv7_sd_image_has_what_the_pi_firmware_and_u_boot_load() {
         "[pi3]",
         "kernel=u-boot-rpi3.bin",
     ] {
-        assert!(config.lines().any(|l| l == line), "config.txt lacks {line}:\n{config}");
+        assert!(
+            config.lines().any(|l| l == line),
+            "config.txt lacks {line}:\n{config}"
+        );
     }
     assert!(!config.contains("arm_64bit"), "{config}");
     // U-Boot's fdtfile for these models, under dtbs/ where boot.scr loads it.
     check_dtb(&img, "dtbs/bcm2836-rpi-2-b.dtb", "raspberrypi,2-model-b");
     check_dtb(&img, "dtbs/bcm2837-rpi-3-b.dtb", "raspberrypi,3-model-b");
     let u_boot = read_boot_file(&img, "u-boot-rpi2.bin");
-    assert!(u_boot.windows(6).any(|w| w == b"U-Boot"), "u-boot-rpi2.bin is no U-Boot");
+    assert!(
+        u_boot.windows(6).any(|w| w == b"U-Boot"),
+        "u-boot-rpi2.bin is no U-Boot"
+    );
     let script = boot_script(&img);
-    assert!(script.contains("fatload ${devtype} ${devnum}:${distro_bootpart} ${fdt_addr_r} dtbs/${fdtfile}"));
+    assert!(script
+        .contains("fatload ${devtype} ${devnum}:${distro_bootpart} ${fdt_addr_r} dtbs/${fdtfile}"));
     assert!(script.contains("bootz ${kernel_addr_r}"), "{script}");
     let env = String::from_utf8(read_boot_file(&img, "ballast/a/boot.env")).expect("utf-8");
-    assert!(env.contains("console=tty1 console=ttyAMA0,115200 console=ttyS1,115200"), "{env}");
+    assert!(
+        env.contains("console=tty1 console=ttyAMA0,115200 console=ttyS1,115200"),
+        "{env}"
+    );
 }
 
 #[test]
@@ -158,9 +191,17 @@ fn beaglebone_black_sd_image_has_mlo_first_and_its_device_tree() {
     // The TI table of contents (CHSETTINGS) the ROM reads, then at 512 the GP
     // header: image size and load address 0x402f0400 (SRAM).
     assert_eq!(&mlo[0x14..0x1e], b"CHSETTINGS", "MLO has no TOC");
-    assert_eq!(&mlo[0x204..0x208], &0x402f_0400u32.to_le_bytes(), "MLO has no GP header");
+    assert_eq!(
+        &mlo[0x204..0x208],
+        &0x402f_0400u32.to_le_bytes(),
+        "MLO has no GP header"
+    );
     let u_boot = read_boot_file(&img, "u-boot.img");
-    assert_eq!(&u_boot[..4], &[0x27, 0x05, 0x19, 0x56], "u-boot.img is no U-Boot image");
+    assert_eq!(
+        &u_boot[..4],
+        &[0x27, 0x05, 0x19, 0x56],
+        "u-boot.img is no U-Boot image"
+    );
     check_dtb(&img, "dtbs/am335x-boneblack.dtb", "ti,am335x-bone-black");
     let script = boot_script(&img);
     assert!(script.contains("bootz ${kernel_addr_r}"), "{script}");
