@@ -316,6 +316,23 @@ fn qemu_armv7_upgrade_and_rollback_over_ssh() {
     );
 }
 
+/// The Raspberry Pi 3 SD image under QEMU's raspi3b: Debian's rpi_3 U-Boot
+/// (given with -kernel, where the GPU firmware would load it from the card)
+/// runs boot.scr from the MBR card; init finds root A/B and the state
+/// partition by the MBR signature; the network is USB (dwc2 + CDC Ethernet).
+///
+/// Ignored until two QEMU gaps are dealt with (seen by hand, see the boards
+/// report): QEMU's BCM2835 watchdog model resets the machine as soon as the
+/// kernel's bcm2835_wdt starts it (init opens /dev/watchdog in stage 2), and the
+/// kernel's dwc2 driver does not enumerate QEMU's usb-net ("dwc2 3f980000.usb:
+/// Not connected") although U-Boot does, so the network never comes up.
+#[test]
+#[ignore = "QEMU raspi3b: watchdog resets at start, usb-net not enumerated by Linux dwc2"]
+fn raspi3b_rpi3_arm64_upgrade_and_rollback_over_ssh() {
+    let _story = common::story();
+    basic("rpi3-arm64", &[], false);
+}
+
 /// A copy of `bundle` with one byte flipped at `at` (negative: from the end).
 fn flipped(bundle: &[u8], at: isize) -> Vec<u8> {
     let mut b = bundle.to_vec();

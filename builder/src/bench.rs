@@ -239,8 +239,20 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
         let copy = out.join("bench-disk.img");
         std::fs::copy(&disk, &copy).with_context(|| format!("copying {}", disk.display()))?;
         let _ = std::fs::remove_file(copy.with_extension("efivars.fd"));
+        if profile.disk_device == "sd" {
+            // QEMU's SD card must be a power of two long (a real card's
+            // size is whatever it is: init grows the state partition).
+            let len = std::fs::metadata(&copy)?.len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&copy)
+                .and_then(|f| f.set_len(len.next_power_of_two()))
+                .with_context(|| format!("sizing {}", copy.display()))?;
+        }
         let mut launch = launch(&initrd);
-        launch.disk = Some(crate::run::disk_boot(&profile, &copy)?);
+        let mut disk = crate::run::disk_boot(&profile, &copy)?;
+        disk.kernel = crate::run::firmware_kernel(&profile, &build)?;
+        launch.disk = Some(disk);
         let took = time_to(&launch, accel, "ballast-ready")?;
         let _ = std::fs::remove_file(&copy);
         let _ = std::fs::remove_file(copy.with_extension("efivars.fd"));

@@ -168,6 +168,12 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
         None
     } else {
         let systemd_boot = bootloader(&inputs, &args.archive)?;
+        let board_files = crate::board_files::collect(
+            &inputs.archive,
+            &inputs.board,
+            &args.archive,
+            &inputs.kernel,
+        )?;
         let root_tree = work.join("rootfs");
         let signer = userland(project, &inputs, &bins, args, &root_tree)?;
         let boot_files = crate::cmd_seed::seed_files(
@@ -184,6 +190,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
                 root_tree: &root_tree,
                 systemd_boot: systemd_boot.as_deref(),
                 boot_files: &boot_files,
+                board_files: &board_files,
                 rollback_index: args.rollback_index,
                 work: &work,
             },
@@ -199,7 +206,13 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
             &work,
         )
         .context("writing the install image")?;
-        Some((built, disk_tmp, bundle_tmp))
+        // The board's U-Boot beside the disk: what `ballast run` gives QEMU
+        // where the Pi's GPU firmware (which QEMU lacks) would load it.
+        let u_boot = board_files
+            .iter()
+            .find(|(dest, _)| dest == "u-boot.bin")
+            .map(|(_, file)| file.clone());
+        Some((built, disk_tmp, bundle_tmp, u_boot))
     };
     let result = write_outputs(&inputs, &initrd, disk, &work)?;
     print_result(&inputs, &initrd, &result, args.json)
@@ -351,6 +364,8 @@ struct DiskParts<'a> {
     systemd_boot: Option<&'a Path>,
     /// Files for the boot partition (`user-data`, `meta-data`).
     boot_files: &'a [(String, Vec<u8>)],
+    /// The board's files from Debian for the boot partition (`board_files`).
+    board_files: &'a [(String, PathBuf)],
     rollback_index: u64,
     work: &'a Path,
 }
@@ -382,6 +397,7 @@ fn disk_image(
             epoch: initrd.epoch,
             work: parts.work,
             boot_files: parts.boot_files,
+            board_files: parts.board_files,
         },
         dest,
     )
@@ -442,13 +458,19 @@ fn update_bundle(
 fn write_outputs(
     inputs: &BuildInputs,
     initrd: &initrd::Assembled,
-    disk: Option<(disk_image::Built, PathBuf, PathBuf)>,
+    disk: Option<(disk_image::Built, PathBuf, PathBuf, Option<PathBuf>)>,
     work: &Path,
 ) -> Result<BuildResult> {
     let out = &inputs.out;
     let mut artifacts = BTreeMap::new();
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
-    if let Some((_, disk_tmp, bundle_tmp)) = &disk {
+    if let Some((_, _, _, Some(u_boot))) = &disk {
+        let bytes =
+            std::fs::read(u_boot).with_context(|| format!("reading {}", u_boot.display()))?;
+        atomic::write_atomic(&out.join("u-boot.bin"), &bytes)?;
+        artifacts.insert("u-boot".to_owned(), out.join("u-boot.bin"));
+    }
+    if let Some((_, disk_tmp, bundle_tmp, _)) = &disk {
         staged.push((disk_tmp.clone(), out.join("disk.img")));
         artifacts.insert("disk".to_owned(), out.join("disk.img"));
         staged.push((bundle_tmp.clone(), out.join("update.bundle")));
@@ -484,7 +506,7 @@ fn write_outputs(
     artifacts.insert("kernel".to_owned(), kernel_out);
     artifacts.insert("initrd".to_owned(), initrd_out);
 
-    let built = disk.map(|(built, _, _)| built);
+    let built = disk.map(|(built, _, _, _)| built);
     let result = BuildResult {
         board: inputs.board.name.clone(),
         arch: inputs.board.arch.name().to_owned(),
@@ -542,12 +564,19 @@ fn board_kernel(
 )> {
     let archive = kernel_input::open_archive(board, image, archive_args)?;
     let kernel = kernel_input::prepare(&archive, board, archive_args)?;
-    let report = kernel_input::check(
+    let mut report = kernel_input::check(
         project,
         board,
         &kernel,
         image.engine.system_container().is_some(),
     )?;
+    // The board's own drivers (SD and USB hosts, network) that Debian builds
+    // as modules: stage 1 needs the SD host to find the root.
+    for m in &board.kernel.modules {
+        if !report.initramfs_modules.contains(m) {
+            report.initramfs_modules.push(m.clone());
+        }
+    }
     Ok((archive, kernel, report))
 }
 

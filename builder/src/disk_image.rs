@@ -46,6 +46,9 @@ pub struct Inputs<'a> {
     /// `meta-data` of `ballast build --user-data`): what a user copies there
     /// after flashing.
     pub boot_files: &'a [(String, Vec<u8>)],
+    /// The board's files from Debian (its U-Boot, the Pi's firmware, device
+    /// trees): (path on the boot partition, file).
+    pub board_files: &'a [(String, PathBuf)],
 }
 
 #[derive(Debug, Clone)]
@@ -340,12 +343,16 @@ fn stage_boot(inputs: &Inputs<'_>, dir: &Path, cmdline: &str) -> Result<()> {
                 slot_dir.join("boot.env"),
                 format!("ballast_args={cmdline}\nballast_version={version}\n"),
             )?;
-            let params = uboot::ScriptParams {
-                devtype: "virtio".to_owned(),
-                devnum: 0,
-                boot_part: 1,
-                boot_cmd: "bootz".to_owned(),
-                fdt: "${fdtcontroladdr}".to_owned(),
+            let params = if inputs.board.boot.files.is_empty() {
+                // QEMU's qemu_arm U-Boot (-bios) on a virtio disk.
+                uboot::ScriptParams::qemu_arm()
+            } else {
+                stage_board_files(inputs, dir)?;
+                let cmd = match inputs.board.arch {
+                    Arch::Arm64 => "booti",
+                    _ => "bootz",
+                };
+                uboot::ScriptParams::distro_boot(cmd, &inputs.board.boot.u_boot_env)
             };
             let script = uboot::boot_script(&params);
             std::fs::write(
@@ -365,6 +372,41 @@ fn stage_boot(inputs: &Inputs<'_>, dir: &Path, cmdline: &str) -> Result<()> {
                 .write_state(&state)
                 .context("writing the U-Boot slot state")?;
         }
+    }
+    Ok(())
+}
+
+/// A real board's boot files: its U-Boot (and the Pi's GPU firmware) from
+/// Debian, the kernel's device trees under `dtbs/` for the boot script, and on
+/// the Raspberry Pi `config.txt` plus the same device trees at the top, where
+/// the GPU firmware looks for the one `config.txt` names.
+fn stage_board_files(inputs: &Inputs<'_>, dir: &Path) -> Result<()> {
+    let board = inputs.board;
+    for (dest, file) in inputs.board_files {
+        let to = dir.join(dest);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(file, &to).with_context(|| format!("copying {}", file.display()))?;
+        if !board.boot.config_txt.is_empty() && dest.starts_with("dtbs/") && dest.ends_with(".dtb")
+        {
+            if let Some(name) = Path::new(dest).file_name() {
+                std::fs::copy(file, dir.join(name))
+                    .with_context(|| format!("copying {}", file.display()))?;
+            }
+        }
+    }
+    if !board.boot.config_txt.is_empty() {
+        let mut text = format!(
+            "# Written by `ballast build` for board {} (boards/{}.toml): the GPU\n\
+             # firmware starts U-Boot, which runs boot.scr (A/B slots, boot counting).\n",
+            board.name, board.name
+        );
+        for line in &board.boot.config_txt {
+            text.push_str(line);
+            text.push('\n');
+        }
+        std::fs::write(dir.join("config.txt"), text)?;
     }
     Ok(())
 }

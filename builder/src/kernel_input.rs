@@ -102,7 +102,81 @@ const MARKER: &str = "kernel.json";
 
 /// Open the archive for the board's arch with the image's suites.
 pub fn open_archive(board: &Board, image: &ImageFile, args: &ArchiveArgs) -> Result<Archive> {
-    args.open(board.arch, &image.debian.suites, &image.debian.components)
+    args.open(board.arch, &image.debian.suites, &components(board, image))
+}
+
+/// The image's Debian components (`main` when it names none) and the ones the
+/// board opts into (`non-free-firmware` for the Pi's firmware).
+fn components(board: &Board, image: &ImageFile) -> Vec<String> {
+    let mut all = image.debian.components.clone();
+    if all.is_empty() && !board.debian.components.is_empty() {
+        all.push("main".to_owned());
+    }
+    for c in &board.debian.components {
+        if !all.contains(c) {
+            all.push(c.clone());
+        }
+    }
+    all
+}
+
+/// The board's device trees (`kernel.dtbs`) from its kernel package, unpacked
+/// once per package into `CACHE/dtbs/<sha256>/`: (path on the boot partition,
+/// `dtbs/<name>`, file).
+pub fn dtbs(
+    archive: &Archive,
+    board: &Board,
+    args: &ArchiveArgs,
+    kernel: &KernelTree,
+) -> Result<Vec<(String, PathBuf)>> {
+    if board.kernel.dtbs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let package = kernel_package(archive, board)?;
+    let parent = args.cache_dir().join("dtbs");
+    let dir = parent.join(&package.sha256);
+    let base = Path::new("usr/lib").join(format!("linux-image-{}", kernel.release));
+    if !dir.is_dir() {
+        let fetched = archive
+            .fetch(std::slice::from_ref(&package))
+            .with_context(|| format!("fetching {package}"))?;
+        let deb = &fetched
+            .first()
+            .with_context(|| format!("the archive client returned nothing for {package}"))?
+            .path;
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let tmp = parent.join(format!(".tmp-{}-{}", package.sha256, std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+        }
+        let keep = |p: &Path| p.starts_with(&base);
+        unpack::unpack_deb(deb, &tmp, &keep)
+            .with_context(|| format!("unpacking the device trees of {}", deb.display()))?;
+        if let Err(e) = std::fs::rename(&tmp, &dir) {
+            // Another build finished the same unpack first: use theirs.
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !dir.is_dir() {
+                return Err(e).with_context(|| format!("moving {} into place", dir.display()));
+            }
+        }
+    }
+    board
+        .kernel
+        .dtbs
+        .iter()
+        .map(|name| {
+            let file = dir.join(&base).join(name);
+            if !file.is_file() {
+                bail!(
+                    "{}: kernel.dtbs: {package} has no {}/{name}; name a device tree it ships",
+                    board.path.display(),
+                    base.display()
+                );
+            }
+            Ok((format!("dtbs/{name}"), file))
+        })
+        .collect()
 }
 
 /// Resolve, fetch and unpack the board's kernel.

@@ -5,6 +5,7 @@
 mod bench;
 mod bench_flash;
 mod bench_update;
+mod board_files;
 mod build;
 mod cmd_fetch;
 mod cmd_flash;

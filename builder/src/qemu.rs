@@ -63,6 +63,9 @@ pub struct DiskBoot {
     pub uefi: Option<(PathBuf, PathBuf)>,
     /// A `-bios` image (U-Boot).
     pub bios: Option<PathBuf>,
+    /// A `-kernel` image standing in for the board's first stage (the
+    /// Raspberry Pi's U-Boot, which its GPU firmware would load).
+    pub kernel: Option<PathBuf>,
 }
 
 impl Launch {
@@ -74,7 +77,11 @@ impl Launch {
             .args(["-cpu", if accel == Accel::Kvm { "host" } else { &p.cpu }])
             .args(["-m", &p.memory_mib.to_string()])
             .args(["-smp", &p.smp.to_string()])
-            .args(["-nographic", "-nodefaults", "-serial", "mon:stdio"]);
+            .args(["-nographic", "-nodefaults"]);
+        for _ in 0..p.console_serial {
+            cmd.args(["-serial", "null"]);
+        }
+        cmd.args(["-serial", "mon:stdio"]);
         match &self.disk {
             None => {
                 cmd.arg("-kernel")
@@ -93,10 +100,18 @@ impl Launch {
                 if let Some(bios) = &disk.bios {
                     cmd.arg("-bios").arg(bios);
                 }
-                let opts = format!("if=none,id=disk0,format={}", disk.format);
-                cmd.arg("-drive")
-                    .arg(drive_arg(&opts, &disk.image))
-                    .args(["-device", &format!("{},drive=disk0", p.disk_device)]);
+                if let Some(kernel) = &disk.kernel {
+                    cmd.arg("-kernel").arg(kernel);
+                }
+                if p.disk_device == "sd" {
+                    let opts = format!("if=sd,index=0,format={}", disk.format);
+                    cmd.arg("-drive").arg(drive_arg(&opts, &disk.image));
+                } else {
+                    let opts = format!("if=none,id=disk0,format={}", disk.format);
+                    cmd.arg("-drive")
+                        .arg(drive_arg(&opts, &disk.image))
+                        .args(["-device", &format!("{},drive=disk0", p.disk_device)]);
+                }
             }
         }
         let mut netdev = "user,id=net0".to_owned();

@@ -105,7 +105,9 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
         } else {
             overlay::prepare(&image, args.fresh)?
         };
-        Some(disk_boot(&profile, &image)?)
+        let mut disk = disk_boot(&profile, &image)?;
+        disk.kernel = firmware_kernel(&profile, &build)?;
+        Some(disk)
     };
     let launch = Launch {
         profile,
@@ -201,5 +203,22 @@ pub fn disk_boot(profile: &QemuProfile, image: &Path) -> Result<DiskBoot> {
         format: overlay::format_of(image)?,
         uefi,
         bios: firmware.bios.clone(),
+        kernel: None,
     })
+}
+
+/// The build artifact the profile's firmware loads with `-kernel`, if any
+/// (the Raspberry Pi's U-Boot: see `Firmware::kernel_artifact`).
+pub fn firmware_kernel(profile: &QemuProfile, build: &BuildResult) -> Result<Option<PathBuf>> {
+    match profile
+        .firmware
+        .as_ref()
+        .and_then(|f| f.kernel_artifact.as_ref())
+    {
+        Some(key) => build
+            .artifact(key)
+            .with_context(|| format!("{}: [firmware] kernel_artifact", profile.path.display()))
+            .map(Some),
+        None => Ok(None),
+    }
 }

@@ -5,6 +5,7 @@
 use crate::error::{read, InputError};
 use crate::Arch;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -18,6 +19,10 @@ pub struct Board {
     pub boot: BoardBoot,
     /// Name of the launch profile in `qemu/` that emulates this board.
     pub qemu: Option<String>,
+    /// Debian archive components this board needs beside the image's, e.g.
+    /// `non-free-firmware` for the Raspberry Pi's GPU firmware.
+    #[serde(default)]
+    pub debian: BoardDebian,
     /// Where the board file was read from (not part of the file).
     #[serde(skip)]
     pub path: PathBuf,
@@ -35,6 +40,29 @@ pub struct BoardKernel {
     /// Extra kernel command-line arguments every image on this board needs.
     #[serde(default)]
     pub cmdline: Vec<String>,
+    /// The screen console (`tty1`): named on the command line before the
+    /// serial one, so both get the kernel's messages and `/dev/console` stays
+    /// the serial port.
+    #[serde(default)]
+    pub screen: Option<String>,
+    /// Device trees from the kernel package (paths below
+    /// `usr/lib/linux-image-RELEASE/`), put on the boot partition under
+    /// `dtbs/`, where the boot script loads U-Boot's `${fdtfile}` from.
+    #[serde(default)]
+    pub dtbs: Vec<String>,
+    /// Modules stage 1 loads on this board besides the ones every board needs
+    /// (`kernel-configs/initramfs-modules.toml`): its SD/USB host and network
+    /// drivers when Debian builds them as modules.
+    #[serde(default)]
+    pub modules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardDebian {
+    /// Added to the image's `debian.components`.
+    #[serde(default)]
+    pub components: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +71,20 @@ pub struct BoardBoot {
     pub firmware: BootFirmware,
     #[serde(default = "default_table")]
     pub partition_table: PartitionTable,
+    /// Files from Debian packages copied to the boot partition: package name
+    /// -> { destination on the boot partition = path inside the package }.
+    /// The board's own U-Boot (`u-boot-rpi`, `u-boot-omap`) and the Pi's GPU
+    /// firmware (`raspi-firmware`). A board with such files boots the U-Boot
+    /// it brings, which finds `boot.scr` by distro boot.
+    #[serde(default)]
+    pub files: BTreeMap<String, BTreeMap<String, String>>,
+    /// Raspberry Pi: the lines of the `config.txt` the builder writes.
+    #[serde(default)]
+    pub config_txt: Vec<String>,
+    /// U-Boot variables (`name=value`) the boot script sets before it loads
+    /// anything: load addresses where the defaults leave too little room.
+    #[serde(default)]
+    pub u_boot_env: Vec<String>,
 }
 
 fn default_table() -> PartitionTable {
@@ -121,13 +163,49 @@ impl Board {
                 "must be a device name such as ttyS0 or ttyAMA0".into(),
             ));
         }
+        for (package, files) in &self.boot.files {
+            for (dest, src) in files {
+                let bad = |p: &str| {
+                    p.is_empty()
+                        || p.starts_with('/')
+                        || p.split('/').any(|c| c == ".." || c.is_empty())
+                };
+                if bad(dest) || bad(src) {
+                    return Err(at(
+                        dest,
+                        &format!("boot.files.{package}"),
+                        format!(
+                            "{dest:?} = {src:?}: both must be relative paths without `..` \
+                             (destination on the boot partition = path inside the package)"
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(bad) = self.boot.u_boot_env.iter().find(|v| {
+            v.split_once('=').is_none_or(|(k, _)| {
+                k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+        }) {
+            return Err(at(
+                "u_boot_env",
+                "boot.u_boot_env",
+                format!("{bad:?} is not `name=value` with a U-Boot variable name"),
+            ));
+        }
         Ok(())
     }
 
     /// The kernel command line every boot of this board gets, before the
     /// image's and the caller's additions.
     pub fn base_cmdline(&self) -> Vec<String> {
-        let mut args = vec![format!("console={}", self.kernel.console)];
+        let mut args: Vec<String> = self
+            .kernel
+            .screen
+            .iter()
+            .map(|s| format!("console={s}"))
+            .collect();
+        args.push(format!("console={}", self.kernel.console));
         args.extend(self.kernel.cmdline.iter().cloned());
         args
     }
@@ -209,6 +287,48 @@ firmware = "uefi"
     fn kernel_package_must_be_an_image() {
         let err = parse(&GOOD.replace("linux-image-arm64", "linux-headers-arm64")).unwrap_err();
         assert!(err.to_string().contains("kernel.package"), "{err}");
+    }
+
+    #[test]
+    fn screen_console_comes_before_the_serial_one() {
+        let b = parse(&GOOD.replace(
+            "console = \"ttyAMA0\"",
+            "console = \"ttyS1\"\nscreen = \"tty1\"",
+        ))
+        .unwrap();
+        assert_eq!(b.base_cmdline(), vec!["console=tty1", "console=ttyS1"]);
+    }
+
+    #[test]
+    fn boot_files_must_stay_inside_the_partition_and_package() {
+        let text = GOOD.replace(
+            "[boot]\nfirmware = \"uefi\"\n",
+            "[boot]\nfirmware = \"u-boot\"\n[boot.files.u-boot-rpi]\n\"../x\" = \"usr/lib/u-boot/rpi_3/u-boot.bin\"\n",
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("boot.files.u-boot-rpi"), "{err}");
+        let ok = text.replace("\"../x\"", "\"u-boot.bin\"");
+        let b = parse(&ok).unwrap();
+        assert_eq!(
+            b.boot.files["u-boot-rpi"]["u-boot.bin"],
+            "usr/lib/u-boot/rpi_3/u-boot.bin"
+        );
+    }
+
+    #[test]
+    fn u_boot_env_must_be_name_value() {
+        let text = GOOD.replace("[boot]\n", "[boot]\nu_boot_env = [\"kernel addr\"]\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("boot.u_boot_env"), "{err}");
+    }
+
+    #[test]
+    fn every_board_in_the_project_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../boards");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            Board::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod image_file;
 mod qemu;
 
 pub use arch::Arch;
-pub use board::{Board, BoardBoot, BoardKernel, BootFirmware, PartitionTable};
+pub use board::{Board, BoardBoot, BoardDebian, BoardKernel, BootFirmware, PartitionTable};
 pub use error::InputError;
 pub use image_file::{ImageDebian, ImageFile};
 pub use qemu::QemuProfile;

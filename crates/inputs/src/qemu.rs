@@ -22,9 +22,15 @@ pub struct QemuProfile {
     pub kvm: bool,
     /// Network device model for user-mode networking.
     pub net_device: String,
-    /// Block device model the disk image is attached as.
+    /// Block device model the disk image is attached as; `sd` puts it in the
+    /// machine's SD card slot (`-drive if=sd`, Raspberry Pi).
     #[serde(default = "default_disk_device")]
     pub disk_device: String,
+    /// Which serial port is the console (0-based): the earlier ones are
+    /// connected to nothing. The Pi 3's firmware console is its mini UART,
+    /// QEMU's second port.
+    #[serde(default)]
+    pub console_serial: u32,
     /// The firmware a disk image boots through.
     #[serde(default)]
     pub firmware: Option<Firmware>,
@@ -49,6 +55,11 @@ pub struct Firmware {
     /// A `-bios` image (U-Boot).
     #[serde(default)]
     pub bios: Option<PathBuf>,
+    /// A build artifact (a key of `build.json`'s `artifacts`, e.g. `u-boot`)
+    /// QEMU loads with `-kernel`, where the board's own first stage would load
+    /// it from the card (the Raspberry Pi's GPU firmware, which QEMU lacks).
+    #[serde(default)]
+    pub kernel_artifact: Option<String>,
 }
 
 fn default_disk_device() -> String {

@@ -477,15 +477,23 @@ impl BootDir {
 /// How the boot script reaches the boot partition and starts the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptParams {
-    /// U-Boot block interface, `virtio`, `mmc`, `usb`.
+    /// U-Boot block interface, `virtio`, `mmc`, `usb`; or `${devtype}`, which
+    /// distro boot sets to the device it found `boot.scr` on.
     pub devtype: String,
-    pub devnum: u32,
-    /// Boot partition number (1).
-    pub boot_part: u32,
+    /// Device number (`0`, or `${devnum}`).
+    pub devnum: String,
+    /// Boot partition number (`1`, or `${distro_bootpart}`).
+    pub boot_part: String,
     /// `bootz` (armv7 zImage) or `booti` (arm64 Image).
     pub boot_cmd: String,
     /// Device tree address argument, `${fdtcontroladdr}` on qemu_arm (U-Boot's own DT).
     pub fdt: String,
+    /// A device tree file on the boot partition to boot the kernel with
+    /// instead, when it loads (`dtbs/${fdtfile}`: the kernel's own DT for the
+    /// model U-Boot detected); `fdt` is the fallback.
+    pub fdt_file: Option<String>,
+    /// `name=value` variables set before anything is loaded (load addresses).
+    pub env: Vec<String>,
 }
 
 impl ScriptParams {
@@ -493,10 +501,27 @@ impl ScriptParams {
     pub fn qemu_arm() -> ScriptParams {
         ScriptParams {
             devtype: "virtio".into(),
-            devnum: 0,
-            boot_part: boot_files::PART_BOOT,
+            devnum: "0".into(),
+            boot_part: boot_files::PART_BOOT.to_string(),
             boot_cmd: "bootz".into(),
             fdt: "${fdtcontroladdr}".into(),
+            fdt_file: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// A board's own U-Boot running `boot.scr` by distro boot (Raspberry Pi,
+    /// BeagleBone): the partition distro boot found the script on, and the
+    /// kernel's device tree for the detected model.
+    pub fn distro_boot(boot_cmd: &str, env: &[String]) -> ScriptParams {
+        ScriptParams {
+            devtype: "${devtype}".into(),
+            devnum: "${devnum}".into(),
+            boot_part: "${distro_bootpart}".into(),
+            boot_cmd: boot_cmd.into(),
+            fdt: "${fdtcontroladdr}".into(),
+            fdt_file: Some("dtbs/${fdtfile}".into()),
+            env: env.to_vec(),
         }
     }
 }
@@ -519,6 +544,11 @@ pub fn boot_script(p: &ScriptParams) -> String {
          setenv ballast_ok0 0\n\
          setenv ballast_ok1 0\n"
     );
+    for var in &p.env {
+        if let Some((k, v)) = var.split_once('=') {
+            s.push_str(&format!("setenv {k} {v}\n"));
+        }
+    }
     for n in 0..2 {
         s.push_str(&format!(
             "{clear}\n\
@@ -617,6 +647,7 @@ pub fn boot_script(p: &ScriptParams) -> String {
          \x20 env import -t ${{ramdisk_addr_r}} ${{filesize}} ballast_args ballast_version\n\
          fi\n\
          if fatload {dev} ${{kernel_addr_r}} ballast/${{ballast_boot}}/{kernel}; then\n\
+         {fdt_load}\
          \x20 if fatload {dev} ${{ramdisk_addr_r}} ballast/${{ballast_boot}}/{initrd}; then\n\
          \x20   setenv bootargs \"${{ballast_args}} ballast.slot=${{ballast_boot}}\"\n\
          \x20   echo \"ballast: starting version ${{ballast_version}} from slot ${{ballast_boot}}\"\n\
@@ -627,7 +658,19 @@ pub fn boot_script(p: &ScriptParams) -> String {
         kernel = boot_files::KERNEL,
         initrd = boot_files::INITRD,
         cmd = p.boot_cmd,
-        fdt = p.fdt,
+        fdt = if p.fdt_file.is_some() {
+            "${ballast_fdt}"
+        } else {
+            &p.fdt
+        },
+        fdt_load = match &p.fdt_file {
+            Some(file) => format!(
+                "\x20 setenv ballast_fdt {fdt}\n\
+                 \x20 if fatload {dev} ${{fdt_addr_r}} {file}; then setenv ballast_fdt ${{fdt_addr_r}}; fi\n",
+                fdt = p.fdt
+            ),
+            None => String::new(),
+        },
     ));
     s
 }
@@ -840,6 +883,25 @@ mod tests {
         assert!(s.contains(
             "fatwrite virtio 0:1 ${ramdisk_addr_r} ballast/state.${ballast_target}.env ${filesize}"
         ));
+    }
+
+    #[test]
+    fn distro_boot_script_uses_the_found_partition_and_the_kernels_dt() {
+        let env = vec!["kernel_addr_r=0x00200000".to_owned()];
+        let s = boot_script(&ScriptParams::distro_boot("booti", &env));
+        assert!(s.contains("setenv kernel_addr_r 0x00200000\n"), "{s}");
+        let dev = "${devtype} ${devnum}:${distro_bootpart}";
+        assert!(s.contains(&format!(
+            "fatload {dev} ${{kernel_addr_r}} ballast/${{ballast_boot}}/vmlinuz"
+        )));
+        assert!(s.contains(&format!(
+            "if fatload {dev} ${{fdt_addr_r}} dtbs/${{fdtfile}}; then setenv ballast_fdt ${{fdt_addr_r}}; fi"
+        )));
+        assert!(s.contains("booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${ballast_fdt}"));
+        // The DT is loaded before the initrd, whose size ${filesize} must be.
+        let dt = s.find("dtbs/${fdtfile}").unwrap();
+        let rd = s.find("ballast/${ballast_boot}/initrd.img").unwrap();
+        assert!(dt < rd);
     }
 
     #[test]

@@ -1,0 +1,210 @@
+//! Story: a user builds the SD card image for a board QEMU cannot run (the
+//! 32-bit Raspberry Pi, the BeagleBone Black) and checks it with the tools
+//! they would use before flashing: `sfdisk` for the partition table, `mtools`
+//! for the FAT boot partition. The board's ROM must find what it loads where
+//! it looks (MBR, FAT32 type 0x0c, active, first; the Pi's firmware and
+//! config.txt; the BeagleBone's MLO as the first file), U-Boot its script and
+//! the kernel's device tree, and init the disk by its MBR signature.
+//! (rpi3-arm64 boots for real under QEMU's raspi3b: tests/update.rs.)
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+/// `sfdisk --json IMG` → the partition table object.
+fn sfdisk(img: &Path) -> serde_json::Value {
+    let out = Command::new("sfdisk")
+        .arg("--json")
+        .arg(img)
+        .output()
+        .expect("running sfdisk (scripts/setup installs fdisk)");
+    assert!(
+        out.status.success(),
+        "sfdisk --json {}: {}",
+        img.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sfdisk JSON");
+    v["partitiontable"].clone()
+}
+
+/// The boot partition (1 MiB into the image) through mtools.
+fn mtools(tool: &str, img: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(tool)
+        .arg("-i")
+        .arg(format!("{}@@1M", img.display()))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {tool} (scripts/setup installs mtools): {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn read_boot_file(img: &Path, name: &str) -> Vec<u8> {
+    mtools("mtype", img, &[&format!("::{name}")])
+}
+
+/// MBR, boot partition first (FAT32 LBA, active, at 1 MiB), root A, root B,
+/// state; the disk signature is what `ballast.disk=` names.
+fn check_table(img: &Path) {
+    let t = sfdisk(img);
+    assert_eq!(t["label"], "dos", "{t}");
+    let parts = t["partitions"].as_array().expect("partitions");
+    assert_eq!(parts.len(), 4, "{t}");
+    assert_eq!(parts[0]["type"], "c", "{t}");
+    assert_eq!(parts[0]["bootable"], true, "{t}");
+    assert_eq!(parts[0]["start"], 2048, "{t}");
+    for p in &parts[1..] {
+        assert_eq!(p["type"], "83", "{t}");
+    }
+    let env = String::from_utf8(read_boot_file(img, "ballast/a/boot.env")).expect("utf-8");
+    let disk = env
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ballast.disk="))
+        .unwrap_or_else(|| panic!("no ballast.disk= in boot.env: {env}"));
+    // The signature is the GUID's first 4 bytes, stored little-endian: sfdisk
+    // prints the number, the GUID text the bytes in order.
+    let id = t["id"].as_str().expect("label id").trim_start_matches("0x");
+    let sig = u32::from_str_radix(id, 16).expect("hex label id");
+    let bytes: String = sig
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        &disk[..8],
+        bytes,
+        "MBR signature {id} vs ballast.disk={disk}"
+    );
+}
+
+/// A flattened device tree (magic d00dfeed) for `compatible`.
+fn check_dtb(img: &Path, name: &str, compatible: &str) {
+    let dtb = read_boot_file(img, name);
+    assert_eq!(
+        &dtb[..4],
+        &[0xd0, 0x0d, 0xfe, 0xed],
+        "{name} is no device tree"
+    );
+    assert!(
+        dtb.windows(compatible.len())
+            .any(|w| w == compatible.as_bytes()),
+        "{name} is not for {compatible}"
+    );
+}
+
+fn boot_script(img: &Path) -> String {
+    let scr = read_boot_file(img, "boot.scr");
+    // U-Boot legacy image header (64 bytes) + script length word + script.
+    assert_eq!(
+        &scr[..4],
+        &[0x27, 0x05, 0x19, 0x56],
+        "boot.scr is no U-Boot image"
+    );
+    String::from_utf8_lossy(&scr[72..]).into_owned()
+}
+
+#[test]
+fn rpi_armv7_sd_image_has_what_the_pi_firmware_and_u_boot_load() {
+    let _story = common::story();
+    let built = common::Build::new("rpi-armv7")
+        .image("minimal")
+        // This machine's mirror serves a bookworm-security armhf index that does not
+        // match its signed InRelease (see crates/debarchive's real-archive test).
+        .args(&["--suite", "bookworm", "--suite", "bookworm-updates"])
+        .shared();
+    let img = built.disk();
+    check_table(&img);
+    let root = String::from_utf8(mtools("mdir", &img, &["-b", "::"])).expect("utf-8");
+    for f in [
+        "bootcode.bin",
+        "start.elf",
+        "fixup.dat",
+        "config.txt",
+        "u-boot-rpi2.bin",
+        "u-boot-rpi3.bin",
+        "boot.scr",
+        "bcm2836-rpi-2-b.dtb",
+        "bcm2837-rpi-3-b.dtb",
+    ] {
+        assert!(
+            root.lines().any(|l| l.trim() == format!("::/{f}")),
+            "no {f} in\n{root}"
+        );
+    }
+    let config = String::from_utf8(read_boot_file(&img, "config.txt")).expect("utf-8");
+    for line in [
+        "enable_uart=1",
+        "[pi2]",
+        "kernel=u-boot-rpi2.bin",
+        "device_tree=bcm2836-rpi-2-b.dtb",
+        "[pi3]",
+        "kernel=u-boot-rpi3.bin",
+    ] {
+        assert!(
+            config.lines().any(|l| l == line),
+            "config.txt lacks {line}:\n{config}"
+        );
+    }
+    assert!(!config.contains("arm_64bit"), "{config}");
+    // U-Boot's fdtfile for these models, under dtbs/ where boot.scr loads it.
+    check_dtb(&img, "dtbs/bcm2836-rpi-2-b.dtb", "raspberrypi,2-model-b");
+    check_dtb(&img, "dtbs/bcm2837-rpi-3-b.dtb", "raspberrypi,3-model-b");
+    let u_boot = read_boot_file(&img, "u-boot-rpi2.bin");
+    assert!(
+        u_boot.windows(6).any(|w| w == b"U-Boot"),
+        "u-boot-rpi2.bin is no U-Boot"
+    );
+    let script = boot_script(&img);
+    assert!(script
+        .contains("fatload ${devtype} ${devnum}:${distro_bootpart} ${fdt_addr_r} dtbs/${fdtfile}"));
+    assert!(script.contains("bootz ${kernel_addr_r}"), "{script}");
+    let env = String::from_utf8(read_boot_file(&img, "ballast/a/boot.env")).expect("utf-8");
+    assert!(
+        env.contains("console=tty1 console=ttyAMA0,115200 console=ttyS1,115200"),
+        "{env}"
+    );
+}
+
+#[test]
+fn beaglebone_black_sd_image_has_mlo_first_and_its_device_tree() {
+    let _story = common::story();
+    let built = common::Build::new("beaglebone-black")
+        .image("minimal")
+        .args(&["--suite", "bookworm", "--suite", "bookworm-updates"])
+        .shared();
+    let img = built.disk();
+    check_table(&img);
+    // The AM335x ROM (FAT mode) loads MLO from the active FAT partition's root
+    // directory; it is the first file there, and its first data cluster.
+    let root = String::from_utf8(mtools("mdir", &img, &["-b", "::"])).expect("utf-8");
+    let first = root.lines().next().unwrap_or_default().trim().to_owned();
+    assert_eq!(first, "::/MLO", "MLO is not the first file:\n{root}");
+    assert!(root.lines().any(|l| l.trim() == "::/u-boot.img"), "{root}");
+    assert!(!root.contains("config.txt"), "{root}");
+    let mlo = read_boot_file(&img, "MLO");
+    // The TI table of contents (CHSETTINGS) the ROM reads, then at 512 the GP
+    // header: image size and load address 0x402f0400 (SRAM).
+    assert_eq!(&mlo[0x14..0x1e], b"CHSETTINGS", "MLO has no TOC");
+    assert_eq!(
+        &mlo[0x204..0x208],
+        &0x402f_0400u32.to_le_bytes(),
+        "MLO has no GP header"
+    );
+    let u_boot = read_boot_file(&img, "u-boot.img");
+    assert_eq!(
+        &u_boot[..4],
+        &[0x27, 0x05, 0x19, 0x56],
+        "u-boot.img is no U-Boot image"
+    );
+    check_dtb(&img, "dtbs/am335x-boneblack.dtb", "ti,am335x-bone-black");
+    let script = boot_script(&img);
+    assert!(script.contains("bootz ${kernel_addr_r}"), "{script}");
+    let env = String::from_utf8(read_boot_file(&img, "ballast/a/boot.env")).expect("utf-8");
+    assert!(env.contains("console=tty1 console=ttyO0,115200"), "{env}");
+}
