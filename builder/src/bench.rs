@@ -26,6 +26,9 @@ pub enum BenchCmd {
     /// Time an update: slot write throughput of `osctl upgrade` against dd,
     /// and osctl upgrade -> ballast-ready of the new version.
     Update(crate::bench_update::UpdateBenchArgs),
+    /// Size of a delta update against the full bundle and xdelta3, for a
+    /// one-package change and a point release.
+    Delta(crate::bench_delta::DeltaBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -92,6 +95,7 @@ pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
         BenchCmd::Boot(args) => boot(project, args),
         BenchCmd::Build(args) => build(project, args),
         BenchCmd::Update(args) => crate::bench_update::run(project, args),
+        BenchCmd::Delta(args) => crate::bench_delta::run(project, args),
     }
 }
 
