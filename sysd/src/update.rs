@@ -432,6 +432,11 @@ fn install_delta(
     let target = t.booted.other();
     let mut reader = DeltaReader::open(input, t.keys).map_err(UpdateError::Refused)?;
     let m = reader.manifest().target.clone();
+    // The base first: a delta for another root is refused as that, whatever
+    // else it says.
+    reader
+        .check_base(t.identity.version(), t.identity.verity.as_deref())
+        .map_err(UpdateError::Refused)?;
     let os = &t.identity.os;
     ballast_bundle::check_compatible(
         &m,
@@ -442,9 +447,6 @@ fn install_delta(
         allow_downgrade,
     )
     .map_err(UpdateError::Refused)?;
-    reader
-        .check_base(t.identity.version(), t.identity.verity.as_deref())
-        .map_err(UpdateError::Refused)?;
     check_fits(t, &m)?;
     // The running slot's files, opened read-only before anything is written.
     let mut bases = Vec::new();

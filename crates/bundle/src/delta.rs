@@ -46,7 +46,7 @@
 //! the base: the device reads the base by offset, so RAM use is a few MiB
 //! whatever the image size.
 
-use crate::bundle::{fill, read_signed_header};
+use crate::bundle::read_signed_header;
 use crate::manifest::is_sha256_hex;
 use crate::{BundleError, Manifest, Payload, PayloadName, PublicKey, Reader};
 use serde::{Deserialize, Serialize};
@@ -688,7 +688,7 @@ fn read_all(r: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut v = Vec::new();
     let mut buf = vec![0u8; crate::bundle::CHUNK];
     loop {
-        let n = fill(r, &mut buf)?;
+        let n = crate::bundle::fill(r, &mut buf)?;
         if n == 0 {
             return Ok(v);
         }
