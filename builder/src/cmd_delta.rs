@@ -47,6 +47,8 @@ struct PayloadFigures<'a> {
     name: &'a str,
     copied: u64,
     literal: u64,
+    /// Bytes carried as differences to the running slot's (approximate matches).
+    added: u64,
 }
 
 pub fn run(project: &Project, args: &DeltaArgs) -> Result<()> {
@@ -76,6 +78,7 @@ pub fn run(project: &Project, args: &DeltaArgs) -> Result<()> {
                 name,
                 copied: s.copied,
                 literal: s.literal,
+                added: s.added,
             })
             .collect(),
     };
@@ -93,8 +96,8 @@ pub fn run(project: &Project, args: &DeltaArgs) -> Result<()> {
         );
         for p in &made.payloads {
             println!(
-                "  {}: {} bytes copied from the running slot, {} bytes carried",
-                p.name, p.copied, p.literal
+                "  {}: {} bytes copied from the running slot, {} carried as differences to it, {} carried",
+                p.name, p.copied, p.added, p.literal
             );
         }
     }

@@ -32,6 +32,9 @@
 //! ```text
 //! 0x01 OFFSET LEN     copy LEN bytes of the base root image from OFFSET
 //! 0x02 LEN BYTES...   LEN literal bytes
+//! 0x03 OFFSET LEN BYTES...  LEN bytes, each the base's byte at OFFSET+i plus
+//!                     BYTES[i] (wrapping): an approximate match, as bsdiff
+//!                     carries it (mostly zeros, which zstd packs tightly)
 //! ```
 //!
 //! Applying them writes the new file front to back; its size and SHA-256 must
@@ -62,6 +65,7 @@ const OP_COPY: u8 = 1;
 /// How often (in result bytes) applying reports progress.
 const PROGRESS_EVERY: u64 = 8 << 20;
 const OP_DATA: u8 = 2;
+const OP_ADD: u8 = 3;
 /// The kernel argument whose value names a root image and its hash tree.
 const VERITY_KEY: &str = "ballast.verity=";
 
@@ -324,8 +328,11 @@ struct Apply<'a> {
     written: u64,
     /// Bytes of an instruction header not complete yet.
     head: Vec<u8>,
-    /// Literal bytes still to come for the current DATA instruction.
+    /// Literal bytes still to come for the current DATA or ADD instruction.
     data_left: u64,
+    /// For ADD: the base offset the next byte adds to.
+    add_at: Option<u64>,
+    add_buf: Vec<u8>,
     buf: Vec<u8>,
     /// The first error, with its own message (the `Write` error only stops the stream).
     error: Option<BundleError>,
@@ -361,6 +368,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 enum Op {
     Copy { offset: u64, len: u64 },
     Data { len: u64 },
+    Add { offset: u64, len: u64 },
 }
 
 /// One complete instruction header from `head`, and its length.
@@ -377,6 +385,15 @@ fn parse_op(head: &[u8]) -> Result<Option<(Op, usize)>, String> {
                 return Ok(None);
             };
             Ok(Some((Op::Copy { offset, len }, 1 + a + b)))
+        }
+        OP_ADD => {
+            let Some((offset, a)) = varint(rest)? else {
+                return Ok(None);
+            };
+            let Some((len, b)) = varint(&rest[a..])? else {
+                return Ok(None);
+            };
+            Ok(Some((Op::Add { offset, len }, 1 + a + b)))
         }
         OP_DATA => Ok(varint(rest)?.map(|(len, a)| (Op::Data { len }, 1 + a))),
         other => Err(format!("unknown instruction {other:#04x}")),
@@ -404,6 +421,8 @@ impl<'a> Apply<'a> {
             written: 0,
             head: Vec::new(),
             data_left: 0,
+            add_at: None,
+            add_buf: Vec::new(),
             buf: Vec::new(),
             error: None,
         }
@@ -435,6 +454,19 @@ impl<'a> Apply<'a> {
         if self.written >= self.next_report {
             (self.progress)(self.written);
             self.next_report = self.written + PROGRESS_EVERY;
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<(), BundleError> {
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > self.base_size)
+        {
+            return Err(delta_err(format!(
+                "its {} instructions read bytes {offset}..+{len}, beyond the running {}'s {} bytes",
+                self.name, self.name, self.base_size
+            )));
         }
         Ok(())
     }
@@ -475,7 +507,27 @@ impl<'a> Apply<'a> {
         while !data.is_empty() {
             if self.data_left > 0 {
                 let n = (self.data_left.min(data.len() as u64)) as usize;
-                self.emit(&data[..n])?;
+                if let Some(at) = self.add_at {
+                    let mut sum = std::mem::take(&mut self.add_buf);
+                    sum.resize(n, 0);
+                    let read = self.base.read_exact_at(&mut sum, at).map_err(|e| {
+                        delta_err(format!(
+                            "reading the running {} at byte {at}: {e}",
+                            self.name
+                        ))
+                    });
+                    let result = read.and_then(|()| {
+                        for (b, d) in sum.iter_mut().zip(&data[..n]) {
+                            *b = b.wrapping_add(*d);
+                        }
+                        self.emit(&sum)
+                    });
+                    self.add_buf = sum;
+                    result?;
+                    self.add_at = Some(at + n as u64);
+                } else {
+                    self.emit(&data[..n])?;
+                }
                 self.data_left -= n as u64;
                 data = &data[n..];
                 continue;
@@ -496,7 +548,15 @@ impl<'a> Apply<'a> {
                     self.head.clear();
                     match op {
                         Op::Copy { offset, len } => self.copy(offset, len)?,
-                        Op::Data { len } => self.data_left = len,
+                        Op::Data { len } => {
+                            self.data_left = len;
+                            self.add_at = None;
+                        }
+                        Op::Add { offset, len } => {
+                            self.check_range(offset, len)?;
+                            self.data_left = len;
+                            self.add_at = Some(offset);
+                        }
                     }
                 }
             }
@@ -555,6 +615,8 @@ pub struct DiffStats {
     pub copied: u64,
     /// Bytes of the new root carried as literals.
     pub literal: u64,
+    /// Bytes of the new root carried as differences to the base's.
+    pub added: u64,
     pub copies: u64,
 }
 
@@ -654,7 +716,35 @@ pub fn diff(base: &[u8], new: &[u8], out: &mut impl Write) -> io::Result<DiffSta
                 put_varint(&mut ops, len as u64);
                 stats.copied += len as u64;
                 stats.copies += 1;
+                // Past the exact match, go on while matching bytes outnumber
+                // the others (bsdiff's score): code whose addresses moved
+                // differs every few bytes and matches in between.
+                let (mut score, mut best, mut best_len, mut k) = (0i64, 0i64, 0usize, 0usize);
+                while ns + len + k < new.len() && bs + len + k < base.len() {
+                    score += if base[bs + len + k] == new[ns + len + k] {
+                        1
+                    } else {
+                        -1
+                    };
+                    k += 1;
+                    if score > best {
+                        best = score;
+                        best_len = k;
+                    }
+                    if score < best - 64 {
+                        break;
+                    }
+                }
+                if best_len > 0 {
+                    ops.push(OP_ADD);
+                    put_varint(&mut ops, (bs + len) as u64);
+                    put_varint(&mut ops, best_len as u64);
+                    let (b0, n0) = (bs + len, ns + len);
+                    ops.extend((0..best_len).map(|j| new[n0 + j].wrapping_sub(base[b0 + j])));
+                    stats.added += best_len as u64;
+                }
                 flush(&mut ops, out)?;
+                let len = len + best_len;
                 i = ns + len;
                 lit_start = i;
                 if i + BLOCK <= new.len() {
@@ -1018,9 +1108,21 @@ mod tests {
             b"short".to_vec(),
             [&base[7..5_000], b"x", &base[3..9_999]].concat(),
             noise(10, 777),
+            // Addresses that moved: a byte in every 50 differs after the first 1000.
+            base.iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    if i > 1000 && i % 50 == 0 {
+                        b ^ 0x5a
+                    } else {
+                        *b
+                    }
+                })
+                .collect(),
         ] {
             let mut ops = Vec::new();
-            diff(&base, &new, &mut ops).unwrap();
+            let st = diff(&base, &new, &mut ops).unwrap();
+            assert_eq!(st.copied + st.literal + st.added, new.len() as u64);
             let dir = tempfile::tempdir().unwrap();
             fs::write(dir.path().join("b"), &base).unwrap();
             let f = File::open(dir.path().join("b")).unwrap();
@@ -1124,6 +1226,7 @@ mod tests {
         assert!(run(&[OP_COPY, 8, 5]).contains("beyond the running kernel"));
         assert!(run(&[OP_DATA, 9, b'a']).contains("middle of one"));
         assert!(run(&[7]).contains("unknown instruction"));
+        assert!(run(&[OP_ADD, 9, 2, 0, 0]).contains("beyond the running kernel"));
         assert!(run(&[OP_COPY, 0, 4]).contains("4 bytes"));
         assert!(run(&[OP_DATA, 200, 1]).contains("middle of one"));
     }
