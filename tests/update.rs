@@ -4,7 +4,9 @@
 //! brings 0.1.0 back. Damaged, foreign, truncated and older bundles are refused
 //! without touching the slots; a power cut in the middle of writing the slot boots
 //! the old version; a version whose required service never comes up is rolled back
-//! by the machine itself, with the reason in `osctl status`.
+//! by the machine itself, with the reason in `osctl status`. On arm64 the upgrade
+//! to 0.2.0 is a delta (`ballast delta`), and a tampered delta and one made for
+//! another base are refused with the slots as they were.
 
 mod common;
 
@@ -374,6 +376,22 @@ fn foreign_bundle(work: &Path, arch: &str, board: &str) -> Vec<u8> {
     std::fs::read(&out).expect("reading the foreign bundle")
 }
 
+/// `ballast delta OLD NEW -o WORK/NAME.delta`, as a publisher makes one.
+fn make_delta(work: &Path, old: &Path, new: &Path, name: &str) -> PathBuf {
+    let out = work.join(format!("{name}.delta"));
+    let o = common::ballast()
+        .arg("delta")
+        .arg(old)
+        .arg(new)
+        .arg("-o")
+        .arg(&out)
+        .arg("--json")
+        .output()
+        .expect("running ballast delta");
+    assert!(o.status.success(), "ballast delta: {}", text(&o));
+    out
+}
+
 #[test]
 fn qemu_arm64_upgrade_refusals_power_cut_rollbacks() {
     let _story = common::story();
@@ -405,6 +423,33 @@ fn qemu_arm64_upgrade_refusals_power_cut_rollbacks() {
             "refused",
         ),
     ];
+    // Deltas: 0.1.0 -> 0.2.0 (the real upgrade below), a tampered copy, and one
+    // made for another base (0.2.0's root) than the running 0.1.0.
+    let delta = make_delta(
+        &story.work,
+        &bundle_of(&built1),
+        &bundle_of(&built2),
+        "0.1.0-0.2.0",
+    );
+    let good_delta = std::fs::read(&delta).expect("reading the delta");
+    let bundle_bytes = b2.len();
+    eprintln!(
+        "update[{board}]: delta 0.1.0 -> 0.2.0 is {} bytes, the bundle {bundle_bytes}",
+        good_delta.len()
+    );
+    let wrong_base = make_delta(
+        &story.work,
+        &bundle_of(&built2),
+        &bundle_of(&built2),
+        "0.2.0-0.2.0",
+    );
+    let mut cases = cases;
+    cases.push(("a tampered delta", flipped(&good_delta, -100), "refused"));
+    cases.push((
+        "a delta from another base",
+        std::fs::read(&wrong_base).expect("reading the delta"),
+        "this delta updates version 0.2.0",
+    ));
     for (what, bytes, needle) in &cases {
         let out = ssh.run_with_input("osctl upgrade -", bytes);
         assert!(!out.status.success(), "{what} was accepted: {}", text(&out));
@@ -464,8 +509,8 @@ fn qemu_arm64_upgrade_refusals_power_cut_rollbacks() {
     assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
     assert_untouched(&ssh, "after the power cut", "a");
 
-    // The real upgrade, and back.
-    let mut vm = story.upgrade_and_reboot(vm, &bundle_of(&built2), "0.2.0", "b", "console-3.log");
+    // The real upgrade, by the delta (osctl --host streams it over SSH), and back.
+    let mut vm = story.upgrade_and_reboot(vm, &delta, "0.2.0", "b", "console-3.log");
     // Power cut the moment 0.2.0 is ready, while it marks its slot good on the
     // boot partition (vfat): 0.2.0 still boots, and its slot ends up good.
     let _ = vm.child.kill();

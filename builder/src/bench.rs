@@ -28,6 +28,9 @@ pub enum BenchCmd {
     Update(crate::bench_update::UpdateBenchArgs),
     /// `ballast flash` throughput against dd of the same image to the same loop device.
     Flash(crate::bench_flash::FlashBenchArgs),
+    /// Size of a delta update against the full bundle and xdelta3, for a
+    /// one-package change and a point release.
+    Delta(crate::bench_delta::DeltaBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -95,6 +98,7 @@ pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
         BenchCmd::Build(args) => build(project, args),
         BenchCmd::Update(args) => crate::bench_update::run(project, args),
         BenchCmd::Flash(args) => crate::bench_flash::run(project, args),
+        BenchCmd::Delta(args) => crate::bench_delta::run(project, args),
     }
 }
 

@@ -638,7 +638,10 @@ fn systemd_boot_efi(
 
 /// The key that signs this build's update bundle: the flag / environment, else the
 /// project's development key, made on first use.
-fn signing_key(project: &Project, explicit: Option<&Path>) -> Result<ballast_bundle::Signer> {
+pub(crate) fn signing_key(
+    project: &Project,
+    explicit: Option<&Path>,
+) -> Result<ballast_bundle::Signer> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => {

@@ -28,7 +28,11 @@ pub struct PublishArgs {
     /// Devices refuse the index this many days after publishing; publish again before then.
     #[arg(long, value_name = "N", default_value_t = 30)]
     pub expires_days: u64,
-    /// Print {"channel", "entry": {...}, "expires", "entries"}.
+    /// Also make deltas to this version from this many versions before it in
+    /// the channel (listed in the signed deltas.json); 0: none.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub deltas: usize,
+    /// Print {"channel", "entry": {...}, "expires", "entries", "deltas"}.
     #[arg(long)]
     pub json: bool,
 }
@@ -41,6 +45,8 @@ struct Published {
     expires: u64,
     /// How many entries the index holds now.
     entries: usize,
+    /// The deltas the channel lists now.
+    deltas: Vec<channel::DeltaEntry>,
 }
 
 pub fn run(args: &PublishArgs) -> Result<()> {
@@ -74,11 +80,19 @@ pub fn run(args: &PublishArgs) -> Result<()> {
                 manifest.arch
             )
         })?;
+    let deltas = if args.deltas > 0 {
+        channel::publish_deltas(&args.channel, &signer, args.deltas, args.expires_days)
+            .with_context(|| format!("{}: making the deltas", args.channel.display()))?
+            .deltas
+    } else {
+        Vec::new()
+    };
     let out = Published {
         channel: args.channel.clone(),
         entry,
         expires: index.expires,
         entries: index.entries.len(),
+        deltas,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -96,6 +110,16 @@ pub fn run(args: &PublishArgs) -> Result<()> {
             args.expires_days,
             out.expires
         );
+        for d in &out.deltas {
+            println!(
+                "delta {} -> {} ({}): {} bytes as {}",
+                d.from,
+                d.to,
+                d.arch,
+                d.size,
+                out.channel.join(&d.file).display()
+            );
+        }
     }
     Ok(())
 }

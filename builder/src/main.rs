@@ -4,9 +4,11 @@
 
 mod bench;
 mod bench_flash;
+mod bench_delta;
 mod bench_update;
 mod board_files;
 mod build;
+mod cmd_delta;
 mod cmd_fetch;
 mod cmd_flash;
 mod cmd_keys;
@@ -74,6 +76,12 @@ enum Cmd {
         after_long_help = "Example:\n  ballast keygen --out keys/release --comment \"release 2026\""
     )]
     Keygen(cmd_keys::KeygenArgs),
+    /// Make a signed delta update from one bundle to the next: machines running
+    /// OLD download only what changed (`osctl upgrade DELTA`).
+    #[command(
+        after_long_help = "Example:\n  ballast delta out/0.1.0/update.bundle out/0.2.0/update.bundle -o 0.1.0-0.2.0.delta"
+    )]
+    Delta(cmd_delta::DeltaArgs),
     /// Verify an update bundle and add it to a signed channel directory.
     #[command(
         after_long_help = "Example:\n  ballast publish www/stable out/qemu-arm64/update.bundle --key keys/release.key"
@@ -189,6 +197,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Fetch(args) => cmd_fetch::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Keygen(args) => cmd_keys::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Publish(args) => cmd_publish::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Delta(args) => cmd_delta::run(&project()?, args).map(|()| ExitCode::SUCCESS),
         Cmd::Seed(args) => cmd_seed::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Flash(args) => cmd_flash::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Build(args) => build::run(&project()?, args).map(|()| ExitCode::SUCCESS),

@@ -506,9 +506,41 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
                 (None, ch) => {
                     let base = ch.as_deref().filter(|c| !c.is_empty());
                     match update_cmd::from_channel(base)? {
-                        Some((src, version)) => {
-                            eprintln!("osctl: channel offers {version}");
-                            src
+                        Some(offer) => {
+                            let version = &offer.version;
+                            let Some(delta) = &offer.delta else {
+                                eprintln!("osctl: channel offers {version}");
+                                return update_cmd::upgrade(
+                                    &cli.socket,
+                                    &offer.bundle,
+                                    *allow_downgrade,
+                                    *reboot,
+                                    *json,
+                                    out,
+                                );
+                            };
+                            eprintln!(
+                                "osctl: channel offers {version}, as a delta from this version"
+                            );
+                            // A refused delta (another base, damaged, a result
+                            // that does not match) leaves the slot as it was:
+                            // the full bundle is the fallback.
+                            match update_cmd::upgrade(
+                                &cli.socket,
+                                delta,
+                                *allow_downgrade,
+                                *reboot,
+                                *json,
+                                out,
+                            ) {
+                                Err(Failure::Refused(why)) => {
+                                    eprintln!(
+                                        "osctl: the delta was refused ({why}); installing the full bundle"
+                                    );
+                                    offer.bundle
+                                }
+                                other => return other,
+                            }
                         }
                         None => {
                             return writeln!(

@@ -100,16 +100,26 @@ fn read_source(base: &str, name: &str) -> Result<Vec<u8>, Failure> {
 }
 
 /// `--channel [BASE]`: verify the channel's signed index with the machine's keys and
-/// pick the newest bundle for this arch and board. `Ok(None)`: already the newest.
-pub fn from_channel(base: Option<&str>) -> Result<Option<(Source, String)>, Failure> {
+/// pick the newest bundle for this arch and board, and the channel's delta to it
+/// from the running version when it lists one. `Ok(None)`: already the newest.
+pub fn from_channel(base: Option<&str>) -> Result<Option<Offer>, Failure> {
     from_channel_at(base, Path::new(KEYS_DIR), Path::new(OS_RELEASE))
+}
+
+/// What a channel offers this machine.
+pub struct Offer {
+    /// The full bundle of the newest version.
+    pub bundle: Source,
+    pub version: String,
+    /// The delta to it from the running version, when the channel lists one.
+    pub delta: Option<Source>,
 }
 
 fn from_channel_at(
     base: Option<&str>,
     keys_dir: &Path,
     os_release: &Path,
-) -> Result<Option<(Source, String)>, Failure> {
+) -> Result<Option<Offer>, Failure> {
     let base = match base {
         Some(b) => b.to_string(),
         None => std::fs::read_to_string(CHANNEL_FILE)
@@ -152,12 +162,32 @@ fn from_channel_at(
     {
         return Ok(None);
     }
-    let src = if base.starts_with("http://") || base.starts_with("https://") {
-        Source::Url(format!("{}/{}", base.trim_end_matches('/'), entry.file))
-    } else {
-        Source::File(Path::new(&base).join(&entry.file))
+    let at = |file: &str| {
+        if base.starts_with("http://") || base.starts_with("https://") {
+            Source::Url(format!("{}/{}", base.trim_end_matches('/'), file))
+        } else {
+            Source::File(Path::new(&base).join(file))
+        }
     };
-    Ok(Some((src, entry.version.clone())))
+    // A channel without a (valid) delta list is a channel of full bundles.
+    let delta = (|| {
+        let json = read_source(&base, ballast_bundle::channel::DELTAS).ok()?;
+        let sig = read_source(&base, ballast_bundle::channel::DELTAS_SIG).ok()?;
+        let list = ballast_bundle::channel::verify_deltas(
+            &json,
+            &String::from_utf8_lossy(&sig),
+            &keys,
+            now,
+        )
+        .ok()?;
+        list.find(current, &entry.version, arch)
+            .map(|d| at(&d.file))
+    })();
+    Ok(Some(Offer {
+        bundle: at(&entry.file),
+        version: entry.version.clone(),
+        delta,
+    }))
 }
 
 /// Progress on stderr: one rewritten line on a terminal, a line per phase otherwise.
@@ -415,6 +445,68 @@ mod tests {
     }
 
     #[test]
+    fn channel_offers_a_delta_from_the_running_version_beside_the_bundle() {
+        let d = tempfile::tempdir().unwrap();
+        let signer = ballast_bundle::Signer::from_seed(&[3; 32]);
+        let chan = d.path().join("chan");
+        for version in ["0.1.0", "0.2.0", "0.3.0"] {
+            let payload = d.path().join(format!("p{version}"));
+            std::fs::write(&payload, format!("root of {version}").repeat(100)).unwrap();
+            let b = d.path().join(format!("{version}.bundle"));
+            let base = ballast_bundle::Manifest {
+                format: ballast_bundle::FORMAT,
+                os: ballast_bundle::OS.into(),
+                version: version.into(),
+                arch: "arm64".into(),
+                boards: vec![],
+                build_time: 0,
+                rollback_index: 0,
+                key_id: String::new(),
+                cmdline: format!("ballast.verity=R{version}:-:1:1"),
+                payloads: vec![],
+            };
+            let inputs: Vec<ballast_bundle::Input> = ballast_bundle::PayloadName::ALL
+                .iter()
+                .map(|name| ballast_bundle::Input {
+                    name: *name,
+                    path: &payload,
+                })
+                .collect();
+            ballast_bundle::write(&b, base, &inputs, &signer).unwrap();
+            ballast_bundle::channel::publish(&chan, &b, &signer, None, 30).unwrap();
+        }
+        // Deltas to 0.3.0 from the one version before it only.
+        let list = ballast_bundle::channel::publish_deltas(&chan, &signer, 1, 30).unwrap();
+        assert_eq!(list.deltas.len(), 1, "{list:?}");
+        let keys = d.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        let k = signer.public();
+        std::fs::write(keys.join(format!("{}.pub", k.id)), k.to_text("test")).unwrap();
+        let os = d.path().join("os-release");
+        let base = chan.to_str().unwrap();
+        let running = |v: &str| {
+            std::fs::write(
+                &os,
+                format!("VERSION_ID={v}\nBALLAST_ARCH=arm64\nBALLAST_BOARD=qemu-arm64\nBALLAST_ROLLBACK_INDEX=0\n"),
+            )
+            .unwrap();
+            from_channel_at(Some(base), &keys, &os).unwrap().unwrap()
+        };
+        let offer = running("0.2.0");
+        assert_eq!(offer.version, "0.3.0");
+        assert_eq!(
+            offer.delta,
+            Some(Source::File(chan.join("0.2.0-0.3.0-arm64.delta")))
+        );
+        assert_eq!(offer.bundle, Source::File(chan.join("0.3.0-arm64.bundle")));
+        // No delta from 0.1.0: the full bundle.
+        assert_eq!(running("0.1.0").delta, None);
+        // A damaged delta list is ignored: the full bundle.
+        std::fs::write(chan.join(ballast_bundle::channel::DELTAS), b"{}").unwrap();
+        assert_eq!(running("0.2.0").delta, None);
+    }
+
+    #[test]
     fn channel_gives_the_newest_bundle_for_this_board_when_newer() {
         let d = tempfile::tempdir().unwrap();
         let signer = ballast_bundle::Signer::from_seed(&[3; 32]);
@@ -456,9 +548,10 @@ mod tests {
             "VERSION_ID=0.1.0\nBALLAST_ARCH=arm64\nBALLAST_BOARD=qemu-arm64\nBALLAST_ROLLBACK_INDEX=0\n",
         )
         .unwrap();
-        let (src, v) = from_channel_at(Some(base), &keys, &os).unwrap().unwrap();
-        assert_eq!(v, "0.3.0");
-        assert!(matches!(src, Source::File(p) if p.starts_with(&chan)));
+        let offer = from_channel_at(Some(base), &keys, &os).unwrap().unwrap();
+        assert_eq!(offer.version, "0.3.0");
+        assert!(matches!(offer.bundle, Source::File(p) if p.starts_with(&chan)));
+        assert!(offer.delta.is_none());
         std::fs::write(
             &os,
             "VERSION_ID=0.3.0\nBALLAST_ARCH=arm64\nBALLAST_BOARD=qemu-arm64\nBALLAST_ROLLBACK_INDEX=0\n",

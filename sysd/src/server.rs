@@ -244,7 +244,9 @@ fn upgrade(
             ballast_bundle::keys::read_dir(&shared.config_keys_dir).map_err(UpdateError::Keys)?,
         );
         let root_device = crate::update::slot_device(&shared.boot_dir, booted.other())?;
+        let running = crate::update::Running::of(&shared.boot_dir, booted)?;
         let target = crate::update::Target {
+            running,
             boot: &boot,
             root_device,
             booted,

@@ -21,13 +21,19 @@
 //! 5. Record the pending update on the state partition, for the rollback report.
 //!
 //! The active slot is never opened for writing.
+//!
+//! A delta (told from a bundle by its first bytes, never by its name) goes the
+//! same way, except that step 1 also checks the delta was made for the running
+//! root (its `ballast.verity=` against the booted command line), and step 3
+//! makes each new file from the running slot's one of the same kind, read-only,
+//! and checks its size and SHA-256 against the signed new ones.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use ballast_bundle::{BundleError, Manifest, PayloadName, PublicKey, Reader};
+use ballast_bundle::{BundleError, DeltaReader, Manifest, PayloadName, PublicKey, Reader};
 use ballast_control::{PendingUpdate, Rollback};
 use ballast_device::{paths, AtomicError, Cmdline, OsRelease, OsReleaseError};
 use ballast_slot::{boot_files, Health, SlotError, SlotId, SlotStatus};
@@ -208,6 +214,8 @@ pub struct Identity {
     pub os: OsRelease,
     /// `ballast.disk=GUID` as booted: the disk stays the same across updates.
     pub disk: Option<String>,
+    /// `ballast.verity=` as booted: names the running root, for deltas.
+    pub verity: Option<String>,
 }
 
 impl Identity {
@@ -217,6 +225,7 @@ impl Identity {
         Ok(Identity {
             os: OsRelease::read(os_release)?,
             disk: cmdline.disk().map(str::to_string),
+            verity: cmdline.verity().map(str::to_string),
         })
     }
 
@@ -234,6 +243,35 @@ pub struct Target<'a> {
     pub identity: &'a Identity,
     pub keys: &'a [PublicKey],
     pub records: &'a Records,
+    /// The running slot's files, the base a delta is applied to (only read).
+    pub running: Running,
+}
+
+/// The running slot's root partition, kernel and initrd.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub root: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+impl Running {
+    /// The booted slot's files on this machine's boot disk.
+    pub fn of(boot_dir: &Path, booted: SlotId) -> Result<Running, UpdateError> {
+        Ok(Running {
+            root: slot_device(boot_dir, booted)?,
+            kernel: boot_dir.join(boot_files::kernel(booted)),
+            initrd: boot_dir.join(boot_files::initrd(booted)),
+        })
+    }
+
+    fn path(&self, name: PayloadName) -> &Path {
+        match name {
+            PayloadName::Root => &self.root,
+            PayloadName::Kernel => &self.kernel,
+            PayloadName::Initrd => &self.initrd,
+        }
+    }
 }
 
 /// One progress report: phase, bytes done, bytes in all.
@@ -263,7 +301,14 @@ pub fn install(
     }
 
     progress("verify", 0, 0);
-    let mut reader = Reader::open(input, t.keys).map_err(UpdateError::Refused)?;
+    // A delta or a bundle: told by the first bytes, which are then read again.
+    let mut head = [0u8; 16];
+    let got = read_head(input, &mut head)?;
+    let mut input = std::io::Read::chain(&head[..got], input);
+    if ballast_bundle::is_delta(&head[..got]) {
+        return install_delta(t, &mut input, allow_downgrade, progress);
+    }
+    let mut reader = Reader::open(&mut input, t.keys).map_err(UpdateError::Refused)?;
     // The root is checked by its stored frame's SHA-256 (signed) and its size
     // while it streams, and by dm-verity on every read once it boots: a second
     // SHA-256 pass over the decompressed bytes would only slow the write.
@@ -292,16 +337,7 @@ pub fn install(
             });
         }
     }
-    let root_size = m.payload(PayloadName::Root).map_or(0, |p| p.size);
-    let dev_size = device_size(&t.root_device)?;
-    if root_size > dev_size {
-        return Err(UpdateError::TooBig {
-            size: root_size,
-            slot: target,
-            device: t.root_device.clone(),
-            room: dev_size,
-        });
-    }
+    check_fits(t, &m)?;
 
     // From here on the inactive slot is invalid until its entry is written again.
     let staged = t
@@ -354,6 +390,138 @@ pub fn install(
             }
         }
     }
+    activate(t, staged, &m, progress)?;
+    Ok(m)
+}
+
+/// The first bytes of `input` (fewer only when it ends first).
+fn read_head(input: &mut dyn Read, head: &mut [u8]) -> Result<usize, UpdateError> {
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(UpdateError::Refused(BundleError::Read(e))),
+        }
+    }
+    Ok(got)
+}
+
+fn check_fits(t: &Target<'_>, m: &Manifest) -> Result<(), UpdateError> {
+    let root_size = m.payload(PayloadName::Root).map_or(0, |p| p.size);
+    let dev_size = device_size(&t.root_device)?;
+    if root_size > dev_size {
+        return Err(UpdateError::TooBig {
+            size: root_size,
+            slot: t.booted.other(),
+            device: t.root_device.clone(),
+            room: dev_size,
+        });
+    }
+    Ok(())
+}
+
+/// Step 1 to 5 for a delta: the new files are made from the running slot's.
+fn install_delta(
+    t: &Target<'_>,
+    input: &mut dyn Read,
+    allow_downgrade: bool,
+    progress: Progress<'_>,
+) -> Result<Manifest, UpdateError> {
+    let target = t.booted.other();
+    let mut reader = DeltaReader::open(input, t.keys).map_err(UpdateError::Refused)?;
+    let m = reader.manifest().target.clone();
+    // The base first: a delta for another root is refused as that, whatever
+    // else it says.
+    reader
+        .check_base(t.identity.version(), t.identity.verity.as_deref())
+        .map_err(UpdateError::Refused)?;
+    let os = &t.identity.os;
+    ballast_bundle::check_compatible(
+        &m,
+        os.arch.as_str(),
+        &os.board,
+        os.version.as_str(),
+        os.rollback_index,
+        allow_downgrade,
+    )
+    .map_err(UpdateError::Refused)?;
+    check_fits(t, &m)?;
+    // The running slot's files, opened read-only before anything is written.
+    let mut bases = Vec::new();
+    for name in PayloadName::ALL {
+        let path = t.running.path(name);
+        let f = File::open(path).map_err(io(format!("open the running slot's {name}"), path))?;
+        bases.push((name, f));
+    }
+
+    // From here on the inactive slot is invalid until its entry is written again.
+    let staged = t
+        .boot
+        .partition()
+        .prepare_inactive(target)
+        .map_err(|source| UpdateError::Slot {
+            action: format!("invalidate slot {target}"),
+            source,
+        })?;
+    while let Some(name) = reader.next_payload() {
+        let base = bases
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| f)
+            .ok_or_else(|| UpdateError::UnknownPayload(name.to_string()))?;
+        let total = m.payload(name).map_or(0, |p| p.size);
+        progress(name.as_str(), 0, total);
+        let mut report = |done: u64| progress(name.as_str(), done, total);
+        let failed = |source| UpdateError::Payload { name, source };
+        if name == PayloadName::Root {
+            let dev = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_EXCL)
+                .open(&t.root_device)
+                .map_err(io(
+                    format!("open for writing slot {target}'s root partition"),
+                    &t.root_device,
+                ))?;
+            let mut w = WriterThread::new(dev);
+            let applied = reader.apply_next(base, &mut w, &mut report);
+            let dev = w.finish().map_err(io("write", &t.root_device))?;
+            applied.map_err(failed)?;
+            dev.sync_all().map_err(io("fsync", &t.root_device))?;
+        } else {
+            let tmp = if name == PayloadName::Kernel {
+                &staged.kernel
+            } else {
+                &staged.initrd
+            };
+            let f = File::create(tmp).map_err(io("create", tmp))?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            reader
+                .apply_next(base, &mut w, &mut report)
+                .map_err(failed)?;
+            let f = w
+                .into_inner()
+                .map_err(|e| io("write", tmp)(e.into_error()))?;
+            f.sync_all().map_err(io("fsync", tmp))?;
+        }
+    }
+    // The delta must end after its last payload.
+    reader
+        .apply_next(&bases[0].1, &mut std::io::sink(), &mut |_| {})
+        .map_err(UpdateError::Refused)?;
+    activate(t, staged, &m, progress)?;
+    Ok(m)
+}
+
+/// Step 4 and 5: the slot's boot entry with N tries as the default, then the record.
+fn activate(
+    t: &Target<'_>,
+    staged: ballast_slot::install::Staged,
+    m: &Manifest,
+    progress: Progress<'_>,
+) -> Result<(), UpdateError> {
+    let target = t.booted.other();
     progress("activate", 0, 0);
     let mut options = m.cmdline.trim().to_string();
     if let Some(d) = &t.identity.disk {
@@ -373,7 +541,7 @@ pub fn install(
         to_slot: target,
         at: now_unix(),
     }))?;
-    Ok(m)
+    Ok(())
 }
 
 /// A `Write` whose bytes are written to `file` by another thread, in 1 MiB chunks
@@ -588,6 +756,8 @@ mod tests {
         _dir: tempfile::TempDir,
         boot_dir: PathBuf,
         device: PathBuf,
+        /// The running slot A's root partition.
+        running_root: PathBuf,
         records: Records,
         signer: ballast_bundle::Signer,
         identity: Identity,
@@ -610,9 +780,13 @@ mod tests {
         .unwrap();
         let device = dir.path().join("root-b");
         fs::write(&device, vec![0u8; 4 << 20]).unwrap();
+        let root: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+        let running_root = dir.path().join("root-a");
+        fs::write(&running_root, &root).unwrap();
         Fixture {
             boot_dir,
             device,
+            running_root,
             records: Records::new(dir.path().join("records")),
             signer: ballast_bundle::Signer::from_seed(&[7; 32]),
             identity: Identity {
@@ -623,8 +797,9 @@ mod tests {
                     rollback_index: 0,
                 },
                 disk: Some("GUID".into()),
+                verity: Some("H".into()),
             },
-            root: (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect(),
+            root,
             _dir: dir,
         }
     }
@@ -684,8 +859,92 @@ mod tests {
             identity: &f.identity,
             keys: &keys,
             records: &f.records,
+            running: Running {
+                root: f.running_root.clone(),
+                kernel: f.boot_dir.join("ballast/a/vmlinuz"),
+                initrd: f.boot_dir.join("ballast/a/initrd.img"),
+            },
         };
         install(&t, &mut &bytes[..], allow_downgrade, &mut |_, _, _| {})
+    }
+
+    /// A delta from the 0.1.0 bundle (the fixture's root) to `version` whose
+    /// root has a changed middle.
+    fn delta(f: &Fixture, version: &str, signer: &ballast_bundle::Signer) -> (Vec<u8>, Vec<u8>) {
+        let d = tempfile::tempdir().unwrap();
+        let old = d.path().join("old.bundle");
+        fs::write(&old, bundle(f, "0.1.0", signer)).unwrap();
+        let mut changed = f.root.clone();
+        changed[300_000..300_100].fill(0x55);
+        let g = Fixture {
+            _dir: tempfile::tempdir().unwrap(),
+            boot_dir: f.boot_dir.clone(),
+            device: f.device.clone(),
+            running_root: f.running_root.clone(),
+            records: f.records.clone(),
+            signer: ballast_bundle::Signer::from_seed(&[7; 32]),
+            identity: f.identity.clone(),
+            root: changed.clone(),
+        };
+        let new = d.path().join("new.bundle");
+        fs::write(&new, bundle(&g, version, signer)).unwrap();
+        let out = d.path().join("x.delta");
+        ballast_bundle::delta::write(&out, &old, &new, signer, &[signer.public()]).unwrap();
+        (fs::read(&out).unwrap(), changed)
+    }
+
+    #[test]
+    fn a_delta_installs_the_new_root_from_the_running_one() {
+        let f = fixture();
+        let (bytes, new_root) = delta(&f, "0.2.0", &f.signer);
+        assert!(bytes.len() < 20_000, "{}", bytes.len());
+        let m = try_install(&f, &bytes, false).unwrap();
+        assert_eq!(m.version, "0.2.0");
+        let dev = fs::read(&f.device).unwrap();
+        assert_eq!(&dev[..new_root.len()], &new_root[..]);
+        assert_eq!(
+            fs::read(f.boot_dir.join("ballast/b/vmlinuz")).unwrap(),
+            b"kernel 0.2.0"
+        );
+        let st = slot_b(&f);
+        assert!(
+            st.is_default && st.version.as_deref() == Some("0.2.0"),
+            "{st:?}"
+        );
+        // The running slot was only read.
+        assert_eq!(fs::read(&f.running_root).unwrap(), f.root);
+    }
+
+    #[test]
+    fn refused_deltas_leave_the_active_slot_the_default() {
+        let f = fixture();
+        let (good, _) = delta(&f, "0.2.0", &f.signer);
+        let n = good.len();
+        let mut cases: Vec<(&str, Vec<u8>, Fixture)> = Vec::new();
+        let mut tampered = good.clone();
+        tampered[n - 30] ^= 0x40;
+        cases.push(("tampered", tampered, fixture()));
+        cases.push(("truncated", good[..n - 100].to_vec(), fixture()));
+        let mut other_base = fixture();
+        other_base.identity.verity = Some("OTHER".into());
+        cases.push(("another base", good.clone(), other_base));
+        let corrupt_running = fixture();
+        let mut bad = f.root.clone();
+        bad[10] ^= 1;
+        fs::write(&corrupt_running.running_root, bad).unwrap();
+        cases.push(("result mismatch", good.clone(), corrupt_running));
+        for (what, bytes, g) in cases {
+            let e = try_install(&g, &bytes, false).unwrap_err().to_string();
+            assert!(e.contains("refused"), "{what}: {e}");
+            let b = slot_b(&g);
+            assert!(!b.is_default && b.health == Health::Bad, "{what}: {b:?}");
+            assert!(g.records.pending().is_none(), "{what}");
+            assert_eq!(
+                fs::read(g.boot_dir.join("ballast/a/vmlinuz")).unwrap(),
+                b"old kernel",
+                "{what}"
+            );
+        }
     }
 
     fn slot_b(f: &Fixture) -> SlotStatus {

@@ -23,7 +23,7 @@ pub const MAX_MANIFEST_LEN: u32 = 1 << 20;
 /// zstd level for payloads: a good ratio on kernels and initrds at a speed
 /// that keeps a build short; the root image is mostly squashfs (already compressed).
 pub const COMPRESSION_LEVEL: i32 = 9;
-const CHUNK: usize = 1 << 20;
+pub(crate) const CHUNK: usize = 1 << 20;
 /// How often (in output bytes) `copy_next` reports progress.
 const PROGRESS_EVERY: u64 = 8 << 20;
 
@@ -35,7 +35,7 @@ pub struct Input<'a> {
 
 #[cfg(feature = "write")]
 /// Removes a temporary file unless disarmed.
-struct TempFile(PathBuf);
+pub(crate) struct TempFile(pub(crate) PathBuf);
 #[cfg(feature = "write")]
 impl Drop for TempFile {
     fn drop(&mut self) {
@@ -44,7 +44,7 @@ impl Drop for TempFile {
 }
 
 #[cfg(feature = "write")]
-fn sibling(out: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn sibling(out: &Path, suffix: &str) -> PathBuf {
     let mut name = out.as_os_str().to_os_string();
     name.push(suffix);
     PathBuf::from(name)
@@ -88,18 +88,7 @@ pub fn write(
 
     let json = serde_json::to_vec(&manifest)
         .map_err(|e| BundleError::Manifest(format!("serialising: {e}")))?;
-    let len = u32::try_from(json.len())
-        .ok()
-        .filter(|n| (1..=MAX_MANIFEST_LEN).contains(n))
-        .ok_or(BundleError::ManifestLength {
-            len: json.len() as u64,
-        })?;
-    let mut header = Vec::with_capacity(20 + json.len() + 64);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&len.to_be_bytes());
-    header.extend_from_slice(&json);
-    let signature = signer.sign(&header);
-    header.extend_from_slice(&signature);
+    let header = signed_header(MAGIC, &json, signer)?;
 
     ballast_device::atomic::replace_with(out, |tmp, file| {
         let werr = |e| BundleError::io("writing", tmp, e);
@@ -116,7 +105,7 @@ pub fn write(
 
 #[cfg(feature = "write")]
 /// Compress `input` into `dest` as one zstd frame, hashing the uncompressed bytes.
-fn compress(input: &Input, dest: &Path) -> Result<Payload, BundleError> {
+pub(crate) fn compress(input: &Input, dest: &Path) -> Result<Payload, BundleError> {
     let mut src = File::open(input.path)
         .map_err(|e| BundleError::io("opening payload input", input.path, e))?;
     let file = File::create(dest).map_err(|e| BundleError::io("creating", dest, e))?;
@@ -205,65 +194,116 @@ struct ClaimedKey {
     key_id: String,
 }
 
+/// Reads `magic`, the manifest length, the manifest and its signature, and
+/// verifies the signature against `trusted` before anything parses the
+/// manifest. Returns the manifest's JSON bytes and the id of the key that
+/// verified them. Shared by bundles and deltas (same layout, other magic).
+pub(crate) fn read_signed_header(
+    input: &mut impl Read,
+    magic: &[u8; 16],
+    trusted: &[PublicKey],
+) -> Result<(Vec<u8>, String), BundleError> {
+    let mut got_magic = [0u8; 16];
+    let got = read_full(input, &mut got_magic)?;
+    if got_magic[..got] != magic[..got] {
+        return Err(BundleError::BadMagic);
+    }
+    if got < magic.len() {
+        return Err(BundleError::Truncated);
+    }
+    let mut len = [0u8; 4];
+    read_exact_or_truncated(input, &mut len)?;
+    let n = u32::from_be_bytes(len);
+    if !(1..=MAX_MANIFEST_LEN).contains(&n) {
+        return Err(BundleError::ManifestLength { len: u64::from(n) });
+    }
+    let mut signed = Vec::with_capacity(20 + n as usize);
+    signed.extend_from_slice(magic);
+    signed.extend_from_slice(&len);
+    signed.resize(20 + n as usize, 0);
+    read_exact_or_truncated(input, &mut signed[20..])?;
+    let mut signature = [0u8; 64];
+    read_exact_or_truncated(input, &mut signature)?;
+
+    let Some(key) = trusted.iter().find(|k| k.verify(&signed, &signature)) else {
+        return Err(match serde_json::from_slice::<ClaimedKey>(&signed[20..]) {
+            Ok(claim) if !trusted.iter().any(|k| k.id == claim.key_id) => {
+                // Printable and short, whatever the untrusted bytes said.
+                let key_id: String = claim
+                    .key_id
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .take(32)
+                    .collect();
+                BundleError::UnknownKey { key_id }
+            }
+            _ => BundleError::BadSignature,
+        });
+    };
+    signed.drain(..20);
+    Ok((signed, key.id.clone()))
+}
+
+#[cfg(feature = "write")]
+/// The signed header of a bundle or delta: magic, length, manifest, signature
+/// over them.
+pub(crate) fn signed_header(
+    magic: &[u8; 16],
+    json: &[u8],
+    signer: &crate::Signer,
+) -> Result<Vec<u8>, BundleError> {
+    let len = u32::try_from(json.len())
+        .ok()
+        .filter(|n| (1..=MAX_MANIFEST_LEN).contains(n))
+        .ok_or(BundleError::ManifestLength {
+            len: json.len() as u64,
+        })?;
+    let mut header = Vec::with_capacity(20 + json.len() + 64);
+    header.extend_from_slice(magic);
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(json);
+    let signature = signer.sign(&header);
+    header.extend_from_slice(&signature);
+    Ok(header)
+}
+
 impl<R: Read> Reader<R> {
     /// Reads magic, manifest and signature, and verifies the signature against
     /// `trusted` before parsing the manifest.
     pub fn open(mut input: R, trusted: &[PublicKey]) -> Result<Reader<R>, BundleError> {
-        let mut magic = [0u8; 16];
-        let got = read_full(&mut input, &mut magic)?;
-        if magic[..got] != MAGIC[..got] {
-            return Err(BundleError::BadMagic);
-        }
-        if got < MAGIC.len() {
-            return Err(BundleError::Truncated);
-        }
-        let mut len = [0u8; 4];
-        read_exact_or_truncated(&mut input, &mut len)?;
-        let n = u32::from_be_bytes(len);
-        if !(1..=MAX_MANIFEST_LEN).contains(&n) {
-            return Err(BundleError::ManifestLength { len: u64::from(n) });
-        }
-        let mut signed = Vec::with_capacity(20 + n as usize);
-        signed.extend_from_slice(MAGIC);
-        signed.extend_from_slice(&len);
-        signed.resize(20 + n as usize, 0);
-        read_exact_or_truncated(&mut input, &mut signed[20..])?;
-        let mut signature = [0u8; 64];
-        read_exact_or_truncated(&mut input, &mut signature)?;
-
-        let Some(key) = trusted.iter().find(|k| k.verify(&signed, &signature)) else {
-            return Err(match serde_json::from_slice::<ClaimedKey>(&signed[20..]) {
-                Ok(claim) if !trusted.iter().any(|k| k.id == claim.key_id) => {
-                    // Printable and short, whatever the untrusted bytes said.
-                    let key_id: String = claim
-                        .key_id
-                        .chars()
-                        .filter(|c| c.is_ascii_alphanumeric())
-                        .take(32)
-                        .collect();
-                    BundleError::UnknownKey { key_id }
-                }
-                _ => BundleError::BadSignature,
-            });
-        };
-        let manifest = Manifest::from_json(&signed[20..])?;
-        if manifest.key_id != key.id {
+        let (json, key_id) = read_signed_header(&mut input, MAGIC, trusted)?;
+        let manifest = Manifest::from_json(&json)?;
+        if manifest.key_id != key_id {
             return Err(BundleError::Manifest(format!(
-                "field `key_id`: says {} but the bundle was signed by key {}; it was signed wrongly (sign it again with `ballast publish`/`ballast build`)",
-                manifest.key_id, key.id
+                "field `key_id`: says {} but the bundle was signed by key {key_id}; it was signed wrongly (sign it again with `ballast publish`/`ballast build`)",
+                manifest.key_id
             )));
         }
-        Ok(Reader {
+        Ok(Reader::verified(input, manifest))
+    }
+
+    /// A reader over payloads whose list comes from a manifest the caller has
+    /// already verified (the delta format reuses the payload streaming).
+    pub(crate) fn verified(input: R, manifest: Manifest) -> Reader<R> {
+        Reader {
             input,
             manifest,
             next: 0,
             failed: false,
             stored_hash_only: Vec::new(),
-        })
+        }
     }
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The payload `copy_next` reads next, if any.
+    pub fn next_payload(&self) -> Option<crate::PayloadName> {
+        self.manifest
+            .payloads
+            .get(self.next)
+            .and_then(Payload::kind)
     }
 
     /// Check the named payloads by their stored frame's SHA-256 and their size
@@ -552,7 +592,7 @@ fn stream<R: Read>(
 }
 
 /// Reads `buf` full, unless the reader ends first; returns the bytes read.
-fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match r.read(&mut buf[filled..]) {

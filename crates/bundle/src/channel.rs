@@ -9,6 +9,16 @@
 //! The signature is over the exact bytes of index.json. The index expires so a
 //! mirror cannot freeze a fleet on an old index forever. Each entry carries the
 //! SHA-256 of its bundle file, and the bundle is signed on its own as well.
+//!
+//! Deltas to the newest version of each arch from the few before it are listed
+//! in a file of their own, signed the same way, so that devices that read only
+//! `index.json` (it refuses unknown fields) keep working:
+//!
+//! ```text
+//! CHANNEL_DIR/deltas.json         {"format":1,"expires":UNIX,"deltas":[DeltaEntry...]}
+//! CHANNEL_DIR/deltas.json.sig
+//! CHANNEL_DIR/<from>-<to>-<arch>.delta
+//! ```
 
 use crate::{compare_versions, BundleError, PublicKey, Reader, Signer};
 use serde::{Deserialize, Serialize};
@@ -19,6 +29,148 @@ use std::path::Path;
 
 pub const INDEX: &str = "index.json";
 pub const INDEX_SIG: &str = "index.json.sig";
+pub const DELTAS: &str = "deltas.json";
+pub const DELTAS_SIG: &str = "deltas.json.sig";
+
+/// The signed list of deltas in a channel.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaList {
+    pub format: u32,
+    /// Unix seconds after which readers refuse the list.
+    pub expires: u64,
+    pub deltas: Vec<DeltaEntry>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaEntry {
+    /// The version a machine must run for this delta.
+    pub from: String,
+    pub to: String,
+    pub arch: String,
+    /// File name relative to the channel directory (or URL).
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl DeltaList {
+    /// The delta from `from` to `to` for `arch`, if the channel has one.
+    pub fn find(&self, from: &str, to: &str, arch: &str) -> Option<&DeltaEntry> {
+        self.deltas
+            .iter()
+            .find(|d| d.from == from && d.to == to && d.arch == arch)
+    }
+}
+
+/// Verify `deltas.json` against its signature and parse it; refuses an unknown
+/// key, a bad signature and an expired list.
+pub fn verify_deltas(
+    json: &[u8],
+    sig_text: &str,
+    trusted: &[PublicKey],
+    now_unix: u64,
+) -> Result<DeltaList, BundleError> {
+    check_signature(json, sig_text, trusted, DELTAS, DELTAS_SIG)?;
+    let list: DeltaList =
+        serde_json::from_slice(json).map_err(|e| index_err(DELTAS, format!("invalid: {e}")))?;
+    if list.format != 1 {
+        return Err(index_err(
+            DELTAS,
+            format!(
+                "field `format`: {} is not a format this program reads (1)",
+                list.format
+            ),
+        ));
+    }
+    if list.expires <= now_unix {
+        return Err(BundleError::IndexExpired {
+            expires: list.expires,
+            now: now_unix,
+        });
+    }
+    Ok(list)
+}
+
+#[cfg(feature = "write")]
+/// Make deltas to the newest version of each arch in the channel from the
+/// `keep` versions before it (those already made are kept), and write the
+/// signed `deltas.json` listing them; deltas to older versions are dropped from
+/// the list. Returns the list.
+pub fn publish_deltas(
+    dir: &Path,
+    signer: &Signer,
+    keep: usize,
+    expires_in_days: u64,
+) -> Result<DeltaList, BundleError> {
+    let own = signer.public();
+    let index_path = dir.join(INDEX);
+    let bytes = fs::read(&index_path).map_err(|e| BundleError::io("reading", &index_path, e))?;
+    let sig_path = dir.join(INDEX_SIG);
+    let sig = fs::read_to_string(&sig_path)
+        .map_err(|e| BundleError::io("reading the index signature", &sig_path, e))?;
+    let index = verify_signed(&bytes, &sig, std::slice::from_ref(&own))?;
+    let mut arches: Vec<&str> = index.entries.iter().map(|e| e.arch.as_str()).collect();
+    arches.sort_unstable();
+    arches.dedup();
+    let mut deltas = Vec::new();
+    for arch in arches {
+        let mut entries: Vec<&Entry> = index.entries.iter().filter(|e| e.arch == arch).collect();
+        entries.sort_by(|a, b| {
+            compare_versions(&b.version, &a.version).unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let Some((newest, older)) = entries.split_first() else {
+            continue;
+        };
+        for old in older.iter().take(keep) {
+            let file = format!("{}-{}-{arch}.delta", old.version, newest.version);
+            let path = dir.join(&file);
+            if !path.exists() {
+                crate::delta::write(
+                    &path,
+                    &dir.join(&old.file),
+                    &dir.join(&newest.file),
+                    signer,
+                    std::slice::from_ref(&own),
+                )?;
+            }
+            let (sha256, size) = hash_file(&path)?;
+            deltas.push(DeltaEntry {
+                from: old.version.clone(),
+                to: newest.version.clone(),
+                arch: arch.to_string(),
+                file,
+                size,
+                sha256,
+            });
+        }
+    }
+    let list = DeltaList {
+        format: 1,
+        expires: now_unix().saturating_add(expires_in_days.saturating_mul(86_400)),
+        deltas,
+    };
+    let mut json = serde_json::to_vec_pretty(&list)
+        .map_err(|e| index_err(DELTAS, format!("serialising: {e}")))?;
+    json.push(b'\n');
+    let sig_line = format!("{SIG_TAG} {} {}\n", own.id, hex::encode(signer.sign(&json)));
+    write_atomic(&dir.join(DELTAS_SIG), sig_line.as_bytes())?;
+    write_atomic(&dir.join(DELTAS), &json)?;
+    Ok(list)
+}
+
+#[cfg(feature = "write")]
+fn hash_file(path: &Path) -> Result<(String, u64), BundleError> {
+    let file = File::open(path).map_err(|e| BundleError::io("reading", path, e))?;
+    let mut r = HashingReader {
+        inner: file,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    io::copy(&mut r, &mut io::sink()).map_err(|e| BundleError::io("reading", path, e))?;
+    Ok((hex::encode(r.hasher.finalize()), r.bytes))
+}
 const SIG_TAG: &str = "ballast-ed25519-sig";
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -98,12 +250,37 @@ fn verify_signed(
     sig_text: &str,
     trusted: &[PublicKey],
 ) -> Result<Index, BundleError> {
+    check_signature(index_json, sig_text, trusted, INDEX, INDEX_SIG)?;
+    // (signature checked above)
+    let index: Index = serde_json::from_slice(index_json)
+        .map_err(|e| index_err(INDEX, format!("invalid: {e}")))?;
+    if index.format != 1 {
+        return Err(index_err(
+            INDEX,
+            format!(
+                "field `format`: {} is not a format this program reads (1); update it",
+                index.format
+            ),
+        ));
+    }
+    Ok(index)
+}
+
+/// `sig_text` (one line, `ballast-ed25519-sig KEY_ID HEX`) is a trusted key's
+/// signature over `json`.
+fn check_signature(
+    json: &[u8],
+    sig_text: &str,
+    trusted: &[PublicKey],
+    what: &str,
+    sig_what: &str,
+) -> Result<(), BundleError> {
     let words: Vec<&str> = sig_text.split_whitespace().collect();
     let (key_id, sig_hex) = match words.as_slice() {
         [SIG_TAG, key_id, sig] => (*key_id, *sig),
         _ => {
             return Err(index_err(
-                INDEX_SIG,
+                sig_what,
                 format!("expected one line `{SIG_TAG} <key id> <128 hex digits>`; the channel is damaged (publish again)"),
             ))
         }
@@ -113,7 +290,7 @@ fn verify_signed(
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| {
             index_err(
-                INDEX_SIG,
+                sig_what,
                 "the signature is not 128 hex digits; the channel is damaged (publish again)",
             )
         })?;
@@ -127,21 +304,10 @@ fn verify_signed(
                 .take(32)
                 .collect(),
         })?;
-    if !key.verify(index_json, &signature) {
-        return Err(index_err(INDEX, BundleError::BadSignature.to_string()));
+    if !key.verify(json, &signature) {
+        return Err(index_err(what, BundleError::BadSignature.to_string()));
     }
-    let index: Index = serde_json::from_slice(index_json)
-        .map_err(|e| index_err(INDEX, format!("invalid: {e}")))?;
-    if index.format != 1 {
-        return Err(index_err(
-            INDEX,
-            format!(
-                "field `format`: {} is not a format this program reads (1); update it",
-                index.format
-            ),
-        ));
-    }
-    Ok(index)
+    Ok(())
 }
 
 /// Publish with only the signer's own key trusted for the bundle.

@@ -49,6 +49,12 @@ pub enum BundleError {
     Input { name: String, detail: String },
     #[error("{detail}")]
     Incompatible { detail: String },
+    #[error("delta refused: {0}; the full bundle is the fallback")]
+    Delta(String),
+    #[error("delta refused: {detail}")]
+    DeltaBase { detail: String },
+    #[error("delta refused: applying it did not give the signed new root: {detail}; the full bundle is the fallback")]
+    DeltaResult { detail: String },
     #[error("{what}: {detail}")]
     Index { what: String, detail: String },
     #[error("channel index expired at {expires} (unix time), it is now {now}: the publisher must run `ballast publish` again (a stale index could hide a security update)")]

@@ -38,6 +38,11 @@
 //! (written mode 0600). Public: `ballast-ed25519 <hex of the 32-byte key> [comment]`.
 //! The device trusts the `*.pub` files of `/usr/lib/ballast/keys/` ([`keys::read_dir`]).
 //!
+//! # Deltas
+//!
+//! The same layout with the magic `b"BALLAST-DELTA01\n"`: the new root as
+//! copies from the running root plus new bytes, see [`delta`].
+//!
 //! # Channel
 //!
 //! A static directory: `index.json`, `index.json.sig` and the bundles, see [`channel`].
@@ -45,6 +50,7 @@
 mod bundle;
 pub mod channel;
 mod compat;
+pub mod delta;
 mod error;
 pub mod keys;
 mod manifest;
@@ -53,6 +59,7 @@ mod manifest;
 pub use bundle::{write, COMPRESSION_LEVEL};
 pub use bundle::{Input, Reader, MAGIC, MAX_MANIFEST_LEN};
 pub use compat::{check_compatible, compare_versions};
+pub use delta::{is_delta, DeltaManifest, DeltaReader, DELTA_MAGIC};
 pub use error::BundleError;
 pub use keys::{PublicKey, Signer};
 pub use manifest::{Manifest, Payload, PayloadName, ARCHES, FORMAT, OS};
