@@ -126,15 +126,26 @@ fn render_with_priority(e: &Entry, priority: u32) -> String {
         options.push(' ');
     }
     options.push_str(&format!("ballast.slot={}", e.slot));
+    // A key without a value is refused by `parse`, so an empty field (an entry
+    // read from a hand-written file without `initrd`, say) leaves its line out
+    // rather than rewriting the entry into one that no longer parses.
+    let line = |key: &str, value: &str| {
+        let value = value.trim();
+        if value.is_empty() {
+            String::new()
+        } else {
+            format!("{key} {value}\n")
+        }
+    };
     format!(
         "# Ballast slot {slot}: written by ballast-slot; the file name carries the boot counter.\n\
-         title {title}\nversion {version}\nsort-key {key}\nlinux {linux}\ninitrd {initrd}\noptions {options}\n",
+         {title}{version}sort-key {key}\n{linux}{initrd}options {options}\n",
         slot = e.slot,
-        title = e.title,
-        version = e.version,
+        title = line("title", &e.title),
+        version = line("version", &e.version),
         key = sort_key(priority),
-        linux = e.linux,
-        initrd = e.initrd,
+        linux = line("linux", &e.linux),
+        initrd = line("initrd", &e.initrd),
     )
 }
 
@@ -603,6 +614,16 @@ impl Esp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `bls_entry` fuzz target: an entry without `version` and
+    /// `initrd` lines was rendered with `version \n`, which `parse` refuses.
+    #[test]
+    fn an_entry_with_empty_fields_renders_to_one_that_parses() {
+        let text = "title Ballast\nlinux /ballast/b/vmlinuz\noptions quiet\n";
+        let entry = parse(text).unwrap();
+        assert_eq!(entry.version, "");
+        assert_eq!(parse(&render(&entry)).unwrap(), entry);
+    }
 
     fn esp_with_kernels() -> (tempfile::TempDir, Esp) {
         let d = tempfile::tempdir().unwrap();
