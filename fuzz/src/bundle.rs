@@ -45,9 +45,13 @@ fn signed_bundle(manifest: &[u8]) -> Vec<u8> {
 /// manifest states (so the reader decodes all of it, as it would a frame from
 /// a bundle signed by a trusted key over a decoder-hostile payload).
 pub fn bundle_payload(data: &[u8]) {
+    // The manifest refuses an empty frame before any payload is read.
     let [a, b, frame @ ..] = data else {
         return;
     };
+    if frame.is_empty() {
+        return;
+    }
     let size = u64::from(u16::from_le_bytes([*a, *b])) * 1024;
     let manifest = serde_json::json!({
         "format": 1,
