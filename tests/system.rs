@@ -108,6 +108,16 @@ fn story(board: &str) {
         .output()
         .expect("ssh as root");
     assert!(!root.status.success(), "root logged in");
+    // The admin environment has its own seccomp filter: the login shell runs
+    // under it (mode 2), also as root.
+    for who in ["", "sudo "] {
+        let filtered = ssh.ok(&format!("{who}grep '^Seccomp:' /proc/self/status"));
+        assert_eq!(
+            filtered.split_whitespace().last(),
+            Some("2"),
+            "{who}{filtered}"
+        );
+    }
 
     // Kill the time service's process: sysd brings it back.
     let time = service(&status, "time");

@@ -1,9 +1,3 @@
-//! Any UTF-8 as a NoCloud network-config: checking never panics.
+//! libFuzzer entry for `network_config` (the harness and what it checks: `ballast_fuzz::config::network_config`).
 #![no_main]
-
-use ballast_config::check_network_config;
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|text: &str| {
-    let _ = check_network_config(text, "network-config");
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ballast_fuzz::config::network_config(data));

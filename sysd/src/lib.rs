@@ -27,6 +27,9 @@ mod supervisor;
 mod sys;
 mod update;
 
+/// The service definition parser, public for the fuzz target (`fuzz/`).
+pub use definition::{parse as parse_definition, Def, ServiceDefError};
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -57,8 +57,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 pub use oci_config::{
-    load, Capabilities, Cpu, Device, Linux, Memory, Mount, Namespace, OciConfig, Pids, Process,
-    Resources, Rlimit, Root, Seccomp, SeccompSyscall, User,
+    load, parse as parse_config, Capabilities, Cpu, Device, Linux, Memory, Mount, Namespace,
+    OciConfig, Pids, Process, Resources, Rlimit, Root, Seccomp, SeccompSyscall, User,
 };
 
 /// Everything that can go wrong, each naming the file, field or step and the fix.

@@ -226,7 +226,13 @@ pub fn load(dir: &Path) -> Result<OciConfig, ContainerError> {
         path: file.clone(),
         source,
     })?;
-    let config: OciConfig = serde_json::from_str(&text).map_err(|e| ContainerError::Parse {
+    parse(&text, &file)
+}
+
+/// Parse and check the text of a `config.json`; `file` only names it in errors.
+pub fn parse(text: &str, file: &Path) -> Result<OciConfig, ContainerError> {
+    let file = file.to_path_buf();
+    let config: OciConfig = serde_json::from_str(text).map_err(|e| ContainerError::Parse {
         path: file.clone(),
         line: e.line(),
         column: e.column(),

@@ -114,6 +114,12 @@ fn priority_of(sort_key: Option<&str>) -> u32 {
         .unwrap_or(0)
 }
 
+/// What separates kernel arguments: the kernel's `isspace` (ASCII whitespace
+/// and vertical tab, which `char::is_ascii_whitespace` leaves out).
+fn is_kernel_space(c: char) -> bool {
+    c.is_ascii_whitespace() || c == '\x0b'
+}
+
 /// Render an entry (lowest priority). [`Esp::write_entry`] renders with the priority that
 /// makes the written slot the default.
 pub fn render(e: &Entry) -> String {
@@ -121,20 +127,31 @@ pub fn render(e: &Entry) -> String {
 }
 
 fn render_with_priority(e: &Entry, priority: u32) -> String {
-    let mut options = e.options.trim().to_string();
+    let mut options = e.options.trim_matches(is_kernel_space).to_string();
     if !options.is_empty() {
         options.push(' ');
     }
     options.push_str(&format!("ballast.slot={}", e.slot));
+    // A key without a value is refused by `parse`, so an empty field (an entry
+    // read from a hand-written file without `initrd`, say) leaves its line out
+    // rather than rewriting the entry into one that no longer parses.
+    let line = |key: &str, value: &str| {
+        let value = value.trim();
+        if value.is_empty() {
+            String::new()
+        } else {
+            format!("{key} {value}\n")
+        }
+    };
     format!(
         "# Ballast slot {slot}: written by ballast-slot; the file name carries the boot counter.\n\
-         title {title}\nversion {version}\nsort-key {key}\nlinux {linux}\ninitrd {initrd}\noptions {options}\n",
+         {title}{version}sort-key {key}\n{linux}{initrd}options {options}\n",
         slot = e.slot,
-        title = e.title,
-        version = e.version,
+        title = line("title", &e.title),
+        version = line("version", &e.version),
         key = sort_key(priority),
-        linux = e.linux,
-        initrd = e.initrd,
+        linux = line("linux", &e.linux),
+        initrd = line("initrd", &e.initrd),
     )
 }
 
@@ -189,7 +206,7 @@ fn parse_named(text: &str, file: &str) -> Result<Parsed, SlotError> {
     let mut slot_opt = None;
     let mut kept = Vec::new();
     let joined = options.join(" ");
-    for word in joined.split_ascii_whitespace() {
+    for word in joined.split(is_kernel_space).filter(|w| !w.is_empty()) {
         match word.strip_prefix("ballast.slot=") {
             Some(s) => slot_opt = Some(s.parse::<SlotId>()?),
             None => kept.push(word),
@@ -603,6 +620,26 @@ impl Esp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `bls_entry` fuzz target: an entry without `version` and
+    /// `initrd` lines was rendered with `version \n`, which `parse` refuses.
+    #[test]
+    fn an_entry_with_empty_fields_renders_to_one_that_parses() {
+        let text = "title Ballast\nlinux /ballast/b/vmlinuz\noptions quiet\n";
+        let entry = parse(text).unwrap();
+        assert_eq!(entry.version, "");
+        assert_eq!(parse(&render(&entry)).unwrap(), entry);
+    }
+
+    /// Found by fuzzing `bls_entry`: a vertical tab was an option word to
+    /// `parse` but whitespace to `render`'s trim, so a rewrite changed options.
+    #[test]
+    fn a_vertical_tab_separates_options_as_in_the_kernel() {
+        let text = "linux ///mg\noptions nc \t\x0b\tballast.slot=a\n";
+        let entry = parse(text).unwrap();
+        assert_eq!(entry.options, "nc");
+        assert_eq!(parse(&render(&entry)).unwrap(), entry);
+    }
 
     fn esp_with_kernels() -> (tempfile::TempDir, Esp) {
         let d = tempfile::tempdir().unwrap();
