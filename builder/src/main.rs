@@ -12,6 +12,7 @@ mod cmd_seed;
 mod debpkg;
 mod devbins;
 mod disk_image;
+mod grub_bios;
 mod initrd;
 mod kernel_input;
 mod project;

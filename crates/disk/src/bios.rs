@@ -17,7 +17,8 @@
 //!   (`diskboot.img`) ends with a block list, `{start: u64, len: u16, segment: u16}`
 //!   LE at offset 500: `start` = the LBA of core.img's second sector, `len` = the
 //!   remaining sectors, `segment` = 0x820 (loaded right after the first sector at
-//!   0x8000); the 12 bytes before it stay zero (the list's terminator). core.img is
+//!   0x8000; grub-mkimage writes 2, size−1, 0x820 there, for core.img right after
+//!   sector 1); the 12 bytes before it stay zero (the list's terminator). core.img is
 //!   contiguous, so one entry holds it all. GRUB's optional Reed-Solomon parity is not
 //!   added (its length field stays 0, as in a core.img grub-mkimage writes).
 //! * The BIOS boot partition is entry 5 of the table, in the gap between the GPT's
@@ -88,8 +89,10 @@ pub fn patch_core(core_img: &[u8]) -> Result<Vec<u8>, String> {
             "core.img is {sectors} sectors; the BIOS boot partition holds {max}: embed fewer modules"
         ));
     }
-    if c[BLOCKLIST - 12..512].iter().any(|&b| b != 0) {
-        return Err("core.img's first sector has a block list already: give grub-mkimage's output, not an installed one".into());
+    // grub-mkimage fills in the list for core.img right after sector 1 (start 2);
+    // the entry before it must be the zero terminator.
+    if c[BLOCKLIST - 12..BLOCKLIST].iter().any(|&b| b != 0) {
+        return Err("core.img's first sector holds more than one block list entry: give grub-mkimage's output, not an installed one".into());
     }
     c[BLOCKLIST..BLOCKLIST + 8].copy_from_slice(&(FIRST_LBA + 1).to_le_bytes());
     c[BLOCKLIST + 8..BLOCKLIST + 10].copy_from_slice(&((sectors - 1) as u16).to_le_bytes());
@@ -215,7 +218,7 @@ mod tests {
         };
         crate::write_image(&img, &disk).unwrap();
         let mut core = vec![0x11u8; 3 * 512 + 100];
-        core[BLOCKLIST - 12..512].fill(0);
+        core[BLOCKLIST - 12..BLOCKLIST].fill(0);
         install(&img, &fake_boot_img(), &core, Guid::stable("t", "bios")).unwrap();
 
         let mut f = std::fs::File::open(&img).unwrap();
