@@ -299,4 +299,47 @@ mod tests {
         let e = p.rollback(SlotId::B).unwrap();
         assert_eq!(e.slot, SlotId::A);
     }
+
+    /// The x86_64 ESP with both bootloaders: an install, a boot and a rollback seen
+    /// through BIOS keep the BLS entries in step, so UEFI boots the same slot.
+    #[test]
+    fn hybrid_keeps_bls_and_grub_in_step() {
+        let (d, _) = esp_with_slot_a();
+        let grub = GrubDir::new(d.path());
+        grub.initialize(&crate::uboot::State::new(SlotId::A))
+            .unwrap();
+        grub.write_slot_cfg(SlotId::A, "0.1.0", "x").unwrap();
+        let bios = BootPartition::open_booted(d.path(), true);
+        assert!(matches!(bios, BootPartition::Hybrid { bios: true, .. }));
+        let staged = bios.prepare_inactive(SlotId::B).unwrap();
+        fs::write(&staged.kernel, "k").unwrap();
+        fs::write(&staged.initrd, "i").unwrap();
+        bios.commit_install(staged, "0.2.0", "ballast.verity=H", 2)
+            .unwrap();
+        let uefi = BootPartition::open(d.path());
+        for p in [&bios, &uefi] {
+            let b = slot(p, SlotId::B).unwrap();
+            assert!(b.is_default, "{b:?}");
+            assert!(
+                matches!(b.health, Health::Trying { tries_left: 2, .. }),
+                "{b:?}"
+            );
+            assert_eq!(b.version.as_deref(), Some("0.2.0"));
+        }
+        let cfg = fs::read_to_string(d.path().join("ballast/b/grub.cfg")).unwrap();
+        assert!(cfg.contains("'ballast.verity=H' 'ballast.slot=b'"), "{cfg}");
+        // GRUB spends b's tries and boots a; sysd on a marks a good, and the BLS side
+        // learns that b is spent.
+        assert_eq!(grub.simulate_boot().unwrap(), SlotId::B);
+        assert_eq!(grub.simulate_boot().unwrap(), SlotId::B);
+        assert_eq!(grub.simulate_boot().unwrap(), SlotId::A);
+        bios.mark_good(SlotId::A).unwrap();
+        let b = slot(&uefi, SlotId::B).unwrap();
+        assert_eq!(b.health, Health::Bad, "{b:?}");
+        assert!(slot(&uefi, SlotId::A).unwrap().is_default);
+        assert_eq!(
+            crate::bls::Esp::new(d.path()).simulate_boot().unwrap(),
+            Some(SlotId::A)
+        );
+    }
 }
