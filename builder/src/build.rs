@@ -174,6 +174,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
             &args.archive,
             &inputs.kernel,
         )?;
+        let bios = bios_bootloader(&inputs, &args.archive, &work)?;
         let root_tree = work.join("rootfs");
         let signer = userland(project, &inputs, &bins, args, &root_tree)?;
         let boot_files = crate::cmd_seed::seed_files(
@@ -189,6 +190,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
             &DiskParts {
                 root_tree: &root_tree,
                 systemd_boot: systemd_boot.as_deref(),
+                bios: bios.as_ref(),
                 boot_files: &boot_files,
                 board_files: &board_files,
                 rollback_index: args.rollback_index,
@@ -335,6 +337,28 @@ fn bootloader(inputs: &BuildInputs, archive_args: &ArchiveArgs) -> Result<Option
     })
 }
 
+/// Step 4, BIOS half (x86_64 GPT disks on UEFI boards): GRUB from Debian's
+/// `grub-pc-bin`, so the same disk also boots on legacy BIOS machines.
+fn bios_bootloader(
+    inputs: &BuildInputs,
+    archive_args: &ArchiveArgs,
+    work: &Path,
+) -> Result<Option<crate::grub_bios::BiosLoader>> {
+    let board = &inputs.board;
+    if board.arch != Arch::X86_64
+        || board.boot.firmware != BootFirmware::Uefi
+        || board.boot.partition_table != ballast_inputs::PartitionTable::Gpt
+    {
+        return Ok(None);
+    }
+    crate::grub_bios::build(
+        &inputs.archive,
+        &archive_args.cache_dir(),
+        &work.join("grub"),
+    )
+    .map(Some)
+}
+
 /// Step 5: the root tree: the system containers' userland and container
 /// directories, sysd, osctl, baked SSH keys, and the public keys updates must be
 /// signed with. Returns the key that signs this build's update bundle.
@@ -362,6 +386,8 @@ fn userland(
 struct DiskParts<'a> {
     root_tree: &'a Path,
     systemd_boot: Option<&'a Path>,
+    /// GRUB for legacy BIOS (x86_64 disks).
+    bios: Option<&'a crate::grub_bios::BiosLoader>,
     /// Files for the boot partition (`user-data`, `meta-data`).
     boot_files: &'a [(String, Vec<u8>)],
     /// The board's files from Debian for the boot partition (`board_files`).
@@ -394,6 +420,7 @@ fn disk_image(
             os_release: &os_release,
             cmdline: &inputs.cmdline,
             systemd_boot: parts.systemd_boot,
+            bios: parts.bios,
             epoch: initrd.epoch,
             work: parts.work,
             boot_files: parts.boot_files,

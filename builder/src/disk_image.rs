@@ -16,7 +16,7 @@ use ballast_device::paths;
 use ballast_disk::{fat, types, Content, Disk, Guid, Partition, TableKind};
 use ballast_inputs::{Arch, Board, ImageFile};
 use ballast_inputs::{BootFirmware, PartitionTable};
-use ballast_slot::{bls, uboot, SlotId};
+use ballast_slot::{bls, grub, uboot, SlotId};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,8 @@ pub struct Inputs<'a> {
     pub cmdline: &'a [String],
     /// systemd-boot's EFI binary (UEFI boards).
     pub systemd_boot: Option<&'a Path>,
+    /// GRUB for legacy BIOS (x86_64): the same disk then boots on either firmware.
+    pub bios: Option<&'a crate::grub_bios::BiosLoader>,
     pub epoch: u64,
     /// Scratch space, removed by the caller.
     pub work: &'a Path,
@@ -192,6 +194,17 @@ pub fn assemble(inputs: &Inputs<'_>, dest: &Path) -> Result<Built> {
     };
     ballast_disk::write_image(dest, &disk)
         .with_context(|| format!("writing the disk image {}", dest.display()))?;
+    if let Some(bios) = inputs.bios {
+        // The BIOS boot partition is entry 5 in the gap before partition 1:
+        // the other partition numbers do not move (ballast_disk::bios).
+        ballast_disk::bios::install(
+            dest,
+            &bios.boot_img,
+            &bios.core_img,
+            Guid::stable("ballast-partition", &format!("{id}/bios-boot")),
+        )
+        .with_context(|| format!("making {} boot on legacy BIOS", dest.display()))?;
+    }
     Ok(Built {
         root_hash: verity.root_hash_hex(),
         root_bytes,
@@ -337,6 +350,24 @@ fn stage_boot(inputs: &Inputs<'_>, dir: &Path, cmdline: &str) -> Result<()> {
             bls::Esp::new(dir)
                 .write_entry(&entry, Some(tries))
                 .context("writing slot A's boot entry")?;
+            if inputs.bios.is_some() {
+                // GRUB's side of the same slot state, for legacy BIOS boots: the
+                // same command line and tries as the BLS entry.
+                let options = entry.options.clone();
+                let grub = grub::GrubDir::new(dir);
+                let state = uboot::State {
+                    seq: 0,
+                    default: slot,
+                    a: uboot::SlotState { tries, good: false },
+                    b: uboot::SlotState {
+                        tries: 0,
+                        good: false,
+                    },
+                };
+                grub.initialize(&state)
+                    .and_then(|()| grub.write_slot_cfg(slot, &version, &options))
+                    .context("writing the GRUB (BIOS) slot state")?;
+            }
         }
         BootFirmware::UBoot => {
             std::fs::write(

@@ -17,6 +17,7 @@ mod cmd_seed;
 mod debpkg;
 mod devbins;
 mod disk_image;
+mod grub_bios;
 mod initrd;
 mod install_image;
 mod kernel_input;

@@ -60,6 +60,9 @@ pub struct RunArgs {
     /// a data disk of the first-boot config's `disk_setup`/`mounts`.
     #[arg(long, value_name = "PATH")]
     pub drive: Vec<PathBuf>,
+    /// boot with SeaBIOS (legacy BIOS) instead of the board's UEFI firmware
+    #[arg(long)]
+    pub bios: bool,
     /// Cache directory (default: BALLAST_CACHE, else the user's cache dir).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
@@ -105,9 +108,21 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
         } else {
             overlay::prepare(&image, args.fresh)?
         };
-        let mut disk = disk_boot(&profile, &image)?;
-        disk.kernel = firmware_kernel(&profile, &build)?;
-        Some(disk)
+        let mut boot = disk_boot(&profile, &image)?;
+        boot.kernel = firmware_kernel(&profile, &build)?;
+        if args.bios {
+            if board.arch != ballast_inputs::Arch::X86_64 {
+                bail!(
+                    "--bios: board {} is {}; only x86_64 disks boot on legacy BIOS (SeaBIOS)",
+                    board.name,
+                    board.arch.name()
+                );
+            }
+            // No pflash and no -bios: QEMU's own default firmware, SeaBIOS.
+            boot.uefi = None;
+            boot.bios = None;
+        }
+        Some(boot)
     };
     let launch = Launch {
         profile,

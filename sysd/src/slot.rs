@@ -1,11 +1,18 @@
 //! What sysd needs to know about the boot: the booted slot (kernel command line, parsed
 //! by ballast-device), both slots' state and marking the booted slot good. The slot
 //! formats themselves belong to ballast-slot; this module only picks the right backend.
+//!
+//! Which firmware booted the machine decides whose state is the truth on the x86_64
+//! disk, which carries both systemd-boot's (UEFI) and GRUB's (BIOS): the kernel
+//! creates [`EFI_DIR`] only when UEFI started it.
 
 use std::path::{Path, PathBuf};
 
 use ballast_device::Cmdline;
 use ballast_slot::{BootPartition, SlotError, SlotId, SlotStatus};
+
+/// Present exactly when UEFI firmware booted the kernel.
+pub const EFI_DIR: &str = "/sys/firmware/efi";
 
 /// Why the booted slot or the boot partition's state is unknown or unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +57,8 @@ pub struct Boot(BootPartition);
 
 impl Boot {
     /// `check_mounted`: on the device, refuse a `/boot` that is just a directory of the
-    /// root file system (init did not mount the boot partition).
+    /// root file system (init did not mount the boot partition), and read which
+    /// firmware booted it ([`EFI_DIR`]); elsewhere (tests, `--root`) assume UEFI.
     pub fn open(dir: &Path, check_mounted: bool) -> Result<Boot, BootError> {
         if check_mounted {
             use std::os::unix::fs::MetadataExt;
@@ -68,7 +76,8 @@ impl Boot {
                 _ => {}
             }
         }
-        Ok(Boot(BootPartition::open(dir)))
+        let bios = check_mounted && !Path::new(EFI_DIR).exists();
+        Ok(Boot(BootPartition::open_booted(dir, bios)))
     }
 
     /// The slot verbs themselves (install order: see ballast_slot::install).

@@ -88,6 +88,8 @@ pub enum DiskError {
         #[source]
         source: io::Error,
     },
+    #[error("{path}: cannot make the disk boot on legacy BIOS: {reason}")]
+    BiosBoot { path: PathBuf, reason: String },
 }
 
 pub(crate) fn io_err(

@@ -15,6 +15,7 @@
 //! sparse and written atomically (`<path>.tmp`, fsync, rename).
 
 mod atomic;
+pub mod bios;
 mod error;
 pub mod fat;
 pub mod gpt;
@@ -60,6 +61,10 @@ pub mod types {
     /// gpt-auto-generator leaves "generic Linux data" alone instead of
     /// mounting it somewhere on its own.
     pub const LINUX_DATA: Guid = Guid::from_str_const("0fc63daf-8483-4772-8e79-3d69d8477de4");
+
+    /// BIOS boot partition ("Hah!IdontNeedEFI"): GRUB's core.img on a GPT disk
+    /// booted by legacy BIOS ([`crate::bios`]).
+    pub const BIOS_BOOT: Guid = Guid::from_str_const("21686148-6449-6e6f-744e-656564454649");
 
     /// The DPS root partition type for a Ballast architecture name.
     pub fn root(arch: &str) -> Result<Guid, DiskError> {

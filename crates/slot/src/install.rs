@@ -20,6 +20,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::bls::{Entry, Esp};
+use crate::grub::GrubDir;
 use crate::uboot::BootDir;
 use crate::{boot_files, io_err, rename_synced, sync_dir, Health, SlotError, SlotId, SlotStatus};
 
@@ -29,6 +30,12 @@ pub enum BootPartition {
     Esp(Esp),
     /// U-Boot boards: the two-copy state file.
     UBoot(BootDir),
+    /// The x86_64 disk, bootable on UEFI and BIOS: systemd-boot's BLS entries and
+    /// GRUB's two environment blocks on one ESP. Every verb writes both, so the disk
+    /// boots the same slot on either firmware; `bios` says which firmware booted this
+    /// machine, whose state is the truth for [`BootPartition::status`] (it is the one
+    /// the bootloader counted down).
+    Hybrid { esp: Esp, grub: GrubDir, bios: bool },
 }
 
 /// The inactive slot, invalidated, waiting for its new kernel and initrd.
@@ -43,10 +50,26 @@ pub struct Staged {
 }
 
 impl BootPartition {
-    /// `DIR/loader` exists: systemd-boot BLS entries; otherwise the U-Boot state file.
+    /// `DIR/loader` exists: systemd-boot BLS entries (plus GRUB's state when the ESP
+    /// carries it, read as booted through UEFI); otherwise the U-Boot state file.
     pub fn open(dir: &Path) -> BootPartition {
+        BootPartition::open_booted(dir, false)
+    }
+
+    /// As [`BootPartition::open`], for a machine that booted through legacy BIOS when
+    /// `bios` (sysd: `/sys/firmware/efi` is absent): on a hybrid ESP GRUB's state is
+    /// then the one reported and rolled back by.
+    pub fn open_booted(dir: &Path, bios: bool) -> BootPartition {
         if dir.join("loader").is_dir() {
-            BootPartition::Esp(Esp::new(dir))
+            if GrubDir::present(dir) {
+                BootPartition::Hybrid {
+                    esp: Esp::new(dir),
+                    grub: GrubDir::new(dir),
+                    bios,
+                }
+            } else {
+                BootPartition::Esp(Esp::new(dir))
+            }
         } else {
             BootPartition::UBoot(BootDir::new(dir))
         }
@@ -54,7 +77,7 @@ impl BootPartition {
 
     fn root(&self) -> &Path {
         match self {
-            BootPartition::Esp(e) => e.root(),
+            BootPartition::Esp(e) | BootPartition::Hybrid { esp: e, .. } => e.root(),
             BootPartition::UBoot(b) => b.root(),
         }
     }
@@ -63,6 +86,10 @@ impl BootPartition {
         match self {
             BootPartition::Esp(e) => e.status(),
             BootPartition::UBoot(b) => b.status(),
+            BootPartition::Hybrid {
+                grub, bios: true, ..
+            } => grub.status(),
+            BootPartition::Hybrid { esp, .. } => esp.status(),
         }
     }
 
@@ -79,8 +106,10 @@ impl BootPartition {
             }
         }
         sync_dir(&dir)?;
-        if let BootPartition::UBoot(b) = self {
-            b.mark_bad(slot)?;
+        match self {
+            BootPartition::UBoot(b) => b.mark_bad(slot)?,
+            BootPartition::Hybrid { grub, .. } => grub.mark_bad(slot)?,
+            BootPartition::Esp(_) => {}
         }
         Ok(Staged {
             slot,
@@ -109,14 +138,47 @@ impl BootPartition {
             BootPartition::UBoot(b) => b
                 .write_boot_env(slot, options, version)
                 .and_then(|()| b.install(slot, tries)),
+            // Either order leaves each firmware a bootable slot: until its own state
+            // names the new slot, a firmware boots the old one.
+            BootPartition::Hybrid { esp, grub, .. } => {
+                grub.write_slot_cfg(slot, version, options)?;
+                esp.write_entry(&Entry::new(slot, version, options), Some(tries))?;
+                grub.install(slot, tries)
+            }
         }
     }
 
     /// The booted slot passed its health check: it stays.
+    ///
+    /// Hybrid: both states; and when the booted firmware's bootloader found the other
+    /// slot bad (its tries spent: a rollback), the other state learns it too, so the
+    /// other firmware does not spend those tries again.
     pub fn mark_good(&self, slot: SlotId) -> Result<(), SlotError> {
         match self {
             BootPartition::Esp(e) => e.mark_good(slot),
             BootPartition::UBoot(b) => b.mark_good(slot),
+            BootPartition::Hybrid { esp, grub, bios } => {
+                esp.mark_good(slot)?;
+                grub.mark_good(slot)?;
+                let other = slot.other();
+                let spent = self
+                    .status()?
+                    .iter()
+                    .any(|s| s.slot == other && s.health == Health::Bad);
+                if spent {
+                    let r = if *bios {
+                        esp.mark_bad(other)
+                    } else {
+                        grub.mark_bad(other)
+                    };
+                    match r {
+                        // No entry for the other slot: nothing to boot there anyway.
+                        Err(SlotError::NoEntry { .. }) | Ok(()) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -125,6 +187,15 @@ impl BootPartition {
         match self {
             BootPartition::Esp(e) => e.set_default(slot),
             BootPartition::UBoot(b) => b.set_default(slot),
+            // The booted firmware's state first: its refusal is the one that counts.
+            BootPartition::Hybrid {
+                esp,
+                grub,
+                bios: true,
+            } => grub.set_default(slot).and_then(|()| esp.set_default(slot)),
+            BootPartition::Hybrid { esp, grub, .. } => {
+                esp.set_default(slot).and_then(|()| grub.set_default(slot))
+            }
         }
     }
 
@@ -227,5 +298,48 @@ mod tests {
         assert!(b.is_default && matches!(b.health, Health::Trying { tries_left: 2, .. }));
         let e = p.rollback(SlotId::B).unwrap();
         assert_eq!(e.slot, SlotId::A);
+    }
+
+    /// The x86_64 ESP with both bootloaders: an install, a boot and a rollback seen
+    /// through BIOS keep the BLS entries in step, so UEFI boots the same slot.
+    #[test]
+    fn hybrid_keeps_bls_and_grub_in_step() {
+        let (d, _) = esp_with_slot_a();
+        let grub = GrubDir::new(d.path());
+        grub.initialize(&crate::uboot::State::new(SlotId::A))
+            .unwrap();
+        grub.write_slot_cfg(SlotId::A, "0.1.0", "x").unwrap();
+        let bios = BootPartition::open_booted(d.path(), true);
+        assert!(matches!(bios, BootPartition::Hybrid { bios: true, .. }));
+        let staged = bios.prepare_inactive(SlotId::B).unwrap();
+        fs::write(&staged.kernel, "k").unwrap();
+        fs::write(&staged.initrd, "i").unwrap();
+        bios.commit_install(staged, "0.2.0", "ballast.verity=H", 2)
+            .unwrap();
+        let uefi = BootPartition::open(d.path());
+        for p in [&bios, &uefi] {
+            let b = slot(p, SlotId::B).unwrap();
+            assert!(b.is_default, "{b:?}");
+            assert!(
+                matches!(b.health, Health::Trying { tries_left: 2, .. }),
+                "{b:?}"
+            );
+            assert_eq!(b.version.as_deref(), Some("0.2.0"));
+        }
+        let cfg = fs::read_to_string(d.path().join("ballast/b/grub.cfg")).unwrap();
+        assert!(cfg.contains("'ballast.verity=H' 'ballast.slot=b'"), "{cfg}");
+        // GRUB spends b's tries and boots a; sysd on a marks a good, and the BLS side
+        // learns that b is spent.
+        assert_eq!(grub.simulate_boot().unwrap(), SlotId::B);
+        assert_eq!(grub.simulate_boot().unwrap(), SlotId::B);
+        assert_eq!(grub.simulate_boot().unwrap(), SlotId::A);
+        bios.mark_good(SlotId::A).unwrap();
+        let b = slot(&uefi, SlotId::B).unwrap();
+        assert_eq!(b.health, Health::Bad, "{b:?}");
+        assert!(slot(&uefi, SlotId::A).unwrap().is_default);
+        assert_eq!(
+            crate::bls::Esp::new(d.path()).simulate_boot().unwrap(),
+            Some(SlotId::A)
+        );
     }
 }

@@ -9,6 +9,9 @@
 //! * [`uboot`]: U-Boot boards run a `boot.scr` generated here, which keeps the same
 //!   state in a small two-copy environment file on the boot partition and counts down
 //!   itself.
+//! * [`grub`]: the x86_64 disk on legacy BIOS machines: GRUB reads the same state from
+//!   two environment blocks on the ESP beside the BLS entries, and counts down in its
+//!   script; [`install::BootPartition::Hybrid`] keeps both in step.
 //!
 //! # Shared semantics (both bootloaders)
 //!
@@ -45,6 +48,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub mod bls;
+pub mod grub;
 pub mod install;
 pub mod uboot;
 mod verscmp;

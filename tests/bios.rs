@@ -1,0 +1,165 @@
+//! Story: an operator flashes the x86_64 disk onto a machine without UEFI. SeaBIOS
+//! (QEMU's legacy BIOS) runs GRUB from the disk's MBR and BIOS boot partition; the
+//! machine reaches `ballast-ready version=0.1.0 slot=a`, and `sgdisk -v` finds
+//! nothing wrong with the table that carries both boot paths. An upgrade to 0.2.0
+//! boots slot b under SeaBIOS, counted by GRUB; `osctl rollback --reboot` brings
+//! 0.1.0 back in slot a. The same disk, after all that, still boots under OVMF
+//! (UEFI, systemd-boot): both bootloaders' slot state were kept in step.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::vm::{free_port, Machine, Ssh};
+
+const BOOT: Duration = Duration::from_secs(420);
+const BOARD: &str = "qemu-x86_64";
+
+fn slot<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    status["slots"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["slot"] == id))
+        .unwrap_or_else(|| panic!("no slot {id} in {status}"))
+}
+
+/// Boot the story's machine (`disk`) with `out`'s build; `bios`: under SeaBIOS.
+fn boot(out: &Path, disk: &Path, port: u16, log: &Path, bios: bool) -> Machine {
+    let mut extra = vec![disk.as_os_str()];
+    if bios {
+        extra.push("--bios".as_ref());
+    }
+    Machine::start_with(BOARD, out, port, log.to_path_buf(), false, &extra)
+}
+
+/// Ask the machine to reboot over SSH and wait for QEMU to exit (`--no-reboot`).
+fn reboot(vm: &mut Machine, ssh: &Ssh, command: &str) {
+    ssh.ok(command);
+    let exit = vm.wait_exit(Duration::from_secs(120));
+    assert!(exit.success(), "QEMU exited with {exit}");
+}
+
+#[test]
+fn qemu_x86_64_disk_boots_updates_and_rolls_back_on_bios() {
+    let _story = common::story();
+    let work = common::workdir("bios");
+    // The same 0.1.0 build the update stories boot.
+    let built1 = common::Build::new(BOARD)
+        .image("minimal")
+        .version("0.1.0")
+        .ssh_key()
+        .shared();
+    let key = built1.ssh_key();
+    let pubkey = key.with_extension("pub");
+    let built2 = common::Build::new(BOARD)
+        .image("minimal")
+        .version("0.2.0")
+        .args(&[
+            "--rollback-index",
+            "1",
+            "--ssh-key",
+            pubkey.to_str().expect("utf-8 path"),
+        ])
+        .shared();
+
+    // The table with both boot paths passes sgdisk's own checks.
+    let v = Command::new("sgdisk")
+        .arg("-v")
+        .arg(built1.disk())
+        .output()
+        .expect("running sgdisk (gdisk, scripts/setup)");
+    let report = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        v.status.success() && report.contains("No problems found"),
+        "sgdisk -v: {report}{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+    let p = Command::new("sgdisk")
+        .arg("-p")
+        .arg(built1.disk())
+        .output()
+        .expect("running sgdisk -p");
+    let table = String::from_utf8_lossy(&p.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["5", "34", "2047", "1007.0", "KiB", "EF02", "bios-boot"]),
+        "no BIOS boot partition 5 at LBA 34..2047: {table}"
+    );
+
+    let disk = built1.vm_disk(&work, "machine");
+    let port = free_port();
+    let ssh = Ssh {
+        key: key.clone(),
+        port,
+    };
+
+    // 1. Legacy BIOS, first boot: GRUB boots slot a.
+    let started = Instant::now();
+    let mut vm = boot(&built1.out, &disk, port, &work.join("console-1.log"), true);
+    let ready = vm.wait_for("ballast-ready", BOOT);
+    assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
+    assert!(
+        vm.console
+            .iter()
+            .any(|l| l.contains("ballast: booting slot a")),
+        "GRUB's boot line is missing: was this a BIOS boot?"
+    );
+    eprintln!(
+        "bios: SeaBIOS to ballast-ready: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let st = ssh.status();
+    assert_eq!(slot(&st, "a")["health"]["state"], "good", "{st}");
+    assert_eq!(slot(&st, "a")["is_default"], true, "{st}");
+
+    // 2. Upgrade to 0.2.0 on the BIOS-booted machine, reboot: slot b, counted by GRUB.
+    let bundle = std::fs::read(built2.artifact("bundle")).expect("reading the 0.2.0 bundle");
+    let out = ssh.ok_with_input("osctl upgrade - --json", &bundle);
+    let res: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("upgrade --json: {e}: {out}"));
+    assert_eq!(res["installed"], true, "{res}");
+    assert_eq!(res["slot"], "b", "{res}");
+    let st = ssh.status();
+    let b = slot(&st, "b");
+    assert_eq!(b["version"], "0.2.0", "{st}");
+    assert_eq!(b["is_default"], true, "{st}");
+    assert_eq!(b["health"]["state"], "trying", "{st}");
+    reboot(&mut vm, &ssh, "osctl reboot");
+    drop(vm);
+    let mut vm = boot(&built1.out, &disk, port, &work.join("console-2.log"), true);
+    let ready = vm.wait_for("ballast-ready", BOOT);
+    assert_eq!(ready.trim(), "ballast-ready version=0.2.0 slot=b");
+    let st = ssh.status();
+    assert_eq!(slot(&st, "b")["health"]["state"], "good", "{st}");
+
+    // 3. Roll back to 0.1.0: slot a again, still under SeaBIOS.
+    reboot(&mut vm, &ssh, "osctl rollback --reboot");
+    drop(vm);
+    let mut vm = boot(&built1.out, &disk, port, &work.join("console-3.log"), true);
+    let ready = vm.wait_for("ballast-ready", BOOT);
+    assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
+    let st = ssh.status();
+    assert_eq!(st["last_rollback"]["to"], "0.1.0", "{st}");
+    assert_eq!(slot(&st, "a")["is_default"], true, "{st}");
+    reboot(&mut vm, &ssh, "osctl reboot");
+    drop(vm);
+
+    // 4. The same disk under UEFI: systemd-boot's entries followed every step.
+    let mut vm = boot(&built1.out, &disk, port, &work.join("console-4.log"), false);
+    let ready = vm.wait_for("ballast-ready", BOOT);
+    assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
+    assert!(
+        !vm.console
+            .iter()
+            .any(|l| l.contains("ballast: booting slot")),
+        "GRUB ran under OVMF: this was not a UEFI boot"
+    );
+    let st = ssh.status();
+    assert_eq!(slot(&st, "b")["version"], "0.2.0", "{st}");
+    assert_eq!(slot(&st, "b")["health"]["state"], "good", "{st}");
+    let _ = ssh.run("osctl poweroff");
+    vm.wait_exit(Duration::from_secs(120));
+}
