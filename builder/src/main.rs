@@ -13,6 +13,7 @@ mod debpkg;
 mod devbins;
 mod disk_image;
 mod initrd;
+mod iso;
 mod kernel_input;
 mod project;
 mod qemu;

@@ -557,7 +557,11 @@ fn table(rows: &[Vec<String>], indent: &str) -> String {
 /// The human form of `osctl status`.
 pub fn render_status(s: &Status) -> String {
     let mut text = String::new();
-    let slot = s.slot.map_or("unknown", |id| id.as_str());
+    let slot = match s.slot {
+        Some(id) => id.as_str(),
+        None if s.live => "live",
+        None => "unknown",
+    };
     text.push_str(&format!("version  {}\n", s.version));
     text.push_str(&format!(
         "slot     {slot} ({})\n",

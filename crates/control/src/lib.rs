@@ -169,6 +169,9 @@ pub struct Status {
     pub version: String,
     /// Booted slot, from `ballast.slot=` on the kernel command line.
     pub slot: Option<ballast_slot::SlotId>,
+    /// Running live from its medium (`ballast.live=`): no slot, state in RAM.
+    #[serde(default)]
+    pub live: bool,
     /// Every required service is healthy and the ready line was printed.
     pub ready: bool,
     /// Both slots as the bootloader sees them (empty when the boot partition is unreadable;
@@ -465,6 +468,7 @@ mod tests {
         Status {
             version: "1.2.3".into(),
             slot: Some(ballast_slot::SlotId::A),
+            live: false,
             ready: true,
             slots: vec![ballast_slot::SlotStatus {
                 slot: ballast_slot::SlotId::A,
