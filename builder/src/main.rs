@@ -6,6 +6,7 @@ mod bench;
 mod bench_update;
 mod build;
 mod cmd_fetch;
+mod cmd_iso;
 mod cmd_keys;
 mod cmd_publish;
 mod cmd_seed;
@@ -80,6 +81,12 @@ enum Cmd {
     /// --iso9660) with a first-boot config.
     #[command(after_long_help = "Example:\n  ballast seed --user-data user-data -o seed.img")]
     Seed(cmd_seed::SeedArgs),
+    /// Live ISO tools: `ballast iso customize ISO --user-data F -o OUT`.
+    #[command(
+        subcommand,
+        after_long_help = "Example:\n  ballast iso customize out/qemu-x86_64/ballast.iso --user-data user-data -o custom.iso"
+    )]
+    Iso(cmd_iso::IsoCmd),
     /// Kernel tools.
     #[command(
         subcommand,
@@ -177,6 +184,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Keygen(args) => cmd_keys::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Publish(args) => cmd_publish::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Seed(args) => cmd_seed::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Iso(cmd) => cmd_iso::run(cmd).map(|()| ExitCode::SUCCESS),
         Cmd::Build(args) => build::run(&project()?, args).map(|()| ExitCode::SUCCESS),
         Cmd::Run(args) => run::run(&project()?, args),
         Cmd::Kernel(KernelCmd::Check(args)) => build::kernel_check(&project()?, args),

@@ -72,7 +72,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub bios: bool,
     /// With --iso: size of the empty target disk (e.g. 8G), made afresh each run
-    /// beside the build (`live-target.img`).
+    /// beside the ISO (`ballast.target.img`; UEFI variables in `ballast.efivars.fd`).
     #[arg(long, value_name = "SIZE", default_value = "8G", requires = "iso")]
     pub blank_disk: String,
     /// Cache directory (default: BALLAST_CACHE, else the user's cache dir).
@@ -102,7 +102,7 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
         )
     })?;
     if let Some(iso) = &args.iso {
-        return run_live(&board, profile, &out, &build, iso.as_deref(), args);
+        return run_live(&board, profile, &build, iso.as_deref(), args);
     }
     let mut cmdline = build.cmdline.clone();
     for extra in &args.append {
@@ -170,7 +170,6 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
 fn run_live(
     board: &Board,
     profile: QemuProfile,
-    out: &Path,
     build: &BuildResult,
     iso: Option<&Path>,
     args: &RunArgs,
@@ -188,7 +187,7 @@ fn run_live(
         bail!("--iso {}: no such file", iso.display());
     }
     let bytes = live::parse_size(&args.blank_disk)?;
-    let (target, efivars) = live::run_files(out);
+    let (target, efivars) = live::run_files(&iso);
     live::make_blank_disk(&target, bytes)?;
     let probe = Launch {
         profile: profile.clone(),

@@ -135,9 +135,13 @@ pub fn command(b: &LiveBoot<'_>, accel: Accel) -> Result<Command> {
     Ok(cmd)
 }
 
-/// Where a run keeps its blank disk and UEFI variables: beside the ISO's build.
-pub fn run_files(out: &Path) -> (PathBuf, PathBuf) {
-    (out.join("live-target.img"), out.join("live.efivars.fd"))
+/// Where a run keeps its blank disk and UEFI variables: beside the ISO
+/// (`ISO.target.img`, `ISO.efivars.fd`).
+pub fn run_files(iso: &Path) -> (PathBuf, PathBuf) {
+    (
+        iso.with_extension("target.img"),
+        iso.with_extension("efivars.fd"),
+    )
 }
 
 #[cfg(test)]
