@@ -568,7 +568,11 @@ pub fn render_status(s: &Status) -> String {
         if s.ready { "ready" } else { "not ready yet" }
     ));
     text.push_str("\nslots\n");
-    if s.slots.is_empty() {
+    if s.live {
+        text.push_str(
+            "  (none: running live from its medium, state in RAM; nothing is on a disk)\n",
+        );
+    } else if s.slots.is_empty() {
         text.push_str("  (unknown: the boot partition could not be read; see errors)\n");
     } else {
         let mut rows = vec![vec![
