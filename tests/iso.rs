@@ -29,8 +29,20 @@ fn iso_in(built: &common::Built, work: &Path, name: &str) -> PathBuf {
     dest
 }
 
-fn boot_iso(board: &str, out: &Path, iso: &Path, port: u16, log: PathBuf, extra: &[&str]) -> Machine {
-    let mut args: Vec<std::ffi::OsString> = vec!["--iso".into(), iso.into(), "--blank-disk".into(), "1G".into()];
+fn boot_iso(
+    board: &str,
+    out: &Path,
+    iso: &Path,
+    port: u16,
+    log: PathBuf,
+    extra: &[&str],
+) -> Machine {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--iso".into(),
+        iso.into(),
+        "--blank-disk".into(),
+        "1G".into(),
+    ];
     args.extend(extra.iter().map(Into::into));
     let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     Machine::start_with(board, out, port, log, false, &refs)
@@ -44,7 +56,10 @@ fn assert_live_and_untouched(ssh: &Ssh, target: &Path) {
     let fs = ssh.ok("findmnt -n -o SOURCE,FSTYPE --target /state");
     assert!(fs.contains("tmpfs"), "state is {fs}");
     let out = ssh.run("osctl rollback");
-    assert!(!out.status.success(), "osctl rollback succeeded on a live system");
+    assert!(
+        !out.status.success(),
+        "osctl rollback succeeded on a live system"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("runs live"), "osctl rollback said: {err}");
     let meta = std::fs::metadata(target).expect("the blank target disk");
@@ -56,7 +71,10 @@ fn x86_64_iso_boots_live_from_cd_under_seabios_and_customised_from_usb_under_ovm
     let _story = common::story();
     let board = "qemu-x86_64";
     let work = common::workdir("iso-x86_64");
-    let built = common::Build::new(board).image("minimal").ssh_key().shared();
+    let built = common::Build::new(board)
+        .image("minimal")
+        .ssh_key()
+        .shared();
     let iso = iso_in(&built, &work, "ballast.iso");
 
     // The tools users check an ISO with: both boot images, a valid GPT.
@@ -67,17 +85,37 @@ fn x86_64_iso_boots_live_from_cd_under_seabios_and_customised_from_usb_under_ovm
         .output()
         .expect("running xorriso");
     let text = String::from_utf8_lossy(&report.stdout);
-    assert!(text.contains("BIOS") && text.contains("UEFI"), "El Torito:\n{text}");
-    let sgdisk = Command::new("sgdisk").arg("-v").arg(&iso).output().expect("sgdisk");
+    assert!(
+        text.contains("BIOS") && text.contains("UEFI"),
+        "El Torito:\n{text}"
+    );
+    let sgdisk = Command::new("sgdisk")
+        .arg("-v")
+        .arg(&iso)
+        .output()
+        .expect("sgdisk");
     let text = String::from_utf8_lossy(&sgdisk.stdout);
-    assert!(sgdisk.status.success() && text.contains("No problems found"), "sgdisk -v:\n{text}");
+    assert!(
+        sgdisk.status.success() && text.contains("No problems found"),
+        "sgdisk -v:\n{text}"
+    );
 
     // A CD on a legacy-BIOS PC.
     let port = free_port();
-    let mut m = boot_iso(board, &built.out, &iso, port, work.join("cd-bios.log"), &["--bios"]);
+    let mut m = boot_iso(
+        board,
+        &built.out,
+        &iso,
+        port,
+        work.join("cd-bios.log"),
+        &["--bios"],
+    );
     let ready = m.wait_for("ballast-ready", READY);
     assert!(ready.contains("slot=live"), "{ready}");
-    eprintln!("x86_64 CD/SeaBIOS: QEMU start to ready live in {:.1?}", m.since_start());
+    eprintln!(
+        "x86_64 CD/SeaBIOS: QEMU start to ready live in {:.1?}",
+        m.since_start()
+    );
     let key = built.key.clone().expect("a baked key");
     let ssh = Ssh { key, port };
     assert_live_and_untouched(&ssh, &iso.with_extension("target.img"));
@@ -96,7 +134,10 @@ fn x86_64_iso_boots_live_from_cd_under_seabios_and_customised_from_usb_under_ovm
     let user_data = work.join("user-data");
     std::fs::write(
         &user_data,
-        format!("#cloud-config\nssh_authorized_keys:\n  - {}\n", pubkey.trim()),
+        format!(
+            "#cloud-config\nssh_authorized_keys:\n  - {}\n",
+            pubkey.trim()
+        ),
     )
     .expect("writing user-data");
     let custom = work.join("custom.iso");
@@ -109,13 +150,22 @@ fn x86_64_iso_boots_live_from_cd_under_seabios_and_customised_from_usb_under_ovm
         .arg(&custom)
         .output()
         .expect("ballast iso customize");
-    assert!(out.status.success(), "customize: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "customize: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Not a Ballast ISO: refused, nothing written.
     let seed = work.join("seed.iso");
     let meta_data = work.join("meta-data");
     std::fs::write(&meta_data, "instance-id: story\n").expect("writing meta-data");
-    common::seed_image(&user_data, &meta_data, &[std::ffi::OsStr::new("--iso9660")], &seed);
+    common::seed_image(
+        &user_data,
+        &meta_data,
+        &[std::ffi::OsStr::new("--iso9660")],
+        &seed,
+    );
     let refused = work.join("refused.iso");
     let out = common::ballast()
         .args(["iso", "customize"])
@@ -127,18 +177,37 @@ fn x86_64_iso_boots_live_from_cd_under_seabios_and_customised_from_usb_under_ovm
         .output()
         .expect("ballast iso customize");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("not a Ballast ISO"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("not a Ballast ISO"),
+        "{err}"
+    );
     assert!(!refused.exists());
 
     let port = free_port();
-    let mut m = boot_iso(board, &built.out, &custom, port, work.join("usb-ovmf.log"), &["--usb"]);
+    let mut m = boot_iso(
+        board,
+        &built.out,
+        &custom,
+        port,
+        work.join("usb-ovmf.log"),
+        &["--usb"],
+    );
     let ready = m.wait_for("ballast-ready", READY);
     assert!(ready.contains("slot=live"), "{ready}");
-    eprintln!("x86_64 USB/OVMF: QEMU start to ready live in {:.1?}", m.since_start());
-    let ssh = Ssh { key: user_key, port };
+    eprintln!(
+        "x86_64 USB/OVMF: QEMU start to ready live in {:.1?}",
+        m.since_start()
+    );
+    let ssh = Ssh {
+        key: user_key,
+        port,
+    };
     let cmdline = ssh.ok("cat /proc/cmdline");
     assert!(cmdline.contains("ballast.story=customised"), "{cmdline}");
-    assert!(cmdline.contains("console=tty0") && cmdline.contains("console=ttyS0"), "{cmdline}");
+    assert!(
+        cmdline.contains("console=tty0") && cmdline.contains("console=ttyS0"),
+        "{cmdline}"
+    );
     assert_live_and_untouched(&ssh, &custom.with_extension("target.img"));
 }
 
@@ -147,16 +216,39 @@ fn arm64_iso_boots_live_as_a_cd_under_aavmf() {
     let _story = common::story();
     let board = "qemu-arm64";
     let work = common::workdir("iso-arm64");
-    let built = common::Build::new(board).image("minimal").ssh_key().shared();
+    let built = common::Build::new(board)
+        .image("minimal")
+        .ssh_key()
+        .shared();
     let iso = iso_in(&built, &work, "ballast.iso");
-    let sgdisk = Command::new("sgdisk").arg("-v").arg(&iso).output().expect("sgdisk");
+    let sgdisk = Command::new("sgdisk")
+        .arg("-v")
+        .arg(&iso)
+        .output()
+        .expect("sgdisk");
     let text = String::from_utf8_lossy(&sgdisk.stdout);
-    assert!(sgdisk.status.success() && text.contains("No problems found"), "sgdisk -v:\n{text}");
+    assert!(
+        sgdisk.status.success() && text.contains("No problems found"),
+        "sgdisk -v:\n{text}"
+    );
     let port = free_port();
-    let mut m = boot_iso(board, &built.out, &iso, port, work.join("cd-aavmf.log"), &[]);
+    let mut m = boot_iso(
+        board,
+        &built.out,
+        &iso,
+        port,
+        work.join("cd-aavmf.log"),
+        &[],
+    );
     let ready = m.wait_for("ballast-ready", READY);
     assert!(ready.contains("slot=live"), "{ready}");
-    eprintln!("arm64 CD/AAVMF: QEMU start to ready live in {:.1?}", m.since_start());
-    let ssh = Ssh { key: built.key.clone().expect("a baked key"), port };
+    eprintln!(
+        "arm64 CD/AAVMF: QEMU start to ready live in {:.1?}",
+        m.since_start()
+    );
+    let ssh = Ssh {
+        key: built.key.clone().expect("a baked key"),
+        port,
+    };
     assert_live_and_untouched(&ssh, &iso.with_extension("target.img"));
 }

@@ -26,6 +26,9 @@ pub enum BenchCmd {
     /// Time an update: slot write throughput of `osctl upgrade` against dd,
     /// and osctl upgrade -> ballast-ready of the new version.
     Update(crate::bench_update::UpdateBenchArgs),
+    /// The live ISO: its size against the zstd -19 disk image, and QEMU start
+    /// to ready live.
+    Iso(crate::bench_iso::IsoBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -92,6 +95,7 @@ pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
         BenchCmd::Boot(args) => boot(project, args),
         BenchCmd::Build(args) => build(project, args),
         BenchCmd::Update(args) => crate::bench_update::run(project, args),
+        BenchCmd::Iso(args) => crate::bench_iso::run(project, args),
     }
 }
 

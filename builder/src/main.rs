@@ -3,6 +3,7 @@
 //! what and where), 2 bad usage.
 
 mod bench;
+mod bench_iso;
 mod bench_update;
 mod build;
 mod cmd_fetch;
