@@ -28,6 +28,7 @@ pub enum BenchCmd {
     Update(crate::bench_update::UpdateBenchArgs),
     /// The live ISO: its size against the zstd -19 disk image, and QEMU start
     /// to ready live.
+    #[command(after_long_help = "Example:\n  ballast bench iso --board qemu-x86_64 --bios")]
     Iso(crate::bench_iso::IsoBenchArgs),
 }
 

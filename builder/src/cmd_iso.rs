@@ -30,6 +30,9 @@ use crate::iso;
 pub enum IsoCmd {
     /// Copy a Ballast live ISO with a first-boot config and kernel arguments
     /// embedded (the original is not changed).
+    #[command(
+        after_long_help = "Example:\n  ballast iso customize out/qemu-x86_64/ballast.iso --user-data user-data --kernel-arg ballast.health_timeout=600 -o custom.iso"
+    )]
     Customize(CustomizeArgs),
 }
 

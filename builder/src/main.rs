@@ -120,6 +120,7 @@ Every board gets, in its output directory (--out, default out/BOARD):
   update.bundle  the same OS as a signed update bundle, for `osctl upgrade`
   vmlinuz        the kernel
   initrd.img     the initramfs
+  ballast.iso    the hybrid live ISO (x86_64 and arm64 UEFI boards): CD or USB stick
   build.json     what was built and where (the same as --json prints)
 With --no-disk: vmlinuz, initrd.img and build.json only.
 
