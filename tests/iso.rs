@@ -212,7 +212,7 @@ fn x86_64_iso_boots_live_from_cd_under_seabios_and_customised_from_usb_under_ovm
 }
 
 #[test]
-fn arm64_iso_boots_live_as_a_cd_under_aavmf() {
+fn arm64_iso_boots_live_as_a_usb_stick_under_aavmf() {
     let _story = common::story();
     let board = "qemu-arm64";
     let work = common::workdir("iso-arm64");
