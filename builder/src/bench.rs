@@ -31,6 +31,10 @@ pub enum BenchCmd {
     /// Size of a delta update against the full bundle and xdelta3, for a
     /// one-package change and a point release.
     Delta(crate::bench_delta::DeltaBenchArgs),
+    /// The live ISO: its size against the zstd -19 disk image, and QEMU start
+    /// to ready live.
+    #[command(after_long_help = "Example:\n  ballast bench iso --board qemu-x86_64 --bios")]
+    Iso(crate::bench_iso::IsoBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +103,7 @@ pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
         BenchCmd::Update(args) => crate::bench_update::run(project, args),
         BenchCmd::Flash(args) => crate::bench_flash::run(project, args),
         BenchCmd::Delta(args) => crate::bench_delta::run(project, args),
+        BenchCmd::Iso(args) => crate::bench_iso::run(project, args),
     }
 }
 

@@ -10,7 +10,8 @@
 //!    (`userland`);
 //! 6. build the disk image (`image`): root image + dm-verity, boot partition
 //!    with the boot files, state partition, partition table;
-//! 7. write the same OS as a signed update bundle (`ballast-bundle`);
+//! 7. write the same OS as a signed update bundle (`ballast-bundle`), and for
+//!    x86_64 and arm64 UEFI boards the hybrid live ISO (`iso`);
 //! 8. put the outputs in place atomically (`ballast_device::atomic`) and record the build in
 //!    `build.json` for `ballast run`;
 //! 9. print the result (`--json`: one object on stdout).
@@ -164,6 +165,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
     let bins = device_binaries(project, &inputs)?;
     let initrd = initramfs(&inputs, &bins, args.rollback_index)?;
     let work = fresh_scratch(&inputs.out)?;
+    let mut iso_tmp = None;
     let disk = if args.no_disk {
         None
     } else {
@@ -214,9 +216,17 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
             .iter()
             .find(|(dest, _)| dest == "u-boot.bin")
             .map(|(_, file)| file.clone());
+        iso_tmp = live_iso(
+            &inputs,
+            &initrd,
+            &built,
+            systemd_boot.as_deref(),
+            &args.archive,
+            &work,
+        )?;
         Some((built, disk_tmp, bundle_tmp, u_boot))
     };
-    let result = write_outputs(&inputs, &initrd, disk, &work)?;
+    let result = write_outputs(&inputs, &initrd, disk, iso_tmp, &work)?;
     print_result(&inputs, &initrd, &result, args.json)
 }
 
@@ -479,6 +489,51 @@ fn update_bundle(
     Ok(bundle_tmp)
 }
 
+/// Step 7, for x86_64 and arm64 UEFI boards: the hybrid live ISO, from the root
+/// image, kernel, initramfs and install image just built. Returns where it was
+/// written in the scratch directory.
+fn live_iso(
+    inputs: &BuildInputs,
+    initrd: &initrd::Assembled,
+    built: &disk_image::Built,
+    systemd_boot: Option<&Path>,
+    archive_args: &ArchiveArgs,
+    work: &Path,
+) -> Result<Option<PathBuf>> {
+    let arch = inputs.board.arch;
+    let (Some(systemd_boot), Arch::X86_64 | Arch::Arm64) = (systemd_boot, arch) else {
+        return Ok(None);
+    };
+    let isolinux = match arch {
+        Arch::X86_64 => Some(crate::iso::isolinux(
+            &inputs.archive,
+            &archive_args.cache_dir(),
+        )?),
+        _ => None,
+    };
+    let dest = work.join("ballast.iso");
+    crate::iso::build(
+        &crate::iso::Inputs {
+            arch,
+            version: &inputs.version.to_string(),
+            root_image: &built.root_image,
+            kernel: &inputs.kernel.vmlinuz,
+            initrd: &initrd.bytes,
+            install_image: &work.join(ballast_install::IMAGE_FILE),
+            install_manifest: &work.join(ballast_install::MANIFEST_FILE),
+            slot_cmdline: &built.slot_cmdline,
+            systemd_boot,
+            isolinux: isolinux.as_ref(),
+            epoch: initrd.epoch,
+            work,
+        },
+        &built.root_hash,
+        &dest,
+    )
+    .context("writing the live ISO")?;
+    Ok(Some(dest))
+}
+
 /// Step 8: put every artifact in place (kernel and initramfs written atomically,
 /// disk and bundle renamed from the scratch directory), drop the scratch
 /// directory, and record the build in `build.json`.
@@ -486,6 +541,7 @@ fn write_outputs(
     inputs: &BuildInputs,
     initrd: &initrd::Assembled,
     disk: Option<(disk_image::Built, PathBuf, PathBuf, Option<PathBuf>)>,
+    iso: Option<PathBuf>,
     work: &Path,
 ) -> Result<BuildResult> {
     let out = &inputs.out;
@@ -509,6 +565,10 @@ fn write_outputs(
             "install_image".to_owned(),
             out.join(ballast_install::IMAGE_FILE),
         );
+    }
+    if let Some(iso_tmp) = iso {
+        staged.push((iso_tmp, out.join("ballast.iso")));
+        artifacts.insert("iso".to_owned(), out.join("ballast.iso"));
     }
 
     let kernel_out = out.join("vmlinuz");

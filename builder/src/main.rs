@@ -5,12 +5,14 @@
 mod bench;
 mod bench_flash;
 mod bench_delta;
+mod bench_iso;
 mod bench_update;
 mod board_files;
 mod build;
 mod cmd_delta;
 mod cmd_fetch;
 mod cmd_flash;
+mod cmd_iso;
 mod cmd_keys;
 mod cmd_publish;
 mod cmd_seed;
@@ -20,6 +22,7 @@ mod disk_image;
 mod grub_bios;
 mod initrd;
 mod install_image;
+mod iso;
 mod kernel_input;
 mod project;
 mod qemu;
@@ -96,6 +99,12 @@ enum Cmd {
         after_long_help = "Example, an SD card for a Raspberry Pi with a first-boot config:\n  ballast flash out/rpi3-arm64/install.img.zst /dev/sdb --user-data user-data"
     )]
     Flash(cmd_flash::FlashArgs),
+    /// Live ISO tools: `ballast iso customize ISO --user-data F -o OUT`.
+    #[command(
+        subcommand,
+        after_long_help = "Example:\n  ballast iso customize out/qemu-x86_64/ballast.iso --user-data user-data -o custom.iso"
+    )]
+    Iso(cmd_iso::IsoCmd),
     /// Kernel tools.
     #[command(
         subcommand,
@@ -131,6 +140,7 @@ Every board gets, in its output directory (--out, default out/BOARD):
                  `osctl install`, `ballast.install=` and `ballast flash`
   vmlinuz        the kernel
   initrd.img     the initramfs
+  ballast.iso    the hybrid live ISO (x86_64 and arm64 UEFI boards): CD or USB stick
   build.json     what was built and where (the same as --json prints)
 With --no-disk: vmlinuz, initrd.img and build.json only.
 
@@ -201,6 +211,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Delta(args) => cmd_delta::run(&project()?, args).map(|()| ExitCode::SUCCESS),
         Cmd::Seed(args) => cmd_seed::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Flash(args) => cmd_flash::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Iso(cmd) => cmd_iso::run(cmd).map(|()| ExitCode::SUCCESS),
         Cmd::Build(args) => build::run(&project()?, args).map(|()| ExitCode::SUCCESS),
         Cmd::Run(args) => run::run(&project()?, args),
         Cmd::Kernel(KernelCmd::Check(args)) => build::kernel_check(&project()?, args),

@@ -31,7 +31,7 @@ pub enum Accel {
 }
 
 impl Accel {
-    fn arg(self) -> &'static str {
+    pub(crate) fn arg(self) -> &'static str {
         match self {
             Accel::Kvm => "kvm",
             Accel::Tcg => "tcg,thread=multi",

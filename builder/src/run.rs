@@ -12,6 +12,7 @@ use crate::build::BuildResult;
 use crate::project::Project;
 use crate::qemu::{self, AccelChoice, DiskBoot, Launch};
 
+mod live;
 mod overlay;
 
 #[derive(Args, Debug)]
@@ -60,9 +61,20 @@ pub struct RunArgs {
     /// a data disk of the first-boot config's `disk_setup`/`mounts`.
     #[arg(long, value_name = "PATH")]
     pub drive: Vec<PathBuf>,
-    /// boot with SeaBIOS (legacy BIOS) instead of the board's UEFI firmware
+    /// Boot the live ISO (default: the build's `iso` artifact) as a CD, with an
+    /// empty target disk; the ISO is attached read-only.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, conflicts_with_all = ["direct", "disk", "no_overlay", "fresh"])]
+    pub iso: Option<Option<PathBuf>>,
+    /// With --iso: attach it as a USB stick (xHCI, usb-storage) instead of a CD.
+    #[arg(long, requires = "iso")]
+    pub usb: bool,
+    /// Boot through SeaBIOS (legacy BIOS) instead of UEFI (x86_64).
     #[arg(long)]
     pub bios: bool,
+    /// With --iso: size of the empty target disk (e.g. 8G), made afresh each run
+    /// beside the ISO (`ballast.target.img`; UEFI variables in `ballast.efivars.fd`).
+    #[arg(long, value_name = "SIZE", default_value = "8G", requires = "iso")]
+    pub blank_disk: String,
     /// Cache directory (default: BALLAST_CACHE, else the user's cache dir).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
@@ -89,6 +101,9 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
             board.name
         )
     })?;
+    if let Some(iso) = &args.iso {
+        return run_live(&board, profile, &build, iso.as_deref(), args);
+    }
     let mut cmdline = build.cmdline.clone();
     for extra in &args.append {
         cmdline.push(' ');
@@ -161,6 +176,63 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
         format!(
             "starting {}: is QEMU installed? (scripts/setup)",
             launch.profile.binary
+        )
+    })
+}
+
+/// `ballast run --iso`: become QEMU booting the ISO, with a fresh blank disk.
+fn run_live(
+    board: &Board,
+    profile: QemuProfile,
+    build: &BuildResult,
+    iso: Option<&Path>,
+    args: &RunArgs,
+) -> Result<ExitCode> {
+    let iso = match iso {
+        Some(p) => p.to_path_buf(),
+        None => build.artifact("iso").with_context(|| {
+            format!(
+                "the {} build has no ISO (x86_64 and arm64 UEFI boards get one from `ballast build`)",
+                board.name
+            )
+        })?,
+    };
+    if !iso.is_file() {
+        bail!("--iso {}: no such file", iso.display());
+    }
+    let bytes = live::parse_size(&args.blank_disk)?;
+    let (target, efivars) = live::run_files(&iso);
+    live::make_blank_disk(&target, bytes)?;
+    let probe = Launch {
+        profile: profile.clone(),
+        kernel: build.artifact("kernel")?,
+        initrd: build.artifact("initrd")?,
+        cmdline: build.cmdline.clone(),
+        ssh_port: None,
+        no_reboot: true,
+        disk: None,
+    };
+    let cache = crate::project::cache_dir(args.cache.as_deref());
+    let accel = qemu::choose_accel(&probe, board.arch, args.accel, &cache)?;
+    let mut cmd = live::command(
+        &live::LiveBoot {
+            profile: &profile,
+            arch: board.arch,
+            iso: &iso,
+            usb: args.usb,
+            bios: args.bios,
+            blank_disk: &target,
+            ssh_port: args.ssh_port,
+            no_reboot: args.no_reboot,
+            efivars: &efivars,
+        },
+        accel,
+    )?;
+    let err = cmd.exec();
+    Err(err).with_context(|| {
+        format!(
+            "starting {}: is QEMU installed? (scripts/setup)",
+            profile.binary
         )
     })
 }

@@ -4,7 +4,7 @@
 //! It owns the first seconds of a Ballast boot: the banner line tests wait for,
 //! the kernel's pseudo filesystems, the kernel command line, loading the
 //! modules the builder listed in `/etc/ballast/modules.load`, the verified
-//! read-only root of the slot (dm-verity), the state partition and its
+//! read-only root of the slot (dm-verity) or of the live medium (`live`), the state partition and its
 //! overlays, switch_root, and counting boots on state.
 //!
 //! It must never panic and never exit: when PID 1 exits the kernel panics. All
@@ -16,6 +16,7 @@
 pub mod children;
 mod disks;
 pub mod dm;
+pub mod live;
 pub mod log;
 pub mod modules;
 pub mod root;

@@ -60,6 +60,14 @@ pub enum RootError {
         secs: u64,
         seen: String,
     },
+    #[error("no medium with ISO 9660 volume id {volume} appeared within {secs} s (block devices seen: {seen}); is the CD or USB stick attached, and its driver (sr_mod, ahci, usb-storage, xhci_pci, virtio_scsi) in modules.load?")]
+    MediumNotFound {
+        volume: String,
+        secs: u64,
+        seen: String,
+    },
+    #[error("live medium: {step} failed: {errno}{hint}", hint = if *errno == Errno::NODEV { " (no iso9660 in the kernel: list isofs.ko in modules.load)" } else if *errno == Errno::NOENT || *errno == Errno::NXIO { " (no loop device: list loop.ko in modules.load; or the ISO lacks ballast/root.img)" } else { "" })]
+    Medium { step: String, errno: Errno },
     #[error("disk {disk} (GUID {guid}) has no partition {index} for slot {slot}")]
     NoPartition {
         disk: String,
@@ -207,6 +215,24 @@ pub fn mount_verified_root(
         });
     }
     let part = disk.partition_path(index).display().to_string();
+    verify_and_mount(
+        sys,
+        &part,
+        &plan.verity,
+        &format!("slot {}", plan.slot.as_str()),
+    )
+}
+
+/// Maps `part` through dm-verity with `verity`'s root hash and mounts the
+/// result read-only (squashfs) on `/sysroot`. `what` names the root in the log
+/// (`slot a`, `live medium`). Returns the dm block device.
+pub fn verify_and_mount(
+    sys: &mut impl Sys,
+    part: &str,
+    verity: &ballast_verity::Verity,
+    what: &str,
+) -> Result<PathBuf, RootError> {
+    let part = part.to_string();
     let control = Path::new("/dev/mapper/control");
     if !sys.exists(control) {
         sys.mkdir(Path::new("/dev/mapper"), 0o755)
@@ -214,7 +240,7 @@ pub fn mount_verified_root(
         sys.mknod_char(control, 10, 236)
             .map_err(RootError::Control)?;
     }
-    let table = plan.verity.table(&part, &part);
+    let table = verity.table(&part, &part);
     let mapped =
         dm::create_device(sys, DM_NAME, &table, true).map_err(|source| RootError::Verity {
             part: part.clone(),
@@ -223,9 +249,8 @@ pub fn mount_verified_root(
     let dev = format!("/dev/dm-{}", mapped.minor);
     log!(
         sys,
-        "root: slot {} on {part} mapped through dm-verity as {dev} (root hash {}, device-mapper {}.{}.{})",
-        plan.slot.as_str(),
-        plan.verity.root_hash_hex(),
+        "root: {what} on {part} mapped through dm-verity as {dev} (root hash {}, device-mapper {}.{}.{})",
+        verity.root_hash_hex(),
         mapped.kernel_version[0],
         mapped.kernel_version[1],
         mapped.kernel_version[2],

@@ -171,6 +171,17 @@ pub fn boot(sys: &mut impl Sys, console_note: Option<String>) -> Ending {
             .ok()
             .map(|text| Cmdline::parse(&String::from_utf8_lossy(&text)));
     }
+    if let Some(live_cmdline) = cmdline.as_ref().filter(|c| c.has(keys::LIVE)) {
+        // The live ISO's boot entry: its medium's verified root, state in RAM.
+        let live_cmdline = live_cmdline.clone();
+        return match result {
+            Ok(()) => {
+                log!(sys, "stage 1 complete; booting live from the medium");
+                crate::live::boot_live(sys, &live_cmdline)
+            }
+            Err(e) => root::refuse(sys, "live", &root::RootError::Stage1(e)),
+        };
+    }
     if let Some(slot_cmdline) = cmdline.as_ref().filter(|c| c.has(keys::SLOT)) {
         // A slot's boot entry: go on to its verified root, or refuse the slot.
         let slot_cmdline = slot_cmdline.clone();

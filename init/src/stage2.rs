@@ -115,7 +115,12 @@ pub fn boot(sys: &mut impl Sys) -> Ending {
         .read_file(Path::new(paths::CMDLINE))
         .map(|t| Cmdline::parse(&String::from_utf8_lossy(&t)))
         .unwrap_or_default();
-    let slot = cmdline.slot().unwrap_or("?").to_string();
+    let slot = match (cmdline.slot(), cmdline.live()) {
+        (Some(slot), _) => slot,
+        (None, Some(_)) => "live",
+        (None, None) => "?",
+    }
+    .to_string();
     let version = stage1::version(sys);
     log!(sys, "stage 2 on slot {slot} (root verified, read-only)");
     let boot = count_boot(sys, &version, &slot);

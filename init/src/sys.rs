@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustix::fs::{self, Mode, OFlags};
@@ -188,6 +188,9 @@ pub trait Sys {
     /// One ioctl on `/dev/mapper/control`; `buf` is the whole `dm_ioctl`
     /// buffer, replaced in place by the kernel's reply.
     fn dm_ioctl(&mut self, cmd: crate::dm::Command, buf: &mut [u8]) -> Result<(), Errno>;
+    /// Attaches `file` read-only to a free loop device (`LOOP_CTL_GET_FREE`,
+    /// `LOOP_SET_FD`) and returns the device's path (`/dev/loopN`).
+    fn loop_attach(&mut self, file: &Path) -> Result<PathBuf, Errno>;
     /// Reads the GPT or MBR of a whole-disk device (ballast-disk).
     fn read_partition_table(&mut self, disk: &Path) -> Result<PartTable, String>;
     /// Grows partition `index` (the last one) to the end of the disk, in the
@@ -430,6 +433,10 @@ impl Sys for LinuxSys {
         linux::dm_ioctl(cmd, buf)
     }
 
+    fn loop_attach(&mut self, file: &Path) -> Result<PathBuf, Errno> {
+        linux::loop_attach(file)
+    }
+
     fn read_partition_table(&mut self, disk: &Path) -> Result<PartTable, String> {
         crate::disks::read_table(disk)
     }
@@ -612,6 +619,61 @@ mod linux {
         ) -> rustix::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// `LOOP_CTL_GET_FREE` and `LOOP_SET_FD` from <linux/loop.h>.
+    const LOOP_CTL_GET_FREE: Opcode = 0x4C82;
+    const LOOP_SET_FD: Opcode = 0x4C00;
+
+    /// `LOOP_CTL_GET_FREE`: no argument; the ioctl's return value is the number
+    /// of a free loop device.
+    struct GetFree;
+
+    // SAFETY: LOOP_CTL_GET_FREE reads no argument and returns an int.
+    unsafe impl Ioctl for GetFree {
+        type Output = IoctlOutput;
+        const IS_MUTATING: bool = false;
+        fn opcode(&self) -> Opcode {
+            LOOP_CTL_GET_FREE
+        }
+        fn as_ptr(&mut self) -> *mut std::ffi::c_void {
+            std::ptr::null_mut()
+        }
+        unsafe fn output_from_ptr(
+            out: IoctlOutput,
+            _: *mut std::ffi::c_void,
+        ) -> rustix::io::Result<IoctlOutput> {
+            Ok(out)
+        }
+    }
+
+    pub fn loop_attach(file: &Path) -> Result<PathBuf, Errno> {
+        // Opened read-only, so the loop device is read-only too (the kernel
+        // makes a loop device read-only when its file is not writable).
+        let backing = fs::open(file, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        let control = fs::open(
+            "/dev/loop-control",
+            OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        // A free device may be taken by someone else between the two calls;
+        // stage 1 is alone, but try a few times anyway.
+        let mut last = Errno::BUSY;
+        for _ in 0..4 {
+            // SAFETY: see `impl Ioctl for GetFree`.
+            let n = unsafe { ioctl::ioctl(&control, GetFree) }?;
+            let path = PathBuf::from(format!("/dev/loop{n}"));
+            let dev = fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+            let fd = rustix::fd::AsRawFd::as_raw_fd(&backing) as usize;
+            // SAFETY: LOOP_SET_FD takes the backing file's descriptor by value;
+            // `backing` stays open for the call (the kernel takes its own reference).
+            match unsafe { ioctl::ioctl(&dev, ioctl::IntegerSetter::<LOOP_SET_FD>::new_usize(fd)) }
+            {
+                Ok(()) => return Ok(path),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     pub fn dm_ioctl(cmd: crate::dm::Command, buf: &mut [u8]) -> Result<(), Errno> {

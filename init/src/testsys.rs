@@ -24,6 +24,7 @@ pub enum Action {
     Reboot(Shutdown),
     Mknod(String),
     Dm(dm::Command),
+    Loop(String),
     Grow(String),
     Blkpg { index: u32, start: u64, length: u64 },
     Ext4Resize(u64),
@@ -294,6 +295,12 @@ impl Sys for TestSys {
             buf[40..48].copy_from_slice(&dm::encode_dev(253, 0).to_ne_bytes());
         }
         Ok(())
+    }
+
+    fn loop_attach(&mut self, file: &Path) -> Result<PathBuf, Errno> {
+        self.failing("loop_attach")?;
+        self.actions.push(Action::Loop(file.display().to_string()));
+        Ok(PathBuf::from("/dev/loop0"))
     }
 
     fn read_partition_table(&mut self, disk: &Path) -> Result<PartTable, String> {

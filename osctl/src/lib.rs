@@ -691,14 +691,22 @@ fn table(rows: &[Vec<String>], indent: &str) -> String {
 /// The human form of `osctl status`.
 pub fn render_status(s: &Status) -> String {
     let mut text = String::new();
-    let slot = s.slot.map_or("unknown", |id| id.as_str());
+    let slot = match s.slot {
+        Some(id) => id.as_str(),
+        None if s.live => "live",
+        None => "unknown",
+    };
     text.push_str(&format!("version  {}\n", s.version));
     text.push_str(&format!(
         "slot     {slot} ({})\n",
         if s.ready { "ready" } else { "not ready yet" }
     ));
     text.push_str("\nslots\n");
-    if s.slots.is_empty() {
+    if s.live {
+        text.push_str(
+            "  (none: running live from its medium, state in RAM; nothing is on a disk)\n",
+        );
+    } else if s.slots.is_empty() {
         text.push_str("  (unknown: the boot partition could not be read; see errors)\n");
     } else {
         let mut rows = vec![vec![

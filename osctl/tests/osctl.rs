@@ -77,6 +77,7 @@ fn status() -> Status {
     Status {
         version: "1.4.0".into(),
         slot: Some(SlotId::B),
+        live: false,
         ready: true,
         slots: vec![
             SlotStatus {

@@ -77,6 +77,8 @@ pub struct Shared {
     pub errors: Mutex<Vec<String>>,
     pub version: String,
     pub slot: Option<SlotId>,
+    /// Running live from its medium (`ballast.live=`): no slot, state in RAM.
+    pub live: bool,
     pub stopping: AtomicBool,
     boot_dir: PathBuf,
     check_mounted: bool,
@@ -205,13 +207,18 @@ pub fn run(args: Args) -> i32 {
             Cmdline::default()
         }
     };
-    let slot = slot::booted_slot(&cmdline, &cmdline_path).map_or_else(
-        |e| {
-            errors.push(e.to_string());
-            None
-        },
-        Some,
-    );
+    let live = cmdline.live().is_some();
+    let slot = if live {
+        None
+    } else {
+        slot::booted_slot(&cmdline, &cmdline_path).map_or_else(
+            |e| {
+                errors.push(e.to_string());
+                None
+            },
+            Some,
+        )
+    };
 
     // First-boot config from a local source is applied before the definitions
     // load (it may add system containers); a URL one holds the services instead.
@@ -250,6 +257,7 @@ pub fn run(args: Args) -> i32 {
         errors: Mutex::new(errors),
         version,
         slot,
+        live,
         stopping: AtomicBool::new(false),
         boot_dir: paths.p(paths::BOOT),
         check_mounted: on_device,
@@ -449,6 +457,8 @@ fn perform(
 fn announce_ready(shared: &Shared, paths: &Paths) {
     let mut errs = Vec::new();
     match (shared.slot, shared.boot()) {
+        // Live: nothing on a disk to mark good.
+        _ if shared.live => {}
         (Some(slot), Ok(boot)) => {
             if let Err(e) = boot.mark_good(slot) {
                 errs.push(e.to_string());
@@ -470,7 +480,11 @@ fn announce_ready(shared: &Shared, paths: &Paths) {
     let line = format!(
         "ballast-ready version={} slot={}",
         shared.version,
-        shared.slot.map_or("unknown", |s| s.as_str())
+        match shared.slot {
+            Some(s) => s.as_str(),
+            None if shared.live => "live",
+            None => "unknown",
+        }
     );
     let ready = paths.p(paths::READY);
     if let Some(dir) = ready.parent() {

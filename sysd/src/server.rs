@@ -233,6 +233,9 @@ fn upgrade(
         return;
     }
     let result = (|| -> Result<_, UpgradeError> {
+        if shared.live {
+            return Err(UpdateError::Live.into());
+        }
         let booted = shared.slot.ok_or(UpdateError::NoBootedSlot)?;
         let boot = shared.boot().map_err(UpdateError::Boot)?;
         let identity = crate::update::Identity::read(&shared.os_release, &shared.cmdline)
@@ -512,6 +515,9 @@ fn phase_times(started: &[(String, u64, std::time::Instant)]) -> Vec<ballast_con
 
 /// Make the other slot the default, when it is good, and record who asked.
 fn rollback(shared: &Shared) -> Result<String, UpdateError> {
+    if shared.live {
+        return Err(UpdateError::Live);
+    }
     let booted = shared.slot.ok_or(UpdateError::NoBootedSlot)?;
     let boot = shared.boot()?;
     let st = boot
@@ -544,6 +550,8 @@ pub fn status(shared: &Shared, now: u64) -> Status {
     };
     let mut errors = lock(&shared.errors).clone();
     let slots = match shared.boot() {
+        // A live system has no boot partition and no slots.
+        _ if shared.live => Vec::new(),
         Ok(b) => b.status().unwrap_or_else(|e| {
             errors.push(e.to_string());
             Vec::new()
@@ -556,6 +564,7 @@ pub fn status(shared: &Shared, now: u64) -> Status {
     Status {
         version: shared.version.clone(),
         slot: shared.slot,
+        live: shared.live,
         ready,
         slots,
         services,

@@ -48,6 +48,8 @@ pub enum UpdateError {
     NoKeys,
     #[error("the booted slot is unknown (no ballast.slot= on the kernel command line)")]
     NoBootedSlot,
+    #[error("this machine runs live from its medium (ballast.live=): there are no slots to upgrade or roll back; install Ballast to a disk first (osctl install DEVICE), then update the installed system")]
+    Live,
     #[error("the running slot {slot} ({version}) is still on probation: wait until it is marked good (`ballast-ready`, osctl status) before installing another update")]
     OnProbation { slot: SlotId, version: String },
     #[error("bundle refused: {0}")]

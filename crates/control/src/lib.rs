@@ -212,6 +212,9 @@ pub struct Status {
     pub version: String,
     /// Booted slot, from `ballast.slot=` on the kernel command line.
     pub slot: Option<ballast_slot::SlotId>,
+    /// Running live from its medium (`ballast.live=`): no slot, state in RAM.
+    #[serde(default)]
+    pub live: bool,
     /// Every required service is healthy and the ready line was printed.
     pub ready: bool,
     /// Both slots as the bootloader sees them (empty when the boot partition is unreadable;
@@ -508,6 +511,7 @@ mod tests {
         Status {
             version: "1.2.3".into(),
             slot: Some(ballast_slot::SlotId::A),
+            live: false,
             ready: true,
             slots: vec![ballast_slot::SlotStatus {
                 slot: ballast_slot::SlotId::A,

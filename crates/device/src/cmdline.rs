@@ -18,6 +18,7 @@
 //! | `ballast.debug=...`       | [`Cmdline::debug`]            | init           |
 //! | `ballast.health_timeout=` | [`Cmdline::health_timeout`]   | sysd           |
 //! | `ballast.config=URL`      | [`Cmdline::config_url`]       | sysd           |
+//! | `ballast.live=VOLUME`     | [`Cmdline::live`]             | init, sysd     |
 //!
 //! This module only parses; it never decides what to do about a value.
 
@@ -35,6 +36,7 @@ pub mod keys {
     pub const INSTALL: &str = "ballast.install";
     pub const INSTALL_IMAGE: &str = "ballast.install.image";
     pub const INSTALL_CONFIG: &str = "ballast.install.config";
+    pub const LIVE: &str = "ballast.live";
 }
 
 /// One `key` or `key=value` word of the command line.
@@ -165,6 +167,12 @@ impl Cmdline {
     /// `ballast.verity=`: the root hash and geometry (ballast-verity parses it).
     pub fn verity(&self) -> Option<&str> {
         self.get(keys::VERITY)
+    }
+
+    /// `ballast.live=VOLUME`: boot live from the medium whose ISO 9660 volume id
+    /// is VOLUME; `None` when absent or empty.
+    pub fn live(&self) -> Option<&str> {
+        self.get(keys::LIVE).filter(|v| !v.is_empty())
     }
 
     /// `ballast.config=URL`: where the first-boot config is fetched from.

@@ -8,6 +8,7 @@
 //!   sysd and osctl, which refuse a missing field instead of guessing it;
 //! * [`cmdline`]: the kernel command line and the one parser of every `ballast.*`
 //!   argument;
+//! * [`live`]: the live medium's config area, filled by `ballast iso customize`;
 //! * [`atomic`]: the one crash-safe file replace (temp file beside, fsync, rename, fsync
 //!   of the directory) and its variant for vfat boot partitions.
 //!
@@ -19,6 +20,7 @@
 
 pub mod atomic;
 pub mod cmdline;
+pub mod live;
 pub mod os_release;
 pub mod paths;
 

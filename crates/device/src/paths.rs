@@ -63,6 +63,16 @@ pub const CGROUP: &str = "/sys/fs/cgroup";
 /// Hardware watchdogs, in the order PID 1 tries them.
 pub const WATCHDOGS: [&str; 2] = ["/dev/watchdog0", "/dev/watchdog"];
 
+/// Where a live system's medium (the ISO, CD or USB stick) is mounted read-only;
+/// the installer reads [`MEDIUM_INSTALL_IMAGE`] under it.
+pub const MEDIUM: &str = "/run/ballast/medium";
+/// On the medium: the root image (squashfs + dm-verity hash tree), as in slot A.
+pub const MEDIUM_ROOT_IMAGE: &str = "ballast/root.img";
+/// On the medium: the board's disk image, zstd-compressed (the installer's input).
+pub const MEDIUM_INSTALL_IMAGE: &str = "ballast/install.img.zst";
+/// On the medium: the reserved first-boot config area ([`crate::live`]).
+pub const MEDIUM_CONFIG_AREA: &str = "ballast/config.area";
+
 /// Where stage 1 mounts the verified root before switch_root.
 pub const SYSROOT: &str = "/sysroot";
 

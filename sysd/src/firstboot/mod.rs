@@ -313,9 +313,24 @@ pub fn begin(root: &Path, on_device: bool) -> (State, Vec<String>) {
         });
         return (state, Vec::new());
     }
-    let found = match source::find_cidata(&l.root) {
-        Some((dev, fs)) => source::read_cidata(&dev, fs, &l.cidata_mount()),
-        None => source::read_dir_seed(&l.boot(), "/boot"),
+    // A live system: the config embedded in its medium comes first.
+    let embedded = if ballast_device::Cmdline::parse(&cmdline).live().is_some() {
+        let area = ballast_device::paths::under(
+            &l.root,
+            &format!(
+                "{}/{}",
+                ballast_device::paths::MEDIUM,
+                ballast_device::paths::MEDIUM_CONFIG_AREA
+            ),
+        );
+        source::read_live_area(&area).transpose()
+    } else {
+        None
+    };
+    let found = match (embedded, source::find_cidata(&l.root)) {
+        (Some(found), _) => found.map(Some),
+        (None, Some((dev, fs))) => source::read_cidata(&dev, fs, &l.cidata_mount()),
+        (None, None) => source::read_dir_seed(&l.boot(), "/boot"),
     };
     (state, report(&apply_found(&l, found), false))
 }

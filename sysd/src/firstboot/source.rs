@@ -59,6 +59,11 @@ pub enum SourceError {
     NotFound { url: String },
     #[error("{url}: not UTF-8 text")]
     UrlNotUtf8 { url: String },
+    #[error("{}: {source}", path.display())]
+    Area {
+        path: PathBuf,
+        source: ballast_device::live::AreaError,
+    },
     #[error("{last} (gave up after retrying until the config deadline)")]
     GaveUp { last: Box<SourceError> },
 }
@@ -188,6 +193,41 @@ pub fn read_dir_seed(dir: &Path, origin: &str) -> Result<Option<Found>, SourceEr
         user_data,
         meta_data: read_limited(&dir.join("meta-data"))?,
         network_config: read_limited(&dir.join("network-config"))?,
+    }))
+}
+
+/// The live medium's config area (`ballast iso customize`): `None` when it is
+/// absent or holds no user-data.
+pub fn read_live_area(path: &Path) -> Result<Option<Found>, SourceError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SourceError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let area =
+        ballast_device::live::ConfigArea::decode(&bytes).map_err(|source| SourceError::Area {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let text = |b: Vec<u8>| {
+        String::from_utf8(b).map_err(|_| SourceError::NotUtf8 {
+            path: path.to_path_buf(),
+        })
+    };
+    let Some(user_data) = area.user_data else {
+        return Ok(None);
+    };
+    Ok(Some(Found {
+        origin: path.display().to_string(),
+        user_data_source: format!("{}/user-data", path.display()),
+        user_data: text(user_data)?,
+        meta_data: area.meta_data.map(text).transpose()?,
+        network_config: None,
     }))
 }
 

@@ -1,0 +1,254 @@
+//! Story: a user downloads the live ISO, checks it with the usual tools, boots it
+//! as a CD on an old BIOS PC and as a USB stick on a UEFI PC and an ARM server,
+//! and finds a working Ballast that wrote nothing to the machine's disk. Then
+//! they embed their own SSH key with `ballast iso customize` and log in with it;
+//! an ISO that is not Ballast's is refused.
+
+mod common;
+
+use common::vm::{free_port, Machine, Ssh};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const READY: Duration = Duration::from_secs(900);
+
+/// The build's ISO, hard-linked into the story's work directory: `ballast run
+/// --iso` keeps its blank disk and UEFI variables beside the ISO, and a shared
+/// build is read-only.
+fn iso_in(built: &common::Built, work: &Path, name: &str) -> PathBuf {
+    let iso = built.json["artifacts"]["iso"]
+        .as_str()
+        .expect("ballast build --json names an iso artifact");
+    let dest = work.join(name);
+    let _ = std::fs::remove_file(&dest);
+    if std::fs::hard_link(iso, &dest).is_err() {
+        std::fs::copy(iso, &dest).expect("copying the ISO");
+    }
+    dest
+}
+
+fn boot_iso(
+    board: &str,
+    out: &Path,
+    iso: &Path,
+    port: u16,
+    log: PathBuf,
+    extra: &[&str],
+) -> Machine {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--iso".into(),
+        iso.into(),
+        "--blank-disk".into(),
+        "1G".into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    Machine::start_with(board, out, port, log, false, &refs)
+}
+
+/// Over SSH: the machine is live, its state in RAM, upgrades refused; on the
+/// host: not one block of the blank target disk was written.
+fn assert_live_and_untouched(ssh: &Ssh, target: &Path) {
+    let status = ssh.status();
+    assert_eq!(status["live"], true, "{status}");
+    let fs = ssh.ok("findmnt -n -o SOURCE,FSTYPE --target /state");
+    assert!(fs.contains("tmpfs"), "state is {fs}");
+    let out = ssh.run("osctl rollback");
+    assert!(
+        !out.status.success(),
+        "osctl rollback succeeded on a live system"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("runs live"), "osctl rollback said: {err}");
+    let meta = std::fs::metadata(target).expect("the blank target disk");
+    assert_eq!(meta.blocks(), 0, "the live system wrote to its target disk");
+}
+
+#[test]
+fn x86_64_iso_boots_live_from_cd_under_seabios_and_customised_from_usb_under_ovmf() {
+    let _story = common::story();
+    let board = "qemu-x86_64";
+    let work = common::workdir("iso-x86_64");
+    let built = common::Build::new(board)
+        .image("minimal")
+        .ssh_key()
+        .shared();
+    let iso = iso_in(&built, &work, "ballast.iso");
+
+    // The tools users check an ISO with: both boot images, a valid GPT.
+    let report = Command::new("xorriso")
+        .args(["-indev"])
+        .arg(&iso)
+        .args(["-report_el_torito", "plain"])
+        .output()
+        .expect("running xorriso");
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        text.contains("BIOS") && text.contains("UEFI"),
+        "El Torito:\n{text}"
+    );
+    let sgdisk = Command::new("sgdisk")
+        .arg("-v")
+        .arg(&iso)
+        .output()
+        .expect("sgdisk");
+    let text = String::from_utf8_lossy(&sgdisk.stdout);
+    assert!(
+        sgdisk.status.success() && text.contains("No problems found"),
+        "sgdisk -v:\n{text}"
+    );
+
+    // A CD on a legacy-BIOS PC.
+    let port = free_port();
+    let mut m = boot_iso(
+        board,
+        &built.out,
+        &iso,
+        port,
+        work.join("cd-bios.log"),
+        &["--bios"],
+    );
+    let ready = m.wait_for("ballast-ready", READY);
+    assert!(ready.contains("slot=live"), "{ready}");
+    eprintln!(
+        "x86_64 CD/SeaBIOS: QEMU start to ready live in {:.1?}",
+        m.since_start()
+    );
+    let key = built.key.clone().expect("a baked key");
+    let ssh = Ssh { key, port };
+    assert_live_and_untouched(&ssh, &iso.with_extension("target.img"));
+    drop(m);
+
+    // The same ISO customised with another key and a kernel argument, as a USB
+    // stick on a UEFI PC.
+    let user_key = work.join("user_key");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&user_key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(keygen.success());
+    let pubkey = std::fs::read_to_string(user_key.with_extension("pub")).expect("public key");
+    let user_data = work.join("user-data");
+    std::fs::write(
+        &user_data,
+        format!(
+            "#cloud-config\nssh_authorized_keys:\n  - {}\n",
+            pubkey.trim()
+        ),
+    )
+    .expect("writing user-data");
+    let custom = work.join("custom.iso");
+    let out = common::ballast()
+        .args(["iso", "customize"])
+        .arg(&iso)
+        .arg("--user-data")
+        .arg(&user_data)
+        .args(["--kernel-arg", "ballast.story=customised", "-o"])
+        .arg(&custom)
+        .output()
+        .expect("ballast iso customize");
+    assert!(
+        out.status.success(),
+        "customize: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Not a Ballast ISO: refused, nothing written.
+    let seed = work.join("seed.iso");
+    let meta_data = work.join("meta-data");
+    std::fs::write(&meta_data, "instance-id: story\n").expect("writing meta-data");
+    common::seed_image(
+        &user_data,
+        &meta_data,
+        &[std::ffi::OsStr::new("--iso9660")],
+        &seed,
+    );
+    let refused = work.join("refused.iso");
+    let out = common::ballast()
+        .args(["iso", "customize"])
+        .arg(&seed)
+        .arg("--user-data")
+        .arg(&user_data)
+        .arg("-o")
+        .arg(&refused)
+        .output()
+        .expect("ballast iso customize");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not a Ballast ISO"),
+        "{err}"
+    );
+    assert!(!refused.exists());
+
+    let port = free_port();
+    let mut m = boot_iso(
+        board,
+        &built.out,
+        &custom,
+        port,
+        work.join("usb-ovmf.log"),
+        &["--usb"],
+    );
+    let ready = m.wait_for("ballast-ready", READY);
+    assert!(ready.contains("slot=live"), "{ready}");
+    eprintln!(
+        "x86_64 USB/OVMF: QEMU start to ready live in {:.1?}",
+        m.since_start()
+    );
+    let ssh = Ssh {
+        key: user_key,
+        port,
+    };
+    let cmdline = ssh.ok("cat /proc/cmdline");
+    assert!(cmdline.contains("ballast.story=customised"), "{cmdline}");
+    assert!(
+        cmdline.contains("console=tty0") && cmdline.contains("console=ttyS0"),
+        "{cmdline}"
+    );
+    assert_live_and_untouched(&ssh, &custom.with_extension("target.img"));
+}
+
+#[test]
+fn arm64_iso_boots_live_as_a_usb_stick_under_aavmf() {
+    let _story = common::story();
+    let board = "qemu-arm64";
+    let work = common::workdir("iso-arm64");
+    let built = common::Build::new(board)
+        .image("minimal")
+        .ssh_key()
+        .shared();
+    let iso = iso_in(&built, &work, "ballast.iso");
+    let sgdisk = Command::new("sgdisk")
+        .arg("-v")
+        .arg(&iso)
+        .output()
+        .expect("sgdisk");
+    let text = String::from_utf8_lossy(&sgdisk.stdout);
+    assert!(
+        sgdisk.status.success() && text.contains("No problems found"),
+        "sgdisk -v:\n{text}"
+    );
+    let port = free_port();
+    let mut m = boot_iso(
+        board,
+        &built.out,
+        &iso,
+        port,
+        work.join("cd-aavmf.log"),
+        &[],
+    );
+    let ready = m.wait_for("ballast-ready", READY);
+    assert!(ready.contains("slot=live"), "{ready}");
+    eprintln!(
+        "arm64 CD/AAVMF: QEMU start to ready live in {:.1?}",
+        m.since_start()
+    );
+    let ssh = Ssh {
+        key: built.key.clone().expect("a baked key"),
+        port,
+    };
+    assert_live_and_untouched(&ssh, &iso.with_extension("target.img"));
+}
