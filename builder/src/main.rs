@@ -3,8 +3,8 @@
 //! what and where), 2 bad usage.
 
 mod bench;
-mod bench_flash;
 mod bench_delta;
+mod bench_flash;
 mod bench_iso;
 mod bench_update;
 mod board_files;
