@@ -49,6 +49,8 @@ pub struct Policy {
     pub packages: BTreeSet<String>,
     /// Programs kept from other packages (`programs`), absolute paths.
     pub programs: BTreeSet<PathBuf>,
+    /// Programs of asked-for packages that nothing runs (`skip_programs`).
+    pub skip: BTreeSet<PathBuf>,
     /// Files Ballast put in (the definitions' `files/`): always kept.
     pub ours: BTreeSet<PathBuf>,
 }
@@ -170,6 +172,7 @@ pub fn prune(root: &Path, owners: &Owners, policy: &Policy) -> Result<Pruned> {
     };
     let ours: BTreeSet<PathBuf> = policy.ours.iter().map(|p| canonical(p)).collect();
     let named: BTreeSet<PathBuf> = policy.programs.iter().map(|p| canonical(p)).collect();
+    let skip: BTreeSet<PathBuf> = policy.skip.iter().map(|p| canonical(p)).collect();
     // A program stays when its package was asked for, or it is named, or ours.
     let wanted = |p: &Path| {
         ours.contains(p)
@@ -182,7 +185,7 @@ pub fn prune(root: &Path, owners: &Owners, policy: &Policy) -> Result<Pruned> {
     let mut programs = Vec::new();
     for p in all.keys() {
         if PROGRAM_DIRS.iter().any(|d| p.starts_with(d)) {
-            if wanted(p) {
+            if wanted(p) && !skip.contains(p) {
                 programs.push(p.clone());
             }
         } else if ours.contains(p)
@@ -613,6 +616,7 @@ mod tests {
         write(r, "usr/bin/perl", "perl");
         write(r, "usr/bin/dep-tool", "#!/bin/sh\n");
         write(r, "usr/bin/named", "#!/bin/sh\n");
+        write(r, "usr/bin/skipped", "#!/bin/sh\n");
         write(r, "usr/share/doc/tool/copyright", "GPL");
         write(r, "usr/share/doc/tool/README", "docs");
         write(r, "usr/share/locale/de/tool.mo", "de");
@@ -625,7 +629,11 @@ mod tests {
         write(r, "etc/pam.d/sudo", "auth required pam_unix.so\n");
         let mut owners = Owners::default();
         owners.record("dash", "1", [Path::new("bin/dash"), Path::new("bin/sh")]);
-        owners.record("tool", "2", [Path::new("usr/bin/tool")]);
+        owners.record(
+            "tool",
+            "2",
+            [Path::new("usr/bin/tool"), Path::new("usr/bin/skipped")],
+        );
         owners.record("perl-base", "5", [Path::new("usr/bin/perl")]);
         owners.record("tool", "2", [Path::new("usr/bin/perlish")]);
         owners.record(
@@ -636,6 +644,7 @@ mod tests {
         let policy = Policy {
             packages: ["dash", "tool"].iter().map(|s| s.to_string()).collect(),
             programs: [PathBuf::from("/usr/bin/named")].into_iter().collect(),
+            skip: [PathBuf::from("/usr/bin/skipped")].into_iter().collect(),
             ours: BTreeSet::new(),
         };
         let pruned = prune(r, &owners, &policy).unwrap();
@@ -657,6 +666,7 @@ mod tests {
             "usr/bin/perl",
             "usr/bin/perlish",
             "usr/bin/dep-tool",
+            "usr/bin/skipped",
             "usr/share/doc/tool/README",
             "usr/share/locale/de/tool.mo",
             "usr/share/zoneinfo/right/UTC",

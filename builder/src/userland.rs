@@ -50,6 +50,9 @@ struct BuildFile {
     /// came in as dependencies: only the listed programs of those are shipped.
     #[serde(default)]
     programs: Vec<PathBuf>,
+    /// Programs of `packages` that nothing runs, left out (absolute paths).
+    #[serde(default)]
+    skip_programs: Vec<PathBuf>,
 }
 
 /// One `system/NAME/` definition.
@@ -59,6 +62,7 @@ pub struct SystemDef {
     pub dir: PathBuf,
     pub packages: Vec<String>,
     pub programs: Vec<PathBuf>,
+    pub skip_programs: Vec<PathBuf>,
 }
 
 fn load_def(dir: &Path, name: &str) -> Result<SystemDef> {
@@ -67,10 +71,10 @@ fn load_def(dir: &Path, name: &str) -> Result<SystemDef> {
         std::fs::read_to_string(&build).with_context(|| format!("reading {}", build.display()))?;
     let parsed: BuildFile = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: {}", build.display(), e.message()))?;
-    for p in &parsed.programs {
+    for p in parsed.programs.iter().chain(&parsed.skip_programs) {
         if !p.is_absolute() {
             bail!(
-                "{}: programs: {} must be an absolute path, e.g. \"/usr/bin/ssh-keygen\"",
+                "{}: programs, skip_programs: {} must be an absolute path, e.g. \"/usr/bin/ssh-keygen\"",
                 build.display(),
                 p.display()
             );
@@ -81,6 +85,7 @@ fn load_def(dir: &Path, name: &str) -> Result<SystemDef> {
         dir: dir.to_path_buf(),
         packages: parsed.packages,
         programs: parsed.programs,
+        skip_programs: parsed.skip_programs,
     })
 }
 
@@ -224,6 +229,7 @@ pub fn build(
         }
         policy.packages.extend(def.packages.iter().cloned());
         policy.programs.extend(def.programs.iter().cloned());
+        policy.skip.extend(def.skip_programs.iter().cloned());
     }
     let pruned = prune::prune(dest, &owners, &policy).context("pruning the userland")?;
     // The engine group is named after the engine (`docker`, `containerd`);
