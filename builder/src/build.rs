@@ -786,10 +786,21 @@ fn stage_root(
     let report = userland::build(archive, image, &base, &defs, &userland_dir)?;
     let names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
     eprintln!(
-        "ballast: system containers {}: userland of {} Debian packages",
+        "ballast: system containers {}: userland of {} Debian packages, {} files ({}) shipped, {} files ({}) nothing runs dropped",
         names.join(", "),
-        report.packages
+        report.packages,
+        report.pruned.kept_files,
+        human_size(report.pruned.kept_bytes),
+        report.pruned.dropped_files,
+        human_size(report.pruned.dropped_bytes),
     );
+    if !report.pruned.unrunnable.is_empty() {
+        eprintln!(
+            "ballast: dropped {} scripts whose interpreter is not shipped (e.g. /{})",
+            report.pruned.unrunnable.len(),
+            report.pruned.unrunnable[0].display()
+        );
+    }
     userland::install_container_dirs(&defs, tree)?;
     let exe = |from: &Path, to: &Path| -> Result<()> {
         if let Some(parent) = to.parent() {
@@ -823,5 +834,6 @@ fn stage_root(
         }
         std::fs::write(&dest, keys)?;
     }
+    crate::prune::write_provenance(&userland_dir, &report.owners, &image.version.to_string())?;
     Ok(())
 }

@@ -307,6 +307,37 @@ impl Console {
         }
     }
 
+    /// Read lines until one contains `needle`, noting when each line came
+    /// (seconds since `since`).
+    pub fn timed_until(
+        &mut self,
+        needle: &str,
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<Vec<(f64, String)>> {
+        let mut timed = Vec::new();
+        let start = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    timed.push((since.elapsed().as_secs_f64(), line.clone()));
+                    self.transcript.push(line);
+                    if hit {
+                        return Ok(timed);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("no console line containing {needle:?} within {timeout:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("QEMU exited before printing {needle:?}")
+                }
+            }
+        }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -13,7 +13,9 @@
 //! Packages are unpacked without running maintainer scripts, the way
 //! mmdebstrap's "extract" variant does; what those scripts would have made
 //! (users, the sshd configuration, ...) comes from the `files/` trees.
-//! Documentation, man pages and translations are left out.
+//! Documentation (but each package's copyright file), man pages and
+//! translations are left out; then `prune` keeps only what the programs run
+//! and load, and records which package each shipped file came from.
 
 use anyhow::{bail, Context, Result};
 use ballast_debarchive::client::Archive;
@@ -27,6 +29,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::project::Project;
+use crate::prune;
 
 /// Where the shared userland lives inside the root image.
 pub const USERLAND: &str = "usr/lib/ballast/userland";
@@ -43,6 +46,13 @@ pub const ENGINE_GID: u32 = 990;
 struct BuildFile {
     #[serde(default)]
     packages: Vec<String>,
+    /// Programs (absolute paths) kept from packages not in `packages`, which
+    /// came in as dependencies: only the listed programs of those are shipped.
+    #[serde(default)]
+    programs: Vec<PathBuf>,
+    /// Programs of `packages` that nothing runs, left out (absolute paths).
+    #[serde(default)]
+    skip_programs: Vec<PathBuf>,
 }
 
 /// One `system/NAME/` definition.
@@ -51,6 +61,8 @@ pub struct SystemDef {
     pub name: String,
     pub dir: PathBuf,
     pub packages: Vec<String>,
+    pub programs: Vec<PathBuf>,
+    pub skip_programs: Vec<PathBuf>,
 }
 
 fn load_def(dir: &Path, name: &str) -> Result<SystemDef> {
@@ -59,10 +71,21 @@ fn load_def(dir: &Path, name: &str) -> Result<SystemDef> {
         std::fs::read_to_string(&build).with_context(|| format!("reading {}", build.display()))?;
     let parsed: BuildFile = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: {}", build.display(), e.message()))?;
+    for p in parsed.programs.iter().chain(&parsed.skip_programs) {
+        if !p.is_absolute() {
+            bail!(
+                "{}: programs, skip_programs: {} must be an absolute path, e.g. \"/usr/bin/ssh-keygen\"",
+                build.display(),
+                p.display()
+            );
+        }
+    }
     Ok(SystemDef {
         name: name.to_owned(),
         dir: dir.to_path_buf(),
         packages: parsed.packages,
+        programs: parsed.programs,
+        skip_programs: parsed.skip_programs,
     })
 }
 
@@ -106,12 +129,18 @@ pub fn load_defs(project: &Project, image: &ImageFile) -> Result<(SystemDef, Vec
 }
 
 /// What went into the userland.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Report {
     pub packages: usize,
+    pub pruned: prune::Pruned,
+    /// Which package each unpacked file came from, for the provenance table.
+    pub owners: prune::Owners,
 }
 
 fn keep(path: &Path) -> bool {
+    if path.starts_with("usr/share/doc") && path.file_name().is_some_and(|n| n == "copyright") {
+        return true;
+    }
     const DROP: [&str; 6] = [
         "usr/share/doc",
         "usr/share/man",
@@ -172,31 +201,58 @@ pub fn build(
     }
     let mut debs: Vec<_> = fetched.iter().collect();
     debs.sort_by(|a, b| a.package.name.cmp(&b.package.name));
+    let mut owners = prune::Owners::default();
     for deb in debs {
-        unpack::unpack_deb(&deb.path, dest, &keep)
+        let manifest = unpack::unpack_deb(&deb.path, dest, &keep)
             .with_context(|| format!("unpacking {}", deb.package))?;
+        let version = deb.package.version.to_string();
+        owners.record(
+            &deb.package.name,
+            &version,
+            manifest
+                .entries
+                .iter()
+                .filter(|e| !matches!(e.kind, unpack::EntryKind::Dir))
+                .map(|e| e.path.as_path()),
+        );
+        if deb.package.name == "ca-certificates" {
+            // The bundle made from its certificates below.
+            owners.record(&deb.package.name, &version, [Path::new(CA_BUNDLE)]);
+        }
     }
-
-    copy_tree(&base.dir.join("files"), dest)?;
-    for def in defs {
-        copy_tree(&def.dir.join("files"), dest)?;
+    ca_bundle(dest)?;
+    let mut policy = prune::Policy::default();
+    for def in std::iter::once(base).chain(defs) {
+        for written in copy_tree(&def.dir.join("files"), dest)? {
+            owners.forget(&written);
+            policy.ours.insert(written);
+        }
+        policy.packages.extend(def.packages.iter().cloned());
+        policy.programs.extend(def.programs.iter().cloned());
+        policy.skip.extend(def.skip_programs.iter().cloned());
     }
+    let pruned = prune::prune(dest, &owners, &policy).context("pruning the userland")?;
     // The engine group is named after the engine (`docker`, `containerd`);
     // its socket is owned by ENGINE_GID either way.
     if let Some(engine) = image.engine.system_container() {
         add_engine_group(dest, engine, ENGINE_GID, "ballast")?;
     }
-    ca_bundle(dest)?;
     let resolv = dest.join("etc/resolv.conf");
     if resolv.symlink_metadata().is_ok() {
         std::fs::remove_file(&resolv)?;
     }
     std::os::unix::fs::symlink("/run/ballast/resolv.conf", &resolv)?;
+    owners.forget(Path::new("etc/resolv.conf"));
     ship_osctl_docs(dest)?;
     Ok(Report {
         packages: resolution.packages.len(),
+        pruned,
+        owners,
     })
 }
+
+/// The trust store bundle, in the userland.
+const CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
 
 /// `/etc/ssl/certs/ca-certificates.crt` from the certificates
 /// ca-certificates unpacks (its maintainer script, update-ca-certificates,
@@ -226,7 +282,7 @@ fn ca_bundle(dest: &Path) -> Result<()> {
         bundle.push_str(text.trim_end());
         bundle.push('\n');
     }
-    let out = dest.join("etc/ssl/certs/ca-certificates.crt");
+    let out = dest.join(CA_BUNDLE);
     std::fs::create_dir_all(dest.join("etc/ssl/certs"))?;
     std::fs::write(&out, bundle).with_context(|| format!("writing {}", out.display()))?;
     Ok(())
@@ -278,10 +334,12 @@ fn add_engine_group(dest: &Path, name: &str, gid: u32, member: &str) -> Result<(
 }
 
 /// Copy `from` over `to`, keeping each file's mode, except that sudoers
-/// snippets get the 0440 sudo insists on (git does not keep it).
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+/// snippets get the 0440 sudo insists on (git does not keep it). Returns the
+/// files written (relative).
+fn copy_tree(from: &Path, to: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
     if !from.is_dir() {
-        return Ok(());
+        return Ok(written);
     }
     let mut stack = vec![from.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -310,10 +368,11 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
                     std::fs::metadata(&path)?.permissions().mode() & 0o7777
                 };
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
+                written.push(rel.to_path_buf());
             }
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Put each container directory (OCI config and service definition) into the
