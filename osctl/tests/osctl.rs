@@ -128,6 +128,7 @@ fn status() -> Status {
             at: 0,
         }),
         pending_update: None,
+        agent: None,
     }
 }
 
