@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use ballast_control::{client, ControlError, Request, Response, Status};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+pub mod agent_cmd;
 pub mod config_cmd;
 pub mod docs;
 pub mod install_cmd;
@@ -142,6 +143,12 @@ pub enum Command {
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Ask or steer the update agent (ballast.update.auto).
+    #[command(after_long_help = "Example:\n  osctl update status")]
+    Update {
+        #[command(subcommand)]
+        action: agent_cmd::UpdateCmd,
     },
     /// Make the other slot the default (it must be good).
     #[command(after_long_help = "Example:\n  osctl rollback --reboot")]
@@ -274,6 +281,7 @@ fn kind(r: &Response) -> String {
         Response::ConfigApplied { .. } => "a config apply result".into(),
         Response::SendFd => "a request for the bundle's descriptor".into(),
         Response::DiskInstalled { device, .. } => format!("installed to {device}"),
+        Response::Agent(_) => "the update agent's state".into(),
     }
 }
 
@@ -329,6 +337,16 @@ pub fn remote_args(cmd: &Command) -> Option<(Vec<String>, Option<PathBuf>)> {
         }
         Command::Reboot => (v(&["reboot"]), None),
         Command::Poweroff => (v(&["poweroff"]), None),
+        Command::Update { action } => {
+            let (_, json, verb) = action.parts();
+            (
+                v(&["update", verb])
+                    .into_iter()
+                    .chain(flag(json, "--json"))
+                    .collect(),
+                None,
+            )
+        }
         Command::Upgrade {
             source,
             channel,
@@ -578,6 +596,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             out,
         ),
         Command::Rollback { reboot } => update_cmd::rollback(&cli.socket, *reboot, out),
+        Command::Update { action } => agent_cmd::run(&cli.socket, *action, out),
         Command::Completions { shell } => out
             .write_all(&docs::completion(&command(), *shell))
             .map_err(Failure::Stdout),
@@ -780,6 +799,10 @@ pub fn render_status(s: &Status) -> String {
             "\nupdate   {} installed in slot {} (from {} in slot {}); kept once it passes the health check\n",
             p.to_version, p.to_slot, p.from_version, p.from_slot
         ));
+    }
+    if let Some(a) = &s.agent {
+        text.push_str("\nupdate agent\n");
+        text.push_str(&agent_cmd::describe(a));
     }
     if let Some(r) = &s.last_rollback {
         text.push_str(&format!(

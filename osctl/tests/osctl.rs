@@ -129,6 +129,7 @@ fn status() -> Status {
             at: 0,
         }),
         pending_update: None,
+        agent: None,
     }
 }
 

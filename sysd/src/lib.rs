@@ -15,6 +15,7 @@
 //! calls [`run`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod agent;
 mod definition;
 mod firstboot;
 mod health;
@@ -94,6 +95,8 @@ pub struct Shared {
     pub config_keys_dir: PathBuf,
     /// One upgrade at a time.
     pub upgrading: AtomicBool,
+    /// The update agent (fleet updates, the user health checks' commit gate).
+    pub agent: agent::Agent,
 }
 
 impl Shared {
@@ -270,6 +273,12 @@ pub fn run(args: Args) -> i32 {
         keys_dir: paths.p(paths::KEYS_DIR),
         config_keys_dir: paths.p(paths::CONFIG_KEYS_DIR),
         upgrading: AtomicBool::new(false),
+        agent: agent::Agent::new(agent::Places {
+            applied: paths.p(paths::CONFIG_DIR).join("applied.json"),
+            records: paths.p(paths::UPDATE_RECORDS),
+            machine_id: paths.p(paths::MACHINE_ID),
+            zoneinfo: paths::ZONEINFO.iter().map(|z| paths.p(z)).collect(),
+        }),
     });
 
     // A slot on probation (installed by an update, not yet good) must pass the health
@@ -291,6 +300,7 @@ pub fn run(args: Args) -> i32 {
         }
     }
     let mut gave_up = false;
+    agent::start(shared.clone());
 
     let socket = paths.p(paths::SOCKET);
     match server::bind(&socket) {
@@ -354,6 +364,9 @@ pub fn run(args: Args) -> i32 {
             ) {
                 perform(a, &shared, &containers, &paths);
             }
+        }
+        if shared.agent.take_passed() {
+            announce_ready(&shared, &paths);
         }
         let actions = lock(&shared.sup).tick(now);
         for a in actions {
@@ -440,7 +453,11 @@ fn perform(
                 lock(&shared.sup).health_ok(&name, shared.now_ms());
             }
         }
-        Action::Ready => announce_ready(shared, paths),
+        Action::Ready => {
+            if shared.agent.ready_requested(shared) {
+                announce_ready(shared, paths);
+            }
+        }
         Action::ReportFailure { name, exit } => {
             // The run's own last words, on the console where a user without a login
             // sees them; once per distinct failure, not once per restart.

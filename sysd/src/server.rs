@@ -206,6 +206,10 @@ fn handle(conn: UnixStream, shared: &Shared, socket: &Path) {
             let resp = crate::firstboot::apply_request(&shared.firstboot, &text, &source, dry_run);
             let _ = write_message(&mut w, &resp, socket);
         }
+        Request::Update { action } => {
+            let st = shared.agent.control(action);
+            let _ = write_message(&mut w, &ballast_control::Response::Agent(st), socket);
+        }
     }
 }
 
@@ -571,5 +575,6 @@ pub fn status(shared: &Shared, now: u64) -> Status {
         errors,
         last_rollback: shared.records.last_rollback(),
         pending_update: shared.records.pending(),
+        agent: Some(shared.agent.status()),
     }
 }

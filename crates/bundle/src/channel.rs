@@ -197,6 +197,18 @@ pub struct Entry {
     pub notes: Option<String>,
     /// Unix seconds.
     pub published: u64,
+    /// Spread the release over a wave: each machine installs it from its own
+    /// place in `[start, start + duration)`. Absent: every machine at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// A release's wave: from `start` (Unix seconds) over `duration` seconds.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    pub start: u64,
+    pub duration: u64,
 }
 
 impl Index {
@@ -398,6 +410,7 @@ pub fn publish_with(
         sha256,
         notes: notes.map(str::to_string),
         published: now,
+        rollout: None,
     });
     index.entries.sort_by(|a, b| {
         a.arch.cmp(&b.arch).then_with(|| {

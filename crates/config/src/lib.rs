@@ -50,6 +50,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod checks;
+pub mod fleet;
+pub use fleet::{HealthCheck, RebootLock, Update, Window};
 mod hint;
 mod node;
 mod plan;
@@ -436,6 +438,9 @@ pub struct Ballast {
     /// name → value; sorted, so YAML and TOML give the same plan.
     pub sysctl: BTreeMap<String, String>,
     pub modules: Vec<String>,
+    /// User health checks (`ballast.health`) that gate an update's commit.
+    #[serde(default)]
+    pub health: Vec<HealthCheck>,
 }
 
 /// Where a system container's root comes from.
@@ -486,13 +491,6 @@ pub struct Engine {
     pub data_root: Option<String>,
     pub registry_mirrors: Vec<String>,
     pub insecure_registries: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Update {
-    pub channel: Option<String>,
-    /// Lowercase hex of each `ballast-ed25519` key.
-    pub trusted_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -67,6 +67,9 @@ pub struct Plan {
     /// `$TIMESTAMP`, `$VERSION` and `$DATASOURCE` substituted on the device).
     #[serde(default)]
     pub final_message: Option<String>,
+    /// User health checks the update agent runs before a new slot is marked good.
+    #[serde(default)]
+    pub health: Vec<crate::HealthCheck>,
 }
 
 /// The built-in default user (`- default`): `ballast`, in groups sudo and
@@ -108,6 +111,7 @@ impl Document {
             fs_setup: self.fs_setup.clone(),
             mounts: self.mounts.clone(),
             power_state: self.power_state.clone(),
+            health: self.ballast.health.clone(),
             final_message: self.final_message.clone(),
         }
     }
@@ -350,6 +354,13 @@ pub fn diff(old: &Plan, new: &Plan) -> Vec<String> {
     );
     whole(&mut out, "engine", &old.engine, &new.engine);
     whole(&mut out, "update", &old.update, &new.update);
+    if old.health != new.health {
+        out.push(format!(
+            "~ health checks: {} -> {}",
+            old.health.len(),
+            new.health.len()
+        ));
+    }
     whole(&mut out, "network", &old.network, &new.network);
     for (k, v) in &old.sysctl {
         match new.sysctl.get(k) {

@@ -107,6 +107,58 @@ pub enum Request {
         #[serde(default)]
         dry_run: bool,
     },
+    /// Ask or steer the update agent; answered by [`Response::Agent`] (the agent's
+    /// state after the action) or an error.
+    Update { action: UpdateAction },
+}
+
+/// What `osctl update ...` asks the update agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateAction {
+    /// Only report.
+    Status,
+    /// Check the channel now (the wave and the window still apply).
+    Check,
+    /// Check now, skip the wave's wait, and install (the window and the lock still
+    /// apply to the reboot).
+    Now,
+    /// Stop checking and installing until `resume` (kept across reboots).
+    Pause,
+    Resume,
+}
+
+/// The update agent as `osctl update status` and `osctl status` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// `idle`, `checking`, `waiting for wave`, `downloading`, `staged`,
+    /// `waiting for window`, `waiting for lock`, `rebooting`, `checking health`,
+    /// `paused`, `off`, `error`.
+    pub state: String,
+    /// `ballast.update.auto`: installs and reboots by itself.
+    pub auto: bool,
+    pub paused: bool,
+    pub channel: Option<String>,
+    /// The stable id the wave and the lock use.
+    pub machine_id: String,
+    /// The newest version the channel offers this machine (after the rolled-back
+    /// filter), when newer than the running one.
+    pub available: Option<String>,
+    /// Installed in the inactive slot, waiting for its reboot.
+    pub staged: Option<String>,
+    /// Unix seconds of the last finished check, and of the next.
+    pub last_check: Option<u64>,
+    pub next_check: Option<u64>,
+    /// Unix seconds from which this machine's wave lets it install `available`.
+    pub wave_at: Option<u64>,
+    /// `None` without a window.
+    pub window_open: Option<bool>,
+    /// `etcd` or `fleetlock`, `None` without a lock.
+    pub lock: Option<String>,
+    pub lock_held: bool,
+    /// Versions that rolled back here: never installed again by the agent.
+    pub rolled_back: Vec<String>,
+    pub last_error: Option<String>,
 }
 
 /// A record of the last rollback, kept on the state partition.
@@ -196,6 +248,8 @@ pub enum Response {
     /// Answer to [`Request::ConfigApply`]: the diff lines (`+ user alice`,
     /// `~ hostname: a -> b`), the document's warnings, what failed while
     /// applying, and whether it was applied (false for a dry run).
+    /// Answer to [`Request::Update`].
+    Agent(AgentStatus),
     ConfigApplied {
         changes: Vec<String>,
         warnings: Vec<String>,
@@ -229,6 +283,9 @@ pub struct Status {
     /// An update installed and not yet committed (or rolled back).
     #[serde(default)]
     pub pending_update: Option<PendingUpdate>,
+    /// The update agent (`None` from a sysd without one).
+    #[serde(default)]
+    pub agent: Option<AgentStatus>,
 }
 
 /// One system container.
@@ -532,7 +589,22 @@ mod tests {
             errors: vec![],
             last_rollback: None,
             pending_update: None,
+            agent: None,
         }
+    }
+
+    #[test]
+    fn update_requests_on_the_wire() {
+        let j = serde_json::to_string(&Request::Update {
+            action: UpdateAction::Now,
+        })
+        .unwrap();
+        assert_eq!(j, r#"{"op":"update","action":"now"}"#);
+        // A status from a sysd without an agent still reads.
+        let mut v = serde_json::to_value(sample_status()).unwrap();
+        v.as_object_mut().unwrap().remove("agent");
+        let st: Status = serde_json::from_value(v).unwrap();
+        assert!(st.agent.is_none());
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub const INIT_LOG: &str = "/state/ballast/init.log";
 pub const LOGS: &str = "/state/ballast/logs";
 /// Pending update, last rollback, last health failure.
 pub const UPDATE_RECORDS: &str = "/state/ballast/update";
+/// The machine's stable id (the update agent's wave place and lock holder name).
+pub const MACHINE_ID: &str = "/state/ballast/machine-id";
 /// What the applied first-boot config keeps.
 pub const CONFIG_DIR: &str = "/state/ballast/config";
 /// System containers the applied first-boot config adds.
@@ -57,6 +59,12 @@ pub const APPLIED_SYSTEM: &str = "/state/ballast/config/system";
 pub const CONFIG_KEYS_DIR: &str = "/state/ballast/config/keys";
 /// The update channel a first-boot config chose (`ballast.update.channel`), one URL.
 pub const CHANNEL_FILE: &str = "/state/ballast/config/update-channel";
+
+/// Zone data: the root's, then the admin userland's.
+pub const ZONEINFO: [&str; 2] = [
+    "/usr/share/zoneinfo",
+    "/usr/lib/ballast/userland/usr/share/zoneinfo",
+];
 
 /// The cgroup2 hierarchy.
 pub const CGROUP: &str = "/sys/fs/cgroup";

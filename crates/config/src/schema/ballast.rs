@@ -24,9 +24,14 @@ pub(super) fn ballast(n: &Node, path: &str, ctx: &mut Ctx) -> Ballast {
         b.sysctl = sysctl(s, &f.path("sysctl"), ctx);
     }
     b.modules = opt_list(&mut f, "modules", ctx, checks::module_name);
+    if let Some(h) = f.get("health") {
+        b.health = super::fleet::health(h, &f.path("health"), ctx);
+    }
     f.finish(
         ctx,
-        &["system", "engine", "update", "network", "sysctl", "modules"],
+        &[
+            "system", "engine", "update", "network", "sysctl", "modules", "health",
+        ],
     );
     b
 }
@@ -280,22 +285,6 @@ pub(super) fn engine(n: &Node, path: &str, ctx: &mut Ctx) -> Option<Engine> {
         ],
     );
     Some(e)
-}
-
-pub(super) fn update(n: &Node, path: &str, ctx: &mut Ctx) -> Option<Update> {
-    let mut f = Fields::new(n, path, ctx)?;
-    let channel = opt_str(&mut f, "channel", ctx, checks::url);
-    let keys = opt_list(&mut f, "trusted_keys", ctx, |s| {
-        checks::trusted_key(s).map(|_| ())
-    });
-    f.finish(ctx, &["channel", "trusted_keys"]);
-    Some(Update {
-        channel,
-        trusted_keys: keys
-            .iter()
-            .filter_map(|k| checks::trusted_key(k).ok())
-            .collect(),
-    })
 }
 
 pub(super) fn network(n: &Node, path: &str, ctx: &mut Ctx) -> Option<Network> {

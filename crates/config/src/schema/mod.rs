@@ -14,8 +14,8 @@ use crate::checks;
 use crate::node::{self, Entry, Node, V};
 use crate::{
     Ballast, Checked, Cmd, ConfigError, ContainerSource, Dns, Document, Engine, Interface,
-    MetaData, Mount, Network, Ntp, Restart, Route, SideChecked, SystemContainer, Update, User,
-    UserSpec, Warning, WriteFile, MAX_DOCUMENT,
+    MetaData, Mount, Network, Ntp, Restart, Route, SideChecked, SystemContainer, User, UserSpec,
+    Warning, WriteFile, MAX_DOCUMENT,
 };
 
 mod ballast;
@@ -24,6 +24,7 @@ mod commands;
 mod disks;
 mod document;
 mod files;
+mod fleet;
 mod meta_data;
 mod network_config;
 mod ntp;
@@ -36,6 +37,7 @@ use self::ca_certs::*;
 use self::commands::*;
 use self::document::*;
 use self::files::*;
+use self::fleet::update;
 pub(crate) use self::meta_data::meta_data;
 pub(crate) use self::network_config::network_config;
 use self::network_config::*;
