@@ -30,6 +30,7 @@ pub enum BenchCmd {
     Flash(crate::bench_flash::FlashBenchArgs),
     /// Size of a delta update against the full bundle and xdelta3, for a
     /// one-package change and a point release.
+    #[command(after_long_help = "Example:\n  ballast bench delta --board qemu-arm64")]
     Delta(crate::bench_delta::DeltaBenchArgs),
     /// The live ISO: its size against the zstd -19 disk image, and QEMU start
     /// to ready live.
