@@ -196,11 +196,14 @@ fn beaglebone_black_sd_image_has_mlo_first_and_its_device_tree() {
         &0x402f_0400u32.to_le_bytes(),
         "MLO has no GP header"
     );
+    // Debian's am335x_boneblack u-boot.img is a FIT image (a flattened device
+    // tree, magic d00dfeed) that SPL loads; older builds made a legacy uImage
+    // (magic 27051956). Either is what MLO looks for.
     let u_boot = read_boot_file(&img, "u-boot.img");
-    assert_eq!(
-        &u_boot[..4],
-        &[0x27, 0x05, 0x19, 0x56],
-        "u-boot.img is no U-Boot image"
+    let magic = &u_boot[..4];
+    assert!(
+        magic == [0xd0, 0x0d, 0xfe, 0xed] || magic == [0x27, 0x05, 0x19, 0x56],
+        "u-boot.img is neither a FIT nor a legacy U-Boot image: {magic:02x?}"
     );
     check_dtb(&img, "dtbs/am335x-boneblack.dtb", "ti,am335x-bone-black");
     let script = boot_script(&img);
