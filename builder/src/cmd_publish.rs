@@ -81,9 +81,12 @@ pub fn run(args: &PublishArgs) -> Result<()> {
             )
         })?;
     let deltas = if args.deltas > 0 {
-        channel::publish_deltas(&args.channel, &signer, args.deltas, args.expires_days)
-            .with_context(|| format!("{}: making the deltas", args.channel.display()))?
-            .deltas
+        let list = channel::publish_deltas(&args.channel, &signer, args.deltas, args.expires_days)
+            .with_context(|| format!("{}: making the deltas", args.channel.display()))?;
+        for why in &list.skipped {
+            eprintln!("ballast: warning: no delta {why}");
+        }
+        list.deltas
     } else {
         Vec::new()
     };

@@ -40,6 +40,10 @@ pub struct DeltaList {
     /// Unix seconds after which readers refuse the list.
     pub expires: u64,
     pub deltas: Vec<DeltaEntry>,
+    /// Pairs no delta could be made for, with the reason (not in the file):
+    /// machines on those versions take the full bundle, so publishing goes on.
+    #[serde(skip)]
+    pub skipped: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -115,6 +119,7 @@ pub fn publish_deltas(
     arches.sort_unstable();
     arches.dedup();
     let mut deltas = Vec::new();
+    let mut skipped = Vec::new();
     for arch in arches {
         let mut entries: Vec<&Entry> = index.entries.iter().filter(|e| e.arch == arch).collect();
         entries.sort_by(|a, b| {
@@ -127,13 +132,21 @@ pub fn publish_deltas(
             let file = format!("{}-{}-{arch}.delta", old.version, newest.version);
             let path = dir.join(&file);
             if !path.exists() {
-                crate::delta::write(
+                // A pair without a delta only costs its machines the full
+                // bundle; the release itself must still be published.
+                if let Err(e) = crate::delta::write(
                     &path,
                     &dir.join(&old.file),
                     &dir.join(&newest.file),
                     signer,
                     std::slice::from_ref(&own),
-                )?;
+                ) {
+                    skipped.push(format!(
+                        "{} -> {} ({arch}): {e}",
+                        old.version, newest.version
+                    ));
+                    continue;
+                }
             }
             let (sha256, size) = hash_file(&path)?;
             deltas.push(DeltaEntry {
@@ -150,6 +163,7 @@ pub fn publish_deltas(
         format: 1,
         expires: now_unix().saturating_add(expires_in_days.saturating_mul(86_400)),
         deltas,
+        skipped,
     };
     let mut json = serde_json::to_vec_pretty(&list)
         .map_err(|e| index_err(DELTAS, format!("serialising: {e}")))?;
