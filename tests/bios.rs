@@ -64,17 +64,7 @@ fn qemu_x86_64_disk_boots_updates_and_rolls_back_on_bios() {
         .shared();
 
     // The table with both boot paths passes sgdisk's own checks.
-    let v = Command::new("sgdisk")
-        .arg("-v")
-        .arg(built1.disk())
-        .output()
-        .expect("running sgdisk (gdisk, scripts/setup)");
-    let report = String::from_utf8_lossy(&v.stdout);
-    assert!(
-        v.status.success() && report.contains("No problems found"),
-        "sgdisk -v: {report}{}",
-        String::from_utf8_lossy(&v.stderr)
-    );
+    common::assert_sgdisk_valid(&built1.disk(), "the BIOS+UEFI disk");
     let p = Command::new("sgdisk")
         .arg("-p")
         .arg(built1.disk())

@@ -249,16 +249,7 @@ fn ballast_flash_writes_a_verified_image_with_its_config_and_refuses_what_it_mus
     );
     let copy = work.join("written.img");
     fs::write(&copy, &written).unwrap();
-    let sgdisk = Command::new("sgdisk")
-        .arg("-v")
-        .arg(&copy)
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&sgdisk.stdout).contains("No problems found"),
-        "sgdisk -v: {}",
-        String::from_utf8_lossy(&sgdisk.stdout)
-    );
+    common::assert_sgdisk_valid(&copy, "the flashed card");
 }
 
 /// `osctl install` on a running machine writes its blank second disk; that

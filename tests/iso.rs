@@ -89,16 +89,7 @@ fn x86_64_iso_boots_live_from_cd_under_seabios_and_customised_from_usb_under_ovm
         text.contains("BIOS") && text.contains("UEFI"),
         "El Torito:\n{text}"
     );
-    let sgdisk = Command::new("sgdisk")
-        .arg("-v")
-        .arg(&iso)
-        .output()
-        .expect("sgdisk");
-    let text = String::from_utf8_lossy(&sgdisk.stdout);
-    assert!(
-        sgdisk.status.success() && text.contains("No problems found"),
-        "sgdisk -v:\n{text}"
-    );
+    common::assert_sgdisk_valid(&iso, "the hybrid ISO");
 
     // A CD on a legacy-BIOS PC.
     let port = free_port();
@@ -221,16 +212,7 @@ fn arm64_iso_boots_live_as_a_usb_stick_under_aavmf() {
         .ssh_key()
         .shared();
     let iso = iso_in(&built, &work, "ballast.iso");
-    let sgdisk = Command::new("sgdisk")
-        .arg("-v")
-        .arg(&iso)
-        .output()
-        .expect("sgdisk");
-    let text = String::from_utf8_lossy(&sgdisk.stdout);
-    assert!(
-        sgdisk.status.success() && text.contains("No problems found"),
-        "sgdisk -v:\n{text}"
-    );
+    common::assert_sgdisk_valid(&iso, "the hybrid ISO");
     let port = free_port();
     let mut m = boot_iso(
         board,

@@ -175,6 +175,24 @@ pub fn run(board: &str, out: &Path, args: &[&str], timeout: Duration, log: &Path
     boot
 }
 
+/// `sgdisk -v IMAGE` (gdisk, scripts/setup) must find no problems in the
+/// partition table(s) of a disk image, ISO or written device copy. `what`
+/// prefixes the failure message.
+pub fn assert_sgdisk_valid(image: &Path, what: &str) {
+    let out = Command::new("sgdisk")
+        .arg("-v")
+        .arg(image)
+        .output()
+        .expect("running sgdisk (gdisk, scripts/setup)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && report.contains("No problems found"),
+        "{what}: sgdisk -v {}: {report}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Copy partition `index` (1-based) of a disk image into its own file.
 pub fn extract_partition(disk: &Path, index: u32, dest: &Path) -> PathBuf {
     use std::io::{Read, Seek, SeekFrom};
