@@ -190,11 +190,7 @@ fn build(project: &Project, args: &BuildBenchArgs) -> Result<()> {
     let disk_bytes = std::fs::metadata(&disk)
         .with_context(|| format!("reading {}", disk.display()))?
         .len();
-    let mut encoder = zstd::stream::Encoder::new(CountingSink(0), 19)?;
-    encoder.multithread(2)?;
-    let mut input = std::fs::File::open(&disk)?;
-    std::io::copy(&mut input, &mut encoder)?;
-    let compressed = encoder.finish()?.0;
+    let compressed = zstd19_size(&disk)?;
     let figures = BuildFigures {
         board: args.board.clone(),
         warm_rebuild_s: took,
@@ -213,6 +209,18 @@ fn build(project: &Project, args: &BuildBenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Bytes of `path` compressed with zstd -19 (the size figure every bench
+/// reports), counted without writing the compressed copy anywhere.
+pub fn zstd19_size(path: &std::path::Path) -> Result<u64> {
+    let mut encoder = zstd::stream::Encoder::new(CountingSink(0), 19)?;
+    encoder.multithread(2)?;
+    let mut input =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    std::io::copy(&mut input, &mut encoder)
+        .with_context(|| format!("compressing {}", path.display()))?;
+    Ok(encoder.finish()?.0)
 }
 
 /// Counts what is written and drops it.
