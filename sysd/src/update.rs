@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use ballast_bundle::{BundleError, DeltaReader, Manifest, PayloadName, PublicKey, Reader};
 use ballast_control::{PendingUpdate, Rollback};
 use ballast_device::{paths, AtomicError, Cmdline, OsRelease, OsReleaseError};
+use ballast_slot::install::Staged;
 use ballast_slot::{boot_files, Health, SlotError, SlotId, SlotStatus};
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -351,47 +352,21 @@ pub fn install(
             source,
         })?;
     let payloads = m.payloads.clone();
-    for p in &payloads {
-        let name = p
-            .kind()
-            .ok_or_else(|| UpdateError::UnknownPayload(p.name.clone()))?;
-        let total = p.size;
-        progress(&p.name, 0, total);
-        let mut report = |done: u64| progress(&p.name, done, total);
-        match name {
-            PayloadName::Root => {
-                let dev = OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_EXCL)
-                    .open(&t.root_device)
-                    .map_err(io(
-                        format!("open for writing slot {target}'s root partition"),
-                        &t.root_device,
-                    ))?;
-                // The device writes run on their own thread, beside the
-                // decompressing and hashing.
-                let mut w = WriterThread::new(dev);
-                let copied = copy_payload(&mut reader, &mut w, &mut report, name);
-                let dev = w.finish().map_err(io("write", &t.root_device))?;
-                copied?;
-                dev.sync_all().map_err(io("fsync", &t.root_device))?;
-            }
-            PayloadName::Kernel | PayloadName::Initrd => {
-                let tmp = if name == PayloadName::Kernel {
-                    &staged.kernel
-                } else {
-                    &staged.initrd
-                };
-                let f = File::create(tmp).map_err(io("create", tmp))?;
-                let mut w = BufWriter::with_capacity(1 << 20, f);
-                copy_payload(&mut reader, &mut w, &mut report, name)?;
-                let f = w
-                    .into_inner()
-                    .map_err(|e| io("write", tmp)(e.into_error()))?;
-                f.sync_all().map_err(io("fsync", tmp))?;
-            }
+    let written = (|| {
+        for p in &payloads {
+            let name = p
+                .kind()
+                .ok_or_else(|| UpdateError::UnknownPayload(p.name.clone()))?;
+            let total = p.size;
+            progress(&p.name, 0, total);
+            let mut report = |done: u64| progress(&p.name, done, total);
+            write_payload(t, &staged, name, total, |w| {
+                copy_payload(&mut reader, w, &mut report, name)
+            })?;
         }
-    }
+        Ok(())
+    })();
+    let staged = discard_on_error(t, staged, written)?;
     activate(t, staged, &m, progress)?;
     Ok(m)
 }
@@ -467,17 +442,47 @@ fn install_delta(
             action: format!("invalidate slot {target}"),
             source,
         })?;
-    while let Some(name) = reader.next_payload() {
-        let base = bases
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, f)| f)
-            .ok_or_else(|| UpdateError::UnknownPayload(name.to_string()))?;
-        let total = m.payload(name).map_or(0, |p| p.size);
-        progress(name.as_str(), 0, total);
-        let mut report = |done: u64| progress(name.as_str(), done, total);
-        let failed = |source| UpdateError::Payload { name, source };
-        if name == PayloadName::Root {
+    let written = (|| {
+        while let Some(name) = reader.next_payload() {
+            let base = bases
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, f)| f)
+                .ok_or_else(|| UpdateError::UnknownPayload(name.to_string()))?;
+            let total = m.payload(name).map_or(0, |p| p.size);
+            progress(name.as_str(), 0, total);
+            let mut report = |done: u64| progress(name.as_str(), done, total);
+            write_payload(t, &staged, name, total, |w| {
+                reader
+                    .apply_next(base, w, &mut report)
+                    .map(drop)
+                    .map_err(|source| UpdateError::Payload { name, source })
+            })?;
+        }
+        // The delta must end after its last payload.
+        reader
+            .apply_next(&bases[0].1, &mut std::io::sink(), &mut |_| {})
+            .map_err(UpdateError::Refused)
+    })();
+    let staged = discard_on_error(t, staged, written.map(drop))?;
+    activate(t, staged, &m, progress)?;
+    Ok(m)
+}
+
+/// Streams one payload through `fill` to where it goes in the inactive slot: the
+/// root to its partition (opened `O_EXCL`, written by a thread of its own beside
+/// the decompression), the kernel and initrd to their staged files; then syncs it.
+/// `size` is the payload's size from the signed manifest.
+fn write_payload(
+    t: &Target<'_>,
+    staged: &Staged,
+    name: PayloadName,
+    size: u64,
+    fill: impl FnOnce(&mut dyn Write) -> Result<(), UpdateError>,
+) -> Result<(), UpdateError> {
+    let target = staged.slot;
+    match name {
+        PayloadName::Root => {
             let dev = OpenOptions::new()
                 .write(true)
                 .custom_flags(libc::O_EXCL)
@@ -487,39 +492,60 @@ fn install_delta(
                     &t.root_device,
                 ))?;
             let mut w = WriterThread::new(dev);
-            let applied = reader.apply_next(base, &mut w, &mut report);
+            let filled = fill(&mut w);
             let dev = w.finish().map_err(io("write", &t.root_device))?;
-            applied.map_err(failed)?;
-            dev.sync_all().map_err(io("fsync", &t.root_device))?;
-        } else {
+            filled?;
+            dev.sync_all().map_err(io("fsync", &t.root_device))
+        }
+        PayloadName::Kernel | PayloadName::Initrd => {
             let tmp = if name == PayloadName::Kernel {
                 &staged.kernel
             } else {
                 &staged.initrd
             };
             let f = File::create(tmp).map_err(io("create", tmp))?;
+            // The file's whole cluster chain first, made durable, then the bytes:
+            // on vfat a power cut mid-write then finds the directory entry's size
+            // inside a chain the FAT holds, never past its end (which makes Linux
+            // set the partition read-only when the file is next truncated). Where
+            // preallocation is not supported the write goes on without it.
+            let keep = rustix::fs::FallocateFlags::KEEP_SIZE;
+            if size > 0 && rustix::fs::fallocate(&f, keep, 0, size).is_ok() {
+                f.sync_all().map_err(io("fsync", tmp))?;
+            }
             let mut w = BufWriter::with_capacity(1 << 20, f);
-            reader
-                .apply_next(base, &mut w, &mut report)
-                .map_err(failed)?;
+            fill(&mut w)?;
             let f = w
                 .into_inner()
                 .map_err(|e| io("write", tmp)(e.into_error()))?;
-            f.sync_all().map_err(io("fsync", tmp))?;
+            f.sync_all().map_err(io("fsync", tmp))
         }
     }
-    // The delta must end after its last payload.
-    reader
-        .apply_next(&bases[0].1, &mut std::io::sink(), &mut |_| {})
-        .map_err(UpdateError::Refused)?;
-    activate(t, staged, &m, progress)?;
-    Ok(m)
+}
+
+/// A slot write that failed leaves no half-written staged file behind (see
+/// [`ballast_slot::install::BootPartition::discard`]); the write's own error is
+/// the one reported.
+fn discard_on_error(
+    t: &Target<'_>,
+    staged: Staged,
+    written: Result<(), UpdateError>,
+) -> Result<Staged, UpdateError> {
+    match written {
+        Ok(()) => Ok(staged),
+        Err(e) => {
+            if let Err(d) = t.boot.partition().discard(staged) {
+                eprintln!("sysd: update: after the failed write, {d}");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Step 4 and 5: the slot's boot entry with N tries as the default, then the record.
 fn activate(
     t: &Target<'_>,
-    staged: ballast_slot::install::Staged,
+    staged: Staged,
     m: &Manifest,
     progress: Progress<'_>,
 ) -> Result<(), UpdateError> {
@@ -946,7 +972,17 @@ mod tests {
                 b"old kernel",
                 "{what}"
             );
+            assert_no_staged_files(&g, what);
         }
+    }
+
+    /// A refused write leaves nothing half-written on the boot partition (on vfat a
+    /// power cut could turn such a file into a broken cluster chain).
+    fn assert_no_staged_files(f: &Fixture, what: &str) {
+        let left: Vec<_> = fs::read_dir(f.boot_dir.join("ballast/b"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{what}: left {left:?}");
     }
 
     fn slot_b(f: &Fixture) -> SlotStatus {
@@ -1026,6 +1062,7 @@ mod tests {
                 .unwrap();
             assert!(a.is_default && a.health == Health::Good, "{what}: {a:?}");
             assert!(f.records.pending().is_none(), "{what}");
+            assert_no_staged_files(&f, what);
         }
         // The downgrade goes in when asked for.
         assert!(try_install(&f, &bundle(&f, "0.0.9", &f.signer), true).is_ok());

@@ -128,7 +128,13 @@ impl Machine {
 }
 
 impl Drop for Machine {
+    /// Keeps what the console printed after the last wait (a failing step's
+    /// kernel messages, say) in the log before the machine is stopped.
     fn drop(&mut self) {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(300)) {
+            self.console.push(line);
+        }
+        self.save();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

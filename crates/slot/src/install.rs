@@ -10,6 +10,11 @@
 //! 2. [`BootPartition::commit_install`]: the `*.tmp` files are renamed into place
 //!    (durably, on vfat), and only then the slot's entry is written with its tries and
 //!    made the default (one atomic rename or state copy).
+//!    A write that fails between 1 and 2 calls [`BootPartition::discard`]: the
+//!    half-written `*.tmp` files go, durably. Left behind unsynced, a power cut could
+//!    leave a directory entry pointing into a cluster chain the FAT never got, and
+//!    Linux sets the whole boot partition read-only the next time the file is
+//!    truncated or removed ("deleting FAT entry beyond EOF").
 //! 3. [`BootPartition::mark_good`] once the new slot passed its health check, or
 //!    [`BootPartition::rollback`] to the other, good slot.
 //!
@@ -117,6 +122,21 @@ impl BootPartition {
             initrd: dir.join(format!("{}.tmp", boot_files::INITRD)),
             dir,
         })
+    }
+
+    /// A failed write after [`BootPartition::prepare_inactive`]: removes the staged
+    /// files, whatever was written of them, and syncs the directory (on vfat that
+    /// also writes the FAT), so no half-written file waits in memory for a power cut.
+    /// The slot stays invalid, as `prepare_inactive` left it.
+    pub fn discard(&self, staged: Staged) -> Result<(), SlotError> {
+        for p in [&staged.kernel, &staged.initrd] {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", p)(e)),
+            }
+        }
+        sync_dir(&staged.dir)
     }
 
     /// Step 2: the staged kernel and initrd go into place, then the slot's entry
@@ -273,6 +293,27 @@ mod tests {
         assert!(e.contains("only a good slot"), "{e}");
         p.mark_good(SlotId::B).unwrap();
         assert_eq!(p.rollback(SlotId::A).unwrap().slot, SlotId::B);
+    }
+
+    #[test]
+    fn a_discarded_install_leaves_no_staged_file_and_the_booted_slot_the_default() {
+        let (d, p) = esp_with_slot_a();
+        let staged = p.prepare_inactive(SlotId::B).unwrap();
+        fs::write(&staged.kernel, "new kernel").unwrap();
+        fs::write(&staged.initrd, "half an ini").unwrap();
+        p.discard(staged).unwrap();
+        let b = d.path().join("ballast/b");
+        let left: Vec<_> = fs::read_dir(&b)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(slot(&p, SlotId::A).unwrap().is_default);
+        // Only the kernel was written before the failure: discarding still works.
+        let staged = p.prepare_inactive(SlotId::B).unwrap();
+        fs::write(&staged.kernel, "new kernel").unwrap();
+        p.discard(staged).unwrap();
+        assert!(!b.join("vmlinuz.tmp").exists());
     }
 
     #[test]
