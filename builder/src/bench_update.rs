@@ -6,7 +6,10 @@
 //!    carrying the same root image (streamed over the control socket, decompressed,
 //!    hashed twice, written, fsync'd), both read from the state partition. The goal is
 //!    upgrade ≥ 0.8 × dd. The whole upgrade (with kernel and initramfs) is reported too.
-//! 2. From `osctl upgrade` to `ballast-ready` on the new version: the upgrade, the
+//! 2. Applying a delta (`1.0.0` → `1.0.1`, made by `ballast_bundle::delta`) against
+//!    the full bundle: both `osctl upgrade`s in the same VM, to the same inactive slot
+//!    (the delta first; the bundle then replaces what it wrote), with their sizes.
+//! 3. From `osctl upgrade` to `ballast-ready` on the new version: the upgrade, the
 //!    orderly reboot, firmware, kernel, init, sysd and the system containers.
 //!
 //! It builds two versions of the image (`1.0.0` and `1.0.1`) under
@@ -56,6 +59,11 @@ struct Figures {
     ratio: f64,
     /// `osctl upgrade` issued → `ballast-ready` of the new version on the console.
     upgrade_to_ready_s: f64,
+    /// The delta from the running version to the same new one.
+    delta_bytes: u64,
+    /// The whole `osctl upgrade` of that delta (reads the running slot, writes all
+    /// of the new one), to compare with `upgrade_s`.
+    delta_upgrade_s: f64,
 }
 
 struct Remote {
@@ -185,6 +193,16 @@ pub fn run(project: &Project, args: &UpdateBenchArgs) -> Result<()> {
     }
     let root_bytes = std::fs::metadata(&root)?.len();
     let bundle_bytes = std::fs::metadata(&bundle)?.len();
+    let delta = dir.join("update.delta");
+    let signer = crate::build::signing_key(project, None)?;
+    let made = ballast_bundle::delta::write(
+        &delta,
+        &v1.artifact("bundle")?,
+        &bundle,
+        &signer,
+        &[signer.public()],
+    )
+    .context("making the delta 1.0.0 -> 1.0.1")?;
 
     let port = free_port()?;
     // A copy with 1 GiB more: the state partition grows into it on first boot and
@@ -228,6 +246,8 @@ pub fn run(project: &Project, args: &UpdateBenchArgs) -> Result<()> {
             None,
         )?;
         let dd_s = remote.timed("sudo dd if=root.img of=/dev/bench-slot bs=1M conv=fsync")?;
+        remote.run("cat > update.delta", Some(&delta))?;
+        let delta_upgrade_s = remote.timed("osctl upgrade update.delta")?;
         let started = Instant::now();
         // sysd times each phase (verify, root, kernel, initrd, activate) itself
         // and osctl --json reports them: the root phase is what dd is compared with.
@@ -270,6 +290,8 @@ pub fn run(project: &Project, args: &UpdateBenchArgs) -> Result<()> {
             upgrade_root_mb_s: mb / root_phase_s,
             ratio: dd_s / root_phase_s,
             upgrade_to_ready_s,
+            delta_bytes: made.size,
+            delta_upgrade_s,
         })
     })();
     console.kill();
@@ -291,6 +313,13 @@ pub fn run(project: &Project, args: &UpdateBenchArgs) -> Result<()> {
         println!(
             "  the whole osctl upgrade (verify, root, kernel, initrd, activate): {:.2} s",
             f.upgrade_s
+        );
+        println!(
+            "  osctl upgrade of a {:.2} MB delta to the same version: {:.2} s, against {:.2} s for the {:.1} MB bundle",
+            f.delta_bytes as f64 / 1e6,
+            f.delta_upgrade_s,
+            f.upgrade_s,
+            f.bundle_bytes as f64 / 1e6
         );
         println!(
             "  osctl upgrade -> ballast-ready of the new version: {:.1} s",
