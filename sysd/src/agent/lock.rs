@@ -48,11 +48,7 @@ pub struct Lock {
 
 impl Lock {
     pub fn new(cfg: RebootLock) -> Lock {
-        let http = ureq::Agent::config_builder()
-            .timeout_global(Some(TIMEOUT))
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
+        let http = crate::http::device_agent(crate::http::Limits::call(TIMEOUT));
         Lock { cfg, http }
     }
 
