@@ -170,19 +170,18 @@ fn from_channel_at(
         }
     };
     // A channel without a (valid) delta list is a channel of full bundles.
-    let delta = (|| {
-        let json = read_source(&base, ballast_bundle::channel::DELTAS).ok()?;
-        let sig = read_source(&base, ballast_bundle::channel::DELTAS_SIG).ok()?;
-        let list = ballast_bundle::channel::verify_deltas(
-            &json,
-            &String::from_utf8_lossy(&sig),
-            &keys,
-            now,
-        )
-        .ok()?;
-        list.find(current, &entry.version, arch)
-            .map(|d| at(&d.file))
-    })();
+    let json = read_source(&base, ballast_bundle::channel::DELTAS).ok();
+    let sig = read_source(&base, ballast_bundle::channel::DELTAS_SIG).ok();
+    let sig = sig.map(|s| String::from_utf8_lossy(&s).into_owned());
+    let delta = ballast_bundle::channel::delta_offered(
+        json.as_deref().zip(sig.as_deref()),
+        &keys,
+        now,
+        current,
+        &entry.version,
+        arch,
+    )
+    .map(|d| at(&d.file));
     Ok(Some(Offer {
         bundle: at(&entry.file),
         version: entry.version.clone(),
