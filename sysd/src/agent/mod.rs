@@ -49,6 +49,8 @@ use crate::{lock as mlock, say, Shared};
 /// How often the agent looks again at a staged update waiting for its window or
 /// lock, and how often it runs the user health checks while gating.
 const RETRY: Duration = Duration::from_secs(5);
+/// How often a held etcd slot's lease is renewed (it lasts [`lock::LEASE_TTL`]).
+const RENEW: Duration = Duration::from_secs(60);
 /// After a failed check, the wait doubles from this up to the interval.
 const BACKOFF_MIN: u64 = 10;
 
@@ -226,6 +228,7 @@ fn run(shared: &Shared) {
     let mut next_check = Instant::now();
     let mut backoff = 0u64;
     let mut released_once = false;
+    let mut last_renew: Option<Instant> = None;
     while !shared.stopping.load(Ordering::SeqCst) {
         let (update, checks) = agent.settings();
         gate(shared, &checks);
@@ -248,6 +251,16 @@ fn run(shared: &Shared) {
                         }
                         Err(e) => agent.set(|s| s.last_error = Some(e.to_string())),
                     }
+                }
+            }
+        }
+        // Keep the etcd lease of a held slot (across the reboot it must outlast).
+        let renew_due = last_renew.is_none_or(|t: Instant| t.elapsed() >= RENEW);
+        if mlock(&agent.kept).lock_held && renew_due {
+            if let Some(cfg) = update.as_ref().and_then(|u| u.reboot_lock.clone()) {
+                last_renew = Some(Instant::now());
+                if let Err(e) = lock::Lock::new(cfg).renew(&agent.machine_id) {
+                    agent.set(|s| s.last_error = Some(e.to_string()));
                 }
             }
         }
