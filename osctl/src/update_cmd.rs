@@ -61,9 +61,10 @@ fn open(source: &Source) -> Result<Body, Failure> {
 pub(crate) fn fetch(url: &str) -> Result<(Box<dyn Read + Send>, Option<u64>), Failure> {
     if url.starts_with("https://") {
         return Err(Failure::Refused(format!(
-            "{url}: https is not built into this osctl (no TLS stack on the device); \
-             serve the bundle over http on a trusted network, or copy it from a workstation \
-             with `osctl --host USER@HOST upgrade FILE` (the bundle is verified by its signature either way)"
+            "{url}: osctl's own downloads are http:// only; serve the bundle over http \
+             (it is verified by its signature either way), let the update agent fetch an \
+             https:// channel (`osctl update now`), or copy the bundle from a workstation \
+             with `osctl --host USER@HOST upgrade FILE`"
         )));
     }
     let resp = ureq::get(url)
