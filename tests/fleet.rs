@@ -1,21 +1,24 @@
 //! Story: a fleet of two arm64 machines updates itself. The test serves a channel
-//! over HTTP and runs Debian's etcd on the host (guests reach both at 10.0.2.2);
-//! each machine's config turns the update agent on with a short interval, an etcd
+//! over HTTPS (a CA made for the run, given in each machine's seed as `ca_certs`)
+//! and runs Debian's etcd on the host (guests reach both at 10.0.2.2); each
+//! machine's config turns the update agent on with a short interval, an etcd
 //! reboot lock with one slot and a user health check (an HTTP URL the test serves).
 //!
 //! 1. 0.2.0 is published: both machines install it and reboot by themselves, one
 //!    at a time (the lock's history in etcd never shows two holders), and both come
-//!    up ready on 0.2.0.
+//!    up ready on 0.2.0. A channel whose certificate comes from another CA is
+//!    refused, with the URL and the reason. sysd's idle memory and CPU are read.
 //! 2. Machine A's window is moved to a day that is not today; 0.3.0 is published
 //!    and the user's application (the health URL) breaks with it. Machine B installs
-//!    it, reboots, the health check fails, and B rolls back to 0.2.0 with the check
+//!    it (by the channel's delta from 0.2.0), reboots, the health check fails, and
+//!    B rolls back to 0.2.0 with the check
 //!    as the reason and never installs 0.3.0 again. Machine A stages 0.3.0 but does
 //!    not reboot: its window is closed.
 
 mod common;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,11 +47,13 @@ fn serve(dir: PathBuf, healthy: Arc<AtomicBool>) -> u16 {
     port
 }
 
-fn answer(c: TcpStream, dir: &Path, healthy: &AtomicBool) {
-    let mut r = BufReader::new(match c.try_clone() {
-        Ok(c) => c,
-        Err(_) => return,
-    });
+fn answer(mut c: TcpStream, dir: &Path, healthy: &AtomicBool) {
+    answer_on(&mut c, dir, healthy)
+}
+
+/// One request on `w` (plain TCP or TLS): the channel's files or `/healthz`.
+fn answer_on(w: &mut dyn common::tls::Stream, dir: &Path, healthy: &AtomicBool) {
+    let mut r = BufReader::new(&mut *w);
     let mut line = String::new();
     if r.read_line(&mut line).is_err() {
         return;
@@ -59,8 +64,8 @@ fn answer(c: TcpStream, dir: &Path, healthy: &AtomicBool) {
             break;
         }
     }
+    drop(r);
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let mut w = c;
     if path == "/healthz" {
         let st = if healthy.load(Ordering::SeqCst) {
             "200 OK"
@@ -82,7 +87,7 @@ fn answer(c: TcpStream, dir: &Path, healthy: &AtomicBool) {
                 w,
                 "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
             );
-            let _ = std::io::copy(&mut f, &mut w);
+            let _ = std::io::copy(&mut f, w);
         }
         _ => {
             let _ = write!(
@@ -199,12 +204,18 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
 }
 
-fn user_data(http: u16, etcd: u16, window: &str) -> String {
+/// The machines' config: the channel over HTTPS on port `https`, trusting `ca`.
+fn user_data(http: u16, https: u16, ca: &str, etcd: u16, window: &str) -> String {
+    let ca = ca.trim_end().replace('\n', "\n      ");
     format!(
         r#"#cloud-config
+ca_certs:
+  trusted:
+    - |
+      {ca}
 ballast:
   update:
-    channel: http://10.0.2.2:{http}/stable
+    channel: https://10.0.2.2:{https}/stable
     auto: true
     check_interval: 5s
     jitter: 2s
@@ -327,7 +338,14 @@ fn qemu_arm64_fleet_updates_itself_one_reboot_at_a_time() {
     std::fs::create_dir_all(&chan).expect("channel dir");
     let healthy = Arc::new(AtomicBool::new(true));
     let http = serve(chan.clone(), healthy.clone());
+    // The channel over HTTPS, its certificate from a CA the seeds give; and the
+    // same channel with a certificate from a CA no machine trusts.
+    let ca = common::tls::TestCa::new("fleet test CA");
+    let https = serve_tls(ca.server(&["10.0.2.2"]), &chan, &healthy);
+    let stranger = common::tls::TestCa::new("a CA no machine trusts");
+    let https_bad = serve_tls(stranger.server(&["10.0.2.2"]), &chan, &healthy);
     let etcd = Etcd::start(&work);
+    let config = |window: &str| user_data(http, https, &ca.pem, etcd.port, window);
 
     let md = work.join("meta-data");
     std::fs::write(&md, "instance-id: fleet-1\n").expect("meta-data");
@@ -335,7 +353,7 @@ fn qemu_arm64_fleet_updates_itself_one_reboot_at_a_time() {
         .into_iter()
         .map(|name| {
             let ud = work.join(format!("{name}.user-data"));
-            std::fs::write(&ud, user_data(http, etcd.port, "")).expect("user-data");
+            std::fs::write(&ud, config("")).expect("user-data");
             let seed = common::seed_image(&ud, &md, &[], &work.join(format!("{name}-seed.img")));
             Node {
                 name,
@@ -394,11 +412,45 @@ fn qemu_arm64_fleet_updates_itself_one_reboot_at_a_time() {
     );
     // Released once ready.
     assert_eq!(holders.last(), Some(&0), "{history:?}");
-    // Idle figures of the agent (sysd's whole process, on 0.2.0).
-    let idle = ssh(&nodes[0]).ok(
-        "pid=$(pidof sysd || echo 1); grep -E 'VmRSS' /proc/$pid/status; cat /proc/$pid/stat | cut -d' ' -f14,15; sleep 10; cat /proc/$pid/stat | cut -d' ' -f14,15",
+
+    // A channel whose certificate does not chain to a trusted CA is refused, and
+    // the agent says which URL and why.
+    let bad_url = format!("https://10.0.2.2:{https_bad}/stable");
+    let doc_bad = config("").replace(&format!("https://10.0.2.2:{https}/stable"), &bad_url);
+    ssh(&nodes[0]).ok_with_input("osctl config apply -", doc_bad.as_bytes());
+    ssh(&nodes[0]).ok("osctl update check");
+    let start = Instant::now();
+    loop {
+        let st: serde_json::Value =
+            serde_json::from_str(&ssh(&nodes[0]).ok("osctl update status --json"))
+                .expect("update status JSON");
+        let err = st["last_error"].as_str().unwrap_or_default();
+        if err.contains(&bad_url) {
+            assert!(
+                err.contains("certificate") && err.contains("UnknownIssuer"),
+                "{st}"
+            );
+            eprintln!("fleet: wrong CA refused: {err}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the wrong CA was not refused: {st}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    ssh(&nodes[0]).ok_with_input("osctl config apply -", config("").as_bytes());
+
+    // Idle figures of sysd (the agent is a thread of it): its own VmRSS and CPU
+    // ticks over a minute, on 0.2.0 with nothing to install.
+    let idle = ssh(&nodes[1]).ok(
+        "pid=; for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = sysd ] && pid=${p#/proc/}; done; \
+         test -n \"$pid\" || { echo no sysd; exit 1; }; echo pid=$pid; \
+         grep -E '^(VmRSS|VmHWM)' /proc/$pid/status; \
+         a=$(cut -d' ' -f14,15 /proc/$pid/stat); sleep 60; b=$(cut -d' ' -f14,15 /proc/$pid/stat); \
+         echo ticks_before=$a ticks_after=$b hz=$(getconf CLK_TCK 2>/dev/null || echo 100)",
     );
-    eprintln!("fleet: sysd idle (VmRSS; utime stime in ticks, 10 s apart):\n{idle}");
+    eprintln!("fleet: sysd idle (its own /proc/PID; utime stime ticks 60 s apart):\n{idle}");
 
     // 2. A's window closes; 0.3.0 breaks the user's application.
     let today = std::time::SystemTime::now()
@@ -413,7 +465,7 @@ fn qemu_arm64_fleet_updates_itself_one_reboot_at_a_time() {
     let closed = format!(
         "    window: {{ days: [{other_day}], start: \"02:00\", length: 1h, timezone: Europe/Berlin }}\n"
     );
-    let doc_a = user_data(http, etcd.port, &closed);
+    let doc_a = config(&closed);
     let applied = ssh(&nodes[0]).run_with_input("osctl config apply -", doc_a.as_bytes());
     assert!(
         applied.status.success(),
@@ -425,11 +477,14 @@ fn qemu_arm64_fleet_updates_itself_one_reboot_at_a_time() {
 
     // B: installs, reboots, fails the check, rolls back to 0.2.0 by itself.
     let b = 1;
-    let start = Instant::now();
-    while vms[b].child.try_wait().ok().flatten().is_none() {
-        assert!(start.elapsed() < FLEET, "B never rebooted into 0.3.0");
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    // By the channel's delta from the running 0.2.0, not the whole bundle.
+    vms[b].wait_for("update agent: taking the delta 0.2.0 -> 0.3.0", FLEET);
+    vms[b].wait_exit(FLEET);
+    let console = vms[b].console.join("\n");
+    assert!(
+        console.contains("update agent: 0.3.0 staged") && !console.contains("delta refused"),
+        "B did not stage 0.3.0 by its delta:\n{console}"
+    );
     vms[b] = nodes[b].boot(&out1, &work);
     vms[b].wait_for("user health check", BOOT);
     let e = vms[b].wait_exit(Duration::from_secs(300));
@@ -487,4 +542,10 @@ fn qemu_arm64_fleet_updates_itself_one_reboot_at_a_time() {
         fleet_time.as_secs_f64()
     );
     drop(etcd);
+}
+
+/// The channel (and `/healthz`) over HTTPS with `config`'s certificate.
+fn serve_tls(config: Arc<rustls::ServerConfig>, dir: &Path, healthy: &Arc<AtomicBool>) -> u16 {
+    let (dir, healthy) = (dir.to_path_buf(), healthy.clone());
+    common::tls::serve(config, move |s| answer_on(s, &dir, &healthy))
 }

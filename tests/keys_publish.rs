@@ -176,4 +176,58 @@ fn publish_two_releases_into_a_signed_channel() {
     );
     assert_eq!(fs::read(chan.join("index.json")).unwrap(), json);
     assert!(!chan.join("9.9.9-arm64.bundle").exists());
+
+    // A release spread over a wave: the entry carries the rollout the update
+    // agents place themselves in (by a hash of their machine id).
+    let b = bundle(&dir, "1.2.0", &signer);
+    let publish = |extra: &[&str]| {
+        common::ballast()
+            .arg("publish")
+            .arg(&chan)
+            .arg(&b)
+            .args(["--key", dir.join("release.key").to_str().unwrap()])
+            .args(["--deltas", "0"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = publish(&["--rollout-start", "soon", "--rollout-hours", "24"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--rollout-start soon") && err.contains("2026-12-24T06:00:00Z"),
+        "{err}"
+    );
+    let out = publish(&[
+        "--rollout-start",
+        "2026-12-24T06:00:00Z",
+        "--rollout-hours",
+        "24",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rollout: from unix 1798092000 over 86400 s")
+    );
+    let json = fs::read(chan.join("index.json")).unwrap();
+    let sig = fs::read_to_string(chan.join("index.json.sig")).unwrap();
+    let index = channel::verify_index(&json, &sig, &trusted, now).unwrap();
+    let e = index.latest("arm64", "qemu-arm64").unwrap();
+    assert_eq!(e.version, "1.2.0");
+    assert_eq!(
+        e.rollout,
+        Some(channel::Rollout {
+            start: 1_798_092_000,
+            duration: 86_400
+        })
+    );
+    // Earlier releases keep going out to every machine at once.
+    assert!(index
+        .entries
+        .iter()
+        .filter(|e| e.version != "1.2.0")
+        .all(|e| e.rollout.is_none()));
 }

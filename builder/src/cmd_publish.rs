@@ -1,6 +1,7 @@
 //! `ballast publish CHANNEL_DIR BUNDLE --key SECRET [--notes TEXT]
-//! [--expires-days N] [--json]`: verify a bundle and add it to a signed
-//! channel directory that any static file server can serve.
+//! [--expires-days N] [--rollout-hours H [--rollout-start TIME]] [--json]`:
+//! verify a bundle and add it to a signed channel directory that any static
+//! file server can serve.
 
 use anyhow::{bail, Context, Result};
 use ballast_bundle::channel::{self, Entry};
@@ -32,6 +33,15 @@ pub struct PublishArgs {
     /// the channel (listed in the signed deltas.json); 0: none.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub deltas: usize,
+    /// Spread the release over a wave of H hours (e.g. 24, 0.5): each machine's
+    /// update agent installs it from its own place in the wave (a stable hash of
+    /// its machine id); `osctl update now` skips the wait.
+    #[arg(long, value_name = "H")]
+    pub rollout_hours: Option<f64>,
+    /// When the wave starts: `now` (the default), Unix seconds, or a UTC time
+    /// like 2026-12-24T06:00:00Z. Needs --rollout-hours.
+    #[arg(long, value_name = "TIME")]
+    pub rollout_start: Option<String>,
     /// Print {"channel", "entry": {...}, "expires", "entries", "deltas"}.
     #[arg(long)]
     pub json: bool,
@@ -53,13 +63,20 @@ pub fn run(args: &PublishArgs) -> Result<()> {
     if args.expires_days == 0 {
         bail!("--expires-days 0 would publish an index devices refuse at once; give 1 or more");
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let rollout =
+        crate::rollout::from_flags(args.rollout_start.as_deref(), args.rollout_hours, now)?;
     let signer = keys::read_secret(&args.key)?;
-    let index = channel::publish(
+    let index = channel::publish_rollout(
         &args.channel,
         &args.bundle,
         &signer,
         args.notes.as_deref(),
         args.expires_days,
+        &[],
+        rollout,
     )?;
     // The bundle verified during publish; read its header again for the entry's key.
     let file =
@@ -106,6 +123,12 @@ pub fn run(args: &PublishArgs) -> Result<()> {
             out.entry.arch,
             out.channel.join(&out.entry.file).display()
         );
+        if let Some(r) = out.entry.rollout {
+            println!(
+                "rollout: from unix {} over {} s: each machine installs it at its own place in the wave",
+                r.start, r.duration
+            );
+        }
         println!(
             "index: {} entries, signed by key {}, expires in {} days (unix {}): publish again before then",
             out.entries,

@@ -28,6 +28,7 @@ mod kernel_input;
 mod project;
 mod prune;
 mod qemu;
+mod rollout;
 mod run;
 mod userland;
 

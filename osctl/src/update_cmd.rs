@@ -61,9 +61,10 @@ fn open(source: &Source) -> Result<Body, Failure> {
 pub(crate) fn fetch(url: &str) -> Result<(Box<dyn Read + Send>, Option<u64>), Failure> {
     if url.starts_with("https://") {
         return Err(Failure::Refused(format!(
-            "{url}: https is not built into this osctl (no TLS stack on the device); \
-             serve the bundle over http on a trusted network, or copy it from a workstation \
-             with `osctl --host USER@HOST upgrade FILE` (the bundle is verified by its signature either way)"
+            "{url}: osctl's own downloads are http:// only; serve the bundle over http \
+             (it is verified by its signature either way), let the update agent fetch an \
+             https:// channel (`osctl update now`), or copy the bundle from a workstation \
+             with `osctl --host USER@HOST upgrade FILE`"
         )));
     }
     let resp = ureq::get(url)
@@ -170,19 +171,18 @@ fn from_channel_at(
         }
     };
     // A channel without a (valid) delta list is a channel of full bundles.
-    let delta = (|| {
-        let json = read_source(&base, ballast_bundle::channel::DELTAS).ok()?;
-        let sig = read_source(&base, ballast_bundle::channel::DELTAS_SIG).ok()?;
-        let list = ballast_bundle::channel::verify_deltas(
-            &json,
-            &String::from_utf8_lossy(&sig),
-            &keys,
-            now,
-        )
-        .ok()?;
-        list.find(current, &entry.version, arch)
-            .map(|d| at(&d.file))
-    })();
+    let json = read_source(&base, ballast_bundle::channel::DELTAS).ok();
+    let sig = read_source(&base, ballast_bundle::channel::DELTAS_SIG).ok();
+    let sig = sig.map(|s| String::from_utf8_lossy(&s).into_owned());
+    let delta = ballast_bundle::channel::delta_offered(
+        json.as_deref().zip(sig.as_deref()),
+        &keys,
+        now,
+        current,
+        &entry.version,
+        arch,
+    )
+    .map(|d| at(&d.file));
     Ok(Some(Offer {
         bundle: at(&entry.file),
         version: entry.version.clone(),

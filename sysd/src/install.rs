@@ -171,15 +171,13 @@ fn line(msg: &str) {
 
 /// GET `url`, retrying for a while (the network may still be coming up).
 fn get(url: &str, deadline: Instant) -> Result<(Box<dyn Read + Send>, Option<u64>), String> {
-    if !url.starts_with("http://") {
+    if !crate::http::is_url(url) {
         return Err(format!(
-            "{url}: only http:// URLs are supported (the device build has no TLS stack; the image is checked by its signed manifest)"
+            "{url}: not an http:// or https:// URL (the image is checked by its signed manifest either way)"
         ));
     }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(10)))
-        .build()
-        .into();
+    let trust = crate::http::Trust::device();
+    let agent = crate::http::agent(&trust, crate::http::Limits::download());
     loop {
         match agent.get(url).call() {
             Ok(resp) => {
@@ -189,6 +187,10 @@ fn get(url: &str, deadline: Instant) -> Result<(Box<dyn Read + Send>, Option<u64
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok());
                 return Ok((Box::new(resp.into_body().into_reader()), size));
+            }
+            // A certificate that does not verify will not verify on retry.
+            Err(e) if crate::http::tls_error(&e).is_some() => {
+                return Err(format!("{url}: {}", crate::http::explain(&e, &trust)))
             }
             Err(e) if Instant::now() < deadline => {
                 line(&format!("waiting for {url}: {e}"));

@@ -19,6 +19,7 @@ mod agent;
 mod definition;
 mod firstboot;
 mod health;
+mod http;
 mod install;
 mod logs;
 mod runtime;

@@ -7,6 +7,7 @@ pub mod oci;
 pub mod shared;
 pub mod size;
 pub mod timing;
+pub mod tls;
 pub mod vm;
 
 #[allow(unused_imports)] // each test binary uses a different subset

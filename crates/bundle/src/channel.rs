@@ -68,6 +68,26 @@ impl DeltaList {
     }
 }
 
+/// The delta a machine running `from` takes to `to` on `arch`: from the
+/// channel's `deltas.json` and its signature, verified with `trusted`. `None`
+/// when the list is missing, refused (bad signature, unknown key, expired,
+/// invalid) or lists no such delta: the machine takes the full bundle. The one
+/// choice `osctl upgrade --channel` and the update agent both make.
+pub fn delta_offered(
+    list: Option<(&[u8], &str)>,
+    trusted: &[PublicKey],
+    now_unix: u64,
+    from: &str,
+    to: &str,
+    arch: &str,
+) -> Option<DeltaEntry> {
+    let (json, sig) = list?;
+    verify_deltas(json, sig, trusted, now_unix)
+        .ok()?
+        .find(from, to, arch)
+        .cloned()
+}
+
 /// Verify `deltas.json` against its signature and parse it; refuses an unknown
 /// key, a bad signature and an expired list.
 pub fn verify_deltas(
@@ -360,6 +380,28 @@ pub fn publish_with(
     expires_in_days: u64,
     extra_trusted: &[PublicKey],
 ) -> Result<Index, BundleError> {
+    publish_rollout(
+        dir,
+        bundle,
+        signer,
+        notes,
+        expires_in_days,
+        extra_trusted,
+        None,
+    )
+}
+
+/// [`publish_with`], the entry spread over a wave (`rollout`; `None`: every
+/// machine at once).
+pub fn publish_rollout(
+    dir: &Path,
+    bundle: &Path,
+    signer: &Signer,
+    notes: Option<&str>,
+    expires_in_days: u64,
+    extra_trusted: &[PublicKey],
+    rollout: Option<Rollout>,
+) -> Result<Index, BundleError> {
     let own = signer.public();
     let mut trusted = vec![own.clone()];
     trusted.extend_from_slice(extra_trusted);
@@ -424,7 +466,7 @@ pub fn publish_with(
         sha256,
         notes: notes.map(str::to_string),
         published: now,
-        rollout: None,
+        rollout,
     });
     index.entries.sort_by(|a, b| {
         a.arch.cmp(&b.arch).then_with(|| {

@@ -41,12 +41,12 @@ pub fn first_failure(
 }
 
 fn http(url: &str) -> Result<(), String> {
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(TIMEOUT))
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let trust = crate::http::Trust::device();
+    let agent = crate::http::agent(&trust, crate::http::Limits::call(TIMEOUT));
+    let resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| crate::http::explain(&e, &trust))?;
     let st = resp.status();
     if st.is_success() {
         Ok(())

@@ -5,7 +5,12 @@
 //!   `{"semaphore":N,"holders":[machine ids]}` (locksmith's shape). Taking a slot
 //!   and giving it back are compare-and-swap transactions on the key's
 //!   `mod_revision`, so two machines never both take the last slot, and etcd's
-//!   history of the key is the lock's history.
+//!   history of the key is the lock's history. Each holder also keeps a key of
+//!   its own, `PREFIX + "holders/" + id`, under an etcd lease of [`LEASE_TTL`]
+//!   (written in the same transaction as the semaphore, renewed while it holds
+//!   the lock, deleted with its release): a machine that dies holding a slot
+//!   loses that key when its lease runs out, and the next machine that finds the
+//!   semaphore full drops it from the holders.
 //! * FleetLock (as Zincati): `POST URL/v1/pre-reboot` to take the lock,
 //!   `POST URL/v1/steady-state` to give it back, each with the header
 //!   `fleet-lock-protocol: true` and `{"client_params":{"id":..,"group":..}}`.
@@ -21,6 +26,9 @@ use serde::{Deserialize, Serialize};
 
 /// Longest one call to the lock engine may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a holder's etcd lease lasts unless renewed: it must outlast a
+/// reboot into the new version (the holder renews it again once up).
+pub const LEASE_TTL: u64 = 900;
 
 /// The lock engine did not answer, or answered something unexpected.
 #[derive(Debug, thiserror::Error)]
@@ -44,16 +52,18 @@ pub struct Semaphore {
 pub struct Lock {
     cfg: RebootLock,
     http: ureq::Agent,
+    /// Seconds of a holder's etcd lease ([`LEASE_TTL`]; shorter in tests).
+    pub lease_ttl: u64,
 }
 
 impl Lock {
     pub fn new(cfg: RebootLock) -> Lock {
-        let http = ureq::Agent::config_builder()
-            .timeout_global(Some(TIMEOUT))
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        Lock { cfg, http }
+        let http = crate::http::device_agent(crate::http::Limits::call(TIMEOUT));
+        Lock {
+            cfg,
+            http,
+            lease_ttl: LEASE_TTL,
+        }
     }
 
     pub fn kind(&self) -> &'static str {
@@ -71,22 +81,62 @@ impl Lock {
                 endpoints,
                 slots,
                 prefix,
-            } => self.etcd(endpoints, prefix, |s| {
+            } => self.etcd(endpoints, prefix, |gw, s| {
                 if s.holders.iter().any(|h| h == id) {
-                    return (true, None);
+                    return Ok((true, None));
                 }
                 // The configured size wins over the stored one: changing
                 // `slots` in the config resizes the semaphore.
                 s.semaphore = *slots;
-                if (s.holders.len() as u32) < *slots {
+                let mut changed = false;
+                if s.holders.len() >= *slots as usize {
+                    // Holders whose lease ran out are dead: free their slots.
+                    let before = s.holders.len();
+                    let mut alive = Vec::new();
+                    for h in &s.holders {
+                        if gw.get(&holder_key(prefix, h))?.is_some() {
+                            alive.push(h.clone());
+                        }
+                    }
+                    s.holders = alive;
+                    changed = s.holders.len() != before;
+                }
+                if s.holders.len() < *slots as usize {
                     s.holders.push(id.to_string());
-                    (true, Some(s.clone()))
+                    let lease = gw.grant(self.lease_ttl)?;
+                    let put = put_op(&holder_key(prefix, id), id.as_bytes(), lease);
+                    Ok((true, Some((s.clone(), vec![put]))))
+                } else if changed {
+                    Ok((false, Some((s.clone(), Vec::new()))))
                 } else {
-                    (false, None)
+                    Ok((false, None))
                 }
             }),
             RebootLock::Fleetlock { url, group } => self.fleetlock(url, "pre-reboot", id, group),
         }
+    }
+
+    /// Renew `id`'s hold (etcd: its holder key under a fresh lease; the old one
+    /// runs out by itself). Nothing to do when it does not hold the lock, or for
+    /// FleetLock (its server keeps the lock until steady-state).
+    pub fn renew(&self, id: &str) -> Result<(), LockError> {
+        let RebootLock::Etcd {
+            endpoints, prefix, ..
+        } = &self.cfg
+        else {
+            return Ok(());
+        };
+        self.etcd(endpoints, prefix, |gw, s| {
+            if !s.holders.iter().any(|h| h == id) {
+                return Ok((false, None));
+            }
+            let lease = gw.grant(self.lease_ttl)?;
+            let put = put_op(&holder_key(prefix, id), id.as_bytes(), lease);
+            // The semaphore is written unchanged: the CAS makes sure `id` still
+            // holds a slot when its key comes back.
+            Ok((true, Some((s.clone(), vec![put]))))
+        })
+        .map(|_| ())
     }
 
     /// Give the lock back (also fine when not held).
@@ -97,14 +147,17 @@ impl Lock {
                 slots,
                 prefix,
             } => self
-                .etcd(endpoints, prefix, |s| {
+                .etcd(endpoints, prefix, |_, s| {
                     let before = s.holders.len();
                     s.holders.retain(|h| h != id);
                     s.semaphore = *slots;
+                    let delete = serde_json::json!({"request_delete_range": {
+                        "key": b64(holder_key(prefix, id).as_bytes())
+                    }});
                     if s.holders.len() == before {
-                        (true, None)
+                        Ok((true, None))
                     } else {
-                        (true, Some(s.clone()))
+                        Ok((true, Some((s.clone(), vec![delete]))))
                     }
                 })
                 .map(|_| ()),
@@ -124,12 +177,17 @@ impl Lock {
     }
 
     /// Read-modify-CAS on the semaphore key, over the endpoints in turn. `change`
-    /// says whether the caller got what it wanted and the new value to write, if any.
+    /// says whether the caller got what it wanted and the new value to write, if
+    /// any, with more operations for the same transaction (holder keys).
     fn etcd(
         &self,
         endpoints: &[String],
         prefix: &str,
-        mut change: impl FnMut(&mut Semaphore) -> (bool, Option<Semaphore>),
+        mut change: impl FnMut(
+            &Etcd<'_>,
+            &mut Semaphore,
+        )
+            -> Result<(bool, Option<(Semaphore, Vec<serde_json::Value>)>), LockError>,
     ) -> Result<bool, LockError> {
         let key = format!("{prefix}semaphore");
         let mut last = None;
@@ -163,12 +221,18 @@ impl Lock {
                         },
                     ),
                 };
-                let (ok, write) = change(&mut sem);
-                let Some(new) = write else {
+                let (ok, write) = match change(&gw, &mut sem) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last = Some(e);
+                        break;
+                    }
+                };
+                let Some((new, more)) = write else {
                     return Ok(ok);
                 };
                 let value = serde_json::to_vec(&new).unwrap_or_default();
-                match gw.cas(&key, rev, &value) {
+                match gw.cas_with(&key, rev, &value, more) {
                     Ok(true) => return Ok(ok),
                     Ok(false) => continue, // changed meanwhile: read again
                     Err(e) => {
@@ -202,6 +266,20 @@ impl Lock {
             })?;
         Ok(resp.status().is_success())
     }
+}
+
+/// The key `id` keeps under its lease while it holds a slot.
+fn holder_key(prefix: &str, id: &str) -> String {
+    format!("{prefix}holders/{id}")
+}
+
+/// A transaction's put of `key` under `lease`.
+fn put_op(key: &str, value: &[u8], lease: i64) -> serde_json::Value {
+    serde_json::json!({"request_put": {
+        "key": b64(key.as_bytes()),
+        "value": b64(value),
+        "lease": lease.to_string(),
+    }})
 }
 
 /// etcd's v3 HTTP/JSON gateway.
@@ -273,19 +351,40 @@ impl Etcd<'_> {
         self.get_at(key, 0)
     }
 
+    /// A new lease of `ttl` seconds: its id.
+    pub fn grant(&self, ttl: u64) -> Result<i64, LockError> {
+        let v = self.call(
+            "/v3/lease/grant",
+            serde_json::json!({"TTL": ttl.to_string()}),
+        )?;
+        match num(&v["ID"]) {
+            0 => Err(LockError::Answer {
+                url: format!("{}/v3/lease/grant", self.base),
+                detail: format!("no lease id in {v}"),
+            }),
+            id => Ok(id),
+        }
+    }
+
     /// Put `value` if the key's mod_revision is still `rev` (0: the key must not
-    /// exist). `Ok(false)` when someone changed it first.
-    pub fn cas(&self, key: &str, rev: i64, value: &[u8]) -> Result<bool, LockError> {
+    /// exist). `Ok(false)` when someone changed it first. `more`: other operations
+    /// of the same transaction.
+    pub fn cas_with(
+        &self,
+        key: &str,
+        rev: i64,
+        value: &[u8],
+        more: Vec<serde_json::Value>,
+    ) -> Result<bool, LockError> {
         let k = b64(key.as_bytes());
         let compare = if rev == 0 {
             serde_json::json!({"key": k, "result": "EQUAL", "target": "CREATE", "create_revision": "0"})
         } else {
             serde_json::json!({"key": k, "result": "EQUAL", "target": "MOD", "mod_revision": rev.to_string()})
         };
-        let req = serde_json::json!({
-            "compare": [compare],
-            "success": [{"request_put": {"key": k, "value": b64(value)}}],
-        });
+        let mut success = vec![serde_json::json!({"request_put": {"key": k, "value": b64(value)}})];
+        success.extend(more);
+        let req = serde_json::json!({"compare": [compare], "success": success});
         let v = self.call("/v3/kv/txn", req)?;
         Ok(v["succeeded"].as_bool().unwrap_or(false))
     }
@@ -416,6 +515,56 @@ mod tests {
             }
         );
         // A stale revision does not write.
-        assert!(!gw.cas("/ballast/test/semaphore", 1, b"{}").unwrap());
+        assert!(!gw
+            .cas_with("/ballast/test/semaphore", 1, b"{}", Vec::new())
+            .unwrap());
+        // Released holders leave no key behind.
+        assert!(gw.get("/ballast/test/holders/a").unwrap().is_none());
+    }
+
+    /// A holder that dies (stops renewing) frees its slot when its lease runs
+    /// out; one that renews keeps it.
+    #[test]
+    fn etcd_holders_lose_their_slot_when_their_lease_runs_out() {
+        let Some(etcd) = crate::agent::test_etcd::Server::start() else {
+            eprintln!("etcd not installed: skipped (scripts/setup installs etcd-server)");
+            return;
+        };
+        let mut lock = Lock::new(RebootLock::Etcd {
+            endpoints: vec![etcd.url.clone()],
+            slots: 1,
+            prefix: "/ballast/lease/".into(),
+        });
+        lock.lease_ttl = 2;
+        assert!(lock.acquire("alive").unwrap());
+        // Renewed for longer than its lease: still held.
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_secs(1));
+            lock.renew("alive").unwrap();
+            assert!(
+                !lock.acquire("other").unwrap(),
+                "renewed holder lost its slot"
+            );
+        }
+        // Dies: no renewals. etcd expires the lease within a few seconds.
+        let start = std::time::Instant::now();
+        while !lock.acquire("other").unwrap() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the dead holder's slot was never freed"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let http = ureq::Agent::new_with_defaults();
+        let gw = Etcd {
+            http: &http,
+            base: &etcd.url,
+        };
+        let (_, v) = gw.get("/ballast/lease/semaphore").unwrap().unwrap();
+        let s: Semaphore = serde_json::from_slice(&v).unwrap();
+        assert_eq!(s.holders, vec!["other".to_string()]);
+        // The dead one, back, renews nothing and waits its turn.
+        lock.renew("alive").unwrap();
+        assert!(!lock.acquire("alive").unwrap());
     }
 }

@@ -49,6 +49,8 @@ use crate::{lock as mlock, say, Shared};
 /// How often the agent looks again at a staged update waiting for its window or
 /// lock, and how often it runs the user health checks while gating.
 const RETRY: Duration = Duration::from_secs(5);
+/// How often a held etcd slot's lease is renewed (it lasts [`lock::LEASE_TTL`]).
+const RENEW: Duration = Duration::from_secs(60);
 /// After a failed check, the wait doubles from this up to the interval.
 const BACKOFF_MIN: u64 = 10;
 
@@ -226,6 +228,7 @@ fn run(shared: &Shared) {
     let mut next_check = Instant::now();
     let mut backoff = 0u64;
     let mut released_once = false;
+    let mut last_renew: Option<Instant> = None;
     while !shared.stopping.load(Ordering::SeqCst) {
         let (update, checks) = agent.settings();
         gate(shared, &checks);
@@ -248,6 +251,16 @@ fn run(shared: &Shared) {
                         }
                         Err(e) => agent.set(|s| s.last_error = Some(e.to_string())),
                     }
+                }
+            }
+        }
+        // Keep the etcd lease of a held slot (across the reboot it must outlast).
+        let renew_due = last_renew.is_none_or(|t: Instant| t.elapsed() >= RENEW);
+        if mlock(&agent.kept).lock_held && renew_due {
+            if let Some(cfg) = update.as_ref().and_then(|u| u.reboot_lock.clone()) {
+                last_renew = Some(Instant::now());
+                if let Err(e) = lock::Lock::new(cfg).renew(&agent.machine_id) {
+                    agent.set(|s| s.last_error = Some(e.to_string()));
                 }
             }
         }
@@ -499,23 +512,22 @@ pub fn choose<'a>(
         })
 }
 
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(10)))
-        .build()
-        .new_agent()
-}
-
 fn get(url: &str) -> Result<Box<dyn Read + Send>, String> {
-    let resp = http()
+    let trust = crate::http::Trust::device();
+    let resp = crate::http::agent(&trust, crate::http::Limits::download())
         .get(url)
         .call()
-        .map_err(|e| format!("channel: cannot fetch {url}: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "channel: cannot fetch {url}: {}",
+                crate::http::explain(&e, &trust)
+            )
+        })?;
     Ok(Box::new(resp.into_body().into_reader()))
 }
 
 fn url_of(base: &str, file: &str) -> String {
-    if file.starts_with("http://") || file.starts_with("https://") {
+    if crate::http::is_url(file) {
         file.to_string()
     } else {
         format!("{}/{file}", base.trim_end_matches('/'))
@@ -547,8 +559,38 @@ fn fetch_index(shared: &Shared, base: &str) -> Result<Index, String> {
         .map_err(|e| format!("channel {base}: index refused: {e}"))
 }
 
-/// Stream the entry's bundle into the inactive slot with the installer `osctl
-/// upgrade` uses.
+/// The channel's delta from the running version to `entry`, when its signed
+/// `deltas.json` lists one (the choice `osctl upgrade --channel` makes).
+fn delta_for(
+    base: &str,
+    keys: &[ballast_bundle::PublicKey],
+    current: &str,
+    entry: &Entry,
+) -> Option<channel::DeltaEntry> {
+    let read = |file: &str, max: u64| {
+        let mut out = Vec::new();
+        get(&url_of(base, file))
+            .ok()?
+            .take(max)
+            .read_to_end(&mut out)
+            .ok()?;
+        Some(out)
+    };
+    let json = read(channel::DELTAS, 16 << 20);
+    let sig = read(channel::DELTAS_SIG, 4096).map(|s| String::from_utf8_lossy(&s).into_owned());
+    channel::delta_offered(
+        json.as_deref().zip(sig.as_deref()),
+        keys,
+        crate::update::now_unix(),
+        current,
+        &entry.version,
+        &entry.arch,
+    )
+}
+
+/// Stream the channel's delta from the running version (when it lists one) or
+/// else the entry's bundle into the inactive slot, with the installer `osctl
+/// upgrade` uses; a refused delta falls back to the bundle.
 fn install(shared: &Shared, base: &str, entry: &Entry) -> Result<(), String> {
     if shared.upgrading.swap(true, Ordering::SeqCst) {
         return Err("another upgrade is running; trying again at the next check".into());
@@ -561,8 +603,7 @@ fn install(shared: &Shared, base: &str, entry: &Entry) -> Result<(), String> {
         let keys = trusted_keys(shared)?;
         let root_device = crate::update::slot_device(&shared.boot_dir, booted.other())
             .map_err(|e| e.to_string())?;
-        // The agent installs full bundles; the running slot is still named, as
-        // every install's target does (a delta would be applied to it).
+        // A delta is applied to the running slot.
         let running =
             crate::update::Running::of(&shared.boot_dir, booted).map_err(|e| e.to_string())?;
         let target = crate::update::Target {
@@ -574,11 +615,26 @@ fn install(shared: &Shared, base: &str, entry: &Entry) -> Result<(), String> {
             keys: &keys,
             records: &shared.records,
         };
-        let url = url_of(base, &entry.file);
-        let mut body = std::io::BufReader::with_capacity(1 << 20, get(&url)?.take(entry.size));
-        crate::update::install(&target, &mut body, false, &mut |_, _, _| {})
-            .map(|_| ())
-            .map_err(|e| format!("installing {} from {url}: {e}", entry.version))
+        let write = |url: &str, size: u64| {
+            let mut body = std::io::BufReader::with_capacity(1 << 20, get(url)?.take(size));
+            crate::update::install(&target, &mut body, false, &mut |_, _, _| {})
+                .map(|_| ())
+                .map_err(|e| format!("installing {} from {url}: {e}", entry.version))
+        };
+        if let Some(d) = delta_for(base, &keys, &shared.version, entry) {
+            let url = url_of(base, &d.file);
+            say(&format!(
+                "update agent: taking the delta {} -> {} ({} bytes, the bundle is {})",
+                d.from, d.to, d.size, entry.size
+            ));
+            match write(&url, d.size) {
+                Ok(()) => return Ok(()),
+                Err(e) => say(&format!(
+                    "update agent: delta refused: {e}; taking the full bundle"
+                )),
+            }
+        }
+        write(&url_of(base, &entry.file), entry.size)
     })();
     shared.upgrading.store(false, Ordering::SeqCst);
     result

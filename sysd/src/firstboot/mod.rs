@@ -92,6 +92,8 @@ impl State {
 
 struct Waiting {
     url: String,
+    /// PEM certificates of the local seed's `ca_certs`, trusted for the URL.
+    seed_ca: Vec<String>,
     deadline: Instant,
     fetching: bool,
 }
@@ -306,8 +308,33 @@ pub fn begin(root: &Path, on_device: bool) -> (State, Vec<String>) {
             "config: ballast.config={url}: services wait for it (up to {} s) once the network is up",
             URL_DEADLINE.as_secs()
         ));
+        // The CA of an https:// URL comes from a local seed, as Ignition's comes
+        // from its pointer config: the fetched document cannot vouch for itself.
+        let seed = match source::find_cidata(&l.root) {
+            Some((dev, fs)) => source::read_cidata(&dev, fs, &l.cidata_mount()),
+            None => source::read_dir_seed(&l.boot(), "/boot"),
+        };
+        let seed_ca = match seed {
+            Ok(Some(found)) => {
+                let ca = source::seed_ca_certs(&found);
+                if !ca.is_empty() {
+                    say(&format!(
+                        "config: trusting {} CA certificate(s) from {} for {url}",
+                        ca.len(),
+                        found.user_data_source
+                    ));
+                }
+                ca
+            }
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                say(&format!("config: {e}"));
+                Vec::new()
+            }
+        };
         *lock(&state.waiting) = Some(Waiting {
             url,
+            seed_ca,
             deadline: Instant::now() + URL_DEADLINE,
             fetching: false,
         });
@@ -371,12 +398,16 @@ pub fn tick(shared: &Arc<Shared>) {
     }
     waiting.fetching = true;
     let (url, deadline) = (waiting.url.clone(), waiting.deadline);
+    let mut trust = crate::http::Trust::device();
+    for pem in &waiting.seed_ca {
+        trust.add_pem(pem, "the seed's ca_certs");
+    }
     let sh = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("sysd-config".into())
         .spawn(move || {
             let state = &sh.firstboot;
-            let found = source::fetch(&url, deadline).map(Some);
+            let found = source::fetch(&url, deadline, &trust).map(Some);
             let outcome = apply_found(&state.layout, found);
             state.restart_later(outcome.network_changed, outcome.engine_changed);
             let errors = report(&outcome, true);

@@ -1,8 +1,12 @@
 //! Where the first-boot config comes from, first found wins:
 //!
-//! 1. `ballast.config=URL` on the kernel command line (plain http; fetched once
-//!    the `network` service is up, retried until a deadline). A URL ending in
-//!    `/` is a NoCloud-net seed: `URLuser-data` and (optional) `URLmeta-data`.
+//! 1. `ballast.config=URL` on the kernel command line (`http://` or `https://`;
+//!    fetched once the `network` service is up, retried until a deadline). A URL
+//!    ending in `/` is a NoCloud-net seed: `URLuser-data` and (optional)
+//!    `URLmeta-data`. An `https://` URL is verified against the image's CA
+//!    bundle plus the `ca_certs` of a local seed (a CIDATA volume or
+//!    `/boot/user-data`), the way Ignition's pointer config carries the CA of its
+//!    `ignition.config.url`: see [`seed_ca_certs`].
 //! 2. A NoCloud volume: any block device whose filesystem label is `CIDATA`
 //!    (vfat: the label in the boot sector; iso9660: the volume id of the
 //!    primary volume descriptor), mounted read-only for the time it is read.
@@ -40,10 +44,10 @@ pub enum SourceError {
     Sys(#[from] SysError),
     #[error("{origin}: the CIDATA volume has no user-data file (NoCloud needs user-data and meta-data at its top level)")]
     NoUserData { origin: String },
-    #[error("{url}: https is not in the device build (no TLS stack); serve the config over http on a trusted network, or use a NoCloud seed or /boot/user-data")]
-    Https { url: String },
+    #[error("cannot fetch {url}: {detail}; give the CA that signed the server's certificate in the seed's ca_certs (a CIDATA volume or /boot/user-data)")]
+    Tls { url: String, detail: String },
     #[error(
-        "{url}: ballast.config= takes an http:// URL (e.g. ballast.config=http://10.0.0.1/seed/)"
+        "{url}: ballast.config= takes an http:// or https:// URL (e.g. ballast.config=https://10.0.0.1/seed/)"
     )]
     NotHttp { url: String },
     #[error("cannot fetch {url}: {source}")]
@@ -71,10 +75,7 @@ pub enum SourceError {
 impl SourceError {
     /// A URL no retry can fix.
     fn is_final(&self) -> bool {
-        matches!(
-            self,
-            SourceError::Https { .. } | SourceError::NotHttp { .. }
-        )
+        matches!(self, SourceError::Tls { .. } | SourceError::NotHttp { .. })
     }
 }
 
@@ -250,23 +251,40 @@ pub fn read_cidata(dev: &Path, fstype: &str, at: &Path) -> Result<Option<Found>,
     Ok(found)
 }
 
+/// The `ca_certs` of a local seed's user-data, as PEM text: what verifies an
+/// `https://` config URL. A seed that does not parse gives none (its errors are
+/// reported only when it is the config applied).
+pub fn seed_ca_certs(found: &Found) -> Vec<String> {
+    ballast_config::parse(&found.user_data, &found.user_data_source)
+        .ok()
+        .and_then(|p| p.doc.ca_certs)
+        .map(|c| c.trusted)
+        .unwrap_or_default()
+}
+
 /// One GET with a timeout; `Ok(None)` for 404.
-fn http_get(url: &str, timeout: Duration) -> Result<Option<String>, SourceError> {
+fn http_get(
+    url: &str,
+    timeout: Duration,
+    trust: &crate::http::Trust,
+) -> Result<Option<String>, SourceError> {
     let url_ = || url.to_string();
-    if url.starts_with("https://") {
-        return Err(SourceError::Https { url: url_() });
-    }
-    if !url.starts_with("http://") {
+    if !crate::http::is_url(url) {
         return Err(SourceError::NotHttp { url: url_() });
     }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let resp = agent.get(url).call().map_err(|e| SourceError::Http {
-        url: url_(),
-        source: Box::new(e),
+    let agent = crate::http::agent(trust, crate::http::Limits::call(timeout));
+    let resp = agent.get(url).call().map_err(|e| {
+        if crate::http::tls_error(&e).is_some() {
+            SourceError::Tls {
+                url: url_(),
+                detail: crate::http::explain(&e, trust),
+            }
+        } else {
+            SourceError::Http {
+                url: url_(),
+                source: Box::new(e),
+            }
+        }
     })?;
     let status = resp.status().as_u16();
     if status == 404 {
@@ -294,7 +312,11 @@ fn http_get(url: &str, timeout: Duration) -> Result<Option<String>, SourceError>
 
 /// Fetch the config at `url`, retrying until `deadline` (DHCP may still be
 /// getting its lease when the network service reports up).
-pub fn fetch(url: &str, deadline: Instant) -> Result<Found, SourceError> {
+pub fn fetch(
+    url: &str,
+    deadline: Instant,
+    trust: &crate::http::Trust,
+) -> Result<Found, SourceError> {
     let (ud_url, md_url) = if url.ends_with('/') {
         (format!("{url}user-data"), Some(format!("{url}meta-data")))
     } else {
@@ -307,12 +329,13 @@ pub fn fetch(url: &str, deadline: Instant) -> Result<Found, SourceError> {
             let ud = http_get(
                 &ud_url,
                 left.clamp(Duration::from_secs(1), Duration::from_secs(10)),
+                trust,
             )?
             .ok_or_else(|| SourceError::NotFound {
                 url: ud_url.clone(),
             })?;
             let md = match &md_url {
-                Some(m) => http_get(m, Duration::from_secs(10))?,
+                Some(m) => http_get(m, Duration::from_secs(10), trust)?,
                 None => None,
             };
             Ok::<_, SourceError>((ud, md))
@@ -385,11 +408,34 @@ mod tests {
     }
 
     #[test]
-    fn https_is_refused_with_the_reason() {
-        let e = fetch("https://x/", Instant::now() + Duration::from_secs(5)).unwrap_err();
-        assert!(
-            e.to_string().contains("https is not in the device build"),
-            "{e}"
-        );
+    fn other_schemes_are_refused_at_once() {
+        let start = Instant::now();
+        let trust = crate::http::Trust::default();
+        let e = fetch("ftp://x/", start + Duration::from_secs(30), &trust).unwrap_err();
+        assert!(e.to_string().contains("http:// or https://"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_seed_gives_its_ca_certs_for_the_url() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
+        let found = Found {
+            origin: "/boot".into(),
+            user_data_source: "/boot/user-data".into(),
+            user_data: format!(
+                "#cloud-config\nca_certs:\n  trusted:\n    - |\n      {}\n",
+                pem.replace('\n', "\n      ")
+            ),
+            meta_data: None,
+            network_config: None,
+        };
+        let ca = seed_ca_certs(&found);
+        assert_eq!(ca.len(), 1, "{ca:?}");
+        assert!(ca[0].contains("BEGIN CERTIFICATE"));
+        let broken = Found {
+            user_data: "#cloud-config\nca_certs: [".into(),
+            ..found
+        };
+        assert!(seed_ca_certs(&broken).is_empty());
     }
 }
