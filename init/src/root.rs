@@ -68,6 +68,8 @@ pub enum RootError {
     },
     #[error("live medium: {step} failed: {errno}{hint}", hint = if *errno == Errno::NODEV { " (no iso9660 in the kernel: list isofs.ko in modules.load)" } else if *errno == Errno::NOENT || *errno == Errno::NXIO { " (no loop device: list loop.ko in modules.load; or the ISO lacks ballast/root.img)" } else { "" })]
     Medium { step: String, errno: Errno },
+    #[error("network root: {0}")]
+    Net(String),
     #[error("disk {disk} (GUID {guid}) has no partition {index} for slot {slot}")]
     NoPartition {
         disk: String,
