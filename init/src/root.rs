@@ -280,7 +280,11 @@ pub fn verify_and_mount(
 /// other slot (or counts this one down).
 pub fn refuse(sys: &mut impl Sys, slot: &str, why: &RootError) -> Ending {
     log!(sys, "root slot {slot} refused: {why}");
-    log!(sys, "rebooting so the bootloader can try the other slot");
+    if slot == "net" {
+        log!(sys, "rebooting to boot from the network again");
+    } else {
+        log!(sys, "rebooting so the bootloader can try the other slot");
+    }
     sys.sync();
     match sys.reboot(Shutdown::Reboot) {
         Ok(()) => Ending::Shutdown(Shutdown::Reboot),
