@@ -120,6 +120,10 @@ pub struct BuildResult {
     /// Size of that root image with its hash tree, bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_bytes: Option<u64>,
+    /// Slot A's kernel command line without `ballast.slot=`/`ballast.disk=`
+    /// (consoles, `panic=`, `ballast.verity=`): what `ballast netboot` boots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_cmdline: Option<String>,
 }
 
 impl BuildResult {
@@ -566,6 +570,11 @@ fn write_outputs(
             out.join(ballast_install::IMAGE_FILE),
         );
     }
+    if let Some((built, _, _, _)) = &disk {
+        // Slot A's root image with its hash tree, for `ballast netboot`.
+        staged.push((built.root_image.clone(), out.join("root.img")));
+        artifacts.insert("root".to_owned(), out.join("root.img"));
+    }
     if let Some(iso_tmp) = iso {
         staged.push((iso_tmp, out.join("ballast.iso")));
         artifacts.insert("iso".to_owned(), out.join("ballast.iso"));
@@ -603,6 +612,7 @@ fn write_outputs(
         kernel_release: inputs.kernel.release.clone(),
         root_hash: built.as_ref().map(|d| d.root_hash.clone()),
         root_bytes: built.as_ref().map(|d| d.root_bytes),
+        slot_cmdline: built.as_ref().map(|d| d.slot_cmdline.clone()),
     };
     let json = serde_json::to_string_pretty(&result)?;
     atomic::write_atomic(&out.join(BuildResult::FILE), json.as_bytes())?;

@@ -25,6 +25,7 @@ mod initrd;
 mod install_image;
 mod iso;
 mod kernel_input;
+mod netboot;
 mod project;
 mod prune;
 mod qemu;
@@ -109,6 +110,12 @@ enum Cmd {
     )]
     Iso(cmd_iso::IsoCmd),
     /// Kernel tools.
+    /// Write a network-boot set (kernel, initramfs, verity root, iPXE script)
+    /// to serve over TFTP and HTTP.
+    #[command(
+        after_long_help = "Example:\n  ballast netboot --board qemu-x86_64 --image images/minimal.toml --base-url http://10.0.2.2:8080 --out out/netboot && ballast run --board qemu-x86_64 --netboot out/netboot"
+    )]
+    Netboot(netboot::NetbootArgs),
     #[command(
         subcommand,
         after_long_help = "Example:\n  ballast kernel check --board qemu-arm64"
@@ -143,6 +150,7 @@ Every board gets, in its output directory (--out, default out/BOARD):
                  `osctl install`, `ballast.install=` and `ballast flash`
   vmlinuz        the kernel
   initrd.img     the initramfs
+  root.img       slot A's root image with its dm-verity hash tree (`ballast netboot`)
   ballast.iso    the hybrid live ISO (x86_64 and arm64 UEFI boards): CD or USB stick
   build.json     what was built and where (the same as --json prints)
 With --no-disk: vmlinuz, initrd.img and build.json only.
@@ -217,6 +225,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Iso(cmd) => cmd_iso::run(cmd).map(|()| ExitCode::SUCCESS),
         Cmd::Build(args) => build::run(&project()?, args).map(|()| ExitCode::SUCCESS),
         Cmd::Run(args) => run::run(&project()?, args),
+        Cmd::Netboot(args) => netboot::run(&project()?, args).map(|()| ExitCode::SUCCESS),
         Cmd::Kernel(KernelCmd::Check(args)) => build::kernel_check(&project()?, args),
         Cmd::Bench(cmd) => bench::run(&project()?, cmd).map(|()| ExitCode::SUCCESS),
     }

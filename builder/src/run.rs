@@ -13,6 +13,7 @@ use crate::project::Project;
 use crate::qemu::{self, AccelChoice, DiskBoot, Launch};
 
 mod live;
+mod netboot;
 mod overlay;
 
 #[derive(Args, Debug)]
@@ -75,6 +76,12 @@ pub struct RunArgs {
     /// beside the ISO (`ballast.target.img`; UEFI variables in `ballast.efivars.fd`).
     #[arg(long, value_name = "SIZE", default_value = "8G", requires = "iso")]
     pub blank_disk: String,
+    /// Boot a netboot set (`ballast netboot --out DIR`) over the network:
+    /// QEMU's TFTP serves DIR's boot.ipxe to the NIC's iPXE, and this command
+    /// serves DIR over HTTP on 127.0.0.1 at the set's base-URL port until QEMU
+    /// exits (x86_64, SeaBIOS).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["direct", "disk", "no_overlay", "fresh", "iso", "seed", "drive"])]
+    pub netboot: Option<PathBuf>,
     /// Cache directory (default: BALLAST_CACHE, else the user's cache dir).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
@@ -89,6 +96,9 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
         )
     })?;
     let profile = QemuProfile::find(&project.qemu_dir(), profile_name)?;
+    if let Some(dir) = &args.netboot {
+        return run_netboot(&board, profile, dir, args);
+    }
     let out = args
         .out
         .clone()
@@ -178,6 +188,38 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
             launch.profile.binary
         )
     })
+}
+
+/// `ballast run --netboot`: QEMU as a child, the HTTP server beside it.
+fn run_netboot(
+    board: &Board,
+    profile: QemuProfile,
+    dir: &Path,
+    args: &RunArgs,
+) -> Result<ExitCode> {
+    let dir = std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let probe = Launch {
+        profile: profile.clone(),
+        kernel: dir.join("vmlinuz"),
+        initrd: dir.join("initrd.img"),
+        cmdline: String::new(),
+        ssh_port: None,
+        no_reboot: true,
+        disk: None,
+    };
+    let cache = crate::project::cache_dir(args.cache.as_deref());
+    let accel = qemu::choose_accel(&probe, board.arch, args.accel, &cache)?;
+    let cmd = netboot::command(
+        &netboot::NetBoot {
+            profile: &profile,
+            arch: board.arch,
+            dir: &dir,
+            ssh_port: args.ssh_port,
+            no_reboot: args.no_reboot,
+        },
+        accel,
+    )?;
+    netboot::run(&dir, cmd)
 }
 
 /// `ballast run --iso`: become QEMU booting the ISO, with a fresh blank disk.

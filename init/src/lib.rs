@@ -19,6 +19,7 @@ pub mod dm;
 pub mod live;
 pub mod log;
 pub mod modules;
+pub mod netboot;
 pub mod root;
 pub mod stage1;
 pub mod stage2;

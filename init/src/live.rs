@@ -132,7 +132,7 @@ fn live_root(sys: &mut impl Sys, cmdline: &Cmdline) -> Result<(), RootError> {
 /// The state of a live system lives in RAM: a tmpfs on `/sysroot/state`, with
 /// the same `/etc` overlay and `/var` as on a disk. Failures leave `/etc` and
 /// `/var` read-only and are logged.
-fn state_in_ram(sys: &mut impl Sys) {
+pub(crate) fn state_in_ram(sys: &mut impl Sys) {
     if let Err(e) = sys.mkdir(Path::new(STATE_MOUNT), 0o755) {
         log!(
             sys,

@@ -68,6 +68,8 @@ pub enum RootError {
     },
     #[error("live medium: {step} failed: {errno}{hint}", hint = if *errno == Errno::NODEV { " (no iso9660 in the kernel: list isofs.ko in modules.load)" } else if *errno == Errno::NOENT || *errno == Errno::NXIO { " (no loop device: list loop.ko in modules.load; or the ISO lacks ballast/root.img)" } else { "" })]
     Medium { step: String, errno: Errno },
+    #[error("network root: {0}")]
+    Net(String),
     #[error("disk {disk} (GUID {guid}) has no partition {index} for slot {slot}")]
     NoPartition {
         disk: String,
@@ -278,7 +280,11 @@ pub fn verify_and_mount(
 /// other slot (or counts this one down).
 pub fn refuse(sys: &mut impl Sys, slot: &str, why: &RootError) -> Ending {
     log!(sys, "root slot {slot} refused: {why}");
-    log!(sys, "rebooting so the bootloader can try the other slot");
+    if slot == "net" {
+        log!(sys, "rebooting to boot from the network again");
+    } else {
+        log!(sys, "rebooting so the bootloader can try the other slot");
+    }
     sys.sync();
     match sys.reboot(Shutdown::Reboot) {
         Ok(()) => Ending::Shutdown(Shutdown::Reboot),

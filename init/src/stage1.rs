@@ -171,6 +171,17 @@ pub fn boot(sys: &mut impl Sys, console_note: Option<String>) -> Ending {
             .ok()
             .map(|text| Cmdline::parse(&String::from_utf8_lossy(&text)));
     }
+    if let Some(net_cmdline) = cmdline.as_ref().filter(|c| c.has(keys::ROOT)) {
+        // A network boot (`ballast netboot`): the root over HTTP into RAM.
+        let net_cmdline = net_cmdline.clone();
+        return match result {
+            Ok(()) => {
+                log!(sys, "stage 1 complete; fetching the root over the network");
+                crate::netboot::boot_net(sys, &mut crate::netboot::LinuxNet, &net_cmdline)
+            }
+            Err(e) => root::refuse(sys, "net", &root::RootError::Stage1(e)),
+        };
+    }
     if let Some(live_cmdline) = cmdline.as_ref().filter(|c| c.has(keys::LIVE)) {
         // The live ISO's boot entry: its medium's verified root, state in RAM.
         let live_cmdline = live_cmdline.clone();

@@ -115,10 +115,11 @@ pub fn boot(sys: &mut impl Sys) -> Ending {
         .read_file(Path::new(paths::CMDLINE))
         .map(|t| Cmdline::parse(&String::from_utf8_lossy(&t)))
         .unwrap_or_default();
-    let slot = match (cmdline.slot(), cmdline.live()) {
-        (Some(slot), _) => slot,
-        (None, Some(_)) => "live",
-        (None, None) => "?",
+    let slot = match (cmdline.slot(), cmdline.live(), cmdline.root_url()) {
+        (Some(slot), _, _) => slot,
+        (None, Some(_), _) => "live",
+        (None, None, Some(_)) => "net",
+        (None, None, None) => "?",
     }
     .to_string();
     let version = stage1::version(sys);

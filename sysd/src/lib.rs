@@ -81,6 +81,9 @@ pub struct Shared {
     pub slot: Option<SlotId>,
     /// Running live from its medium (`ballast.live=`): no slot, state in RAM.
     pub live: bool,
+    /// Booted diskless over the network (`ballast.root=URL`): also `live`
+    /// (no slot, state in RAM), reported as `slot=net`.
+    pub net: bool,
     pub stopping: AtomicBool,
     boot_dir: PathBuf,
     check_mounted: bool,
@@ -211,7 +214,8 @@ pub fn run(args: Args) -> i32 {
             Cmdline::default()
         }
     };
-    let live = cmdline.live().is_some();
+    let net = cmdline.root_url().is_some();
+    let live = cmdline.live().is_some() || net;
     let slot = if live {
         None
     } else {
@@ -262,6 +266,7 @@ pub fn run(args: Args) -> i32 {
         version,
         slot,
         live,
+        net,
         stopping: AtomicBool::new(false),
         boot_dir: paths.p(paths::BOOT),
         check_mounted: on_device,
@@ -500,6 +505,7 @@ fn announce_ready(shared: &Shared, paths: &Paths) {
         shared.version,
         match shared.slot {
             Some(s) => s.as_str(),
+            None if shared.net => "net",
             None if shared.live => "live",
             None => "unknown",
         }

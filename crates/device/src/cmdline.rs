@@ -19,6 +19,8 @@
 //! | `ballast.health_timeout=` | [`Cmdline::health_timeout`]   | sysd           |
 //! | `ballast.config=URL`      | [`Cmdline::config_url`]       | sysd           |
 //! | `ballast.live=VOLUME`     | [`Cmdline::live`]             | init, sysd     |
+//! | `ballast.root=URL`        | [`Cmdline::root_url`]         | init, sysd     |
+//! | `ballast.root.ip=...`     | [`Cmdline::root_ip`]          | init           |
 //!
 //! This module only parses; it never decides what to do about a value.
 
@@ -37,6 +39,8 @@ pub mod keys {
     pub const INSTALL_IMAGE: &str = "ballast.install.image";
     pub const INSTALL_CONFIG: &str = "ballast.install.config";
     pub const LIVE: &str = "ballast.live";
+    pub const ROOT: &str = "ballast.root";
+    pub const ROOT_IP: &str = "ballast.root.ip";
 }
 
 /// One `key` or `key=value` word of the command line.
@@ -183,6 +187,18 @@ impl Cmdline {
     /// `ballast.install=DEVICE`: install to DEVICE at boot, then reboot into it.
     pub fn install_device(&self) -> Option<&str> {
         self.get(keys::INSTALL).filter(|v| !v.is_empty())
+    }
+
+    /// `ballast.root=URL`: netboot; fetch the root image over HTTP into RAM
+    /// (`ballast netboot` writes it into `boot.ipxe`).
+    pub fn root_url(&self) -> Option<&str> {
+        self.get(keys::ROOT).filter(|v| !v.is_empty())
+    }
+
+    /// `ballast.root.ip=ADDR,NETMASK,GATEWAY,MAC`: the address stage 1 gives
+    /// the NIC with that MAC to fetch `ballast.root=` (iPXE fills it in).
+    pub fn root_ip(&self) -> Option<&str> {
+        self.get(keys::ROOT_IP).filter(|v| !v.is_empty())
     }
 
     /// `ballast.install.image=URL`: the install image to write (its signed

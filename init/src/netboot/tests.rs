@@ -1,0 +1,169 @@
+use super::*;
+use crate::stage1::boot;
+use crate::state::STATE_MOUNT;
+use crate::sys::Shutdown;
+use crate::testsys::{Action, TestSys};
+use std::collections::VecDeque;
+
+/// A scripted network: configure and fetch answers in order, then success.
+#[derive(Default)]
+struct FakeNet {
+    configure: VecDeque<Result<String, String>>,
+    fetch: VecDeque<Result<u64, FetchError>>,
+    verify: Option<String>,
+    fetched: u32,
+    verified: bool,
+}
+
+impl Net for FakeNet {
+    fn configure(&mut self, _cfg: &IpConfig) -> Result<String, String> {
+        self.configure
+            .pop_front()
+            .unwrap_or_else(|| Ok("eth0".into()))
+    }
+    fn fetch(
+        &mut self,
+        _url: &HttpUrl,
+        _dest: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<u64, FetchError> {
+        self.fetched += 1;
+        let r = self.fetch.pop_front().unwrap_or(Ok(8 << 20));
+        if let Ok(n) = r {
+            progress(n / 2, n);
+            progress(n, n);
+        }
+        r
+    }
+    fn verify(&mut self, _image: &Path, _v: &ballast_verity::Verity) -> Result<(), String> {
+        self.verified = true;
+        self.verify.clone().map_or(Ok(()), Err)
+    }
+}
+
+fn verity() -> ballast_verity::Verity {
+    ballast_verity::Verity {
+        root_hash: [0xab; 32],
+        salt: vec![0x12; 32],
+        data_blocks: 2048,
+        data_block_size: 4096,
+        hash_block_size: 4096,
+        hash_offset: 2048 * 4096,
+        uuid: [0; 16],
+    }
+}
+
+fn machine() -> (TestSys, Cmdline) {
+    let line = format!(
+        "console=ttyS0 {} ballast.root=http://10.0.2.2:8080/root.img ballast.root.ip=10.0.2.15,255.255.255.0,10.0.2.2,52:54:00:12:34:56",
+        verity().to_cmdline()
+    );
+    let mut sys = TestSys::booted_with(&line);
+    sys.file("/sysroot/sbin/init", "\x7fELF");
+    (sys, Cmdline::parse(&line))
+}
+
+fn mounts(sys: &TestSys) -> Vec<(String, String)> {
+    sys.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Mount { fstype, target } => Some((fstype.clone(), target.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn ip_config_from_ipxe() {
+    assert_eq!(
+        IpConfig::parse("10.0.2.15,255.255.255.0,10.0.2.2,52:54:00:AB:CD:EF"),
+        Ok(IpConfig {
+            addr: Ipv4Addr::new(10, 0, 2, 15),
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+            mac: Some("52:54:00:ab:cd:ef".into()),
+        })
+    );
+    // iPXE leaves an unknown gateway empty.
+    let c = IpConfig::parse("192.168.1.9,255.255.0.0,,").unwrap();
+    assert_eq!(c.gateway, None);
+    assert_eq!(c.mac, None);
+    let e = IpConfig::parse("${net0/ip},").unwrap_err();
+    assert!(
+        e.contains("bad address") && e.contains("ballast.root.ip="),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_network_boot_waits_for_the_nic_retries_the_server_verifies_and_keeps_state_in_ram() {
+    let (mut sys, cmdline) = machine();
+    let mut net = FakeNet::default();
+    net.configure.push_back(Err("no network interface".into()));
+    net.fetch.push_back(Err(FetchError::Connect {
+        addr: "10.0.2.2:8080".into(),
+        err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+    }));
+    net.fetch
+        .push_back(Err(FetchError::Truncated { got: 5, want: 10 }));
+    assert_eq!(boot_net(&mut sys, &mut net, &cmdline), Ending::SwitchedRoot);
+    assert_eq!(net.fetched, 3);
+    assert!(net.verified);
+    let messages = sys.messages();
+    let has = |s: &str| messages.iter().any(|m| m.contains(s));
+    assert!(
+        has("netboot: cannot configure the network yet: no network interface"),
+        "{messages:?}"
+    );
+    assert!(
+        has("netboot: eth0 is 10.0.2.15/255.255.255.0 via 10.0.2.2"),
+        "{messages:?}"
+    );
+    assert!(has("cannot fetch the root from http://10.0.2.2:8080/root.img: cannot connect to 10.0.2.2:8080"), "{messages:?}");
+    assert!(
+        has("truncated: the connection ended after 5 of 10 bytes; retrying in 2 s"),
+        "{messages:?}"
+    );
+    assert!(has("netboot: 8.0 of 8.0 MiB (100 %)"), "{messages:?}");
+    assert!(sys.actions.contains(&Action::Loop(ROOT_FILE.into())));
+    let m = mounts(&sys);
+    assert!(m.contains(&("squashfs".into(), "/sysroot".into())), "{m:?}");
+    assert!(m.contains(&("tmpfs".into(), STATE_MOUNT.into())), "{m:?}");
+    assert!(!m.iter().any(|(f, _)| f == "ext4" || f == "vfat"), "{m:?}");
+}
+
+#[test]
+fn a_root_that_does_not_match_its_hash_is_refused_and_never_mounted() {
+    let (mut sys, cmdline) = machine();
+    let mut net = FakeNet {
+        verify: Some("data block 17 does not match its hash".into()),
+        ..FakeNet::default()
+    };
+    assert_eq!(
+        boot_net(&mut sys, &mut net, &cmdline),
+        Ending::Shutdown(Shutdown::Reboot)
+    );
+    assert!(sys.messages().iter().any(|m| m.starts_with(
+        "root slot net refused: network root: the root image from http://10.0.2.2:8080/root.img does not match the root hash abab"
+    ) && m.contains("data block 17")), "{:?}", sys.messages());
+    assert!(!sys
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Loop(_) | Action::Dm(_))));
+    assert!(mounts(&sys).iter().all(|(_, t)| t != "/sysroot"));
+}
+
+#[test]
+fn stage_1_sends_ballast_root_to_the_network_boot() {
+    // Without a NIC the real network waits forever; a missing address is
+    // refused before that.
+    let mut sys = TestSys::booted_with(&format!(
+        "console=ttyS0 {} ballast.root=http://10.0.2.2/root.img",
+        verity().to_cmdline()
+    ));
+    assert_eq!(boot(&mut sys, None), Ending::Shutdown(Shutdown::Reboot));
+    assert!(sys
+        .messages()
+        .iter()
+        .any(|m| m.starts_with("root slot net refused: network root: no ballast.root.ip=")));
+}
