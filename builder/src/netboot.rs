@@ -11,7 +11,7 @@
 //!   and initramfs over HTTP from the base URL, and boots them with
 //!   `ballast.root=URL/root.img`, the root hash (`ballast.verity=`), the
 //!   consoles, and `ballast.root.ip=` filled in by iPXE from its own DHCP lease
-//!   (ADR 0005-pxe);
+//!   (ADR 0011);
 //! * `netboot.json`: what `--json` prints (paths, base URL, command line).
 //!
 //! Files are hard-linked from the build when they can be (same filesystem),
