@@ -328,8 +328,19 @@ fn qemu_armv7_upgrade_and_rollback_over_ssh() {
 /// kernel's bcm2835_wdt starts it (init opens /dev/watchdog in stage 2), and the
 /// kernel's dwc2 driver does not enumerate QEMU's usb-net ("dwc2 3f980000.usb:
 /// Not connected") although U-Boot does, so the network never comes up.
+///
+/// The watchdog is not a timeout problem: QEMU's model of the PM block
+/// (hw/misc/bcm2835_powermgt.c) has no watchdog timer at all; it requests a
+/// system reset on any write of the full-reset configuration (0x20) to
+/// PM_RSTC, which is exactly what Linux's bcm2835_wdt_start writes (with the
+/// timeout in PM_WDOG, which QEMU ignores). No timeout init could ask for
+/// helps. The way round under QEMU is to keep the driver out there
+/// (`module_blacklist=bcm2835_wdt` on the kernel command line: the kernel
+/// refuses the module even when stage 1 loads it, and init runs without a
+/// watchdog), which needs `ballast run` to pass kernel arguments to a U-Boot
+/// board's boot script; not done yet. The dwc2 gap is not diagnosed.
 #[test]
-#[ignore = "QEMU raspi3b: watchdog resets at start, usb-net not enumerated by Linux dwc2"]
+#[ignore = "QEMU raspi3b: its PM model resets on the watchdog start (no timer modelled), and Linux dwc2 does not enumerate usb-net"]
 fn raspi3b_rpi3_arm64_upgrade_and_rollback_over_ssh() {
     let _story = common::story();
     basic("rpi3-arm64", &[], false);

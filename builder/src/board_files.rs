@@ -16,6 +16,47 @@ use std::path::PathBuf;
 use crate::debpkg;
 use crate::kernel_input::{self, ArchiveArgs, KernelTree};
 
+/// The board's `kernel.firmware`: (path below `lib/firmware/`, file on the
+/// host), for the initramfs.
+pub fn firmware(
+    archive: &Archive,
+    board: &Board,
+    args: &ArchiveArgs,
+) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for (name, files) in &board.kernel.firmware {
+        let tree = debpkg::unpacked(archive, &args.cache_dir(), name)?;
+        for rel in files {
+            let file = tree.join("lib/firmware").join(rel);
+            if rel.contains("..") || !file.is_file() {
+                bail!(
+                    "{}: kernel.firmware.{name}: {name} has no lib/firmware/{rel}; name a file the package ships",
+                    board.path.display()
+                );
+            }
+            out.push((rel.clone(), file));
+        }
+        say_non_free(archive, name, files);
+    }
+    Ok(out)
+}
+
+/// Say on stderr what came from outside `main` (the pool path names the
+/// component: pool/<component>/...).
+fn say_non_free(archive: &Archive, name: &str, files: &[String]) {
+    if let Some(package) = archive.universe().get(name) {
+        let component = package.filename.split('/').nth(1).unwrap_or("main");
+        if component != "main" {
+            eprintln!(
+                "ballast: from {component}: {} {} ({})",
+                package.name,
+                package.version,
+                files.join(", ")
+            );
+        }
+    }
+}
+
 /// (path on the boot partition, file on the host), in the board file's order.
 pub fn collect(
     archive: &Archive,
@@ -36,19 +77,8 @@ pub fn collect(
             }
             out.push((dest.clone(), file));
         }
-        if let Some(package) = archive.universe().get(name) {
-            // The pool path names the component: pool/<component>/...
-            let component = package.filename.split('/').nth(1).unwrap_or("main");
-            if component != "main" {
-                let names: Vec<&str> = files.keys().map(String::as_str).collect();
-                eprintln!(
-                    "ballast: from {component}: {} {} ({})",
-                    package.name,
-                    package.version,
-                    names.join(", ")
-                );
-            }
-        }
+        let names: Vec<String> = files.keys().cloned().collect();
+        say_non_free(archive, name, &names);
     }
     out.extend(kernel_input::dtbs(archive, board, args, kernel)?);
     Ok(out)

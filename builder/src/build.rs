@@ -249,6 +249,8 @@ struct BuildInputs {
     kernel_report: ballast_kernel::check::Report,
     /// Every boot's kernel command line: the board's, the image's, then `--kernel-arg`.
     cmdline: Vec<String>,
+    /// The board's firmware files for the initramfs (`kernel.firmware`).
+    firmware: Vec<(String, PathBuf)>,
 }
 
 /// Step 1: read the board and image files, resolve and verify the Debian kernel,
@@ -279,6 +281,7 @@ fn resolve_inputs(project: &Project, args: &BuildArgs) -> Result<BuildInputs> {
     let mut cmdline = board.base_cmdline();
     cmdline.extend(image.kernel.cmdline.iter().cloned());
     cmdline.extend(args.kernel_args.iter().cloned());
+    let firmware = crate::board_files::firmware(&archive, &board, &args.archive)?;
     Ok(BuildInputs {
         board,
         image_file: image,
@@ -288,6 +291,7 @@ fn resolve_inputs(project: &Project, args: &BuildArgs) -> Result<BuildInputs> {
         kernel,
         kernel_report: report,
         cmdline,
+        firmware,
     })
 }
 
@@ -324,6 +328,7 @@ fn initramfs(
         version: &inputs.version,
         board: &inputs.board,
         rollback_index,
+        firmware: &inputs.firmware,
     })
 }
 
@@ -668,8 +673,9 @@ fn board_kernel(
         image.engine.system_container().is_some(),
     )?;
     // The board's own drivers (SD and USB hosts, network) that Debian builds
-    // as modules: stage 1 needs the SD host to find the root.
-    for m in &board.kernel.modules {
+    // as modules: stage 1 needs the SD host to find the root. Then the
+    // image's own (a Wi-Fi test image's simulated radios).
+    for m in board.kernel.modules.iter().chain(&image.kernel.modules) {
         if !report.initramfs_modules.contains(m) {
             report.initramfs_modules.push(m.clone());
         }

@@ -29,6 +29,8 @@ pub struct Inputs<'a> {
     pub board: &'a Board,
     /// `ballast build --rollback-index`.
     pub rollback_index: u64,
+    /// (path below `lib/firmware/`, file on the host): the board's firmware.
+    pub firmware: &'a [(String, std::path::PathBuf)],
 }
 
 /// What went into the initramfs, for the build summary.
@@ -119,6 +121,12 @@ pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
         );
         load.push_str(&plain);
         load.push('\n');
+    }
+    // The kernel reads firmware from the root it has while the driver
+    // probes: stage 1's, as the board's drivers load there.
+    for (rel, src) in inputs.firmware {
+        let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+        fs.add_file(&format!("lib/firmware/{rel}"), 0o644, data);
     }
     fs.add_file(
         paths::relative(paths::MODULES_LOAD),

@@ -511,6 +511,44 @@ pub struct Interface {
     pub addresses: Vec<String>,
     pub gateway: Option<String>,
     pub mtu: Option<u32>,
+    /// Wi-Fi networks this interface joins (netplan `wifis:` with
+    /// `access-points`), in the order written; empty for Ethernet.
+    #[serde(default)]
+    pub access_points: Vec<AccessPoint>,
+}
+
+/// A Wi-Fi network to join (netplan `access-points: {SSID: {...}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessPoint {
+    /// 1 to 32 bytes.
+    pub ssid: String,
+    pub key_management: KeyManagement,
+    /// A WPA passphrase (8 to 63 printable ASCII characters) or the 256-bit
+    /// PSK as 64 hex digits; `None` for an open network.
+    pub password: Option<String>,
+    /// The network does not broadcast its SSID: probe for it by name.
+    pub hidden: bool,
+    /// Only this access point (lowercase MAC), when given.
+    pub bssid: Option<String>,
+}
+
+impl AccessPoint {
+    /// The password is the 256-bit PSK itself (64 hex digits), not a passphrase.
+    pub fn password_is_psk(&self) -> bool {
+        self.password.as_deref().is_some_and(schema::is_hex_psk)
+    }
+}
+
+/// How a Wi-Fi network authenticates (netplan `auth.key-management`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyManagement {
+    /// Open network, no password.
+    None,
+    /// WPA2 personal (and WPA3 transition networks).
+    Psk,
+    /// WPA3 personal only.
+    Sae,
 }
 
 /// How an interface is found, as netplan's `match:`: every field given must

@@ -55,6 +55,12 @@ pub struct BoardKernel {
     /// drivers when Debian builds them as modules.
     #[serde(default)]
     pub modules: Vec<String>,
+    /// Firmware files those modules load, from Debian packages: package name
+    /// -> paths below its `lib/firmware/` (symlinks followed). They go into
+    /// the initramfs, where the kernel finds them while stage 1 loads the
+    /// drivers (the Pi's Wi-Fi from `firmware-brcm80211`).
+    #[serde(default)]
+    pub firmware: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

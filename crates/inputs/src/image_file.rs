@@ -109,6 +109,10 @@ pub struct ImageKernel {
     /// Extra kernel command-line arguments for every board.
     #[serde(default)]
     pub cmdline: Vec<String>,
+    /// Kernel modules stage 1 loads on every board besides the board's own
+    /// (module names as `modinfo` spells them, e.g. `mac80211_hwsim`).
+    #[serde(default)]
+    pub modules: Vec<String>,
 }
 
 /// Which part of the Debian archive the image is built from.

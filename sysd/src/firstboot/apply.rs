@@ -156,12 +156,22 @@ pub struct Report {
 /// Make a service's settings file hold `text` (none: no file); whether it
 /// changed, so that a running service restarts.
 fn settings_file(path: &Path, text: Option<String>, errors: &mut Vec<String>) -> bool {
+    settings_file_mode(path, text, 0o644, errors)
+}
+
+/// [`settings_file`] with the file's mode (0600 for one holding a secret).
+fn settings_file_mode(
+    path: &Path,
+    text: Option<String>,
+    mode: u32,
+    errors: &mut Vec<String>,
+) -> bool {
     if std::fs::read_to_string(path).ok() == text {
         return false;
     }
     match &text {
         Some(t) => {
-            if let Err(e) = write_atomic_mode(path, t.as_bytes(), 0o644) {
+            if let Err(e) = write_atomic_mode(path, t.as_bytes(), mode) {
                 errors.push(e.to_string());
             }
         }
@@ -233,6 +243,13 @@ pub fn network_conf(n: &ballast_config::Network) -> String {
         }
         if let Some(g) = &i.gateway {
             out.push_str(&format!("gw {} {g}\n", i.name));
+        }
+        if !i.access_points.is_empty() {
+            out.push_str(&format!(
+                "wifi {} {RUN_DIR}/{}\n",
+                i.name,
+                wifi_file(&i.name)
+            ));
         }
     }
     for r in &n.routes {
@@ -562,10 +579,92 @@ fn engine(l: &Layout, plan: &Plan, r: &mut Report) {
     r.engine_changed = settings_file(&l.engine_conf(), text, &mut r.errors);
 }
 
-/// Static network for the network service (system/network/.../up reads it).
+/// Static network for the network service (system/network/.../up reads it),
+/// and a wpa_supplicant config for each Wi-Fi interface beside it.
 fn network(l: &Layout, plan: &Plan, r: &mut Report) {
     let text = plan.network.as_ref().map(network_conf);
     r.network_changed = settings_file(&l.network_conf(), text, &mut r.errors);
+    let wifi: Vec<&ballast_config::Interface> = plan
+        .network
+        .iter()
+        .flat_map(|n| &n.interfaces)
+        .filter(|i| !i.access_points.is_empty())
+        .collect();
+    // Files of interfaces no longer configured go: their passwords with them.
+    if let Ok(dir) = std::fs::read_dir(l.run("")) {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale = name.starts_with(WIFI_PREFIX)
+                && name.ends_with(".conf")
+                && !wifi.iter().any(|i| wifi_file(&i.name) == name);
+            if stale {
+                if let Err(e) = remove(&e.path()) {
+                    r.errors.push(e.to_string());
+                }
+                r.network_changed = true;
+            }
+        }
+    }
+    for i in wifi {
+        // It holds the Wi-Fi password: readable by root only.
+        let changed = settings_file_mode(
+            &l.run(&wifi_file(&i.name)),
+            Some(wpa_supplicant_conf(i)),
+            0o600,
+            &mut r.errors,
+        );
+        r.network_changed |= changed;
+    }
+}
+
+const WIFI_PREFIX: &str = "wpa_supplicant-";
+
+/// The wpa_supplicant config file of Wi-Fi interface `id` (in [`RUN_DIR`]).
+fn wifi_file(id: &str) -> String {
+    format!("{WIFI_PREFIX}{id}.conf")
+}
+
+/// wpa_supplicant's config for one Wi-Fi interface: its networks in the
+/// order written, the first one preferred. SSIDs are written in hex so any
+/// byte is safe; a passphrase is quoted (wpa_supplicant takes everything up
+/// to the line's last quote, and the schema allows printable ASCII only).
+pub fn wpa_supplicant_conf(i: &ballast_config::Interface) -> String {
+    use ballast_config::KeyManagement;
+    let mut out = format!(
+        "# Written by sysd from the first-boot config (Wi-Fi networks of {}).\nap_scan=1\n",
+        i.name
+    );
+    let n = i.access_points.len();
+    for (k, ap) in i.access_points.iter().enumerate() {
+        let hex: String = ap.ssid.bytes().map(|b| format!("{b:02x}")).collect();
+        out.push_str(&format!(
+            "\nnetwork={{\n\t# {}\n\tssid={hex}\n\tpriority={}\n",
+            ap.ssid.replace('\n', " "),
+            n - k
+        ));
+        if ap.hidden {
+            out.push_str("\tscan_ssid=1\n");
+        }
+        if let Some(b) = &ap.bssid {
+            out.push_str(&format!("\tbssid={b}\n"));
+        }
+        let password = ap.password.as_deref().unwrap_or_default();
+        match ap.key_management {
+            KeyManagement::None => out.push_str("\tkey_mgmt=NONE\n"),
+            KeyManagement::Psk if ap.password_is_psk() => {
+                out.push_str(&format!("\tkey_mgmt=WPA-PSK\n\tpsk={password}\n"));
+            }
+            KeyManagement::Psk => {
+                out.push_str(&format!("\tkey_mgmt=WPA-PSK\n\tpsk=\"{password}\"\n"));
+            }
+            // WPA3 personal requires protected management frames.
+            KeyManagement::Sae => out.push_str(&format!(
+                "\tkey_mgmt=SAE\n\tieee80211w=2\n\tsae_password=\"{password}\"\n"
+            )),
+        }
+        out.push_str("}\n");
+    }
+    out
 }
 
 /// NTP for the time container (chrony `sourcedir`).
@@ -944,7 +1043,132 @@ mod tests {
             addresses: vec![],
             gateway: None,
             mtu: None,
+            access_points: vec![],
         }
+    }
+
+    #[test]
+    fn wifi_interfaces_get_a_wpa_supplicant_config_named_in_network_conf() {
+        use ballast_config::{AccessPoint, KeyManagement};
+        let ap = |ssid: &str, km, password: Option<&str>| AccessPoint {
+            ssid: ssid.into(),
+            key_management: km,
+            password: password.map(String::from),
+            hidden: false,
+            bssid: None,
+        };
+        let mut w = iface("wlan0");
+        w.access_points = vec![
+            ap("home \"net\"", KeyManagement::Psk, Some("pass \"word\" #1")),
+            ap(
+                "office",
+                KeyManagement::Psk,
+                Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+            ),
+            ap("cafe", KeyManagement::None, None),
+            AccessPoint {
+                hidden: true,
+                bssid: Some("02:00:00:aa:bb:cc".into()),
+                ..ap("lab", KeyManagement::Sae, Some("wpa3 only please"))
+            },
+        ];
+        let n = Network {
+            interfaces: vec![iface("eth0"), w.clone()],
+            ..Network::default()
+        };
+        let lines: Vec<String> = network_conf(&n).lines().skip(1).map(String::from).collect();
+        assert_eq!(
+            lines,
+            [
+                "iface eth0 dhcp -",
+                "iface wlan0 dhcp -",
+                "wifi wlan0 /run/ballast/wpa_supplicant-wlan0.conf",
+            ]
+        );
+        let conf = wpa_supplicant_conf(&w);
+        let expected = "\
+ap_scan=1
+
+network={
+\t# home \"net\"
+\tssid=686f6d6520226e657422
+\tpriority=4
+\tkey_mgmt=WPA-PSK
+\tpsk=\"pass \"word\" #1\"
+}
+
+network={
+\t# office
+\tssid=6f6666696365
+\tpriority=3
+\tkey_mgmt=WPA-PSK
+\tpsk=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+}
+
+network={
+\t# cafe
+\tssid=63616665
+\tpriority=2
+\tkey_mgmt=NONE
+}
+
+network={
+\t# lab
+\tssid=6c6162
+\tpriority=1
+\tscan_ssid=1
+\tbssid=02:00:00:aa:bb:cc
+\tkey_mgmt=SAE
+\tieee80211w=2
+\tsae_password=\"wpa3 only please\"
+}
+";
+        assert_eq!(conf.split_once('\n').map(|x| x.1), Some(expected));
+    }
+
+    #[test]
+    fn the_wifi_file_is_root_only_and_goes_with_its_interface() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout {
+            root: d.path().to_path_buf(),
+            on_device: false,
+        };
+        let mut w = iface("wlan0");
+        w.access_points = vec![ballast_config::AccessPoint {
+            ssid: "home".into(),
+            key_management: ballast_config::KeyManagement::Psk,
+            password: Some("12345678".into()),
+            hidden: false,
+            bssid: None,
+        }];
+        let mut plan = Plan {
+            network: Some(Network {
+                interfaces: vec![w],
+                ..Network::default()
+            }),
+            ..Plan::default()
+        };
+        let mut r = Report::default();
+        std::fs::create_dir_all(l.run("")).unwrap();
+        network(&l, &plan, &mut r);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert!(r.network_changed);
+        let f = l.run("wpa_supplicant-wlan0.conf");
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(std::fs::read_to_string(&f)
+            .unwrap()
+            .contains("psk=\"12345678\""));
+        // Unchanged: no restart. Wi-Fi removed: the file (and its password) goes.
+        let mut r = Report::default();
+        network(&l, &plan, &mut r);
+        assert!(!r.network_changed);
+        plan.network = Some(Network::default());
+        let mut r = Report::default();
+        network(&l, &plan, &mut r);
+        assert!(r.network_changed);
+        assert!(!f.exists());
     }
 
     #[test]

@@ -310,7 +310,21 @@ pub(super) fn network(n: &Node, path: &str, ctx: &mut Ctx) -> Option<Network> {
                 let dhcp = opt_bool(&mut g, "dhcp", addresses.is_empty(), ctx);
                 let gateway = opt_str(&mut g, "gateway", ctx, checks::ip);
                 let mtu = opt_mtu(&mut g, ctx);
-                g.finish(ctx, &["name", "dhcp", "addresses", "gateway", "mtu"]);
+                let access_points = g
+                    .get("access_points")
+                    .map(|a| super::wifi::access_points(a, &g.path("access_points"), true, ctx))
+                    .unwrap_or_default();
+                g.finish(
+                    ctx,
+                    &[
+                        "name",
+                        "dhcp",
+                        "addresses",
+                        "gateway",
+                        "mtu",
+                        "access_points",
+                    ],
+                );
                 if let Some(name) = name {
                     net.interfaces.push(Interface {
                         name,
@@ -320,6 +334,7 @@ pub(super) fn network(n: &Node, path: &str, ctx: &mut Ctx) -> Option<Network> {
                         addresses,
                         gateway,
                         mtu,
+                        access_points,
                     });
                 }
             }

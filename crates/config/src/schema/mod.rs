@@ -31,6 +31,7 @@ mod ntp;
 mod power;
 mod ssh;
 mod users;
+mod wifi;
 
 use self::ballast::*;
 use self::ca_certs::*;
@@ -44,6 +45,7 @@ use self::network_config::*;
 use self::ntp::*;
 use self::power::*;
 use self::users::*;
+pub(crate) use self::wifi::is_hex_psk;
 
 const HEADER: &str = "#cloud-config";
 

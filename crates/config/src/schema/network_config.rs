@@ -79,8 +79,20 @@ fn network_document(text: &str, ctx: &mut Ctx) -> Option<Network> {
 
 pub(super) fn network_v2(f: &mut Fields, ctx: &mut Ctx) -> Network {
     let mut net = Network::default();
-    if let Some(eths) = f.get("ethernets") {
-        let p = f.path("ethernets");
+    for section in ["ethernets", "wifis"] {
+        if let Some(n) = f.get(section) {
+            devices_v2(n, &f.path(section), section == "wifis", &mut net, ctx);
+        }
+    }
+    f.finish_ref(ctx, &["version", "ethernets", "wifis"]);
+    net
+}
+
+/// netplan's `ethernets:` or `wifis:` (`wifi`: each entry joins the networks
+/// in its `access-points`).
+fn devices_v2(eths: &Node, p: &str, wifi: bool, net: &mut Network, ctx: &mut Ctx) {
+    let p = p.to_string();
+    {
         match &eths.v {
             V::Map(entries) => {
                 for e in entries {
@@ -134,19 +146,37 @@ pub(super) fn network_v2(f: &mut Fields, ctx: &mut Ctx) -> Network {
                     if let Some(r) = g.get("routes") {
                         routes(r, &g.path("routes"), ("to", "via"), &mut net.routes, ctx);
                     }
-                    g.finish(
-                        ctx,
-                        &[
-                            "match",
-                            "set-name",
-                            "addresses",
-                            "dhcp4",
-                            "gateway4",
-                            "mtu",
-                            "nameservers",
-                            "routes",
-                        ],
-                    );
+                    let access_points = if wifi {
+                        match g.get("access-points") {
+                            Some(a) => {
+                                super::wifi::access_points(a, &g.path("access-points"), false, ctx)
+                            }
+                            None => {
+                                ctx.err(
+                                    e.value.line,
+                                    &g.path("access-points"),
+                                    "missing: a Wi-Fi interface needs `access-points` (e.g. {\"home\": {password: \"...\"}})",
+                                );
+                                Vec::new()
+                            }
+                        }
+                    } else {
+                        Vec::new()
+                    };
+                    let mut known = vec![
+                        "match",
+                        "set-name",
+                        "addresses",
+                        "dhcp4",
+                        "gateway4",
+                        "mtu",
+                        "nameservers",
+                        "routes",
+                    ];
+                    if wifi {
+                        known.push("access-points");
+                    }
+                    g.finish(ctx, &known);
                     net.interfaces.push(Interface {
                         name: e.key.clone(),
                         matches,
@@ -155,14 +185,13 @@ pub(super) fn network_v2(f: &mut Fields, ctx: &mut Ctx) -> Network {
                         addresses,
                         gateway,
                         mtu,
+                        access_points,
                     });
                 }
             }
             _ => ctx.expected(eths, &p, "a mapping of interface names"),
         }
     }
-    f.finish_ref(ctx, &["version", "ethernets"]);
-    net
 }
 
 pub(super) fn network_v1(f: &mut Fields, ctx: &mut Ctx) -> Network {
@@ -207,6 +236,7 @@ pub(super) fn network_v1(f: &mut Fields, ctx: &mut Ctx) -> Network {
                     addresses: Vec::new(),
                     gateway: None,
                     mtu,
+                    access_points: Vec::new(),
                 };
                 if let Some(subnets) = g.get("subnets") {
                     let sp = g.path("subnets");
@@ -400,7 +430,7 @@ fn netplan_id(s: &str) -> Result<(), String> {
 }
 
 /// `aa:bb:cc:dd:ee:ff` (any case).
-fn mac_address(s: &str) -> Result<(), String> {
+pub(super) fn mac_address(s: &str) -> Result<(), String> {
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() == 6
         && parts
