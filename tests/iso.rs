@@ -119,7 +119,7 @@ fn assert_live_and_untouched(ssh: &Ssh, target: &Path) {
 }
 
 #[test]
-fn x86_64_iso_boots_live_from_cd_under_seabios_and_customised_from_usb_under_ovmf() {
+fn x86_64_iso_boots_live_from_cd_under_seabios_and_ovmf_and_customised_from_usb_under_ovmf() {
     let _story = common::story();
     let board = "qemu-x86_64";
     let work = common::workdir("iso-x86_64");
