@@ -4,7 +4,7 @@
 //!   image is verified, the first-boot config is on the boot partition, and
 //!   every refusal a user can meet says why and writes nothing.
 //! - `osctl install` on a running x86_64 machine onto its blank second disk,
-//!   then that disk booted alone.
+//!   then that disk booted alone under SeaBIOS.
 
 mod common;
 
@@ -253,7 +253,8 @@ fn ballast_flash_writes_a_verified_image_with_its_config_and_refuses_what_it_mus
 }
 
 /// `osctl install` on a running machine writes its blank second disk; that
-/// disk then boots alone, with the first-boot config given to the install.
+/// disk then boots alone on a legacy BIOS, with the first-boot config given
+/// to the install.
 #[test]
 fn osctl_install_writes_a_second_disk_that_boots_alone_with_its_config() {
     use common::vm::{free_port, ssh_as, Machine, Ssh};
@@ -339,9 +340,17 @@ fn osctl_install_writes_a_second_disk_that_boots_alone_with_its_config() {
     vm.wait_exit(Duration::from_secs(180));
     vm.save();
 
-    // The installed disk alone: slot A, ready, alice's key from the user-data.
+    // The installed disk alone, on a machine without UEFI (SeaBIOS runs GRUB
+    // from the disk): slot A, ready, alice's key from the user-data.
     let port = free_port();
-    let mut vm = Machine::boot_disk(BOARD, &out, &blank, port, work.join("installed.log"));
+    let mut vm = Machine::start_with(
+        BOARD,
+        &out,
+        port,
+        work.join("installed.log"),
+        false,
+        &[blank.as_os_str(), os("--bios")],
+    );
     vm.wait_for(
         &format!("ballast-ready version={version} slot=a"),
         Duration::from_secs(600),

@@ -1,8 +1,10 @@
 //! Story: a user downloads the live ISO, checks it with the usual tools, boots it
-//! as a CD on an old BIOS PC and as a USB stick on a UEFI PC and an ARM server,
+//! as a CD on an old BIOS PC and on a UEFI PC, and as a USB stick on a UEFI PC,
 //! and finds a working Ballast that wrote nothing to the machine's disk. Then
 //! they embed their own SSH key with `ballast iso customize` and log in with it;
-//! an ISO that is not Ballast's is refused.
+//! an ISO that is not Ballast's is refused. On an ARM server they boot the ISO
+//! as a CD with `ballast.install=` added: it comes up live, installs itself to
+//! the blank disk unattended and reboots, and the disk alone boots slot A.
 
 mod common;
 
@@ -48,6 +50,56 @@ fn boot_iso(
     Machine::start_with(board, out, port, log, false, &refs)
 }
 
+/// The El Torito UEFI entry of `xorriso -report_el_torito plain`: its load
+/// size (512-byte sectors; 0 means "to the end of the CD").
+fn eltorito_uefi_load_size(report: &str) -> u64 {
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("El Torito boot img") && l.contains("UEFI"))
+        .unwrap_or_else(|| panic!("no UEFI boot image in:\n{report}"));
+    // "El Torito boot img :   2  UEFI  y   none  0x0000  0x00   21504   31232"
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    fields[fields.len() - 2]
+        .parse()
+        .unwrap_or_else(|_| panic!("load size in {line:?}"))
+}
+
+fn el_torito_report(iso: &Path) -> String {
+    let report = Command::new("xorriso")
+        .args(["-indev"])
+        .arg(iso)
+        .args(["-report_el_torito", "plain"])
+        .output()
+        .expect("running xorriso");
+    String::from_utf8_lossy(&report.stdout).into_owned()
+}
+
+/// GPT partition 2 of the ISO (what UEFI boots from a USB stick) is a FAT16
+/// volume sized to its files, passing `fsck.fat -n`, with the live loader
+/// entry. Returns its size in bytes.
+fn check_efi_partition(iso: &Path, work: &Path) -> u64 {
+    let efi = common::extract_partition(iso, 2, &work.join("efi-partition.img"));
+    let fsck = Command::new("fsck.fat")
+        .args(["-n", "-v"])
+        .arg(&efi)
+        .output()
+        .expect("running fsck.fat (dosfstools)");
+    let text = String::from_utf8_lossy(&fsck.stdout);
+    assert!(fsck.status.success(), "fsck.fat -n:\n{text}");
+    assert!(text.contains("16 bit entries"), "not FAT16:\n{text}");
+    let entry = Command::new("mtype")
+        .arg("-i")
+        .arg(&efi)
+        .arg("::loader/entries/ballast-live.conf")
+        .output()
+        .expect("running mtype (mtools)");
+    let entry = String::from_utf8_lossy(&entry.stdout);
+    assert!(entry.contains("ballast.live="), "loader entry:\n{entry}");
+    std::fs::metadata(&efi)
+        .expect("the EFI partition copy")
+        .len()
+}
+
 /// Over SSH: the machine is live, its state in RAM, upgrades refused; on the
 /// host: not one block of the blank target disk was written.
 fn assert_live_and_untouched(ssh: &Ssh, target: &Path) {
@@ -67,7 +119,7 @@ fn assert_live_and_untouched(ssh: &Ssh, target: &Path) {
 }
 
 #[test]
-fn x86_64_iso_boots_live_from_cd_under_seabios_and_customised_from_usb_under_ovmf() {
+fn x86_64_iso_boots_live_from_cd_under_seabios_and_ovmf_and_customised_from_usb_under_ovmf() {
     let _story = common::story();
     let board = "qemu-x86_64";
     let work = common::workdir("iso-x86_64");
@@ -77,19 +129,22 @@ fn x86_64_iso_boots_live_from_cd_under_seabios_and_customised_from_usb_under_ovm
         .shared();
     let iso = iso_in(&built, &work, "ballast.iso");
 
-    // The tools users check an ISO with: both boot images, a valid GPT.
-    let report = Command::new("xorriso")
-        .args(["-indev"])
-        .arg(&iso)
-        .args(["-report_el_torito", "plain"])
-        .output()
-        .expect("running xorriso");
-    let text = String::from_utf8_lossy(&report.stdout);
+    // The tools users check an ISO with: both boot images, a valid GPT. The
+    // EFI image is FAT16 sized to its files, so its El Torito entry can count
+    // all of it (a CD under UEFI then finds it).
+    let text = el_torito_report(&iso);
     assert!(
         text.contains("BIOS") && text.contains("UEFI"),
         "El Torito:\n{text}"
     );
     common::assert_sgdisk_valid(&iso, "the hybrid ISO");
+    let efi_bytes = check_efi_partition(&iso, &work);
+    assert!(efi_bytes < 32 << 20, "EFI image of {efi_bytes} bytes");
+    assert_eq!(
+        eltorito_uefi_load_size(&text) * 512,
+        efi_bytes,
+        "El Torito:\n{text}"
+    );
 
     // A CD on a legacy-BIOS PC.
     let port = free_port();
@@ -110,6 +165,17 @@ fn x86_64_iso_boots_live_from_cd_under_seabios_and_customised_from_usb_under_ovm
     let key = built.key.clone().expect("a baked key");
     let ssh = Ssh { key, port };
     assert_live_and_untouched(&ssh, &iso.with_extension("target.img"));
+    drop(m);
+
+    // The same ISO as a CD on a UEFI PC.
+    let port = free_port();
+    let mut m = boot_iso(board, &built.out, &iso, port, work.join("cd-ovmf.log"), &[]);
+    let ready = m.wait_for("ballast-ready", READY);
+    assert!(ready.contains("slot=live"), "{ready}");
+    eprintln!(
+        "x86_64 CD/OVMF: QEMU start to ready live in {:.1?}",
+        m.since_start()
+    );
     drop(m);
 
     // The same ISO customised with another key and a kernel argument, as a USB
@@ -203,7 +269,7 @@ fn x86_64_iso_boots_live_from_cd_under_seabios_and_customised_from_usb_under_ovm
 }
 
 #[test]
-fn arm64_iso_boots_live_as_a_usb_stick_under_aavmf() {
+fn arm64_iso_boots_live_as_a_cd_under_aavmf_and_installs_itself_unattended() {
     let _story = common::story();
     let board = "qemu-arm64";
     let work = common::workdir("iso-arm64");
@@ -213,26 +279,65 @@ fn arm64_iso_boots_live_as_a_usb_stick_under_aavmf() {
         .shared();
     let iso = iso_in(&built, &work, "ballast.iso");
     common::assert_sgdisk_valid(&iso, "the hybrid ISO");
+    // Debian's arm64 kernel alone is 31.4 MiB: the EFI image cannot fit the
+    // 32 MiB an El Torito entry counts, so it lies in the ISO tree and its
+    // entry counts 0 ("to the end of the CD", as UEFI reads it).
+    let text = el_torito_report(&iso);
+    assert_eq!(eltorito_uefi_load_size(&text), 0, "El Torito:\n{text}");
+    let efi_bytes = check_efi_partition(&iso, &work);
+    assert!(efi_bytes > 32 << 20, "EFI image of {efi_bytes} bytes");
+
+    // The unattended install: the ISO customised with ballast.install=.
+    let custom = work.join("install.iso");
+    let out = common::ballast()
+        .args(["iso", "customize"])
+        .arg(&iso)
+        .args(["--kernel-arg", "ballast.install=/dev/vda", "-o"])
+        .arg(&custom)
+        .output()
+        .expect("ballast iso customize");
+    assert!(
+        out.status.success(),
+        "customize: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let port = free_port();
     let mut m = boot_iso(
         board,
         &built.out,
-        &iso,
+        &custom,
         port,
-        work.join("usb-aavmf.log"),
-        // AAVMF does not find the El Torito EFI image of a CD yet (the EFI
-        // image is over the 32 MiB an entry can describe): boot it as a stick.
-        &["--usb"],
+        work.join("cd-aavmf.log"),
+        &[],
     );
     let ready = m.wait_for("ballast-ready", READY);
     assert!(ready.contains("slot=live"), "{ready}");
     eprintln!(
-        "arm64 USB/AAVMF: QEMU start to ready live in {:.1?}",
+        "arm64 CD/AAVMF: QEMU start to ready live in {:.1?}",
         m.since_start()
+    );
+    let started = std::time::Instant::now();
+    let done = m.wait_for("ballast-install done", READY);
+    assert!(done.contains("device=/dev/vda"), "{done}");
+    eprintln!(
+        "arm64 unattended install: {done} ({:.1?} after ready)",
+        started.elapsed()
+    );
+    m.wait_for("ballast-install rebooting", Duration::from_secs(60));
+    m.wait_exit(Duration::from_secs(300));
+
+    // The disk alone, without the ISO: slot A of the installed version.
+    let target = custom.with_extension("target.img");
+    let port = free_port();
+    let mut m = Machine::boot_disk(board, &built.out, &target, port, work.join("disk.log"));
+    m.wait_for(
+        &format!("ballast-ready version={} slot=a", built.version()),
+        READY,
     );
     let ssh = Ssh {
         key: built.key.clone().expect("a baked key"),
         port,
     };
-    assert_live_and_untouched(&ssh, &iso.with_extension("target.img"));
+    let status = ssh.status();
+    assert_eq!(status["live"], false, "{status}");
 }

@@ -5,9 +5,14 @@
 //! One image boots as a CD (El Torito) and, written with `dd`, as a disk (MBR +
 //! GPT), written by Debian's `xorriso` (ADR 0007):
 //!
-//! * UEFI: an EFI system partition image (FAT: systemd-boot, one loader
-//!   entry, kernel, initramfs) that is both the El Torito EFI boot image and
-//!   appended partition 2 of the GPT/MBR;
+//! * UEFI: an EFI system partition image (FAT16 sized to its files:
+//!   systemd-boot, one loader entry, kernel, initramfs) that is both the El
+//!   Torito EFI boot image and GPT partition 2. Where it fits the 32 MiB an El
+//!   Torito entry can count ([`ELTORITO_MAX`], x86_64) it is appended after the
+//!   ISO 9660 tree and its entry gives its size; where it does not (arm64:
+//!   Debian's uncompressed arm64 kernel alone is 31.4 MiB) it is a file of the
+//!   tree (`ballast/efi.img`) whose entry counts 0, which UEFI reads as "to the
+//!   end of the CD" (UEFI specification, "ISO-9660 and El Torito"; ADR 0007);
 //! * legacy BIOS (x86_64): ISOLINUX from Debian's `isolinux` and
 //!   `syslinux-common`, with `isohdpfx.bin` as the hybrid MBR;
 //! * the ISO 9660 tree: [`paths::MEDIUM_ROOT_IMAGE`] (the same verity-protected
@@ -37,6 +42,31 @@ pub const KARGS_MARKER: &str =
 pub const KARGS_LINE: usize = 1536;
 /// The loader entry's file name on the EFI image.
 const ENTRY: &str = "loader/entries/ballast-live.conf";
+/// The largest boot image an El Torito entry's 16-bit count of 512-byte
+/// sectors describes, as xorriso rounds it (65532 sectors).
+pub const ELTORITO_MAX: u64 = 33_552_384;
+/// Where an EFI image too large for [`ELTORITO_MAX`] lives in the ISO tree.
+const TREE_EFI_IMAGE: &str = "ballast/efi.img";
+
+/// How the EFI image sits on the ISO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EfiPlacement {
+    /// Appended after the ISO 9660 tree as GPT partition 2; its El Torito
+    /// entry counts its sectors.
+    Appended,
+    /// A file of the ISO 9660 tree, exposed as the GPT's EFI partition; its El
+    /// Torito entry counts 0 ("to the end of the CD").
+    InTree,
+}
+
+/// Where an EFI image of `bytes` goes.
+pub fn efi_placement(bytes: u64) -> EfiPlacement {
+    if bytes <= ELTORITO_MAX {
+        EfiPlacement::Appended
+    } else {
+        EfiPlacement::InTree
+    }
+}
 
 /// What the ISO is made from.
 pub struct Inputs<'a> {
@@ -157,14 +187,14 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
     let efi_img = work.join("efi.img");
     let volume_serial = u32::from_str_radix(&root_hash_hex[..8.min(root_hash_hex.len())], 16)
         .unwrap_or(0x0ba1_1a57);
-    ballast_disk::fat::build(
-        &efi_img,
-        ballast_disk::fat::MIN_BYTES,
-        "BALLAST_EFI",
-        volume_serial,
-        &efi_files,
-    )
-    .context("writing the ISO's EFI system partition image")?;
+    let fitted =
+        ballast_disk::fat::build_fitted(&efi_img, "BALLAST_EFI", volume_serial, &efi_files)
+            .context("writing the ISO's EFI system partition image")?;
+    let placement = efi_placement(fitted.size);
+    if placement == EfiPlacement::InTree {
+        std::fs::rename(&efi_img, tree.join(TREE_EFI_IMAGE))
+            .context("moving the EFI image into the ISO tree")?;
+    }
 
     // BIOS: ISOLINUX and the kernel and initramfs it loads from the ISO 9660 tree.
     if let Some(iso) = inputs.isolinux {
@@ -196,17 +226,33 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
             .args(["-no-emul-boot", "-boot-load-size", "4", "-boot-info-table"])
             .arg("-eltorito-alt-boot");
     }
-    cmd.args([
-        "-e",
-        "--interval:appended_partition_2:all::",
-        "-no-emul-boot",
-    ])
-    .arg("-append_partition")
-    .arg("2")
-    .arg("0xef")
-    .arg(&efi_img)
-    .arg("-appended_part_as_gpt")
-    .arg(&tree);
+    match placement {
+        EfiPlacement::Appended => {
+            cmd.args([
+                "-e",
+                "--interval:appended_partition_2:all::",
+                "-no-emul-boot",
+            ])
+            .arg("-append_partition")
+            .arg("2")
+            .arg("0xef")
+            .arg(&efi_img)
+            .arg("-appended_part_as_gpt");
+        }
+        EfiPlacement::InTree => {
+            // xorriso writes the count 0 for an image over ELTORITO_MAX and
+            // places boot images first in the tree, so the "partition" UEFI
+            // sees on a CD runs from the image to the end of the volume and
+            // holds the whole FAT volume. `--efi-boot-image` makes the same
+            // bytes GPT partition 2's EFI system partition for a USB stick.
+            cmd.args(["-e", TREE_EFI_IMAGE, "-no-emul-boot"])
+                .args(["-efi-boot-part", "--efi-boot-image"]);
+            if inputs.isolinux.is_none() {
+                cmd.arg("--protective-msdos-label");
+            }
+        }
+    }
+    cmd.arg(&tree);
     let out = cmd
         .output()
         .context("running xorriso: is it installed? (scripts/setup)")?;
@@ -258,5 +304,12 @@ mod tests {
         assert_eq!(p.len(), KARGS_LINE);
         assert_eq!(p.trim_end(), line);
         assert!(padded(&"x".repeat(KARGS_LINE + 1)).is_err());
+    }
+
+    #[test]
+    fn an_efi_image_over_eltorito_s_count_goes_into_the_tree() {
+        assert_eq!(efi_placement(11 << 20), EfiPlacement::Appended);
+        assert_eq!(efi_placement(ELTORITO_MAX), EfiPlacement::Appended);
+        assert_eq!(efi_placement(ELTORITO_MAX + 2048), EfiPlacement::InTree);
     }
 }

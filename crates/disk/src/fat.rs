@@ -1,4 +1,7 @@
-//! FAT32 boot/ESP filesystem images, built with the `fatfs` crate.
+//! FAT boot/ESP filesystem images, built with the `fatfs` crate: FAT32 of a
+//! given size for disk boot partitions ([`build`], [`write_files`]), and FAT16
+//! sized to its files for read-only media such as the ISO's El Torito EFI
+//! image ([`build_fitted`]).
 //!
 //! Reproducible: the `fatfs` crate is built without `chrono`, so every
 //! timestamp is 1980-01-01 00:00; files are added in path order whatever
@@ -503,6 +506,312 @@ impl<F: Read + Write + Seek> Seek for Buffered<F> {
         self.pos = new
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         Ok(self.pos)
+    }
+}
+
+/// Bytes of free room [`build_fitted`] leaves beyond the files: a firmware or
+/// boot loader that writes a small file (systemd-boot's random seed on a
+/// writable stick) still finds a cluster or two.
+pub const FITTED_SLACK: u64 = 256 << 10;
+
+/// FAT16's cluster-count range (Microsoft's FAT specification): fewer clusters
+/// make a volume FAT12, more make it FAT32, whatever its BPB says.
+const FAT16_MIN_CLUSTERS: u64 = 4085;
+const FAT16_MAX_CLUSTERS: u64 = 65524;
+/// Root directory entries of a FAT16 volume (fixed region; 16 KiB).
+const FAT16_ROOT_ENTRIES: u64 = 512;
+
+/// The geometry [`build_fitted`] chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fitted {
+    /// Bytes of the image.
+    pub size: u64,
+    /// Bytes of a cluster.
+    pub cluster: u64,
+}
+
+/// The smallest FAT16 geometry that holds `files` (plus [`FITTED_SLACK`]):
+/// the smallest cluster size (512 B to 32 KiB) at which the clusters they
+/// need stay within FAT16's range, padded up to FAT16's minimum count.
+/// Directories are counted one cluster per 16 entries' worth of names.
+pub fn fitted_geometry(files: &[(String, Vec<u8>)]) -> Option<Fitted> {
+    // Every directory that files create, and how many entries each holds.
+    let mut dirs: std::collections::BTreeMap<String, u64> = Default::default();
+    for (name, _) in files {
+        let mut parent = String::new();
+        for part in name.split('/') {
+            // A name takes its short entry plus one long-name slot per 13
+            // characters (fatfs writes a long name for every entry).
+            let slots = 1 + (part.len() as u64).div_ceil(13);
+            *dirs.entry(parent.clone()).or_default() += slots;
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            parent.push_str(part);
+        }
+    }
+    let mut cluster = 512u64;
+    while cluster <= 32 << 10 {
+        let mut clusters: u64 = files
+            .iter()
+            .map(|(_, d)| (d.len() as u64).div_ceil(cluster))
+            .sum();
+        for (dir, entries) in &dirs {
+            if dir.is_empty() {
+                continue; // the root directory is its own fixed region
+            }
+            // "." and ".." (each with the long-name slot fatfs writes).
+            clusters += ((entries + 4) * 32).div_ceil(cluster);
+        }
+        clusters += FITTED_SLACK.div_ceil(cluster);
+        let clusters = clusters.max(FAT16_MIN_CLUSTERS + 16);
+        if clusters <= FAT16_MAX_CLUSTERS - 16 {
+            let fat_sectors = ((clusters + 2) * 2).div_ceil(512);
+            let root_sectors = FAT16_ROOT_ENTRIES * 32 / 512;
+            let sectors = 1 + 2 * fat_sectors + root_sectors + clusters * cluster / 512;
+            // Whole 2 KiB blocks: the image is an El Torito entry on a CD.
+            let size = (sectors * 512).div_ceil(2048) * 2048;
+            return Some(Fitted { size, cluster });
+        }
+        cluster *= 2;
+    }
+    None
+}
+
+/// Write a FAT16 filesystem image to `path` (atomically, like [`build`]) that
+/// is as small as `files` allow (see [`fitted_geometry`]), and return its
+/// geometry. For read-only media: the ISO's El Torito EFI image must stay
+/// under the 32 MiB an El Torito entry can describe, and every byte of it is
+/// on the ISO. Disk boot partitions stay FAT32 ([`build`]).
+///
+/// This path shares no code with the FAT32 fix-ups ([`fix_dot_entries`]
+/// reads FAT32 fields): FAT16 has a fixed root directory region, 16-bit FAT
+/// entries and no FSInfo sector, so it has its own.
+pub fn build_fitted(
+    path: &Path,
+    label: &str,
+    volume_id: u32,
+    files: &[(String, Vec<u8>)],
+) -> Result<Fitted, DiskError> {
+    let label_bytes = volume_label(path, label)?;
+    let mut sorted: Vec<&(String, Vec<u8>)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, _) in &sorted {
+        check_name(path, name)?;
+    }
+    let Some(geometry) = fitted_geometry(files) else {
+        return Err(DiskError::Io {
+            path: path.to_path_buf(),
+            action: "sizing a FAT16 volume".into(),
+            source: io::Error::other(
+                "the files need more than FAT16 holds (2 GiB); use a FAT32 image (fat::build)",
+            ),
+        });
+    };
+    let sectors = geometry.size / 512;
+    // fitted_geometry caps the size far below 2^32 sectors.
+    let total_sectors = u32::try_from(sectors).unwrap_or(u32::MAX);
+    crate::atomic::replace(path, "FAT image", |tmp| {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp)
+            .map_err(io_err(
+                tmp,
+                "creating the FAT image (is the directory writable?)",
+            ))?;
+        file.set_len(geometry.size)
+            .map_err(io_err(tmp, "sizing the FAT image (is there space?)"))?;
+        let mut disk = Buffered::new(file, geometry.size);
+        let mut opts = FormatVolumeOptions::new()
+            .fat_type(FatType::Fat16)
+            .bytes_per_cluster(geometry.cluster as u32)
+            .max_root_dir_entries(FAT16_ROOT_ENTRIES as u16)
+            .total_sectors(total_sectors)
+            .volume_id(volume_id);
+        // fatfs writes a root label entry for any label it is given, and an
+        // all-blank one is invalid (fsck.fat removes it): no label then, and
+        // the BPB says "NO NAME" as the specification asks.
+        if label_bytes != [b' '; 11] {
+            opts = opts.volume_label(label_bytes);
+        }
+        fatfs::format_volume(&mut disk, opts).map_err(io_err(tmp, "formatting FAT16"))?;
+        let bpb = Fat16Layout::read(&mut disk).map_err(io_err(tmp, "reading the new FAT16 BPB"))?;
+        bpb.write_root_label(&mut disk, label_bytes)
+            .map_err(io_err(tmp, "writing the volume label entry"))?;
+        disk.seek(SeekFrom::Start(0))
+            .map_err(io_err(tmp, "rewinding after the label"))?;
+        {
+            let fs = FileSystem::new(&mut disk, FsOptions::new().update_accessed_date(false))
+                .map_err(io_err(tmp, "opening the new FAT16 volume"))?;
+            if fs.fat_type() != FatType::Fat16 {
+                return Err(DiskError::Io {
+                    path: path.to_path_buf(),
+                    action: "formatting FAT16".into(),
+                    source: io::Error::other(format!(
+                        "fatfs made a {:?} volume of {} bytes",
+                        fs.fat_type(),
+                        geometry.size
+                    )),
+                });
+            }
+            for (name, data) in &sorted {
+                add_file(&fs, name, data).map_err(|source| DiskError::Fat {
+                    path: path.to_path_buf(),
+                    name: name.clone(),
+                    source,
+                })?;
+            }
+            fs.unmount()
+                .map_err(io_err(tmp, "closing the FAT16 volume"))?;
+        }
+        bpb.fix_dot_entries(&mut disk)
+            .map_err(io_err(tmp, "fixing the '.'/'..' directory entries"))?;
+        let file = disk
+            .into_inner()
+            .map_err(io_err(tmp, "writing the FAT image"))?;
+        file.sync_all()
+            .map_err(io_err(tmp, "syncing the FAT image"))
+    })?;
+    Ok(geometry)
+}
+
+/// Where a FAT16 volume keeps things, from its BPB.
+struct Fat16Layout {
+    cluster_bytes: u64,
+    fat_start: u64,
+    fat_bytes: u64,
+    root_start: u64,
+    root_bytes: u64,
+    data_start: u64,
+}
+
+impl Fat16Layout {
+    fn read(disk: &mut (impl Read + Seek)) -> io::Result<Fat16Layout> {
+        let mut bs = [0u8; 512];
+        disk.seek(SeekFrom::Start(0))?;
+        disk.read_exact(&mut bs)?;
+        let bps = u64::from(u16::from_le_bytes([bs[11], bs[12]]));
+        let reserved = u64::from(u16::from_le_bytes([bs[14], bs[15]]));
+        let fats = u64::from(bs[16]);
+        let root_entries = u64::from(u16::from_le_bytes([bs[17], bs[18]]));
+        let fat_sectors = u64::from(u16::from_le_bytes([bs[22], bs[23]]));
+        let root_start = (reserved + fats * fat_sectors) * bps;
+        let root_bytes = (root_entries * 32).div_ceil(bps) * bps;
+        Ok(Fat16Layout {
+            cluster_bytes: bps * u64::from(bs[13]),
+            fat_start: reserved * bps,
+            fat_bytes: fat_sectors * bps,
+            root_start,
+            root_bytes,
+            data_start: root_start + root_bytes,
+        })
+    }
+
+    /// The volume-label entry in the first root directory slot (as
+    /// [`write_root_label`] does for FAT32; here the root is a fixed region).
+    fn write_root_label(
+        &self,
+        disk: &mut (impl Read + Write + Seek),
+        label: [u8; 11],
+    ) -> io::Result<()> {
+        if label == [b' '; 11] {
+            return Ok(());
+        }
+        let mut entry = [0u8; 32];
+        entry[..11].copy_from_slice(&label);
+        entry[11] = 0x08;
+        entry[24..26].copy_from_slice(&FAT_DATE_1980_01_01.to_le_bytes());
+        disk.seek(SeekFrom::Start(self.root_start))?;
+        disk.write_all(&entry)
+    }
+
+    /// FAT16's version of [`fix_dot_entries`]: "." and ".." first in each
+    /// subdirectory, valid dates on every entry (root region included).
+    fn fix_dot_entries(&self, disk: &mut (impl Read + Write + Seek)) -> io::Result<()> {
+        let mut fat = vec![0u8; self.fat_bytes as usize];
+        disk.seek(SeekFrom::Start(self.fat_start))?;
+        disk.read_exact(&mut fat)?;
+        let next = |c: u32| -> Option<u32> {
+            let i = c as usize * 2;
+            let v = u32::from(u16::from_le_bytes(fat.get(i..i + 2)?.try_into().ok()?));
+            (2..0xfff8).contains(&v).then_some(v)
+        };
+        let at = |c: u32| self.data_start + u64::from(c - 2) * self.cluster_bytes;
+        let corrupt =
+            || io::Error::new(io::ErrorKind::InvalidData, "directory cluster out of range");
+        let subdirs = |buf: &[u8], todo: &mut Vec<u32>| -> bool {
+            for e in buf.chunks(32) {
+                match e[0] {
+                    0 => return false,
+                    0xe5 | b'.' => continue,
+                    _ => {}
+                }
+                if e[11] == 0x0f || e[11] & 0x08 != 0 || e[11] & 0x10 == 0 {
+                    continue;
+                }
+                todo.push(u32::from(u16::from_le_bytes([e[26], e[27]])));
+            }
+            true
+        };
+
+        let mut todo = Vec::new();
+        let mut root = vec![0u8; self.root_bytes as usize];
+        disk.seek(SeekFrom::Start(self.root_start))?;
+        disk.read_exact(&mut root)?;
+        if stamp_dates(&mut root) {
+            disk.seek(SeekFrom::Start(self.root_start))?;
+            disk.write_all(&root)?;
+        }
+        subdirs(&root, &mut todo);
+
+        let mut seen = std::collections::BTreeSet::new();
+        let mut buf = vec![0u8; self.cluster_bytes as usize];
+        while let Some(first) = todo.pop() {
+            if first < 2 || !seen.insert(first) {
+                continue;
+            }
+            let mut e = [0u8; 128];
+            disk.seek(SeekFrom::Start(at(first)))?;
+            disk.read_exact(&mut e)?;
+            if e[11] == 0x0f
+                && &e[32..43] == b".          "
+                && e[64 + 11] == 0x0f
+                && &e[96..107] == b"..         "
+            {
+                let mut fixed = [0u8; 128];
+                fixed[..32].copy_from_slice(&e[32..64]);
+                fixed[32..64].copy_from_slice(&e[96..128]);
+                fixed[64] = 0xe5;
+                fixed[96] = 0xe5;
+                disk.seek(SeekFrom::Start(at(first)))?;
+                disk.write_all(&fixed)?;
+            }
+            let mut c = Some(first);
+            let mut chain = std::collections::BTreeSet::new();
+            while let Some(cl) = c {
+                if !chain.insert(cl) || at(cl) + self.cluster_bytes > self.data_end(disk)? {
+                    return Err(corrupt());
+                }
+                disk.seek(SeekFrom::Start(at(cl)))?;
+                disk.read_exact(&mut buf)?;
+                if stamp_dates(&mut buf) {
+                    disk.seek(SeekFrom::Start(at(cl)))?;
+                    disk.write_all(&buf)?;
+                }
+                if !subdirs(&buf, &mut todo) {
+                    break;
+                }
+                c = next(cl);
+            }
+        }
+        disk.flush()
+    }
+
+    fn data_end(&self, disk: &mut (impl Read + Seek)) -> io::Result<u64> {
+        disk.seek(SeekFrom::End(0))
     }
 }
 

@@ -686,3 +686,108 @@ fn read_table_reports_damage_and_uses_the_backup() {
 fn _placed_is_public(p: &Placed) -> u64 {
     p.offset() + p.bytes()
 }
+
+/// `mcopy` a file out of a FAT image (mtools, as a user would).
+fn mtools_read(img: &Path, name: &str) -> Vec<u8> {
+    let out = Command::new("mtype")
+        .arg("-i")
+        .arg(img)
+        .arg(format!("::{name}"))
+        .output()
+        .unwrap_or_else(|e| panic!("running mtype (scripts/setup installs mtools): {e}"));
+    assert!(
+        out.status.success(),
+        "mtype {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn fitted_fat16_image_is_as_small_as_its_files_and_passes_fsck_and_mtools() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("efi.img");
+    let files = boot_files();
+    let content: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+    let fitted = fat::build_fitted(&img, "BALLAST_EFI", 0xdead_beef, &files).unwrap();
+    let size = fs::metadata(&img).unwrap().len();
+    assert_eq!(size, fitted.size);
+    assert_eq!(size % 2048, 0, "whole CD blocks");
+    // As small as its content: the files, the FAT and root overhead, the slack.
+    assert!(size > content, "{size} <= {content}");
+    assert!(
+        size < content + fat::FITTED_SLACK + 512 * 1024,
+        "{size} bytes for {content} bytes of files"
+    );
+
+    let (ok, out) = run("fsck.fat", &["-n", "-v", img.to_str().unwrap()]);
+    assert!(ok, "fsck.fat -n:\n{out}");
+    assert!(out.contains("16 bit entries"), "FAT16: {out}");
+    assert!(
+        !out.to_lowercase().contains("label"),
+        "label complaint or mismatch:\n{out}"
+    );
+    let (ok, out) = run("blkid", &["-p", "-o", "export", img.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("LABEL=BALLAST_EFI")
+            && out.contains("TYPE=vfat")
+            && out.contains("VERSION=FAT16"),
+        "{out}"
+    );
+    // mtools reads every file back, byte for byte, and lists the tree.
+    for (name, data) in &files {
+        assert!(&mtools_read(&img, name) == data, "{name} differs (mtype)");
+    }
+    let (ok, out) = run("mdir", &["-i", img.to_str().unwrap(), "-/", "-b", "::"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("::/loader/entries/ballast-a.conf"), "{out}");
+
+    let f = File::open(&img).unwrap();
+    let fs = fatfs::FileSystem::new(f, fatfs::FsOptions::new()).unwrap();
+    assert_eq!(fs.fat_type(), fatfs::FatType::Fat16);
+    assert_eq!(fs.volume_id(), 0xdead_beef);
+    assert_eq!(
+        fs.read_volume_label_from_root_dir().unwrap().as_deref(),
+        Some("BALLAST_EFI")
+    );
+    // The same files in another order: the same bytes.
+    let mut rev = files.clone();
+    rev.reverse();
+    let img2 = dir.path().join("efi2.img");
+    fat::build_fitted(&img2, "BALLAST_EFI", 0xdead_beef, &rev).unwrap();
+    assert_eq!(sha(&img), sha(&img2));
+}
+
+#[test]
+fn fitted_fat16_grows_its_clusters_for_large_files_and_stays_fat16_when_tiny() {
+    let dir = tempfile::tempdir().unwrap();
+    // 40 MiB of files do not fit 65524 clusters of 512 bytes: larger clusters.
+    let big = vec![
+        ("ballast/vmlinuz".to_string(), noise(7, 33 * MIB as usize)),
+        ("ballast/initrd.img".to_string(), noise(8, 7 * MIB as usize)),
+    ];
+    let img = dir.path().join("big.img");
+    let fitted = fat::build_fitted(&img, "BIG", 1, &big).unwrap();
+    assert!(fitted.cluster > 512, "{fitted:?}");
+    assert!(fitted.size < 41 * MIB, "{fitted:?}");
+    let (ok, out) = run("fsck.fat", &["-n", img.to_str().unwrap()]);
+    assert!(ok, "fsck.fat -n:\n{out}");
+    assert!(mtools_read(&img, "ballast/vmlinuz") == big[0].1);
+    // One tiny file: padded up to FAT16's minimum cluster count, still FAT16.
+    let tiny = dir.path().join("tiny.img");
+    let fitted = fat::build_fitted(&tiny, "", 2, &[("a".into(), b"x".to_vec())]).unwrap();
+    assert!(fitted.size < 3 * MIB, "{fitted:?}");
+    let (ok, out) = run("fsck.fat", &["-n", "-v", tiny.to_str().unwrap()]);
+    assert!(ok && out.contains("16 bit entries"), "fsck.fat -n:\n{out}");
+    // Bad names are refused before anything is written.
+    let e = fat::build_fitted(
+        &dir.path().join("bad.img"),
+        "L",
+        1,
+        &[("../x".into(), vec![])],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("\"../x\""), "{e}");
+    assert!(!dir.path().join("bad.img").exists());
+}
