@@ -58,6 +58,9 @@ pub fn start(path: PathBuf, mark: LoopMark) -> Result<(), String> {
                 let now = monotonic_ms();
                 if mark.alive_at(now) {
                     // tmpfs: no fsync; renamed so PID 1 never reads half a line.
+                    if let Some(dir) = path.parent() {
+                        let _ = std::fs::create_dir_all(dir);
+                    }
                     let tmp = path.with_extension("alive.tmp");
                     let wrote = std::fs::write(&tmp, format!("{now}\n"))
                         .and_then(|()| std::fs::rename(&tmp, &path));
