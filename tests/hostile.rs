@@ -18,7 +18,7 @@
 //! 4. `crashloop` (exits at once, `restart: always`) backs off: a handful of
 //!    restarts in minutes, and the other services stay up;
 //! 5. `filler` fills `/var` (the state partition) as root without
-//!    CAP_SYS_RESOURCE: the ext4 blocks reserved for root (`mke2fs -m 1`) keep
+//!    CAP_SYS_RESOURCE: the ext4 blocks reserved for root (about 1 %) keep
 //!    sysd writing logs, `osctl` and new SSH logins working;
 //! 6. sysd is stopped (SIGSTOP): PID 1 stops petting the watchdog, the
 //!    watchdog resets the machine, and it boots to ready again on the full
@@ -105,18 +105,22 @@ fn ssh_audit(port: u16) {
         .output()
         .expect("running ssh-audit (Debian package ssh-audit; scripts/setup installs it)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let fails: Vec<&str> = text.lines().filter(|l| l.contains("(fail)")).collect();
-    let warns = text.lines().filter(|l| l.contains("(warn)")).count();
+    let fails: Vec<&str> = text.lines().filter(|l| l.contains("[fail]")).collect();
+    let warns: Vec<&str> = text.lines().filter(|l| l.contains("[warn]")).collect();
+    // Its exit code is not the verdict: Debian's ssh-audit 2.5.0 predates the
+    // strict key exchange marker (kex-strict-s-v00, the Terrapin fix Debian's
+    // OpenSSH has) and exits non-zero on any algorithm it does not know.
     eprintln!(
-        "hostile: ssh-audit exit {:?}: {} failures, {warns} warnings",
+        "hostile: ssh-audit (exit {:?}): {} failures, {} warnings: {warns:#?}",
         out.status.code(),
-        fails.len()
+        fails.len(),
+        warns.len()
     );
     assert!(
-        fails.is_empty() && !matches!(out.status.code(), Some(2 | 3) | None),
+        out.status.code().is_some() && fails.is_empty(),
         "ssh-audit found failures:\n{text}"
     );
-    assert!(text.contains("ssh-ed25519"), "{text}");
+    assert!(text.contains("(key) ssh-ed25519"), "{text}");
 }
 
 /// Listening sockets from `/proc/net`: `proto addr:port` of TCP in LISTEN and

@@ -918,7 +918,7 @@ const DENIED_CALLS: [&str; 29] = [
 
 /// A locked-down bundle on the admin userland: read-only root, own mount,
 /// pid, ipc and uts namespaces, Docker's default capabilities, no new
-/// privileges, a seccomp deny list.
+/// privileges, a seccomp deny list, memory, pids and CPU limits.
 fn default_config(name: &str, env: Vec<String>) -> serde_json::Value {
     let caps = [
         "CAP_CHOWN",
@@ -963,7 +963,10 @@ fn default_config(name: &str, env: Vec<String>) -> serde_json::Value {
         ],
         "linux": {
             "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}],
-            "resources": {"memory": {"limit": 268435456u64}, "pids": {"limit": 512}},
+            // Docker's default CPU shares: this also turns on the cpu
+            // controller for every container, so a busy one (a fork bomb)
+            // shares the CPU as one group instead of as hundreds of tasks.
+            "resources": {"memory": {"limit": 268435456u64}, "pids": {"limit": 512}, "cpu": {"shares": 1024}},
             "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
             // The network and time containers' deny list (docs/security.md).
             "seccomp": {

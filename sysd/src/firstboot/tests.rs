@@ -126,6 +126,7 @@ fn a_document_is_applied_and_recorded() {
     let oci: serde_json::Value =
         serde_json::from_str(&read(&d, "state/ballast/config/system/ticker/config.json")).unwrap();
     assert_eq!(oci["process"]["oomScoreAdj"], 0);
+    assert_eq!(oci["linux"]["resources"]["cpu"]["shares"], 1024);
     let denied = &oci["linux"]["seccomp"]["syscalls"][0]["names"];
     assert!(
         denied
