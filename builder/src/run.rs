@@ -82,6 +82,11 @@ pub struct RunArgs {
     /// exits (x86_64, SeaBIOS).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["direct", "disk", "no_overlay", "fresh", "iso", "seed", "drive"])]
     pub netboot: Option<PathBuf>,
+    /// Add a hardware watchdog: QEMU's i6300esb (PCI), which resets the
+    /// machine when PID 1 stops petting it (a hung sysd). Stage 1 loads its
+    /// driver on x86_64 and arm64.
+    #[arg(long)]
+    pub watchdog: bool,
     /// Cache directory (default: BALLAST_CACHE, else the user's cache dir).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
@@ -178,6 +183,10 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
             );
         }
         cmd.args(qemu::seed_args(&launch.profile, seed));
+    }
+    if args.watchdog {
+        // QEMU's default watchdog action is a reset (with -no-reboot: exit).
+        cmd.args(["-device", "i6300esb"]);
     }
     // Become QEMU: signals (a test's timeout, Ctrl-C) reach it directly and
     // its exit code is ours.

@@ -21,6 +21,13 @@
 //! read-only, sync, and the `reboot(2)` call. The watchdog is petted all the
 //! way to that call, so a shutdown that hangs in the kernel still resets.
 //!
+//! sysd's health joins the watchdog decision: while sysd runs, PID 1 pets
+//! only if sysd's heartbeat ([`SYSD_ALIVE`], its main loop's monotonic time)
+//! is younger than [`SYSD_STALE`]. A stopped or deadlocked sysd thus resets
+//! the machine within [`SYSD_STALE`] plus the watchdog's timeout, and the
+//! bootloader counts that boot like any other. A sysd that died is restarted
+//! with backoff instead, and the watchdog is petted meanwhile.
+//!
 //! It must never panic and never return while the machine runs: every
 //! failure is logged (console, and `/state/ballast/init.log`) and the loop
 //! goes on.
@@ -38,11 +45,14 @@ use crate::sys::{KillSignal, Shutdown, Signal, Sys};
 // The system supervisor PID 1 starts (crate sysd); sysd writes its ready line to
 // READY once every required container is healthy; PID 1's errors go to INIT_LOG,
 // one stamped line each; WATCHDOGS: first found wins.
-pub use ballast_device::paths::{INIT_LOG, READY, SYSD, WATCHDOGS};
+pub use ballast_device::paths::{INIT_LOG, READY, SYSD, SYSD_ALIVE, WATCHDOGS};
 /// What PID 1 asks of the watchdog driver.
 pub const WATCHDOG_TIMEOUT_S: u32 = 30;
 /// How often the watchdog is petted (at most half the driver's timeout).
 pub const PET_EVERY: Duration = Duration::from_secs(10);
+/// A running sysd whose heartbeat is this old is hung: the watchdog is no
+/// longer petted. (sysd writes it every 2 s; its main loop turns every 50 ms.)
+pub const SYSD_STALE: Duration = Duration::from_secs(60);
 /// sysd restarts after 1 s, doubling up to 30 s...
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -105,6 +115,8 @@ pub struct Pid1 {
     debug_deadline: Option<Duration>,
     /// A shutdown is under way: sysd is not restarted.
     stopping: bool,
+    /// The watchdog is not petted because sysd shows no life.
+    withheld: bool,
 }
 
 /// Seconds with one decimal, for log lines.
@@ -126,6 +138,7 @@ pub fn run(sys: &mut impl Sys, config: Config) -> Ending {
         watchdog: None,
         debug_deadline: None,
         stopping: false,
+        withheld: false,
     };
     pid1.start(sys);
     pid1.serve(sys)
@@ -236,12 +249,51 @@ impl Pid1 {
         }
         dog.next = now + dog.every;
         self.watchdog = Some(dog);
+        if !self.stopping {
+            match self.sysd_silent_for(sys, now) {
+                Some(silent) if silent >= SYSD_STALE => {
+                    if !self.withheld {
+                        self.withheld = true;
+                        self.error(
+                            sys,
+                            format_args!(
+                                "sysd has shown no life for {} (heartbeat {SYSD_ALIVE}): no longer petting the watchdog, which resets the machine",
+                                Secs(silent)
+                            ),
+                        );
+                    }
+                    return;
+                }
+                _ if self.withheld => {
+                    self.withheld = false;
+                    log!(sys, "sysd shows life again: petting the watchdog");
+                }
+                _ => {}
+            }
+        }
         if let Err(e) = sys.watchdog_keepalive() {
             self.error(
                 sys,
                 format_args!("watchdog: WDIOC_KEEPALIVE failed: {e}; the machine may reset"),
             );
         }
+    }
+
+    /// How long a running sysd has shown no life: since its last heartbeat,
+    /// or since it started if it has not written one yet. `None` when sysd is
+    /// not running (absent, or waiting to be restarted).
+    fn sysd_silent_for(&self, sys: &mut impl Sys, now: Duration) -> Option<Duration> {
+        let Sysd::Running { since, .. } = self.sysd else {
+            return None;
+        };
+        let beat = sys
+            .read_file(Path::new(SYSD_ALIVE))
+            .ok()
+            .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u64>().ok())
+            .map(Duration::from_millis);
+        // A heartbeat older than this sysd is its predecessor's.
+        let last = beat.map_or(since, |b| b.max(since));
+        Some(now.saturating_sub(last))
     }
 
     fn spawn_sysd(&mut self, sys: &mut impl Sys) {
@@ -654,6 +706,7 @@ mod tests {
             watchdog: None,
             debug_deadline: None,
             stopping: false,
+            withheld: false,
         };
         let short = Duration::from_millis(100);
         let delays: Vec<u64> = [short, short, short, Duration::from_secs(120), short]
@@ -822,6 +875,8 @@ mod tests {
             term_takes: None,
         });
         sys.signals.push_back((95 * S, Signal::Term));
+        // sysd's heartbeat is fresh throughout (a time past the test's end).
+        sys.file(SYSD_ALIVE, "1000000\n");
         run(&mut sys, config());
         assert!(sys
             .actions
@@ -837,6 +892,69 @@ mod tests {
             .rev()
             .take(3)
             .any(|a| *a == Action::Pet));
+    }
+
+    #[test]
+    fn a_hung_sysd_stops_the_petting_so_the_watchdog_resets_the_machine() {
+        let mut sys = machine("ballast.slot=a");
+        sys.nodes.insert(PathBuf::from("/dev/watchdog0"));
+        sys.spawn_plan.push_back(ChildPlan {
+            exits_after: None,
+            term_takes: None,
+        });
+        // sysd's last heartbeat was at 20 s (then SIGSTOP, or a deadlock).
+        sys.file(SYSD_ALIVE, "20000\n");
+        sys.signals.push_back((200 * S, Signal::Term));
+        run(&mut sys, config());
+        let hung = sys.when("sysd has shown no life for ");
+        assert!(sys.console().iter().any(|l| l.contains(
+            "(heartbeat /run/ballast/sysd.alive): no longer petting the watchdog, which resets the machine"
+        )));
+        assert!(
+            hung.is_some_and(|t| (80.0..91.0).contains(&t)),
+            "{hung:?} {:?}",
+            sys.messages()
+        );
+        // Petted until then; not between then and the shutdown (which pets
+        // to its end, so a hang there still resets).
+        assert!(
+            sys.pets.iter().any(|t| *t >= 70 * S && *t < 81 * S),
+            "{:?}",
+            sys.pets
+        );
+        assert!(
+            !sys.pets.iter().any(|t| *t >= 91 * S && *t < 200 * S),
+            "{:?}",
+            sys.pets
+        );
+        assert!(sys.pets.iter().any(|t| *t >= 200 * S), "{:?}", sys.pets);
+    }
+
+    #[test]
+    fn a_heartbeat_older_than_a_restarted_sysd_is_not_held_against_it() {
+        let mut sys = machine("ballast.slot=a");
+        sys.nodes.insert(PathBuf::from("/dev/watchdog0"));
+        // The first sysd dies at 5 s (its last beat at 4 s); the second runs.
+        sys.spawn_plan.push_back(ChildPlan {
+            exits_after: Some((5 * S, ExitStatus::Code(1))),
+            term_takes: None,
+        });
+        sys.spawn_plan.push_back(ChildPlan {
+            exits_after: None,
+            term_takes: None,
+        });
+        sys.file(SYSD_ALIVE, "4000\n");
+        sys.signals.push_back((50 * S, Signal::Term));
+        run(&mut sys, config());
+        assert!(
+            !sys.messages()
+                .iter()
+                .any(|m| m.starts_with("sysd has shown no life")),
+            "{:?}",
+            sys.messages()
+        );
+        let gaps: Vec<u64> = sys.pets.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|g| *g <= 10 * S + 10_000), "{gaps:?}");
     }
 
     #[test]

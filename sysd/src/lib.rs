@@ -18,7 +18,9 @@
 mod agent;
 mod definition;
 mod firstboot;
+mod harden;
 mod health;
+mod heartbeat;
 mod http;
 mod install;
 mod logs;
@@ -228,6 +230,20 @@ pub fn run(args: Args) -> i32 {
         )
     };
 
+    // Kernel hardening first, so the first-boot config's `ballast.sysctl` can
+    // override it; sysd's own OOM standing; the heartbeat PID 1's watchdog
+    // decision reads (see `heartbeat`).
+    let loop_mark = heartbeat::LoopMark::default();
+    if on_device {
+        errors.extend(harden::apply_sysctls(Path::new("/proc/sys")));
+        if let Err(e) = harden::protect_from_oom(Path::new("/proc/self")) {
+            errors.push(e);
+        }
+        if let Err(e) = heartbeat::start(paths.p(paths::SYSD_ALIVE), loop_mark.clone()) {
+            errors.push(e);
+        }
+    }
+
     // First-boot config from a local source is applied before the definitions
     // load (it may add system containers); a URL one holds the services instead.
     let (first_boot, errs) = firstboot::begin(&paths.root, on_device);
@@ -343,6 +359,7 @@ pub fn run(args: Args) -> i32 {
 
     let mut shutdown_at: Option<Instant> = None;
     loop {
+        loop_mark.turned();
         let now = shared.now_ms();
         if sys::term_requested() && shutdown_at.is_none() {
             say("SIGTERM: stopping all services");

@@ -68,6 +68,10 @@ pub const ZONEINFO: [&str; 2] = [
 
 /// The cgroup2 hierarchy.
 pub const CGROUP: &str = "/sys/fs/cgroup";
+/// sysd's heartbeat: its `CLOCK_MONOTONIC` milliseconds, rewritten every few
+/// seconds while its main loop turns; PID 1 stops petting the watchdog when it
+/// goes stale (a hung sysd resets the machine).
+pub const SYSD_ALIVE: &str = "/run/ballast/sysd.alive";
 /// Hardware watchdogs, in the order PID 1 tries them.
 pub const WATCHDOGS: [&str; 2] = ["/dev/watchdog0", "/dev/watchdog"];
 

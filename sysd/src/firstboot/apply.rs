@@ -951,6 +951,11 @@ pub fn container_files(l: &Layout, c: &SystemContainer) -> Result<(String, Strin
     if !c.command.is_empty() {
         config["process"]["args"] = json!(c.command);
     }
+    // Without a value of its own the container would inherit sysd's
+    // oom_score_adj (-900): a user's container is an ordinary OOM candidate.
+    if config["process"]["oomScoreAdj"].is_null() {
+        config["process"]["oomScoreAdj"] = json!(0);
+    }
     if let Some(env) = config["process"]["env"].as_array_mut() {
         env.extend(c.env.iter().map(|e| json!(e)));
     } else {
@@ -976,8 +981,43 @@ pub fn container_files(l: &Layout, c: &SystemContainer) -> Result<(String, Strin
     Ok((manifest, text))
 }
 
+/// The calls a config's container on the admin userland may not make (EPERM):
+/// the same list as the image's network and time containers.
+const DENIED_CALLS: [&str; 29] = [
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "bpf",
+    "perf_event_open",
+    "ptrace",
+    "process_vm_writev",
+    "process_vm_readv",
+    "open_by_handle_at",
+    "acct",
+    "quotactl",
+    "iopl",
+    "ioperm",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "userfaultfd",
+    "unshare",
+    "setns",
+    "lookup_dcookie",
+    "syslog",
+];
+
 /// A locked-down bundle on the admin userland: read-only root, own mount,
-/// pid, ipc and uts namespaces, Docker's default capabilities, no new privileges.
+/// pid, ipc and uts namespaces, Docker's default capabilities, no new
+/// privileges, a seccomp deny list, memory, pids and CPU limits.
 fn default_config(name: &str, env: Vec<String>) -> serde_json::Value {
     let caps = [
         "CAP_CHOWN",
@@ -1022,8 +1062,17 @@ fn default_config(name: &str, env: Vec<String>) -> serde_json::Value {
         ],
         "linux": {
             "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}],
-            "resources": {"memory": {"limit": 268435456u64}, "pids": {"limit": 512}},
+            // Docker's default CPU shares: this also turns on the cpu
+            // controller for every container, so a busy one (a fork bomb)
+            // shares the CPU as one group instead of as hundreds of tasks.
+            "resources": {"memory": {"limit": 268435456u64}, "pids": {"limit": 512}, "cpu": {"shares": 1024}},
             "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            // The network and time containers' deny list (docs/security.md).
+            "seccomp": {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+                "syscalls": [{"names": DENIED_CALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+            },
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
     })

@@ -122,6 +122,19 @@ fn a_document_is_applied_and_recorded() {
     );
     assert_eq!(found.len(), 1, "{errs:?}");
     crate::runtime::ContainerDir::load(&dir).unwrap();
+    // It is an ordinary OOM candidate (not sysd's -900) under a seccomp deny list.
+    let oci: serde_json::Value =
+        serde_json::from_str(&read(&d, "state/ballast/config/system/ticker/config.json")).unwrap();
+    assert_eq!(oci["process"]["oomScoreAdj"], 0);
+    assert_eq!(oci["linux"]["resources"]["cpu"]["shares"], 1024);
+    let denied = &oci["linux"]["seccomp"]["syscalls"][0]["names"];
+    assert!(
+        denied
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("kexec_load")),
+        "{oci}"
+    );
     assert_eq!(read(&d, "state/ballast/config/instance-id"), "i-1\n");
     let plan: Plan = serde_json::from_str(&read(&d, "state/ballast/config/applied.json")).unwrap();
     assert_eq!(plan.users.len(), 2);
