@@ -3,19 +3,20 @@
 //! with their key, writes files (modes, owners, base64, an append), runs both
 //! runcmd forms once per instance and starts an extra system container; the
 //! same document from the boot partition (`ballast build --user-data`) and
-//! from `ballast.config=http://...` (served here) gives the same machine; a
+//! from `ballast.config=https://...` (served here over TLS; the CA comes from a
+//! local seed's `ca_certs`, and a seed with another CA is refused with the URL
+//! on the console) gives the same machine; a
 //! broken document still boots to ready with the error on the console and in
 //! `osctl status`, and password login is never offered.
 //!
 //! Run: `cargo test -p ballast --test config -- --nocapture` (about 15 min
-//! under TCG: 3 builds, one of them shared with other stories, 7 boots). Uses
+//! under TCG: 3 builds, one of them shared with other stories, 8 boots). Uses
 //! images/minimal.toml (no Docker engine).
 
 mod common;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -367,13 +368,17 @@ fn nocloud_seed_boot_partition_and_url_configure_the_machine() {
     poweroff(&mut b);
     assert_eq!(from_boot, first, "boot partition and NoCloud seed differ");
 
-    // 6. The same document from ballast.config=http://... (QEMU's host is 10.0.2.2).
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding the HTTP server");
-    let port = listener.local_addr().expect("local addr").port();
+    // 6. The same document from ballast.config=https://... (QEMU's host is
+    //    10.0.2.2), its server's CA given in a local seed's ca_certs, as Ignition's
+    //    pointer config carries the CA of its config URL.
+    let ca = common::tls::TestCa::new("config story CA");
     let (ud_text, md_text) = (doc.clone(), "instance-id: i-1\n".to_string());
-    std::thread::spawn(move || serve(listener, ud_text, md_text));
+    let port = common::tls::serve(ca.server(&["10.0.2.2"]), move |s| {
+        answer(s, &ud_text, &md_text)
+    });
     let out_url = work.join("out-url");
-    let url_arg = format!("ballast.config=http://10.0.2.2:{port}/seed/");
+    let url = format!("https://10.0.2.2:{port}/seed/");
+    let url_arg = format!("ballast.config={url}");
     common::build(
         BOARD,
         &out_url,
@@ -386,44 +391,69 @@ fn nocloud_seed_boot_partition_and_url_configure_the_machine() {
             &url_arg,
         ],
     );
-    let mut b = boot(&out_url, &key, work.join("url.log"), &[]);
+    let ca_seed = |name: &str, pem: &str| {
+        let pem = pem.trim().replace('\n', "\n      ");
+        let text = format!("#cloud-config\nca_certs:\n  trusted:\n    - |\n      {pem}\n");
+        seed(&work, name, &text, "i-ca")
+    };
+    let trusted = ca_seed("ca-seed", &ca.pem);
+    let mut b = boot(
+        &out_url,
+        &key,
+        work.join("url.log"),
+        &[OsStr::new("--seed"), trusted.as_os_str()],
+    );
+    assert_console(&b, "CA certificate(s) from CIDATA");
     let from_url = observe(&b, &alice_key);
     poweroff(&mut b);
     assert_eq!(from_url, first, "URL and NoCloud seed differ");
+
+    // 7. A seed with another CA: the server's certificate is refused, the console
+    //    names the URL and what to fix, and nothing of the document is applied.
+    let stranger = common::tls::TestCa::new("a CA this server does not use");
+    let untrusted = ca_seed("wrong-ca-seed", &stranger.pem);
+    let port = free_port();
+    let mut vm = Machine::start_with(
+        BOARD,
+        &out_url,
+        port,
+        work.join("url-wrong-ca.log"),
+        false,
+        &[OsStr::new("--seed"), untrusted.as_os_str()],
+    );
+    let refused = vm.wait_for(&format!("cannot fetch {url}"), Duration::from_secs(300));
+    assert!(refused.contains("ca_certs"), "{refused}");
 }
 
-/// A tiny HTTP/1.0 server: /seed/user-data and /seed/meta-data, else 404.
-fn serve(listener: TcpListener, user_data: String, meta_data: String) {
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        let mut line = String::new();
-        let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-        if reader.read_line(&mut line).is_err() {
-            continue;
-        }
-        let mut header = String::new();
-        while reader
-            .read_line(&mut header)
-            .map(|n| n > 2)
-            .unwrap_or(false)
-        {
-            header.clear();
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("");
-        let body = match path {
-            "/seed/user-data" => Some(&user_data),
-            "/seed/meta-data" => Some(&meta_data),
-            _ => None,
-        };
-        let resp = match body {
-            Some(b) => format!(
-                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
-                b.len()
-            ),
-            None => {
-                "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
-            }
-        };
-        let _ = conn.write_all(resp.as_bytes());
+/// Answers one request of a NoCloud-net seed: /seed/user-data and
+/// /seed/meta-data, else 404.
+fn answer(s: &mut dyn common::tls::Stream, user_data: &str, meta_data: &str) {
+    let mut line = String::new();
+    let mut reader = BufReader::new(&mut *s);
+    if reader.read_line(&mut line).is_err() {
+        return;
     }
+    let mut header = String::new();
+    while reader
+        .read_line(&mut header)
+        .map(|n| n > 2)
+        .unwrap_or(false)
+    {
+        header.clear();
+    }
+    drop(reader);
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    let body = match path {
+        "/seed/user-data" => Some(user_data),
+        "/seed/meta-data" => Some(meta_data),
+        _ => None,
+    };
+    let resp = match body {
+        Some(b) => format!(
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+            b.len()
+        ),
+        None => "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+    };
+    let _ = s.write_all(resp.as_bytes());
 }
