@@ -88,8 +88,10 @@ fn wifi_image() -> std::path::PathBuf {
         "[kernel]\ncmdline = []\n",
         "[kernel]\ncmdline = []\n# Two simulated radios (the module's default) that hear each other, and\n# the ciphers mac80211 asks the crypto API for when WPA2 installs its keys\n# (CCMP is ccm(aes) over ctr; BIP is cmac): with no modprobe helper on\n# the device, nothing would load them on demand.\nmodules = [\"mac80211_hwsim\", \"ctr\", \"ccm\", \"cmac\"]\n",
     );
+    // wpa_supplicant: the Pi boards list it, qemu-arm64 does not.
+    let text = text.replace("[debian]\n", "[debian]\npackages = [\"wpasupplicant\"]\n");
     assert!(
-        text.contains("mac80211_hwsim"),
+        text.contains("mac80211_hwsim") && text.contains("wpasupplicant"),
         "images/minimal.toml changed shape: {minimal}"
     );
     let dir = common::root().join("target").join("e2e");

@@ -388,10 +388,19 @@ fn userland(
     args: &BuildArgs,
     root_tree: &Path,
 ) -> Result<ballast_bundle::Signer> {
+    let extra: Vec<String> = inputs
+        .board
+        .debian
+        .packages
+        .iter()
+        .chain(&inputs.image_file.debian.packages)
+        .cloned()
+        .collect();
     stage_root(
         project,
         &inputs.archive,
         &inputs.image_file,
+        &extra,
         bins,
         &args.ssh_keys,
         root_tree,
@@ -791,6 +800,7 @@ fn stage_root(
     project: &Project,
     archive: &ballast_debarchive::client::Archive,
     image: &ImageFile,
+    extra_packages: &[String],
     bins: &DeviceBins,
     ssh_keys: &[PathBuf],
     tree: &Path,
@@ -799,7 +809,7 @@ fn stage_root(
     let (base, defs) = userland::load_defs(project, image)?;
     let userland_dir = tree.join(userland::USERLAND);
     std::fs::create_dir_all(&userland_dir)?;
-    let report = userland::build(archive, image, &base, &defs, &userland_dir)?;
+    let report = userland::build(archive, image, &base, &defs, extra_packages, &userland_dir)?;
     let names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
     eprintln!(
         "ballast: system containers {}: userland of {} Debian packages, {} files ({}) shipped, {} files ({}) nothing runs dropped",

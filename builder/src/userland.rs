@@ -153,18 +153,21 @@ fn keep(path: &Path) -> bool {
 }
 
 /// Resolve, fetch and unpack the userland into `dest`, then add the
-/// definitions' files.
+/// definitions' files. `extra` are the board's and the image's own packages
+/// (`[debian] packages`), kept like a container's.
 pub fn build(
     archive: &Archive,
     image: &ImageFile,
     base: &SystemDef,
     defs: &[SystemDef],
+    extra: &[String],
     dest: &Path,
 ) -> Result<Report> {
     let mut packages: BTreeSet<String> = base.packages.iter().cloned().collect();
     for def in defs {
         packages.extend(def.packages.iter().cloned());
     }
+    packages.extend(extra.iter().cloned());
     let mut pins = BTreeMap::new();
     for (name, version) in &image.debian.pins {
         let v = Version::parse(version).with_context(|| {
@@ -231,6 +234,7 @@ pub fn build(
         policy.programs.extend(def.programs.iter().cloned());
         policy.skip.extend(def.skip_programs.iter().cloned());
     }
+    policy.packages.extend(extra.iter().cloned());
     let pruned = prune::prune(dest, &owners, &policy).context("pruning the userland")?;
     // The engine group is named after the engine (`docker`, `containerd`);
     // its socket is owned by ENGINE_GID either way.

@@ -69,6 +69,10 @@ pub struct BoardDebian {
     /// Added to the image's `debian.components`.
     #[serde(default)]
     pub components: Vec<String>,
+    /// Debian packages added to the system containers' userland on this board
+    /// only, beside each container's `build.toml` (the Pi's `wpasupplicant`).
+    #[serde(default)]
+    pub packages: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

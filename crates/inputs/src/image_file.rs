@@ -129,6 +129,11 @@ pub struct ImageDebian {
     /// Exact versions, `name = "version"`.
     #[serde(default)]
     pub pins: BTreeMap<String, String>,
+    /// Debian packages added to the system containers' userland for this image,
+    /// beside each container's `build.toml` (e.g. `wpasupplicant` for Wi-Fi on a
+    /// board that does not list it).
+    #[serde(default)]
+    pub packages: Vec<String>,
 }
 
 impl Default for ImageDebian {
@@ -138,6 +143,7 @@ impl Default for ImageDebian {
             components: default_components(),
             exclude: Vec::new(),
             pins: BTreeMap::new(),
+            packages: Vec::new(),
         }
     }
 }
