@@ -57,18 +57,7 @@ pub fn build(
     };
 
     crate::atomic::replace(path, "FAT image", |tmp| {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(tmp)
-            .map_err(io_err(
-                tmp,
-                "creating the FAT image (is the directory writable?)",
-            ))?;
-        file.set_len(sectors * 512)
-            .map_err(io_err(tmp, "sizing the FAT image (is there space?)"))?;
+        let file = sized_file(tmp, sectors * 512)?;
         let mut disk = Buffered::new(file, sectors * 512);
         let opts = FormatVolumeOptions::new()
             .fat_type(FatType::Fat32)
@@ -612,18 +601,7 @@ pub fn build_fitted(
     // fitted_geometry caps the size far below 2^32 sectors.
     let total_sectors = u32::try_from(sectors).unwrap_or(u32::MAX);
     crate::atomic::replace(path, "FAT image", |tmp| {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(tmp)
-            .map_err(io_err(
-                tmp,
-                "creating the FAT image (is the directory writable?)",
-            ))?;
-        file.set_len(geometry.size)
-            .map_err(io_err(tmp, "sizing the FAT image (is there space?)"))?;
+        let file = sized_file(tmp, geometry.size)?;
         let mut disk = Buffered::new(file, geometry.size);
         let mut opts = FormatVolumeOptions::new()
             .fat_type(FatType::Fat16)
@@ -813,6 +791,23 @@ impl Fat16Layout {
     fn data_end(&self, disk: &mut (impl Read + Seek)) -> io::Result<u64> {
         disk.seek(SeekFrom::End(0))
     }
+}
+
+/// The temporary file a FAT image is formatted in, `size` bytes long (sparse).
+fn sized_file(tmp: &Path, size: u64) -> Result<std::fs::File, DiskError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .map_err(io_err(
+            tmp,
+            "creating the FAT image (is the directory writable?)",
+        ))?;
+    file.set_len(size)
+        .map_err(io_err(tmp, "sizing the FAT image (is there space?)"))?;
+    Ok(file)
 }
 
 #[cfg(test)]
