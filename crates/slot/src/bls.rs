@@ -136,7 +136,7 @@ fn render_with_priority(e: &Entry, priority: u32) -> String {
     // read from a hand-written file without `initrd`, say) leaves its line out
     // rather than rewriting the entry into one that no longer parses.
     let line = |key: &str, value: &str| {
-        let value = value.trim();
+        let value = value.trim_matches(is_kernel_space);
         if value.is_empty() {
             String::new()
         } else {
@@ -172,12 +172,14 @@ fn parse_named(text: &str, file: &str) -> Result<Parsed, SlotError> {
     let mut options: Vec<String> = Vec::new();
     let (mut sort_key, mut machine_id) = (None, None);
     for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim();
+        // Trimmed as it is split: by the kernel's white space only. Unicode
+        // white space (U+00A0, ...) is part of a word, as it is to the kernel.
+        let line = raw.trim_matches(is_kernel_space);
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (key, value) = match line.split_once(|c: char| c.is_ascii_whitespace()) {
-            Some((k, v)) => (k, v.trim().to_string()),
+        let (key, value) = match line.split_once(is_kernel_space) {
+            Some((k, v)) => (k, v.trim_matches(is_kernel_space).to_string()),
             None => {
                 return Err(SlotError::Parse {
                     file: file.to_string(),
@@ -633,6 +635,18 @@ mod tests {
 
     /// Found by fuzzing `bls_entry`: a vertical tab was an option word to
     /// `parse` but whitespace to `render`'s trim, so a rewrite changed options.
+    #[test]
+    fn unicode_white_space_is_part_of_a_word_as_in_the_kernel() {
+        // Found by the bls_entry fuzz target: `parse` trimmed U+00A0 off a
+        // value's start (Unicode `trim`) but kept it inside, so rewriting the
+        // entry changed its options.
+        let text =
+            "linux /\noptions ballast.slot=a\noptions \u{a0}\u{a0}quiet\u{a0}x ballast.slot=a\n";
+        let entry = parse(text).expect("parses");
+        assert_eq!(entry.options, "\u{a0}\u{a0}quiet\u{a0}x");
+        assert_eq!(parse(&render(&entry)).expect("parses again"), entry);
+    }
+
     #[test]
     fn a_vertical_tab_separates_options_as_in_the_kernel() {
         let text = "linux ///mg\noptions nc \t\x0b\tballast.slot=a\n";
