@@ -24,7 +24,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::oci::{image_tarball, static_busybox};
-use common::vm::{free_port, keyed_build, ssh_as, Machine, Ssh};
+use common::vm::{free_port, ssh_as, Machine, Ssh};
 
 const BOARD: &str = "qemu-arm64";
 const IMAGE: &str = "ballast-test/busybox:1";
@@ -192,7 +192,7 @@ fn offered_host_key(port: u16) -> String {
         .join(" ")
 }
 
-fn boot(out: &Path, port: u16, log: PathBuf, data: &Path, seed: &Path) -> Machine {
+fn boot(out: &Path, disk: &Path, port: u16, log: PathBuf, data: &Path, seed: &Path) -> Machine {
     let mut vm = Machine::start_with(
         BOARD,
         out,
@@ -200,6 +200,7 @@ fn boot(out: &Path, port: u16, log: PathBuf, data: &Path, seed: &Path) -> Machin
         log,
         false,
         &[
+            disk.as_os_str(),
             OsStr::new("--drive"),
             data.as_os_str(),
             OsStr::new("--seed"),
@@ -230,7 +231,13 @@ fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_an
     let started = Instant::now();
     let _story = common::story();
     let work = common::workdir("cloudinit");
-    let (key, out, _built) = keyed_build(BOARD, &work, &[]);
+    // The default image the Docker story boots too.
+    let shared = common::Build::new(BOARD)
+        .version("0.1.0")
+        .ssh_key()
+        .shared();
+    let (key, out) = (shared.ssh_key(), shared.out.clone());
+    let disk = shared.vm_disk(&work, "machine");
     let alice_key = work.join("alice");
     let bob_key = work.join("bob");
     let alice = keygen(&alice_key, "alice@laptop");
@@ -251,7 +258,7 @@ fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_an
 
     // First boot.
     let port = free_port();
-    let mut vm = boot(&out, port, work.join("boot1.log"), &data, &seed);
+    let mut vm = boot(&out, &disk, port, work.join("boot1.log"), &data, &seed);
     let ssh = Ssh {
         key: key.clone(),
         port,
@@ -369,7 +376,7 @@ fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_an
 
     // Second boot, same disks: nothing formatted again, everything still there.
     let port = free_port();
-    let mut vm = boot(&out, port, work.join("boot2.log"), &data, &seed);
+    let mut vm = boot(&out, &disk, port, work.join("boot2.log"), &data, &seed);
     let ssh = Ssh { key, port };
     assert!(
         !vm.console

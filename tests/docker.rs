@@ -11,8 +11,9 @@ mod common;
 
 use common::oci::{image_tarball, static_busybox};
 use common::size::zstd19_size;
-use common::vm::{free_port, keyed_build, Machine, Ssh};
+use common::vm::{free_port, Machine, Ssh};
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -34,15 +35,34 @@ const MB: f64 = 1_000_000.0;
 fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
     let _story = common::story();
     let work = common::workdir("docker-arm64");
-    // Engine settings from a first-boot config on the boot partition.
+    // Engine settings from a first-boot config (a NoCloud seed), on the
+    // default image the cloud-init story boots too.
     let ud = work.join("user-data.yaml");
     std::fs::write(
         &ud,
         "#cloud-config\nballast:\n  engine:\n    registry_mirrors: [http://10.0.2.2:5000]\n    insecure_registries: [10.0.2.2:5000]\n",
     )
     .expect("writing user-data");
-    let (key, out, built) =
-        keyed_build(BOARD, &work, &["--user-data", ud.to_str().expect("utf-8")]);
+    let md = work.join("meta-data");
+    std::fs::write(&md, "instance-id: docker-1\n").expect("writing meta-data");
+    let seed = common::seed_image(&ud, &md, &[], &work.join("seed.img"));
+    let port = free_port();
+    let shared = common::Build::new(BOARD)
+        .version("0.1.0")
+        .ssh_key()
+        .shared();
+    let (key, out, built) = (shared.ssh_key(), shared.out.clone(), shared.json.clone());
+    let disk = shared.vm_disk(&work, "machine");
+    let boot = |log: &str| {
+        Machine::start_with(
+            BOARD,
+            &out,
+            port,
+            work.join(log),
+            false,
+            &[disk.as_os_str(), OsStr::new("--seed"), seed.as_os_str()],
+        )
+    };
     let version = built["version"].as_str().expect("version").to_owned();
     let with_docker = zstd19_size(&disk_of(&built));
     eprintln!(
@@ -51,8 +71,7 @@ fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
     );
     let tarball = image_tarball(&static_busybox(&work), IMAGE);
 
-    let port = free_port();
-    let mut vm = Machine::boot(BOARD, &out, port, work.join("console-1.log"));
+    let mut vm = boot("console-1.log");
     vm.wait_for("ballast-ready", Duration::from_secs(600));
     let ready = vm.since_start();
     eprintln!("docker: QEMU start to ballast-ready (engine answering): {ready:.1?}");
@@ -151,7 +170,7 @@ fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
     let status = vm.wait_exit(Duration::from_secs(180));
     assert!(status.success(), "QEMU exited with {status}");
     drop(vm);
-    let mut vm = Machine::boot(BOARD, &out, port, work.join("console-2.log"));
+    let mut vm = boot("console-2.log");
     vm.wait_for("ballast-ready", Duration::from_secs(600));
     let ready = vm.since_start();
     eprintln!("docker: second boot, QEMU start to ballast-ready: {ready:.1?}");
