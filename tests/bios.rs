@@ -51,17 +51,8 @@ fn qemu_x86_64_disk_boots_updates_and_rolls_back_on_bios() {
         .ssh_key()
         .shared();
     let key = built1.ssh_key();
-    let pubkey = key.with_extension("pub");
-    let built2 = common::Build::new(BOARD)
-        .image("minimal")
-        .version("0.2.0")
-        .args(&[
-            "--rollback-index",
-            "1",
-            "--ssh-key",
-            pubkey.to_str().expect("utf-8 path"),
-        ])
-        .shared();
+    // The same 0.2.0 the update stories upgrade to.
+    let built2 = built1.next_release(&[]);
 
     // The table with both boot paths passes sgdisk's own checks.
     common::assert_sgdisk_valid(&built1.disk(), "the BIOS+UEFI disk");

@@ -329,9 +329,19 @@ fn qemu_arm64_fleet_updates_itself_one_reboot_at_a_time() {
         args.extend_from_slice(extra);
         common::build(BOARD, &work.join(format!("out-{v}")), &args)
     };
-    let built2 = build("0.2.0", &[]);
-    // 0.3.0 gives up on its health checks after 60 s.
-    let built3 = build("0.3.0", &["--kernel-arg", "ballast.health_timeout=60"]);
+    // The 0.2.0 the update stories upgrade to (rollback index 1).
+    let built2 = built1.next_release(&[]).json;
+    // 0.3.0 gives up on its health checks after 60 s; its rollback index may
+    // not be below 0.2.0's.
+    let built3 = build(
+        "0.3.0",
+        &[
+            "--rollback-index",
+            "1",
+            "--kernel-arg",
+            "ballast.health_timeout=60",
+        ],
+    );
 
     let chan = work.join("channel");
     let _ = std::fs::remove_dir_all(&chan);
@@ -442,15 +452,15 @@ fn qemu_arm64_fleet_updates_itself_one_reboot_at_a_time() {
     ssh(&nodes[0]).ok_with_input("osctl config apply -", config("").as_bytes());
 
     // Idle figures of sysd (the agent is a thread of it): its own VmRSS and CPU
-    // ticks over a minute, on 0.2.0 with nothing to install.
+    // ticks over 20 s, on 0.2.0 with nothing to install.
     let idle = ssh(&nodes[1]).ok(
         "pid=; for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = sysd ] && pid=${p#/proc/}; done; \
          test -n \"$pid\" || { echo no sysd; exit 1; }; echo pid=$pid; \
          grep -E '^(VmRSS|VmHWM)' /proc/$pid/status; \
-         a=$(cut -d' ' -f14,15 /proc/$pid/stat); sleep 60; b=$(cut -d' ' -f14,15 /proc/$pid/stat); \
+         a=$(cut -d' ' -f14,15 /proc/$pid/stat); sleep 20; b=$(cut -d' ' -f14,15 /proc/$pid/stat); \
          echo ticks_before=$a ticks_after=$b hz=$(getconf CLK_TCK 2>/dev/null || echo 100)",
     );
-    eprintln!("fleet: sysd idle (its own /proc/PID; utime stime ticks 60 s apart):\n{idle}");
+    eprintln!("fleet: sysd idle (its own /proc/PID; utime stime ticks 20 s apart):\n{idle}");
 
     // 2. A's window closes; 0.3.0 breaks the user's application.
     let today = std::time::SystemTime::now()
@@ -497,21 +507,7 @@ fn qemu_arm64_fleet_updates_itself_one_reboot_at_a_time() {
         "{rb}"
     );
     vms[b].wait_for("ballast-ready version=0.2.0", BOOT);
-    // Several checks later B still runs 0.2.0 and has not installed 0.3.0 again.
-    std::thread::sleep(Duration::from_secs(30));
-    let st = ssh(&nodes[b]).status();
-    assert_eq!(st["version"], "0.2.0", "{st}");
-    assert!(st["pending_update"].is_null(), "{st}");
-    assert_eq!(
-        st["agent"]["rolled_back"],
-        serde_json::json!(["0.3.0"]),
-        "{st}"
-    );
-    assert!(st["agent"]["available"].is_null(), "{st}");
-    assert!(
-        vms[b].child.try_wait().ok().flatten().is_none(),
-        "B rebooted again"
-    );
+    let b_ready = Instant::now();
 
     // A: 0.3.0 staged, waiting for its window; it never rebooted.
     let start = Instant::now();
@@ -535,6 +531,25 @@ fn qemu_arm64_fleet_updates_itself_one_reboot_at_a_time() {
         vms[0].child.try_wait().ok().flatten().is_none(),
         "A rebooted outside its window"
     );
+    // Several checks (5 s apart) after its rollback, B still runs 0.2.0 and has
+    // not installed 0.3.0 again (A's checks above took that long already).
+    if let Some(rest) = Duration::from_secs(30).checked_sub(b_ready.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    let st = ssh(&nodes[b]).status();
+    assert_eq!(st["version"], "0.2.0", "{st}");
+    assert!(st["pending_update"].is_null(), "{st}");
+    assert_eq!(
+        st["agent"]["rolled_back"],
+        serde_json::json!(["0.3.0"]),
+        "{st}"
+    );
+    assert!(st["agent"]["available"].is_null(), "{st}");
+    assert!(
+        vms[b].child.try_wait().ok().flatten().is_none(),
+        "B rebooted again"
+    );
+
     let st = ssh(&nodes[0]).status();
     assert_eq!(st["version"], "0.2.0", "{st}");
     eprintln!(

@@ -271,7 +271,19 @@ fn qemu_arm64_survives_hostile_containers_a_full_state_and_a_hung_sysd() {
 
     // 3. A fork bomb: held at pids.max, SSH still answers.
     ssh.ok(&format!("sudo touch {TRIGGERS}/go-bomb"));
-    std::thread::sleep(Duration::from_secs(20));
+    until(
+        "the fork bomb meets pids.max",
+        Duration::from_secs(120),
+        || {
+            let events = ssh.ok("grep '^max ' /sys/fs/cgroup/ballast/bomb/pids.events || true");
+            let hits: u64 = events
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            (hits > 0).then_some(())
+        },
+    );
     let asked = Instant::now();
     let pids = ssh.ok("cat /sys/fs/cgroup/ballast/bomb/pids.max /sys/fs/cgroup/ballast/bomb/pids.current; grep '^max ' /sys/fs/cgroup/ballast/bomb/pids.events");
     let answer = asked.elapsed();

@@ -159,6 +159,28 @@ impl Build {
 }
 
 impl Built {
+    /// 0.2.0 of this 0.1.0 minimal build: the same SSH key, rollback index 1
+    /// (it "fixes a security hole"), and `extra` build arguments. The update,
+    /// BIOS and fleet stories all upgrade to it, so it is built once per run
+    /// and board.
+    pub fn next_release(&self, extra: &[&str]) -> Built {
+        let board = self.json["board"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no board in {}", self.json));
+        let pubkey = self.ssh_key().with_extension("pub");
+        Build::new(board)
+            .image("minimal")
+            .version("0.2.0")
+            .args(&[
+                "--rollback-index",
+                "1",
+                "--ssh-key",
+                pubkey.to_str().expect("utf-8 path"),
+            ])
+            .args(extra)
+            .shared()
+    }
+
     /// The path of artifact `name` (`disk`, `bundle`, `kernel`, `initrd`).
     pub fn artifact(&self, name: &str) -> PathBuf {
         PathBuf::from(
