@@ -3,7 +3,7 @@
 //! 0.8x dd).
 //!
 //! It builds the board's image once (with a fresh SSH key) under
-//! `target/bench-install/BOARD/`, boots its live ISO with a blank target disk
+//! `target/bench-install/BOARD/` (reused by the next run unless `--rebuild`), boots its live ISO with a blank target disk
 //! (`/dev/vda`) and a second disk holding the raw disk image (`/dev/vdb`),
 //! then, on the device's clock: `dd if=/dev/vdb of=/dev/vda bs=4M
 //! conv=fsync`, and `osctl install /dev/vda --force` from the medium (the
@@ -30,6 +30,9 @@ pub struct InstallBenchArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Build again even if the bench directory holds a build (with its key).
+    #[arg(long)]
+    pub rebuild: bool,
     /// Extra arguments for `ballast build` (e.g. `--image images/minimal.toml`).
     #[arg(last = true)]
     pub build_args: Vec<String>,
@@ -104,34 +107,41 @@ fn timed(key: &Path, port: u16, command: &str) -> Result<(String, f64)> {
 
 pub fn run(project: &Project, args: &InstallBenchArgs) -> Result<()> {
     let dir = project.target_dir().join("bench-install").join(&args.board);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir)?;
     let key = dir.join("id_ed25519");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .context("running ssh-keygen")?;
-    if !st.success() {
-        bail!("ssh-keygen failed");
-    }
-    let exe = std::env::current_exe().context("finding the ballast executable")?;
     let out = dir.join("out");
-    let st = Command::new(&exe)
-        .arg("--root")
-        .arg(&project.root)
-        .args(["build", "--board", &args.board, "--out"])
-        .arg(&out)
-        .arg("--ssh-key")
-        .arg(key.with_extension("pub"))
-        .args(&args.build_args)
-        .stdout(Stdio::null())
-        .status()
-        .context("running ballast build")?;
-    if !st.success() {
-        bail!("ballast build --board {} failed", args.board);
+    let exe = std::env::current_exe().context("finding the ballast executable")?;
+    if args.rebuild || !out.join("build.json").is_file() || !key.is_file() {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .context("running ssh-keygen")?;
+        if !st.success() {
+            bail!("ssh-keygen failed");
+        }
+        let st = Command::new(&exe)
+            .arg("--root")
+            .arg(&project.root)
+            .args(["build", "--board", &args.board, "--out"])
+            .arg(&out)
+            .arg("--ssh-key")
+            .arg(key.with_extension("pub"))
+            .args(&args.build_args)
+            .stdout(Stdio::null())
+            .status()
+            .context("running ballast build")?;
+        if !st.success() {
+            bail!("ballast build --board {} failed", args.board);
+        }
+    } else {
+        eprintln!(
+            "bench install: reusing the build in {} (--rebuild to make it again)",
+            out.display()
+        );
     }
     let build = BuildResult::load(&out)?;
     let iso = build.artifact("iso")?;
@@ -167,11 +177,23 @@ pub fn run(project: &Project, args: &InstallBenchArgs) -> Result<()> {
         console
             .wait_for("ballast-ready", Duration::from_secs(900))
             .context("booting the live ISO")?;
+        // The disk holding the raw image is the one of exactly its size.
+        let src = ssh(
+            &key,
+            port,
+            &format!(
+                "for d in /sys/block/vd*; do [ $(($(cat $d/size) * 512)) = {raw_bytes} ] && echo /dev/${{d##*/}}; done"
+            ),
+        )?;
+        let src = src.trim();
+        if src.is_empty() || src.contains('\n') || src == "/dev/vda" {
+            bail!("no single second disk of {raw_bytes} bytes on the device (found {src:?})");
+        }
         let (_, dd_s) = timed(
             &key,
             port,
             &format!(
-                "sudo dd if=/dev/vdb of=/dev/vda bs=4M count={} conv=fsync 2>/dev/null",
+                "sudo dd if={src} of=/dev/vda bs=4M count={} conv=fsync",
                 raw_bytes.div_ceil(4 << 20)
             ),
         )?;
