@@ -182,18 +182,27 @@ pub fn run(project: &Project, args: &InstallBenchArgs) -> Result<()> {
             &key,
             port,
             &format!(
-                "for d in /sys/block/vd*; do [ $(($(cat $d/size) * 512)) = {raw_bytes} ] && echo /dev/${{d##*/}}; done"
+                "for d in /sys/block/vd*; do [ $(($(cat $d/size) * 512)) = {raw_bytes} ] && echo ${{d##*/}}; done"
             ),
         )?;
         let src = src.trim();
-        if src.is_empty() || src.contains('\n') || src == "/dev/vda" {
+        if src.is_empty() || src.contains('\n') || src == "vda" {
             bail!("no single second disk of {raw_bytes} bytes on the device (found {src:?})");
         }
+        // The SSH container's /dev holds no disks: make nodes for dd (as
+        // `bench update` does); `osctl install` goes through sysd.
+        ssh(
+            &key,
+            port,
+            &format!(
+                "sudo rm -f /dev/bench-src /dev/bench-dst && sudo mknod /dev/bench-src b $(tr : ' ' < /sys/block/{src}/dev) && sudo mknod /dev/bench-dst b $(tr : ' ' < /sys/block/vda/dev)"
+            ),
+        )?;
         let (_, dd_s) = timed(
             &key,
             port,
             &format!(
-                "sudo dd if={src} of=/dev/vda bs=4M count={} conv=fsync",
+                "sudo dd if=/dev/bench-src of=/dev/bench-dst bs=4M count={} conv=fsync",
                 raw_bytes.div_ceil(4 << 20)
             ),
         )?;
