@@ -7,9 +7,11 @@
 //!
 //! * UEFI: an EFI system partition image (FAT16 sized to its files:
 //!   systemd-boot, one loader entry, kernel, initramfs) that is both the El
-//!   Torito EFI boot image and GPT partition 2. Where it fits the 32 MiB an El
-//!   Torito entry can count ([`ELTORITO_MAX`], x86_64) it is appended after the
-//!   ISO 9660 tree and its entry gives its size; where it does not (arm64:
+//!   Torito EFI boot image and GPT partition 2. With GRUB for BIOS (x86_64)
+//!   it is a file of the tree, which GRUB reads the kernel from; without, and
+//!   where it fits the 32 MiB an El Torito entry can count ([`ELTORITO_MAX`]),
+//!   it is appended after the ISO 9660 tree and its entry gives its size; where
+//!   it does not (arm64:
 //!   Debian's uncompressed arm64 kernel alone is 31.4 MiB) it is a file of the
 //!   tree (`ballast/efi.img`) whose entry counts 0, which UEFI reads as "to the
 //!   end of the CD" (UEFI specification, "ISO-9660 and El Torito"; ADR 0007);
