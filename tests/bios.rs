@@ -2,9 +2,11 @@
 //! (QEMU's legacy BIOS) runs GRUB from the disk's MBR and BIOS boot partition; the
 //! machine reaches `ballast-ready version=0.1.0 slot=a`, and `sgdisk -v` finds
 //! nothing wrong with the table that carries both boot paths. An upgrade to 0.2.0
-//! boots slot b under SeaBIOS, counted by GRUB; `osctl rollback --reboot` brings
-//! 0.1.0 back in slot a. The same disk, after all that, still boots under OVMF
-//! (UEFI, systemd-boot): both bootloaders' slot state were kept in step.
+//! whose boot the power cuts three times (GRUB has counted each try) is rolled
+//! back by GRUB itself: 0.1.0 in slot a, an automatic rollback in `osctl
+//! status`. The same upgrade again boots slot b under SeaBIOS, counted by
+//! GRUB. The same disk, after all that, still boots under OVMF (UEFI,
+//! systemd-boot): both bootloaders' slot state were kept in step.
 
 mod common;
 
@@ -96,42 +98,68 @@ fn qemu_x86_64_disk_boots_updates_and_rolls_back_on_bios() {
     assert_eq!(slot(&st, "a")["health"]["state"], "good", "{st}");
     assert_eq!(slot(&st, "a")["is_default"], true, "{st}");
 
-    // 2. Upgrade to 0.2.0 on the BIOS-booted machine, reboot: slot b, counted by GRUB.
+    // 2. Upgrade to 0.2.0 on the BIOS-booted machine; the power fails three
+    // times while GRUB starts it (after GRUB recorded each try in its
+    // environment block): GRUB then boots slot a by itself and sysd reports
+    // an automatic rollback.
     let bundle = std::fs::read(built2.artifact("bundle")).expect("reading the 0.2.0 bundle");
-    let out = ssh.ok_with_input("osctl upgrade - --json", &bundle);
-    let res: serde_json::Value =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("upgrade --json: {e}: {out}"));
-    assert_eq!(res["installed"], true, "{res}");
-    assert_eq!(res["slot"], "b", "{res}");
-    let st = ssh.status();
-    let b = slot(&st, "b");
-    assert_eq!(b["version"], "0.2.0", "{st}");
-    assert_eq!(b["is_default"], true, "{st}");
-    assert_eq!(b["health"]["state"], "trying", "{st}");
+    let upgrade = |ssh: &Ssh| {
+        let out = ssh.ok_with_input("osctl upgrade - --json", &bundle);
+        let res: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("upgrade --json: {e}: {out}"));
+        assert_eq!(res["installed"], true, "{res}");
+        assert_eq!(res["slot"], "b", "{res}");
+        let st = ssh.status();
+        let b = slot(&st, "b");
+        assert_eq!(b["version"], "0.2.0", "{st}");
+        assert_eq!(b["is_default"], true, "{st}");
+        assert_eq!(b["health"]["state"], "trying", "{st}");
+    };
+    upgrade(&ssh);
     reboot(&mut vm, &ssh, "osctl reboot");
     drop(vm);
+    for cut in 1..=3 {
+        let mut vm = boot(
+            &built1.out,
+            &disk,
+            port,
+            &work.join(format!("console-2-cut{cut}.log")),
+            true,
+        );
+        vm.wait_for("ballast: booting slot b", BOOT);
+        drop(vm); // the power cut: QEMU is killed
+    }
     let mut vm = boot(&built1.out, &disk, port, &work.join("console-2.log"), true);
+    let line = vm.wait_for("ballast-rollback", BOOT);
+    assert!(
+        line.trim()
+            .starts_with("ballast-rollback from=0.2.0 to=0.1.0 reason="),
+        "{line}"
+    );
+    let ready = vm.wait_for("ballast-ready", BOOT);
+    assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
+    let st = ssh.status();
+    assert_eq!(st["last_rollback"]["from"], "0.2.0", "{st}");
+    assert_eq!(st["last_rollback"]["automatic"], true, "{st}");
+    assert_eq!(slot(&st, "a")["is_default"], true, "{st}");
+
+    // 3. The same upgrade again, and this time it boots: slot b, counted by
+    // GRUB, marked good.
+    upgrade(&ssh);
+    reboot(&mut vm, &ssh, "osctl reboot");
+    drop(vm);
+    let mut vm = boot(&built1.out, &disk, port, &work.join("console-3.log"), true);
     let ready = vm.wait_for("ballast-ready", BOOT);
     assert_eq!(ready.trim(), "ballast-ready version=0.2.0 slot=b");
     let st = ssh.status();
     assert_eq!(slot(&st, "b")["health"]["state"], "good", "{st}");
-
-    // 3. Roll back to 0.1.0: slot a again, still under SeaBIOS.
-    reboot(&mut vm, &ssh, "osctl rollback --reboot");
-    drop(vm);
-    let mut vm = boot(&built1.out, &disk, port, &work.join("console-3.log"), true);
-    let ready = vm.wait_for("ballast-ready", BOOT);
-    assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
-    let st = ssh.status();
-    assert_eq!(st["last_rollback"]["to"], "0.1.0", "{st}");
-    assert_eq!(slot(&st, "a")["is_default"], true, "{st}");
     reboot(&mut vm, &ssh, "osctl reboot");
     drop(vm);
 
     // 4. The same disk under UEFI: systemd-boot's entries followed every step.
     let mut vm = boot(&built1.out, &disk, port, &work.join("console-4.log"), false);
     let ready = vm.wait_for("ballast-ready", BOOT);
-    assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
+    assert_eq!(ready.trim(), "ballast-ready version=0.2.0 slot=b");
     assert!(
         !vm.console
             .iter()
@@ -139,7 +167,8 @@ fn qemu_x86_64_disk_boots_updates_and_rolls_back_on_bios() {
         "GRUB ran under OVMF: this was not a UEFI boot"
     );
     let st = ssh.status();
-    assert_eq!(slot(&st, "b")["version"], "0.2.0", "{st}");
+    assert_eq!(slot(&st, "a")["version"], "0.1.0", "{st}");
+    assert_eq!(slot(&st, "a")["health"]["state"], "good", "{st}");
     assert_eq!(slot(&st, "b")["health"]["state"], "good", "{st}");
     let _ = ssh.run("osctl poweroff");
     vm.wait_exit(Duration::from_secs(120));

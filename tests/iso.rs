@@ -165,6 +165,26 @@ fn x86_64_iso_boots_live_from_cd_under_seabios_and_ovmf_and_customised_from_usb_
     let key = built.key.clone().expect("a baked key");
     let ssh = Ssh { key, port };
     assert_live_and_untouched(&ssh, &iso.with_extension("target.img"));
+    // `osctl install` from the medium. The ISO's install image leaves slot
+    // A's root, the kernel and the initramfs to the ISO's own files (fills):
+    // the disk it writes and reads back must still be, byte for byte, the
+    // disk image of OUT (the same SHA-256 as OUT's signed manifest).
+    let whole = std::fs::read_to_string(format!(
+        "{}.manifest",
+        built.artifact("install_image").display()
+    ))
+    .expect("OUT's install manifest");
+    let whole: serde_json::Value =
+        serde_json::from_str(whole.lines().next().unwrap_or_default()).expect("manifest JSON");
+    let done = ssh.ok("osctl install /dev/vda --json");
+    let v: serde_json::Value = serde_json::from_str(done.trim()).expect("install --json");
+    assert_eq!(v["installed"], true, "{done}");
+    assert_eq!(v["bytes"], whole["raw_size"], "{done}");
+    assert_eq!(v["sha256"], whole["sha256"], "{done}");
+    eprintln!(
+        "x86_64 osctl install from the CD: write {} s, verify {} s",
+        v["write_seconds"], v["verify_seconds"]
+    );
     drop(m);
 
     // The same ISO as a CD on a UEFI PC.

@@ -36,6 +36,12 @@ pub enum BenchCmd {
     /// to ready live.
     #[command(after_long_help = "Example:\n  ballast bench iso --board qemu-x86_64 --bios")]
     Iso(crate::bench_iso::IsoBenchArgs),
+    /// `osctl install` from the live ISO against dd of the same image to the
+    /// same disk in the same VM.
+    #[command(
+        after_long_help = "Example:\n  ballast bench install --board qemu-x86_64 -- --image images/minimal.toml"
+    )]
+    Install(crate::bench_install::InstallBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -156,6 +162,7 @@ pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
         BenchCmd::Build(args) => build(project, args),
         BenchCmd::Update(args) => crate::bench_update::run(project, args),
         BenchCmd::Flash(args) => crate::bench_flash::run(project, args),
+        BenchCmd::Install(args) => crate::bench_install::run(project, args),
         BenchCmd::Delta(args) => crate::bench_delta::run(project, args),
         BenchCmd::Iso(args) => crate::bench_iso::run(project, args),
     }

@@ -224,6 +224,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
             &inputs,
             &initrd,
             &built,
+            (&disk_tmp, &signer),
             systemd_boot.as_deref(),
             &args.archive,
             &work,
@@ -514,6 +515,8 @@ fn live_iso(
     inputs: &BuildInputs,
     initrd: &initrd::Assembled,
     built: &disk_image::Built,
+    // The raw disk image and the key: the ISO's install image is made from them.
+    (disk_tmp, signer): (&Path, &ballast_bundle::Signer),
     systemd_boot: Option<&Path>,
     archive_args: &ArchiveArgs,
     work: &Path,
@@ -522,10 +525,11 @@ fn live_iso(
     let (Some(systemd_boot), Arch::X86_64 | Arch::Arm64) = (systemd_boot, arch) else {
         return Ok(None);
     };
-    let isolinux = match arch {
-        Arch::X86_64 => Some(crate::iso::isolinux(
+    let grub_cd = match arch {
+        Arch::X86_64 => Some(crate::iso::grub_cd(
             &inputs.archive,
             &archive_args.cache_dir(),
+            &work.join("grub-cd"),
         )?),
         _ => None,
     };
@@ -537,11 +541,12 @@ fn live_iso(
             root_image: &built.root_image,
             kernel: &inputs.kernel.vmlinuz,
             initrd: &initrd.bytes,
-            install_image: &work.join(ballast_install::IMAGE_FILE),
+            disk: disk_tmp,
             install_manifest: &work.join(ballast_install::MANIFEST_FILE),
+            signer,
             slot_cmdline: &built.slot_cmdline,
             systemd_boot,
-            isolinux: isolinux.as_ref(),
+            grub_cd: grub_cd.as_ref(),
             epoch: initrd.epoch,
             work,
         },

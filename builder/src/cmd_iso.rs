@@ -10,7 +10,7 @@
 //!   starting with [`live::MAGIC`]) receives user-data and meta-data
 //!   (`ballast-device`'s format; sysd reads it on a live boot);
 //! * each boot configuration (the systemd-boot entry inside the EFI image,
-//!   ISOLINUX's `isolinux.cfg`) has its kernel command line on the line after
+//!   GRUB's `boot/grub/grub.cfg` in the tree) has its kernel command line on the line after
 //!   [`iso::KARGS_MARKER`], padded with spaces: the new arguments go into the
 //!   padding.
 //!
@@ -104,13 +104,17 @@ pub fn layout(bytes: &[u8]) -> Result<Layout> {
     for at in memchr::memmem::find_iter(bytes, iso::KARGS_MARKER.as_bytes()) {
         let line = at + iso::KARGS_MARKER.len();
         let rest = &bytes[line..];
-        let prefix_len = [&b"options "[..], &b"  APPEND "[..]]
-            .iter()
-            .find(|p| rest.starts_with(p))
-            .map(|p| p.len())
-            .with_context(|| {
-                format!("a kernel-argument marker at byte {at} is not followed by a command line")
-            })?;
+        let prefix_len = [
+            &b"options "[..],
+            &b"  APPEND "[..],
+            iso::GRUB_LINUX.as_bytes(),
+        ]
+        .iter()
+        .find(|p| rest.starts_with(p))
+        .map(|p| p.len())
+        .with_context(|| {
+            format!("a kernel-argument marker at byte {at} is not followed by a command line")
+        })?;
         let start = line + prefix_len;
         let span = bytes
             .get(start..start + iso::KARGS_LINE + 1)

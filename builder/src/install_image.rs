@@ -2,16 +2,18 @@
 //! (`install.img.zst`, one frame recording its size), and its signed manifest
 //! (`install.img.zst.manifest`: version, board, arch, raw size and SHA-256 of
 //! the raw disk image; format owned by `ballast-install`), signed with the key
-//! that signs the update bundle. The ISO carries them; `osctl install`, the
+//! that signs the update bundle. The ISO carries a copy that leaves slot A's
+//! root (and the boot files it holds elsewhere) to the medium ([`write_filled`]); `osctl install`, the
 //! unattended install and `ballast flash` write them.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use ballast_install::{Manifest, IMAGE_FILE, MANIFEST_FILE};
+use anyhow::{bail, Context, Result};
+use ballast_install::{manifest, Fill, Manifest, IMAGE_FILE, MANIFEST_FILE};
 use sha2::{Digest, Sha256};
+use std::os::unix::fs::FileExt;
 
 /// zstd level: 3 compresses a disk image (mostly squashfs, already
 /// compressed, and zeros) about as well as 19 at a fraction of the time.
@@ -27,6 +29,152 @@ pub fn write(
     work: &Path,
 ) -> Result<()> {
     let out = work.join(IMAGE_FILE);
+    let (raw_size, sha256) = compress(disk, &out, &[])?;
+    let manifest = Manifest {
+        format: manifest::FORMAT_WHOLE,
+        version: version.to_owned(),
+        board: board.to_owned(),
+        arch: arch.to_owned(),
+        raw_size,
+        sha256,
+        fills: Vec::new(),
+    };
+    let m = work.join(MANIFEST_FILE);
+    std::fs::write(&m, manifest.sign(signer))
+        .with_context(|| format!("writing {}", m.display()))?;
+    Ok(())
+}
+
+/// A file of the live ISO's tree, beside the install image, whose bytes (all
+/// of it, or the `needle` found in it) the disk image also holds.
+pub struct MediumFile<'a> {
+    /// Its name in the install image's directory on the medium.
+    pub name: &'a str,
+    /// Where it is now (the ISO tree being built).
+    pub path: &'a Path,
+    /// The bytes to look for: `None` for the whole file (the root image), or
+    /// a file the FAT image `path` holds (the kernel, the initramfs).
+    pub needle: Option<&'a [u8]>,
+}
+
+/// The live ISO's install image in `dir`: the same disk image and signed
+/// manifest as [`write`], but every range that a [`MediumFile`] holds too is
+/// left zero (a zstd stream compresses it to nothing) and listed as a fill
+/// (`ballast_install::fill`): the ISO then carries slot A's root once.
+/// Returns the fills' total bytes.
+pub fn write_filled(
+    disk: &Path,
+    manifest_of_whole: &Path,
+    medium: &[MediumFile<'_>],
+    signer: &ballast_bundle::Signer,
+    dir: &Path,
+) -> Result<u64> {
+    let text = std::fs::read_to_string(manifest_of_whole)
+        .with_context(|| format!("reading {}", manifest_of_whole.display()))?;
+    let whole = Manifest::verify(
+        &text,
+        &[signer.public()],
+        &manifest_of_whole.display().to_string(),
+    )?;
+    let mut fills = Vec::new();
+    for m in medium {
+        let (file_offset, bytes) = match m.needle {
+            None => (
+                0,
+                std::fs::read(m.path).with_context(|| format!("reading {}", m.path.display()))?,
+            ),
+            Some(needle) => match find_aligned(m.path, needle)?.first() {
+                Some(at) => (*at, needle.to_vec()),
+                None => continue, // not stored contiguously: carried in the image
+            },
+        };
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        for offset in find_aligned(disk, &bytes)? {
+            fills.push(Fill {
+                offset,
+                length: bytes.len() as u64,
+                file: m.name.to_owned(),
+                file_offset,
+                sha256: sha256.clone(),
+            });
+        }
+    }
+    fills.sort_by_key(|f| f.offset);
+    // Overlaps cannot happen for distinct files found at aligned offsets
+    // unless one holds the other; keep the first.
+    let mut kept: Vec<Fill> = Vec::new();
+    for f in fills {
+        if kept.last().is_none_or(|k| k.offset + k.length <= f.offset) {
+            kept.push(f);
+        }
+    }
+    let zero: Vec<(u64, u64)> = kept.iter().map(|f| (f.offset, f.length)).collect();
+    let out = dir.join(IMAGE_FILE);
+    let (raw_size, sha256) = compress(disk, &out, &zero)?;
+    if raw_size != whole.raw_size || sha256 != whole.sha256 {
+        bail!(
+            "{} changed while the ISO's install image was made from it",
+            disk.display()
+        );
+    }
+    let total = kept.iter().map(|f| f.length).sum();
+    let manifest = Manifest {
+        format: manifest::FORMAT_FILLS,
+        fills: kept,
+        ..whole
+    };
+    let format = if manifest.fills.is_empty() {
+        manifest::FORMAT_WHOLE
+    } else {
+        manifest::FORMAT_FILLS
+    };
+    let manifest = Manifest { format, ..manifest };
+    let m = dir.join(MANIFEST_FILE);
+    std::fs::write(&m, manifest.sign(signer))
+        .with_context(|| format!("writing {}", m.display()))?;
+    Ok(total)
+}
+
+/// Offsets (multiples of 512) at which `path` holds `needle`.
+fn find_aligned(path: &Path, needle: &[u8]) -> Result<Vec<u64>> {
+    const ALIGN: usize = 512;
+    const PREFIX: usize = 64;
+    if needle.len() < PREFIX {
+        return Ok(Vec::new());
+    }
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = file.metadata()?.len();
+    let mut found = Vec::new();
+    let mut buf = vec![0u8; 16 << 20];
+    let mut check = vec![0u8; needle.len()];
+    let mut base = 0u64;
+    while base < len {
+        let n = ((len - base) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], base)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut i = 0;
+        while i + PREFIX <= n {
+            let at = base + i as u64;
+            if buf[i..i + PREFIX] == needle[..PREFIX] && at + needle.len() as u64 <= len {
+                file.read_exact_at(&mut check, at)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if check == needle {
+                    found.push(at);
+                    i += needle.len().next_multiple_of(ALIGN);
+                    continue;
+                }
+            }
+            i += ALIGN;
+        }
+        base += n as u64;
+    }
+    Ok(found)
+}
+
+/// zstd-compress `disk` to `out` (one frame recording its size) with the
+/// `zero` ranges (offset, length; sorted) replaced by zeros. Returns the raw
+/// size and the hex SHA-256 of the disk image as it is (zeros not applied).
+fn compress(disk: &Path, out: &Path, zero: &[(u64, u64)]) -> Result<(u64, String)> {
     let raw_size = std::fs::metadata(disk)
         .with_context(|| format!("reading {}", disk.display()))?
         .len();
@@ -34,7 +182,7 @@ pub fn write(
         4 << 20,
         File::open(disk).with_context(|| format!("opening {}", disk.display()))?,
     );
-    let file = File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut enc = zstd::stream::Encoder::new(file, LEVEL)?;
     enc.set_pledged_src_size(Some(raw_size))?;
     enc.include_contentsize(true)?;
@@ -42,6 +190,7 @@ pub fn write(
     enc.multithread(threads)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 4 << 20];
+    let mut pos = 0u64;
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,
@@ -50,24 +199,21 @@ pub fn write(
             Err(e) => return Err(e).with_context(|| format!("reading {}", disk.display())),
         };
         hasher.update(&buf[..n]);
+        let end = pos + n as u64;
+        for &(zo, zl) in zero {
+            let (a, b) = (zo.max(pos), (zo + zl).min(end));
+            if a < b {
+                buf[(a - pos) as usize..(b - pos) as usize].fill(0);
+            }
+        }
         enc.write_all(&buf[..n])
             .with_context(|| format!("writing {}", out.display()))?;
+        pos = end;
     }
     enc.finish()
         .and_then(|f| f.sync_all())
         .with_context(|| format!("finishing {}", out.display()))?;
-    let manifest = Manifest {
-        format: 1,
-        version: version.to_owned(),
-        board: board.to_owned(),
-        arch: arch.to_owned(),
-        raw_size,
-        sha256: hex::encode(hasher.finalize()),
-    };
-    let text = manifest.sign(signer);
-    let m = work.join(MANIFEST_FILE);
-    std::fs::write(&m, text).with_context(|| format!("writing {}", m.display()))?;
-    Ok(())
+    Ok((raw_size, hex::encode(hasher.finalize())))
 }
 
 /// (scratch file, name in OUT) of both files.
@@ -76,4 +222,23 @@ pub fn staged(work: &Path) -> Vec<(PathBuf, &'static str)> {
         (work.join(IMAGE_FILE), IMAGE_FILE),
         (work.join(MANIFEST_FILE), MANIFEST_FILE),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_found_at_aligned_offsets_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let needle: Vec<u8> = (0..3000u32).map(|i| (i * 31 % 253) as u8 + 1).collect();
+        let mut hay = vec![0u8; 64 << 10];
+        hay[4096..4096 + 3000].copy_from_slice(&needle);
+        hay[20_000..23_000].copy_from_slice(&needle); // not 512-aligned
+        hay[40_960..43_960].copy_from_slice(&needle);
+        let path = dir.path().join("disk.img");
+        std::fs::write(&path, &hay).unwrap();
+        assert_eq!(find_aligned(&path, &needle).unwrap(), vec![4096, 40_960]);
+        assert!(find_aligned(&path, &[1u8; 10]).unwrap().is_empty());
+    }
 }

@@ -7,17 +7,23 @@
 //!
 //! * UEFI: an EFI system partition image (FAT16 sized to its files:
 //!   systemd-boot, one loader entry, kernel, initramfs) that is both the El
-//!   Torito EFI boot image and GPT partition 2. Where it fits the 32 MiB an El
-//!   Torito entry can count ([`ELTORITO_MAX`], x86_64) it is appended after the
-//!   ISO 9660 tree and its entry gives its size; where it does not (arm64:
+//!   Torito EFI boot image and GPT partition 2. With GRUB for BIOS (x86_64)
+//!   it is a file of the tree, which GRUB reads the kernel from; without, and
+//!   where it fits the 32 MiB an El Torito entry can count ([`ELTORITO_MAX`]),
+//!   it is appended after the ISO 9660 tree and its entry gives its size; where
+//!   it does not (arm64:
 //!   Debian's uncompressed arm64 kernel alone is 31.4 MiB) it is a file of the
 //!   tree (`ballast/efi.img`) whose entry counts 0, which UEFI reads as "to the
 //!   end of the CD" (UEFI specification, "ISO-9660 and El Torito"; ADR 0007);
-//! * legacy BIOS (x86_64): ISOLINUX from Debian's `isolinux` and
-//!   `syslinux-common`, with `isohdpfx.bin` as the hybrid MBR;
+//! * legacy BIOS (x86_64): GRUB from Debian's `grub-pc-bin` (El Torito image
+//!   and `boot_hybrid.img` as the hybrid MBR, as `grub-mkrescue` does), which
+//!   reads the kernel and initramfs out of the EFI image in the tree
+//!   (`loopback`): they are carried once, and the EFI image is then always a
+//!   file of the tree;
 //! * the ISO 9660 tree: [`paths::MEDIUM_ROOT_IMAGE`] (the same verity-protected
 //!   root image as slot A), [`paths::MEDIUM_INSTALL_IMAGE`] (the disk image,
-//!   zstd), [`paths::MEDIUM_CONFIG_AREA`] (empty; `ballast iso customize` fills it).
+//!   zstd, leaving to fills what the tree already holds: slot A's root, the
+//!   kernel and initramfs in the EFI image), [`paths::MEDIUM_CONFIG_AREA`] (empty; `ballast iso customize` fills it).
 //!
 //! The kernel command line (both consoles, `ballast.live=VOLUME`, the root
 //! hash) is written in each boot configuration on a line after
@@ -28,12 +34,15 @@
 //! every date and the GPT GUIDs from it; the FAT image is reproducible by
 //! construction (`ballast-disk`).
 
+use crate::install_image;
 use anyhow::{bail, Context, Result};
 use ballast_device::{live, paths};
 use ballast_inputs::Arch;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// GRUB's kernel line in the ISO's `grub.cfg`, before the padded arguments.
+pub const GRUB_LINUX: &str = "linux (efi)/ballast/vmlinuz ";
 /// The comment line that precedes each boot configuration's kernel command line.
 pub const KARGS_MARKER: &str =
     "# ballast-kernel-args: the next line has room for more (ballast iso customize)\n";
@@ -76,25 +85,50 @@ pub struct Inputs<'a> {
     pub root_image: &'a Path,
     pub kernel: &'a Path,
     pub initrd: &'a [u8],
-    /// The installer's image (`install.img.zst`, signed manifest beside it), as
-    /// `install_image::write` made it for OUT: the ISO carries the same two files.
-    pub install_image: &'a Path,
+    /// The raw disk image and the signed manifest `install_image::write` made
+    /// for OUT: the ISO's install image is the same disk with the ranges the
+    /// medium already holds left to fills (`install_image::write_filled`).
+    pub disk: &'a Path,
     pub install_manifest: &'a Path,
+    pub signer: &'a ballast_bundle::Signer,
     /// The slot's kernel command line (board, image, `--kernel-arg`, `panic=`, verity).
     pub slot_cmdline: &'a str,
     pub systemd_boot: &'a Path,
-    /// ISOLINUX's files (x86_64).
-    pub isolinux: Option<&'a Isolinux>,
+    /// GRUB's El Torito image and hybrid MBR (x86_64's legacy BIOS).
+    pub grub_cd: Option<&'a GrubCd>,
     pub epoch: u64,
     pub work: &'a Path,
 }
 
-/// ISOLINUX, from Debian: the El Torito BIOS loader, its library, the hybrid MBR.
-pub struct Isolinux {
-    pub isolinux_bin: PathBuf,
-    pub ldlinux_c32: PathBuf,
-    pub isohdpfx_bin: PathBuf,
+/// GRUB for a legacy BIOS, from Debian's `grub-pc-bin`: the El Torito image
+/// (`grub-mkimage -O i386-pc-eltorito`) and the hybrid MBR that starts it
+/// from a USB stick (`boot_hybrid.img`), as `grub-mkrescue` makes them.
+pub struct GrubCd {
+    pub eltorito_img: PathBuf,
+    pub boot_hybrid: PathBuf,
 }
+
+/// Where GRUB's El Torito image and configuration live in the ISO tree.
+const GRUB_IMAGE: &str = "boot/grub/eltorito.img";
+const GRUB_CFG: &str = "boot/grub/grub.cfg";
+/// The modules the El Torito image embeds (grub-mkimage adds their
+/// dependencies): the CD or stick, ISO 9660, the EFI image as a loopback FAT
+/// volume (the kernel and initramfs are carried once, there), the script
+/// language, `linux`, the serial console.
+const GRUB_CD_MODULES: &[&str] = &[
+    "biosdisk",
+    "iso9660",
+    "loopback",
+    "fat",
+    "normal",
+    "configfile",
+    "linux",
+    "boot",
+    "test",
+    "echo",
+    "serial",
+    "terminal",
+];
 
 /// The ISO 9660 volume id of a build: `BALLAST_` and the first 8 hex digits of
 /// the root hash, so the live system finds its own medium and not another
@@ -145,12 +179,6 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
     // The ISO 9660 tree. The root image is hard-linked (or copied) from the disk build.
     let root_dest = tree.join(paths::MEDIUM_ROOT_IMAGE);
     link_or_copy(inputs.root_image, &root_dest)?;
-    // The installer's image and its signed manifest, as `ballast build` wrote them.
-    let install_dest = tree.join(paths::MEDIUM_INSTALL_IMAGE);
-    link_or_copy(inputs.install_image, &install_dest)?;
-    let mut manifest_dest = install_dest.into_os_string();
-    manifest_dest.push(".manifest");
-    link_or_copy(inputs.install_manifest, Path::new(&manifest_dest))?;
     let area = live::ConfigArea::default()
         .encode(live::AREA_BYTES)
         .context("encoding the empty config area")?;
@@ -190,40 +218,91 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
     let fitted =
         ballast_disk::fat::build_fitted(&efi_img, "BALLAST_EFI", volume_serial, &efi_files)
             .context("writing the ISO's EFI system partition image")?;
-    let placement = efi_placement(fitted.size);
+    let placement = if inputs.grub_cd.is_some() {
+        // GRUB loopback-mounts it from the tree.
+        EfiPlacement::InTree
+    } else {
+        efi_placement(fitted.size)
+    };
     if placement == EfiPlacement::InTree {
         std::fs::rename(&efi_img, tree.join(TREE_EFI_IMAGE))
             .context("moving the EFI image into the ISO tree")?;
     }
 
-    // BIOS: ISOLINUX and the kernel and initramfs it loads from the ISO 9660 tree.
-    if let Some(iso) = inputs.isolinux {
-        let dir = tree.join("isolinux");
+    // BIOS: GRUB, which reads the kernel and initramfs out of the EFI image
+    // (a file of the tree, loopback-mounted): they are carried once.
+    if let Some(grub) = inputs.grub_cd {
+        let dir = tree.join("boot/grub");
         std::fs::create_dir_all(&dir)?;
-        std::fs::copy(&iso.isolinux_bin, dir.join("isolinux.bin"))
-            .with_context(|| format!("copying {}", iso.isolinux_bin.display()))?;
-        std::fs::copy(&iso.ldlinux_c32, dir.join("ldlinux.c32"))
-            .with_context(|| format!("copying {}", iso.ldlinux_c32.display()))?;
+        std::fs::copy(&grub.eltorito_img, tree.join(GRUB_IMAGE))
+            .with_context(|| format!("copying {}", grub.eltorito_img.display()))?;
         std::fs::write(
-            dir.join("isolinux.cfg"),
+            tree.join(GRUB_CFG),
             format!(
-                "DEFAULT live\nPROMPT 0\nTIMEOUT 0\nLABEL live\n  MENU LABEL {title}\n  KERNEL /ballast/vmlinuz\n  INITRD /ballast/initrd.img\n{KARGS_MARKER}  APPEND {cmdline}\n"
+                "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\necho \"{title}\"\nloopback efi /{TREE_EFI_IMAGE}\n{KARGS_MARKER}{GRUB_LINUX}{cmdline}\ninitrd (efi)/ballast/initrd.img\nboot\n"
             ),
         )?;
-        std::fs::write(ballast_dir.join("vmlinuz"), &kernel)?;
-        std::fs::write(ballast_dir.join("initrd.img"), inputs.initrd)?;
     }
+
+    // The installer's image and its signed manifest: slot A's root, and the
+    // kernel and initramfs where the tree holds them whole, come from the
+    // tree's files (fills) instead of a second copy.
+    let install_dir = tree.join(paths::MEDIUM_INSTALL_IMAGE);
+    let install_dir = install_dir.parent().unwrap_or(&ballast_dir);
+    let name_in = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
+    let root_name = name_in(paths::MEDIUM_ROOT_IMAGE);
+    let (kernel_name, initrd_name, efi_name) = ("vmlinuz", "initrd.img", name_in(TREE_EFI_IMAGE));
+    let mut medium = vec![install_image::MediumFile {
+        name: &root_name,
+        path: &root_dest,
+        needle: None,
+    }];
+    let (tree_kernel, tree_initrd, tree_efi) = (
+        ballast_dir.join(kernel_name),
+        ballast_dir.join(initrd_name),
+        tree.join(TREE_EFI_IMAGE),
+    );
+    if tree_kernel.is_file() {
+        medium.push(install_image::MediumFile {
+            name: kernel_name,
+            path: &tree_kernel,
+            needle: Some(&kernel),
+        });
+        medium.push(install_image::MediumFile {
+            name: initrd_name,
+            path: &tree_initrd,
+            needle: Some(inputs.initrd),
+        });
+    } else if tree_efi.is_file() {
+        for needle in [&kernel[..], inputs.initrd] {
+            medium.push(install_image::MediumFile {
+                name: &efi_name,
+                path: &tree_efi,
+                needle: Some(needle),
+            });
+        }
+    }
+    install_image::write_filled(
+        inputs.disk,
+        inputs.install_manifest,
+        &medium,
+        inputs.signer,
+        install_dir,
+    )
+    .context("writing the ISO's install image")?;
 
     let mut cmd = Command::new("xorriso");
     cmd.env("SOURCE_DATE_EPOCH", inputs.epoch.to_string())
         .args(["-as", "mkisofs", "-quiet", "-o"])
         .arg(dest)
         .args(["-V", &volume, "-R", "-J", "-joliet-long", "-iso-level", "3"]);
-    if let Some(iso) = inputs.isolinux {
-        cmd.arg("-isohybrid-mbr")
-            .arg(&iso.isohdpfx_bin)
-            .args(["-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat"])
+    if let Some(grub) = inputs.grub_cd {
+        // As grub-mkrescue: GRUB's boot-info patch and hybrid MBR.
+        cmd.args(["-b", GRUB_IMAGE, "-c", "boot/grub/boot.cat"])
             .args(["-no-emul-boot", "-boot-load-size", "4", "-boot-info-table"])
+            .arg("--grub2-boot-info")
+            .arg("--grub2-mbr")
+            .arg(&grub.boot_hybrid)
             .arg("-eltorito-alt-boot");
     }
     match placement {
@@ -247,7 +326,7 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
             // bytes GPT partition 2's EFI system partition for a USB stick.
             cmd.args(["-e", TREE_EFI_IMAGE, "-no-emul-boot"])
                 .args(["-efi-boot-part", "--efi-boot-image"]);
-            if inputs.isolinux.is_none() {
+            if inputs.grub_cd.is_none() {
                 cmd.arg("--protective-msdos-label");
             }
         }
@@ -266,23 +345,42 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
     Ok(volume)
 }
 
-/// ISOLINUX's files from Debian (`isolinux`, `syslinux-common`, both
-/// architecture-independent), through the verified archive like every other
-/// boot input: the ISO then does not depend on the build host's packages.
-pub fn isolinux(archive: &ballast_debarchive::client::Archive, cache: &Path) -> Result<Isolinux> {
-    let iso = crate::debpkg::unpacked(archive, cache, "isolinux")?;
-    let common = crate::debpkg::unpacked(archive, cache, "syslinux-common")?;
-    let files = Isolinux {
-        isolinux_bin: iso.join("usr/lib/ISOLINUX/isolinux.bin"),
-        isohdpfx_bin: iso.join("usr/lib/ISOLINUX/isohdpfx.bin"),
-        ldlinux_c32: common.join("usr/lib/syslinux/modules/bios/ldlinux.c32"),
-    };
-    for f in [&files.isolinux_bin, &files.isohdpfx_bin, &files.ldlinux_c32] {
-        if !f.is_file() {
-            bail!("Debian's isolinux/syslinux-common has no {}", f.display());
-        }
+/// GRUB's El Torito image, built by the host's `grub-mkimage` from the
+/// modules of Debian's `grub-pc-bin` (fetched through the verified archive,
+/// as for the disk's BIOS boot), and its hybrid MBR from the same package.
+pub fn grub_cd(
+    archive: &ballast_debarchive::client::Archive,
+    cache: &Path,
+    work: &Path,
+) -> Result<GrubCd> {
+    let pkg = crate::debpkg::unpacked(archive, cache, "grub-pc-bin")?;
+    let dir = pkg.join("usr/lib/grub/i386-pc");
+    let boot_hybrid = dir.join("boot_hybrid.img");
+    if !boot_hybrid.is_file() {
+        bail!("Debian's grub-pc-bin has no {}", boot_hybrid.display());
     }
-    Ok(files)
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    let eltorito_img = work.join("grub-eltorito.img");
+    let out = Command::new("grub-mkimage")
+        .args(["-O", "i386-pc-eltorito", "-p", "/boot/grub", "-d"])
+        .arg(&dir)
+        .arg("-o")
+        .arg(&eltorito_img)
+        .args(GRUB_CD_MODULES)
+        .output()
+        .context("running grub-mkimage: is grub-common installed? (scripts/setup)")?;
+    if !out.status.success() {
+        bail!(
+            "grub-mkimage -O i386-pc-eltorito -d {} failed ({}): {}",
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(GrubCd {
+        eltorito_img,
+        boot_hybrid,
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 mod bench;
 mod bench_delta;
 mod bench_flash;
+mod bench_install;
 mod bench_iso;
 mod bench_update;
 mod board_files;

@@ -59,7 +59,8 @@ pub struct RunArgs {
     pub seed: Option<PathBuf>,
     /// Attach this file as an extra writable virtio disk (raw), before the
     /// seed: the first is `/dev/vdb`, the next `/dev/vdc`... Repeatable. For
-    /// a data disk of the first-boot config's `disk_setup`/`mounts`.
+    /// a data disk of the first-boot config's `disk_setup`/`mounts`. With
+    /// --iso they follow the blank target disk.
     #[arg(long, value_name = "PATH")]
     pub drive: Vec<PathBuf>,
     /// Boot the live ISO (default: the build's `iso` artifact) as a CD, with an
@@ -279,6 +280,14 @@ fn run_live(
         },
         accel,
     )?;
+    // Extra disks after the blank target (`/dev/vdb`... on virtio): e.g. the
+    // raw image `ballast bench install` copies with dd.
+    for (i, drive) in args.drive.iter().enumerate() {
+        if !drive.is_file() {
+            bail!("--drive {}: no such file", drive.display());
+        }
+        cmd.args(qemu::drive_args(&profile, drive, i));
+    }
     let err = cmd.exec();
     Err(err).with_context(|| {
         format!(

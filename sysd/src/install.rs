@@ -97,7 +97,11 @@ pub fn run(
                 )?),
                 Err(_) => None,
             };
-            let image = Image::open(path, manifest.as_ref().map(|m| m.raw_size))?;
+            let mut image = Image::open(path, manifest.as_ref().map(|m| m.raw_size))?;
+            if let Some(m) = &manifest {
+                // The ISO's copy leaves slot A's root (and more) to files beside it.
+                image = image.with_fills(&m.fills, path.parent().unwrap_or(Path::new("/")))?;
+            }
             (image, manifest)
         }
         Source::Stream {
@@ -113,6 +117,13 @@ pub fn run(
                 ))
             })?;
             let m = Manifest::verify(&text, &keys, &format!("{name}.manifest"))?;
+            if !m.fills.is_empty() {
+                return Err(InstallFailure::Other(format!(
+                    "{name}: this is the live ISO's install image, which takes {} ranges from files on the ISO; over a URL give the whole {} `ballast build` wrote in OUT",
+                    m.fills.len(),
+                    ballast_install::IMAGE_FILE
+                )));
+            }
             let image = Image::from_reader(&name, reader, size, Some(m.raw_size))?;
             (image, Some(m))
         }

@@ -23,6 +23,7 @@
 
 mod bootconfig;
 mod error;
+pub mod fill;
 pub mod manifest;
 pub mod source;
 pub mod target;
@@ -30,6 +31,7 @@ pub mod write;
 
 pub use bootconfig::{BootConfig, CONFIG_FILES};
 pub use error::InstallError;
+pub use fill::Fill;
 pub use manifest::Manifest;
 pub use source::Image;
 pub use target::{Policy, Target};

@@ -10,11 +10,17 @@
 //! uncompressed disk image, so the writer checks the bytes it streams, not the
 //! compressed file: a corrupt or swapped image is refused before its first MiB
 //! (the partition table) reaches the target.
+//!
+//! Format 2 adds `"fills":[...]` ([`Fill`]): ranges the compressed image
+//! leaves zero and the writer takes from files beside it (the live ISO's
+//! copy, which carries slot A's root once). `raw_size` and `sha256` still
+//! describe the whole disk image with the fills in place. Format 1 (no
+//! fills) is what `ballast flash` and PXE installs read.
 
 use ballast_bundle::{PublicKey, Signer};
 use serde::{Deserialize, Serialize};
 
-use crate::InstallError;
+use crate::{Fill, InstallError};
 
 const SIG_TAG: &str = "ballast-ed25519-sig";
 
@@ -29,7 +35,14 @@ pub struct Manifest {
     pub raw_size: u64,
     /// Hex SHA-256 of the uncompressed disk image.
     pub sha256: String,
+    /// Ranges taken from files beside the image (format 2 only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fills: Vec<Fill>,
 }
+
+/// The manifest format without fills, and with them.
+pub const FORMAT_WHOLE: u32 = 1;
+pub const FORMAT_FILLS: u32 = 2;
 
 impl Manifest {
     /// The manifest file's text: the JSON line and its signature line.
@@ -87,12 +100,19 @@ impl Manifest {
         }
         let m: Manifest =
             serde_json::from_str(json).map_err(|e| err(format!("line 1: invalid: {e}")))?;
-        if m.format != 1 {
+        let want = if m.fills.is_empty() {
+            FORMAT_WHOLE
+        } else {
+            FORMAT_FILLS
+        };
+        if m.format != want {
             return Err(err(format!(
-                "field `format`: {} is not a format this program reads (1); update it",
-                m.format
+                "field `format`: {} with {} fills; this program reads format {FORMAT_WHOLE} without fills and {FORMAT_FILLS} with them (update it if the image is newer)",
+                m.format,
+                m.fills.len()
             )));
         }
+        Fill::check_all(&m.fills, m.raw_size).map_err(|d| err(format!("field {d}")))?;
         m.sha256_bytes()
             .map_err(|d| err(format!("field `sha256`: {d}")))?;
         Ok(m)
@@ -119,7 +139,29 @@ mod tests {
             arch: "x86_64".into(),
             raw_size: 4 << 20,
             sha256: "ab".repeat(32),
+            fills: Vec::new(),
         }
+    }
+
+    #[test]
+    fn fills_need_format_2_and_round_trip() {
+        let signer = Signer::from_seed(&[7; 32]);
+        let mut m = sample();
+        m.fills = vec![Fill {
+            offset: 1 << 20,
+            length: 4096,
+            file: "root.img".into(),
+            file_offset: 0,
+            sha256: "cd".repeat(32),
+        }];
+        let e = Manifest::verify(&m.sign(&signer), &[signer.public()], "t").unwrap_err();
+        assert!(e.to_string().contains("format"), "{e}");
+        m.format = FORMAT_FILLS;
+        let back = Manifest::verify(&m.sign(&signer), &[signer.public()], "t").unwrap();
+        assert_eq!(back, m);
+        m.fills[0].offset = 5 << 20;
+        let e = Manifest::verify(&m.sign(&signer), &[signer.public()], "t").unwrap_err();
+        assert!(e.to_string().contains("runs past"), "{e}");
     }
 
     #[test]

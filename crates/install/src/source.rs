@@ -98,6 +98,17 @@ impl Image {
         }
     }
 
+    /// Put a signed manifest's fills in place while streaming: their bytes
+    /// come from files in `dir` (the medium's directory of the image).
+    pub fn with_fills(mut self, fills: &[crate::Fill], dir: &Path) -> Result<Image, InstallError> {
+        if fills.is_empty() {
+            return Ok(self);
+        }
+        let inner = std::mem::replace(&mut self.reader, Box::new(io::empty()));
+        self.reader = Box::new(crate::fill::FillReader::new(inner, fills, dir, &self.name)?);
+        Ok(self)
+    }
+
     pub(crate) fn reader(&mut self) -> &mut (dyn Read + Send) {
         &mut *self.reader
     }
