@@ -36,6 +36,12 @@ pub enum BenchCmd {
     /// to ready live.
     #[command(after_long_help = "Example:\n  ballast bench iso --board qemu-x86_64 --bios")]
     Iso(crate::bench_iso::IsoBenchArgs),
+    /// Where the disk image's bytes go: kernel, initramfs, root, and inside
+    /// the root each package and Ballast's binaries, at zstd -19, against the goal.
+    #[command(
+        after_long_help = "Example:\n  ballast bench size --board qemu-arm64 --image images/minimal.toml"
+    )]
+    Size(crate::bench_size::SizeBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +164,7 @@ pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
         BenchCmd::Flash(args) => crate::bench_flash::run(project, args),
         BenchCmd::Delta(args) => crate::bench_delta::run(project, args),
         BenchCmd::Iso(args) => crate::bench_iso::run(project, args),
+        BenchCmd::Size(args) => crate::bench_size::run(project, args),
     }
 }
 
