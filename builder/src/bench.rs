@@ -42,6 +42,12 @@ pub enum BenchCmd {
         after_long_help = "Example:\n  ballast bench install --board qemu-x86_64 -- --image images/minimal.toml"
     )]
     Install(crate::bench_install::InstallBenchArgs),
+    /// Where the disk image's bytes go: kernel, initramfs, root, and inside
+    /// the root each package and Ballast's binaries, at zstd -19, against the goal.
+    #[command(
+        after_long_help = "Example:\n  ballast bench size --board qemu-arm64 --image images/minimal.toml"
+    )]
+    Size(crate::bench_size::SizeBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -165,6 +171,7 @@ pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
         BenchCmd::Install(args) => crate::bench_install::run(project, args),
         BenchCmd::Delta(args) => crate::bench_delta::run(project, args),
         BenchCmd::Iso(args) => crate::bench_iso::run(project, args),
+        BenchCmd::Size(args) => crate::bench_size::run(project, args),
     }
 }
 

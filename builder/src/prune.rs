@@ -206,6 +206,17 @@ pub fn prune(root: &Path, owners: &Owners, policy: &Policy) -> Result<Pruned> {
             );
         }
     }
+    // A skipped program no package ships is a typo (or a package that moved
+    // it): say so, or the program the line meant would silently stay.
+    for p in &skip {
+        if !all.contains_key(p) {
+            bail!(
+                "build.toml's skip_programs names /{} but no package in the userland ships it; \
+                 fix the path or remove the line",
+                p.display()
+            );
+        }
+    }
     for p in roots {
         keep.add(&p)?;
     }
@@ -697,5 +708,21 @@ mod tests {
         };
         let err = prune(dir.path(), &Owners::default(), &policy).unwrap_err();
         assert!(err.to_string().contains("/usr/bin/missing"), "{err}");
+    }
+
+    #[test]
+    fn a_skipped_program_no_package_ships_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "usr/bin/a", "x");
+        let policy = Policy {
+            skip: [PathBuf::from("/usr/sbin/typo")].into_iter().collect(),
+            ..Policy::default()
+        };
+        let err = prune(dir.path(), &Owners::default(), &policy).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("skip_programs names /usr/sbin/typo"),
+            "{err}"
+        );
     }
 }
