@@ -36,6 +36,10 @@ pub enum BenchCmd {
     /// to ready live.
     #[command(after_long_help = "Example:\n  ballast bench iso --board qemu-x86_64 --bios")]
     Iso(crate::bench_iso::IsoBenchArgs),
+    /// A diskless network boot: QEMU start to ready, bytes over TFTP and
+    /// HTTP against the set's files, RAM in use after ready.
+    #[command(after_long_help = "Example:\n  ballast bench netboot --board qemu-x86_64")]
+    Netboot(crate::bench_netboot::NetbootBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +162,7 @@ pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
         BenchCmd::Flash(args) => crate::bench_flash::run(project, args),
         BenchCmd::Delta(args) => crate::bench_delta::run(project, args),
         BenchCmd::Iso(args) => crate::bench_iso::run(project, args),
+        BenchCmd::Netboot(args) => crate::bench_netboot::run(project, args),
     }
 }
 

@@ -6,6 +6,7 @@ mod bench;
 mod bench_delta;
 mod bench_flash;
 mod bench_iso;
+mod bench_netboot;
 mod bench_update;
 mod board_files;
 mod build;
