@@ -39,6 +39,9 @@ pub struct NetbootBenchArgs {
     /// With --build: the private SSH key for user `ballast` on that build.
     #[arg(long, value_name = "FILE", requires = "build")]
     pub ssh_key: Option<PathBuf>,
+    /// The machine's RAM in MiB (default: the QEMU profile's).
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u32>,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
@@ -170,6 +173,9 @@ pub fn run(project: &Project, args: &NetbootBenchArgs) -> Result<()> {
         .args(["run", "--board", &args.board, "--netboot"])
         .arg(&set)
         .args(["--no-reboot", "--ssh-port", &ssh_port.to_string()]);
+    if let Some(mib) = args.memory {
+        cmd.args(["--memory", &mib.to_string()]);
+    }
     let stderr =
         std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let start = Instant::now();
@@ -210,9 +216,14 @@ pub fn run(project: &Project, args: &NetbootBenchArgs) -> Result<()> {
         .output()
         .context("running ssh")?;
     console.kill();
-    let meminfo = String::from_utf8_lossy(&meminfo.stdout);
-    let (mem_total_bytes, mem_used_after_ready_bytes) = mem_used(&meminfo)
-        .with_context(|| format!("no MemTotal/MemAvailable over SSH: {meminfo:?}"))?;
+    let text = String::from_utf8_lossy(&meminfo.stdout);
+    let (mem_total_bytes, mem_used_after_ready_bytes) = mem_used(&text).with_context(|| {
+        format!(
+            "no MemTotal/MemAvailable over SSH ({}): {text:?} {}",
+            meminfo.status,
+            String::from_utf8_lossy(&meminfo.stderr)
+        )
+    })?;
     let served =
         std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
     let root_bytes = size(&set.join("root.img"))?;

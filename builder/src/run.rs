@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// exits (x86_64, SeaBIOS).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["direct", "disk", "no_overlay", "fresh", "iso", "seed", "drive"])]
     pub netboot: Option<PathBuf>,
+    /// With --netboot: the machine's RAM in MiB instead of the QEMU profile's
+    /// (to find the least a diskless machine boots with).
+    #[arg(long, value_name = "MIB", requires = "netboot")]
+    pub memory: Option<u32>,
     /// Add a hardware watchdog: QEMU's i6300esb (PCI), which resets the
     /// machine when PID 1 stops petting it (a hung sysd). Stage 1 loads its
     /// driver on x86_64 and arm64.
@@ -239,6 +243,7 @@ fn run_netboot(
             ssh_port: args.ssh_port,
             no_reboot: args.no_reboot,
             blank_disk: blank_disk.as_deref(),
+            memory_mib: args.memory,
         },
         accel,
     )?;

@@ -122,6 +122,8 @@ pub struct NetBoot<'a> {
     pub no_reboot: bool,
     /// An empty target disk for an unattended install (`/dev/vda`).
     pub blank_disk: Option<&'a Path>,
+    /// RAM in MiB instead of the profile's.
+    pub memory_mib: Option<u32>,
 }
 
 /// Where `--blank-disk` puts its disk: `DIR.target.img`, beside the set.
@@ -141,7 +143,7 @@ pub fn command(b: &NetBoot<'_>, accel: Accel) -> Result<Command> {
     cmd.args(["-machine", &p.machine])
         .args(["-accel", accel.arg()])
         .args(["-cpu", if accel == Accel::Kvm { "host" } else { &p.cpu }])
-        .args(["-m", &p.memory_mib.to_string()])
+        .args(["-m", &b.memory_mib.unwrap_or(p.memory_mib).to_string()])
         .args(["-smp", &p.smp.to_string()])
         .args(["-nographic", "-nodefaults", "-serial", "mon:stdio"])
         // SeaBIOS (no pflash): the network, or with a target disk that disk
