@@ -3,8 +3,13 @@
 //! plays the rack: QEMU's DHCP/TFTP hands `boot.ipxe` to the NIC's iPXE ROM,
 //! iPXE fetches the kernel and initramfs over HTTP, and init fetches the root
 //! into RAM, verifies it and reaches `ballast-ready ... slot=net`; SSH works
-//! and the state is in RAM. A base URL that is not http is refused, and a
-//! tampered root image is refused on the console and never booted.
+//! and the state is in RAM. The same machine is an installer (`ballast netboot
+//! --install /dev/vda`, `ballast run --blank-disk`): once its checks are done
+//! and the set's manifest is served, sysd's unattended install writes the
+//! install image from the set to its blank disk and reboots; the disk alone
+//! then boots to slot A. A base URL that is not http is refused, and a
+//! tampered root image, fetched with an address stage 1 leased by DHCP
+//! itself, is refused on the console and never booted.
 
 mod common;
 
@@ -15,10 +20,11 @@ use std::time::Duration;
 const READY: Duration = Duration::from_secs(900);
 
 /// `ballast netboot` from the shared build; returns its --json.
-fn netboot(build: &Path, base_url: &str, out: &Path) -> serde_json::Value {
+fn netboot(build: &Path, base_url: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
     let output = common::ballast()
         .args(["netboot", "--board", "qemu-x86_64", "--build"])
         .arg(build)
+        .args(extra)
         .args(["--base-url", base_url, "--json", "--out"])
         .arg(out)
         .output()
@@ -31,15 +37,16 @@ fn netboot(build: &Path, base_url: &str, out: &Path) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("ballast netboot --json")
 }
 
-fn boot(built: &common::Built, set: &Path, ssh_port: u16, log: std::path::PathBuf) -> Machine {
-    Machine::start_with(
-        "qemu-x86_64",
-        &built.out,
-        ssh_port,
-        log,
-        false,
-        &["--netboot".as_ref(), set.as_os_str()],
-    )
+fn boot(
+    built: &common::Built,
+    set: &Path,
+    ssh_port: u16,
+    log: std::path::PathBuf,
+    extra: &[&str],
+) -> Machine {
+    let mut args = vec!["--netboot".as_ref(), set.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    Machine::start_with("qemu-x86_64", &built.out, ssh_port, log, false, &args)
 }
 
 #[test]
@@ -67,8 +74,15 @@ fn x86_64_boots_diskless_over_pxe_and_refuses_a_tampered_root() {
     let http = free_port();
     let base = format!("http://10.0.2.2:{http}");
     let set = work.join("set");
-    let json = netboot(&built.out, &base, &set);
-    for key in ["vmlinuz", "initrd", "root", "ipxe"] {
+    let json = netboot(&built.out, &base, &set, &["--install", "/dev/vda"]);
+    for key in [
+        "vmlinuz",
+        "initrd",
+        "root",
+        "ipxe",
+        "install_image",
+        "install_manifest",
+    ] {
         let path = json["files"][key].as_str().expect("a file path");
         assert!(Path::new(path).is_file(), "{key}: {path}");
     }
@@ -78,11 +92,28 @@ fn x86_64_boots_diskless_over_pxe_and_refuses_a_tampered_root() {
         "{cmdline}"
     );
     assert!(cmdline.contains("ballast.verity="), "{cmdline}");
+    assert!(
+        cmdline.contains(&format!(
+            "ballast.install=/dev/vda ballast.install.image={base}/install.img.zst"
+        )),
+        "{cmdline}"
+    );
+    // The manifest is held back until the diskless checks are done (a rack
+    // whose image is not published yet): the installer waits for it.
+    let manifest = set.join("install.img.zst.manifest");
+    let held = set.join(".held.manifest");
+    std::fs::rename(&manifest, &held).expect("holding the manifest back");
     let root_hash = json["root_hash"].as_str().expect("a root hash");
     assert_eq!(Some(root_hash), built.json["root_hash"].as_str());
 
     let ssh_port = free_port();
-    let mut m = boot(&built, &set, ssh_port, work.join("net.log"));
+    let mut m = boot(
+        &built,
+        &set,
+        ssh_port,
+        work.join("net.log"),
+        &["--blank-disk", "8G"],
+    );
     m.wait_for("netboot: fetching", READY);
     m.wait_for("(100 %)", READY);
     let verified = m.wait_for("netboot: every block of the root matches", READY);
@@ -106,20 +137,77 @@ fn x86_64_boots_diskless_over_pxe_and_refuses_a_tampered_root() {
     assert!(root.contains("squashfs"), "root is {root}");
     let mem = ssh.ok("grep -E 'MemTotal|MemAvailable' /proc/meminfo");
     eprintln!("x86_64 PXE: after ready: {}", mem.replace('\n', "; "));
+
+    // The unattended install from the set onto the blank disk.
+    m.wait_for("ballast-install waiting for", READY);
+    std::fs::rename(&held, &manifest).expect("publishing the manifest");
+    let started = std::time::Instant::now();
+    let done = m.wait_for("ballast-install done", READY);
+    assert!(done.contains("device=/dev/vda"), "{done}");
+    assert!(
+        done.contains(&format!("version={}", built.version())),
+        "{done}"
+    );
+    eprintln!(
+        "x86_64 PXE install: {done} ({:.1?} after the manifest)",
+        started.elapsed()
+    );
+    m.wait_for("ballast-install rebooting", Duration::from_secs(120));
+    m.wait_exit(Duration::from_secs(300));
+    drop(m);
+
+    // The disk alone, without the network boot: slot A of the installed version.
+    let mut target = set.clone().into_os_string();
+    target.push(".target.img");
+    let port = free_port();
+    let mut m = Machine::boot_disk(
+        "qemu-x86_64",
+        &built.out,
+        Path::new(&target),
+        port,
+        work.join("disk.log"),
+    );
+    m.wait_for(
+        &format!("ballast-ready version={} slot=a", built.version()),
+        READY,
+    );
+    eprintln!(
+        "x86_64 installed disk: QEMU start to ready in {:.1?}",
+        m.since_start()
+    );
     drop(m);
 
     // The same set with one byte of the root changed (a copy: root.img is
     // hard-linked from the shared build).
     let tampered = work.join("tampered");
     let http = free_port();
-    netboot(&built.out, &format!("http://10.0.2.2:{http}"), &tampered);
+    // Stage 1 leases its own address here (`--dhcp`: no ballast.root.ip=).
+    let json = netboot(
+        &built.out,
+        &format!("http://10.0.2.2:{http}"),
+        &tampered,
+        &["--dhcp"],
+    );
+    let cmdline = json["cmdline"].as_str().expect("a command line");
+    assert!(!cmdline.contains("ballast.root.ip="), "{cmdline}");
     let root = tampered.join("root.img");
     let mut bytes = std::fs::read(&root).expect("reading root.img");
     let at = bytes.len() / 3;
     bytes[at] ^= 0x55;
     std::fs::remove_file(&root).expect("unlinking the hard link");
     std::fs::write(&root, &bytes).expect("writing the tampered root.img");
-    let mut m = boot(&built, &tampered, free_port(), work.join("tampered.log"));
+    let mut m = boot(
+        &built,
+        &tampered,
+        free_port(),
+        work.join("tampered.log"),
+        &[],
+    );
+    let leased = m.wait_for("(DHCP)", READY);
+    assert!(
+        leased.contains(" is 10.0.2.15/255.255.255.0 via 10.0.2.2"),
+        "{leased}"
+    );
     let refused = m.wait_for("root slot net refused", READY);
     assert!(
         refused.contains("does not match the root hash"),

@@ -48,6 +48,10 @@ pub enum BenchCmd {
         after_long_help = "Example:\n  ballast bench size --board qemu-arm64 --image images/minimal.toml"
     )]
     Size(crate::bench_size::SizeBenchArgs),
+    /// A diskless network boot: QEMU start to ready, bytes over TFTP and
+    /// HTTP against the set's files, RAM in use after ready.
+    #[command(after_long_help = "Example:\n  ballast bench netboot --board qemu-x86_64")]
+    Netboot(crate::bench_netboot::NetbootBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -172,6 +176,7 @@ pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
         BenchCmd::Delta(args) => crate::bench_delta::run(project, args),
         BenchCmd::Iso(args) => crate::bench_iso::run(project, args),
         BenchCmd::Size(args) => crate::bench_size::run(project, args),
+        BenchCmd::Netboot(args) => crate::bench_netboot::run(project, args),
     }
 }
 

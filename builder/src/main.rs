@@ -7,6 +7,7 @@ mod bench_delta;
 mod bench_flash;
 mod bench_install;
 mod bench_iso;
+mod bench_netboot;
 mod bench_size;
 mod bench_update;
 mod board_files;

@@ -12,6 +12,12 @@
 //!   `ballast.root=URL/root.img`, the root hash (`ballast.verity=`), the
 //!   consoles, and `ballast.root.ip=` filled in by iPXE from its own DHCP lease
 //!   (ADR 0011);
+//! * `install.img.zst` and its signed `install.img.zst.manifest` (when the
+//!   build has a disk): the image the installer writes. With `--install
+//!   DEVICE` the command line also carries `ballast.install=DEVICE
+//!   ballast.install.image=URL/install.img.zst`: the machine boots diskless,
+//!   sysd's unattended install (the ISO's installer) fetches the image and
+//!   its manifest from the set, checks them, writes DEVICE and reboots into it;
 //! * `netboot.json`: what `--json` prints (paths, base URL, command line).
 //!
 //! Files are hard-linked from the build when they can be (same filesystem),
@@ -48,6 +54,15 @@ pub struct NetbootArgs {
     /// The directory to write the netboot set to.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Make an installer set: the machines boot it, write the install image
+    /// from the set to DEVICE (e.g. /dev/vda, /dev/nvme0n1; what is on it is
+    /// lost) and reboot into it.
+    #[arg(long, value_name = "DEVICE")]
+    pub install: Option<String>,
+    /// Stage 1 leases its own address by DHCP instead of taking iPXE's
+    /// (`ballast.root.ip=` is left out of the command line).
+    #[arg(long)]
+    pub dhcp: bool,
     /// Print what was written as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -68,6 +83,9 @@ pub struct NetbootSet {
     /// The kernel command line `boot.ipxe` boots (iPXE variables unexpanded).
     pub cmdline: String,
     pub root_hash: String,
+    /// `--install DEVICE`: the disk the machines install themselves to.
+    #[serde(default)]
+    pub install: Option<String>,
 }
 
 pub const FILE: &str = "netboot.json";
@@ -101,10 +119,34 @@ pub fn check_base_url(url: &str) -> Result<String> {
 }
 
 /// The kernel command line of a netboot: the slot's (consoles, `panic=`,
-/// `ballast.verity=`), the root's URL, and the address iPXE got by DHCP.
-pub fn cmdline(slot_cmdline: &str, base_url: &str) -> String {
+/// `ballast.verity=`), the root's URL, and the address iPXE got by DHCP
+/// (unless stage 1 is to lease its own: `dhcp`).
+pub fn cmdline(slot_cmdline: &str, base_url: &str, dhcp: bool) -> String {
+    let mut line = format!("{slot_cmdline} ballast.root={base_url}/root.img");
+    if !dhcp {
+        line.push_str(" ballast.root.ip=${net0/ip},${net0/netmask},${net0/gateway},${net0/mac}");
+    }
+    line
+}
+
+/// A `--install` device: a whole-disk path under /dev that fits on a kernel
+/// command line.
+pub fn check_install_device(device: &str) -> Result<()> {
+    let ok = device.starts_with("/dev/")
+        && device.len() > 5
+        && !device.contains(char::is_whitespace)
+        && !device.contains(['"', '\\']);
+    if !ok {
+        bail!("--install {device:?}: not a device path; give the disk to install to, e.g. /dev/vda or /dev/nvme0n1");
+    }
+    Ok(())
+}
+
+/// The command-line words of an unattended install from the set.
+pub fn install_args(device: &str, base_url: &str) -> String {
     format!(
-        "{slot_cmdline} ballast.root={base_url}/root.img ballast.root.ip=${{net0/ip}},${{net0/netmask}},${{net0/gateway}},${{net0/mac}}"
+        "ballast.install={device} ballast.install.image={base_url}/{}",
+        ballast_install::IMAGE_FILE
     )
 }
 
@@ -135,6 +177,9 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
 
 pub fn run(project: &Project, args: &NetbootArgs) -> Result<()> {
     let base_url = check_base_url(&args.base_url)?;
+    if let Some(device) = &args.install {
+        check_install_device(device)?;
+    }
     let build_dir = match &args.build {
         Some(dir) => dir.clone(),
         None => {
@@ -196,7 +241,36 @@ pub fn run(project: &Project, args: &NetbootArgs) -> Result<()> {
         link_or_copy(&from, &to)?;
         files.insert(key.to_string(), to);
     }
-    let cmdline = cmdline(slot_cmdline, &base_url);
+    // The installer's image and its signed manifest, served beside the root.
+    if let Ok(image) = built.artifact("install_image") {
+        let manifest = image.with_file_name(ballast_install::MANIFEST_FILE);
+        if image.is_file() && manifest.is_file() {
+            for (key, from, name) in [
+                ("install_image", &image, ballast_install::IMAGE_FILE),
+                (
+                    "install_manifest",
+                    &manifest,
+                    ballast_install::MANIFEST_FILE,
+                ),
+            ] {
+                let to = out.join(name);
+                link_or_copy(from, &to)?;
+                files.insert(key.to_string(), to);
+            }
+        }
+    }
+    let mut cmdline = cmdline(slot_cmdline, &base_url, args.dhcp);
+    if let Some(device) = &args.install {
+        if !files.contains_key("install_image") {
+            bail!(
+                "--install {device}: the build in {} has no {} with its manifest to install; rebuild it with this ballast (without --no-disk)",
+                build_dir.display(),
+                ballast_install::IMAGE_FILE
+            );
+        }
+        cmdline.push(' ');
+        cmdline.push_str(&install_args(device, &base_url));
+    }
     let script = out.join("boot.ipxe");
     std::fs::write(&script, ipxe_script(&built.version, &base_url, &cmdline))
         .with_context(|| format!("writing {}", script.display()))?;
@@ -209,6 +283,7 @@ pub fn run(project: &Project, args: &NetbootArgs) -> Result<()> {
         files,
         cmdline,
         root_hash: root_hash.clone(),
+        install: args.install.clone(),
     };
     let json = serde_json::to_string_pretty(&set)?;
     std::fs::write(out.join(FILE), &json)
@@ -262,10 +337,27 @@ mod tests {
     }
 
     #[test]
+    fn install_devices_are_device_paths() {
+        check_install_device("/dev/vda").unwrap();
+        check_install_device("/dev/nvme0n1").unwrap();
+        for bad in ["vda", "/dev/", "/dev/vda extra", "/tmp/x"] {
+            let e = check_install_device(bad).unwrap_err().to_string();
+            assert!(e.contains("--install"), "{bad}: {e}");
+        }
+        assert_eq!(
+            install_args("/dev/vda", "http://10.0.2.2:8080"),
+            "ballast.install=/dev/vda ballast.install.image=http://10.0.2.2:8080/install.img.zst"
+        );
+    }
+
+    #[test]
     fn the_script_boots_the_kernel_with_the_root_url_and_hash() {
+        let own = cmdline("console=ttyS0", "http://h", true);
+        assert_eq!(own, "console=ttyS0 ballast.root=http://h/root.img");
         let line = cmdline(
             "console=ttyS0 panic=5 ballast.verity=abc",
             "http://10.0.2.2:8080",
+            false,
         );
         assert!(line.starts_with("console=ttyS0 panic=5 ballast.verity=abc "));
         assert!(line.contains(" ballast.root=http://10.0.2.2:8080/root.img "));

@@ -248,10 +248,16 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn spawn(mut cmd: Command) -> Result<Console> {
+    pub fn spawn(cmd: Command) -> Result<Console> {
+        Console::spawn_with_stderr(cmd, Stdio::inherit())
+    }
+
+    /// Like `spawn`, with the command's stderr sent to `stderr` (a file a
+    /// bench reads `ballast run`'s own lines from).
+    pub fn spawn_with_stderr(mut cmd: Command, stderr: Stdio) -> Result<Console> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         let mut child = cmd.spawn().with_context(|| {
             format!(
                 "starting {:?}: is QEMU installed? (scripts/setup)",

@@ -73,16 +73,22 @@ pub struct RunArgs {
     /// Boot through SeaBIOS (legacy BIOS) instead of UEFI (x86_64).
     #[arg(long)]
     pub bios: bool,
-    /// With --iso: size of the empty target disk (e.g. 8G), made afresh each run
+    /// With --iso: size of the empty target disk (default 8G), made afresh each run
     /// beside the ISO (`ballast.target.img`; UEFI variables in `ballast.efivars.fd`).
-    #[arg(long, value_name = "SIZE", default_value = "8G", requires = "iso")]
-    pub blank_disk: String,
+    /// With --netboot: an empty disk of SIZE (default: none, diskless) beside
+    /// DIR (`DIR.target.img`), for an installer set (`ballast netboot --install`).
+    #[arg(long, value_name = "SIZE")]
+    pub blank_disk: Option<String>,
     /// Boot a netboot set (`ballast netboot --out DIR`) over the network:
     /// QEMU's TFTP serves DIR's boot.ipxe to the NIC's iPXE, and this command
     /// serves DIR over HTTP on 127.0.0.1 at the set's base-URL port until QEMU
     /// exits (x86_64, SeaBIOS).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["direct", "disk", "no_overlay", "fresh", "iso", "seed", "drive"])]
     pub netboot: Option<PathBuf>,
+    /// With --netboot: the machine's RAM in MiB instead of the QEMU profile's
+    /// (to find the least a diskless machine boots with).
+    #[arg(long, value_name = "MIB", requires = "netboot")]
+    pub memory: Option<u32>,
     /// Add a hardware watchdog: QEMU's i6300esb (PCI), which resets the
     /// machine when PID 1 stops petting it (a hung sysd). Stage 1 loads its
     /// driver on x86_64 and arm64.
@@ -119,6 +125,9 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
     })?;
     if let Some(iso) = &args.iso {
         return run_live(&board, profile, &build, iso.as_deref(), args);
+    }
+    if args.blank_disk.is_some() {
+        bail!("--blank-disk: only with --iso or --netboot (a disk boot has its own disk; add data disks with --drive)");
     }
     let mut cmdline = build.cmdline.clone();
     for extra in &args.append {
@@ -219,6 +228,14 @@ fn run_netboot(
     };
     let cache = crate::project::cache_dir(args.cache.as_deref());
     let accel = qemu::choose_accel(&probe, board.arch, args.accel, &cache)?;
+    let blank_disk = match &args.blank_disk {
+        Some(size) => {
+            let path = netboot::blank_disk_path(&dir);
+            live::make_blank_disk(&path, live::parse_size(size)?)?;
+            Some(path)
+        }
+        None => None,
+    };
     let cmd = netboot::command(
         &netboot::NetBoot {
             profile: &profile,
@@ -226,6 +243,8 @@ fn run_netboot(
             dir: &dir,
             ssh_port: args.ssh_port,
             no_reboot: args.no_reboot,
+            blank_disk: blank_disk.as_deref(),
+            memory_mib: args.memory,
         },
         accel,
     )?;
@@ -252,7 +271,7 @@ fn run_live(
     if !iso.is_file() {
         bail!("--iso {}: no such file", iso.display());
     }
-    let bytes = live::parse_size(&args.blank_disk)?;
+    let bytes = live::parse_size(args.blank_disk.as_deref().unwrap_or("8G"))?;
     let (target, efivars) = live::run_files(&iso);
     live::make_blank_disk(&target, bytes)?;
     let probe = Launch {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod container;
 pub mod debian;
 pub mod disk;
+pub mod netboot;
 pub mod slot;
 
 /// A harness: any bytes in, a panic out only on a bug.
@@ -31,6 +32,8 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("debian_release", debian::debian_release),
     ("debian_packages", debian::debian_packages),
     ("deb", debian::deb),
+    ("dhcp_reply", netboot::dhcp_reply),
+    ("http_head", netboot::http_head),
 ];
 
 /// Text parsers read their files as UTF-8 (a file that is not is refused

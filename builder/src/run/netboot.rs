@@ -8,6 +8,11 @@
 //! stops when QEMU exits. On x86_64 the machine boots through SeaBIOS, whose
 //! option-ROM iPXE runs the script (OVMF would run its own PXE client, which
 //! boots EFI programs, not scripts).
+//!
+//! `--blank-disk SIZE` adds an empty virtio disk (`DIR.target.img`, beside the
+//! set so the HTTP server never serves it) for an installer set: SeaBIOS tries
+//! the disk first, finds nothing to boot, and boots the network; after the
+//! install the machine reboots into the disk.
 
 use anyhow::{bail, Context, Result};
 use ballast_inputs::{Arch, QemuProfile};
@@ -66,15 +71,16 @@ fn answer(mut stream: TcpStream, dir: &Path, served: &AtomicU64) -> std::io::Res
     let request = request.trim_end();
     match requested(request, dir) {
         Some(file) => {
-            let bytes = std::fs::read(&file)?;
+            // Streamed: the install image is tens of MB.
+            let mut f = std::fs::File::open(&file)?;
+            let len = f.metadata()?.len();
             write!(
                 stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                bytes.len()
+                "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
             )?;
-            stream.write_all(&bytes)?;
-            served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            eprintln!("ballast run: HTTP {request}: 200, {} bytes", bytes.len());
+            let sent = std::io::copy(&mut f, &mut stream)?;
+            served.fetch_add(sent, Ordering::Relaxed);
+            eprintln!("ballast run: HTTP {request}: 200, {sent} bytes");
         }
         None => {
             write!(
@@ -114,6 +120,17 @@ pub struct NetBoot<'a> {
     pub dir: &'a Path,
     pub ssh_port: Option<u16>,
     pub no_reboot: bool,
+    /// An empty target disk for an unattended install (`/dev/vda`).
+    pub blank_disk: Option<&'a Path>,
+    /// RAM in MiB instead of the profile's.
+    pub memory_mib: Option<u32>,
+}
+
+/// Where `--blank-disk` puts its disk: `DIR.target.img`, beside the set.
+pub fn blank_disk_path(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_os_string();
+    name.push(".target.img");
+    PathBuf::from(name)
 }
 
 /// The QEMU command line of a network boot.
@@ -126,11 +143,22 @@ pub fn command(b: &NetBoot<'_>, accel: Accel) -> Result<Command> {
     cmd.args(["-machine", &p.machine])
         .args(["-accel", accel.arg()])
         .args(["-cpu", if accel == Accel::Kvm { "host" } else { &p.cpu }])
-        .args(["-m", &p.memory_mib.to_string()])
+        .args(["-m", &b.memory_mib.unwrap_or(p.memory_mib).to_string()])
         .args(["-smp", &p.smp.to_string()])
         .args(["-nographic", "-nodefaults", "-serial", "mon:stdio"])
-        // SeaBIOS (no pflash): network first.
-        .args(["-boot", "order=n"]);
+        // SeaBIOS (no pflash): the network, or with a target disk that disk
+        // first (blank: SeaBIOS moves on to the network; installed: it boots).
+        .args([
+            "-boot",
+            if b.blank_disk.is_some() {
+                "order=cn"
+            } else {
+                "order=n"
+            },
+        ]);
+    if let Some(disk) = b.blank_disk {
+        cmd.args(crate::qemu::drive_args(p, disk, 0));
+    }
     let dir = b.dir.to_string_lossy().replace(',', ",,");
     let mut netdev = format!("user,id=net0,tftp={dir},bootfile=boot.ipxe");
     if let Some(port) = b.ssh_port {

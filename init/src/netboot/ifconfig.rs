@@ -100,14 +100,16 @@ fn ioctl<T>(sock: &Socket, req: u32, arg: &mut T, what: &str) -> Result<(), Stri
     Ok(())
 }
 
-/// Brings `iface` up with `cfg`'s address, netmask and default route.
-pub fn configure(iface: &str, cfg: &IpConfig) -> Result<(), String> {
+fn socket() -> Result<Socket, String> {
     // SAFETY: plain socket(2); the result is checked.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(format!("socket: {}", std::io::Error::last_os_error()));
     }
-    let sock = Socket(fd);
+    Ok(Socket(fd))
+}
+
+fn ifreq(iface: &str) -> Result<IfReq, String> {
     let mut req = IfReq {
         name: [0; 16],
         data: [0; 24],
@@ -117,6 +119,24 @@ pub fn configure(iface: &str, cfg: &IpConfig) -> Result<(), String> {
         return Err(format!("interface name {iface:?} is too long"));
     }
     req.name[..name.len()].copy_from_slice(name);
+    Ok(req)
+}
+
+/// Sets the link of `iface` up, with no address (for DHCP).
+pub fn link_up(iface: &str) -> Result<(), String> {
+    let sock = socket()?;
+    let mut req = ifreq(iface)?;
+    ioctl(&sock, SIOCGIFFLAGS, &mut req, "SIOCGIFFLAGS")?;
+    let flags = i16::from_ne_bytes([req.data[0], req.data[1]]) | IFF_UP;
+    req.data[..2].copy_from_slice(&flags.to_ne_bytes());
+    ioctl(&sock, SIOCSIFFLAGS, &mut req, "SIOCSIFFLAGS (up)")
+}
+
+/// Brings `iface` up with `cfg`'s address, netmask and default route.
+pub fn configure(iface: &str, cfg: &IpConfig) -> Result<(), String> {
+    let sock = socket()?;
+    let mut req = ifreq(iface)?;
+    let name = iface.as_bytes();
     req.data[..16].copy_from_slice(&sockaddr_in(cfg.addr));
     ioctl(&sock, SIOCSIFADDR, &mut req, "SIOCSIFADDR")?;
     req.data[..16].copy_from_slice(&sockaddr_in(cfg.netmask));

@@ -1,6 +1,7 @@
 //! Stage 1 of a diskless network boot (`ballast.root=URL`, written by
 //! `ballast netboot` into `boot.ipxe`): give the NIC the address iPXE leased
-//! (`ballast.root.ip=`), fetch the root image over HTTP into RAM (`/run`, a
+//! (`ballast.root.ip=`), or without one lease an address by DHCP ([`dhcp`]),
+//! fetch the root image over HTTP into RAM (`/run`, a
 //! tmpfs), check every block against the root hash of `ballast.verity=`, then
 //! attach it to a loop device, map it through dm-verity, mount it, keep the
 //! state in RAM as a live boot does, and switch_root.
@@ -13,6 +14,7 @@
 //! The network and the image check go through [`Net`] so that the flow is
 //! tested with init's testsys seam; [`LinuxNet`] is the real one.
 
+pub mod dhcp;
 pub mod http;
 pub mod ifconfig;
 
@@ -78,6 +80,9 @@ pub trait Net {
     /// Configures the NIC (the one with `cfg.mac`, else the first); returns
     /// its name, or why not (no NIC yet: the caller waits).
     fn configure(&mut self, cfg: &IpConfig) -> Result<String, String>;
+    /// Leases an address by DHCP on a NIC and configures it with the lease;
+    /// returns the NIC and the lease, or why not (the caller retries).
+    fn dhcp(&mut self) -> Result<(String, IpConfig), String>;
     fn fetch(
         &mut self,
         url: &HttpUrl,
@@ -113,6 +118,52 @@ impl Net for LinuxNet {
         ifconfig::configure(&iface, cfg).map(|()| iface)
     }
 
+    fn dhcp(&mut self) -> Result<(String, IpConfig), String> {
+        let found = ifconfig::interfaces();
+        if found.is_empty() {
+            return Err("no network interface (is its driver in modules.load?)".into());
+        }
+        // Each NIC in turn: the firmware booted from one of them, and a
+        // UKI's command line does not say which.
+        let mut why = Vec::new();
+        for (iface, mac) in &found {
+            let Some(mac_bytes) = dhcp::mac_bytes(mac) else {
+                why.push(format!("{iface}: no Ethernet MAC ({mac:?})"));
+                continue;
+            };
+            if let Err(e) = ifconfig::link_up(iface) {
+                why.push(format!("{iface}: {e}"));
+                continue;
+            }
+            // A transaction id that differs between machines and boots.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let xid = nanos
+                ^ u32::from_be_bytes([mac_bytes[2], mac_bytes[3], mac_bytes[4], mac_bytes[5]]);
+            let leased = dhcp::UdpLink::open(iface)
+                .map_err(dhcp::DhcpError::Io)
+                .and_then(|mut link| dhcp::lease(&mut link, mac_bytes, xid));
+            match leased {
+                Ok(lease) => {
+                    let cfg = IpConfig {
+                        addr: lease.addr,
+                        netmask: lease.netmask,
+                        gateway: lease.gateway,
+                        mac: Some(mac.clone()),
+                    };
+                    ifconfig::configure(iface, &cfg).map_err(|e| {
+                        format!("{iface}: configuring the lease {}: {e}", lease.addr)
+                    })?;
+                    return Ok((iface.clone(), cfg));
+                }
+                Err(e) => why.push(format!("{iface}: {e}")),
+            }
+        }
+        Err(why.join("; "))
+    }
+
     fn fetch(
         &mut self,
         url: &HttpUrl,
@@ -144,12 +195,10 @@ fn net_root(sys: &mut impl Sys, net: &mut impl Net, cmdline: &Cmdline) -> Result
     let url = HttpUrl::parse(url).map_err(|e| RootError::Net(e.to_string()))?;
     let verity = cmdline.verity().ok_or(RootError::Missing("verity"))?;
     let verity = ballast_verity::Verity::from_cmdline(verity).map_err(RootError::BadVerity)?;
-    let ip = cmdline
-        .root_ip()
-        .ok_or_else(|| RootError::Net("no ballast.root.ip= on the kernel command line: stage 1 has no address to fetch the root with (boot.ipxe from `ballast netboot` passes iPXE's lease)".into()))?;
-    let ip = IpConfig::parse(ip).map_err(RootError::Net)?;
-
-    bring_up(sys, net, &ip);
+    match cmdline.root_ip() {
+        Some(ip) => bring_up(sys, net, &IpConfig::parse(ip).map_err(RootError::Net)?),
+        None => lease(sys, net),
+    }
     sys.mkdir(Path::new("/run/ballast"), 0o755)
         .map_err(|e| RootError::Net(format!("mkdir /run/ballast: {e}")))?;
     let image = PathBuf::from(ROOT_FILE);
@@ -205,6 +254,38 @@ fn bring_up(sys: &mut impl Sys, net: &mut impl Net, ip: &IpConfig) {
                     said = waited + Duration::from_secs(10);
                 }
                 sys.sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// No address on the command line: DHCP until a lease; retries forever (a
+/// DHCP server that is down, a link still without carrier).
+fn lease(sys: &mut impl Sys, net: &mut impl Net) {
+    log!(
+        sys,
+        "netboot: no ballast.root.ip=; asking DHCP for an address"
+    );
+    let start = sys.now();
+    loop {
+        match net.dhcp() {
+            Ok((iface, ip)) => {
+                log!(
+                    sys,
+                    "netboot: {iface} is {}/{}{} (DHCP)",
+                    ip.addr,
+                    ip.netmask,
+                    ip.gateway.map(|g| format!(" via {g}")).unwrap_or_default()
+                );
+                return;
+            }
+            Err(e) => {
+                log!(
+                    sys,
+                    "netboot: no DHCP lease yet: {e}; retrying (waited {} s)",
+                    sys.now().saturating_sub(start).as_secs()
+                );
+                sys.sleep(Duration::from_secs(1));
             }
         }
     }

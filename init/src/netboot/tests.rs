@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 #[derive(Default)]
 struct FakeNet {
     configure: VecDeque<Result<String, String>>,
+    dhcp: VecDeque<Result<(String, IpConfig), String>>,
+    leased: u32,
     fetch: VecDeque<Result<u64, FetchError>>,
     verify: Option<String>,
     fetched: u32,
@@ -20,6 +22,15 @@ impl Net for FakeNet {
         self.configure
             .pop_front()
             .unwrap_or_else(|| Ok("eth0".into()))
+    }
+    fn dhcp(&mut self) -> Result<(String, IpConfig), String> {
+        self.leased += 1;
+        self.dhcp.pop_front().unwrap_or_else(|| {
+            Ok((
+                "eth0".into(),
+                IpConfig::parse("10.0.2.15,255.255.255.0,10.0.2.2").unwrap(),
+            ))
+        })
     }
     fn fetch(
         &mut self,
@@ -155,15 +166,49 @@ fn a_root_that_does_not_match_its_hash_is_refused_and_never_mounted() {
 
 #[test]
 fn stage_1_sends_ballast_root_to_the_network_boot() {
-    // Without a NIC the real network waits forever; a missing address is
-    // refused before that.
-    let mut sys = TestSys::booted_with(&format!(
-        "console=ttyS0 {} ballast.root=http://10.0.2.2/root.img",
-        verity().to_cmdline()
-    ));
+    // The real network would wait for a NIC forever; a root without its
+    // hash is refused before that.
+    let mut sys = TestSys::booted_with("console=ttyS0 ballast.root=http://10.0.2.2/root.img");
     assert_eq!(boot(&mut sys, None), Ending::Shutdown(Shutdown::Reboot));
-    assert!(sys
-        .messages()
-        .iter()
-        .any(|m| m.starts_with("root slot net refused: network root: no ballast.root.ip=")));
+    assert!(
+        sys.messages()
+            .iter()
+            .any(|m| m
+                .starts_with("root slot net refused: kernel command line has no ballast.verity=")),
+        "{:?}",
+        sys.messages()
+    );
+}
+
+#[test]
+fn without_an_address_stage_1_leases_one_by_dhcp_until_it_gets_one() {
+    let line = format!(
+        "console=ttyS0 {} ballast.root=http://10.0.2.2:8080/root.img",
+        verity().to_cmdline()
+    );
+    let mut sys = TestSys::booted_with(&line);
+    sys.file("/sysroot/sbin/init", "\x7fELF");
+    let mut net = FakeNet::default();
+    net.dhcp
+        .push_back(Err("eth0: no DHCP offer after 4 DISCOVERs".into()));
+    assert_eq!(
+        boot_net(&mut sys, &mut net, &Cmdline::parse(&line)),
+        Ending::SwitchedRoot
+    );
+    assert_eq!(net.leased, 2);
+    assert_eq!(net.fetched, 1);
+    let messages = sys.messages();
+    let has = |s: &str| messages.iter().any(|m| m.contains(s));
+    assert!(
+        has("netboot: no ballast.root.ip=; asking DHCP"),
+        "{messages:?}"
+    );
+    assert!(
+        has("netboot: no DHCP lease yet: eth0: no DHCP offer after 4 DISCOVERs; retrying"),
+        "{messages:?}"
+    );
+    assert!(
+        has("netboot: eth0 is 10.0.2.15/255.255.255.0 via 10.0.2.2 (DHCP)"),
+        "{messages:?}"
+    );
 }
