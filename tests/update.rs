@@ -506,6 +506,21 @@ fn qemu_arm64_upgrade_refusals_power_cut_rollbacks() {
     let mut vm = story.boot("console-2-after-power-cut.log");
     let ready = vm.wait_for("ballast-ready", BOOT);
     assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
+    // Stage 1 found the boot partition dirty and had fsck.fat check (and if
+    // need be repair) it before mounting it for the next upgrade.
+    let checked = vm
+        .console
+        .iter()
+        .find(|l| l.contains("was not cleanly unmounted"))
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "the dirty boot partition was not checked:\n{}",
+                vm.console.join("\n")
+            )
+        });
+    assert!(checked.contains("fsck.fat -a: "), "{checked}");
+    eprintln!("update[{board}]: after the power cut: {checked}");
     assert_untouched(&ssh, "after the power cut", "a");
 
     // The real upgrade, by the delta (osctl --host streams it over SSH), and back.

@@ -16,6 +16,7 @@
 pub mod children;
 mod disks;
 pub mod dm;
+pub mod fatcheck;
 pub mod live;
 pub mod log;
 pub mod modules;

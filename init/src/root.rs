@@ -340,6 +340,7 @@ pub fn mount_boot(sys: &mut impl Sys, disk: &Disk) {
         );
         return;
     }
+    crate::fatcheck::repair_if_dirty(sys, &dev);
     let args = MountArgs {
         source: Cow::Owned(dev.display().to_string()),
         target: BOOT_MOUNT,

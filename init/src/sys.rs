@@ -235,6 +235,10 @@ pub trait Sys {
     /// Starts `path` with `argv` (argv\[0\] first), stdio inherited (the
     /// console), an empty signal mask; returns its pid. Never waits for it.
     fn spawn(&mut self, path: &Path, argv: &[&str]) -> io::Result<i32>;
+    /// Runs `path` with `argv` (argv\[0\] first) to its end and returns its
+    /// exit code (`None`: killed by a signal) and what it printed (stdout, then
+    /// stderr). Stage 1 only: in stage 2 PID 1 reaps every child itself.
+    fn run_to_end(&mut self, path: &Path, argv: &[&str]) -> io::Result<(Option<i32>, String)>;
     /// `waitpid(-1, WNOHANG)` until nothing more is ready.
     fn reap(&mut self) -> Reaped;
     /// `kill(pid, sig)`; pid -1 is every process but PID 1 (and kernel threads).
@@ -555,6 +559,23 @@ impl Sys for LinuxSys {
         }
         let child = cmd.spawn()?;
         i32::try_from(child.id()).map_err(|_| io::Error::other("pid out of range"))
+    }
+
+    fn run_to_end(&mut self, path: &Path, argv: &[&str]) -> io::Result<(Option<i32>, String)> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(path);
+        if let Some((first, rest)) = argv.split_first() {
+            cmd.arg0(first).args(rest);
+        }
+        let out = cmd
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .current_dir("/")
+            .stdin(std::process::Stdio::null())
+            .output()?;
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        Ok((out.status.code(), text))
     }
 
     fn reap(&mut self) -> Reaped {

@@ -110,6 +110,11 @@ pub struct TestSys {
     pub pets: Vec<u64>,
     /// Paths that start to exist at a time (µs of the test clock).
     pub appear: BTreeMap<PathBuf, u64>,
+    /// The argv of each `run_to_end`, in order.
+    pub ran: Vec<Vec<String>>,
+    /// What each `run_to_end` returns, in order (default: the program is
+    /// not there).
+    pub run_results: VecDeque<io::Result<(Option<i32>, String)>>,
 }
 
 impl TestSys {
@@ -456,6 +461,13 @@ impl Sys for TestSys {
                 None
             }
         }
+    }
+
+    fn run_to_end(&mut self, _path: &Path, argv: &[&str]) -> io::Result<(Option<i32>, String)> {
+        self.ran.push(argv.iter().map(|a| a.to_string()).collect());
+        self.run_results
+            .pop_front()
+            .unwrap_or_else(|| Err(io::Error::from(io::ErrorKind::NotFound)))
     }
 
     fn spawn(&mut self, path: &Path, _argv: &[&str]) -> io::Result<i32> {
