@@ -14,10 +14,10 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::bench_ssh::Remote;
 use crate::build::BuildResult;
 use crate::project::Project;
 use crate::qemu::Console;
@@ -57,54 +57,6 @@ struct Figures {
     ratio_write: f64,
 }
 
-fn ssh(key: &Path, port: u16, command: &str) -> Result<String> {
-    let mut cmd = Command::new("ssh");
-    cmd.arg("-i").arg(key).args(["-p", &port.to_string()]);
-    for o in [
-        "StrictHostKeyChecking=no",
-        "UserKnownHostsFile=/dev/null",
-        "BatchMode=yes",
-        "ConnectTimeout=20",
-        "LogLevel=ERROR",
-    ] {
-        cmd.args(["-o", o]);
-    }
-    let out = cmd
-        .args(["ballast@127.0.0.1", command])
-        .stdin(Stdio::null())
-        .output()
-        .context("running ssh")?;
-    if !out.status.success() {
-        bail!(
-            "ssh {command:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Run `command` on the device between two reads of its clock: (its
-/// output, seconds).
-fn timed(key: &Path, port: u16, command: &str) -> Result<(String, f64)> {
-    let out = ssh(
-        key,
-        port,
-        &format!(
-            "sync; s=$(date +%s%N); {command} || exit 1; e=$(date +%s%N); echo \"ns=$((e-s))\""
-        ),
-    )?;
-    let (text, ns) = out
-        .rsplit_once("ns=")
-        .with_context(|| format!("timing {command:?}: device printed {out:?}"))?;
-    let ns: u64 = ns
-        .trim()
-        .parse()
-        .with_context(|| format!("timing {command:?}: device printed {out:?}"))?;
-    Ok((text.to_owned(), ns as f64 / 1e9))
-}
-
 pub fn run(project: &Project, args: &InstallBenchArgs) -> Result<()> {
     let dir = project.target_dir().join("bench-install").join(&args.board);
     let key = dir.join("id_ed25519");
@@ -115,14 +67,7 @@ pub fn run(project: &Project, args: &InstallBenchArgs) -> Result<()> {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         std::fs::create_dir_all(&dir)?;
-        let st = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .status()
-            .context("running ssh-keygen")?;
-        if !st.success() {
-            bail!("ssh-keygen failed");
-        }
+        crate::bench_ssh::keygen(&key)?;
         let st = Command::new(&exe)
             .arg("--root")
             .arg(&project.root)
@@ -173,17 +118,20 @@ pub fn run(project: &Project, args: &InstallBenchArgs) -> Result<()> {
         .args(["--ssh-port", &port.to_string(), "--drive"])
         .arg(&raw);
     let mut console = Console::spawn(cmd)?;
+    let remote = Remote {
+        key: key.clone(),
+        port,
+    };
     let result = (|| -> Result<Figures> {
         console
             .wait_for("ballast-ready", Duration::from_secs(900))
             .context("booting the live ISO")?;
         // The disk holding the raw image is the one of exactly its size.
-        let src = ssh(
-            &key,
-            port,
+        let src = remote.run(
             &format!(
                 "for d in /sys/block/vd*; do [ $(($(cat $d/size) * 512)) = {raw_bytes} ] && echo ${{d##*/}}; done"
             ),
+            None,
         )?;
         let src = src.trim();
         if src.is_empty() || src.contains('\n') || src == "vda" {
@@ -191,22 +139,17 @@ pub fn run(project: &Project, args: &InstallBenchArgs) -> Result<()> {
         }
         // The SSH container's /dev holds no disks: make nodes for dd (as
         // `bench update` does); `osctl install` goes through sysd.
-        ssh(
-            &key,
-            port,
+        remote.run(
             &format!(
                 "sudo rm -f /dev/bench-src /dev/bench-dst && sudo mknod /dev/bench-src b $(tr : ' ' < /sys/block/{src}/dev) && sudo mknod /dev/bench-dst b $(tr : ' ' < /sys/block/vda/dev)"
             ),
+            None,
         )?;
-        let (_, dd_s) = timed(
-            &key,
-            port,
-            &format!(
-                "sudo dd if=/dev/bench-src of=/dev/bench-dst bs=4M count={} conv=fsync",
-                raw_bytes.div_ceil(4 << 20)
-            ),
-        )?;
-        let (text, install_s) = timed(&key, port, "osctl install /dev/vda --force --json")?;
+        let (_, dd_s) = remote.timed_output(&format!(
+            "sudo dd if=/dev/bench-src of=/dev/bench-dst bs=4M count={} conv=fsync",
+            raw_bytes.div_ceil(4 << 20)
+        ))?;
+        let (text, install_s) = remote.timed_output("osctl install /dev/vda --force --json")?;
         let report: serde_json::Value = serde_json::from_str(text.trim())
             .with_context(|| format!("osctl install --json printed {text:?}"))?;
         if report["bytes"].as_u64() != Some(raw_bytes) {

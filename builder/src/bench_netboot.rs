@@ -107,14 +107,7 @@ fn build(
     exe: &Path,
 ) -> Result<(PathBuf, PathBuf)> {
     let key = dir.join("id_ed25519");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .context("running ssh-keygen")?;
-    if !st.success() {
-        bail!("ssh-keygen failed");
-    }
+    crate::bench_ssh::keygen(&key)?;
     let out = dir.join("build");
     let image = args
         .image

@@ -19,10 +19,11 @@ use anyhow::{bail, Context, Result};
 use ballast_inputs::{Board, QemuProfile};
 use clap::Args;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::bench_ssh::{keygen, Remote};
 use crate::build::BuildResult;
 use crate::project::Project;
 use crate::qemu::{self, AccelChoice, Console, Launch};
@@ -66,65 +67,6 @@ struct Figures {
     delta_upgrade_s: f64,
 }
 
-struct Remote {
-    key: PathBuf,
-    port: u16,
-}
-
-impl Remote {
-    fn run(&self, command: &str, stdin: Option<&Path>) -> Result<String> {
-        let mut cmd = Command::new("ssh");
-        cmd.arg("-i")
-            .arg(&self.key)
-            .args(["-p", &self.port.to_string()]);
-        for o in [
-            "StrictHostKeyChecking=no",
-            "UserKnownHostsFile=/dev/null",
-            "BatchMode=yes",
-            "ConnectTimeout=20",
-            "LogLevel=ERROR",
-        ] {
-            cmd.args(["-o", o]);
-        }
-        cmd.args(["ballast@127.0.0.1", command]);
-        match stdin {
-            Some(p) => {
-                let f =
-                    std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-                cmd.stdin(Stdio::from(f));
-            }
-            None => {
-                cmd.stdin(Stdio::null());
-            }
-        }
-        let out = cmd.output().context("running ssh")?;
-        if !out.status.success() {
-            bail!(
-                "ssh {command:?} failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// Nanoseconds the device's clock measured for `command` (run with sudo).
-    fn timed(&self, command: &str) -> Result<f64> {
-        let out = self.run(
-            &format!(
-                "sync; s=$(date +%s%N); {command} >/dev/null 2>&1 || exit 1; e=$(date +%s%N); echo $((e-s))"
-            ),
-            None,
-        )?;
-        let ns: u64 = out
-            .trim()
-            .parse()
-            .with_context(|| format!("timing {command:?}: device printed {out:?}"))?;
-        Ok(ns as f64 / 1e9)
-    }
-}
-
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -144,14 +86,7 @@ pub fn run(project: &Project, args: &UpdateBenchArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&dir)?;
     let key = dir.join("id_ed25519");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .context("running ssh-keygen")?;
-    if !st.success() {
-        bail!("ssh-keygen failed");
-    }
+    keygen(&key)?;
     let exe = std::env::current_exe().context("finding the ballast executable")?;
     let build = |version: &str| -> Result<BuildResult> {
         let out = dir.join(version);

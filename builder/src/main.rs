@@ -9,6 +9,7 @@ mod bench_install;
 mod bench_iso;
 mod bench_netboot;
 mod bench_size;
+mod bench_ssh;
 mod bench_update;
 mod board_files;
 mod build;
