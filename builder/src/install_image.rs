@@ -87,6 +87,10 @@ pub fn write_filled(
                 gunzips_to(m.path, needle)?;
                 (0, needle.to_vec())
             }
+            None if m.gzip => bail!(
+                "{}: a gzip medium file needs the bytes it decompresses to",
+                m.path.display()
+            ),
             None => (
                 0,
                 std::fs::read(m.path).with_context(|| format!("reading {}", m.path.display()))?,

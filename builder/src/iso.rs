@@ -144,7 +144,9 @@ const GRUB_CD_MODULES: &[&str] = &[
 
 /// The modules arm64's GRUB (BOOTAA64.EFI) embeds: find the ISO 9660 volume
 /// by its label on the CD or stick, read `grub.cfg` there, and boot the gzip
-/// kernel (`gzio`) with its initramfs.
+/// kernel (`gzio`) with its initramfs. No `serial`: GRUB has no driver for
+/// the virt board's PL011 and writes through UEFI's console, which AAVMF
+/// (and server firmware) already sends to the serial port.
 const GRUB_EFI_MODULES: &[&str] = &[
     "iso9660",
     "part_gpt",
@@ -160,8 +162,6 @@ const GRUB_EFI_MODULES: &[&str] = &[
     "test",
     "echo",
     "efi_gop",
-    "serial",
-    "terminal",
 ];
 
 /// Build arm64's BOOTAA64.EFI at `dest` with the host's `grub-mkimage` from
@@ -282,7 +282,7 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
     };
     let efi_files = if let Some(modules) = inputs.grub_efi {
         // arm64: GRUB alone on the EFI image; the gzip kernel, the initramfs
-        // and grub.cfg lie in the tree.
+        // and grub.cfg lie in the tree. GRUB writes through UEFI's console.
         let grub_efi = work.join("BOOTAA64.EFI");
         grub_efi_image(modules, &volume, &work, &grub_efi)?;
         gzip(&kernel, &ballast_dir.join(GZ_KERNEL))?;
@@ -292,7 +292,7 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
         std::fs::write(
             tree.join(GRUB_CFG),
             format!(
-                "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\necho \"{title}\"\n{KARGS_MARKER}{GRUB_LINUX_GZ}{cmdline}\ninitrd /ballast/initrd.img\nboot\n"
+                "echo \"{title}\"\n{KARGS_MARKER}{GRUB_LINUX_GZ}{cmdline}\ninitrd /ballast/initrd.img\nboot\n"
             ),
         )?;
         vec![(
