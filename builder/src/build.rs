@@ -533,6 +533,19 @@ fn live_iso(
         )?),
         _ => None,
     };
+    // arm64: GRUB boots the gzip kernel (Debian's arm64 Image is 31.4 MiB raw
+    // and neither systemd-boot nor the EFI stub loads a compressed one).
+    let grub_efi = match arch {
+        Arch::Arm64 => Some(
+            crate::debpkg::unpacked(
+                &inputs.archive,
+                &archive_args.cache_dir(),
+                "grub-efi-arm64-bin",
+            )?
+            .join("usr/lib/grub/arm64-efi"),
+        ),
+        _ => None,
+    };
     let dest = work.join("ballast.iso");
     crate::iso::build(
         &crate::iso::Inputs {
@@ -547,6 +560,7 @@ fn live_iso(
             slot_cmdline: &built.slot_cmdline,
             systemd_boot,
             grub_cd: grub_cd.as_ref(),
+            grub_efi: grub_efi.as_deref(),
             epoch: initrd.epoch,
             work,
         },

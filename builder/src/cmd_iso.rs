@@ -10,7 +10,7 @@
 //!   starting with [`live::MAGIC`]) receives user-data and meta-data
 //!   (`ballast-device`'s format; sysd reads it on a live boot);
 //! * each boot configuration (the systemd-boot entry inside the EFI image,
-//!   GRUB's `boot/grub/grub.cfg` in the tree) has its kernel command line on the line after
+//!   GRUB's `boot/grub/grub.cfg` in the tree, x86_64 BIOS and arm64 UEFI) has its kernel command line on the line after
 //!   [`iso::KARGS_MARKER`], padded with spaces: the new arguments go into the
 //!   padding.
 //!
@@ -108,6 +108,7 @@ pub fn layout(bytes: &[u8]) -> Result<Layout> {
             &b"options "[..],
             &b"  APPEND "[..],
             iso::GRUB_LINUX.as_bytes(),
+            iso::GRUB_LINUX_GZ.as_bytes(),
         ]
         .iter()
         .find(|p| rest.starts_with(p))

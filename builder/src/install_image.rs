@@ -11,7 +11,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ballast_install::{manifest, Fill, Manifest, IMAGE_FILE, MANIFEST_FILE};
+use ballast_install::{manifest, Codec, Fill, Manifest, IMAGE_FILE, MANIFEST_FILE};
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::FileExt;
 
@@ -55,6 +55,10 @@ pub struct MediumFile<'a> {
     /// The bytes to look for: `None` for the whole file (the root image), or
     /// a file the FAT image `path` holds (the kernel, the initramfs).
     pub needle: Option<&'a [u8]>,
+    /// `path` is a gzip stream whose content is `needle` (the arm64 ISO's
+    /// `vmlinuz.gz`): the fill says [`Codec::Gzip`] and the installer
+    /// decompresses it.
+    pub gzip: bool,
 }
 
 /// The live ISO's install image in `dir`: the same disk image and signed
@@ -79,6 +83,14 @@ pub fn write_filled(
     let mut fills = Vec::new();
     for m in medium {
         let (file_offset, bytes) = match m.needle {
+            Some(needle) if m.gzip => {
+                gunzips_to(m.path, needle)?;
+                (0, needle.to_vec())
+            }
+            None if m.gzip => bail!(
+                "{}: a gzip medium file needs the bytes it decompresses to",
+                m.path.display()
+            ),
             None => (
                 0,
                 std::fs::read(m.path).with_context(|| format!("reading {}", m.path.display()))?,
@@ -96,6 +108,7 @@ pub fn write_filled(
                 file: m.name.to_owned(),
                 file_offset,
                 sha256: sha256.clone(),
+                codec: if m.gzip { Codec::Gzip } else { Codec::None },
             });
         }
     }
@@ -133,6 +146,23 @@ pub fn write_filled(
     std::fs::write(&m, manifest.sign(signer))
         .with_context(|| format!("writing {}", m.display()))?;
     Ok(total)
+}
+
+/// Check that the gzip file `path` decompresses to `want`: a fill must never
+/// name bytes the medium does not give.
+fn gunzips_to(path: &Path, want: &[u8]) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut got = Vec::with_capacity(want.len());
+    flate2::read::GzDecoder::new(BufReader::new(file))
+        .read_to_end(&mut got)
+        .with_context(|| format!("decompressing {}", path.display()))?;
+    if got != want {
+        bail!(
+            "{} does not decompress to the kernel the disk image holds",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Offsets (multiples of 512) at which `path` holds `needle`.

@@ -5,16 +5,20 @@
 //! One image boots as a CD (El Torito) and, written with `dd`, as a disk (MBR +
 //! GPT), written by Debian's `xorriso` (ADR 0007):
 //!
-//! * UEFI: an EFI system partition image (FAT16 sized to its files:
-//!   systemd-boot, one loader entry, kernel, initramfs) that is both the El
-//!   Torito EFI boot image and GPT partition 2. With GRUB for BIOS (x86_64)
-//!   it is a file of the tree, which GRUB reads the kernel from; without, and
-//!   where it fits the 32 MiB an El Torito entry can count ([`ELTORITO_MAX`]),
-//!   it is appended after the ISO 9660 tree and its entry gives its size; where
-//!   it does not (arm64:
-//!   Debian's uncompressed arm64 kernel alone is 31.4 MiB) it is a file of the
-//!   tree (`ballast/efi.img`) whose entry counts 0, which UEFI reads as "to the
-//!   end of the CD" (UEFI specification, "ISO-9660 and El Torito"; ADR 0007);
+//! * UEFI: an EFI system partition image (FAT16 sized to its files) that is
+//!   both the El Torito EFI boot image and GPT partition 2. On x86_64 it holds
+//!   systemd-boot, one loader entry, kernel and initramfs, and is a file of
+//!   the tree (`ballast/efi.img`), which GRUB for BIOS reads the kernel from.
+//!   On arm64 it holds GRUB alone (Debian's `grub-efi-arm64-bin`, built by
+//!   `grub-mkimage -O arm64-efi` with the volume id in its embedded
+//!   configuration) and is appended after the tree, its El Torito entry
+//!   counting it: Debian's arm64 `Image` is 31.4 MiB raw, and neither
+//!   systemd-boot nor the kernel's EFI stub loads a compressed one (no
+//!   `EFI_ZBOOT`), while GRUB decompresses `ballast/vmlinuz.gz` from the ISO
+//!   9660 tree. An image over the 32 MiB an El Torito entry counts
+//!   ([`ELTORITO_MAX`]) would be a file of the tree whose entry counts 0, "to
+//!   the end of the CD" (UEFI specification, "ISO-9660 and El Torito"; ADR
+//!   0007);
 //! * legacy BIOS (x86_64): GRUB from Debian's `grub-pc-bin` (El Torito image
 //!   and `boot_hybrid.img` as the hybrid MBR, as `grub-mkrescue` does), which
 //!   reads the kernel and initramfs out of the EFI image in the tree
@@ -23,7 +27,8 @@
 //! * the ISO 9660 tree: [`paths::MEDIUM_ROOT_IMAGE`] (the same verity-protected
 //!   root image as slot A), [`paths::MEDIUM_INSTALL_IMAGE`] (the disk image,
 //!   zstd, leaving to fills what the tree already holds: slot A's root, the
-//!   kernel and initramfs in the EFI image), [`paths::MEDIUM_CONFIG_AREA`] (empty; `ballast iso customize` fills it).
+//!   kernel and initramfs in the EFI image, or arm64's `vmlinuz.gz`
+//!   (a gzip fill) and `initrd.img`), [`paths::MEDIUM_CONFIG_AREA`] (empty; `ballast iso customize` fills it).
 //!
 //! The kernel command line (both consoles, `ballast.live=VOLUME`, the root
 //! hash) is written in each boot configuration on a line after
@@ -43,6 +48,8 @@ use std::process::Command;
 
 /// GRUB's kernel line in the ISO's `grub.cfg`, before the padded arguments.
 pub const GRUB_LINUX: &str = "linux (efi)/ballast/vmlinuz ";
+/// GRUB's kernel line in the arm64 ISO's `grub.cfg` (the gzip kernel in the tree).
+pub const GRUB_LINUX_GZ: &str = "linux /ballast/vmlinuz.gz ";
 /// The comment line that precedes each boot configuration's kernel command line.
 pub const KARGS_MARKER: &str =
     "# ballast-kernel-args: the next line has room for more (ballast iso customize)\n";
@@ -54,6 +61,8 @@ const ENTRY: &str = "loader/entries/ballast-live.conf";
 /// The largest boot image an El Torito entry's 16-bit count of 512-byte
 /// sectors describes, as xorriso rounds it (65532 sectors).
 pub const ELTORITO_MAX: u64 = 33_552_384;
+/// The gzip kernel's name in the tree's `ballast/` (arm64).
+const GZ_KERNEL: &str = "vmlinuz.gz";
 /// Where an EFI image too large for [`ELTORITO_MAX`] lives in the ISO tree.
 const TREE_EFI_IMAGE: &str = "ballast/efi.img";
 
@@ -96,6 +105,9 @@ pub struct Inputs<'a> {
     pub systemd_boot: &'a Path,
     /// GRUB's El Torito image and hybrid MBR (x86_64's legacy BIOS).
     pub grub_cd: Option<&'a GrubCd>,
+    /// The `arm64-efi` module directory of Debian's `grub-efi-arm64-bin`: the
+    /// UEFI loader is then GRUB, which boots the gzip kernel from the tree.
+    pub grub_efi: Option<&'a Path>,
     pub epoch: u64,
     pub work: &'a Path,
 }
@@ -129,6 +141,77 @@ const GRUB_CD_MODULES: &[&str] = &[
     "serial",
     "terminal",
 ];
+
+/// The modules arm64's GRUB (BOOTAA64.EFI) embeds: find the ISO 9660 volume
+/// by its label on the CD or stick, read `grub.cfg` there, and boot the gzip
+/// kernel (`gzio`) with its initramfs. No `serial`: GRUB has no driver for
+/// the virt board's PL011 and writes through UEFI's console, which AAVMF
+/// (and server firmware) already sends to the serial port.
+const GRUB_EFI_MODULES: &[&str] = &[
+    "iso9660",
+    "part_gpt",
+    "part_msdos",
+    "fat",
+    "search",
+    "search_label",
+    "normal",
+    "configfile",
+    "linux",
+    "gzio",
+    "boot",
+    "test",
+    "echo",
+    "efi_gop",
+];
+
+/// Build arm64's BOOTAA64.EFI at `dest` with the host's `grub-mkimage` from
+/// `modules` (Debian's `grub-efi-arm64-bin`); its embedded configuration finds
+/// the volume labelled `volume` (unique per build) and reads
+/// [`GRUB_CFG`] from it.
+fn grub_efi_image(modules: &Path, volume: &str, work: &Path, dest: &Path) -> Result<()> {
+    let early = work.join("grub-early.cfg");
+    std::fs::write(
+        &early,
+        format!(
+            "search --no-floppy --set=root --label {volume}\nset prefix=($root)/boot/grub\nconfigfile $prefix/grub.cfg\n"
+        ),
+    )
+    .with_context(|| format!("writing {}", early.display()))?;
+    let out = Command::new("grub-mkimage")
+        .args(["-O", "arm64-efi", "-p", "/boot/grub", "-d"])
+        .arg(modules)
+        .arg("-c")
+        .arg(&early)
+        .arg("-o")
+        .arg(dest)
+        .args(GRUB_EFI_MODULES)
+        .output()
+        .context("running grub-mkimage: is grub-common installed? (scripts/setup)")?;
+    if !out.status.success() {
+        bail!(
+            "grub-mkimage -O arm64-efi -d {} failed ({}): {}",
+            modules.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `data` gzip-compressed at the best level, with no name or time stamp
+/// (reproducible).
+fn gzip(data: &[u8], dest: &Path) -> Result<()> {
+    use std::io::Write;
+    let file =
+        std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let mut enc =
+        flate2::GzBuilder::new().write(std::io::BufWriter::new(file), flate2::Compression::best());
+    enc.write_all(data)
+        .and_then(|()| enc.finish())
+        .and_then(|mut w| w.flush())
+        .with_context(|| format!("writing {}", dest.display()))?;
+    Ok(())
+}
 
 /// The ISO 9660 volume id of a build: `BALLAST_` and the first 8 hex digits of
 /// the root hash, so the live system finds its own medium and not another
@@ -197,7 +280,27 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
         Arch::Arm64 => "EFI/BOOT/BOOTAA64.EFI",
         Arch::Armv7 => bail!("a live ISO is made for x86_64 and arm64 boards only"),
     };
-    let efi_files = vec![
+    let efi_files = if let Some(modules) = inputs.grub_efi {
+        // arm64: GRUB alone on the EFI image; the gzip kernel, the initramfs
+        // and grub.cfg lie in the tree. GRUB writes through UEFI's console.
+        let grub_efi = work.join("BOOTAA64.EFI");
+        grub_efi_image(modules, &volume, &work, &grub_efi)?;
+        gzip(&kernel, &ballast_dir.join(GZ_KERNEL))?;
+        std::fs::write(ballast_dir.join("initrd.img"), inputs.initrd)?;
+        let dir = tree.join("boot/grub");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(
+            tree.join(GRUB_CFG),
+            format!(
+                "echo \"{title}\"\n{KARGS_MARKER}{GRUB_LINUX_GZ}{cmdline}\ninitrd /ballast/initrd.img\nboot\n"
+            ),
+        )?;
+        vec![(
+            efi_name.to_owned(),
+            std::fs::read(&grub_efi).with_context(|| format!("reading {}", grub_efi.display()))?,
+        )]
+    } else {
+        vec![
         (
             efi_name.to_owned(),
             std::fs::read(inputs.systemd_boot)
@@ -211,7 +314,8 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
         (ENTRY.to_owned(), entry.into_bytes()),
         ("ballast/vmlinuz".to_owned(), kernel.clone()),
         ("ballast/initrd.img".to_owned(), inputs.initrd.to_vec()),
-    ];
+    ]
+    };
     let efi_img = work.join("efi.img");
     let volume_serial = u32::from_str_radix(&root_hash_hex[..8.min(root_hash_hex.len())], 16)
         .unwrap_or(0x0ba1_1a57);
@@ -256,22 +360,39 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
         name: &root_name,
         path: &root_dest,
         needle: None,
+        gzip: false,
     }];
+    let tree_gz = ballast_dir.join(GZ_KERNEL);
     let (tree_kernel, tree_initrd, tree_efi) = (
         ballast_dir.join(kernel_name),
         ballast_dir.join(initrd_name),
         tree.join(TREE_EFI_IMAGE),
     );
-    if tree_kernel.is_file() {
+    if tree_gz.is_file() {
         medium.push(install_image::MediumFile {
-            name: kernel_name,
-            path: &tree_kernel,
+            name: GZ_KERNEL,
+            path: &tree_gz,
             needle: Some(&kernel),
+            gzip: true,
         });
         medium.push(install_image::MediumFile {
             name: initrd_name,
             path: &tree_initrd,
             needle: Some(inputs.initrd),
+            gzip: false,
+        });
+    } else if tree_kernel.is_file() {
+        medium.push(install_image::MediumFile {
+            name: kernel_name,
+            path: &tree_kernel,
+            needle: Some(&kernel),
+            gzip: false,
+        });
+        medium.push(install_image::MediumFile {
+            name: initrd_name,
+            path: &tree_initrd,
+            needle: Some(inputs.initrd),
+            gzip: false,
         });
     } else if tree_efi.is_file() {
         for needle in [&kernel[..], inputs.initrd] {
@@ -279,6 +400,7 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
                 name: &efi_name,
                 path: &tree_efi,
                 needle: Some(needle),
+                gzip: false,
             });
         }
     }

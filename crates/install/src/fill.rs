@@ -6,9 +6,14 @@
 //! those bytes in place while the image streams, so the writer, the full-disk
 //! SHA-256 and the read-back see the whole disk image as if it had been
 //! carried whole.
+//!
+//! A fill's file may be gzip-compressed ([`Codec::Gzip`]: the arm64 ISO
+//! carries its kernel as `vmlinuz.gz`, which GRUB boots, and the disk holds it
+//! raw): the range is then the gunzip of the stream at `file_offset`, and the
+//! SHA-256 is still of the bytes written.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path};
 
@@ -31,6 +36,28 @@ pub struct Fill {
     pub file_offset: u64,
     /// Hex SHA-256 of the `length` bytes.
     pub sha256: String,
+    /// How `file`'s bytes from `file_offset` give the range; absent means
+    /// [`Codec::None`] (manifests written before codecs existed).
+    #[serde(default, skip_serializing_if = "Codec::is_none")]
+    pub codec: Codec,
+}
+
+/// How a fill's file holds its bytes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// The bytes themselves, at `file_offset`.
+    #[default]
+    None,
+    /// A gzip stream starting at `file_offset` whose first `length`
+    /// decompressed bytes are the range.
+    Gzip,
+}
+
+impl Codec {
+    fn is_none(&self) -> bool {
+        *self == Codec::None
+    }
 }
 
 impl Fill {
@@ -86,6 +113,8 @@ pub struct FillReader {
     pos: u64,
     hasher: Sha256,
     scratch: Vec<u8>,
+    /// The decoder of the current fill when its codec is gzip.
+    gunzip: Option<flate2::read::GzDecoder<BufReader<File>>>,
 }
 
 impl FillReader {
@@ -117,6 +146,7 @@ impl FillReader {
             pos: 0,
             hasher: Sha256::new(),
             scratch: Vec::new(),
+            gunzip: None,
         })
     }
 }
@@ -146,16 +176,41 @@ impl Read for FillReader {
         if n == 0 {
             return Ok(0); // the writer reports the short image
         }
-        let in_file = fill.file_offset + (self.pos - fill.offset);
-        file.read_exact_at(&mut buf[..n], in_file).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "reading {} bytes at {in_file} of the medium's {}: {e}",
-                    n, fill.file
-                ),
-            )
-        })?;
+        match fill.codec {
+            Codec::None => {
+                let in_file = fill.file_offset + (self.pos - fill.offset);
+                file.read_exact_at(&mut buf[..n], in_file).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "reading {} bytes at {in_file} of the medium's {}: {e}",
+                            n, fill.file
+                        ),
+                    )
+                })?;
+            }
+            Codec::Gzip => {
+                let done = self.pos - fill.offset;
+                let decoder = match &mut self.gunzip {
+                    Some(d) => d,
+                    None => {
+                        let mut f = file.try_clone()?;
+                        f.seek(SeekFrom::Start(fill.file_offset))?;
+                        self.gunzip
+                            .insert(flate2::read::GzDecoder::new(BufReader::new(f)))
+                    }
+                };
+                decoder.read_exact(&mut buf[..n]).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "decompressing bytes {done}..+{n} of the gzip stream at {} of the medium's {}: {e} (the medium is damaged or not this image's: write the ISO again)",
+                            fill.file_offset, fill.file
+                        ),
+                    )
+                })?;
+            }
+        }
         self.hasher.update(&buf[..n]);
         self.pos += n as u64;
         if self.pos == fill.offset + fill.length {
@@ -170,6 +225,7 @@ impl Read for FillReader {
                 ));
             }
             self.next += 1;
+            self.gunzip = None;
         }
         Ok(n)
     }
@@ -186,6 +242,7 @@ mod tests {
             file: file.into(),
             file_offset,
             sha256: hex::encode(Sha256::digest(bytes)),
+            codec: Codec::None,
         }
     }
 
@@ -228,6 +285,46 @@ mod tests {
             .unwrap();
             assert_eq!(read_all(r, step).unwrap(), want, "step {step}");
         }
+    }
+
+    #[test]
+    fn a_gzip_fill_writes_the_decompressed_bytes() {
+        use flate2::{write::GzEncoder, Compression};
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let kernel: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 241) as u8).collect();
+        let mut gz = vec![7u8; 1000]; // the stream need not start the file
+        let mut enc = GzEncoder::new(Vec::new(), Compression::best());
+        enc.write_all(&kernel).unwrap();
+        gz.extend(enc.finish().unwrap());
+        std::fs::write(dir.path().join("vmlinuz.gz"), &gz).unwrap();
+        let mut want = vec![5u8; 400_000];
+        want[4096..4096 + kernel.len()].copy_from_slice(&kernel);
+        let mut zeroed = want.clone();
+        zeroed[4096..4096 + kernel.len()].fill(0);
+        let mut f = fill(4096, kernel.len() as u64, "vmlinuz.gz", 1000, &kernel);
+        f.codec = Codec::Gzip;
+        let json = serde_json::to_string(&f).unwrap();
+        assert!(json.contains(r#""codec":"gzip""#), "{json}");
+        let plain = serde_json::to_string(&fill(0, 1, "a", 0, &[])).unwrap();
+        assert!(!plain.contains("codec"), "{plain}");
+        for step in [1000, 65_536, 1 << 20] {
+            let r = FillReader::new(
+                Box::new(io::Cursor::new(zeroed.clone())),
+                std::slice::from_ref(&f),
+                dir.path(),
+                "t",
+            )
+            .unwrap();
+            assert!(read_all(r, step).unwrap() == want, "step {step}");
+        }
+        // A stream shorter than the fill is an error naming the file.
+        f.length += 10;
+        let mut longer = zeroed.clone();
+        longer.extend([0u8; 10]);
+        let r = FillReader::new(Box::new(io::Cursor::new(longer)), &[f], dir.path(), "t").unwrap();
+        let e = read_all(r, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("vmlinuz.gz"), "{e}");
     }
 
     #[test]

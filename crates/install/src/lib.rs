@@ -31,7 +31,7 @@ pub mod write;
 
 pub use bootconfig::{BootConfig, CONFIG_FILES};
 pub use error::InstallError;
-pub use fill::Fill;
+pub use fill::{Codec, Fill};
 pub use manifest::Manifest;
 pub use source::Image;
 pub use target::{Policy, Target};

@@ -15,7 +15,9 @@
 //! leaves zero and the writer takes from files beside it (the live ISO's
 //! copy, which carries slot A's root once). `raw_size` and `sha256` still
 //! describe the whole disk image with the fills in place. Format 1 (no
-//! fills) is what `ballast flash` and PXE installs read.
+//! fills) is what `ballast flash` and PXE installs read. A fill's optional
+//! `"codec":"gzip"` says its file holds the bytes gzip-compressed (absent:
+//! as they are).
 
 use ballast_bundle::{PublicKey, Signer};
 use serde::{Deserialize, Serialize};
@@ -153,6 +155,7 @@ mod tests {
             file: "root.img".into(),
             file_offset: 0,
             sha256: "cd".repeat(32),
+            codec: crate::fill::Codec::None,
         }];
         let e = Manifest::verify(&m.sign(&signer), &[signer.public()], "t").unwrap_err();
         assert!(e.to_string().contains("format"), "{e}");
