@@ -8,8 +8,10 @@
 //! 3. stream the rest of the image to the target from 1 MiB on, hashing it
 //!    (SHA-256 of the whole raw image); it must end exactly at `raw_size`;
 //!    compare with the signed manifest's hash when there is one; fsync;
-//! 4. drop the target's cached pages and read everything back: the SHA-256
-//!    of the first MiB in memory and of what the device returns must match;
+//! 4. drop the target's cached pages and read everything back: each chunk
+//!    the device returns must be what was written (the SHA-256 of each chunk
+//!    that held data, taken while streaming; zeros where the image held only
+//!    zeros);
 //! 5. write the first-boot config files into the boot partition (read
 //!    through the image's table in memory), fsync;
 //! 6. write the first MiB last, fsync, read it back and compare;
@@ -17,6 +19,13 @@
 //!
 //! Reading and hashing run on one thread and writing on another, so the
 //! device is kept busy while the next chunk is decompressed and hashed.
+//!
+//! Most of a fresh disk image is zeros (the empty B slot, the free space of
+//! the others). A chunk of zeros is written with `BLKZEROOUT`, which a device
+//! that can zero ranges (virtio, NVMe, many SSDs) does without moving the
+//! bytes and any other has the kernel write as zeros; it is then read back
+//! and checked as zeros, not hashed. That is what makes the install faster
+//! than `dd` of the same image, with its read-back.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -33,6 +42,8 @@ use crate::{Image, InstallError, HEAD};
 /// Bytes per write: large enough that syscalls do not matter.
 const CHUNK: usize = 4 << 20;
 
+/// `_IO(0x12, 127)`: zero a byte range of a block device (`u64[2]`: start, length).
+const BLKZEROOUT: u32 = 0x127f;
 /// `_IO(0x12, 97)`: write back and drop the block device's buffer cache.
 const BLKFLSBUF: u32 = 0x1261;
 /// `_IO(0x12, 95)`: re-read the partition table.
@@ -152,7 +163,7 @@ pub fn install(
     progress(Phase::Clear, 2 * HEAD, 2 * HEAD);
 
     // 3. Stream the rest.
-    let digest = stream(
+    let (digest, sums) = stream(
         image.reader(),
         dev,
         dev_path,
@@ -180,20 +191,7 @@ pub fn install(
     // 4. Read back.
     let started = Instant::now();
     drop_cache(dev);
-    let mut back = Sha256::new();
-    back.update(&head);
-    read_back(dev, dev_path, HEAD, raw_size, &mut back, progress)?;
-    let got: [u8; 32] = back.finalize().into();
-    if got != digest {
-        return Err(InstallError::Verify {
-            path: dev_path.to_path_buf(),
-            detail: format!(
-                "read back SHA-256 {} but wrote {}",
-                hex::encode(got),
-                hex::encode(digest)
-            ),
-        });
-    }
+    read_back(dev, dev_path, HEAD, raw_size, &sums, progress)?;
     let verify_seconds = started.elapsed().as_secs_f64();
 
     // 5. Config on the boot partition, through the table in memory.
@@ -261,9 +259,59 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// What one streamed chunk (of [`CHUNK`] bytes from 1 MiB on, the last one
+/// shorter) held, for the read-back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChunkSum {
+    /// Only zeros.
+    Zero,
+    /// The SHA-256 of its bytes.
+    Sha([u8; 32]),
+}
+
+impl ChunkSum {
+    fn of(buf: &[u8]) -> ChunkSum {
+        if is_zero(buf) {
+            ChunkSum::Zero
+        } else {
+            ChunkSum::Sha(Sha256::digest(buf).into())
+        }
+    }
+
+    fn matches(&self, buf: &[u8]) -> bool {
+        match self {
+            ChunkSum::Zero => is_zero(buf),
+            ChunkSum::Sha(want) => <[u8; 32]>::from(Sha256::digest(buf)) == *want,
+        }
+    }
+}
+
+fn is_zero(buf: &[u8]) -> bool {
+    let (words, rest) = buf.split_at(buf.len() - buf.len() % 8);
+    words
+        .chunks_exact(8)
+        .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
+        && rest.iter().all(|&b| b == 0)
+}
+
+/// Zero `len` bytes of `dev` at `at` with `BLKZEROOUT`; false where that is
+/// not possible (a regular file, a device or range it refuses): the caller
+/// then writes the zeros.
+fn zero_out(dev: &File, at: u64, len: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    if !at.is_multiple_of(512) || !len.is_multiple_of(512) {
+        return false;
+    }
+    let range: [u64; 2] = [at, len];
+    // SAFETY: BLKZEROOUT reads two u64 from the pointer, which points at a
+    // live array of two u64; the descriptor is valid for the call.
+    unsafe { libc::ioctl(dev.as_raw_fd(), BLKZEROOUT as _, range.as_ptr()) == 0 }
+}
+
 /// Stream from the reader (already past the first MiB) to `dev` at offset
 /// 1 MiB; the writes run on their own thread. Returns the SHA-256 of the
-/// whole raw image (`hasher` already holds the first MiB).
+/// whole raw image (`hasher` already holds the first MiB) and what each
+/// chunk held.
 fn stream(
     r: &mut (dyn Read + Send),
     dev: &File,
@@ -272,17 +320,20 @@ fn stream(
     mut hasher: Sha256,
     progress: &mut dyn FnMut(Phase, u64, u64),
     name: &str,
-) -> Result<[u8; 32], InstallError> {
+) -> Result<([u8; 32], Vec<ChunkSum>), InstallError> {
     let image_err = |detail: String| InstallError::Image {
         what: name.to_string(),
         detail,
     };
-    let (to_writer, from_reader) = mpsc::sync_channel::<(u64, Vec<u8>)>(3);
+    let mut sums = Vec::new();
+    let (to_writer, from_reader) = mpsc::sync_channel::<(u64, Vec<u8>, bool)>(3);
     let (to_reader, spare) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
         let writer = s.spawn(move || -> io::Result<()> {
-            for (at, buf) in from_reader {
-                dev.write_all_at(&buf, at)?;
+            for (at, buf, zero) in from_reader {
+                if !(zero && zero_out(dev, at, buf.len() as u64)) {
+                    dev.write_all_at(&buf, at)?;
+                }
                 // The reader may have stopped on an error; then nobody wants it back.
                 let _ = to_reader.send(buf);
             }
@@ -312,7 +363,9 @@ fn stream(
                 break;
             }
             hasher.update(&buf);
-            if to_writer.send((at, buf)).is_err() {
+            let sum = ChunkSum::of(&buf);
+            sums.push(sum);
+            if to_writer.send((at, buf, sum == ChunkSum::Zero)).is_err() {
                 break; // the writer failed; its error is below
             }
             at += n as u64;
@@ -337,17 +390,18 @@ fn stream(
                 "it ends after {at} bytes, {raw_size} were expected: the file is truncated (copy or download it again)"
             )));
         }
-        Ok(hasher.finalize().into())
+        Ok((hasher.finalize().into(), sums))
     })
 }
 
-/// Hash `dev` from `from` to `to`, reading on a second thread.
+/// Read `dev` back from `from` to `to` in the chunks [`stream`] wrote, on a
+/// second thread, and check each against what it held.
 fn read_back(
     dev: &File,
     dev_path: &Path,
     from: u64,
     to: u64,
-    hasher: &mut Sha256,
+    sums: &[ChunkSum],
     progress: &mut dyn FnMut(Phase, u64, u64),
 ) -> Result<(), InstallError> {
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(3);
@@ -369,14 +423,31 @@ fn read_back(
         });
         let mut at = from;
         progress(Phase::Verify, at, to);
+        let mut sums = sums.iter();
         while at < to {
             let buf = rx
                 .recv()
                 .map_err(|_| io::Error::other("the reader thread stopped"))
                 .and_then(|r| r)
                 .map_err(InstallError::io("reading back", dev_path))?;
-            hasher.update(&buf);
-            at += buf.len() as u64;
+            let end = at + buf.len() as u64;
+            let sum = sums.next().ok_or_else(|| InstallError::Verify {
+                path: dev_path.to_path_buf(),
+                detail: format!("read back past the {} chunks written", sums.len()),
+            })?;
+            if !sum.matches(&buf) {
+                let held = match sum {
+                    ChunkSum::Zero => "zeros".to_string(),
+                    ChunkSum::Sha(h) => format!("bytes of SHA-256 {}", hex::encode(h)),
+                };
+                return Err(InstallError::Verify {
+                    path: dev_path.to_path_buf(),
+                    detail: format!(
+                        "bytes {at}..{end} read back differ from what was written ({held}): the device does not keep what it is given"
+                    ),
+                });
+            }
+            at = end;
             let _ = back_tx.send(buf);
             progress(Phase::Verify, at, to);
         }
@@ -467,5 +538,56 @@ impl Seek for Overlay<'_> {
         self.pos = new
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_zero_only_if_every_byte_is() {
+        assert!(is_zero(&[]));
+        assert!(is_zero(&[0u8; 13]));
+        for at in [0, 7, 8, 12] {
+            let mut b = [0u8; 13];
+            b[at] = 1;
+            assert!(!is_zero(&b), "a 1 at {at}");
+        }
+        assert_eq!(ChunkSum::of(&[0u8; 4096]), ChunkSum::Zero);
+        let data = b"ballast".repeat(100);
+        let sum = ChunkSum::of(&data);
+        assert!(sum.matches(&data));
+        assert!(!sum.matches(&[0u8; 700]));
+        assert!(!ChunkSum::Zero.matches(&data));
+    }
+
+    #[test]
+    fn a_regular_file_is_not_zeroed_by_ioctl_and_gets_the_zeros_written() {
+        let f = tempfile::tempfile().expect("temp file");
+        assert!(!zero_out(&f, 0, 4096));
+    }
+
+    #[test]
+    fn the_read_back_finds_a_chunk_the_device_did_not_keep() {
+        let total = HEAD + CHUNK as u64 + 4096;
+        let f = tempfile::tempfile().expect("temp file");
+        f.set_len(total).expect("size");
+        let data = vec![0x5au8; 4096];
+        f.write_all_at(&data, HEAD + CHUNK as u64).expect("write");
+        let sums = vec![ChunkSum::Zero, ChunkSum::of(&data)];
+        let path = Path::new("/dev/test");
+        read_back(&f, path, HEAD, total, &sums, &mut |_, _, _| {}).expect("as written");
+        // A byte the device lost in the zero chunk, then in the data chunk.
+        f.write_all_at(&[1], HEAD + 17).expect("write");
+        let e = read_back(&f, path, HEAD, total, &sums, &mut |_, _, _| {})
+            .expect_err("a changed zero chunk");
+        assert!(e.to_string().contains("read back differ"), "{e}");
+        f.write_all_at(&[0], HEAD + 17).expect("write");
+        f.write_all_at(&[0], HEAD + CHUNK as u64 + 9)
+            .expect("write");
+        let e = read_back(&f, path, HEAD, total, &sums, &mut |_, _, _| {})
+            .expect_err("a changed data chunk");
+        assert!(e.to_string().contains("SHA-256"), "{e}");
     }
 }
