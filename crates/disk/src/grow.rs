@@ -83,12 +83,20 @@ fn grow_gpt(
     let entry_sectors = h.entries_sectors(SECTOR);
     let new_last = disk_sectors.saturating_sub(1);
     // The table must fit: old partition end + backup array + backup header.
-    let needed = part.end_lba + 1 + entry_sectors + 1;
+    // Saturating: the LBAs come from the disk, and a table claiming sectors
+    // near 2^64 must be refused, not wrap into a size that looks fine.
+    let needed = part
+        .end_lba
+        .saturating_add(1)
+        .saturating_add(entry_sectors)
+        .saturating_add(1);
     let old_last = h.my_lba.max(h.alternate_lba);
-    if disk_sectors < needed || (!g.from_backup && disk_sectors < old_last + 1) {
+    if disk_sectors < needed || (!g.from_backup && disk_sectors < old_last.saturating_add(1)) {
         return Err(DiskError::DeviceTooSmall {
-            device_bytes: disk_sectors * SECTOR,
-            needed_bytes: needed.max(old_last + 1) * SECTOR,
+            device_bytes: disk_sectors.saturating_mul(SECTOR),
+            needed_bytes: needed
+                .max(old_last.saturating_add(1))
+                .saturating_mul(SECTOR),
         });
     }
     let new_last_usable = new_last - entry_sectors - 1;
