@@ -69,7 +69,8 @@ pub fn run(args: &PublishArgs) -> Result<()> {
     let rollout =
         crate::rollout::from_flags(args.rollout_start.as_deref(), args.rollout_hours, now)?;
     let signer = keys::read_secret(&args.key)?;
-    let index = channel::publish_rollout(
+    // The deltas are made before the index naming the release is written.
+    let (index, list) = channel::publish_release(
         &args.channel,
         &args.bundle,
         &signer,
@@ -77,7 +78,9 @@ pub fn run(args: &PublishArgs) -> Result<()> {
         args.expires_days,
         &[],
         rollout,
-    )?;
+        args.deltas,
+    )
+    .with_context(|| format!("{}: publishing", args.channel.display()))?;
     // The bundle verified during publish; read its header again for the entry's key.
     let file =
         File::open(&args.bundle).with_context(|| format!("opening {}", args.bundle.display()))?;
@@ -97,15 +100,14 @@ pub fn run(args: &PublishArgs) -> Result<()> {
                 manifest.arch
             )
         })?;
-    let deltas = if args.deltas > 0 {
-        let list = channel::publish_deltas(&args.channel, &signer, args.deltas, args.expires_days)
-            .with_context(|| format!("{}: making the deltas", args.channel.display()))?;
-        for why in &list.skipped {
-            eprintln!("ballast: warning: no delta {why}");
+    let deltas = match list {
+        Some(list) => {
+            for why in &list.skipped {
+                eprintln!("ballast: warning: no delta {why}");
+            }
+            list.deltas
         }
-        list.deltas
-    } else {
-        Vec::new()
+        None => Vec::new(),
     };
     let out = Published {
         channel: args.channel.clone(),

@@ -135,6 +135,20 @@ pub fn publish_deltas(
     let sig = fs::read_to_string(&sig_path)
         .map_err(|e| BundleError::io("reading the index signature", &sig_path, e))?;
     let index = verify_signed(&bytes, &sig, std::slice::from_ref(&own))?;
+    write_deltas(dir, &index, signer, keep, expires_in_days)
+}
+
+/// The deltas to `index`'s newest release of each arch, and the signed
+/// deltas.json listing them.
+#[cfg(feature = "write")]
+fn write_deltas(
+    dir: &Path,
+    index: &Index,
+    signer: &Signer,
+    keep: usize,
+    expires_in_days: u64,
+) -> Result<DeltaList, BundleError> {
+    let own = signer.public();
     let mut arches: Vec<&str> = index.entries.iter().map(|e| e.arch.as_str()).collect();
     arches.sort_unstable();
     arches.dedup();
@@ -402,6 +416,35 @@ pub fn publish_rollout(
     extra_trusted: &[PublicKey],
     rollout: Option<Rollout>,
 ) -> Result<Index, BundleError> {
+    publish_release(
+        dir,
+        bundle,
+        signer,
+        notes,
+        expires_in_days,
+        extra_trusted,
+        rollout,
+        0,
+    )
+    .map(|(index, _)| index)
+}
+
+/// [`publish_rollout`], and with `deltas` > 0 the deltas from that many older
+/// releases to the newest, made and listed (deltas.json) *before* the index
+/// that names the new release is written: an agent that sees the release in
+/// the index finds its delta too, instead of taking the whole bundle while
+/// the deltas are still being made.
+#[allow(clippy::too_many_arguments)]
+pub fn publish_release(
+    dir: &Path,
+    bundle: &Path,
+    signer: &Signer,
+    notes: Option<&str>,
+    expires_in_days: u64,
+    extra_trusted: &[PublicKey],
+    rollout: Option<Rollout>,
+    deltas: usize,
+) -> Result<(Index, Option<DeltaList>), BundleError> {
     let own = signer.public();
     let mut trusted = vec![own.clone()];
     trusted.extend_from_slice(extra_trusted);
@@ -479,11 +522,16 @@ pub fn publish_rollout(
         .map_err(|e| index_err(INDEX, format!("serialising: {e}")))?;
     json.push(b'\n');
     let sig_line = format!("{SIG_TAG} {} {}\n", own.id, hex::encode(signer.sign(&json)));
+    let list = if deltas > 0 {
+        Some(write_deltas(dir, &index, signer, deltas, expires_in_days)?)
+    } else {
+        None
+    };
     // The signature first: a reader between the two renames sees a new
     // signature over the old index and refuses it, then succeeds on retry.
     write_atomic(&sig_path, sig_line.as_bytes())?;
     write_atomic(&index_path, &json)?;
-    Ok(index)
+    Ok((index, list))
 }
 
 struct HashingReader<R> {
