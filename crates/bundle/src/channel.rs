@@ -522,9 +522,16 @@ pub fn publish_release(
         .map_err(|e| index_err(INDEX, format!("serialising: {e}")))?;
     json.push(b'\n');
     let sig_line = format!("{SIG_TAG} {} {}\n", own.id, hex::encode(signer.sign(&json)));
+    #[cfg(feature = "write")]
     let list = if deltas > 0 {
         Some(write_deltas(dir, &index, signer, deltas, expires_in_days)?)
     } else {
+        None
+    };
+    // Without the delta writer (the device's build) there are no deltas to make.
+    #[cfg(not(feature = "write"))]
+    let list = {
+        let _ = deltas;
         None
     };
     // The signature first: a reader between the two renames sees a new
