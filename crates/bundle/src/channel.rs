@@ -394,28 +394,6 @@ pub fn publish_with(
     expires_in_days: u64,
     extra_trusted: &[PublicKey],
 ) -> Result<Index, BundleError> {
-    publish_rollout(
-        dir,
-        bundle,
-        signer,
-        notes,
-        expires_in_days,
-        extra_trusted,
-        None,
-    )
-}
-
-/// [`publish_with`], the entry spread over a wave (`rollout`; `None`: every
-/// machine at once).
-pub fn publish_rollout(
-    dir: &Path,
-    bundle: &Path,
-    signer: &Signer,
-    notes: Option<&str>,
-    expires_in_days: u64,
-    extra_trusted: &[PublicKey],
-    rollout: Option<Rollout>,
-) -> Result<Index, BundleError> {
     publish_release(
         dir,
         bundle,
@@ -423,13 +401,14 @@ pub fn publish_rollout(
         notes,
         expires_in_days,
         extra_trusted,
-        rollout,
+        None,
         0,
     )
     .map(|(index, _)| index)
 }
 
-/// [`publish_rollout`], and with `deltas` > 0 the deltas from that many older
+/// [`publish_with`], the entry spread over a wave (`rollout`; `None`: every
+/// machine at once), and with `deltas` > 0 the deltas from that many older
 /// releases to the newest, made and listed (deltas.json) *before* the index
 /// that names the new release is written: an agent that sees the release in
 /// the index finds its delta too, instead of taking the whole bundle while
