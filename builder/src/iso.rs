@@ -368,25 +368,21 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
         ballast_dir.join(initrd_name),
         tree.join(TREE_EFI_IMAGE),
     );
-    if tree_gz.is_file() {
-        medium.push(install_image::MediumFile {
-            name: GZ_KERNEL,
-            path: &tree_gz,
-            needle: Some(&kernel),
-            gzip: true,
-        });
-        medium.push(install_image::MediumFile {
-            name: initrd_name,
-            path: &tree_initrd,
-            needle: Some(inputs.initrd),
-            gzip: false,
-        });
+    // The kernel (gzip on arm64's GRUB tree, raw on x86_64's) and the initramfs
+    // as files of the tree, where there are such files.
+    let tree_files = if tree_gz.is_file() {
+        Some((GZ_KERNEL, &tree_gz, true))
     } else if tree_kernel.is_file() {
+        Some((kernel_name, &tree_kernel, false))
+    } else {
+        None
+    };
+    if let Some((name, path, gzip)) = tree_files {
         medium.push(install_image::MediumFile {
-            name: kernel_name,
-            path: &tree_kernel,
+            name,
+            path,
             needle: Some(&kernel),
-            gzip: false,
+            gzip,
         });
         medium.push(install_image::MediumFile {
             name: initrd_name,
