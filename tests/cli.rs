@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// A scratch checkout: the project's data directories copied, so a test can
 /// break one file without touching the real ones.
-fn scratch_root(name: &str) -> std::path::PathBuf {
+fn scratch_root(name: &str) -> common::WorkDir {
     let dir = common::workdir(name);
     for sub in ["boards", "images", "qemu", "kernel-configs"] {
         copy_dir(&common::root().join(sub), &dir.join(sub));

@@ -18,7 +18,7 @@ use std::time::Duration;
 /// A flashed card: the story's own copy of a build's disk image, booted as
 /// it is (`ballast run --no-overlay`), so the image can be read back after.
 struct Built {
-    work: PathBuf,
+    work: common::WorkDir,
     out: PathBuf,
     disk: PathBuf,
 }
@@ -440,17 +440,13 @@ fn an_mbr_board_gets_the_same_partitions_and_boots() {
     assert_eq!(types, ["c", "83", "83", "83"], "{json}");
     assert_eq!(parts[0]["bootable"], true, "{json}");
 
-    let built = Built {
-        work: work.clone(),
-        out,
-        disk,
-    };
+    let built = Built { work, out, disk };
     let boot = common::run(
         board,
         &built.out,
         &card_args(&built),
         Duration::from_secs(300),
-        &work.join("console.log"),
+        &built.work.join("console.log"),
     );
     boot.assert_has("stage 2 on slot a");
     boot.assert_has("boot 1 on this state partition");

@@ -93,7 +93,7 @@ fn bundle_of(built: &serde_json::Value) -> PathBuf {
 /// roll back to 0.1.0 in slot a. Returns what the later steps reuse.
 struct Story {
     board: &'static str,
-    work: PathBuf,
+    work: common::WorkDir,
     key: PathBuf,
     out1: PathBuf,
     /// The machine: an overlay of 0.1.0's disk, kept across the story's boots.

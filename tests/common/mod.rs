@@ -35,13 +35,46 @@ pub fn ballast() -> Command {
     cmd
 }
 
-/// A per-test work directory under target/e2e, kept after the run so a
-/// failure's console log and artifacts can be read.
-pub fn workdir(name: &str) -> PathBuf {
+/// A per-test work directory under target/e2e. A story's disks and builds
+/// take up to 2 GB, and forty of them kept would fill a CI machine's disk:
+/// the directory is removed when the story passes and kept when it fails
+/// (its console logs and artifacts are what the failure is read from), or
+/// always with `BALLAST_KEEP_E2E=1`.
+pub struct WorkDir(PathBuf);
+
+impl std::ops::Deref for WorkDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for WorkDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for WorkDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let keep = std::env::var_os("BALLAST_KEEP_E2E").is_some_and(|v| v == "1");
+        if !std::thread::panicking() && !keep {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn workdir(name: &str) -> WorkDir {
     let dir = root().join("target").join("e2e").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("creating the e2e work directory");
-    dir
+    WorkDir(dir)
 }
 
 /// `ballast build --json` → the printed object.
