@@ -15,30 +15,42 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::vm::{free_port, Machine, Ssh};
+
 /// A flashed card: the story's own copy of a build's disk image, booted as
 /// it is (`ballast run --no-overlay`), so the image can be read back after.
 struct Built {
     work: common::WorkDir,
     out: PathBuf,
     disk: PathBuf,
+    /// The SSH key baked in: a user powers the machine off over SSH
+    /// (`None` for a build that powers itself off: `ballast.debug=poweroff`).
+    key: Option<PathBuf>,
 }
 
-/// The build every story of `board` here starts from (made once per test
-/// run), and a fresh copy of its disk in the story's work directory.
+/// The minimal 0.1.0 build of `board` that the update and system stories
+/// boot too (made once per test run), and a fresh copy of its disk in the
+/// story's work directory.
 fn build(board: &str, name: &str, extra: &[&str]) -> Built {
     let work = common::workdir(name);
-    let shared = common::Build::new(board)
-        .image("minimal")
-        .args(&["--kernel-arg", "ballast.debug=poweroff"])
-        .args(extra)
-        .shared();
+    let shared = minimal(board, extra);
     assert!(shared.disk().is_file(), "{}", shared.disk().display());
     let disk = shared.disk_copy(&work.join("disk.img"));
     Built {
         work,
+        key: Some(shared.ssh_key()),
         out: shared.out,
         disk,
     }
+}
+
+fn minimal(board: &str, extra: &[&str]) -> common::Built {
+    common::Build::new(board)
+        .image("minimal")
+        .version("0.1.0")
+        .ssh_key()
+        .args(extra)
+        .shared()
 }
 
 /// `ballast run` arguments that boot the card itself.
@@ -166,19 +178,34 @@ fn external_tools_agree(built: &Built, arch: &str) {
     assert!(squash.contains("zstd"), "{squash}");
 }
 
+/// Boot the card to `ballast-ready`, then power it off over SSH as a user
+/// would, and read what the console said.
 fn boot(board: &str, built: &Built, n: u32) -> common::Boot {
-    let boot = common::run(
+    let port = free_port();
+    let mut vm = Machine::start_with(
         board,
         &built.out,
-        &card_args(built),
-        Duration::from_secs(300),
-        &built.work.join(format!("console-{n}.log")),
+        port,
+        built.work.join(format!("console-{n}.log")),
+        false,
+        &[built.disk.as_os_str(), "--no-overlay".as_ref()],
     );
+    vm.wait_for("ballast-ready", Duration::from_secs(300));
+    let ssh = Ssh {
+        key: built
+            .key
+            .clone()
+            .expect("a card booted to ready has an SSH key"),
+        port,
+    };
+    let _ = ssh.run("osctl poweroff");
+    let status = vm.wait_exit(Duration::from_secs(120));
+    let boot = common::Boot {
+        status: Some(status),
+        lines: vm.console.clone(),
+        elapsed: vm.since_start(),
+    };
     let console = boot.text();
-    assert!(
-        boot.status.is_some(),
-        "boot {n} did not power off in time; console:\n{console}"
-    );
     boot.assert_has("ballast-init version=");
     boot.assert_has("stage 2 on slot a");
     boot.assert_has(&format!("boot {n} on this state partition"));
@@ -300,21 +327,21 @@ fn qemu_armv7_disk_boots_through_u_boot_and_counts_tries() {
 fn two_builds_of_the_same_inputs_are_identical() {
     let _story = common::story();
     // The first is this run's shared build; the second a build of its own.
-    let one = common::Build::new("qemu-arm64")
-        .image("minimal")
-        .args(&["--kernel-arg", "ballast.debug=poweroff"])
-        .shared()
-        .disk();
+    let shared = minimal("qemu-arm64", &[]);
+    let one = shared.disk();
     let work = common::workdir("disk-repro");
-    let minimal = common::root().join("images/minimal.toml");
+    let image = common::root().join("images/minimal.toml");
+    let key = shared.ssh_key().with_extension("pub");
     let two = common::build(
         "qemu-arm64",
         &work.join("out"),
         &[
             "--image",
-            minimal.to_str().expect("utf-8"),
-            "--kernel-arg",
-            "ballast.debug=poweroff",
+            image.to_str().expect("utf-8"),
+            "--version",
+            "0.1.0",
+            "--ssh-key",
+            key.to_str().expect("utf-8"),
         ],
     );
     let two = PathBuf::from(two["artifacts"]["disk"].as_str().expect("disk artifact"));
@@ -440,7 +467,12 @@ fn an_mbr_board_gets_the_same_partitions_and_boots() {
     assert_eq!(types, ["c", "83", "83", "83"], "{json}");
     assert_eq!(parts[0]["bootable"], true, "{json}");
 
-    let built = Built { work, out, disk };
+    let built = Built {
+        work,
+        out,
+        disk,
+        key: None,
+    };
     let boot = common::run(
         board,
         &built.out,

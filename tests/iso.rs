@@ -133,6 +133,7 @@ fn x86_64_iso_boots_live_from_cd_under_seabios_and_ovmf_and_customised_from_usb_
     let work = common::workdir("iso-x86_64");
     let built = common::Build::new(board)
         .image("minimal")
+        .version("0.1.0")
         .ssh_key()
         .shared();
     let iso = iso_in(&built, &work, "ballast.iso");
@@ -303,6 +304,7 @@ fn arm64_iso_boots_live_as_a_cd_under_aavmf_and_installs_itself_unattended() {
     let work = common::workdir("iso-arm64");
     let built = common::Build::new(board)
         .image("minimal")
+        .version("0.1.0")
         .ssh_key()
         .shared();
     let iso = iso_in(&built, &work, "ballast.iso");

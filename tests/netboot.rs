@@ -55,6 +55,7 @@ fn x86_64_boots_diskless_over_pxe_and_refuses_a_tampered_root() {
     let work = common::workdir("netboot-x86_64");
     let built = common::Build::new("qemu-x86_64")
         .image("minimal")
+        .version("0.1.0")
         .ssh_key()
         .shared();
 
