@@ -4,7 +4,7 @@
 //!
 //! A shared build lives in `target/e2e/builds/<key>/` and is made once, under
 //! a file lock, by whichever story asks first; the others wait for the lock
-//! and reuse it. The directory is cleared when a new `cargo test` run (or a
+//! and reuse it. The directory is cleared when a new test run (or a
 //! rebuilt `ballast`) first asks for a build, so a build from an older
 //! checkout is never reused.
 //!
@@ -263,11 +263,11 @@ fn builds_dir() -> PathBuf {
     builds
 }
 
-/// Which test run this is: `cargo test` starts every test binary itself, so
-/// its process (id and start time) names the run; the `ballast` binary's
-/// mtime is part of it, so a rebuilt builder never sees an older build.
-/// `BALLAST_E2E_RUN` overrides the first part (reuse builds across runs
-/// deliberately, at your own risk).
+/// Which test run this is: `BALLAST_E2E_RUN` when set (`scripts/test` sets
+/// it; set it yourself to reuse builds across runs, at your own risk), else
+/// the process that started the test binary (`cargo test` or `cargo
+/// nextest`, by id and start time). The `ballast` binary's mtime is part of
+/// it, so a rebuilt builder never sees an older build.
 fn run_id() -> String {
     let ballast = std::fs::metadata(env!("CARGO_BIN_EXE_ballast"))
         .and_then(|m| m.modified())
