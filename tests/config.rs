@@ -344,25 +344,36 @@ fn nocloud_seed_boot_partition_and_url_configure_the_machine() {
         poweroff(&mut b);
     }
 
-    // 5. The same document from the boot partition.
+    // 5. The same document from the boot partition: the image flashed onto a
+    //    card with the config, as `ballast flash --user-data` (and Raspberry Pi
+    //    Imager's settings) put it there.
     let ud = write(&work.join("ud.yaml"), &doc);
     let md = write(&work.join("md.yaml"), "instance-id: i-1\n");
-    let out_boot = work.join("out-boot");
-    common::build(
-        BOARD,
-        &out_boot,
-        &[
-            "--image",
-            &image,
-            "--ssh-key",
-            key.with_extension("pub").to_str().expect("utf-8"),
-            "--user-data",
-            ud.to_str().expect("utf-8"),
-            "--meta-data",
-            md.to_str().expect("utf-8"),
-        ],
-    );
-    let mut b = boot(&out_boot, &key, work.join("bootpart.log"), &[]);
+    let card = work.join("card.img");
+    let size = std::fs::metadata(built.disk())
+        .expect("the disk image")
+        .len();
+    {
+        let card_dev = common::loopdev::Loop::new(&card, size, &[]);
+        let flashed = common::ballast()
+            .arg("flash")
+            .arg(built.artifact("install_image"))
+            .arg(&card_dev.dev)
+            .arg("--user-data")
+            .arg(&ud)
+            .arg("--meta-data")
+            .arg(&md)
+            .args(["--yes", "--force"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running ballast flash");
+        assert!(
+            flashed.status.success(),
+            "ballast flash: {}",
+            String::from_utf8_lossy(&flashed.stderr)
+        );
+    }
+    let mut b = boot(&out, &key, work.join("bootpart.log"), &[card.as_os_str()]);
     assert_console(&b, "sysd: config: found /boot/user-data");
     let from_boot = observe(&b, &alice_key);
     poweroff(&mut b);

@@ -3,6 +3,7 @@
 //! QEMU, read the serial console, time each story (`timing`).
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod loopdev;
 pub mod oci;
 pub mod shared;
 pub mod size;
