@@ -289,6 +289,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_manifest_lists_each_chunk_and_zero_chunks_as_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.img");
+        let mut raw = vec![0u8; (9 << 20) + 512];
+        raw[..4096].fill(1);
+        raw[9 << 20..].fill(2);
+        std::fs::write(&disk, &raw).unwrap();
+        let signer = ballast_bundle::Signer::from_seed(&[3; 32]);
+        write(&disk, "1.0.0", "qemu-x86_64", "x86_64", &signer, dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        let m = Manifest::verify(&text, &[signer.public()], "t").unwrap();
+        assert_eq!(m.format, manifest::FORMAT_CHUNKS);
+        assert_eq!(m.raw_size, raw.len() as u64);
+        let sums = m.chunk_sums().unwrap().unwrap().sums;
+        assert_eq!(sums.len(), 3);
+        assert!(sums[0].matches(&[&raw[..4 << 20]]));
+        assert_eq!(sums[1], ChunkSum::Zero);
+        assert!(sums[2].matches(&[&raw[8 << 20..]]));
+        assert_eq!(m.sha256, hex::encode(Sha256::digest(&raw)));
+    }
+
+    #[test]
     fn a_file_is_found_at_aligned_offsets_only() {
         let dir = tempfile::tempdir().unwrap();
         let needle: Vec<u8> = (0..3000u32).map(|i| (i * 31 % 253) as u8 + 1).collect();
