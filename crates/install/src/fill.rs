@@ -362,6 +362,16 @@ mod tests {
         .unwrap();
         let e = read_all(r, 4096).unwrap_err();
         assert!(e.to_string().contains("not this image's"), "{e}");
+        // Unchecked (format 3): the bytes pass; the writer's chunk sums catch them.
+        let r = FillReader::new(
+            Box::new(io::Cursor::new(vec![0u8; 100])),
+            &fills,
+            dir.path(),
+            "t",
+            false,
+        )
+        .unwrap();
+        assert_eq!(read_all(r, 4096).unwrap()[10..60], [9u8; 50]);
         let e = FillReader::new(
             Box::new(io::empty()),
             &[fill(0, 1, "gone.img", 0, &[0])],
