@@ -2,9 +2,10 @@
 //! as a CD on an old BIOS PC and on a UEFI PC, and as a USB stick on a UEFI PC,
 //! and finds a working Ballast that wrote nothing to the machine's disk. Then
 //! they embed their own SSH key with `ballast iso customize` and log in with it;
-//! an ISO that is not Ballast's is refused. On an ARM server they boot the ISO
-//! as a CD with `ballast.install=` added: it comes up live, installs itself to
-//! the blank disk unattended and reboots, and the disk alone boots slot A.
+//! an ISO that is not Ballast's is refused. On an ARM server they write the ISO
+//! with `ballast.install=` added to a USB stick and boot it: it comes up live,
+//! installs itself to the blank disk unattended and reboots, and the disk alone
+//! boots slot A.
 
 mod common;
 
@@ -298,7 +299,7 @@ fn x86_64_iso_boots_live_from_cd_under_seabios_and_ovmf_and_customised_from_usb_
 }
 
 #[test]
-fn arm64_iso_boots_live_as_a_cd_under_aavmf_and_installs_itself_unattended() {
+fn arm64_iso_boots_live_from_a_usb_stick_under_aavmf_and_installs_itself_unattended() {
     let _story = common::story();
     let board = "qemu-arm64";
     let work = common::workdir("iso-arm64");
@@ -330,7 +331,11 @@ fn arm64_iso_boots_live_as_a_cd_under_aavmf_and_installs_itself_unattended() {
     let iso_bytes = std::fs::metadata(&iso).expect("the ISO").len();
     eprintln!("arm64 ISO: {iso_bytes} bytes, EFI image {efi_bytes}");
 
-    // The unattended install: the ISO customised with ballast.install=.
+    // The unattended install: the ISO customised with ballast.install=,
+    // written to a USB stick (the hybrid image's GPT and ESP, not El
+    // Torito: the x86_64 story boots the CD form under OVMF, the same EDK2
+    // El Torito code as AAVMF's). The stick is a SCSI disk to the live
+    // system, so it must find its medium there, not on a CD drive.
     let custom = work.join("install.iso");
     let out = common::ballast()
         .args(["iso", "customize"])
@@ -350,13 +355,18 @@ fn arm64_iso_boots_live_as_a_cd_under_aavmf_and_installs_itself_unattended() {
         &built.out,
         &custom,
         port,
-        work.join("cd-aavmf.log"),
-        &[],
+        work.join("usb-aavmf.log"),
+        &["--usb"],
+    );
+    let medium = m.wait_for("live: medium", READY);
+    assert!(
+        medium.contains("/dev/sd") && !medium.contains("/dev/sr"),
+        "the USB stick is not the medium: {medium}"
     );
     let ready = m.wait_for("ballast-ready", READY);
     assert!(ready.contains("slot=live"), "{ready}");
     eprintln!(
-        "arm64 CD/AAVMF: QEMU start to ready live in {:.1?}",
+        "arm64 USB/AAVMF: QEMU start to ready live in {:.1?}",
         m.since_start()
     );
     let started = std::time::Instant::now();

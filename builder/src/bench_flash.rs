@@ -137,7 +137,7 @@ pub fn run(project: &Project, args: &FlashBenchArgs) -> Result<()> {
             &mut image,
             &file,
             dev_path,
-            None,
+            &ballast_install::Expected::Unsigned,
             &BootConfig::default(),
             &mut |_, _, _| {},
         )?;

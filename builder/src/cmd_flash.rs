@@ -100,7 +100,7 @@ pub fn run(args: &FlashArgs) -> Result<()> {
         &mut image,
         &dev,
         &args.device,
-        None,
+        &ballast_install::Expected::Unsigned,
         &config,
         &mut |p, done, total| meter.show(p, done, total),
     )?;

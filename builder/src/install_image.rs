@@ -1,7 +1,8 @@
 //! Build step 7b: the install image. The disk image, zstd-compressed
 //! (`install.img.zst`, one frame recording its size), and its signed manifest
 //! (`install.img.zst.manifest`: version, board, arch, raw size and SHA-256 of
-//! the raw disk image; format owned by `ballast-install`), signed with the key
+//! the raw disk image, and the sum of each 4 MiB chunk of it, `"zero"` for
+//! chunks of zeros: format 3, owned by `ballast-install`), signed with the key
 //! that signs the update bundle. The ISO carries a copy that leaves slot A's
 //! root (and the boot files it holds elsewhere) to the medium ([`write_filled`]); `osctl install`, the
 //! unattended install and `ballast flash` write them.
@@ -11,6 +12,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use ballast_install::chunks::{ChunkSum, Chunks};
 use ballast_install::{manifest, Codec, Fill, Manifest, IMAGE_FILE, MANIFEST_FILE};
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::FileExt;
@@ -29,15 +31,17 @@ pub fn write(
     work: &Path,
 ) -> Result<()> {
     let out = work.join(IMAGE_FILE);
-    let (raw_size, sha256) = compress(disk, &out, &[])?;
+    let (raw_size, sha256, chunks) = compress(disk, &out, &[])?;
     let manifest = Manifest {
-        format: manifest::FORMAT_WHOLE,
+        format: manifest::FORMAT_CHUNKS,
         version: version.to_owned(),
         board: board.to_owned(),
         arch: arch.to_owned(),
         raw_size,
         sha256,
         fills: Vec::new(),
+        chunk_size: chunks.size,
+        chunks: chunks.to_texts(),
     };
     let m = work.join(MANIFEST_FILE);
     std::fs::write(&m, manifest.sign(signer))
@@ -123,25 +127,24 @@ pub fn write_filled(
     }
     let zero: Vec<(u64, u64)> = kept.iter().map(|f| (f.offset, f.length)).collect();
     let out = dir.join(IMAGE_FILE);
-    let (raw_size, sha256) = compress(disk, &out, &zero)?;
-    if raw_size != whole.raw_size || sha256 != whole.sha256 {
+    let (raw_size, sha256, chunks) = compress(disk, &out, &zero)?;
+    if raw_size != whole.raw_size
+        || sha256 != whole.sha256
+        || chunks.size != whole.chunk_size
+        || chunks.to_texts() != whole.chunks
+    {
         bail!(
             "{} changed while the ISO's install image was made from it",
             disk.display()
         );
     }
     let total = kept.iter().map(|f| f.length).sum();
+    // The chunk sums are of the whole disk image, fills in place: the
+    // writer checks the medium's bytes with them too.
     let manifest = Manifest {
-        format: manifest::FORMAT_FILLS,
         fills: kept,
         ..whole
     };
-    let format = if manifest.fills.is_empty() {
-        manifest::FORMAT_WHOLE
-    } else {
-        manifest::FORMAT_FILLS
-    };
-    let manifest = Manifest { format, ..manifest };
     let m = dir.join(MANIFEST_FILE);
     std::fs::write(&m, manifest.sign(signer))
         .with_context(|| format!("writing {}", m.display()))?;
@@ -203,8 +206,9 @@ fn find_aligned(path: &Path, needle: &[u8]) -> Result<Vec<u64>> {
 
 /// zstd-compress `disk` to `out` (one frame recording its size) with the
 /// `zero` ranges (offset, length; sorted) replaced by zeros. Returns the raw
-/// size and the hex SHA-256 of the disk image as it is (zeros not applied).
-fn compress(disk: &Path, out: &Path, zero: &[(u64, u64)]) -> Result<(u64, String)> {
+/// size, the hex SHA-256 and the chunk sums of the disk image as it is
+/// (zeros not applied).
+fn compress(disk: &Path, out: &Path, zero: &[(u64, u64)]) -> Result<(u64, String, Chunks)> {
     let raw_size = std::fs::metadata(disk)
         .with_context(|| format!("reading {}", disk.display()))?
         .len();
@@ -219,16 +223,18 @@ fn compress(disk: &Path, out: &Path, zero: &[(u64, u64)]) -> Result<(u64, String
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     enc.multithread(threads)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
+    let chunk = ballast_install::write::CHUNK;
+    let mut sums = Vec::new();
+    let mut buf = vec![0u8; chunk as usize];
     let mut pos = 0u64;
     loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", disk.display())),
-        };
+        let n = read_chunk(&mut input, &mut buf)
+            .with_context(|| format!("reading {}", disk.display()))?;
+        if n == 0 {
+            break;
+        }
         hasher.update(&buf[..n]);
+        sums.push(ChunkSum::of(&[&buf[..n]]));
         let end = pos + n as u64;
         for &(zo, zl) in zero {
             let (a, b) = (zo.max(pos), (zo + zl).min(end));
@@ -243,7 +249,31 @@ fn compress(disk: &Path, out: &Path, zero: &[(u64, u64)]) -> Result<(u64, String
     enc.finish()
         .and_then(|f| f.sync_all())
         .with_context(|| format!("finishing {}", out.display()))?;
-    Ok((raw_size, hex::encode(hasher.finalize())))
+    if pos != raw_size {
+        bail!(
+            "{}: read {pos} bytes of {raw_size}: it changed while it was compressed",
+            disk.display()
+        );
+    }
+    Ok((
+        raw_size,
+        hex::encode(hasher.finalize()),
+        Chunks { size: chunk, sums },
+    ))
+}
+
+/// Fill `buf` unless the file ends first (chunk sums need whole chunks).
+fn read_chunk(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// (scratch file, name in OUT) of both files.
@@ -257,6 +287,28 @@ pub fn staged(work: &Path) -> Vec<(PathBuf, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_manifest_lists_each_chunk_and_zero_chunks_as_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.img");
+        let mut raw = vec![0u8; (9 << 20) + 512];
+        raw[..4096].fill(1);
+        raw[9 << 20..].fill(2);
+        std::fs::write(&disk, &raw).unwrap();
+        let signer = ballast_bundle::Signer::from_seed(&[3; 32]);
+        write(&disk, "1.0.0", "qemu-x86_64", "x86_64", &signer, dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        let m = Manifest::verify(&text, &[signer.public()], "t").unwrap();
+        assert_eq!(m.format, manifest::FORMAT_CHUNKS);
+        assert_eq!(m.raw_size, raw.len() as u64);
+        let sums = m.chunk_sums().unwrap().unwrap().sums;
+        assert_eq!(sums.len(), 3);
+        assert!(sums[0].matches(&[&raw[..4 << 20]]));
+        assert_eq!(sums[1], ChunkSum::Zero);
+        assert!(sums[2].matches(&[&raw[8 << 20..]]));
+        assert_eq!(m.sha256, hex::encode(Sha256::digest(&raw)));
+    }
 
     #[test]
     fn a_file_is_found_at_aligned_offsets_only() {

@@ -100,7 +100,7 @@ pub fn run(
             let mut image = Image::open(path, manifest.as_ref().map(|m| m.raw_size))?;
             if let Some(m) = &manifest {
                 // The ISO's copy leaves slot A's root (and more) to files beside it.
-                image = image.with_fills(&m.fills, path.parent().unwrap_or(Path::new("/")))?;
+                image = image.with_fills(m, path.parent().unwrap_or(Path::new("/")))?;
             }
             (image, manifest)
         }
@@ -158,12 +158,18 @@ pub fn run(
                 job.device.display()
             ))
         })?;
-    let expected = manifest.as_ref().and_then(|m| m.sha256_bytes().ok());
+    // Verified with the manifest, so its sums parse.
+    let expected = match &manifest {
+        Some(m) => m
+            .expected()
+            .map_err(|e| InstallFailure::Other(format!("the image's signed manifest: {e}")))?,
+        None => ballast_install::Expected::Unsigned,
+    };
     let report = ballast_install::install(
         &mut image,
         &dev,
         &job.device,
-        expected,
+        &expected,
         &job.config,
         progress,
     )?;

@@ -6,7 +6,8 @@
 //! It owns:
 //! - the **install image**: `install.img.zst` (the disk image, zstd) and its
 //!   signed manifest `install.img.zst.manifest` ([`manifest`]), signed with the
-//!   same ed25519 keys as update bundles;
+//!   same ed25519 keys as update bundles, and the per-chunk sums it lists
+//!   ([`chunks`]);
 //! - the **target checks** ([`target`]): nothing is written to a device that
 //!   does not exist, is not a whole block device, is too small, read-only,
 //!   mounted or held, is a disk the running system uses, or already holds
@@ -22,6 +23,7 @@
 //! report success for bytes it did not read back.
 
 mod bootconfig;
+pub mod chunks;
 mod error;
 pub mod fill;
 pub mod manifest;
@@ -35,7 +37,7 @@ pub use fill::{Codec, Fill};
 pub use manifest::Manifest;
 pub use source::Image;
 pub use target::{Policy, Target};
-pub use write::{install, Phase, Report};
+pub use write::{install, Expected, Phase, Report};
 
 /// The first MiB (protective MBR, GPT header and entries, the gap before the
 /// first partition) is written last: until it is, the target has no table.

@@ -18,10 +18,21 @@
 //! fills) is what `ballast flash` and PXE installs read. A fill's optional
 //! `"codec":"gzip"` says its file holds the bytes gzip-compressed (absent:
 //! as they are).
+//!
+//! Format 3 (what `ballast build` writes now) adds `"chunk_size":N` and
+//! `"chunks":[...]` ([`Chunks`]): the sum of each `chunk_size` piece of the
+//! image from byte 0, `"zero"` or its SHA-256, with fills or without. The
+//! writer checks each chunk as it streams and reads it back against the same
+//! sum, so it never hashes the whole image (zeros included) a second time;
+//! `sha256` stays, naming the whole image, and is what the writer reports
+//! once every chunk matched. Formats 1 and 2 are still read (the writer then
+//! hashes the whole image, as before): they cost nothing to keep.
 
 use ballast_bundle::{PublicKey, Signer};
 use serde::{Deserialize, Serialize};
 
+use crate::chunks::Chunks;
+use crate::write::Expected;
 use crate::{Fill, InstallError};
 
 const SIG_TAG: &str = "ballast-ed25519-sig";
@@ -40,11 +51,23 @@ pub struct Manifest {
     /// Ranges taken from files beside the image (format 2 only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fills: Vec<Fill>,
+    /// Bytes per chunk of `chunks` (format 3 only).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub chunk_size: u64,
+    /// The sum of each chunk, `"zero"` or hex SHA-256 (format 3 only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<String>,
 }
 
-/// The manifest format without fills, and with them.
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The manifest format without fills, with them, and with chunk sums (with
+/// or without fills).
 pub const FORMAT_WHOLE: u32 = 1;
 pub const FORMAT_FILLS: u32 = 2;
+pub const FORMAT_CHUNKS: u32 = 3;
 
 impl Manifest {
     /// The manifest file's text: the JSON line and its signature line.
@@ -102,22 +125,44 @@ impl Manifest {
         }
         let m: Manifest =
             serde_json::from_str(json).map_err(|e| err(format!("line 1: invalid: {e}")))?;
-        let want = if m.fills.is_empty() {
+        let want = if !m.chunks.is_empty() || m.chunk_size != 0 {
+            FORMAT_CHUNKS
+        } else if m.fills.is_empty() {
             FORMAT_WHOLE
         } else {
             FORMAT_FILLS
         };
         if m.format != want {
             return Err(err(format!(
-                "field `format`: {} with {} fills; this program reads format {FORMAT_WHOLE} without fills and {FORMAT_FILLS} with them (update it if the image is newer)",
+                "field `format`: {} with {} fills and {} chunk sums; this program reads format {FORMAT_WHOLE} (neither), {FORMAT_FILLS} (fills) and {FORMAT_CHUNKS} (chunk sums, with or without fills) (update it if the image is newer)",
                 m.format,
-                m.fills.len()
+                m.fills.len(),
+                m.chunks.len()
             )));
         }
         Fill::check_all(&m.fills, m.raw_size).map_err(|d| err(format!("field {d}")))?;
         m.sha256_bytes()
             .map_err(|d| err(format!("field `sha256`: {d}")))?;
+        m.chunk_sums().map_err(|d| err(format!("field {d}")))?;
         Ok(m)
+    }
+
+    /// The parsed chunk sums of format 3; `None` for formats 1 and 2.
+    pub fn chunk_sums(&self) -> Result<Option<Chunks>, String> {
+        if self.format != FORMAT_CHUNKS {
+            return Ok(None);
+        }
+        Chunks::parse(self.chunk_size, &self.chunks, self.raw_size).map(Some)
+    }
+
+    /// What the writer checks the image against: the chunk sums (format 3)
+    /// or the whole image's SHA-256 (formats 1 and 2).
+    pub fn expected(&self) -> Result<Expected, String> {
+        let sha256 = self.sha256_bytes()?;
+        Ok(match self.chunk_sums()? {
+            Some(chunks) => Expected::Chunks { sha256, chunks },
+            None => Expected::Whole(sha256),
+        })
     }
 
     /// The SHA-256 as bytes.
@@ -142,7 +187,40 @@ mod tests {
             raw_size: 4 << 20,
             sha256: "ab".repeat(32),
             fills: Vec::new(),
+            chunk_size: 0,
+            chunks: Vec::new(),
         }
+    }
+
+    #[test]
+    fn chunk_sums_need_format_3_and_match_the_size() {
+        let signer = Signer::from_seed(&[7; 32]);
+        let mut m = sample();
+        m.chunk_size = 4 << 20;
+        m.chunks = vec!["zero".into()];
+        let e = Manifest::verify(&m.sign(&signer), &[signer.public()], "t").unwrap_err();
+        assert!(e.to_string().contains("format"), "{e}");
+        m.format = FORMAT_CHUNKS;
+        let back = Manifest::verify(&m.sign(&signer), &[signer.public()], "t").unwrap();
+        assert_eq!(back, m);
+        assert!(matches!(back.expected(), Ok(Expected::Chunks { .. })));
+        assert!(matches!(sample().expected(), Ok(Expected::Whole(_))));
+        m.chunks.push("zero".into());
+        let e = Manifest::verify(&m.sign(&signer), &[signer.public()], "t").unwrap_err();
+        assert!(e.to_string().contains("`chunks`"), "{e}");
+        // A format 1 manifest, as older builds wrote it, still reads.
+        let old = r#"{"format":1,"version":"1.2.0","board":"b","arch":"x86_64","raw_size":4194304,"sha256":"abababababababababababababababababababababababababababababababab"}"#;
+        let text = format!(
+            "{old}\n{SIG_TAG} {} {}\n",
+            signer.public().id,
+            hex::encode(signer.sign(old.as_bytes()))
+        );
+        assert_eq!(
+            Manifest::verify(&text, &[signer.public()], "t")
+                .unwrap()
+                .format,
+            1
+        );
     }
 
     #[test]

@@ -100,12 +100,25 @@ impl Image {
 
     /// Put a signed manifest's fills in place while streaming: their bytes
     /// come from files in `dir` (the medium's directory of the image).
-    pub fn with_fills(mut self, fills: &[crate::Fill], dir: &Path) -> Result<Image, InstallError> {
-        if fills.is_empty() {
+    /// Each fill is hashed against its own SHA-256 unless the manifest has
+    /// chunk sums (format 3), which the writer checks over the fills too.
+    pub fn with_fills(
+        mut self,
+        manifest: &crate::Manifest,
+        dir: &Path,
+    ) -> Result<Image, InstallError> {
+        if manifest.fills.is_empty() {
             return Ok(self);
         }
+        let check = manifest.format != crate::manifest::FORMAT_CHUNKS;
         let inner = std::mem::replace(&mut self.reader, Box::new(io::empty()));
-        self.reader = Box::new(crate::fill::FillReader::new(inner, fills, dir, &self.name)?);
+        self.reader = Box::new(crate::fill::FillReader::new(
+            inner,
+            &manifest.fills,
+            dir,
+            &self.name,
+            check,
+        )?);
         Ok(self)
     }
 

@@ -5,27 +5,29 @@
 //!    table whose partitions fit in the image (else: not a disk image);
 //! 2. clear the old tables: zero the target's first MiB (MBR, primary GPT)
 //!    and last MiB (backup GPT), fsync;
-//! 3. stream the rest of the image to the target from 1 MiB on, hashing it
-//!    (SHA-256 of the whole raw image); it must end exactly at `raw_size`;
-//!    compare with the signed manifest's hash when there is one; fsync;
+//! 3. stream the rest of the image to the target from 1 MiB on, chunk by
+//!    chunk; each chunk is checked before it is written: against its signed
+//!    sum (manifest format 3), or, for older manifests and unsigned images,
+//!    its sum is taken and the whole image's SHA-256 is compared with the
+//!    manifest's when the stream ends; it must end exactly at `raw_size`;
+//!    fsync;
 //! 4. drop the target's cached pages and read everything back: each chunk
-//!    the device returns must be what was written (the SHA-256 of each chunk
-//!    that held data, taken while streaming; zeros where the image held only
-//!    zeros);
+//!    the device returns must match its sum (zeros where the image held
+//!    only zeros, checked by scanning, not hashing);
 //! 5. write the first-boot config files into the boot partition (read
 //!    through the image's table in memory), fsync;
 //! 6. write the first MiB last, fsync, read it back and compare;
 //! 7. ask the kernel to re-read the partition table.
 //!
-//! Reading and hashing run on one thread and writing on another, so the
-//! device is kept busy while the next chunk is decompressed and hashed.
+//! Decompressing, checking and writing run on three threads, so the device
+//! is kept busy while the next chunks are decompressed and hashed.
 //!
 //! Most of a fresh disk image is zeros (the empty B slot, the free space of
 //! the others). A chunk of zeros is written with `BLKZEROOUT`, which a device
 //! that can zero ranges (virtio, NVMe, many SSDs) does without moving the
 //! bytes and any other has the kernel write as zeros; it is then read back
-//! and checked as zeros, not hashed. That is what makes the install faster
-//! than `dd` of the same image, with its read-back.
+//! and checked as zeros, not hashed. With the signed per-chunk sums no
+//! byte is hashed twice on the way in, and zeros never are.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -37,10 +39,29 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::bootconfig::{self, BootConfig};
+use crate::chunks::{ChunkSum, Chunks};
 use crate::{Image, InstallError, HEAD};
 
-/// Bytes per write: large enough that syscalls do not matter.
-const CHUNK: usize = 4 << 20;
+/// Bytes per chunk when the manifest gives no chunk sums (and what
+/// `ballast build` writes them for): large enough that syscalls do not
+/// matter.
+pub const CHUNK: u64 = 4 << 20;
+
+/// What the image is checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expected {
+    /// No signed manifest (`ballast flash` of a plain file): the writer
+    /// hashes the whole image and reports it; the read-back checks each
+    /// chunk against the sum taken while streaming.
+    Unsigned,
+    /// Manifest formats 1 and 2: the whole image's SHA-256, compared when
+    /// the stream ends (before the table is written).
+    Whole([u8; 32]),
+    /// Manifest format 3: each chunk is checked against its signed sum
+    /// before it is written and again when read back; `sha256` (the whole
+    /// image's, from the same manifest) is what the report names.
+    Chunks { sha256: [u8; 32], chunks: Chunks },
+}
 
 /// `_IO(0x12, 127)`: zero a byte range of a block device (`u64[2]`: start, length).
 const BLKZEROOUT: u32 = 0x127f;
@@ -87,7 +108,9 @@ impl std::fmt::Display for Phase {
 pub struct Report {
     /// Bytes of the raw image written and verified.
     pub bytes: u64,
-    /// Hex SHA-256 of the raw image (what was read back).
+    /// Hex SHA-256 of the raw image: taken while streaming, or, with signed
+    /// chunk sums, the manifest's (every chunk written and read back
+    /// matched the sums signed with it).
     pub sha256: String,
     /// Seconds spent writing (clear and stream, with fsync) and verifying.
     pub write_seconds: f64,
@@ -97,14 +120,14 @@ pub struct Report {
 }
 
 /// Write `image` to `dev` (opened read-write; a block device, or a file in
-/// tests), verify, place `config`. `expected`: the SHA-256 from a signed
-/// manifest. The target checks ([`crate::Target::check`]) come first, by
-/// the caller.
+/// tests), verify, place `config`. `expected`: what a signed manifest says
+/// ([`crate::Manifest::expected`]). The target checks
+/// ([`crate::Target::check`]) come first, by the caller.
 pub fn install(
     image: &mut Image,
     dev: &File,
     dev_path: &Path,
-    expected: Option<[u8; 32]>,
+    expected: &Expected,
     config: &BootConfig,
     progress: &mut dyn FnMut(Phase, u64, u64),
 ) -> Result<Report, InstallError> {
@@ -143,8 +166,18 @@ pub fn install(
             }
         })?;
     let table = bootconfig::table_of(&head, raw_size, &name)?;
-    let mut hasher = Sha256::new();
-    hasher.update(&head);
+    let chunk = match expected {
+        Expected::Chunks { chunks, .. } => chunks.size,
+        Expected::Whole(_) | Expected::Unsigned => CHUNK,
+    };
+    if let Expected::Chunks { chunks, .. } = expected {
+        if chunks.sums.len() as u64 != raw_size.div_ceil(chunk) || chunk < HEAD {
+            return Err(image_err(format!(
+                "its manifest lists {} chunk sums of {chunk} bytes for {raw_size} bytes",
+                chunks.sums.len()
+            )));
+        }
+    }
 
     // 2. Clear the old tables.
     let started = Instant::now();
@@ -168,11 +201,22 @@ pub fn install(
         dev,
         dev_path,
         raw_size,
-        hasher,
+        &head,
+        expected,
+        chunk,
         progress,
         &name,
     )?;
-    if let Some(want) = expected {
+    let digest = match (expected, digest) {
+        (Expected::Chunks { sha256, .. }, _) => *sha256,
+        (_, Some(d)) => d,
+        (_, None) => {
+            return Err(image_err(
+                "the writer took no SHA-256 of it (a bug: report it)".into(),
+            ))
+        }
+    };
+    if let Expected::Whole(want) = *expected {
         if digest != want {
             return Err(InstallError::Verify {
                 path: dev_path.to_path_buf(),
@@ -191,7 +235,7 @@ pub fn install(
     // 4. Read back.
     let started = Instant::now();
     drop_cache(dev);
-    read_back(dev, dev_path, HEAD, raw_size, &sums, progress)?;
+    read_back(dev, dev_path, &head, chunk, raw_size, &sums, progress)?;
     let verify_seconds = started.elapsed().as_secs_f64();
 
     // 5. Config on the boot partition, through the table in memory.
@@ -259,39 +303,22 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// What one streamed chunk (of [`CHUNK`] bytes from 1 MiB on, the last one
-/// shorter) held, for the read-back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ChunkSum {
-    /// Only zeros.
-    Zero,
-    /// The SHA-256 of its bytes.
-    Sha([u8; 32]),
+/// The piece of chunk `i` (of `raw_size.div_ceil(chunk)`) that is streamed
+/// and read back: the chunk's bytes, but from 1 MiB on (the first MiB is
+/// held in memory; a first chunk of 1 MiB has an empty piece), up to the
+/// image's end.
+fn piece(i: u64, chunk: u64, raw_size: u64) -> (u64, u64) {
+    let from = (i * chunk).max(HEAD);
+    (from, ((i + 1) * chunk).min(raw_size).max(from))
 }
 
-impl ChunkSum {
-    fn of(buf: &[u8]) -> ChunkSum {
-        if is_zero(buf) {
-            ChunkSum::Zero
-        } else {
-            ChunkSum::Sha(Sha256::digest(buf).into())
-        }
+/// The parts of chunk `i`: the first chunk starts with the first MiB.
+fn parts<'a>(i: u64, head: &'a [u8], buf: &'a [u8]) -> [&'a [u8]; 2] {
+    if i == 0 {
+        [head, buf]
+    } else {
+        [&[], buf]
     }
-
-    fn matches(&self, buf: &[u8]) -> bool {
-        match self {
-            ChunkSum::Zero => is_zero(buf),
-            ChunkSum::Sha(want) => <[u8; 32]>::from(Sha256::digest(buf)) == *want,
-        }
-    }
-}
-
-fn is_zero(buf: &[u8]) -> bool {
-    let (words, rest) = buf.split_at(buf.len() - buf.len() % 8);
-    words
-        .chunks_exact(8)
-        .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
-        && rest.iter().all(|&b| b == 0)
 }
 
 /// Zero `len` bytes of `dev` at `at` with `BLKZEROOUT`; false where that is
@@ -308,29 +335,35 @@ fn zero_out(dev: &File, at: u64, len: u64) -> bool {
     unsafe { libc::ioctl(dev.as_raw_fd(), BLKZEROOUT as _, range.as_ptr()) == 0 }
 }
 
-/// Stream from the reader (already past the first MiB) to `dev` at offset
-/// 1 MiB; the writes run on their own thread. Returns the SHA-256 of the
-/// whole raw image (`hasher` already holds the first MiB) and what each
-/// chunk held.
+/// Stream from the reader (already past the first MiB, `head`) to `dev` at
+/// offset 1 MiB, in the pieces of chunks of `chunk` bytes. Three threads
+/// keep the device and both CPUs busy: this one decompresses, a second
+/// checks each chunk (against the signed sums, or takes its sum and the
+/// whole image's SHA-256 when the manifest has no sums), a third writes
+/// what was checked. Returns the whole image's SHA-256 when it was taken
+/// and each chunk's sum, for the read-back.
+#[allow(clippy::too_many_arguments)]
 fn stream(
     r: &mut (dyn Read + Send),
     dev: &File,
     dev_path: &Path,
     raw_size: u64,
-    mut hasher: Sha256,
+    head: &[u8],
+    expected: &Expected,
+    chunk: u64,
     progress: &mut dyn FnMut(Phase, u64, u64),
     name: &str,
-) -> Result<([u8; 32], Vec<ChunkSum>), InstallError> {
+) -> Result<(Option<[u8; 32]>, Vec<ChunkSum>), InstallError> {
     let image_err = |detail: String| InstallError::Image {
         what: name.to_string(),
         detail,
     };
-    let mut sums = Vec::new();
-    let (to_writer, from_reader) = mpsc::sync_channel::<(u64, Vec<u8>, bool)>(3);
+    let (to_checker, from_reader) = mpsc::sync_channel::<(u64, u64, Vec<u8>)>(2);
+    let (to_writer, from_checker) = mpsc::sync_channel::<(u64, Vec<u8>, bool)>(2);
     let (to_reader, spare) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
         let writer = s.spawn(move || -> io::Result<()> {
-            for (at, buf, zero) in from_reader {
+            for (at, buf, zero) in from_checker {
                 if !(zero && zero_out(dev, at, buf.len() as u64)) {
                     dev.write_all_at(&buf, at)?;
                 }
@@ -339,12 +372,73 @@ fn stream(
             }
             Ok(())
         });
+        let checker = s.spawn(
+            move || -> Result<(Option<[u8; 32]>, Vec<ChunkSum>), InstallError> {
+                let mut whole = match expected {
+                    Expected::Chunks { .. } => None,
+                    Expected::Whole(_) | Expected::Unsigned => {
+                        let mut h = Sha256::new();
+                        h.update(head);
+                        Some(h)
+                    }
+                };
+                let mut sums = Vec::new();
+                for (i, at, buf) in from_reader {
+                    let parts = parts(i, head, &buf);
+                    let sum = match expected {
+                        Expected::Chunks { chunks, .. } => {
+                            let want = chunks.sums[i as usize];
+                            if !want.matches(&parts) {
+                                return Err(InstallError::Verify {
+                                    path: dev_path.to_path_buf(),
+                                    detail: format!(
+                                        "chunk {i} (bytes {}..{}) of the image {name} is not what its signed manifest says ({}): the image, or the medium it takes ranges from, is corrupt or not the one the manifest describes",
+                                        i * chunks.size,
+                                        at + buf.len() as u64,
+                                        want.describe()
+                                    ),
+                                });
+                            }
+                            want
+                        }
+                        Expected::Whole(_) | Expected::Unsigned => {
+                            if let Some(h) = whole.as_mut() {
+                                h.update(&buf);
+                            }
+                            ChunkSum::of(&parts)
+                        }
+                    };
+                    sums.push(sum);
+                    if to_writer.send((at, buf, sum == ChunkSum::Zero)).is_err() {
+                        break; // the writer failed; its error is reported first
+                    }
+                }
+                Ok((whole.map(|h| h.finalize().into()), sums))
+            },
+        );
         let mut at = HEAD;
         let mut failure = None;
         progress(Phase::Write, HEAD, raw_size);
+        let count = raw_size.div_ceil(chunk);
+        let mut i = 0u64;
         loop {
-            let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
-            buf.resize(CHUNK, 0);
+            let (from, to) = piece(i, chunk, raw_size);
+            if i == count {
+                // The image should end here: a longer stream is not this image.
+                let mut probe = [0u8; 1];
+                match read_full(r, &mut probe) {
+                    Ok(0) => {}
+                    Ok(_) => failure = Some(image_err(format!(
+                        "it is longer than the {raw_size} bytes expected (its signed manifest or header): refusing it"
+                    ))),
+                    Err(e) => failure = Some(image_err(format!("reading at byte {at}: {e}"))),
+                }
+                break;
+            }
+            let mut buf = spare
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(chunk as usize));
+            buf.resize((to - from) as usize, 0);
             let n = match read_full(r, &mut buf) {
                 Ok(n) => n,
                 Err(e) => {
@@ -352,26 +446,20 @@ fn stream(
                     break;
                 }
             };
-            if n == 0 {
-                break;
+            if n < buf.len() {
+                break; // truncated: reported below
             }
-            buf.truncate(n);
-            if at + n as u64 > raw_size {
-                failure = Some(image_err(format!(
-                    "it is longer than the {raw_size} bytes expected (its signed manifest or header): refusing it"
-                )));
-                break;
+            if to_checker.send((i, at, buf)).is_err() {
+                break; // the checker or the writer failed; its error is below
             }
-            hasher.update(&buf);
-            let sum = ChunkSum::of(&buf);
-            sums.push(sum);
-            if to_writer.send((at, buf, sum == ChunkSum::Zero)).is_err() {
-                break; // the writer failed; its error is below
-            }
-            at += n as u64;
+            at = to;
+            i += 1;
             progress(Phase::Write, at, raw_size);
         }
-        drop(to_writer);
+        drop(to_checker);
+        let checked = checker
+            .join()
+            .unwrap_or_else(|_| Err(image_err("the checking thread panicked".into())));
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the writer thread panicked")));
@@ -382,6 +470,7 @@ fn stream(
                 source: e,
             });
         }
+        let (digest, sums) = checked?;
         if let Some(f) = failure {
             return Err(f);
         }
@@ -390,66 +479,63 @@ fn stream(
                 "it ends after {at} bytes, {raw_size} were expected: the file is truncated (copy or download it again)"
             )));
         }
-        Ok((hasher.finalize().into(), sums))
+        Ok((digest, sums))
     })
 }
 
-/// Read `dev` back from `from` to `to` in the chunks [`stream`] wrote, on a
-/// second thread, and check each against what it held.
+/// Read `dev` back from 1 MiB to `raw_size` in the pieces [`stream`] wrote,
+/// on a second thread, and check each chunk (the first with `head` from
+/// memory) against its sum.
 fn read_back(
     dev: &File,
     dev_path: &Path,
-    from: u64,
-    to: u64,
+    head: &[u8],
+    chunk: u64,
+    raw_size: u64,
     sums: &[ChunkSum],
     progress: &mut dyn FnMut(Phase, u64, u64),
 ) -> Result<(), InstallError> {
-    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(3);
+    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(2);
     let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
+        let count = raw_size.div_ceil(chunk);
         s.spawn(move || {
-            let mut at = from;
-            while at < to {
-                let n = (to - at).min(CHUNK as u64) as usize;
-                let mut buf = back_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
-                buf.resize(n, 0);
-                let r = dev.read_exact_at(&mut buf, at).map(|()| buf);
+            for i in 0..count {
+                let (from, to) = piece(i, chunk, raw_size);
+                let mut buf = back_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(chunk as usize));
+                buf.resize((to - from) as usize, 0);
+                let r = dev.read_exact_at(&mut buf, from).map(|()| buf);
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
                     return;
                 }
-                at += n as u64;
             }
         });
-        let mut at = from;
-        progress(Phase::Verify, at, to);
-        let mut sums = sums.iter();
-        while at < to {
+        progress(Phase::Verify, HEAD, raw_size);
+        for i in 0..count {
+            let (from, to) = piece(i, chunk, raw_size);
             let buf = rx
                 .recv()
                 .map_err(|_| io::Error::other("the reader thread stopped"))
                 .and_then(|r| r)
                 .map_err(InstallError::io("reading back", dev_path))?;
-            let end = at + buf.len() as u64;
-            let sum = sums.next().ok_or_else(|| InstallError::Verify {
+            let sum = sums.get(i as usize).ok_or_else(|| InstallError::Verify {
                 path: dev_path.to_path_buf(),
                 detail: format!("read back past the {} chunks written", sums.len()),
             })?;
-            if !sum.matches(&buf) {
-                let held = match sum {
-                    ChunkSum::Zero => "zeros".to_string(),
-                    ChunkSum::Sha(h) => format!("bytes of SHA-256 {}", hex::encode(h)),
-                };
+            if !sum.matches(&parts(i, head, &buf)) {
                 return Err(InstallError::Verify {
                     path: dev_path.to_path_buf(),
                     detail: format!(
-                        "bytes {at}..{end} read back differ from what was written ({held}): the device does not keep what it is given"
+                        "bytes {from}..{to} read back differ from what was written ({}): the device does not keep what it is given",
+                        sum.describe()
                     ),
                 });
             }
-            at = end;
             let _ = back_tx.send(buf);
-            progress(Phase::Verify, at, to);
+            progress(Phase::Verify, to, raw_size);
         }
         Ok(())
     })
@@ -546,48 +632,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_chunk_is_zero_only_if_every_byte_is() {
-        assert!(is_zero(&[]));
-        assert!(is_zero(&[0u8; 13]));
-        for at in [0, 7, 8, 12] {
-            let mut b = [0u8; 13];
-            b[at] = 1;
-            assert!(!is_zero(&b), "a 1 at {at}");
-        }
-        assert_eq!(ChunkSum::of(&[0u8; 4096]), ChunkSum::Zero);
-        let data = b"ballast".repeat(100);
-        let sum = ChunkSum::of(&data);
-        assert!(sum.matches(&data));
-        assert!(!sum.matches(&[0u8; 700]));
-        assert!(!ChunkSum::Zero.matches(&data));
-    }
-
-    #[test]
     fn a_regular_file_is_not_zeroed_by_ioctl_and_gets_the_zeros_written() {
         let f = tempfile::tempfile().expect("temp file");
         assert!(!zero_out(&f, 0, 4096));
     }
 
     #[test]
+    fn pieces_follow_the_chunks_from_the_first_mib_on() {
+        assert_eq!(piece(0, CHUNK, 10 << 20), (HEAD, CHUNK));
+        assert_eq!(piece(1, CHUNK, 10 << 20), (CHUNK, 2 * CHUNK));
+        assert_eq!(piece(2, CHUNK, 10 << 20), (2 * CHUNK, 10 << 20));
+        assert_eq!(piece(0, HEAD, 10 << 20), (HEAD, HEAD), "only the head");
+    }
+
+    #[test]
     fn the_read_back_finds_a_chunk_the_device_did_not_keep() {
-        let total = HEAD + CHUNK as u64 + 4096;
+        let total = CHUNK + 4096;
         let f = tempfile::tempfile().expect("temp file");
         f.set_len(total).expect("size");
         let data = vec![0x5au8; 4096];
-        f.write_all_at(&data, HEAD + CHUNK as u64).expect("write");
-        let sums = vec![ChunkSum::Zero, ChunkSum::of(&data)];
+        f.write_all_at(&data, CHUNK).expect("write");
+        let head = vec![0u8; HEAD as usize];
+        let sums = vec![ChunkSum::Zero, ChunkSum::of(&[&data])];
         let path = Path::new("/dev/test");
-        read_back(&f, path, HEAD, total, &sums, &mut |_, _, _| {}).expect("as written");
+        let check = |f: &File| read_back(f, path, &head, CHUNK, total, &sums, &mut |_, _, _| {});
+        check(&f).expect("as written");
         // A byte the device lost in the zero chunk, then in the data chunk.
         f.write_all_at(&[1], HEAD + 17).expect("write");
-        let e = read_back(&f, path, HEAD, total, &sums, &mut |_, _, _| {})
-            .expect_err("a changed zero chunk");
+        let e = check(&f).expect_err("a changed zero chunk");
         assert!(e.to_string().contains("read back differ"), "{e}");
         f.write_all_at(&[0], HEAD + 17).expect("write");
-        f.write_all_at(&[0], HEAD + CHUNK as u64 + 9)
-            .expect("write");
-        let e = read_back(&f, path, HEAD, total, &sums, &mut |_, _, _| {})
-            .expect_err("a changed data chunk");
+        f.write_all_at(&[0], CHUNK + 9).expect("write");
+        let e = check(&f).expect_err("a changed data chunk");
         assert!(e.to_string().contains("SHA-256"), "{e}");
     }
 }

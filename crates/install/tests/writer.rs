@@ -8,7 +8,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use ballast_disk::{fat, types, Content, Disk, Guid, Partition, TableKind};
-use ballast_install::{install, BootConfig, Image, InstallError, HEAD};
+use ballast_install::chunks::{ChunkSum, Chunks};
+use ballast_install::{install, BootConfig, Expected, Image, InstallError, HEAD};
 use sha2::{Digest, Sha256};
 
 /// A small GPT disk image: a 64 MiB FAT boot partition with a file, and a
@@ -104,7 +105,7 @@ fn a_zstd_image_is_written_verified_and_gets_its_config() {
         &mut image,
         &t,
         &tp,
-        Some(sha(&raw)),
+        &Expected::Whole(sha(&raw)),
         &config,
         &mut |p, _, _| {
             if phases.last() != Some(&p) {
@@ -152,7 +153,7 @@ fn a_truncated_image_leaves_the_target_without_a_table() {
         &mut image,
         &t,
         &tp,
-        None,
+        &Expected::Unsigned,
         &BootConfig::default(),
         &mut |_, _, _| {},
     )
@@ -171,7 +172,7 @@ fn an_image_that_does_not_match_its_manifest_leaves_the_target_without_a_table()
         &mut image,
         &t,
         &tp,
-        Some([7; 32]),
+        &Expected::Whole([7; 32]),
         &BootConfig::default(),
         &mut |_, _, _| {},
     )
@@ -192,7 +193,7 @@ fn a_file_that_is_not_a_disk_image_is_refused_before_any_write() {
         &mut image,
         &t,
         &tp,
-        None,
+        &Expected::Unsigned,
         &BootConfig::default(),
         &mut |_, _, _| {},
     )
@@ -201,5 +202,80 @@ fn a_file_that_is_not_a_disk_image_is_refused_before_any_write() {
     assert!(
         std::fs::read(&tp).unwrap().iter().all(|&b| b == 0xaa),
         "nothing written"
+    );
+}
+
+/// The signed sums of `raw` in chunks of `size`, as `ballast build` lists them.
+fn chunks_of(raw: &[u8], size: usize) -> Chunks {
+    Chunks {
+        size: size as u64,
+        sums: raw.chunks(size).map(|c| ChunkSum::of(&[c])).collect(),
+    }
+}
+
+#[test]
+fn signed_chunk_sums_check_every_chunk_and_a_wrong_one_stops_before_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = disk_image(dir.path());
+    let raw = std::fs::read(&img).unwrap();
+    let chunks = chunks_of(&raw, 1 << 20);
+    assert!(
+        chunks.sums.contains(&ChunkSum::Zero),
+        "the image has zero chunks"
+    );
+    let expected = Expected::Chunks {
+        sha256: sha(&raw),
+        chunks: chunks.clone(),
+    };
+    let (tp, t) = target(dir.path(), raw.len() as u64, 0xaa);
+    let mut image = Image::open(&img, None).unwrap();
+    let report = install(
+        &mut image,
+        &t,
+        &tp,
+        &expected,
+        &BootConfig::default(),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(report.sha256, hex::encode(sha(&raw)));
+    assert!(
+        std::fs::read(&tp).unwrap() == raw,
+        "the image, byte for byte"
+    );
+
+    // One byte changed in the data partition (its last MiB): refused at that
+    // chunk, nothing after it written, no table.
+    let mut bad = raw.clone();
+    let at = raw.len() - (1 << 20) + 100;
+    bad[at] ^= 1;
+    // Larger than the image, so the cleared backup GPT is past it.
+    let (tp, t) = target(dir.path(), raw.len() as u64 + (2 << 20), 0xaa);
+    let mut image = Image::from_reader(
+        "bad.img",
+        Box::new(std::io::Cursor::new(bad)),
+        None,
+        Some(raw.len() as u64),
+    )
+    .unwrap();
+    let e = install(
+        &mut image,
+        &t,
+        &tp,
+        &expected,
+        &BootConfig::default(),
+        &mut |_, _, _| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, InstallError::Verify { .. }), "{e}");
+    let last = chunks.sums.len() - 1;
+    assert!(e.to_string().contains(&format!("chunk {last} ")), "{e}");
+    assert_no_table(&tp);
+    let left = std::fs::read(&tp).unwrap();
+    assert!(
+        left[raw.len() - (1 << 20)..raw.len()]
+            .iter()
+            .all(|&b| b == 0xaa),
+        "the bad chunk was not written"
     );
 }
