@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::loopdev::Loop;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -22,41 +24,6 @@ fn built() -> common::Built {
         .version("0.1.0")
         .ssh_key()
         .shared()
-}
-
-/// A loop device over a file of `size` bytes, detached when dropped.
-struct Loop {
-    dev: PathBuf,
-}
-
-impl Loop {
-    fn new(file: &Path, size: u64, extra: &[&str]) -> Loop {
-        if !file.exists() {
-            let f = fs::File::create(file).expect("creating a loop backing file");
-            f.set_len(size).expect("sizing it");
-        }
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .args(extra)
-            .arg(file)
-            .output()
-            .expect("losetup");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Loop {
-            dev: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
-        }
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dev).status();
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
 }
 
 fn flash(args: &[&std::ffi::OsStr], stdin: &[u8]) -> Output {
