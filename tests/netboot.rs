@@ -330,10 +330,13 @@ fn arm64_boots_the_uki_over_uefi_pxe() {
     );
     m.wait_for("Downloading NBP file", READY);
     let fetched = m.since_start();
-    m.wait_for("EFI stub: ", READY);
+    m.wait_for("NBP file downloaded successfully", READY);
     let tftp = m.since_start() - fetched;
-    eprintln!(
-        "arm64 PXE: {uki_bytes} bytes of ballast.efi over TFTP in {tftp:.1?} (with the stub's start)"
+    eprintln!("arm64 PXE: {uki_bytes} bytes of ballast.efi over TFTP in {tftp:.1?}");
+    // The systemd stub handed the kernel the UKI's .initrd.
+    m.wait_for(
+        "EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID",
+        READY,
     );
     let leased = m.wait_for("(DHCP)", READY);
     assert!(

@@ -99,8 +99,8 @@ fn mem_used(meminfo: &str) -> Option<(u64, u64)> {
     Some((total * 1024, total.saturating_sub(available) * 1024))
 }
 
-/// Seconds between AAVMF's "Downloading NBP file" and its next line that
-/// says the download ended (edk2's PXE client prints both on the console).
+/// Seconds between AAVMF's "Downloading NBP file" and its "NBP file
+/// downloaded successfully" (edk2's PXE client prints both on the console).
 fn tftp_seconds(timed: &[(f64, String)]) -> Option<f64> {
     let at = timed
         .iter()
@@ -108,7 +108,7 @@ fn tftp_seconds(timed: &[(f64, String)]) -> Option<f64> {
     let (start, _) = timed[at];
     let (end, _) = timed[at..]
         .iter()
-        .find(|(_, l)| l.contains("download NBP file") || l.contains("EFI stub"))?;
+        .find(|(_, l)| l.contains("NBP file downloaded") || l.contains("EFI stub"))?;
     Some(end - start)
 }
 
@@ -301,7 +301,7 @@ mod tests {
             (1.0, ">>Start PXE over IPv4.".to_string()),
             (2.0, "  Downloading NBP file...".to_string()),
             (2.5, String::new()),
-            (9.5, "  Succeed to download NBP file.".to_string()),
+            (9.5, "  NBP file downloaded successfully.".to_string()),
         ];
         assert_eq!(tftp_seconds(&timed), Some(7.5));
         assert_eq!(tftp_seconds(&timed[..2]), None);
