@@ -284,6 +284,7 @@ fn x86_64_boots_diskless_over_pxe_and_refuses_a_tampered_root() {
 /// from QEMU's TFTP and starts it; the systemd stub inside starts the kernel
 /// with the initramfs and the command line that pins the root hash; stage 1
 /// leases an address by DHCP, fetches the root over HTTP and verifies it.
+/// A local disk with an ext4 labelled `ballast-state` holds its state.
 #[test]
 fn arm64_boots_the_uki_over_uefi_pxe() {
     let _story = common::story();
@@ -319,6 +320,21 @@ fn arm64_boots_the_uki_over_uefi_pxe() {
             "no {section} in {uki}: {text}"
         );
     }
+    // A local disk with an ext4 labelled ballast-state: the diskless
+    // machine keeps its state there instead of in RAM.
+    let state = work.join("state.img");
+    let st = std::process::Command::new("truncate")
+        .args(["-s", "64M"])
+        .arg(&state)
+        .status()
+        .expect("truncate");
+    assert!(st.success());
+    let st = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "ballast-state"])
+        .arg(&state)
+        .status()
+        .expect("running mkfs.ext4 (e2fsprogs)");
+    assert!(st.success());
     let ssh_port = free_port();
     let mut m = boot(
         "qemu-arm64",
@@ -326,7 +342,7 @@ fn arm64_boots_the_uki_over_uefi_pxe() {
         &set,
         ssh_port,
         work.join("net.log"),
-        &[],
+        &["--drive", state.to_str().expect("a UTF-8 path")],
     );
     m.wait_for("Downloading NBP file", READY);
     let fetched = m.since_start();
@@ -358,4 +374,23 @@ fn arm64_boots_the_uki_over_uefi_pxe() {
     };
     let status = ssh.status();
     assert_eq!(status["live"], true, "{status}");
+    let on = ssh.ok("findmnt -n -o SOURCE,FSTYPE --target /state");
+    assert!(
+        on.contains("/dev/vda") && on.contains("ext4"),
+        "state is on {on}"
+    );
+    drop(m);
+    // Stage 1 made the /etc overlay's and /var's directories on the disk.
+    let out = std::process::Command::new("debugfs")
+        .args(["-R", "ls /"])
+        .arg(&state)
+        .output()
+        .expect("running debugfs (e2fsprogs)");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for dir in ["etc", "var"] {
+        assert!(
+            listing.split_whitespace().any(|w| w == dir),
+            "no {dir} on the state disk: {listing}"
+        );
+    }
 }
