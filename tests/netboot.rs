@@ -379,14 +379,8 @@ fn arm64_boots_the_uki_over_uefi_pxe() {
         on.contains("/dev/vda") && on.contains("ext4"),
         "state is on {on}"
     );
-    drop(m);
     // Stage 1 made the /etc overlay's and /var's directories on the disk.
-    let out = std::process::Command::new("debugfs")
-        .args(["-R", "ls /"])
-        .arg(&state)
-        .output()
-        .expect("running debugfs (e2fsprogs)");
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = ssh.ok("ls /state");
     for dir in ["etc", "var"] {
         assert!(
             listing.split_whitespace().any(|w| w == dir),

@@ -23,7 +23,8 @@ use crate::qemu::Console;
 
 #[derive(Args, Debug)]
 pub struct NetbootBenchArgs {
-    /// Board to boot (x86_64 boards: iPXE under SeaBIOS).
+    /// Board to boot (x86_64: iPXE under SeaBIOS; arm64: the UKI through
+    /// AAVMF's own PXE).
     #[arg(long)]
     pub board: String,
     /// Image file to build (default: images/minimal.toml).
