@@ -9,7 +9,9 @@
 //! install image from the set to its blank disk and reboots; the disk alone
 //! then boots to slot A. A base URL that is not http is refused, and a
 //! tampered root image, fetched with an address stage 1 leased by DHCP
-//! itself, is refused on the console and never booted.
+//! itself, is refused on the console and never booted. The x86_64 UKI is read
+//! back with GNU binutils. An arm64 machine boots the set's UKI through
+//! AAVMF's own PXE (no iPXE) to `ballast-ready ... slot=net`.
 
 mod common;
 
@@ -20,9 +22,15 @@ use std::time::Duration;
 const READY: Duration = Duration::from_secs(900);
 
 /// `ballast netboot` from the shared build; returns its --json.
-fn netboot(build: &Path, base_url: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
+fn netboot(
+    board: &str,
+    build: &Path,
+    base_url: &str,
+    out: &Path,
+    extra: &[&str],
+) -> serde_json::Value {
     let output = common::ballast()
-        .args(["netboot", "--board", "qemu-x86_64", "--build"])
+        .args(["netboot", "--board", board, "--build"])
         .arg(build)
         .args(extra)
         .args(["--base-url", base_url, "--json", "--out"])
@@ -38,6 +46,7 @@ fn netboot(build: &Path, base_url: &str, out: &Path, extra: &[&str]) -> serde_js
 }
 
 fn boot(
+    board: &str,
     built: &common::Built,
     set: &Path,
     ssh_port: u16,
@@ -46,7 +55,45 @@ fn boot(
 ) -> Machine {
     let mut args = vec!["--netboot".as_ref(), set.as_os_str()];
     args.extend(extra.iter().map(std::ffi::OsStr::new));
-    Machine::start_with("qemu-x86_64", &built.out, ssh_port, log, false, &args)
+    Machine::start_with(board, &built.out, ssh_port, log, false, &args)
+}
+
+/// The x86_64 UKI as GNU binutils reads it: the stub's sections and ours, and
+/// the command line inside pins the root hash and leases by DHCP (UEFI's PXE
+/// fills in no address).
+fn check_uki_with_binutils(json: &serde_json::Value, work: &Path) {
+    let uki = json["files"]["uki"].as_str().expect("a UKI path");
+    let out = std::process::Command::new("objdump")
+        .args(["-h", uki])
+        .output()
+        .expect("running objdump (binutils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "objdump -h {uki}: {text}");
+    assert!(text.contains("file format pei-x86-64"), "{text}");
+    for section in [
+        ".text", ".sdmagic", ".osrel", ".cmdline", ".initrd", ".linux",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(section)),
+            "no {section} in {uki}: {text}"
+        );
+    }
+    let cmdline_file = work.join("uki.cmdline");
+    let st = std::process::Command::new("objcopy")
+        .args(["-O", "binary", "--only-section=.cmdline", uki])
+        .arg(&cmdline_file)
+        .status()
+        .expect("running objcopy");
+    assert!(st.success());
+    let inside = std::fs::read_to_string(&cmdline_file).expect("the .cmdline section");
+    assert_eq!(Some(inside.as_str()), json["uki_cmdline"].as_str());
+    let hash = json["root_hash"].as_str().expect("a root hash");
+    assert!(
+        inside.contains(&format!("ballast.verity={hash}")),
+        "{inside}"
+    );
+    assert!(!inside.contains("ballast.root.ip="), "{inside}");
 }
 
 #[test]
@@ -75,12 +122,19 @@ fn x86_64_boots_diskless_over_pxe_and_refuses_a_tampered_root() {
     let http = free_port();
     let base = format!("http://10.0.2.2:{http}");
     let set = work.join("set");
-    let json = netboot(&built.out, &base, &set, &["--install", "/dev/vda"]);
+    let json = netboot(
+        "qemu-x86_64",
+        &built.out,
+        &base,
+        &set,
+        &["--install", "/dev/vda"],
+    );
     for key in [
         "vmlinuz",
         "initrd",
         "root",
         "ipxe",
+        "uki",
         "install_image",
         "install_manifest",
     ] {
@@ -99,6 +153,8 @@ fn x86_64_boots_diskless_over_pxe_and_refuses_a_tampered_root() {
         )),
         "{cmdline}"
     );
+    check_uki_with_binutils(&json, &work);
+
     // The manifest is held back until the diskless checks are done (a rack
     // whose image is not published yet): the installer waits for it.
     let manifest = set.join("install.img.zst.manifest");
@@ -109,6 +165,7 @@ fn x86_64_boots_diskless_over_pxe_and_refuses_a_tampered_root() {
 
     let ssh_port = free_port();
     let mut m = boot(
+        "qemu-x86_64",
         &built,
         &set,
         ssh_port,
@@ -184,6 +241,7 @@ fn x86_64_boots_diskless_over_pxe_and_refuses_a_tampered_root() {
     let http = free_port();
     // Stage 1 leases its own address here (`--dhcp`: no ballast.root.ip=).
     let json = netboot(
+        "qemu-x86_64",
         &built.out,
         &format!("http://10.0.2.2:{http}"),
         &tampered,
@@ -198,6 +256,7 @@ fn x86_64_boots_diskless_over_pxe_and_refuses_a_tampered_root() {
     std::fs::remove_file(&root).expect("unlinking the hard link");
     std::fs::write(&root, &bytes).expect("writing the tampered root.img");
     let mut m = boot(
+        "qemu-x86_64",
         &built,
         &tampered,
         free_port(),
@@ -219,4 +278,114 @@ fn x86_64_boots_diskless_over_pxe_and_refuses_a_tampered_root() {
         !m.console.iter().any(|l| l.contains("ballast-ready")),
         "a tampered root booted"
     );
+}
+
+/// Story: an arm64 rack machine boots over the network with no iPXE, the way
+/// arm64 servers do: AAVMF's own PXE client gets the set's UKI `ballast.efi`
+/// from QEMU's TFTP and starts it; the systemd stub inside starts the kernel
+/// with the initramfs and the command line that pins the root hash; stage 1
+/// leases an address by DHCP, fetches the root over HTTP and verifies it.
+/// A local disk with an ext4 labelled `ballast-state` holds its state.
+#[test]
+fn arm64_boots_the_uki_over_uefi_pxe() {
+    let _story = common::story();
+    let work = common::workdir("netboot-arm64");
+    let built = common::Build::new("qemu-arm64")
+        .image("minimal")
+        .ssh_key()
+        .shared();
+    let http = free_port();
+    let set = work.join("set");
+    let json = netboot(
+        "qemu-arm64",
+        &built.out,
+        &format!("http://10.0.2.2:{http}"),
+        &set,
+        &[],
+    );
+    let uki = json["files"]["uki"].as_str().expect("a UKI path");
+    let uki_bytes = std::fs::metadata(uki).expect("the UKI").len();
+    // GNU binutils' arm64 reader (from gcc-aarch64-linux-gnu, which
+    // scripts/setup installs) agrees on the sections.
+    let out = std::process::Command::new("aarch64-linux-gnu-objdump")
+        .args(["-h", uki])
+        .output()
+        .expect("running aarch64-linux-gnu-objdump");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "objdump -h {uki}: {text}");
+    assert!(text.contains("file format pei-aarch64-little"), "{text}");
+    for section in [".text", ".data", ".osrel", ".cmdline", ".initrd", ".linux"] {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(section)),
+            "no {section} in {uki}: {text}"
+        );
+    }
+    // A local disk with an ext4 labelled ballast-state: the diskless
+    // machine keeps its state there instead of in RAM.
+    let state = work.join("state.img");
+    let st = std::process::Command::new("truncate")
+        .args(["-s", "64M"])
+        .arg(&state)
+        .status()
+        .expect("truncate");
+    assert!(st.success());
+    let st = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "ballast-state"])
+        .arg(&state)
+        .status()
+        .expect("running mkfs.ext4 (e2fsprogs)");
+    assert!(st.success());
+    let ssh_port = free_port();
+    let mut m = boot(
+        "qemu-arm64",
+        &built,
+        &set,
+        ssh_port,
+        work.join("net.log"),
+        &["--drive", state.to_str().expect("a UTF-8 path")],
+    );
+    m.wait_for("Downloading NBP file", READY);
+    let fetched = m.since_start();
+    m.wait_for("NBP file downloaded successfully", READY);
+    let tftp = m.since_start() - fetched;
+    eprintln!("arm64 PXE: {uki_bytes} bytes of ballast.efi over TFTP in {tftp:.1?}");
+    // The systemd stub handed the kernel the UKI's .initrd.
+    m.wait_for(
+        "EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID",
+        READY,
+    );
+    let leased = m.wait_for("(DHCP)", READY);
+    assert!(
+        leased.contains(" is 10.0.2.15/255.255.255.0 via 10.0.2.2"),
+        "{leased}"
+    );
+    let root_hash = json["root_hash"].as_str().expect("a root hash");
+    let verified = m.wait_for("netboot: every block of the root matches", READY);
+    assert!(verified.contains(&root_hash[..16]), "{verified}");
+    let ready = m.wait_for("ballast-ready", READY);
+    assert!(
+        ready.contains(&format!("version={} slot=net", built.version())),
+        "{ready}"
+    );
+    eprintln!("arm64 PXE: QEMU start to ready in {:.1?}", m.since_start());
+    let ssh = Ssh {
+        key: built.key.clone().expect("a baked key"),
+        port: ssh_port,
+    };
+    let status = ssh.status();
+    assert_eq!(status["live"], true, "{status}");
+    let on = ssh.ok("findmnt -n -o SOURCE,FSTYPE --target /state");
+    assert!(
+        on.contains("/dev/vda") && on.contains("ext4"),
+        "state is on {on}"
+    );
+    // Stage 1 made the /etc overlay's and /var's directories on the disk.
+    let listing = ssh.ok("ls /state");
+    for dir in ["etc", "var"] {
+        assert!(
+            listing.split_whitespace().any(|w| w == dir),
+            "no {dir} on the state disk: {listing}"
+        );
+    }
 }

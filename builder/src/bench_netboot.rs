@@ -3,8 +3,10 @@
 //! with a throwaway SSH key (or takes `--build DIR --ssh-key KEY`), writes
 //! its netboot set, boots it with `ballast
 //! run --netboot` and reports: QEMU start to `ballast-ready ... slot=net`; the
-//! bytes sent over TFTP (only `boot.ipxe`: iPXE fetches the rest over HTTP)
-//! and over HTTP, beside the floor of fetching each file of the set once; and
+//! bytes sent over TFTP (x86_64: only `boot.ipxe`, iPXE fetches the rest over
+//! HTTP; arm64: the UKI `ballast.efi`, which AAVMF's own PXE fetches, and how
+//! long that took by AAVMF's console lines) and over HTTP, beside the floor of
+//! fetching each file of the set once; and
 //! the RAM in use after ready (MemTotal - MemAvailable over SSH), beside the
 //! root image that lives in RAM.
 
@@ -21,7 +23,8 @@ use crate::qemu::Console;
 
 #[derive(Args, Debug)]
 pub struct NetbootBenchArgs {
-    /// Board to boot (x86_64 boards: iPXE under SeaBIOS).
+    /// Board to boot (x86_64: iPXE under SeaBIOS; arm64: the UKI through
+    /// AAVMF's own PXE).
     #[arg(long)]
     pub board: String,
     /// Image file to build (default: images/minimal.toml).
@@ -52,8 +55,12 @@ struct Figures {
     board: String,
     start_to_ready_s: f64,
     tftp_bytes: u64,
+    /// arm64: from AAVMF's "Downloading NBP file" to its success line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tftp_s: Option<f64>,
     http_bytes: u64,
-    /// vmlinuz + initrd.img + root.img: each file fetched once.
+    /// Each file fetched over HTTP once: vmlinuz + initrd.img + root.img
+    /// (x86_64), root.img (arm64, whose kernel and initramfs came in the UKI).
     http_floor_bytes: u64,
     mem_total_bytes: u64,
     mem_used_after_ready_bytes: u64,
@@ -91,6 +98,19 @@ fn mem_used(meminfo: &str) -> Option<(u64, u64)> {
     let total = kib("MemTotal:")?;
     let available = kib("MemAvailable:")?;
     Some((total * 1024, total.saturating_sub(available) * 1024))
+}
+
+/// Seconds between AAVMF's "Downloading NBP file" and its "NBP file
+/// downloaded successfully" (edk2's PXE client prints both on the console).
+fn tftp_seconds(timed: &[(f64, String)]) -> Option<f64> {
+    let at = timed
+        .iter()
+        .position(|(_, l)| l.contains("Downloading NBP file"))?;
+    let (start, _) = timed[at];
+    let (end, _) = timed[at..]
+        .iter()
+        .find(|(_, l)| l.contains("NBP file downloaded") || l.contains("EFI stub"))?;
+    Some(end - start)
 }
 
 fn size(path: &Path) -> Result<u64> {
@@ -173,14 +193,18 @@ pub fn run(project: &Project, args: &NetbootBenchArgs) -> Result<()> {
         std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let start = Instant::now();
     let mut console = Console::spawn_with_stderr(cmd, Stdio::from(stderr))?;
-    if let Err(e) = console.wait_for("ballast-ready", Duration::from_secs(900)) {
-        console.kill();
-        bail!(
-            "the netboot did not reach ballast-ready: {e}; console:\n{}",
-            console.transcript.join("\n")
-        );
-    }
+    let timed = match console.timed_until("ballast-ready", start, Duration::from_secs(900)) {
+        Ok(t) => t,
+        Err(e) => {
+            console.kill();
+            bail!(
+                "the netboot did not reach ballast-ready: {e}; console:\n{}",
+                console.transcript.join("\n")
+            );
+        }
+    };
     let start_to_ready_s = start.elapsed().as_secs_f64();
+    let tftp_s = tftp_seconds(&timed);
     let ready = console.transcript.last().cloned().unwrap_or_default();
     if !ready.contains("slot=net") {
         console.kill();
@@ -220,12 +244,20 @@ pub fn run(project: &Project, args: &NetbootBenchArgs) -> Result<()> {
     let served =
         std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
     let root_bytes = size(&set.join("root.img"))?;
+    let arch = crate::netboot::NetbootSet::load(&set)?.arch;
+    let tftp_file = crate::netboot::tftp_file(&arch);
+    let http_floor_bytes = if tftp_file == crate::netboot::UKI {
+        root_bytes
+    } else {
+        size(&set.join("vmlinuz"))? + size(&set.join("initrd.img"))? + root_bytes
+    };
     let figures = Figures {
         board: args.board.clone(),
         start_to_ready_s,
-        tftp_bytes: size(&set.join("boot.ipxe"))?,
+        tftp_bytes: size(&set.join(tftp_file))?,
+        tftp_s,
         http_bytes: http_bytes(&served),
-        http_floor_bytes: size(&set.join("vmlinuz"))? + size(&set.join("initrd.img"))? + root_bytes,
+        http_floor_bytes,
         mem_total_bytes,
         mem_used_after_ready_bytes,
         root_bytes,
@@ -233,8 +265,12 @@ pub fn run(project: &Project, args: &NetbootBenchArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
+        let tftp_time = figures
+            .tftp_s
+            .map(|s| format!(" in {s:.1} s"))
+            .unwrap_or_default();
         println!(
-            "{}: QEMU start to ready over PXE {:.1} s; TFTP {} bytes (boot.ipxe); HTTP {} (each file once: {}); RAM in use after ready {} of {} (the root in RAM: {})",
+            "{}: QEMU start to ready over PXE {:.1} s; TFTP {} bytes ({tftp_file}){tftp_time}; HTTP {} (each file once: {}); RAM in use after ready {} of {} (the root in RAM: {})",
             figures.board,
             figures.start_to_ready_s,
             figures.tftp_bytes,
@@ -262,5 +298,13 @@ mod tests {
         let meminfo = "MemTotal:        1000 kB\nMemFree:  10 kB\nMemAvailable:     600 kB\n";
         assert_eq!(mem_used(meminfo), Some((1000 * 1024, 400 * 1024)));
         assert_eq!(mem_used("MemTotal: 5 kB\n"), None);
+        let timed = [
+            (1.0, ">>Start PXE over IPv4.".to_string()),
+            (2.0, "  Downloading NBP file...".to_string()),
+            (2.5, String::new()),
+            (9.5, "  NBP file downloaded successfully.".to_string()),
+        ];
+        assert_eq!(tftp_seconds(&timed), Some(7.5));
+        assert_eq!(tftp_seconds(&timed[..2]), None);
     }
 }

@@ -35,6 +35,7 @@ mod prune;
 mod qemu;
 mod rollout;
 mod run;
+mod uki;
 mod userland;
 
 use anyhow::{Context, Result};

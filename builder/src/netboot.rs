@@ -18,6 +18,11 @@
 //!   ballast.install.image=URL/install.img.zst`: the machine boots diskless,
 //!   sysd's unattended install (the ISO's installer) fetches the image and
 //!   its manifest from the set, checks them, writes DEVICE and reboots into it;
+//! * `ballast.efi` on UEFI boards (x86_64, arm64): the Unified Kernel Image
+//!   (`uki.rs`: the systemd stub with the kernel, initramfs and command line)
+//!   that UEFI firmware boots over PXE (TFTP) with no iPXE, the way arm64
+//!   servers boot. Its `.cmdline` pins the root hash; with no iPXE to fill in
+//!   an address, stage 1 leases its own by DHCP;
 //! * `netboot.json`: what `--json` prints (paths, base URL, command line).
 //!
 //! Files are hard-linked from the build when they can be (same filesystem),
@@ -31,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 use crate::build::{self, BuildResult};
 use crate::project::Project;
+use ballast_inputs::Arch;
 
 #[derive(Args, Debug)]
 pub struct NetbootArgs {
@@ -78,10 +84,14 @@ pub struct NetbootSet {
     pub arch: String,
     pub version: String,
     pub base_url: String,
-    /// `vmlinuz`, `initrd`, `root`, `ipxe`: absolute paths.
+    /// `vmlinuz`, `initrd`, `root`, `ipxe` (and `uki` on UEFI boards):
+    /// absolute paths.
     pub files: BTreeMap<String, PathBuf>,
     /// The kernel command line `boot.ipxe` boots (iPXE variables unexpanded).
     pub cmdline: String,
+    /// The command line inside `ballast.efi` (UEFI boards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uki_cmdline: Option<String>,
     pub root_hash: String,
     /// `--install DEVICE`: the disk the machines install themselves to.
     #[serde(default)]
@@ -89,6 +99,53 @@ pub struct NetbootSet {
 }
 
 pub const FILE: &str = "netboot.json";
+
+impl NetbootSet {
+    /// The set's `netboot.json` in `dir`.
+    pub fn load(dir: &Path) -> Result<NetbootSet> {
+        let json = dir.join(FILE);
+        let text = std::fs::read_to_string(&json).with_context(|| {
+            format!(
+                "reading {}: make the set with `ballast netboot --out {}`",
+                json.display(),
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))
+    }
+}
+
+/// The file the firmware fetches over TFTP: iPXE's script on x86_64, the UKI
+/// that AAVMF's own PXE starts on arm64.
+pub fn tftp_file(arch: &str) -> &'static str {
+    if arch == Arch::Arm64.name() {
+        UKI
+    } else {
+        "boot.ipxe"
+    }
+}
+/// The UKI's name in the set: what UEFI firmware's PXE is told to boot.
+pub const UKI: &str = "ballast.efi";
+
+/// The systemd stub for `arch` from Debian's `systemd-boot-efi`, fetched into
+/// the download cache like every boot input.
+fn systemd_stub(arch: Arch, offline: bool) -> Result<PathBuf> {
+    let archive_args = crate::kernel_input::ArchiveArgs {
+        offline,
+        ..Default::default()
+    };
+    let archive = archive_args.open(arch, &[], &[])?;
+    let tree = crate::debpkg::unpacked(&archive, &archive_args.cache_dir(), "systemd-boot-efi")?;
+    let name = crate::uki::stub_name(arch)?;
+    let stub = tree.join("usr/lib/systemd/boot/efi").join(name);
+    if !stub.is_file() {
+        bail!(
+            "systemd-boot-efi for {} has no usr/lib/systemd/boot/efi/{name}",
+            arch.debian()
+        );
+    }
+    Ok(stub)
+}
 
 /// A base URL machines can fetch from: `http://HOST[:PORT][/PATH]`, returned
 /// without a trailing slash.
@@ -271,6 +328,32 @@ pub fn run(project: &Project, args: &NetbootArgs) -> Result<()> {
         cmdline.push(' ');
         cmdline.push_str(&install_args(device, &base_url));
     }
+    // The UKI: UEFI's own PXE client fills in no address, so stage 1 leases
+    // one by DHCP.
+    let board = ballast_inputs::Board::find(&project.boards_dir(), &args.board)?;
+    let uki_cmdline = match (board.boot.firmware, board.arch) {
+        (ballast_inputs::BootFirmware::Uefi, Arch::X86_64 | Arch::Arm64) => {
+            let mut line = self::cmdline(slot_cmdline, &base_url, true);
+            if let Some(device) = &args.install {
+                line.push(' ');
+                line.push_str(&install_args(device, &base_url));
+            }
+            let stub = systemd_stub(board.arch, args.offline)?;
+            let efi = out.join(UKI);
+            crate::uki::write(
+                &stub,
+                &files["vmlinuz"],
+                &files["initrd"],
+                &line,
+                &built.version,
+                &efi,
+            )
+            .with_context(|| format!("writing the UKI {}", efi.display()))?;
+            files.insert("uki".to_string(), efi);
+            Some(line)
+        }
+        _ => None,
+    };
     let script = out.join("boot.ipxe");
     std::fs::write(&script, ipxe_script(&built.version, &base_url, &cmdline))
         .with_context(|| format!("writing {}", script.display()))?;
@@ -282,6 +365,7 @@ pub fn run(project: &Project, args: &NetbootArgs) -> Result<()> {
         base_url,
         files,
         cmdline,
+        uki_cmdline,
         root_hash: root_hash.clone(),
         install: args.install.clone(),
     };
@@ -292,11 +376,12 @@ pub fn run(project: &Project, args: &NetbootArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&set)?);
     } else {
         eprintln!(
-            "ballast: netboot set for {} {} in {}: serve it at {} (TFTP: boot.ipxe)",
+            "ballast: netboot set for {} {} in {}: serve it at {} (TFTP: {})",
             set.board,
             set.version,
             out.display(),
-            set.base_url
+            set.base_url,
+            tftp_file(&set.arch)
         );
         for (key, path) in &set.files {
             let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);

@@ -60,7 +60,9 @@ pub struct RunArgs {
     /// Attach this file as an extra writable virtio disk (raw), before the
     /// seed: the first is `/dev/vdb`, the next `/dev/vdc`... Repeatable. For
     /// a data disk of the first-boot config's `disk_setup`/`mounts`. With
-    /// --iso they follow the blank target disk.
+    /// --iso they follow the blank target disk. With --netboot they are the
+    /// machine's local disks (after --blank-disk's): an ext4 labelled
+    /// `ballast-state` keeps a diskless machine's state.
     #[arg(long, value_name = "PATH")]
     pub drive: Vec<PathBuf>,
     /// Boot the live ISO (default: the build's `iso` artifact) as a CD, with an
@@ -83,7 +85,7 @@ pub struct RunArgs {
     /// QEMU's TFTP serves DIR's boot.ipxe to the NIC's iPXE, and this command
     /// serves DIR over HTTP on 127.0.0.1 at the set's base-URL port until QEMU
     /// exits (x86_64, SeaBIOS).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["direct", "disk", "no_overlay", "fresh", "iso", "seed", "drive"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["direct", "disk", "no_overlay", "fresh", "iso", "seed"])]
     pub netboot: Option<PathBuf>,
     /// With --netboot: the machine's RAM in MiB instead of the QEMU profile's
     /// (to find the least a diskless machine boots with).
@@ -236,7 +238,7 @@ fn run_netboot(
         }
         None => None,
     };
-    let cmd = netboot::command(
+    let mut cmd = netboot::command(
         &netboot::NetBoot {
             profile: &profile,
             arch: board.arch,
@@ -248,6 +250,14 @@ fn run_netboot(
         },
         accel,
     )?;
+    // Local disks after the blank one: e.g. an ext4 labelled ballast-state
+    // that keeps a diskless machine's state.
+    for (i, drive) in args.drive.iter().enumerate() {
+        if !drive.is_file() {
+            bail!("--drive {}: no such file", drive.display());
+        }
+        cmd.args(qemu::drive_args(&profile, drive, i + 1));
+    }
     netboot::run(&dir, cmd)
 }
 

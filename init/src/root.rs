@@ -160,7 +160,7 @@ pub fn partition_path(disk: &str, index: u32) -> PathBuf {
     PathBuf::from(format!("/dev/{disk}{sep}{index}"))
 }
 
-fn is_candidate(name: &str) -> bool {
+pub(crate) fn is_candidate(name: &str) -> bool {
     !["loop", "ram", "dm-", "zram", "sr", "md", "nbd"]
         .iter()
         .any(|p| name.starts_with(p))

@@ -9,6 +9,13 @@
 //! option-ROM iPXE runs the script (OVMF would run its own PXE client, which
 //! boots EFI programs, not scripts).
 //!
+//! On arm64 (bookworm has no arm64 iPXE) the machine boots through AAVMF,
+//! whose own PXE client fetches the set's UKI `ballast.efi` over TFTP
+//! (`bootfile=ballast.efi`) and starts it; stage 1 leases an address by DHCP
+//! and fetches the root over HTTP as on x86_64. AAVMF's variable store is a
+//! copy of the profile's template beside the set (`DIR.efivars.fd`), made
+//! afresh each run.
+//!
 //! `--blank-disk SIZE` adds an empty virtio disk (`DIR.target.img`, beside the
 //! set so the HTTP server never serves it) for an installer set: SeaBIOS tries
 //! the disk first, finds nothing to boot, and boots the network; after the
@@ -24,7 +31,7 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::netboot::{NetbootSet, FILE};
+use crate::netboot::NetbootSet;
 use crate::qemu::Accel;
 
 /// The port of a base URL (`http://HOST[:PORT]/...`), 80 by default.
@@ -133,11 +140,56 @@ pub fn blank_disk_path(dir: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Where an arm64 netboot keeps AAVMF's variables: `DIR.efivars.fd`.
+pub fn efivars_path(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_os_string();
+    name.push(".efivars.fd");
+    PathBuf::from(name)
+}
+
+/// AAVMF's code and a fresh copy of its variable store for `dir`'s boot.
+fn uefi_firmware(p: &QemuProfile, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let fw = p.firmware.as_ref();
+    let (Some(code), Some(template)) = (
+        fw.and_then(|f| f.code.as_ref()),
+        fw.and_then(|f| f.vars.as_ref()),
+    ) else {
+        bail!(
+            "{}: --netboot on arm64 needs [firmware] `code` and `vars` (AAVMF's PXE boots ballast.efi)",
+            p.path.display()
+        );
+    };
+    for f in [code, template] {
+        if !f.is_file() {
+            bail!(
+                "{}: firmware {} is missing: run scripts/setup",
+                p.path.display(),
+                f.display()
+            );
+        }
+    }
+    let vars = efivars_path(dir);
+    std::fs::copy(template, &vars)
+        .with_context(|| format!("copying {} to {}", template.display(), vars.display()))?;
+    Ok((code.clone(), vars))
+}
+
 /// The QEMU command line of a network boot.
 pub fn command(b: &NetBoot<'_>, accel: Accel) -> Result<Command> {
-    if b.arch != Arch::X86_64 {
-        bail!("--netboot: only x86_64 boards boot over iPXE under QEMU so far (arm64 UEFI PXE of ballast.efi is not done)");
-    }
+    let bootfile = match b.arch {
+        Arch::X86_64 => crate::netboot::tftp_file(b.arch.name()),
+        Arch::Arm64 => {
+            if !b.dir.join(crate::netboot::UKI).is_file() {
+                bail!(
+                    "--netboot {}: no {} in the set (AAVMF's PXE boots the UKI): make the set with this `ballast netboot`",
+                    b.dir.display(),
+                    crate::netboot::UKI
+                );
+            }
+            crate::netboot::UKI
+        }
+        Arch::Armv7 => bail!("--netboot: armv7 boards do not boot over the network under QEMU (U-Boot's PXE is not wired up); use x86_64 or arm64"),
+    };
     let p = b.profile;
     let mut cmd = Command::new(&p.binary);
     cmd.args(["-machine", &p.machine])
@@ -145,10 +197,15 @@ pub fn command(b: &NetBoot<'_>, accel: Accel) -> Result<Command> {
         .args(["-cpu", if accel == Accel::Kvm { "host" } else { &p.cpu }])
         .args(["-m", &b.memory_mib.unwrap_or(p.memory_mib).to_string()])
         .args(["-smp", &p.smp.to_string()])
-        .args(["-nographic", "-nodefaults", "-serial", "mon:stdio"])
+        .args(["-nographic", "-nodefaults"]);
+    for _ in 0..p.console_serial {
+        cmd.args(["-serial", "null"]);
+    }
+    cmd.args(["-serial", "mon:stdio"]);
+    if b.arch == Arch::X86_64 {
         // SeaBIOS (no pflash): the network, or with a target disk that disk
         // first (blank: SeaBIOS moves on to the network; installed: it boots).
-        .args([
+        cmd.args([
             "-boot",
             if b.blank_disk.is_some() {
                 "order=cn"
@@ -156,11 +213,23 @@ pub fn command(b: &NetBoot<'_>, accel: Accel) -> Result<Command> {
                 "order=n"
             },
         ]);
+    } else {
+        // AAVMF's boot manager tries a disk with no ESP, then PXE over IPv4.
+        let (code, vars) = uefi_firmware(p, b.dir)?;
+        for (opts, file) in [
+            ("if=pflash,format=raw,unit=0,readonly=on", code),
+            ("if=pflash,format=raw,unit=1", vars),
+        ] {
+            let mut arg = std::ffi::OsString::from(format!("{opts},file="));
+            arg.push(file.to_string_lossy().replace(',', ",,"));
+            cmd.arg("-drive").arg(arg);
+        }
+    }
     if let Some(disk) = b.blank_disk {
         cmd.args(crate::qemu::drive_args(p, disk, 0));
     }
     let dir = b.dir.to_string_lossy().replace(',', ",,");
-    let mut netdev = format!("user,id=net0,tftp={dir},bootfile=boot.ipxe");
+    let mut netdev = format!("user,id=net0,tftp={dir},bootfile={bootfile}");
     if let Some(port) = b.ssh_port {
         netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
     }
@@ -175,16 +244,7 @@ pub fn command(b: &NetBoot<'_>, accel: Accel) -> Result<Command> {
 
 /// Loads the set, starts the HTTP server, runs QEMU to its end.
 pub fn run(dir: &Path, mut cmd: Command) -> Result<ExitCode> {
-    let json = dir.join(FILE);
-    let text = std::fs::read_to_string(&json).with_context(|| {
-        format!(
-            "reading {}: make the set with `ballast netboot --out {}`",
-            json.display(),
-            dir.display()
-        )
-    })?;
-    let set: NetbootSet =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+    let set = NetbootSet::load(dir)?;
     let port = port_of(&set.base_url)?;
     let served = Arc::new(AtomicU64::new(0));
     serve(dir.to_path_buf(), port, served.clone())?;
@@ -206,11 +266,12 @@ pub fn run(dir: &Path, mut cmd: Command) -> Result<ExitCode> {
     let status = cmd
         .status()
         .context("starting QEMU: is it installed? (scripts/setup)")?;
-    let tftp = std::fs::metadata(dir.join("boot.ipxe"))
+    let tftp_file = crate::netboot::tftp_file(&set.arch);
+    let tftp = std::fs::metadata(dir.join(tftp_file))
         .map(|m| m.len())
         .unwrap_or(0);
     eprintln!(
-        "ballast run: QEMU exited ({status}); served over HTTP: {} bytes; boot.ipxe over TFTP: {tftp} bytes",
+        "ballast run: QEMU exited ({status}); served over HTTP: {} bytes; {tftp_file} over TFTP: {tftp} bytes",
         served.load(Ordering::Relaxed)
     );
     Ok(match status.code() {

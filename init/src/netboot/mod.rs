@@ -4,7 +4,8 @@
 //! fetch the root image over HTTP into RAM (`/run`, a
 //! tmpfs), check every block against the root hash of `ballast.verity=`, then
 //! attach it to a loop device, map it through dm-verity, mount it, keep the
-//! state in RAM as a live boot does, and switch_root.
+//! state on a local partition labelled `ballast-state` when one exists
+//! ([`state`]), else in RAM as a live boot does, and switch_root.
 //!
 //! A server that does not answer, a truncated body or an HTTP error is retried
 //! forever with a console line each time (a rack boots before its server
@@ -17,6 +18,7 @@
 pub mod dhcp;
 pub mod http;
 pub mod ifconfig;
+pub mod state;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -222,7 +224,7 @@ fn net_root(sys: &mut impl Sys, net: &mut impl Net, cmdline: &Cmdline) -> Result
         errno,
     })?;
     root::verify_and_mount(sys, &dev.display().to_string(), &verity, "network root")?;
-    crate::live::state_in_ram(sys);
+    state::local_or_ram(sys);
     root::switch_root(sys)
 }
 

@@ -212,3 +212,89 @@ fn without_an_address_stage_1_leases_one_by_dhcp_until_it_gets_one() {
         "{messages:?}"
     );
 }
+
+/// A file standing in for a block device holding ext4 labelled `label`.
+fn ext4_device(sys: &mut TestSys, dev: &str, label: &str) {
+    let mut bytes = vec![0u8; 4096];
+    bytes[1024 + 0x38..1024 + 0x3a].copy_from_slice(&0xef53u16.to_le_bytes());
+    bytes[1024 + 0x78..1024 + 0x78 + label.len()].copy_from_slice(label.as_bytes());
+    sys.files.insert(dev.into(), bytes);
+}
+
+fn one_partition() -> crate::sys::PartTable {
+    crate::sys::PartTable {
+        disk_guid: "00000000-0000-0000-0000-000000000001".into(),
+        signature_only: false,
+        partitions: vec![crate::sys::PartInfo {
+            index: 1,
+            start_lba: 2048,
+            end_lba: 100_000,
+        }],
+    }
+}
+
+#[test]
+fn a_local_partition_labelled_ballast_state_keeps_the_state() {
+    let (mut sys, cmdline) = machine();
+    // vda: an installed Ballast disk (its own state is labelled `state`);
+    // vdb1: the diskless machine's state partition.
+    sys.block_devices = vec![("vda".into(), 0), ("vdb".into(), 0), ("loop0".into(), 0)];
+    sys.tables.insert("/dev/vda".into(), one_partition());
+    ext4_device(&mut sys, "/dev/vda1", "state");
+    sys.tables.insert("/dev/vdb".into(), one_partition());
+    ext4_device(&mut sys, "/dev/vdb1", "ballast-state");
+    let mut net = FakeNet::default();
+    assert_eq!(boot_net(&mut sys, &mut net, &cmdline), Ending::SwitchedRoot);
+    let m = mounts(&sys);
+    assert!(m.contains(&("ext4".into(), STATE_MOUNT.into())), "{m:?}");
+    assert!(
+        m.contains(&("overlay".into(), "/sysroot/etc".into())),
+        "{m:?}"
+    );
+    assert!(!m.contains(&("tmpfs".into(), STATE_MOUNT.into())), "{m:?}");
+    assert!(
+        sys.messages()
+            .iter()
+            .any(|l| l.contains("netboot: state on /dev/vdb1 (ext4 labelled ballast-state)")),
+        "{:?}",
+        sys.messages()
+    );
+    assert_eq!(
+        state::find(&mut sys),
+        Some(std::path::PathBuf::from("/dev/vdb1"))
+    );
+}
+
+#[test]
+fn without_a_ballast_state_partition_or_when_it_cannot_be_mounted_the_state_is_in_ram() {
+    // A whole disk labelled otherwise: RAM.
+    let (mut sys, cmdline) = machine();
+    sys.block_devices = vec![("sda".into(), 0)];
+    ext4_device(&mut sys, "/dev/sda", "data");
+    assert_eq!(
+        boot_net(&mut sys, &mut FakeNet::default(), &cmdline),
+        Ending::SwitchedRoot
+    );
+    let m = mounts(&sys);
+    assert!(m.contains(&("tmpfs".into(), STATE_MOUNT.into())), "{m:?}");
+    assert!(!m.iter().any(|(f, _)| f == "ext4"), "{m:?}");
+
+    // A whole disk labelled ballast-state that will not mount.
+    let (mut sys, cmdline) = machine();
+    sys.block_devices = vec![("sda".into(), 0)];
+    ext4_device(&mut sys, "/dev/sda", "ballast-state");
+    sys.mount_errors
+        .insert(STATE_MOUNT.to_string(), rustix::io::Errno::INVAL);
+    assert_eq!(
+        boot_net(&mut sys, &mut FakeNet::default(), &cmdline),
+        Ending::SwitchedRoot
+    );
+    assert!(
+        sys.messages().iter().any(|l| l.contains(
+            "netboot: cannot mount /dev/sda (ext4 labelled ballast-state) on /sysroot/state"
+        ) && l.contains("the state stays in RAM")),
+        "{:?}",
+        sys.messages()
+    );
+    assert_eq!(state::ext4_label(&[0u8; 1024]), None);
+}

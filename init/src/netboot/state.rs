@@ -1,0 +1,107 @@
+//! A diskless machine's state on a local disk: the first partition (or whole
+//! disk) whose ext4 filesystem is labelled `ballast-state` (Alpine's data
+//! mode). `/etc`'s overlay and `/var` live on it and survive reboots while the
+//! root still comes over the network each boot. Without one, the state is in
+//! RAM as before ([`crate::live::state_in_ram`]).
+//!
+//! Nothing here makes, grows or checks a filesystem: the operator makes it
+//! (`mkfs.ext4 -L ballast-state DEVICE`), and one that cannot be mounted leaves
+//! the state in RAM, with a console line, so a bad disk never stops a boot.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use rustix::mount::MountFlags;
+
+use crate::log;
+use crate::root::{is_candidate, partition_path};
+use crate::state::STATE_MOUNT;
+use crate::sys::{MountArgs, Sys};
+
+/// The ext4 label that marks a local state partition.
+pub const LABEL: &str = "ballast-state";
+
+/// The volume label of an ext2/3/4 superblock (the 1024 bytes at offset
+/// 1024), `None` if it is not one.
+pub fn ext4_label(sb: &[u8]) -> Option<String> {
+    let magic = u16::from_le_bytes(sb.get(0x38..0x3a)?.try_into().ok()?);
+    if magic != 0xef53 {
+        return None;
+    }
+    let raw = sb.get(0x78..0x88)?;
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    Some(String::from_utf8_lossy(&raw[..end]).into_owned())
+}
+
+/// Every partition of every disk, then the disk itself (a filesystem on a
+/// whole disk).
+fn candidates(sys: &mut impl Sys) -> Vec<PathBuf> {
+    let Ok(mut names) = sys.list_dir(Path::new("/sys/block")) else {
+        return Vec::new();
+    };
+    names.sort();
+    let mut devices = Vec::new();
+    for name in names.into_iter().filter(|n| is_candidate(n)) {
+        let disk = PathBuf::from(format!("/dev/{name}"));
+        if let Ok(table) = sys.read_partition_table(&disk) {
+            devices.extend(
+                table
+                    .partitions
+                    .iter()
+                    .map(|p| partition_path(&name, p.index)),
+            );
+        }
+        devices.push(disk);
+    }
+    devices
+}
+
+/// The first block device whose ext4 label is [`LABEL`].
+pub fn find(sys: &mut impl Sys) -> Option<PathBuf> {
+    candidates(sys).into_iter().find(|dev| {
+        sys.read_at(dev, 1024, 1024)
+            .ok()
+            .and_then(|sb| ext4_label(&sb))
+            .is_some_and(|label| label == LABEL)
+    })
+}
+
+/// Mounts the local state partition on `/sysroot/state` with the `/etc`
+/// overlay and `/var` on it, or, when there is none or it cannot be mounted,
+/// keeps the state in RAM.
+pub fn local_or_ram(sys: &mut impl Sys) {
+    let Some(dev) = find(sys) else {
+        crate::live::state_in_ram(sys);
+        return;
+    };
+    let args = MountArgs {
+        source: Cow::Owned(dev.display().to_string()),
+        target: STATE_MOUNT,
+        fstype: "ext4",
+        flags: MountFlags::NOATIME
+            .union(MountFlags::NODEV)
+            .union(MountFlags::NOSUID),
+        data: None,
+    };
+    let mounted = sys
+        .mkdir(Path::new(STATE_MOUNT), 0o755)
+        .and_then(|()| sys.mount(&args));
+    match mounted {
+        Ok(()) => {
+            log!(
+                sys,
+                "netboot: state on {} (ext4 labelled {LABEL}): kept across reboots",
+                dev.display()
+            );
+            crate::state::overlays(sys);
+        }
+        Err(e) => {
+            log!(
+                sys,
+                "netboot: cannot mount {} (ext4 labelled {LABEL}) on {STATE_MOUNT}: {e}; the state stays in RAM",
+                dev.display()
+            );
+            crate::live::state_in_ram(sys);
+        }
+    }
+}
