@@ -292,6 +292,7 @@ fn arm64_boots_the_uki_over_uefi_pxe() {
     let work = common::workdir("netboot-arm64");
     let built = common::Build::new("qemu-arm64")
         .image("minimal")
+        .version("0.1.0")
         .ssh_key()
         .shared();
     let http = free_port();
