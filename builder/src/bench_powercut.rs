@@ -185,15 +185,18 @@ pub fn run(project: &Project, args: &PowercutBenchArgs) -> Result<()> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
     };
-    let dir = project
+    let top = project
         .target_dir()
         .join("bench-powercut")
         .join(&board.name);
+    // The disks and consoles of the last invocation go; builds stay (given
+    // with --v1/--v2 they may live here).
+    let dir = top.join("runs");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
-    let (v1, v2, key) = releases(project, &board.name, &dir, args)?;
+    let (v1, v2, key) = releases(project, &board.name, &top, args)?;
     let launch = launch(&profile, &v1, &v1.build.artifact("disk")?, true)?;
     let cache = crate::project::cache_dir(None);
     let accel = qemu::choose_accel(&launch, board.arch, args.accel, &cache)?;
@@ -539,7 +542,11 @@ impl Bench {
         let timed = c
             .timed_until("ballast-ready", Instant::now(), BOOT)
             .context("the reference first boot of the pristine disk")?;
-        w.grow_s = between(&timed, plan::GROW_ANCHOR, "mounted on /sysroot/state")? + 1.0;
+        self.save("reference-1-first-boot.log", &c);
+        // The ext4 grow's own line when it grew, else the plain mount's.
+        w.grow_s = between(&timed, plan::GROW_ANCHOR, "state: ext4 on ")
+            .or_else(|_| between(&timed, plan::GROW_ANCHOR, "mounted on /sysroot/state"))?
+            + 1.0;
         self.wait_good()?;
         self.poweroff(&mut c)?;
         self.save("reference-1-first-boot.log", &c);
@@ -577,6 +584,7 @@ impl Bench {
         let timed = c
             .timed_until("ballast-ready", since, BOOT)
             .context("the reference first boot of the new slot")?;
+        self.save("reference-3-new-slot.log", &c);
         w.first_boot_s = since.elapsed().as_secs_f64();
         w.mark_good_s = between(&timed, plan::SYSD_ANCHOR, "ballast-ready")? + 1.0;
         let want = format!("ballast-ready version={} slot=b", self.v2.version);
