@@ -52,6 +52,13 @@ pub enum BenchCmd {
     /// HTTP against the set's files, RAM in use after ready.
     #[command(after_long_help = "Example:\n  ballast bench netboot --board qemu-x86_64")]
     Netboot(crate::bench_netboot::NetbootBenchArgs),
+    /// Power cuts at moments drawn from a seed (growing the state partition,
+    /// `osctl upgrade`, the new slot's first boot, marking it good, a
+    /// rollback), each followed by a boot and the checks a user would make.
+    #[command(
+        after_long_help = "Example (as root, for the loop devices of the host's fsck):\n  ballast bench powercut --board qemu-arm64 --runs 20 --seed 19\nRepeat run K of a seed:\n  ballast bench powercut --board qemu-arm64 --seed 19 --skip K-1 --runs 1"
+    )]
+    Powercut(crate::bench_powercut::PowercutBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -177,6 +184,7 @@ pub fn run(project: &Project, cmd: &BenchCmd) -> Result<()> {
         BenchCmd::Iso(args) => crate::bench_iso::run(project, args),
         BenchCmd::Size(args) => crate::bench_size::run(project, args),
         BenchCmd::Netboot(args) => crate::bench_netboot::run(project, args),
+        BenchCmd::Powercut(args) => crate::bench_powercut::run(project, args),
     }
 }
 

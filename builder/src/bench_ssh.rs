@@ -27,8 +27,9 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Runs `command` on the device, `stdin` fed from a host file; its stdout.
-    pub fn run(&self, command: &str, stdin: Option<&Path>) -> Result<String> {
+    /// The ssh command that runs `command` on the device, not started (a
+    /// bench that must cut the power while it runs spawns it itself).
+    pub fn command(&self, command: &str) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.arg("-i")
             .arg(&self.key)
@@ -43,6 +44,12 @@ impl Remote {
             cmd.args(["-o", o]);
         }
         cmd.args(["ballast@127.0.0.1", command]);
+        cmd
+    }
+
+    /// Runs `command` on the device, `stdin` fed from a host file; its stdout.
+    pub fn run(&self, command: &str, stdin: Option<&Path>) -> Result<String> {
+        let mut cmd = self.command(command);
         match stdin {
             Some(p) => {
                 let f =

@@ -8,6 +8,7 @@ mod bench_flash;
 mod bench_install;
 mod bench_iso;
 mod bench_netboot;
+mod bench_powercut;
 mod bench_size;
 mod bench_ssh;
 mod bench_update;

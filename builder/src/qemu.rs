@@ -348,6 +348,36 @@ impl Console {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// SIGKILL QEMU (a power cut: nothing is flushed), then keep what the
+    /// console printed up to that moment.
+    pub fn kill_and_drain(&mut self) {
+        self.kill();
+        self.drain(Duration::from_secs(2));
+    }
+
+    /// Wait for QEMU to exit by itself (a power-off), reading the console to its end.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => self.transcript.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if start.elapsed() > timeout {
+                bail!("QEMU did not exit within {timeout:?}");
+            }
+        }
+        self.child.wait().context("waiting for QEMU")
+    }
+
+    /// Lines already printed or printed within `quiet` of each other.
+    fn drain(&mut self, quiet: Duration) {
+        while let Ok(line) = self.lines.recv_timeout(quiet) {
+            self.transcript.push(line);
+        }
+    }
 }
 
 impl Drop for Console {
