@@ -8,7 +8,7 @@
 //! unattended install and `ballast flash` write them.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -228,7 +228,7 @@ fn compress(disk: &Path, out: &Path, zero: &[(u64, u64)]) -> Result<(u64, String
     let mut buf = vec![0u8; chunk as usize];
     let mut pos = 0u64;
     loop {
-        let n = read_chunk(&mut input, &mut buf)
+        let n = ballast_install::write::read_full(&mut input, &mut buf)
             .with_context(|| format!("reading {}", disk.display()))?;
         if n == 0 {
             break;
@@ -260,20 +260,6 @@ fn compress(disk: &Path, out: &Path, zero: &[(u64, u64)]) -> Result<(u64, String
         hex::encode(hasher.finalize()),
         Chunks { size: chunk, sums },
     ))
-}
-
-/// Fill `buf` unless the file ends first (chunk sums need whole chunks).
-fn read_chunk(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// (scratch file, name in OUT) of both files.

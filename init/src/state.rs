@@ -97,15 +97,7 @@ pub fn mount_state(sys: &mut impl Sys, disk: &Disk) -> bool {
         return false;
     };
     grow_partition(sys, disk);
-    let args = MountArgs {
-        source: Cow::Owned(dev.display().to_string()),
-        target: STATE_MOUNT,
-        fstype: "ext4",
-        flags: MountFlags::NOATIME
-            .union(MountFlags::NODEV)
-            .union(MountFlags::NOSUID),
-        data: None,
-    };
+    let args = state_mount(&dev);
     if let Err(e) = sys.mkdir(Path::new(STATE_MOUNT), 0o755) {
         log!(
             sys,
@@ -188,6 +180,20 @@ pub fn overlays(sys: &mut impl Sys) {
             sys,
             "cannot bind {STATE_MOUNT}/var on {SYSROOT}/var: {e}; /var stays read-only"
         );
+    }
+}
+
+/// How the state filesystem (ext4 on `dev`) is mounted at [`STATE_MOUNT`],
+/// from a disk's state partition or a diskless machine's `ballast-state`.
+pub(crate) fn state_mount(dev: &Path) -> MountArgs {
+    MountArgs {
+        source: Cow::Owned(dev.display().to_string()),
+        target: STATE_MOUNT,
+        fstype: "ext4",
+        flags: MountFlags::NOATIME
+            .union(MountFlags::NODEV)
+            .union(MountFlags::NOSUID),
+        data: None,
     }
 }
 

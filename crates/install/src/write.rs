@@ -289,8 +289,9 @@ pub fn install(
     })
 }
 
-/// Read until `buf` is full or the stream ends; the bytes read.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Read until `buf` is full or the stream ends; the bytes read (chunk sums
+/// need whole chunks, whatever sizes the reader hands out).
+pub fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

@@ -8,15 +8,12 @@
 //! (`mkfs.ext4 -L ballast-state DEVICE`), and one that cannot be mounted leaves
 //! the state in RAM, with a console line, so a bad disk never stops a boot.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-
-use rustix::mount::MountFlags;
 
 use crate::log;
 use crate::root::{is_candidate, partition_path};
 use crate::state::STATE_MOUNT;
-use crate::sys::{MountArgs, Sys};
+use crate::sys::Sys;
 
 /// The ext4 label that marks a local state partition.
 pub const LABEL: &str = "ballast-state";
@@ -74,15 +71,7 @@ pub fn local_or_ram(sys: &mut impl Sys) {
         crate::live::state_in_ram(sys);
         return;
     };
-    let args = MountArgs {
-        source: Cow::Owned(dev.display().to_string()),
-        target: STATE_MOUNT,
-        fstype: "ext4",
-        flags: MountFlags::NOATIME
-            .union(MountFlags::NODEV)
-            .union(MountFlags::NOSUID),
-        data: None,
-    };
+    let args = crate::state::state_mount(&dev);
     let mounted = sys
         .mkdir(Path::new(STATE_MOUNT), 0o755)
         .and_then(|()| sys.mount(&args));
