@@ -68,12 +68,6 @@ struct Figures {
     root_bytes: u64,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// The bytes of every `HTTP GET ...: 200, N bytes` line `ballast run` printed.
 fn http_bytes(log: &str) -> u64 {
     log.lines()
@@ -162,7 +156,7 @@ pub fn run(project: &Project, args: &NetbootBenchArgs) -> Result<()> {
         (Some(out), Some(key)) => (out.clone(), key.clone()),
         _ => build(project, args, &dir, &exe)?,
     };
-    let port = free_port()?;
+    let port = crate::bench_ssh::free_port()?;
     let set = dir.join("set");
     let st = Command::new(&exe)
         .arg("--root")
@@ -178,7 +172,7 @@ pub fn run(project: &Project, args: &NetbootBenchArgs) -> Result<()> {
         bail!("ballast netboot --board {} failed", args.board);
     }
 
-    let ssh_port = free_port()?;
+    let ssh_port = crate::bench_ssh::free_port()?;
     let log = dir.join("run.log");
     let mut cmd = Command::new(&exe);
     cmd.arg("--root")

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bench_ssh::{keygen, Remote};
+use crate::bench_ssh::{release_pair, Remote};
 use crate::build::BuildResult;
 use crate::project::Project;
 use crate::qemu::{self, Accel, AccelChoice, Console, Launch};
@@ -335,8 +335,7 @@ fn releases(
     dir: &Path,
     args: &PowercutBenchArgs,
 ) -> Result<(Release, Release, PathBuf)> {
-    let load = |out: &Path| -> Result<Release> {
-        let build = BuildResult::load(out)?;
+    let release = |build: BuildResult| -> Result<Release> {
         Ok(Release {
             version: build.version.clone(),
             bundle: build.artifact("bundle")?,
@@ -344,11 +343,9 @@ fn releases(
         })
     };
     if let (Some(v1), Some(v2), Some(key)) = (&args.v1, &args.v2, &args.ssh_key) {
-        return Ok((load(v1)?, load(v2)?, key.clone()));
+        let (v1, v2) = (BuildResult::load(v1)?, BuildResult::load(v2)?);
+        return Ok((release(v1)?, release(v2)?, key.clone()));
     }
-    let key = dir.join("id_ed25519");
-    keygen(&key)?;
-    let exe = std::env::current_exe().context("finding the ballast executable")?;
     let mut extra = args.build_args.clone();
     if extra.is_empty() {
         extra = vec![
@@ -360,28 +357,8 @@ fn releases(
                 .into_owned(),
         ];
     }
-    let mut built = Vec::new();
-    for version in ["1.0.0", "1.0.1"] {
-        let out = dir.join(version);
-        let st = Command::new(&exe)
-            .arg("--root")
-            .arg(&project.root)
-            .args(["build", "--board", board, "--version", version, "--out"])
-            .arg(&out)
-            .arg("--ssh-key")
-            .arg(key.with_extension("pub"))
-            .args(&extra)
-            .stdout(Stdio::null())
-            .status()
-            .context("running ballast build")?;
-        if !st.success() {
-            bail!("ballast build --version {version} failed");
-        }
-        built.push(load(&out)?);
-    }
-    let v2 = built.pop().context("two builds")?;
-    let v1 = built.pop().context("two builds")?;
-    Ok((v1, v2, key))
+    let (v1, v2, key) = release_pair(project, board, dir, &extra)?;
+    Ok((release(v1)?, release(v2)?, key))
 }
 
 /// QEMU booting `disk` through the board's firmware with `release`'s files.

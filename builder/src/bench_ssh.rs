@@ -1,11 +1,15 @@
-//! What the benchmarks that boot a VM share: a throwaway SSH key, and commands
-//! run on the device over QEMU's forwarded port (user `ballast`, no host key
-//! checks: the VM is new every run), timed by the device's own clock so the
-//! host's SSH round trips are not counted.
+//! What the benchmarks that boot a VM share: a throwaway SSH key, a release
+//! pair built with it, a free host port, and commands run on the device over
+//! QEMU's forwarded port (user `ballast`, no host key checks: the VM is new
+//! every run), timed by the device's own clock so the host's SSH round trips
+//! are not counted.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use crate::build::BuildResult;
+use crate::project::Project;
 
 /// `ssh-keygen` of a new ed25519 key without a passphrase at `key` (and `key.pub`).
 pub fn keygen(key: &Path) -> Result<()> {
@@ -18,6 +22,47 @@ pub fn keygen(key: &Path) -> Result<()> {
         bail!("ssh-keygen failed");
     }
     Ok(())
+}
+
+/// A free TCP port on 127.0.0.1 (for QEMU's forwards and the benches' servers).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Two releases of `board`, 1.0.0 and 1.0.1, built into `dir/1.0.0` and
+/// `dir/1.0.1` with a new SSH key for user `ballast` (`dir/id_ed25519`) and
+/// `extra` build arguments: what an upgrade bench installs one over the
+/// other. Returns both builds and the private key.
+pub fn release_pair(
+    project: &Project,
+    board: &str,
+    dir: &Path,
+    extra: &[String],
+) -> Result<(BuildResult, BuildResult, PathBuf)> {
+    let key = dir.join("id_ed25519");
+    keygen(&key)?;
+    let exe = std::env::current_exe().context("finding the ballast executable")?;
+    let build = |version: &str| -> Result<BuildResult> {
+        let out = dir.join(version);
+        let st = Command::new(&exe)
+            .arg("--root")
+            .arg(&project.root)
+            .args(["build", "--board", board, "--version", version, "--out"])
+            .arg(&out)
+            .arg("--ssh-key")
+            .arg(key.with_extension("pub"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .status()
+            .context("running ballast build")?;
+        if !st.success() {
+            bail!("ballast build --version {version} failed");
+        }
+        BuildResult::load(&out)
+    };
+    Ok((build("1.0.0")?, build("1.0.1")?, key))
 }
 
 /// The device: SSH on 127.0.0.1:`port` with `key`.

@@ -20,11 +20,9 @@ use ballast_inputs::{Board, QemuProfile};
 use clap::Args;
 use serde::Serialize;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bench_ssh::{keygen, Remote};
-use crate::build::BuildResult;
+use crate::bench_ssh::{free_port, release_pair, Remote};
 use crate::project::Project;
 use crate::qemu::{self, AccelChoice, Console, Launch};
 
@@ -67,12 +65,6 @@ struct Figures {
     delta_upgrade_s: f64,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 pub fn run(project: &Project, args: &UpdateBenchArgs) -> Result<()> {
     let board = Board::find(&project.boards_dir(), &args.board)?;
     let profile_name = board
@@ -85,34 +77,7 @@ pub fn run(project: &Project, args: &UpdateBenchArgs) -> Result<()> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
-    let key = dir.join("id_ed25519");
-    keygen(&key)?;
-    let exe = std::env::current_exe().context("finding the ballast executable")?;
-    let build = |version: &str| -> Result<BuildResult> {
-        let out = dir.join(version);
-        let st = Command::new(&exe)
-            .args([
-                "build",
-                "--board",
-                &board.name,
-                "--version",
-                version,
-                "--out",
-            ])
-            .arg(&out)
-            .arg("--ssh-key")
-            .arg(key.with_extension("pub"))
-            .args(&args.build_args)
-            .stdout(Stdio::null())
-            .status()
-            .context("running ballast build")?;
-        if !st.success() {
-            bail!("ballast build --version {version} failed");
-        }
-        BuildResult::load(&out)
-    };
-    let v1 = build("1.0.0")?;
-    let v2 = build("1.0.1")?;
+    let (v1, v2, key) = release_pair(project, &board.name, &dir, &args.build_args)?;
     let bundle = v2.artifact("bundle")?;
 
     // The root payload, as plain bytes, for dd.
