@@ -18,16 +18,20 @@ use crate::sys::{MountArgs, Sys};
 pub const STATE_MOUNT: &str = "/sysroot/state";
 const MIB: u64 = 1024 * 1024;
 
-/// Size of an ext4 filesystem from its superblock (the 1024 bytes at offset
-/// 1024): (blocks, block size). `None` if it is not ext2/3/4.
+/// The superblock (the 1024 bytes at offset 1024 of the device) if it is
+/// one of ext2/3/4's.
+fn ext4_superblock(sb: &[u8]) -> Option<&[u8]> {
+    let magic = u16::from_le_bytes(sb.get(0x38..0x3a)?.try_into().ok()?);
+    (magic == 0xef53).then_some(sb)
+}
+
+/// Size of an ext4 filesystem from its superblock: (blocks, block size).
+/// `None` if it is not ext2/3/4.
 pub fn ext4_size(sb: &[u8]) -> Option<(u64, u64)> {
+    let sb = ext4_superblock(sb)?;
     let u32_at = |at: usize| -> Option<u32> {
         Some(u32::from_le_bytes(sb.get(at..at + 4)?.try_into().ok()?))
     };
-    let magic = u16::from_le_bytes(sb.get(0x38..0x3a)?.try_into().ok()?);
-    if magic != 0xef53 {
-        return None;
-    }
     let lo = u64::from(u32_at(0x04)?);
     let log_size = u32_at(0x18)?;
     let incompat = u32_at(0x60)?;
@@ -38,6 +42,14 @@ pub fn ext4_size(sb: &[u8]) -> Option<(u64, u64)> {
     };
     let block_size = 1024u64.checked_shl(log_size.min(16))?;
     Some(((hi << 32) | lo, block_size))
+}
+
+/// The volume label of an ext4 filesystem from its superblock. `None` if it
+/// is not ext2/3/4.
+pub fn ext4_label(sb: &[u8]) -> Option<String> {
+    let raw = ext4_superblock(sb)?.get(0x78..0x88)?;
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    Some(String::from_utf8_lossy(&raw[..end]).into_owned())
 }
 
 /// Grows partition 4 to the end of the disk (table, then the kernel's view).

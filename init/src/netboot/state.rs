@@ -12,23 +12,11 @@ use std::path::{Path, PathBuf};
 
 use crate::log;
 use crate::root::{is_candidate, partition_path};
-use crate::state::STATE_MOUNT;
+use crate::state::{ext4_label, STATE_MOUNT};
 use crate::sys::Sys;
 
 /// The ext4 label that marks a local state partition.
 pub const LABEL: &str = "ballast-state";
-
-/// The volume label of an ext2/3/4 superblock (the 1024 bytes at offset
-/// 1024), `None` if it is not one.
-pub fn ext4_label(sb: &[u8]) -> Option<String> {
-    let magic = u16::from_le_bytes(sb.get(0x38..0x3a)?.try_into().ok()?);
-    if magic != 0xef53 {
-        return None;
-    }
-    let raw = sb.get(0x78..0x88)?;
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    Some(String::from_utf8_lossy(&raw[..end]).into_owned())
-}
 
 /// Every partition of every disk, then the disk itself (a filesystem on a
 /// whole disk).
