@@ -301,11 +301,10 @@ fn build_state(inputs: &Inputs<'_>, dest: &Path, size: u64) -> Result<()> {
         std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
     file.set_len(size)?;
     drop(file);
-    // Blocks reserved for root (and CAP_SYS_RESOURCE) keep sysd and sshd
-    // writing when a user's container fills /var (docs/security.md). This is
-    // 2 % of the partition as built; first boot's online grow adds none
-    // (measured by tests/hostile.rs: 1.3 MiB on an 8 GiB disk), which is a
-    // known gap.
+    // Reserved blocks keep sysd and sshd (CAP_SYS_RESOURCE) writing when a
+    // user's container fills /var (docs/security.md; init mounts it with the
+    // reserve owned by an id nothing runs as). 2 % as built; the kernel's
+    // online grow at first boot keeps the whole percent (1 % after it).
     let status = Command::new("mke2fs")
         .env("E2FSPROGS_FAKE_TIME", inputs.epoch.to_string())
         .args([

@@ -16,6 +16,7 @@
 pub mod children;
 mod disks;
 pub mod dm;
+pub mod ext4;
 pub mod fatcheck;
 pub mod live;
 pub mod log;

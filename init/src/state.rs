@@ -11,46 +11,13 @@ use std::path::Path;
 
 use rustix::mount::MountFlags;
 
+use crate::ext4;
 use crate::log;
 use crate::root::{Disk, STATE_INDEX, SYSROOT};
 use crate::sys::{MountArgs, Sys};
 
 pub const STATE_MOUNT: &str = "/sysroot/state";
 const MIB: u64 = 1024 * 1024;
-
-/// The superblock (the 1024 bytes at offset 1024 of the device) if it is
-/// one of ext2/3/4's.
-fn ext4_superblock(sb: &[u8]) -> Option<&[u8]> {
-    let magic = u16::from_le_bytes(sb.get(0x38..0x3a)?.try_into().ok()?);
-    (magic == 0xef53).then_some(sb)
-}
-
-/// Size of an ext4 filesystem from its superblock: (blocks, block size).
-/// `None` if it is not ext2/3/4.
-pub fn ext4_size(sb: &[u8]) -> Option<(u64, u64)> {
-    let sb = ext4_superblock(sb)?;
-    let u32_at = |at: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(sb.get(at..at + 4)?.try_into().ok()?))
-    };
-    let lo = u64::from(u32_at(0x04)?);
-    let log_size = u32_at(0x18)?;
-    let incompat = u32_at(0x60)?;
-    let hi = if incompat & 0x80 != 0 {
-        u64::from(u32_at(0x150)?)
-    } else {
-        0
-    };
-    let block_size = 1024u64.checked_shl(log_size.min(16))?;
-    Some(((hi << 32) | lo, block_size))
-}
-
-/// The volume label of an ext4 filesystem from its superblock. `None` if it
-/// is not ext2/3/4.
-pub fn ext4_label(sb: &[u8]) -> Option<String> {
-    let raw = ext4_superblock(sb)?.get(0x78..0x88)?;
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    Some(String::from_utf8_lossy(&raw[..end]).into_owned())
-}
 
 /// Grows partition 4 to the end of the disk (table, then the kernel's view).
 /// Errors are logged; the partition keeps its size.
@@ -97,9 +64,9 @@ pub fn mount_state(sys: &mut impl Sys, disk: &Disk) -> bool {
     }
     let dev = disk.partition_path(STATE_INDEX);
     let fs_size = sys
-        .read_at(&dev, 1024, 1024)
+        .read_at(&dev, ext4::SUPERBLOCK_AT, ext4::SUPERBLOCK_LEN)
         .ok()
-        .and_then(|sb| ext4_size(&sb));
+        .and_then(|sb| ext4::size(&sb));
     let Some((fs_blocks, block_size)) = fs_size else {
         log!(
             sys,
@@ -158,7 +125,26 @@ pub fn mount_state(sys: &mut impl Sys, disk: &Disk) -> bool {
             dev.display()
         ),
     }
+    log_reserve(sys, &dev);
     true
+}
+
+/// Says how much of the state filesystem is kept for sysd and SSH (ext4's
+/// reserved blocks, see [`RESERVE_ID`]).
+fn log_reserve(sys: &mut impl Sys, dev: &Path) {
+    let sb = sys.read_at(dev, ext4::SUPERBLOCK_AT, ext4::SUPERBLOCK_LEN);
+    if let Ok(sb) = sb {
+        if let (Some((blocks, block_size)), Some(reserved)) =
+            (ext4::size(&sb), ext4::reserved_blocks(&sb))
+        {
+            log!(
+                sys,
+                "state: {:.1} MiB of {} MiB reserved for sysd and SSH (CAP_SYS_RESOURCE): a full /var keeps them writing",
+                (reserved * block_size) as f64 / MIB as f64,
+                blocks * block_size / MIB
+            );
+        }
+    }
 }
 
 /// `/etc`: overlay of the image's `/etc` with an upper layer on state;
@@ -195,6 +181,16 @@ pub fn overlays(sys: &mut impl Sys) {
     }
 }
 
+/// The user and group ext4's reserved blocks belong to on the state
+/// filesystem, besides any process with `CAP_SYS_RESOURCE`: an id nothing
+/// runs as. ext4's default is uid 0, and containers run as uid 0 (Docker's,
+/// and the first-boot config's, in the host's user namespace) without
+/// `CAP_SYS_RESOURCE`: with the default, a container filling `/var` takes the
+/// reserve too and sysd, SSH and updates meet ENOSPC. sysd (every capability)
+/// and the SSH container (keeps `CAP_SYS_RESOURCE`) still write into it.
+pub const RESERVE_ID: u32 = 0x7fff_fffe;
+const RESERVE_OPTIONS: &std::ffi::CStr = c"resuid=2147483646,resgid=2147483646";
+
 /// How the state filesystem (ext4 on `dev`) is mounted at [`STATE_MOUNT`],
 /// from a disk's state partition or a diskless machine's `ballast-state`.
 pub(crate) fn state_mount(dev: &Path) -> MountArgs {
@@ -205,7 +201,7 @@ pub(crate) fn state_mount(dev: &Path) -> MountArgs {
         flags: MountFlags::NOATIME
             .union(MountFlags::NODEV)
             .union(MountFlags::NOSUID),
-        data: None,
+        data: Some(RESERVE_OPTIONS),
     }
 }
 
@@ -213,27 +209,13 @@ pub(crate) fn state_mount(dev: &Path) -> MountArgs {
 mod tests {
     use super::*;
 
-    fn superblock(blocks: u64, log_size: u32, bit64: bool) -> Vec<u8> {
-        let mut sb = vec![0u8; 1024];
-        sb[0x38..0x3a].copy_from_slice(&0xef53u16.to_le_bytes());
-        sb[4..8].copy_from_slice(&(blocks as u32).to_le_bytes());
-        sb[0x18..0x1c].copy_from_slice(&log_size.to_le_bytes());
-        if bit64 {
-            sb[0x60..0x64].copy_from_slice(&0x80u32.to_le_bytes());
-            sb[0x150..0x154].copy_from_slice(&((blocks >> 32) as u32).to_le_bytes());
-        }
-        sb
-    }
-
     #[test]
-    fn ext4_superblock_sizes() {
-        assert_eq!(ext4_size(&superblock(8192, 2, false)), Some((8192, 4096)));
+    fn the_reserve_belongs_to_an_id_nothing_runs_as() {
+        let options = RESERVE_OPTIONS.to_str().expect("ASCII");
+        assert_eq!(options, format!("resuid={RESERVE_ID},resgid={RESERVE_ID}"));
         assert_eq!(
-            ext4_size(&superblock(1 << 33, 2, true)),
-            Some((1 << 33, 4096))
+            state_mount(Path::new("/dev/vda4")).data,
+            Some(RESERVE_OPTIONS)
         );
-        assert_eq!(ext4_size(&superblock(65536, 0, false)), Some((65536, 1024)));
-        assert_eq!(ext4_size(&[0u8; 1024]), None);
-        assert_eq!(ext4_size(&[0u8; 10]), None);
     }
 }

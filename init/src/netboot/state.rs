@@ -10,9 +10,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::ext4;
 use crate::log;
 use crate::root::{is_candidate, partition_path};
-use crate::state::{ext4_label, STATE_MOUNT};
+use crate::state::STATE_MOUNT;
 use crate::sys::Sys;
 
 /// The ext4 label that marks a local state partition.
@@ -44,9 +45,9 @@ fn candidates(sys: &mut impl Sys) -> Vec<PathBuf> {
 /// The first block device whose ext4 label is [`LABEL`].
 pub fn find(sys: &mut impl Sys) -> Option<PathBuf> {
     candidates(sys).into_iter().find(|dev| {
-        sys.read_at(dev, 1024, 1024)
+        sys.read_at(dev, ext4::SUPERBLOCK_AT, ext4::SUPERBLOCK_LEN)
             .ok()
-            .and_then(|sb| ext4_label(&sb))
+            .and_then(|sb| ext4::label(&sb))
             .is_some_and(|label| label == LABEL)
     })
 }

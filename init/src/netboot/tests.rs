@@ -296,5 +296,5 @@ fn without_a_ballast_state_partition_or_when_it_cannot_be_mounted_the_state_is_i
         "{:?}",
         sys.messages()
     );
-    assert_eq!(crate::state::ext4_label(&[0u8; 1024]), None);
+    assert_eq!(crate::ext4::label(&[0u8; 1024]), None);
 }
