@@ -352,7 +352,23 @@ pub fn mount_boot(sys: &mut impl Sys, disk: &Disk) {
         data: Some(c"umask=0022"),
     };
     match sys.mount(&args) {
-        Ok(()) => log!(sys, "boot: {} (vfat) mounted on /boot", dev.display()),
+        Ok(()) => {
+            log!(sys, "boot: {} (vfat) mounted on /boot", dev.display());
+            // Linux keeps FAT32's free-cluster count (FSInfo) from the disk
+            // and only adjusts it, and U-Boot's `fatwrite` (the try counter
+            // of U-Boot boards) allocates without updating it: a count that
+            // is off stays off through every later write. statfs makes Linux
+            // count the FAT itself, and that count is what it writes back.
+            match sys.statfs(Path::new(BOOT_MOUNT)) {
+                Ok((free, total)) => log!(
+                    sys,
+                    "boot: {} MiB free of {} MiB",
+                    free / (1 << 20),
+                    total / (1 << 20)
+                ),
+                Err(e) => log!(sys, "boot: cannot read the free space of /boot: {e}"),
+            }
+        }
         Err(e) => {
             let hint = match e {
                 Errno::NODEV => " (no vfat in the kernel: list vfat.ko, fat.ko in modules.load)",
@@ -540,6 +556,7 @@ mod tests {
                 },
                 &mount("ext4", "/sysroot/state"),
                 &Action::Ext4Resize(new_len / 4096),
+                &Action::Sync,
                 &mount("overlay", "/sysroot/etc"),
                 &Action::Bind {
                     from: "/sysroot/state/var".into(),

@@ -209,6 +209,8 @@ pub trait Sys {
     fn device_bytes(&mut self, dev: &Path) -> Result<u64, Errno>;
     /// Reads `len` bytes at `offset` of a file or device.
     fn read_at(&mut self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// `statfs`: (free, total) bytes of the filesystem mounted at `path`.
+    fn statfs(&mut self, path: &Path) -> Result<(u64, u64), Errno>;
     /// `EXT4_IOC_RESIZE_FS` on the mounted filesystem at `mountpoint`.
     fn ext4_resize(&mut self, mountpoint: &Path, blocks: u64) -> Result<(), Errno>;
     fn bind_mount(&mut self, from: &Path, to: &Path) -> Result<(), Errno>;
@@ -469,6 +471,17 @@ impl Sys for LinuxSys {
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, offset)?;
         Ok(buf)
+    }
+
+    // The block counts are u64 here and narrower on some 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    fn statfs(&mut self, path: &Path) -> Result<(u64, u64), Errno> {
+        let st = rustix::fs::statfs(path)?;
+        let bsize = u64::try_from(st.f_bsize).unwrap_or(0);
+        Ok((
+            u64::from(st.f_bfree).saturating_mul(bsize),
+            u64::from(st.f_blocks).saturating_mul(bsize),
+        ))
     }
 
     fn ext4_resize(&mut self, mountpoint: &Path, blocks: u64) -> Result<(), Errno> {

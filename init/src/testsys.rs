@@ -353,6 +353,11 @@ impl Sys for TestSys {
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
     }
 
+    fn statfs(&mut self, _path: &Path) -> Result<(u64, u64), Errno> {
+        self.failing("statfs")?;
+        Ok((60 << 20, 64 << 20))
+    }
+
     fn ext4_resize(&mut self, _mountpoint: &Path, blocks: u64) -> Result<(), Errno> {
         self.failing("ext4_resize")?;
         self.actions.push(Action::Ext4Resize(blocks));
