@@ -24,6 +24,7 @@
 
 mod bootconfig;
 pub mod chunks;
+pub mod direct;
 mod error;
 pub mod fill;
 pub mod manifest;
@@ -37,7 +38,7 @@ pub use fill::{Codec, Fill};
 pub use manifest::Manifest;
 pub use source::Image;
 pub use target::{Policy, Target};
-pub use write::{install, Expected, Phase, Report};
+pub use write::{install, install_with, Expected, Options, Phase, Report};
 
 /// The first MiB (protective MBR, GPT header and entries, the gap before the
 /// first partition) is written last: until it is, the target has no table.
