@@ -33,6 +33,11 @@ pub struct FlashBenchArgs {
     /// printed, then the best time of each and the ratios' min and median.
     #[arg(long, default_value_t = 3)]
     pub runs: u32,
+    /// Also time the writer with the installer's default options (`osctl
+    /// install`: read-back through the dropped cache, the whole image
+    /// hashed), to show what flash's options buy.
+    #[arg(long)]
+    pub installer_defaults: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
@@ -139,28 +144,16 @@ pub fn run(project: &Project, args: &FlashBenchArgs) -> Result<()> {
         let dd_verified = dd_write + start.elapsed().as_secs_f64();
         best_dd_verified = best_dd_verified.min(dd_verified);
 
-        let start = Instant::now();
-        let policy = Policy {
-            force: true,
-            ..Policy::default()
+        let (t, report) = flash_once(&raw, dev_path, &crate::cmd_flash::OPTIONS)?;
+        let defaults = if args.installer_defaults {
+            let (t, r) = flash_once(&raw, dev_path, &ballast_install::Options::default())?;
+            format!(
+                "; with the installer's defaults {t:.2} s (write {:.2} s, verify {:.2} s)",
+                r.write_seconds, r.verify_seconds
+            )
+        } else {
+            String::new()
         };
-        let mut image = Image::open(&raw, None)?;
-        let target = Target::inspect(dev_path, &policy)?;
-        target.check(image.raw_size, &policy)?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(dev_path)?;
-        let report = ballast_install::install_with(
-            &mut image,
-            &file,
-            dev_path,
-            &ballast_install::Expected::Unsigned,
-            &BootConfig::default(),
-            &crate::cmd_flash::OPTIONS,
-            &mut |_, _, _| {},
-        )?;
-        let t = start.elapsed().as_secs_f64();
         if t < best_flash.0 {
             best_flash = (t, report.write_seconds, report.verify_seconds);
         }
@@ -168,7 +161,7 @@ pub fn run(project: &Project, args: &FlashBenchArgs) -> Result<()> {
         rounds.push(dd_write / t);
         if !args.json {
             println!(
-                "round {round}: dd {dd_write:.2} s, dd + read-back {dd_verified:.2} s, ballast flash {t:.2} s (write {:.2} s, verify {:.2} s): {:.2}x dd, {:.2}x dd + read-back",
+                "round {round}: dd {dd_write:.2} s, dd + read-back {dd_verified:.2} s, ballast flash {t:.2} s (write {:.2} s, verify {:.2} s): {:.2}x dd, {:.2}x dd + read-back{defaults}",
                 report.write_seconds,
                 report.verify_seconds,
                 dd_write / t,
@@ -226,4 +219,36 @@ pub fn run(project: &Project, args: &FlashBenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One `ballast flash` of the raw image to the loop device with `options`:
+/// its wall time (checks included) and the writer's report.
+fn flash_once(
+    raw: &Path,
+    dev_path: &Path,
+    options: &ballast_install::Options,
+) -> Result<(f64, ballast_install::Report)> {
+    let start = Instant::now();
+    let policy = Policy {
+        force: true,
+        ..Policy::default()
+    };
+    let mut image = Image::open(raw, None)?;
+    let target = Target::inspect(dev_path, &policy)?;
+    target.check(image.raw_size, &policy)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev_path)
+        .with_context(|| format!("opening {}", dev_path.display()))?;
+    let report = ballast_install::install_with(
+        &mut image,
+        &file,
+        dev_path,
+        &ballast_install::Expected::Unsigned,
+        &BootConfig::default(),
+        options,
+        &mut |_, _, _| {},
+    )?;
+    Ok((start.elapsed().as_secs_f64(), report))
 }
