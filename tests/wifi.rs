@@ -6,10 +6,11 @@
 //! brcmfmac does its crypto in the radio's firmware) stand in: it makes two radios in one kernel that hear
 //! each other. The network container joins the network on `wlan0` with
 //! wpa_supplicant, as it would on a Pi; the access point is the other radio,
-//! `wlan1`, run from an SSH session: Debian's wpa_supplicant in access-point
-//! mode (`mode=2`, WPA2-PSK/CCMP) and busybox's udhcpd. The story checks what a
-//! user would: `wlan0` is associated (operstate up) and holds a lease from
-//! the access point's DHCP server, which lists wlan0's MAC.
+//! `wlan1`, run from an SSH session in a network namespace of its own:
+//! Debian's hostapd (WPA2-PSK/CCMP) and busybox's udhcpd. The story checks
+//! what a user would: `wlan0` is associated (`iw dev wlan0 link`; hostapd
+//! lists the station as authorized), holds a lease from the access point's
+//! DHCP server, which lists wlan0's MAC, and pings cross the air both ways.
 //!
 //! Run: `cargo test -p ballast --test wifi -- --nocapture` (qemu-arm64 under
 //! TCG: one build of the minimal image with the simulated radios, one boot).
@@ -44,23 +45,26 @@ fn network_config() -> String {
     )
 }
 
-/// The access point on the second simulated radio: WPA2-PSK on channel 6,
-/// 192.168.77.1, leases from .100.
+/// The access point on the second simulated radio, `wlan1`: Debian's hostapd
+/// (WPA2-PSK, CCMP, channel 6) and busybox's udhcpd (192.168.77.1, leases from
+/// .100). Its radio is moved first into a network namespace of its own
+/// (`iw phy ... set netns`), so the ping between the two crosses the
+/// simulated air instead of the host's loopback, as between two machines.
 fn access_point_script() -> String {
     format!(
         r#"set -e
 mkdir -p /run/story-ap
-cat > /run/story-ap/ap.conf <<'EOF'
-network={{
-	ssid="{SSID}"
-	mode=2
-	frequency=2437
-	key_mgmt=WPA-PSK
-	proto=RSN
-	pairwise=CCMP
-	group=CCMP
-	psk="{PASSWORD}"
-}}
+cat > /run/story-ap/hostapd.conf <<'EOF'
+interface=wlan1
+driver=nl80211
+ctrl_interface=/run/story-ap/ctrl
+ssid={SSID}
+hw_mode=g
+channel=6
+wpa=2
+wpa_key_mgmt=WPA-PSK
+rsn_pairwise=CCMP
+wpa_passphrase={PASSWORD}
 EOF
 cat > /run/story-ap/udhcpd.conf <<'EOF'
 start 192.168.77.100
@@ -71,10 +75,14 @@ option subnet 255.255.255.0
 auto_time 1
 EOF
 touch /run/story-ap/leases
-ip link set wlan1 up
-ip addr add 192.168.77.1/24 dev wlan1
-wpa_supplicant -B -i wlan1 -c /run/story-ap/ap.conf -D nl80211 -f /run/story-ap/ap.log
-busybox udhcpd /run/story-ap/udhcpd.conf
+phy=$(cat /sys/class/net/wlan1/phy80211/name)
+ip netns add ap
+iw phy "$phy" set netns name ap
+ip netns exec ap ip link set lo up
+ip netns exec ap ip link set wlan1 up
+ip netns exec ap ip addr add 192.168.77.1/24 dev wlan1
+ip netns exec ap hostapd -B -t -f /run/story-ap/ap.log -P /run/story-ap/hostapd.pid /run/story-ap/hostapd.conf
+ip netns exec ap busybox udhcpd /run/story-ap/udhcpd.conf
 echo ap-started
 "#
     )
@@ -88,10 +96,15 @@ fn wifi_image() -> std::path::PathBuf {
         "[kernel]\ncmdline = []\n",
         "[kernel]\ncmdline = []\n# Two simulated radios (the module's default) that hear each other, and\n# the ciphers mac80211 asks the crypto API for when WPA2 installs its keys\n# (CCMP is ccm(aes) over ctr; BIP is cmac): with no modprobe helper on\n# the device, nothing would load them on demand.\nmodules = [\"mac80211_hwsim\", \"ctr\", \"ccm\", \"cmac\"]\n",
     );
-    // wpa_supplicant: the Pi boards list it, qemu-arm64 does not.
-    let text = text.replace("[debian]\n", "[debian]\npackages = [\"wpasupplicant\"]\n");
+    // wpa_supplicant: the Pi boards list it, qemu-arm64 does not. hostapd is
+    // the story's access point and iw moves its radio and shows the link:
+    // only this image carries them.
+    let text = text.replace(
+        "[debian]\n",
+        "[debian]\npackages = [\"wpasupplicant\", \"hostapd\", \"iw\"]\n",
+    );
     assert!(
-        text.contains("mac80211_hwsim") && text.contains("wpasupplicant"),
+        text.contains("mac80211_hwsim") && text.contains("hostapd"),
         "images/minimal.toml changed shape: {minimal}"
     );
     let dir = common::root().join("target").join("e2e");
@@ -209,6 +222,31 @@ fn qemu_arm64_wifis_network_config_joins_a_wpa2_network_and_gets_an_address() {
         &mac.to_ascii_lowercase(),
         60,
     );
+    // Associated, as `iw` shows it on the station and hostapd on the access
+    // point: the station is authorized (the 4-way handshake completed).
+    let link = ssh.ok("sudo iw dev wlan0 link");
+    assert!(
+        link.contains("Connected to") && link.contains(&format!("SSID: {SSID}")),
+        "{link}"
+    );
+    let stations = ssh.ok("sudo hostapd_cli -p /run/story-ap/ctrl all_sta");
+    assert!(
+        stations.contains(&mac.to_ascii_lowercase()) && stations.contains("[AUTHORIZED]"),
+        "hostapd does not list wlan0 ({mac}) as authorized: {stations}"
+    );
+    // A ping across the air, both ways: the access point's radio is in a
+    // network namespace of its own, so neither address is local to the other.
+    let lease = addr
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .expect("wlan0's address")
+        .to_string();
+    for (from, to) in [("", "192.168.77.1"), ("ip netns exec ap ", lease.as_str())] {
+        let out = ssh.ok(&format!("sudo {from}busybox ping -c 3 -W 5 {to}"));
+        assert!(out.contains("3 packets received"), "{from}ping {to}: {out}");
+    }
     // The password is only in the root-only wpa_supplicant config.
     let mode = ssh.ok("sudo stat -c %a /run/ballast/wpa_supplicant-wlan0.conf");
     assert_eq!(mode.trim(), "600");
