@@ -11,6 +11,8 @@
 //! what a user would: `wlan0` is associated (`iw dev wlan0 link`; hostapd
 //! lists the station as authorized), holds a lease from the access point's
 //! DHCP server, which lists wlan0's MAC, and pings cross the air both ways.
+//! Then, in the same boot, the access point turns WPA3-only (SAE) under the
+//! config's second SSID, and wlan0 joins it too.
 //!
 //! Run: `cargo test -p ballast --test wifi -- --nocapture` (qemu-arm64 under
 //! TCG: one build of the minimal image with the simulated radios, one boot).
@@ -25,6 +27,9 @@ use common::vm::{free_port, Machine, Ssh};
 const BOARD: &str = "qemu-arm64";
 const SSID: &str = "ballast story";
 const PASSWORD: &str = "not-a-real-secret-42";
+/// The second network: WPA3 personal (SAE), listed after the first, so
+/// wpa_supplicant prefers the WPA2 one while both are on the air.
+const SSID_WPA3: &str = "ballast story wpa3";
 
 /// network-config v2, as netplan's documentation writes it: Ethernet for the
 /// SSH port, Wi-Fi by SSID and password.
@@ -41,6 +46,10 @@ fn network_config() -> String {
       access-points:
         "{SSID}":
           password: "{PASSWORD}"
+        "{SSID_WPA3}":
+          auth:
+            key-management: sae
+            password: "{PASSWORD}"
 "#
     )
 }
@@ -88,6 +97,35 @@ echo ap-started
     )
 }
 
+/// The second case: the WPA2 access point goes off the air and the same
+/// radio comes back as a WPA3-only one (SAE, protected management frames
+/// required) with its own SSID; the DHCP server keeps running.
+fn wpa3_access_point_script() -> String {
+    format!(
+        r#"set -e
+kill "$(cat /run/story-ap/hostapd.pid)"
+# Gone when its control socket is (a daemon nobody reaps stays a zombie,
+# which `kill -0` still finds).
+while [ -e /run/story-ap/ctrl/wlan1 ]; do sleep 1; done
+cat > /run/story-ap/hostapd-wpa3.conf <<'EOF'
+interface=wlan1
+driver=nl80211
+ctrl_interface=/run/story-ap/ctrl
+ssid={SSID_WPA3}
+hw_mode=g
+channel=6
+wpa=2
+wpa_key_mgmt=SAE
+ieee80211w=2
+rsn_pairwise=CCMP
+sae_password={PASSWORD}
+EOF
+ip netns exec ap hostapd -B -t -f /run/story-ap/ap-wpa3.log -P /run/story-ap/hostapd.pid /run/story-ap/hostapd-wpa3.conf
+echo wpa3-started
+"#
+    )
+}
+
 /// The minimal image, plus the simulated radios loaded by stage 1.
 fn wifi_image() -> std::path::PathBuf {
     let minimal = std::fs::read_to_string(common::root().join("images/minimal.toml"))
@@ -124,7 +162,9 @@ fn poll(ssh: &Ssh, command: &str, needle: &str, seconds: u64) -> String {
             return text;
         }
         if start.elapsed() > Duration::from_secs(seconds) {
-            let logs = ssh.run("osctl logs network -n 100; sudo cat /run/story-ap/ap.log");
+            let logs = ssh.run(
+                "osctl logs network -n 100; sudo cat /run/story-ap/ap.log /run/story-ap/ap-wpa3.log",
+            );
             panic!(
                 "no {needle:?} in `{command}` after {seconds} s: {text}\n{}",
                 String::from_utf8_lossy(&logs.stdout)
@@ -247,14 +287,35 @@ fn qemu_arm64_wifis_network_config_joins_a_wpa2_network_and_gets_an_address() {
         let out = ssh.ok(&format!("sudo {from}busybox ping -c 3 -W 5 {to}"));
         assert!(out.contains("3 packets received"), "{from}ping {to}: {out}");
     }
+    // WPA3: wlan0 loses the WPA2 network and joins the SAE one, which its
+    // config lists second; hostapd, allowing only SAE, authorizes it, and
+    // the address still reaches the access point.
+    let out = ssh.ok_with_input("sudo sh -s", wpa3_access_point_script().as_bytes());
+    assert!(out.contains("wpa3-started"), "{out}");
+    let wpa3_up = Instant::now();
+    poll(
+        &ssh,
+        "sudo iw dev wlan0 link",
+        &format!("SSID: {SSID_WPA3}"),
+        240,
+    );
+    let roamed = wpa3_up.elapsed();
+    let stations = ssh.ok("sudo hostapd_cli -p /run/story-ap/ctrl all_sta");
+    assert!(
+        stations.contains(&mac.to_ascii_lowercase()) && stations.contains("[AUTHORIZED]"),
+        "the WPA3 access point does not list wlan0 ({mac}) as authorized: {stations}"
+    );
+    let out = ssh.ok("sudo busybox ping -c 3 -W 5 192.168.77.1");
+    assert!(out.contains("3 packets received"), "WPA3 ping: {out}");
     // The password is only in the root-only wpa_supplicant config.
     let mode = ssh.ok("sudo stat -c %a /run/ballast/wpa_supplicant-wlan0.conf");
     assert_eq!(mode.trim(), "600");
     vm.save();
     eprintln!(
-        "wifi story: ready {:.0} s after QEMU started; joined and leased {:.1} s after the access point came up; {:.0} s in all",
+        "wifi story: ready {:.0} s after QEMU started; joined and leased {:.1} s after the access point came up; joined the WPA3 one {:.1} s after it came up; {:.0} s in all",
         ready.as_secs_f64(),
         joined.as_secs_f64(),
+        roamed.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
 }
