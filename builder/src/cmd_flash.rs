@@ -45,8 +45,9 @@ pub struct FlashArgs {
 /// kept the bytes), and skips a copy into the cache on the way.
 /// It takes no SHA-256 of the whole image unless `--sha256` asks: each 4
 /// MiB chunk is still hashed (zeros scanned) as it streams and checked
-/// again when read back, and hashing every byte, zeros included, cost more
-/// than `dd`'s whole write.
+/// again when read back. Hashing every byte, zeros included, costs about
+/// as much CPU as `dd`'s whole write (SHA-256 at 1.2 GB/s on the build
+/// host: 0.66 s for a 774 MB image; `dd` 0.82 s on a quiet machine).
 pub const OPTIONS: ballast_install::Options = ballast_install::Options {
     direct_read_back: true,
     skip_whole_sha256: true,

@@ -118,7 +118,7 @@ pub struct Options {
     /// write and the read-back are still checked chunk by chunk against the
     /// sums taken from the image's own bytes, but the report names no
     /// SHA-256 (an empty `sha256`). Hashing every byte, zeros included, is
-    /// the largest single cost of writing a mostly empty image.
+    /// a large share of the CPU that writing a mostly empty image takes.
     pub skip_whole_sha256: bool,
 }
 
