@@ -16,7 +16,9 @@
 //!   GPT, MBR), write everything but the first MiB, fsync, read back and
 //!   verify, put the first-boot config on the boot partition, then write the
 //!   first MiB last and verify it. A failed install leaves the target
-//!   unbootable, never half-written and bootable.
+//!   unbootable, never half-written and bootable;
+//! - reading the device back past the page cache (`O_DIRECT`, [`direct`]),
+//!   which [`Options`] asks for (`ballast flash` does).
 //!
 //! What it must never do: write a byte to a target before every check passed;
 //! write the first MiB (the partition table) before the rest was verified;
