@@ -16,7 +16,9 @@
 //!   GPT, MBR), write everything but the first MiB, fsync, read back and
 //!   verify, put the first-boot config on the boot partition, then write the
 //!   first MiB last and verify it. A failed install leaves the target
-//!   unbootable, never half-written and bootable.
+//!   unbootable, never half-written and bootable;
+//! - reading the device back past the page cache (`O_DIRECT`, [`direct`]),
+//!   which [`Options`] asks for (`ballast flash` does).
 //!
 //! What it must never do: write a byte to a target before every check passed;
 //! write the first MiB (the partition table) before the rest was verified;
@@ -24,6 +26,7 @@
 
 mod bootconfig;
 pub mod chunks;
+pub mod direct;
 mod error;
 pub mod fill;
 pub mod manifest;
@@ -37,7 +40,7 @@ pub use fill::{Codec, Fill};
 pub use manifest::Manifest;
 pub use source::Image;
 pub use target::{Policy, Target};
-pub use write::{install, Expected, Phase, Report};
+pub use write::{install, install_with, Expected, Options, Phase, Report};
 
 /// The first MiB (protective MBR, GPT header and entries, the gap before the
 /// first partition) is written last: until it is, the target has no table.

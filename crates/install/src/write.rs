@@ -11,7 +11,9 @@
 //!    its sum is taken and the whole image's SHA-256 is compared with the
 //!    manifest's when the stream ends; it must end exactly at `raw_size`;
 //!    fsync;
-//! 4. drop the target's cached pages and read everything back: each chunk
+//! 4. drop the target's cached pages and read everything back (with
+//!    `O_DIRECT` when [`Options::direct_read_back`] asks and the device takes
+//!    it, so the bytes come from the device, not the cache): each chunk
 //!    the device returns must match its sum (zeros where the image held
 //!    only zeros, checked by scanning, not hashing);
 //! 5. write the first-boot config files into the boot partition (read
@@ -40,6 +42,7 @@ use sha2::{Digest, Sha256};
 
 use crate::bootconfig::{self, BootConfig};
 use crate::chunks::{ChunkSum, Chunks};
+use crate::direct::{self, AlignedBuf};
 use crate::{Image, InstallError, HEAD};
 
 /// Bytes per chunk when the manifest gives no chunk sums (and what
@@ -103,6 +106,22 @@ impl std::fmt::Display for Phase {
     }
 }
 
+/// How [`install_with`] works where front ends differ. [`install`] takes the
+/// defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Read back with `O_DIRECT` ([`crate::direct`]), from the device and not
+    /// the page cache, where the device takes it; else (and by default)
+    /// through the cache after dropping it.
+    pub direct_read_back: bool,
+    /// With [`Expected::Unsigned`], skip the SHA-256 of the whole image: the
+    /// write and the read-back are still checked chunk by chunk against the
+    /// sums taken from the image's own bytes, but the report names no
+    /// SHA-256 (an empty `sha256`). Hashing every byte, zeros included, is
+    /// a large share of the CPU that writing a mostly empty image takes.
+    pub skip_whole_sha256: bool,
+}
+
 /// A verified install.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
@@ -110,13 +129,16 @@ pub struct Report {
     pub bytes: u64,
     /// Hex SHA-256 of the raw image: taken while streaming, or, with signed
     /// chunk sums, the manifest's (every chunk written and read back
-    /// matched the sums signed with it).
+    /// matched the sums signed with it); empty when an unsigned image was
+    /// written with [`Options::skip_whole_sha256`].
     pub sha256: String,
     /// Seconds spent writing (clear and stream, with fsync) and verifying.
     pub write_seconds: f64,
     pub verify_seconds: f64,
     /// Config files placed on the boot partition.
     pub config_files: Vec<String>,
+    /// Whether the read-back used `O_DIRECT` (see [`Options`]).
+    pub read_back_direct: bool,
 }
 
 /// Write `image` to `dev` (opened read-write; a block device, or a file in
@@ -129,6 +151,27 @@ pub fn install(
     dev_path: &Path,
     expected: &Expected,
     config: &BootConfig,
+    progress: &mut dyn FnMut(Phase, u64, u64),
+) -> Result<Report, InstallError> {
+    install_with(
+        image,
+        dev,
+        dev_path,
+        expected,
+        config,
+        &Options::default(),
+        progress,
+    )
+}
+
+/// [`install`], with [`Options`].
+pub fn install_with(
+    image: &mut Image,
+    dev: &File,
+    dev_path: &Path,
+    expected: &Expected,
+    config: &BootConfig,
+    options: &Options,
     progress: &mut dyn FnMut(Phase, u64, u64),
 ) -> Result<Report, InstallError> {
     let raw_size = image.raw_size;
@@ -196,6 +239,7 @@ pub fn install(
     progress(Phase::Clear, 2 * HEAD, 2 * HEAD);
 
     // 3. Stream the rest.
+    let whole = !(options.skip_whole_sha256 && *expected == Expected::Unsigned);
     let (digest, sums) = stream(
         image.reader(),
         dev,
@@ -203,13 +247,15 @@ pub fn install(
         raw_size,
         &head,
         expected,
+        whole,
         chunk,
         progress,
         &name,
     )?;
     let digest = match (expected, digest) {
-        (Expected::Chunks { sha256, .. }, _) => *sha256,
-        (_, Some(d)) => d,
+        (Expected::Chunks { sha256, .. }, _) => Some(*sha256),
+        (_, Some(d)) => Some(d),
+        (Expected::Unsigned, None) if !whole => None,
         (_, None) => {
             return Err(image_err(
                 "the writer took no SHA-256 of it (a bug: report it)".into(),
@@ -217,12 +263,12 @@ pub fn install(
         }
     };
     if let Expected::Whole(want) = *expected {
-        if digest != want {
+        if digest != Some(want) {
             return Err(InstallError::Verify {
                 path: dev_path.to_path_buf(),
                 detail: format!(
                     "the image {name} has SHA-256 {}, its signed manifest says {}: the image is corrupt or not the one the manifest describes",
-                    hex::encode(digest),
+                    digest.map(hex::encode).unwrap_or_default(),
                     hex::encode(want)
                 ),
             });
@@ -235,7 +281,21 @@ pub fn install(
     // 4. Read back.
     let started = Instant::now();
     drop_cache(dev);
-    read_back(dev, dev_path, &head, chunk, raw_size, &sums, progress)?;
+    let direct = if options.direct_read_back {
+        direct::open(dev_path, HEAD)
+    } else {
+        None
+    };
+    read_back(
+        direct.as_ref().unwrap_or(dev),
+        direct.is_some(),
+        dev_path,
+        &head,
+        chunk,
+        raw_size,
+        &sums,
+        progress,
+    )?;
     let verify_seconds = started.elapsed().as_secs_f64();
 
     // 5. Config on the boot partition, through the table in memory.
@@ -282,10 +342,11 @@ pub fn install(
     reread_table(dev);
     Ok(Report {
         bytes: raw_size,
-        sha256: hex::encode(digest),
+        sha256: digest.map(hex::encode).unwrap_or_default(),
         write_seconds,
         verify_seconds,
         config_files: files.into_iter().map(|(n, _)| n).collect(),
+        read_back_direct: direct.is_some(),
     })
 }
 
@@ -340,7 +401,8 @@ fn zero_out(dev: &File, at: u64, len: u64) -> bool {
 /// offset 1 MiB, in the pieces of chunks of `chunk` bytes. Three threads
 /// keep the device and both CPUs busy: this one decompresses, a second
 /// checks each chunk (against the signed sums, or takes its sum and the
-/// whole image's SHA-256 when the manifest has no sums), a third writes
+/// whole image's SHA-256 when the manifest has no sums; the latter only if
+/// `whole`, which an unsigned image may go without), a third writes
 /// what was checked. Returns the whole image's SHA-256 when it was taken
 /// and each chunk's sum, for the read-back.
 #[allow(clippy::too_many_arguments)]
@@ -351,6 +413,7 @@ fn stream(
     raw_size: u64,
     head: &[u8],
     expected: &Expected,
+    whole: bool,
     chunk: u64,
     progress: &mut dyn FnMut(Phase, u64, u64),
     name: &str,
@@ -377,6 +440,7 @@ fn stream(
             move || -> Result<(Option<[u8; 32]>, Vec<ChunkSum>), InstallError> {
                 let mut whole = match expected {
                     Expected::Chunks { .. } => None,
+                    Expected::Unsigned if !whole => None,
                     Expected::Whole(_) | Expected::Unsigned => {
                         let mut h = Sha256::new();
                         h.update(head);
@@ -486,9 +550,11 @@ fn stream(
 
 /// Read `dev` back from 1 MiB to `raw_size` in the pieces [`stream`] wrote,
 /// on a second thread, and check each chunk (the first with `head` from
-/// memory) against its sum.
+/// memory) against its sum. `direct`: `dev` was opened with `O_DIRECT`.
+#[allow(clippy::too_many_arguments)]
 fn read_back(
     dev: &File,
+    direct: bool,
     dev_path: &Path,
     head: &[u8],
     chunk: u64,
@@ -496,8 +562,8 @@ fn read_back(
     sums: &[ChunkSum],
     progress: &mut dyn FnMut(Phase, u64, u64),
 ) -> Result<(), InstallError> {
-    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(2);
-    let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+    let (tx, rx) = mpsc::sync_channel::<io::Result<AlignedBuf>>(2);
+    let (back_tx, back_rx) = mpsc::channel::<AlignedBuf>();
     std::thread::scope(|s| {
         let count = raw_size.div_ceil(chunk);
         s.spawn(move || {
@@ -505,9 +571,14 @@ fn read_back(
                 let (from, to) = piece(i, chunk, raw_size);
                 let mut buf = back_rx
                     .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(chunk as usize));
-                buf.resize((to - from) as usize, 0);
-                let r = dev.read_exact_at(&mut buf, from).map(|()| buf);
+                    .unwrap_or_else(|_| AlignedBuf::with_capacity(chunk as usize));
+                let len = (to - from) as usize;
+                let r = if direct {
+                    direct::read_at(dev, &mut buf, from, len)
+                } else {
+                    buf.read_exact_at(dev, from, len)
+                }
+                .map(|()| buf);
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
                     return;
@@ -526,7 +597,7 @@ fn read_back(
                 path: dev_path.to_path_buf(),
                 detail: format!("read back past the {} chunks written", sums.len()),
             })?;
-            if !sum.matches(&parts(i, head, &buf)) {
+            if !sum.matches(&parts(i, head, buf.as_slice())) {
                 return Err(InstallError::Verify {
                     path: dev_path.to_path_buf(),
                     detail: format!(
@@ -648,23 +719,46 @@ mod tests {
 
     #[test]
     fn the_read_back_finds_a_chunk_the_device_did_not_keep() {
-        let total = CHUNK + 4096;
-        let f = tempfile::tempfile().expect("temp file");
+        // An image whose end is not aligned: O_DIRECT reads round it up.
+        let data = vec![0x5au8; 4096 + 100];
+        let total = CHUNK + data.len() as u64;
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        let f = file.as_file();
         f.set_len(total).expect("size");
-        let data = vec![0x5au8; 4096];
         f.write_all_at(&data, CHUNK).expect("write");
         let head = vec![0u8; HEAD as usize];
         let sums = vec![ChunkSum::Zero, ChunkSum::of(&[&data])];
         let path = Path::new("/dev/test");
-        let check = |f: &File| read_back(f, path, &head, CHUNK, total, &sums, &mut |_, _, _| {});
-        check(&f).expect("as written");
-        // A byte the device lost in the zero chunk, then in the data chunk.
-        f.write_all_at(&[1], HEAD + 17).expect("write");
-        let e = check(&f).expect_err("a changed zero chunk");
-        assert!(e.to_string().contains("read back differ"), "{e}");
-        f.write_all_at(&[0], HEAD + 17).expect("write");
-        f.write_all_at(&[0], CHUNK + 9).expect("write");
-        let e = check(&f).expect_err("a changed data chunk");
-        assert!(e.to_string().contains("SHA-256"), "{e}");
+        // Through the cache, and with O_DIRECT where the temp directory's
+        // file system takes it (tmpfs does not).
+        let odirect = direct::open(file.path(), HEAD);
+        let mut readers = vec![(f, false)];
+        if let Some(d) = odirect.as_ref() {
+            readers.push((d, true));
+        }
+        for (reader, is_direct) in readers {
+            let check = || {
+                read_back(
+                    reader,
+                    is_direct,
+                    path,
+                    &head,
+                    CHUNK,
+                    total,
+                    &sums,
+                    &mut |_, _, _| {},
+                )
+            };
+            check().expect("as written");
+            // A byte the device lost in the zero chunk, then in the data chunk.
+            f.write_all_at(&[1], HEAD + 17).expect("write");
+            let e = check().expect_err("a changed zero chunk");
+            assert!(e.to_string().contains("read back differ"), "{e}");
+            f.write_all_at(&[0], HEAD + 17).expect("write");
+            f.write_all_at(&[0], CHUNK + 4100).expect("write");
+            let e = check().expect_err("a changed data chunk, in its last bytes");
+            assert!(e.to_string().contains("SHA-256"), "direct {is_direct}: {e}");
+            f.write_all_at(&[0x5a], CHUNK + 4100).expect("write");
+        }
     }
 }

@@ -279,3 +279,47 @@ fn signed_chunk_sums_check_every_chunk_and_a_wrong_one_stops_before_the_table() 
         "the bad chunk was not written"
     );
 }
+
+#[test]
+fn flash_options_read_back_from_the_device_and_skip_the_whole_sha256() {
+    // `ballast flash`'s options: an unsigned raw image, no whole-image
+    // SHA-256, the read-back with O_DIRECT where the file system takes it.
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("raw.img");
+    std::fs::copy(disk_image(dir.path()), &img).unwrap();
+    let raw = std::fs::read(&img).unwrap();
+    let (tp, t) = target(dir.path(), raw.len() as u64 + (8 << 20), 0xaa);
+    let mut image = Image::open(&img, None).unwrap();
+    let options = ballast_install::Options {
+        direct_read_back: true,
+        skip_whole_sha256: true,
+    };
+    let report = ballast_install::install_with(
+        &mut image,
+        &t,
+        &tp,
+        &Expected::Unsigned,
+        &BootConfig::default(),
+        &options,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(report.sha256, "", "no whole-image SHA-256 was taken");
+    let direct_works = ballast_install::direct::open(&tp, HEAD).is_some();
+    assert_eq!(report.read_back_direct, direct_works);
+    let written = std::fs::read(&tp).unwrap();
+    assert_eq!(written[..raw.len()], raw[..], "byte for byte");
+    // The default options still name the image's SHA-256.
+    let mut image = Image::open(&img, None).unwrap();
+    let report = install(
+        &mut image,
+        &t,
+        &tp,
+        &Expected::Unsigned,
+        &BootConfig::default(),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(report.sha256, hex::encode(sha(&raw)));
+    assert!(!report.read_back_direct);
+}
