@@ -1,5 +1,5 @@
-//! The ext4 superblock, as far as init reads it: the size, the label, and the
-//! blocks reserved for root.
+//! The ext4 superblock, as far as init reads it: the size, the label, the
+//! blocks reserved for root, and whether the journal needs replaying.
 //!
 //! The superblock is the 1024 bytes at offset 1024 of the device. Its layout
 //! is ext4's on-disk format (the kernel's `struct ext4_super_block`); only the
@@ -18,6 +18,7 @@ const LABEL: usize = 0x78;
 const BLOCKS_HI: usize = 0x150;
 const R_BLOCKS_HI: usize = 0x154;
 
+const INCOMPAT_RECOVER: u32 = 0x4;
 const INCOMPAT_64BIT: u32 = 0x80;
 
 /// The superblock if it is one of ext2/3/4's (magic 0xef53), whole.
@@ -48,6 +49,12 @@ pub fn size(sb: &[u8]) -> Option<(u64, u64)> {
     let log_size = u32_at(sb, LOG_BLOCK_SIZE)?;
     let block_size = 1024u64.checked_shl(log_size.min(16))?;
     Some((count(sb, BLOCKS_LO, BLOCKS_HI)?, block_size))
+}
+
+/// Whether the journal holds transactions to replay: the filesystem was not
+/// cleanly unmounted (`needs_recovery`). `None` if it is not ext2/3/4.
+pub fn needs_recovery(sb: &[u8]) -> Option<bool> {
+    Some(u32_at(superblock(sb)?, INCOMPAT)? & INCOMPAT_RECOVER != 0)
 }
 
 /// Blocks reserved for root (and for `CAP_SYS_RESOURCE`). `None` if it is not
@@ -95,5 +102,15 @@ mod tests {
         sb[R_BLOCKS_LO..R_BLOCKS_LO + 4].copy_from_slice(&20u32.to_le_bytes());
         assert_eq!(reserved_blocks(&sb), Some(20));
         assert_eq!(reserved_blocks(&[0u8; 1024]), None);
+    }
+
+    #[test]
+    fn recovery() {
+        let mut sb = synthetic(1000, 0, true);
+        assert_eq!(needs_recovery(&sb), Some(false));
+        sb[INCOMPAT] |= INCOMPAT_RECOVER as u8;
+        assert_eq!(needs_recovery(&sb), Some(true));
+        assert_eq!(size(&sb), Some((1000, 1024)));
+        assert_eq!(needs_recovery(&[0u8; 1024]), None);
     }
 }

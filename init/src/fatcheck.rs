@@ -11,36 +11,17 @@
 //! arm64 update story hit this after its power cut).
 //!
 //! The checker is dosfstools' `fsck.fat -a -w` from the verified root's admin
-//! userland, run through that userland's own dynamic loader: stage 1 has no C
-//! library of its own. A clean volume is not checked, so a normal boot pays
-//! one sector read.
+//! userland (`userland.rs`). A clean volume is not checked, so a normal boot
+//! pays one sector read.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::log;
 use crate::sys::Sys;
+use crate::userland::{self, last_lines};
 
-/// The admin userland inside the mounted root (`/sysroot`).
-const USERLAND: &str = "/sysroot/usr/lib/ballast/userland";
 /// The checker, inside the userland.
 const FSCK_FAT: &str = "usr/sbin/fsck.fat";
-
-/// The userland's dynamic loader and library directory for this build's arch.
-#[cfg(target_arch = "aarch64")]
-const LOADER: (&str, &str) = (
-    "usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1",
-    "usr/lib/aarch64-linux-gnu",
-);
-#[cfg(target_arch = "x86_64")]
-const LOADER: (&str, &str) = (
-    "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
-    "usr/lib/x86_64-linux-gnu",
-);
-#[cfg(target_arch = "arm")]
-const LOADER: (&str, &str) = (
-    "usr/lib/arm-linux-gnueabihf/ld-linux-armhf.so.3",
-    "usr/lib/arm-linux-gnueabihf",
-);
 
 /// Whether a FAT boot sector says its volume was not cleanly unmounted: bit 0
 /// (Linux `FAT_STATE_DIRTY`) of the state byte, which sits at 0x41 on FAT32
@@ -73,26 +54,9 @@ pub fn repair_if_dirty(sys: &mut impl Sys, dev: &Path) {
     if is_dirty(&sector) != Some(true) {
         return;
     }
-    let userland = Path::new(USERLAND);
-    let loader = userland.join(LOADER.0);
-    let fsck = userland.join(FSCK_FAT);
-    let libs: PathBuf = userland.join(LOADER.1);
-    let (loader_s, libs_s, fsck_s, dev_s) = (
-        loader.display().to_string(),
-        libs.display().to_string(),
-        fsck.display().to_string(),
-        dev.display().to_string(),
-    );
-    let argv = [
-        loader_s.as_str(),
-        "--library-path",
-        libs_s.as_str(),
-        fsck_s.as_str(),
-        "-a",
-        "-w",
-        dev_s.as_str(),
-    ];
-    match sys.run_to_end(&loader, &argv) {
+    let dev_s = dev.display().to_string();
+    let fsck_s = userland::path(FSCK_FAT);
+    match userland::run(sys, FSCK_FAT, &["-a", "-w", &dev_s]) {
         // fsck.fat: 0 nothing to repair, 1 repaired.
         Ok((Some(code @ (0 | 1)), out)) => {
             let what = if code == 0 { "nothing to repair" } else { "repaired" };
@@ -115,28 +79,12 @@ pub fn repair_if_dirty(sys: &mut impl Sys, dev: &Path) {
     }
 }
 
-/// The checker's last lines, for the console: what it found and did.
-fn last_lines(out: &str) -> String {
-    // The userland ships no gconv modules: fsck.fat says so on every run and
-    // falls back to its own code page table, which is all a check needs.
-    let noise = |l: &str| l.contains("initialize conversion") || l.contains("internal CP850");
-    let lines: Vec<&str> = out
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !noise(l))
-        .collect();
-    let tail = &lines[lines.len().saturating_sub(6)..];
-    if tail.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", tail.join(" | "))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testsys::TestSys;
+    use crate::userland::USERLAND;
+    use std::path::PathBuf;
 
     fn sector(fat32: bool, state: u8) -> Vec<u8> {
         let mut s = vec![0u8; 512];

@@ -27,6 +27,7 @@ pub mod stage1;
 pub mod stage2;
 pub mod state;
 pub mod sys;
+pub mod userland;
 
 #[cfg(test)]
 mod testsys;

@@ -589,6 +589,55 @@ mod tests {
         assert!(messages.contains(&"boot: /dev/vda1 (vfat) mounted on /boot"));
     }
 
+    /// The fixture's state filesystem with its journal needing replay.
+    fn unclean(sys: &mut TestSys) {
+        if let Some(dev) = sys.files.get_mut(Path::new("/dev/vda4")) {
+            dev[1024 + 0x60] |= 0x4;
+        }
+    }
+
+    #[test]
+    fn a_grow_cut_off_by_a_power_cut_is_checked_with_e2fsck_before_the_mount() {
+        let mut sys = machine("");
+        unclean(&mut sys);
+        sys.run_results.push_back(Ok((
+            Some(1),
+            "state: 11/4096 files (0.0% non-contiguous), 1100/237000 blocks\n".to_string(),
+        )));
+        assert_eq!(boot(&mut sys, None), Ending::SwitchedRoot);
+        let argv = sys.ran.first().expect("e2fsck ran");
+        assert!(argv[0].contains("ld-linux"), "{argv:?}");
+        assert_eq!(argv[3], "/sysroot/usr/lib/ballast/userland/usr/sbin/e2fsck");
+        assert_eq!(&argv[4..], ["-f", "-p", "/dev/vda4"]);
+        let messages = sys.messages();
+        assert!(
+            messages.iter().any(|m| m.starts_with(
+                "state: /dev/vda4 was cut off while it grew; e2fsck -f -p: repaired: state: 11/4096 files"
+            )),
+            "{messages:?}"
+        );
+        // Checked before the mount.
+        let checked = sys
+            .actions
+            .iter()
+            .position(|a| matches!(a, Action::Console(m) if m.contains("e2fsck -f -p")));
+        let mounted = sys
+            .actions
+            .iter()
+            .position(|a| matches!(a, Action::Mount { target, .. } if target == "/sysroot/state"));
+        assert!(checked < mounted, "{:?}", sys.actions);
+    }
+
+    #[test]
+    fn an_unclean_state_that_fills_its_partition_is_left_to_the_journal() {
+        let mut sys = machine("");
+        unclean(&mut sys);
+        sys.grow = Some(Ok(None));
+        sys.sizes.insert(PathBuf::from("/dev/vda4"), 4096 * 4096);
+        assert_eq!(boot(&mut sys, None), Ending::SwitchedRoot);
+        assert!(sys.ran.is_empty(), "{:?}", sys.ran);
+    }
+
     #[test]
     fn a_boot_partition_that_does_not_mount_only_costs_marking_the_slot_good() {
         let mut sys = machine("");
