@@ -211,6 +211,7 @@ fn qemu_arm64_survives_hostile_containers_a_full_state_and_a_hung_sysd() {
     let sysctls = ssh.ok(
         "for k in kernel/kptr_restrict kernel/dmesg_restrict kernel/unprivileged_bpf_disabled \
          kernel/yama/ptrace_scope kernel/kexec_load_disabled kernel/sysrq fs/protected_regular \
+         kernel/core_uses_pid \
          net/ipv4/conf/all/rp_filter net/ipv4/conf/eth0/accept_redirects \
          net/ipv6/conf/eth0/accept_redirects; do echo $k=$(cat /proc/sys/$k); done",
     );
@@ -223,6 +224,7 @@ fn qemu_arm64_survives_hostile_containers_a_full_state_and_a_hung_sysd() {
         "kernel/kexec_load_disabled=1",
         "kernel/sysrq=0",
         "fs/protected_regular=2",
+        "kernel/core_uses_pid=1",
         "net/ipv4/conf/all/rp_filter=2",
         "net/ipv4/conf/eth0/accept_redirects=0",
         "net/ipv6/conf/eth0/accept_redirects=0",

@@ -12,7 +12,7 @@ use std::path::Path;
 /// `(sysctl, value)`, written in this order. Values the Debian kernel already
 /// defaults to are written too, so the running system does not depend on a
 /// distribution patch or build option.
-pub const SYSCTLS: [(&str, &str); 20] = [
+pub const SYSCTLS: [(&str, &str); 21] = [
     // Kernel pointers and the kernel log are not for unprivileged eyes.
     ("kernel.kptr_restrict", "2"),
     ("kernel.dmesg_restrict", "1"),
@@ -27,6 +27,9 @@ pub const SYSCTLS: [(&str, &str); 20] = [
     // No magic SysRq keys: nobody sits at a Ballast console keyboard.
     ("kernel.sysrq", "0"),
     ("kernel.randomize_va_space", "2"),
+    // A core dump (where a container allows one) names its process (lynis
+    // KRNL-6000).
+    ("kernel.core_uses_pid", "1"),
     // No core dumps of setuid programs; links and FIFOs in sticky directories
     // cannot be used to trick a privileged writer.
     ("fs.suid_dumpable", "0"),
