@@ -335,9 +335,9 @@ fn qemu_armv7_upgrade_and_rollback_over_ssh() {
 /// Two QEMU gaps, handled by `ballast run` under the raspi3b profile (see
 /// qemu/raspi3b.toml): QEMU's BCM2835 PM model has no watchdog timer and
 /// resets the machine as soon as Linux's bcm2835_wdt starts it, so `ballast
-/// run` puts `module_blacklist=bcm2835_wdt` in the card's cmdline_extra.txt,
-/// which the boot script adds to the kernel command line (the console says
-/// so: checked below); and QEMU's dwc2 model signals a connection only when a
+/// run` puts `ballast.watchdog=off` in the card's cmdline_extra.txt, which
+/// the boot script adds to the kernel command line and init honours (the
+/// console says both: checked below; the driver stays, for reboot); and QEMU's dwc2 model signals a connection only when a
 /// device is attached (U-Boot's `usb start` consumes it), so `ballast run`
 /// attaches usb-net once U-Boot starts the kernel.
 #[test]
@@ -354,9 +354,12 @@ fn raspi3b_rpi3_arm64_upgrade_and_rollback_over_ssh() {
     // The QEMU-only kernel argument came from the card's cmdline_extra.txt.
     let said = |needle: &str| vm.console.iter().any(|l| l.contains(needle));
     assert!(
-        said("ballast: kernel arguments from cmdline_extra.txt: module_blacklist=bcm2835_wdt"),
+        said("ballast: kernel arguments from cmdline_extra.txt: ballast.watchdog=off"),
         "the boot script did not read cmdline_extra.txt"
     );
+    assert!(said(
+        "ballast.watchdog=off: not opening the hardware watchdog"
+    ));
     assert!(said("cdc_ether"), "no CDC Ethernet device on the console");
     let vm = story.upgrade_and_reboot(vm, &bundle_of(&built2), "0.2.0", "b", "console-2.log");
     let mut vm = story.rollback(vm, "0.1.0", "a", "console-3.log");

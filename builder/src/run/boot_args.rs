@@ -1,5 +1,5 @@
 //! The QEMU profile's `kernel_args` on a U-Boot board's disk (raspi3b:
-//! `module_blacklist=bcm2835_wdt`): `ballast run` writes them to the VM disk's
+//! `ballast.watchdog=off`): `ballast run` writes them to the VM disk's
 //! boot partition as `cmdline_extra.txt`, which the board's boot script adds
 //! to the kernel command line (`ballast_slot::uboot::CMDLINE_EXTRA`), the way a
 //! user adds arguments on a real card. They go into a VM overlay when it is
@@ -175,10 +175,7 @@ mod tests {
             .status()
             .expect("qemu-img: run scripts/setup");
         assert!(ok.success());
-        let args = vec![
-            "module_blacklist=bcm2835_wdt".to_owned(),
-            "quiet".to_owned(),
-        ];
+        let args = vec!["ballast.watchdog=off".to_owned(), "quiet".to_owned()];
         write_overlay(&img, &overlay, &args).unwrap();
         assert_eq!(std::fs::read(&img).unwrap(), before, "the image changed");
         assert!(!overlay.with_extension("args.tmp").exists());
@@ -193,7 +190,7 @@ mod tests {
         assert!(ok.success());
         assert_eq!(
             read_file(&seen, CMDLINE_EXTRA).unwrap(),
-            b"module_blacklist=bcm2835_wdt quiet\n"
+            b"ballast.watchdog=off quiet\n"
         );
         assert_eq!(read_file(&seen, "boot.scr").unwrap(), b"script");
     }

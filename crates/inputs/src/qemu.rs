@@ -38,7 +38,7 @@ pub struct QemuProfile {
     #[serde(default)]
     pub extra_args: Vec<String>,
     /// Kernel arguments this machine model needs and real hardware does not
-    /// (raspi3b: `module_blacklist=bcm2835_wdt`). `ballast run` adds them:
+    /// (raspi3b: `ballast.watchdog=off`). `ballast run` adds them:
     /// on a U-Boot board's disk in the boot partition's `cmdline_extra.txt`,
     /// with `--direct` on the command line.
     #[serde(default)]
