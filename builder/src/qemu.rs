@@ -118,14 +118,52 @@ impl Launch {
         if let Some(port) = self.ssh_port {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
         }
-        cmd.args(["-netdev", &netdev])
-            .args(["-device", &format!("{},netdev=net0", p.net_device)]);
+        cmd.args(["-netdev", &netdev]);
+        // A disk boot under a profile with `net_attach_after` gets its device
+        // later, through the monitor (`attach_net`).
+        if p.net_attach_after.is_none() || self.disk.is_none() {
+            cmd.args(["-device", &format!("{},netdev=net0", p.net_device)]);
+        }
         if self.no_reboot {
             cmd.arg("-no-reboot");
         }
         cmd.args(&p.extra_args);
         cmd
     }
+}
+
+/// A human monitor on a Unix socket at `sock`, for [`attach_net`].
+pub fn monitor_args(sock: &Path) -> Vec<std::ffi::OsString> {
+    let mut arg = std::ffi::OsString::from("unix:");
+    arg.push(sock.as_os_str());
+    arg.push(",server=on,wait=off");
+    vec!["-monitor".into(), arg]
+}
+
+/// Attach the profile's network device to `net0` through the monitor at
+/// `sock` (profiles with `net_attach_after`: see its doc).
+pub fn attach_net(profile: &QemuProfile, sock: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .with_context(|| format!("connecting to QEMU's monitor at {}", sock.display()))?;
+    s.write_all(format!("device_add {},netdev=net0,id=net0dev\n", profile.net_device).as_bytes())
+        .with_context(|| format!("writing to QEMU's monitor at {}", sock.display()))?;
+    // Closing at once may drop the command before the monitor reads it: wait
+    // for its answer (the prompt after the command), briefly.
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("device_add") {
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&seen);
+    if text.contains("Error") || text.contains("error") {
+        bail!("QEMU's monitor refused device_add: {}", text.trim());
+    }
+    Ok(())
 }
 
 /// QEMU arguments that attach a NoCloud seed image read-only as a second

@@ -12,6 +12,8 @@ use crate::build::BuildResult;
 use crate::project::Project;
 use crate::qemu::{self, AccelChoice, DiskBoot, Launch};
 
+mod attach;
+mod boot_args;
 mod live;
 mod netboot;
 mod overlay;
@@ -132,6 +134,13 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
         bail!("--blank-disk: only with --iso or --netboot (a disk boot has its own disk; add data disks with --drive)");
     }
     let mut cmdline = build.cmdline.clone();
+    // The machine model's own needs (raspi3b); a disk gets them below.
+    if args.direct {
+        for extra in &profile.kernel_args {
+            cmdline.push(' ');
+            cmdline.push_str(extra);
+        }
+    }
     for extra in &args.append {
         cmdline.push(' ');
         cmdline.push_str(extra);
@@ -145,10 +154,20 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
                 format!("boot the kernel and initramfs with `ballast run --board {} --direct`, or build a disk image", board.name)
             })?,
         };
+        let uboot_board = !board.boot.files.is_empty()
+            && board.boot.firmware == ballast_inputs::BootFirmware::UBoot;
+        let kernel_args = !profile.kernel_args.is_empty() && uboot_board;
         let image = if args.no_overlay {
+            if kernel_args {
+                boot_args::write_raw(&image, &profile.kernel_args)?;
+            }
             image
         } else {
-            overlay::prepare(&image, args.fresh)?
+            let (overlay, new) = overlay::prepare_new(&image, args.fresh)?;
+            if kernel_args && new {
+                boot_args::write_overlay(&image, &overlay, &profile.kernel_args)?;
+            }
+            overlay
         };
         let mut boot = disk_boot(&profile, &image)?;
         boot.kernel = firmware_kernel(&profile, &build)?;
@@ -199,6 +218,9 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
     if args.watchdog {
         // QEMU's default watchdog action is a reset (with -no-reboot: exit).
         cmd.args(["-device", "i6300esb"]);
+    }
+    if let (Some(after), Some(_)) = (&launch.profile.net_attach_after, &launch.disk) {
+        return attach::run(cmd, &launch.profile, after);
     }
     // Become QEMU: signals (a test's timeout, Ctrl-C) reach it directly and
     // its exit code is ours.

@@ -80,6 +80,8 @@ pub struct Config {
     pub boot: Option<u64>,
     /// Whether `/state` is mounted read-write (else errors go to the console only).
     pub state: bool,
+    /// `ballast.watchdog=off`: leave the hardware watchdog alone.
+    pub watchdog_off: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +177,14 @@ impl Pid1 {
                 ),
             );
         }
-        self.open_watchdog(sys);
+        if self.config.watchdog_off {
+            log!(
+                sys,
+                "ballast.watchdog=off: not opening the hardware watchdog"
+            );
+        } else {
+            self.open_watchdog(sys);
+        }
         if sys.exists(Path::new(SYSD)) {
             self.spawn_sysd(sys);
         } else if self.config.debug.is_none() {
@@ -647,6 +656,7 @@ mod tests {
             debug: None,
             boot: Some(3),
             state: true,
+            watchdog_off: false,
         }
     }
 
@@ -864,6 +874,29 @@ mod tests {
                 )
         );
         assert_eq!(sys.actions[0], Action::SetupSignals);
+    }
+
+    #[test]
+    fn watchdog_off_leaves_the_watchdog_closed() {
+        let mut sys = machine("ballast.slot=a ballast.watchdog=off");
+        sys.nodes.insert(PathBuf::from("/dev/watchdog0"));
+        sys.signals.push_back((20 * S, Signal::Term));
+        sys.file(SYSD_ALIVE, "1000000\n");
+        run(
+            &mut sys,
+            Config {
+                watchdog_off: true,
+                ..config()
+            },
+        );
+        assert!(!sys
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::WatchdogOpen(_))));
+        assert!(sys.pets.is_empty());
+        assert!(sys
+            .messages()
+            .contains(&"ballast.watchdog=off: not opening the hardware watchdog"));
     }
 
     #[test]

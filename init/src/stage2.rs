@@ -134,9 +134,21 @@ pub fn boot(sys: &mut impl Sys) -> Ending {
             None
         }
     };
+    let watchdog_off = cmdline.watchdog_off().unwrap_or_else(|bad| {
+        log!(sys, "{bad}");
+        false
+    });
     mount_cgroup2(sys);
     let state = boot.is_some();
-    children::run(sys, children::Config { debug, boot, state })
+    children::run(
+        sys,
+        children::Config {
+            debug,
+            boot,
+            state,
+            watchdog_off,
+        },
+    )
 }
 
 #[cfg(test)]

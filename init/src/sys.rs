@@ -120,7 +120,10 @@ fn load_hint(errno: Errno) -> &'static str {
     match errno {
         Errno::NOENT => " (unknown symbols, see the kernel lines above: a module it depends on is not loaded; list dependencies first in modules.load)",
         Errno::NOEXEC => " (not a module for this kernel: wrong kernel release, or a compressed .ko; the initramfs must carry uncompressed .ko files)",
-        Errno::KEYREJECTED | Errno::PERM => " (module signature rejected: the kernel enforces signed modules; use the modules from the same kernel package)",
+        Errno::KEYREJECTED => " (module signature rejected: the kernel enforces signed modules; use the modules from the same kernel package)",
+        // The kernel refuses a module named in `module_blacklist=` with EPERM
+        // too (under QEMU's raspi3b, `ballast run` names bcm2835_wdt there).
+        Errno::PERM => " (refused: the module is named in module_blacklist= on the kernel command line, or its signature was rejected: use the modules from the same kernel package)",
         _ => "",
     }
 }

@@ -44,13 +44,15 @@ fn identity(image: &Path) -> Result<String> {
 
 /// The overlay to boot for `image`, made when missing, when `fresh`, or when
 /// the image changed since the overlay was made (a new build).
-pub fn prepare(image: &Path, fresh: bool) -> Result<PathBuf> {
+/// Also says whether the overlay was made now (it then reads exactly as
+/// `image`).
+pub fn prepare_new(image: &Path, fresh: bool) -> Result<(PathBuf, bool)> {
     if !image.is_file() {
         bail!("{}: no such disk image", image.display());
     }
     if format_of(image)? == "qcow2" {
         // Already a VM disk (an overlay made by hand): boot it as it is.
-        return Ok(image.to_path_buf());
+        return Ok((image.to_path_buf(), false));
     }
     let overlay = path_of(image);
     let record = base_record(&overlay);
@@ -64,11 +66,12 @@ pub fn prepare(image: &Path, fresh: bool) -> Result<PathBuf> {
             overlay.display()
         );
     }
-    if fresh || stale || recorded.is_none() || !overlay.is_file() {
+    let new = fresh || stale || recorded.is_none() || !overlay.is_file();
+    if new {
         create(image, &overlay)?;
         std::fs::write(&record, now).with_context(|| format!("writing {}", record.display()))?;
     }
-    Ok(overlay)
+    Ok((overlay, new))
 }
 
 /// A new, empty overlay of `image` (and no UEFI variables: a new machine).
@@ -137,7 +140,8 @@ mod tests {
         let image = dir.path().join("disk.img");
         std::fs::write(&image, vec![7u8; 1 << 20]).unwrap();
 
-        let overlay = prepare(&image, false).unwrap();
+        let (overlay, new) = prepare_new(&image, false).unwrap();
+        assert!(new);
         assert_eq!(overlay, dir.path().join("disk.vm.qcow2"));
         assert_eq!(format_of(&overlay).unwrap(), "qcow2");
         assert_eq!(format_of(&image).unwrap(), "raw");
@@ -160,12 +164,12 @@ mod tests {
             .unwrap()
             .set_len(marker + 512)
             .unwrap();
-        prepare(&image, false).unwrap();
+        assert!(!prepare_new(&image, false).unwrap().1);
         assert_eq!(std::fs::metadata(&overlay).unwrap().len(), marker + 512);
         assert!(vars.is_file(), "a kept VM keeps its UEFI variables");
 
         // --fresh: a new overlay and no old UEFI variables.
-        prepare(&image, true).unwrap();
+        assert!(prepare_new(&image, true).unwrap().1);
         assert_eq!(std::fs::metadata(&overlay).unwrap().len(), marker);
         assert!(!vars.is_file());
 
@@ -174,12 +178,12 @@ mod tests {
         let tmp = dir.path().join("disk.img.new");
         std::fs::write(&tmp, vec![9u8; 1 << 20]).unwrap();
         std::fs::rename(&tmp, &image).unwrap();
-        prepare(&image, false).unwrap();
+        assert!(prepare_new(&image, false).unwrap().1);
         assert!(!vars.is_file(), "an overlay of the old image was reused");
         // The image itself was never written.
         assert_eq!(std::fs::read(&image).unwrap(), vec![9u8; 1 << 20]);
 
         // A qcow2 DISK is booted as it is.
-        assert_eq!(prepare(&overlay, false).unwrap(), overlay);
+        assert_eq!(prepare_new(&overlay, false).unwrap(), (overlay, false));
     }
 }

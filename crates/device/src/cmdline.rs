@@ -21,6 +21,7 @@
 //! | `ballast.live=VOLUME`     | [`Cmdline::live`]             | init, sysd     |
 //! | `ballast.root=URL`        | [`Cmdline::root_url`]         | init, sysd     |
 //! | `ballast.root.ip=...`     | [`Cmdline::root_ip`]          | init           |
+//! | `ballast.watchdog=off`    | [`Cmdline::watchdog_off`]     | init           |
 //!
 //! This module only parses; it never decides what to do about a value.
 
@@ -41,6 +42,7 @@ pub mod keys {
     pub const LIVE: &str = "ballast.live";
     pub const ROOT: &str = "ballast.root";
     pub const ROOT_IP: &str = "ballast.root.ip";
+    pub const WATCHDOG: &str = "ballast.watchdog";
 }
 
 /// One `key` or `key=value` word of the command line.
@@ -229,6 +231,21 @@ impl Cmdline {
         }
     }
 
+    /// `ballast.watchdog=off`: init leaves the hardware watchdog alone (a
+    /// machine model whose watchdog resets at once, QEMU's raspi3b). `on`,
+    /// the default, opens it.
+    pub fn watchdog_off(&self) -> Result<bool, BadValue> {
+        match self.get(keys::WATCHDOG) {
+            None | Some("on") => Ok(false),
+            Some("off") => Ok(true),
+            Some(other) => Err(BadValue {
+                key: keys::WATCHDOG,
+                value: other.to_string(),
+                expected: "on or off",
+            }),
+        }
+    }
+
     /// `ballast.debug=`: what to do when stage 1 ends.
     pub fn debug(&self) -> Result<Option<DebugAction>, BadValue> {
         match self.get(keys::DEBUG) {
@@ -311,6 +328,22 @@ mod tests {
     fn unclosed_quote_runs_to_the_end() {
         let c = Cmdline::parse(r#"a="b c d"#);
         assert_eq!(c.get("a"), Some("b c d"));
+    }
+
+    #[test]
+    fn watchdog_off_only_when_asked() {
+        assert_eq!(Cmdline::parse("quiet").watchdog_off(), Ok(false));
+        assert_eq!(
+            Cmdline::parse("ballast.watchdog=on").watchdog_off(),
+            Ok(false)
+        );
+        assert_eq!(
+            Cmdline::parse("ballast.watchdog=off").watchdog_off(),
+            Ok(true)
+        );
+        assert!(Cmdline::parse("ballast.watchdog=no")
+            .watchdog_off()
+            .is_err());
     }
 
     #[test]

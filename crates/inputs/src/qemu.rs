@@ -37,6 +37,19 @@ pub struct QemuProfile {
     /// Anything else the machine needs, verbatim.
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// Kernel arguments this machine model needs and real hardware does not
+    /// (raspi3b: `ballast.watchdog=off`). `ballast run` adds them:
+    /// on a U-Boot board's disk in the boot partition's `cmdline_extra.txt`,
+    /// with `--direct` on the command line.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
+    /// Attach the network device only once the console prints this text
+    /// (raspi3b: U-Boot's `Starting kernel`), through QEMU's monitor. QEMU's
+    /// dwc2 model signals a connection only when a device is attached, and
+    /// U-Boot consumes that signal, so a device present from the start is
+    /// never seen by Linux.
+    #[serde(default)]
+    pub net_attach_after: Option<String>,
     #[serde(skip)]
     pub path: PathBuf,
 }

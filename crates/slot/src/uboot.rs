@@ -494,7 +494,16 @@ pub struct ScriptParams {
     pub fdt_file: Option<String>,
     /// `name=value` variables set before anything is loaded (load addresses).
     pub env: Vec<String>,
+    /// A text file in the boot partition's root whose contents the script adds
+    /// to the kernel command line when it exists ([`CMDLINE_EXTRA`] on boards
+    /// started by distro boot), the way `cmdline.txt` works on Raspberry Pi
+    /// OS: the user's own arguments, kept across upgrades (a slot's
+    /// `boot.env` is replaced by each one).
+    pub extra_args_file: Option<String>,
 }
+
+/// The boot partition's file of extra kernel arguments on distro-boot boards.
+pub const CMDLINE_EXTRA: &str = "cmdline_extra.txt";
 
 impl ScriptParams {
     /// QEMU `virt` (armv7) with a virtio disk: partition 1, `bootz`, U-Boot's DT.
@@ -507,6 +516,7 @@ impl ScriptParams {
             fdt: "${fdtcontroladdr}".into(),
             fdt_file: None,
             env: Vec::new(),
+            extra_args_file: None,
         }
     }
 
@@ -522,6 +532,7 @@ impl ScriptParams {
             fdt: "${fdtcontroladdr}".into(),
             fdt_file: Some("dtbs/${fdtfile}".into()),
             env: env.to_vec(),
+            extra_args_file: Some(CMDLINE_EXTRA.into()),
         }
     }
 }
@@ -646,10 +657,11 @@ pub fn boot_script(p: &ScriptParams) -> String {
          if fatload {dev} ${{ramdisk_addr_r}} ballast/${{ballast_boot}}/boot.env; then\n\
          \x20 env import -t ${{ramdisk_addr_r}} ${{filesize}} ballast_args ballast_version\n\
          fi\n\
+         {extra_load}\
          if fatload {dev} ${{kernel_addr_r}} ballast/${{ballast_boot}}/{kernel}; then\n\
          {fdt_load}\
          \x20 if fatload {dev} ${{ramdisk_addr_r}} ballast/${{ballast_boot}}/{initrd}; then\n\
-         \x20   setenv bootargs \"${{ballast_args}} ballast.slot=${{ballast_boot}}\"\n\
+         \x20   setenv bootargs \"${{ballast_args}}{extra_arg} ballast.slot=${{ballast_boot}}\"\n\
          \x20   echo \"ballast: starting version ${{ballast_version}} from slot ${{ballast_boot}}\"\n\
          \x20   {cmd} ${{kernel_addr_r}} ${{ramdisk_addr_r}}:${{filesize}} {fdt}\n\
          \x20 fi\n\
@@ -658,6 +670,30 @@ pub fn boot_script(p: &ScriptParams) -> String {
         kernel = boot_files::KERNEL,
         initrd = boot_files::INITRD,
         cmd = p.boot_cmd,
+        // The file's text, NUL-terminated in memory so `setexpr.s` reads it
+        // as a string (a trailing newline is whitespace to the kernel). A
+        // U-Boot without setexpr (the BeagleBone's) must not write to an
+        // empty address: the file is ignored there.
+        extra_load = match &p.extra_args_file {
+            Some(file) => format!(
+                "setenv ballast_extra\n\
+                 if fatload {dev} ${{ramdisk_addr_r}} {file}; then\n\
+                 \x20 if setexpr ballast_end ${{ramdisk_addr_r}} + ${{filesize}}; then\n\
+                 \x20   mw.b ${{ballast_end}} 0 1\n\
+                 \x20   setexpr.s ballast_extra *${{ramdisk_addr_r}}\n\
+                 \x20   echo \"ballast: kernel arguments from {file}: ${{ballast_extra}}\"\n\
+                 \x20 else\n\
+                 \x20   echo \"ballast: {file} ignored: this U-Boot has no setexpr\"\n\
+                 \x20 fi\n\
+                 fi\n"
+            ),
+            None => String::new(),
+        },
+        extra_arg = if p.extra_args_file.is_some() {
+            " ${ballast_extra}"
+        } else {
+            ""
+        },
         fdt = if p.fdt_file.is_some() {
             "${ballast_fdt}"
         } else {
@@ -902,6 +938,26 @@ mod tests {
         let dt = s.find("dtbs/${fdtfile}").unwrap();
         let rd = s.find("ballast/${ballast_boot}/initrd.img").unwrap();
         assert!(dt < rd);
+        // The user's extra kernel arguments, read before the kernel, added
+        // before the slot (so ballast.slot is the script's, whatever they say).
+        let extra = s
+            .find(&format!(
+                "if fatload {dev} ${{ramdisk_addr_r}} cmdline_extra.txt; then"
+            ))
+            .unwrap();
+        assert!(extra < s.find("ballast/${ballast_boot}/vmlinuz").unwrap());
+        assert!(s.contains("setexpr.s ballast_extra *${ramdisk_addr_r}"));
+        assert!(s.contains(
+            "setenv bootargs \"${ballast_args} ${ballast_extra} ballast.slot=${ballast_boot}\""
+        ));
+    }
+
+    #[test]
+    fn qemu_arm_script_reads_no_extra_arguments() {
+        // Its script stays as it was before cmdline_extra.txt existed.
+        let s = boot_script(&ScriptParams::qemu_arm());
+        assert!(!s.contains("cmdline_extra"));
+        assert!(s.contains("setenv bootargs \"${ballast_args} ballast.slot=${ballast_boot}\""));
     }
 
     #[test]
