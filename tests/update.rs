@@ -340,7 +340,13 @@ fn qemu_armv7_upgrade_and_rollback_over_ssh() {
 /// console says both: checked below; the driver stays, for reboot); and QEMU's dwc2 model signals a connection only when a
 /// device is attached (U-Boot's `usb start` consumes it), so `ballast run`
 /// attaches usb-net once U-Boot starts the kernel.
+///
+/// Not in CI: it passed alone in 25.8 minutes on a loaded 2-core host (its
+/// own two builds 9.4 min; raspi3b to ready 157 s; the upgrade 331 s over
+/// QEMU's full-speed USB network at about 0.1 MB/s), more than half of CI's
+/// whole budget. Run it by hand with `--ignored`.
 #[test]
+#[ignore = "CI time: about 26 minutes alone (raspi3b under TCG, USB network at 0.1 MB/s); run with --ignored"]
 fn raspi3b_rpi3_arm64_upgrade_and_rollback_over_ssh() {
     let _story = common::story();
     let (story, _, built2) = builds("rpi3-arm64", &[]);
