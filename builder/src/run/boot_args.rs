@@ -7,7 +7,7 @@
 //! itself with `--no-overlay` (the VM's own card).
 
 use anyhow::{bail, Context, Result};
-use ballast_disk::{types, TableKind, SECTOR};
+use ballast_disk::SECTOR;
 use std::fs::{File, OpenOptions};
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -20,17 +20,12 @@ fn text(args: &[String]) -> Vec<u8> {
     format!("{}\n", args.join(" ")).into_bytes()
 }
 
-/// Byte offset and length of the boot partition of the raw disk `f`: the
-/// first FAT partition (MBR 0x0b, 0x0c, 0xef; GPT ESP), else partition 1.
+/// Byte offset and length of the boot partition of the raw disk `f`, found
+/// as the installer and `ballast flash` find it ([`ballast_install::boot_partition`]).
 fn boot_partition(f: &mut File, name: &Path) -> Result<(u64, u64)> {
     let table = ballast_disk::read_table(f, SECTOR)
         .with_context(|| format!("{}: reading the partition table", name.display()))?;
-    let fat = table.partitions.iter().find(|p| match table.kind {
-        TableKind::Gpt => p.type_guid == types::ESP,
-        TableKind::Mbr => matches!(p.mbr_type, 0x0b | 0x0c | 0xef),
-    });
-    let p = fat
-        .or_else(|| table.partitions.first())
+    let p = ballast_install::boot_partition(&table)
         .with_context(|| format!("{}: the disk has no partitions", name.display()))?;
     Ok((p.start_lba * SECTOR, (p.end_lba + 1 - p.start_lba) * SECTOR))
 }

@@ -34,7 +34,7 @@ pub mod source;
 pub mod target;
 pub mod write;
 
-pub use bootconfig::{BootConfig, CONFIG_FILES};
+pub use bootconfig::{boot_partition, BootConfig, CONFIG_FILES};
 pub use error::InstallError;
 pub use fill::{Codec, Fill};
 pub use manifest::Manifest;
