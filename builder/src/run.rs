@@ -13,7 +13,7 @@ use crate::project::Project;
 use crate::qemu::{self, AccelChoice, DiskBoot, Launch};
 
 mod attach;
-mod boot_args;
+pub mod boot_args;
 mod live;
 mod netboot;
 mod overlay;

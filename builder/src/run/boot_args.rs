@@ -33,15 +33,21 @@ fn boot_partition(f: &mut File, name: &Path) -> Result<(u64, u64)> {
 /// Write the file into the boot partition of the raw disk `disk` (booted
 /// with `--no-overlay`: the VM writes to it anyway).
 pub fn write_raw(disk: &Path, args: &[String]) -> Result<()> {
+    write_boot_files(disk, &[(CMDLINE_EXTRA.into(), text(args))])
+}
+
+/// Add or replace `files` (path on the partition, content) in the boot
+/// partition of the raw disk `disk`, in place.
+pub fn write_boot_files(disk: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)
         .open(disk)
         .with_context(|| format!("opening {}", disk.display()))?;
     let (offset, len) = boot_partition(&mut f, disk)?;
-    let f =
-        ballast_disk::fat::write_files(f, offset, len, disk, &[(CMDLINE_EXTRA.into(), text(args))])
-            .with_context(|| format!("{}: writing {CMDLINE_EXTRA}", disk.display()))?;
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    let f = ballast_disk::fat::write_files(f, offset, len, disk, files)
+        .with_context(|| format!("{}: writing {}", disk.display(), names.join(", ")))?;
     f.sync_all()
         .with_context(|| format!("syncing {}", disk.display()))
 }
