@@ -64,6 +64,8 @@ struct RawHealth {
     path: Option<String>,
     /// Path of a unix socket that accepts connections (containerd's gRPC socket).
     unix: Option<String>,
+    /// Path of a file the service creates once it is ready.
+    ready_file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -92,6 +94,10 @@ pub enum Health {
     /// A connect to the unix socket at this host path succeeds (a gRPC API such
     /// as containerd's, which answers no HTTP/1).
     Unix(PathBuf),
+    /// The service created this file (a host path): it says itself that it is
+    /// ready, the way `sd_notify(READY=1)` or s6's notification fd do. sysd
+    /// removes the file before every start, so only this run's file counts.
+    ReadyFile(PathBuf),
 }
 
 /// One validated definition.
@@ -185,13 +191,14 @@ fn parse_health(h: &RawHealth, file: &Path) -> Result<Health, ServiceDefError> {
         h.running_ms.is_some(),
         h.unix_http.is_some(),
         h.unix.is_some(),
+        h.ready_file.is_some(),
     ]
     .iter()
     .filter(|g| **g)
     .count();
     if given > 1 {
         return Err(bad(
-            "health: give one of `tcp`, `unix_http`, `unix` or `running_ms`, not several"
+            "health: give one of `tcp`, `unix_http`, `unix`, `ready_file` or `running_ms`, not several"
                 .to_string(),
         ));
     }
@@ -235,7 +242,15 @@ fn parse_health(h: &RawHealth, file: &Path) -> Result<Health, ServiceDefError> {
         }
         return Ok(Health::Unix(PathBuf::from(socket)));
     }
-    Err(bad("[health] is empty; set `tcp = \"IP:PORT\"`, `unix_http = \"/PATH.sock\"`, `unix = \"/PATH.sock\"` or `running_ms = N`, or remove the table".to_string()))
+    if let Some(file) = &h.ready_file {
+        if !file.starts_with("/run/") || file.split('/').any(|c| c == "..") {
+            return Err(bad(format!(
+                "health.ready_file: `{file}` is not a path under /run (e.g. \"/run/ballast/network.ready\"); it is a path on the host, and must not outlive the boot"
+            )));
+        }
+        return Ok(Health::ReadyFile(PathBuf::from(file)));
+    }
+    Err(bad("[health] is empty; set `tcp = \"IP:PORT\"`, `unix_http = \"/PATH.sock\"`, `unix = \"/PATH.sock\"`, `ready_file = \"/run/PATH\"` or `running_ms = N`, or remove the table".to_string()))
 }
 
 /// A definition directory found in the system directory.
@@ -375,6 +390,25 @@ tcp = "127.0.0.1:22"
         let e = p("[health]\nunix = \"/run/c.sock\"\npath = \"/\"").unwrap_err();
         assert!(e.contains("health.path"), "{e}");
         let e = p("[health]\nunix = \"/run/c.sock\"\nunix_http = \"/run/c.sock\"").unwrap_err();
+        assert!(e.contains("not several"), "{e}");
+    }
+
+    #[test]
+    fn ready_file_health_is_a_path_under_run() {
+        let d = p("[health]\nready_file = \"/run/ballast/network.ready\"").unwrap();
+        assert!(d.health_explicit);
+        assert_eq!(
+            d.health,
+            Health::ReadyFile("/run/ballast/network.ready".into())
+        );
+        for bad in ["/state/ready", "run/x", "/run/../state/x"] {
+            let e = p(&format!("[health]\nready_file = \"{bad}\"")).unwrap_err();
+            assert!(
+                e.contains("health.ready_file:") && e.contains("under /run"),
+                "{e}"
+            );
+        }
+        let e = p("[health]\nready_file = \"/run/x\"\nrunning_ms = 5").unwrap_err();
         assert!(e.contains("not several"), "{e}");
     }
 

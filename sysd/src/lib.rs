@@ -432,6 +432,18 @@ fn perform(
 ) {
     match a {
         Action::Start(name) => {
+            // Only this run's ready file may say it is ready.
+            let ready_file = lock(&shared.sup).ready_file(&name);
+            if let Some(path) = ready_file {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        say(&format!(
+                            "{name}: cannot remove its old ready file {}: {e}",
+                            path.display()
+                        ));
+                    }
+                }
+            }
             let res = match containers.get(&name) {
                 Some(b) => {
                     let log = shared.logs.get(&name);
@@ -468,6 +480,11 @@ fn perform(
         }
         Action::CheckUnixHttp { name, socket, path } => {
             if health::unix_http_ok(&socket, &path) {
+                lock(&shared.sup).health_ok(&name, shared.now_ms());
+            }
+        }
+        Action::CheckReadyFile { name, path } => {
+            if path.symlink_metadata().is_ok() {
                 lock(&shared.sup).health_ok(&name, shared.now_ms());
             }
         }

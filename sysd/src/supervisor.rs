@@ -22,8 +22,10 @@ use crate::definition::{Def, Health, Policy};
 pub const BACKOFF_RESET_MS: u64 = 60_000;
 /// SIGTERM, then SIGKILL after this long.
 pub const STOP_GRACE_MS: u64 = 5_000;
-/// Interval between TCP health probes while a service is not yet healthy.
-pub const TCP_CHECK_INTERVAL_MS: u64 = 500;
+/// Interval between health probes (TCP, unix socket, ready file) while a
+/// service is not yet healthy: short, because `ballast-ready` waits on them,
+/// and each is one cheap local call.
+pub const PROBE_INTERVAL_MS: u64 = 100;
 /// How long after a failed exit its last lines are read: the log pump thread copies
 /// the pipe's last bytes after the process is reaped.
 pub const REPORT_DELAY_MS: u64 = 250;
@@ -56,6 +58,11 @@ pub enum Action {
         name: String,
         socket: std::path::PathBuf,
         path: String,
+    },
+    /// Look for the service's ready file; report `health_ok` when it is there.
+    CheckReadyFile {
+        name: String,
+        path: std::path::PathBuf,
     },
     /// Connect to the unix socket; report `health_ok` when it succeeds.
     CheckUnix {
@@ -346,7 +353,7 @@ impl Supervisor {
                                 pid,
                                 started_at,
                                 healthy_at: None,
-                                next_check: now + TCP_CHECK_INTERVAL_MS,
+                                next_check: now + PROBE_INTERVAL_MS,
                             };
                         }
                     }
@@ -361,7 +368,21 @@ impl Supervisor {
                                 pid,
                                 started_at,
                                 healthy_at: None,
-                                next_check: now + TCP_CHECK_INTERVAL_MS,
+                                next_check: now + PROBE_INTERVAL_MS,
+                            };
+                        }
+                    }
+                    Health::ReadyFile(path) => {
+                        if now >= next_check {
+                            actions.push(Action::CheckReadyFile {
+                                name,
+                                path: path.clone(),
+                            });
+                            s.phase = Phase::Running {
+                                pid,
+                                started_at,
+                                healthy_at: None,
+                                next_check: now + PROBE_INTERVAL_MS,
                             };
                         }
                     }
@@ -375,7 +396,7 @@ impl Supervisor {
                                 pid,
                                 started_at,
                                 healthy_at: None,
-                                next_check: now + TCP_CHECK_INTERVAL_MS,
+                                next_check: now + PROBE_INTERVAL_MS,
                             };
                         }
                     }
@@ -556,6 +577,17 @@ impl Supervisor {
     /// What cannot go on while `name` is down: `ballast-ready` when it (or a service
     /// that needs it) is required, then every service that starts after it, directly
     /// or through another one, in dependency order.
+    /// The ready file `name` says it is ready with, if its health is one.
+    pub fn ready_file(&self, name: &str) -> Option<std::path::PathBuf> {
+        self.svcs
+            .iter()
+            .find(|s| s.def.name == name)
+            .and_then(|s| match &s.def.health {
+                Health::ReadyFile(p) => Some(p.clone()),
+                _ => None,
+            })
+    }
+
     pub fn blocks(&self, name: &str) -> Vec<String> {
         let mut down: HashSet<&str> = HashSet::from([name]);
         let mut after = Vec::new();
@@ -889,6 +921,32 @@ mod tests {
         s.started("network", 10, 0);
         // No [health] on network: running is enough for dependents.
         assert_eq!(starts(&s.tick(1)), vec!["ssh"]);
+    }
+
+    #[test]
+    fn a_ready_file_is_probed_until_the_service_says_it_is_ready() {
+        let mut net = def("network", &[], true);
+        net.health = Health::ReadyFile("/run/ballast/network.ready".into());
+        net.health_explicit = true;
+        let (mut s, _) = Supervisor::new(vec![net, def("ssh", &["network"], true)]);
+        assert_eq!(
+            s.ready_file("network"),
+            Some("/run/ballast/network.ready".into())
+        );
+        assert_eq!(s.ready_file("ssh"), None);
+        assert_eq!(starts(&s.tick(0)), vec!["network"]);
+        s.started("network", 10, 0);
+        let probe = |a: &[Action]| {
+            a.iter()
+                .any(|a| matches!(a, Action::CheckReadyFile { name, .. } if name == "network"))
+        };
+        assert!(probe(&s.tick(1)));
+        // Not again before the interval; again after it.
+        assert!(!probe(&s.tick(50)));
+        let a = s.tick(1 + PROBE_INTERVAL_MS);
+        assert!(probe(&a) && starts(&a).is_empty());
+        s.health_ok("network", 150);
+        assert_eq!(starts(&s.tick(151)), vec!["ssh"]);
     }
 
     #[test]
