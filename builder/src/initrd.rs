@@ -85,7 +85,7 @@ pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
         .filter(|m| !db.is_builtin(m))
         .cloned()
         .collect();
-    let paths = db.closure(&wanted).with_context(|| {
+    let waves = db.waves(&wanted).with_context(|| {
         format!(
             "finding the modules stage 1 needs in kernel {}",
             kernel.release
@@ -107,20 +107,27 @@ pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
         os_release(inputs.version, inputs.board, inputs.rollback_index)?.into_bytes(),
     );
 
+    // init/src/modules.rs reads this: `# kver=`, then each wave after a
+    // `# wave N` line (a wave's modules need only earlier waves': stage 1
+    // loads each wave's together).
     let mut load = format!("# kver={}\n", kernel.release);
-    for rel in &paths {
-        let src = kernel.modules_dir.join(rel);
-        let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
-        let (plain, data) = modules::decompress(rel, &bytes)
-            .with_context(|| format!("decompressing {}", src.display()))?;
-        let plain = plain.to_string_lossy().into_owned();
-        fs.add_file(
-            &format!("lib/modules/{}/{plain}", kernel.release),
-            0o644,
-            data,
-        );
-        load.push_str(&plain);
-        load.push('\n');
+    for (n, wave) in waves.iter().enumerate() {
+        load.push_str(&format!("# wave {n}\n"));
+        for rel in wave {
+            let src = kernel.modules_dir.join(rel);
+            let bytes =
+                std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+            let (plain, data) = modules::decompress(rel, &bytes)
+                .with_context(|| format!("decompressing {}", src.display()))?;
+            let plain = plain.to_string_lossy().into_owned();
+            fs.add_file(
+                &format!("lib/modules/{}/{plain}", kernel.release),
+                0o644,
+                data,
+            );
+            load.push_str(&plain);
+            load.push('\n');
+        }
     }
     // The kernel reads firmware from the root it has while the driver
     // probes: stage 1's, as the board's drivers load there.
@@ -143,7 +150,7 @@ pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
     Ok(Assembled {
         bytes,
         compression: compression.name().to_owned(),
-        modules: paths.len(),
+        modules: waves.iter().map(Vec::len).sum(),
         epoch: mtime,
     })
 }

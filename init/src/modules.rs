@@ -16,13 +16,19 @@ use std::path::{Component, Path, PathBuf};
 /// Where the builder puts the list in the initramfs.
 pub const MODULES_LOAD: &str = "/etc/ballast/modules.load";
 
+/// A line that starts a wave: the modules after it depend only on modules
+/// of earlier waves, so a wave may load in parallel.
+pub const WAVE: &str = "# wave";
+
 /// The parsed list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModulesLoad {
     /// The kernel release the modules were built for (`# kver=` header).
     pub kver: String,
-    /// Module files relative to `/lib/modules/KVER`, in load order.
-    pub modules: Vec<PathBuf>,
+    /// Module files relative to `/lib/modules/KVER`, in waves: each wave after
+    /// the modules it depends on. Without `# wave` lines, each module is its
+    /// own wave (loaded one after another, in the file's order).
+    pub waves: Vec<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,9 +52,15 @@ impl ModulesLoad {
             .ok_or_else(|| ModulesLoadError::MissingKver {
                 found: first.to_string(),
             })?;
-        let mut modules = Vec::new();
+        let mut waves: Vec<Vec<PathBuf>> = Vec::new();
+        let mut marked = false;
         for (index, line) in lines {
             let line = line.trim();
+            if line == WAVE || line.starts_with(&format!("{WAVE} ")) {
+                marked = true;
+                waves.push(Vec::new());
+                continue;
+            }
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
@@ -62,12 +74,21 @@ impl ModulesLoad {
                     path: line.to_string(),
                 });
             }
-            modules.push(path.to_path_buf());
+            match waves.last_mut() {
+                Some(wave) if marked => wave.push(path.to_path_buf()),
+                _ => waves.push(vec![path.to_path_buf()]),
+            }
         }
+        waves.retain(|w| !w.is_empty());
         Ok(ModulesLoad {
             kver: kver.to_string(),
-            modules,
+            waves,
         })
+    }
+
+    /// Every module, in the file's order.
+    pub fn modules(&self) -> impl Iterator<Item = &PathBuf> {
+        self.waves.iter().flatten()
     }
 
     /// The absolute path of a listed module inside the initramfs.
@@ -89,24 +110,34 @@ mod tests {
                     kernel/drivers/block/virtio_blk.ko\n";
         let list = ModulesLoad::parse(text).unwrap();
         assert_eq!(list.kver, "6.1.0-28-amd64");
+        // No wave lines: one module per wave, in order.
         assert_eq!(
-            list.modules,
+            list.waves,
             [
-                PathBuf::from("kernel/drivers/virtio/virtio_ring.ko"),
-                PathBuf::from("kernel/drivers/block/virtio_blk.ko"),
+                vec![PathBuf::from("kernel/drivers/virtio/virtio_ring.ko")],
+                vec![PathBuf::from("kernel/drivers/block/virtio_blk.ko")],
             ]
         );
         assert_eq!(
-            list.full_path(&list.modules[1]),
+            list.full_path(&list.waves[1][0]),
             PathBuf::from("/lib/modules/6.1.0-28-amd64/kernel/drivers/block/virtio_blk.ko")
         );
+    }
+
+    #[test]
+    fn wave_lines_group_modules_that_may_load_together() {
+        let text = "# kver=6.1.0-28-arm64\n# wave 0\na.ko\nb.ko\n# wave 1\nc.ko\n# wave 2\n";
+        let list = ModulesLoad::parse(text).unwrap();
+        let p = PathBuf::from;
+        assert_eq!(list.waves, [vec![p("a.ko"), p("b.ko")], vec![p("c.ko")]]);
+        assert_eq!(list.modules().count(), 3);
     }
 
     #[test]
     fn header_only_means_no_modules() {
         let list = ModulesLoad::parse("#kver=6.1.0-28-arm64").unwrap();
         assert_eq!(list.kver, "6.1.0-28-arm64");
-        assert!(list.modules.is_empty());
+        assert!(list.waves.is_empty());
     }
 
     #[test]

@@ -344,16 +344,21 @@ pub fn load_modules(sys: &mut impl Sys) -> Result<ModuleReport, Stage1Error> {
     }
     let start = sys.now();
     let mut report = ModuleReport {
-        listed: list.modules.len(),
+        listed: list.modules().count(),
         ..ModuleReport::default()
     };
-    for module in &list.modules {
-        match sys.finit_module(&list.full_path(module)) {
-            Ok(()) => report.loaded += 1,
-            Err(ModuleError::Load(Errno::EXIST)) => report.already += 1,
-            Err(e) => {
-                report.failed += 1;
-                log!(sys, "module {}: {e}; continuing", module.display());
+    // Wave by wave: a wave's modules need only earlier waves', so the
+    // modules of one wave load together.
+    for wave in &list.waves {
+        let paths: Vec<std::path::PathBuf> = wave.iter().map(|m| list.full_path(m)).collect();
+        for (module, result) in wave.iter().zip(sys.finit_modules(&paths)) {
+            match result {
+                Ok(()) => report.loaded += 1,
+                Err(ModuleError::Load(Errno::EXIST)) => report.already += 1,
+                Err(e) => {
+                    report.failed += 1;
+                    log!(sys, "module {}: {e}; continuing", module.display());
+                }
             }
         }
     }

@@ -178,6 +178,12 @@ pub trait Sys {
     fn kernel_release(&self) -> String;
     /// Opens `path` and calls `finit_module(fd, "", 0)`.
     fn finit_module(&mut self, path: &Path) -> Result<(), ModuleError>;
+    /// [`Sys::finit_module`] for modules that do not depend on each other
+    /// (one wave of `modules.load`), in any order; the results in `paths`'
+    /// order. The real one loads them on several threads.
+    fn finit_modules(&mut self, paths: &[PathBuf]) -> Vec<Result<(), ModuleError>> {
+        paths.iter().map(|p| self.finit_module(p)).collect()
+    }
     fn sync(&mut self);
     /// `reboot(2)`; on success the real call does not return.
     fn reboot(&mut self, how: Shutdown) -> Result<(), Errno>;
@@ -341,6 +347,57 @@ fn stdio_is_console() -> bool {
     }
 }
 
+fn load_module(path: &Path) -> Result<(), ModuleError> {
+    let fd = fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(ModuleError::Open)?;
+    rustix::system::finit_module(&fd, c"", 0).map_err(ModuleError::Load)
+}
+
+/// Most threads one wave of modules is loaded on: a module's load is mostly
+/// the kernel relocating and checking it, which runs on the calling CPU.
+const MODULE_THREADS: usize = 4;
+
+/// Load `paths` on up to one thread per CPU ([`MODULE_THREADS`] at most),
+/// each taking the next module not yet taken. A thread that cannot be
+/// started leaves its share to the others (this thread always works too).
+fn load_modules_in_parallel(paths: &[PathBuf]) -> Vec<Result<(), ModuleError>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(path) = paths.get(i) else {
+                return done;
+            };
+            done.push((i, load_module(path)));
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MODULE_THREADS)
+        .min(paths.len());
+    let mut results: Vec<Option<Result<(), ModuleError>>> = paths.iter().map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
+            .collect();
+        let mut all = work();
+        for h in helpers {
+            // A helper only calls syscalls; if it panicked anyway, its
+            // modules are reported as not loaded below.
+            all.extend(h.join().unwrap_or_default());
+        }
+        for (i, r) in all {
+            results[i] = Some(r);
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(ModuleError::Load(Errno::CANCELED))))
+        .collect()
+}
+
 impl Sys for LinuxSys {
     fn now(&self) -> Duration {
         let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -392,9 +449,11 @@ impl Sys for LinuxSys {
     }
 
     fn finit_module(&mut self, path: &Path) -> Result<(), ModuleError> {
-        let fd = fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(ModuleError::Open)?;
-        rustix::system::finit_module(&fd, c"", 0).map_err(ModuleError::Load)
+        load_module(path)
+    }
+
+    fn finit_modules(&mut self, paths: &[PathBuf]) -> Vec<Result<(), ModuleError>> {
+        load_modules_in_parallel(paths)
     }
 
     fn sync(&mut self) {

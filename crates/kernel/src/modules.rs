@@ -245,6 +245,39 @@ impl ModuleDb {
     /// Files to load for `names`, relative to the modules directory, each after the
     /// modules it depends on, each once. Built-in modules are skipped.
     pub fn closure(&self, names: &[String]) -> Result<Vec<PathBuf>, ModulesError> {
+        Ok(self
+            .ordered(names)?
+            .into_iter()
+            .map(|(_, path)| path)
+            .collect())
+    }
+
+    /// [`ModuleDb::closure`] in waves: wave 0 holds the modules that depend
+    /// on no other module of the list, wave N those whose deepest dependency
+    /// is in wave N-1. A wave's modules may load in any order, or together.
+    pub fn waves(&self, names: &[String]) -> Result<Vec<Vec<PathBuf>>, ModulesError> {
+        let mut depth: BTreeMap<String, usize> = BTreeMap::new();
+        let mut waves: Vec<Vec<PathBuf>> = Vec::new();
+        for (name, path) in self.ordered(names)? {
+            let mut d = 0;
+            if let Some(module) = self.modules.get(&name) {
+                for dep in self.deps_of(module)? {
+                    if let Some(dd) = depth.get(&dep) {
+                        d = d.max(dd + 1);
+                    }
+                }
+            }
+            depth.insert(name, d);
+            if waves.len() <= d {
+                waves.resize_with(d + 1, Vec::new);
+            }
+            waves[d].push(path);
+        }
+        Ok(waves)
+    }
+
+    /// The closure as (module name, file), each after its dependencies.
+    fn ordered(&self, names: &[String]) -> Result<Vec<(String, PathBuf)>, ModulesError> {
         let mut done: BTreeSet<String> = BTreeSet::new();
         let mut out = Vec::new();
         for name in names {
@@ -269,7 +302,7 @@ impl ModuleDb {
         name: &str,
         stack: &mut Vec<String>,
         done: &mut BTreeSet<String>,
-        out: &mut Vec<PathBuf>,
+        out: &mut Vec<(String, PathBuf)>,
     ) -> Result<(), ModulesError> {
         if done.contains(name) {
             return Ok(());
@@ -298,7 +331,7 @@ impl ModuleDb {
         }
         stack.pop();
         done.insert(name.to_string());
-        out.push(module.path.clone());
+        out.push((name.to_string(), module.path.clone()));
         Ok(())
     }
 }

@@ -265,3 +265,41 @@ fn decompressed_module_is_the_elf_and_plain_one_passes_through() {
     assert_eq!(name, Path::new("kernel/lib/crc16.ko"));
     assert_eq!(bytes, plain);
 }
+
+#[test]
+fn waves_put_each_module_one_wave_after_its_deepest_dependency() {
+    let db = ModuleDb::load(&fixtures().join("modules-dep-amd64")).unwrap();
+    let wanted = [
+        "dm_verity".to_string(),
+        "dm-mod".to_string(),
+        "ext4".into(),
+        "vfat".into(),
+    ];
+    let waves = db.waves(&wanted).unwrap();
+    let wave_of = |n: &str| {
+        waves
+            .iter()
+            .position(|w| names(w).iter().any(|g| g == n))
+            .unwrap_or_else(|| panic!("{n} not in {waves:?}"))
+    };
+    // Leaves first, together; each module after its deepest dependency.
+    for leaf in [
+        "dm-mod.ko",
+        "crc16.ko",
+        "mbcache.ko",
+        "fat.ko",
+        "reed_solomon.ko",
+    ] {
+        assert_eq!(wave_of(leaf), 0, "{leaf}: {waves:?}");
+    }
+    assert_eq!(wave_of("dm-bufio.ko"), wave_of("dm-mod.ko") + 1);
+    assert!(wave_of("dm-verity.ko") > wave_of("dm-bufio.ko"));
+    assert_eq!(wave_of("vfat.ko"), 1);
+    assert!(wave_of("ext4.ko") > wave_of("jbd2.ko"));
+    // The same modules as the closure, each once.
+    let mut flat: Vec<PathBuf> = waves.concat();
+    let mut closure = db.closure(&wanted).unwrap();
+    flat.sort();
+    closure.sort();
+    assert_eq!(flat, closure);
+}
