@@ -346,9 +346,9 @@ impl Supervisor {
                             );
                         }
                     }
-                    &Health::Tcp(addr) => {
-                        if now >= next_check {
-                            actions.push(Action::CheckTcp { name, addr });
+                    probed if now >= next_check => {
+                        if let Some(check) = probe(name, probed) {
+                            actions.push(check);
                             s.phase = Phase::Running {
                                 pid,
                                 started_at,
@@ -357,49 +357,7 @@ impl Supervisor {
                             };
                         }
                     }
-                    Health::UnixHttp { socket, path } => {
-                        if now >= next_check {
-                            actions.push(Action::CheckUnixHttp {
-                                name,
-                                socket: socket.clone(),
-                                path: path.clone(),
-                            });
-                            s.phase = Phase::Running {
-                                pid,
-                                started_at,
-                                healthy_at: None,
-                                next_check: now + PROBE_INTERVAL_MS,
-                            };
-                        }
-                    }
-                    Health::ReadyFile(path) => {
-                        if now >= next_check {
-                            actions.push(Action::CheckReadyFile {
-                                name,
-                                path: path.clone(),
-                            });
-                            s.phase = Phase::Running {
-                                pid,
-                                started_at,
-                                healthy_at: None,
-                                next_check: now + PROBE_INTERVAL_MS,
-                            };
-                        }
-                    }
-                    Health::Unix(socket) => {
-                        if now >= next_check {
-                            actions.push(Action::CheckUnix {
-                                name,
-                                socket: socket.clone(),
-                            });
-                            s.phase = Phase::Running {
-                                pid,
-                                started_at,
-                                healthy_at: None,
-                                next_check: now + PROBE_INTERVAL_MS,
-                            };
-                        }
-                    }
+                    _ => {}
                 },
                 Phase::Running {
                     healthy_at: Some(h),
@@ -837,6 +795,28 @@ pub enum RequestError {
 
 fn unknown(name: &str) -> RequestError {
     RequestError::Unknown(name.to_string())
+}
+
+/// The action that probes `health` for service `name`; each reports
+/// `health_ok` when it passes. `running_ms` has none: `tick` times it.
+fn probe(name: String, health: &Health) -> Option<Action> {
+    Some(match health {
+        &Health::Tcp(addr) => Action::CheckTcp { name, addr },
+        Health::UnixHttp { socket, path } => Action::CheckUnixHttp {
+            name,
+            socket: socket.clone(),
+            path: path.clone(),
+        },
+        Health::Unix(socket) => Action::CheckUnix {
+            name,
+            socket: socket.clone(),
+        },
+        Health::ReadyFile(path) => Action::CheckReadyFile {
+            name,
+            path: path.clone(),
+        },
+        Health::RunningMs(_) => return None,
+    })
 }
 
 /// Apply the restart policy after an unrequested exit or a failed start.
