@@ -333,18 +333,16 @@ impl Supervisor {
                     healthy_at: None,
                     next_check,
                 } => match &s.def.health {
-                    &Health::RunningMs(ms) => {
-                        if now.saturating_sub(started_at) >= ms {
-                            s.set(
-                                Phase::Running {
-                                    pid,
-                                    started_at,
-                                    healthy_at: Some(now),
-                                    next_check,
-                                },
-                                now,
-                            );
-                        }
+                    &Health::RunningMs(ms) if now.saturating_sub(started_at) >= ms => {
+                        s.set(
+                            Phase::Running {
+                                pid,
+                                started_at,
+                                healthy_at: Some(now),
+                                next_check,
+                            },
+                            now,
+                        );
                     }
                     probed if now >= next_check => {
                         if let Some(check) = probe(name, probed) {
