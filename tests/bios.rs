@@ -6,7 +6,8 @@
 //! back by GRUB itself: 0.1.0 in slot a, an automatic rollback in `osctl
 //! status`. The same upgrade again boots slot b under SeaBIOS, counted by
 //! GRUB. The same disk, after all that, still boots under OVMF (UEFI,
-//! systemd-boot): both bootloaders' slot state were kept in step.
+//! systemd-boot): both bootloaders' slot state were kept in step. There,
+//! `osctl rollback --reboot` brings 0.1.0 back in slot a.
 
 mod common;
 
@@ -170,6 +171,19 @@ fn qemu_x86_64_disk_boots_updates_and_rolls_back_on_bios() {
     assert_eq!(slot(&st, "a")["version"], "0.1.0", "{st}");
     assert_eq!(slot(&st, "a")["health"]["state"], "good", "{st}");
     assert_eq!(slot(&st, "b")["health"]["state"], "good", "{st}");
+
+    // 5. Under UEFI, the operator rolls back by hand: systemd-boot boots 0.1.0
+    // in slot a again.
+    reboot(&mut vm, &ssh, "osctl rollback --reboot");
+    drop(vm);
+    let mut vm = boot(&built1.out, &disk, port, &work.join("console-5.log"), false);
+    let ready = vm.wait_for("ballast-ready", BOOT);
+    assert_eq!(ready.trim(), "ballast-ready version=0.1.0 slot=a");
+    let st = ssh.status();
+    assert_eq!(st["last_rollback"]["from"], "0.2.0", "{st}");
+    assert_eq!(st["last_rollback"]["to"], "0.1.0", "{st}");
+    assert_eq!(st["last_rollback"]["automatic"], false, "{st}");
+    assert_eq!(slot(&st, "a")["is_default"], true, "{st}");
     let _ = ssh.run("osctl poweroff");
     vm.wait_exit(Duration::from_secs(120));
 }

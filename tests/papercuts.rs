@@ -1,5 +1,5 @@
 //! Story: a new user builds the minimal image with a broken network setting
-//! (`ballast.ip` without its prefix length) and boots it. Nobody can log in, since
+//! (`ballast.ip` without its prefix length) and boots it on a new machine. Nobody can log in, since
 //! the network is what fails, so the console itself says why: the network
 //! service's own error line, once however often sysd restarts it, and that
 //! `ballast-ready` waits for it.
@@ -17,19 +17,22 @@ fn qemu_arm64_a_failing_required_service_shows_its_own_error_on_the_console() {
     let board = "qemu-arm64";
     let _story = common::story();
     let work = common::workdir("papercuts-failing-service");
-    let out = work.join("out");
-    let minimal = common::root().join("images/minimal.toml");
-    common::build(
+    // The same broken 0.3.0 the arm64 update story rolls back from, booted
+    // as a new machine: nothing to roll back to, so it keeps trying.
+    let built = common::Build::new(board)
+        .image("minimal")
+        .version("0.1.0")
+        .ssh_key()
+        .shared()
+        .broken_network_release();
+    let disk = built.vm_disk(&work, "machine");
+    let mut vm = Machine::boot_disk(
         board,
-        &out,
-        &[
-            "--image",
-            minimal.to_str().expect("utf-8"),
-            "--kernel-arg",
-            "ballast.ip=10.0.2.15",
-        ],
+        &built.out,
+        &disk,
+        free_port(),
+        work.join("console.log"),
     );
-    let mut vm = Machine::boot(board, &out, free_port(), work.join("console.log"));
     let line = vm.wait_for("network failed (", BOOT);
     // The service's own words, not only its exit status.
     assert!(

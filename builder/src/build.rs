@@ -165,74 +165,121 @@ fn load_inputs(project: &Project, board: &str, image: Option<&Path>) -> Result<(
 /// `ballast build`, one step after the other. Each step takes what the earlier
 /// ones made; nothing replaces the previous outputs until the last one.
 pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
-    let inputs = resolve_inputs(project, args)?;
-    let bins = device_binaries(project, &inputs)?;
-    let initrd = initramfs(&inputs, &bins, args.rollback_index)?;
+    let mut steps = StepTimes::default();
+    let inputs = steps.time("inputs", || resolve_inputs(project, args))?;
+    let bins = steps.time("device programs", || device_binaries(project, &inputs))?;
+    let initrd = steps.time("initramfs", || {
+        initramfs(&inputs, &bins, args.rollback_index)
+    })?;
     let work = fresh_scratch(&inputs.out)?;
     let mut iso_tmp = None;
     let disk = if args.no_disk {
         None
     } else {
-        let systemd_boot = bootloader(&inputs, &args.archive)?;
-        let board_files = crate::board_files::collect(
-            &inputs.archive,
-            &inputs.board,
-            &args.archive,
-            &inputs.kernel,
-        )?;
-        let bios = bios_bootloader(&inputs, &args.archive, &work)?;
+        let (systemd_boot, board_files, bios) = steps.time("bootloaders", || {
+            Ok((
+                bootloader(&inputs, &args.archive)?,
+                crate::board_files::collect(
+                    &inputs.archive,
+                    &inputs.board,
+                    &args.archive,
+                    &inputs.kernel,
+                )?,
+                bios_bootloader(&inputs, &args.archive, &work)?,
+            ))
+        })?;
         let root_tree = work.join("rootfs");
-        let signer = userland(project, &inputs, &bins, args, &root_tree)?;
+        let signer = steps.time("userland", || {
+            userland(project, &inputs, &bins, args, &root_tree)
+        })?;
         let boot_files = crate::cmd_seed::seed_files(
             args.user_data.as_deref(),
             args.meta_data.as_deref(),
             None,
         )?;
         let disk_tmp = work.join("disk.img");
-        let built = disk_image(
-            &inputs,
-            &initrd,
-            &bins,
-            &DiskParts {
-                root_tree: &root_tree,
-                systemd_boot: systemd_boot.as_deref(),
-                bios: bios.as_ref(),
-                boot_files: &boot_files,
-                board_files: &board_files,
-                rollback_index: args.rollback_index,
-                work: &work,
-            },
-            &disk_tmp,
-        )?;
-        let bundle_tmp = update_bundle(&inputs, &initrd, &built, &signer, args, &work)?;
-        crate::install_image::write(
-            &disk_tmp,
-            &inputs.version.to_string(),
-            &inputs.board.name,
-            inputs.board.arch.name(),
-            &signer,
-            &work,
-        )
-        .context("writing the install image")?;
+        let built = steps.time("disk", || {
+            disk_image(
+                &inputs,
+                &initrd,
+                &bins,
+                &DiskParts {
+                    root_tree: &root_tree,
+                    systemd_boot: systemd_boot.as_deref(),
+                    bios: bios.as_ref(),
+                    boot_files: &boot_files,
+                    board_files: &board_files,
+                    rollback_index: args.rollback_index,
+                    work: &work,
+                },
+                &disk_tmp,
+            )
+        })?;
+        let bundle_tmp = steps.time("bundle", || {
+            update_bundle(&inputs, &initrd, &built, &signer, args, &work)
+        })?;
+        steps.time("install image", || {
+            crate::install_image::write(
+                &disk_tmp,
+                &inputs.version.to_string(),
+                &inputs.board.name,
+                inputs.board.arch.name(),
+                &signer,
+                &work,
+            )
+            .context("writing the install image")
+        })?;
         // The board's U-Boot beside the disk: what `ballast run` gives QEMU
         // where the Pi's GPU firmware (which QEMU lacks) would load it.
         let u_boot = board_files
             .iter()
             .find(|(dest, _)| dest == "u-boot.bin")
             .map(|(_, file)| file.clone());
-        iso_tmp = live_iso(
-            &inputs,
-            &initrd,
-            &built,
-            (&disk_tmp, &signer),
-            systemd_boot.as_deref(),
-            &args.archive,
-            &work,
-        )?;
+        iso_tmp = steps.time("iso", || {
+            live_iso(
+                &inputs,
+                &initrd,
+                &built,
+                (&disk_tmp, &signer),
+                systemd_boot.as_deref(),
+                &args.archive,
+                &work,
+            )
+        })?;
         Some((built, disk_tmp, bundle_tmp, u_boot))
     };
-    let result = write_outputs(&inputs, &initrd, disk, iso_tmp, &work)?;
-    print_result(&inputs, &initrd, &result, args.json)
+    let result = steps.time("outputs", || {
+        write_outputs(&inputs, &initrd, disk, iso_tmp, &work)
+    })?;
+    print_result(&inputs, &initrd, &result, args.json)?;
+    if !args.json {
+        eprintln!("  steps: {steps}");
+    }
+    Ok(())
+}
+
+/// How long each step of a build took, in the order they ran: printed under the
+/// summary, so a slow rebuild says where its time went.
+#[derive(Default)]
+struct StepTimes(Vec<(&'static str, std::time::Duration)>);
+
+impl StepTimes {
+    fn time<T>(&mut self, name: &'static str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        let started = std::time::Instant::now();
+        let out = step();
+        self.0.push((name, started.elapsed()));
+        out
+    }
+}
+
+impl std::fmt::Display for StepTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total: std::time::Duration = self.0.iter().map(|(_, d)| *d).sum();
+        for (name, d) in &self.0 {
+            write!(f, "{name} {:.1} s, ", d.as_secs_f64())?;
+        }
+        write!(f, "in all {:.1} s", total.as_secs_f64())
+    }
 }
 
 /// What every step needs to know: the board and image files, the version, where

@@ -181,6 +181,30 @@ impl Built {
             .shared()
     }
 
+    /// 0.3.0 of this 0.1.0 minimal build, broken: its required network service
+    /// cannot start (`ballast.ip` without its prefix length), and a slot on
+    /// probation gives up its health check after 10 s. The update story's
+    /// automatic rollback and the papercuts story's console boot it, so it is
+    /// built once per run and board.
+    pub fn broken_network_release(&self) -> Built {
+        let board = self.json["board"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no board in {}", self.json));
+        let pubkey = self.ssh_key().with_extension("pub");
+        Build::new(board)
+            .image("minimal")
+            .version("0.3.0")
+            .args(&[
+                "--ssh-key",
+                pubkey.to_str().expect("utf-8 path"),
+                "--kernel-arg",
+                "ballast.ip=10.0.2.15",
+                "--kernel-arg",
+                "ballast.health_timeout=10",
+            ])
+            .shared()
+    }
+
     /// The path of artifact `name` (`disk`, `bundle`, `kernel`, `initrd`).
     pub fn artifact(&self, name: &str) -> PathBuf {
         PathBuf::from(
