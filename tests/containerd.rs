@@ -8,16 +8,13 @@
 mod common;
 
 use common::oci::{image_tarball, static_busybox};
-use common::size::zstd19_size;
 use common::vm::{free_port, keyed_build, Machine, Ssh};
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 const BOARD: &str = "qemu-arm64";
 const TAG: &str = "ballast-test/busybox:1";
-const MB: f64 = 1_000_000.0;
 
 #[test]
 fn qemu_arm64_containerd_imports_and_runs_an_image_with_ctr() {
@@ -26,18 +23,6 @@ fn qemu_arm64_containerd_imports_and_runs_an_image_with_ctr() {
     let image = common::root().join("images/containerd.toml");
     let (key, out, built) = keyed_build(BOARD, &work, &["--image", image.to_str().expect("utf-8")]);
     let version = built["version"].as_str().expect("version").to_owned();
-    let disk = PathBuf::from(
-        built["artifacts"]["disk"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no disk artifact in {built}")),
-    );
-    let size = zstd19_size(&disk);
-    eprintln!(
-        "containerd: image (engine containerd) {:.1} MB with zstd -19",
-        size as f64 / MB
-    );
-    // The same target as the image with Docker Engine, which carries
-    // containerd and runc too.
     let tarball = image_tarball(&static_busybox(&work), TAG);
 
     let port = free_port();

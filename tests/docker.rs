@@ -3,33 +3,19 @@
 //! static busybox, in `docker save` format), run a command in it, keep data
 //! in a named volume across a reboot, publish a port and reach it, and find
 //! Docker's data root on the state partition. The image's compressed size is
-//! printed (tests/system.rs prints the minimal image's, and checks that it
-//! has no engine); the size targets are a benchmark's business
-//! (`ballast bench build --board B [-- --image ...]`), not a test's.
+//! a benchmark's business (`ballast bench size --board B`), not a test's.
 
 mod common;
 
 use common::oci::{image_tarball, static_busybox};
-use common::size::zstd19_size;
 use common::vm::{free_port, Machine, Ssh};
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const BOARD: &str = "qemu-arm64";
 const IMAGE: &str = "ballast-test/busybox:1";
-
-fn disk_of(built: &serde_json::Value) -> PathBuf {
-    PathBuf::from(
-        built["artifacts"]["disk"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no disk artifact in {built}")),
-    )
-}
-
-const MB: f64 = 1_000_000.0;
 
 #[test]
 fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
@@ -64,11 +50,6 @@ fn qemu_arm64_docker_loads_runs_keeps_volumes_and_publishes_ports() {
         )
     };
     let version = built["version"].as_str().expect("version").to_owned();
-    let with_docker = zstd19_size(&disk_of(&built));
-    eprintln!(
-        "docker: default image (engine docker) {:.1} MB with zstd -19",
-        with_docker as f64 / MB
-    );
     let tarball = image_tarball(&static_busybox(&work), IMAGE);
 
     let mut vm = boot("console-1.log");

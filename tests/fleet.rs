@@ -331,7 +331,7 @@ fn qemu_arm64_fleet_updates_itself_one_reboot_at_a_time() {
     };
     // The 0.2.0 the update stories upgrade to (rollback index 1).
     let built2 = built1.next_release(&[]).json;
-    // 0.3.0 gives up on its health checks after 60 s; its rollback index may
+    // 0.3.0 gives up on its health checks after 30 s; its rollback index may
     // not be below 0.2.0's.
     let built3 = build(
         "0.3.0",
@@ -339,7 +339,7 @@ fn qemu_arm64_fleet_updates_itself_one_reboot_at_a_time() {
             "--rollback-index",
             "1",
             "--kernel-arg",
-            "ballast.health_timeout=60",
+            "ballast.health_timeout=30",
         ],
     );
 

@@ -7,7 +7,6 @@
 
 mod common;
 
-use common::size::zstd19_size;
 use common::vm::{free_port, keyed_build, Machine, Ssh};
 
 use std::process::Command;
@@ -45,11 +44,6 @@ fn story(board: &str) {
         .ssh_key()
         .shared();
     let (key, out, version) = (built.ssh_key(), built.out.clone(), built.version());
-    let size = zstd19_size(&built.disk());
-    eprintln!(
-        "system: minimal image (engine none) {:.1} MB with zstd -19",
-        size as f64 / 1_000_000.0
-    );
     let disk = built.vm_disk(&work, "machine");
 
     let port = free_port();

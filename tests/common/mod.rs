@@ -6,7 +6,6 @@
 pub mod loopdev;
 pub mod oci;
 pub mod shared;
-pub mod size;
 pub mod timing;
 pub mod tls;
 pub mod vm;
