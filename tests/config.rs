@@ -313,31 +313,31 @@ fn nocloud_seed_boot_partition_and_url_configure_the_machine() {
     //    console and in osctl status, no password login. (A bad value takes
     //    the same way from the same parser, whose messages
     //    osctl/tests/config_validate.rs checks without a boot.)
-    for (name, text, needle) in [(
+    let needle = "user-data:4: YAML syntax error";
+    let d = built.vm_disk(&work, "syntax-disk");
+    let s = seed(
+        &work,
         "syntax",
         "#cloud-config\nhostname: node1\nusers: [\n",
-        "user-data:4: YAML syntax error",
-    )] {
-        let d = built.vm_disk(&work, &format!("{name}-disk"));
-        let s = seed(&work, name, text, "i-1");
-        let mut b = boot(
-            &out,
-            &key,
-            work.join(format!("{name}.log")),
-            &[d.as_os_str(), OsStr::new("--seed"), s.as_os_str()],
-        );
-        let console = b.vm.console.join("\n");
-        assert!(
-            console
-                .lines()
-                .any(|l| l.contains("sysd: config: CIDATA:") && l.contains(needle)),
-            "no config error with {needle:?} on the console:\n{console}"
-        );
-        let errors = b.ssh.status()["errors"].to_string();
-        assert!(errors.contains(needle), "osctl status errors: {errors}");
-        assert_no_password_login(b.ssh.port);
-        poweroff(&mut b);
-    }
+        "i-1",
+    );
+    let mut b = boot(
+        &out,
+        &key,
+        work.join("syntax.log"),
+        &[d.as_os_str(), OsStr::new("--seed"), s.as_os_str()],
+    );
+    let console = b.vm.console.join("\n");
+    assert!(
+        console
+            .lines()
+            .any(|l| l.contains("sysd: config: CIDATA:") && l.contains(needle)),
+        "no config error with {needle:?} on the console:\n{console}"
+    );
+    let errors = b.ssh.status()["errors"].to_string();
+    assert!(errors.contains(needle), "osctl status errors: {errors}");
+    assert_no_password_login(b.ssh.port);
+    poweroff(&mut b);
 
     // 5. The same document from the boot partition: the image flashed onto a
     //    card with the config, as `ballast flash --user-data` (and Raspberry Pi
