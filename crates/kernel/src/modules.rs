@@ -255,23 +255,48 @@ impl ModuleDb {
     /// [`ModuleDb::closure`] in waves: wave 0 holds the modules that depend
     /// on no other module of the list, wave N those whose deepest dependency
     /// is in wave N-1. A wave's modules may load in any order, or together.
+    ///
+    /// Crypto algorithm modules (under a `crypto/` directory) and what they
+    /// depend on come in waves of their own, before all the others: a module
+    /// asks for an algorithm by name when it starts (`libcrc32c` for
+    /// "crc32c", dm-verity for "sha256"), a soft dependency that `depends=`
+    /// does not name, and stage 1 has no modprobe to load it on demand.
     pub fn waves(&self, names: &[String]) -> Result<Vec<Vec<PathBuf>>, ModulesError> {
-        let mut depth: BTreeMap<String, usize> = BTreeMap::new();
-        let mut waves: Vec<Vec<PathBuf>> = Vec::new();
-        for (name, path) in self.ordered(names)? {
-            let mut d = 0;
-            if let Some(module) = self.modules.get(&name) {
-                for dep in self.deps_of(module)? {
-                    if let Some(dd) = depth.get(&dep) {
-                        d = d.max(dd + 1);
-                    }
+        let ordered = self.ordered(names)?;
+        // The algorithms and their dependencies: dependencies come before
+        // their users in `ordered`, so walking it backwards marks them all.
+        let mut first: BTreeSet<String> = BTreeSet::new();
+        for (name, path) in ordered.iter().rev() {
+            if first.contains(name) || is_algorithm(path) {
+                first.insert(name.clone());
+                if let Some(module) = self.modules.get(name) {
+                    first.extend(self.deps_of(module)?);
                 }
             }
-            depth.insert(name, d);
-            if waves.len() <= d {
-                waves.resize_with(d + 1, Vec::new);
+        }
+        let mut depth: BTreeMap<String, usize> = BTreeMap::new();
+        let mut waves: Vec<Vec<PathBuf>> = Vec::new();
+        for phase_one in [true, false] {
+            // The second phase starts after the first one's last wave.
+            let start = if phase_one { 0 } else { waves.len() };
+            for (name, path) in ordered
+                .iter()
+                .filter(|(n, _)| first.contains(n) == phase_one)
+            {
+                let mut d = start;
+                if let Some(module) = self.modules.get(name) {
+                    for dep in self.deps_of(module)? {
+                        if let Some(dd) = depth.get(&dep) {
+                            d = d.max(dd + 1);
+                        }
+                    }
+                }
+                depth.insert(name.clone(), d);
+                if waves.len() <= d {
+                    waves.resize_with(d + 1, Vec::new);
+                }
+                waves[d].push(path.clone());
             }
-            waves[d].push(path);
         }
         Ok(waves)
     }
@@ -463,6 +488,13 @@ pub fn modinfo(elf: &[u8]) -> Result<Vec<(String, String)>, String> {
         }
     }
     Err("no .modinfo section".into())
+}
+
+/// A crypto algorithm's module: `kernel/crypto/`, `kernel/arch/*/crypto/`,
+/// `kernel/lib/crypto/`.
+fn is_algorithm(path: &Path) -> bool {
+    path.parent()
+        .is_some_and(|dir| dir.components().any(|c| c.as_os_str() == "crypto"))
 }
 
 #[cfg(test)]

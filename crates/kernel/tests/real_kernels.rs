@@ -303,3 +303,44 @@ fn waves_put_each_module_one_wave_after_its_deepest_dependency() {
     closure.sort();
     assert_eq!(flat, closure);
 }
+
+#[test]
+fn crypto_algorithms_and_their_dependencies_load_in_waves_before_the_rest() {
+    // libcrc32c asks the crypto API for "crc32c" when it starts: a soft
+    // dependency on crc32c_generic that modules.dep does not list. Loaded in
+    // the same wave, it failed one boot in a few (ENOENT: no modprobe).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("modules.dep"),
+        "kernel/lib/libcrc32c.ko:\n\
+         kernel/crypto/crc32c_generic.ko:\n\
+         kernel/lib/crypto/libsha256.ko:\n\
+         kernel/arch/arm64/crypto/sha2-ce.ko: kernel/arch/arm64/crypto/sha256-arm64.ko\n\
+         kernel/arch/arm64/crypto/sha256-arm64.ko: kernel/lib/crc16.ko\n\
+         kernel/lib/crc16.ko:\n\
+         kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/lib/libcrc32c.ko\n",
+    )
+    .unwrap();
+    let db = ModuleDb::load(dir.path()).unwrap();
+    let wanted: Vec<String> = ["ext4", "crc32c_generic", "sha2_ce", "libsha256"]
+        .map(String::from)
+        .to_vec();
+    let waves = db.waves(&wanted).unwrap();
+    let wave_of = |n: &str| {
+        waves
+            .iter()
+            .position(|w| names(w).iter().any(|g| g == n))
+            .unwrap_or_else(|| panic!("{n} not in {waves:?}"))
+    };
+    // The algorithms' phase: crc16 (a dependency of one), then sha256-arm64,
+    // then sha2-ce; crc32c_generic and libsha256 need nothing.
+    assert_eq!(wave_of("crc16.ko"), 0, "{waves:?}");
+    assert_eq!(wave_of("crc32c_generic.ko"), 0, "{waves:?}");
+    assert_eq!(wave_of("libsha256.ko"), 0, "{waves:?}");
+    assert_eq!(wave_of("sha256-arm64.ko"), 1, "{waves:?}");
+    assert_eq!(wave_of("sha2-ce.ko"), 2, "{waves:?}");
+    // Then the rest, after the last algorithm.
+    assert_eq!(wave_of("libcrc32c.ko"), 3, "{waves:?}");
+    assert_eq!(wave_of("ext4.ko"), 4, "{waves:?}");
+    assert_eq!(waves.concat().len(), 7, "{waves:?}");
+}
