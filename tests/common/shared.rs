@@ -159,50 +159,43 @@ impl Build {
 }
 
 impl Built {
-    /// 0.2.0 of this 0.1.0 minimal build: the same SSH key, rollback index 1
-    /// (it "fixes a security hole"), and `extra` build arguments. The update,
-    /// BIOS and fleet stories all upgrade to it, so it is built once per run
-    /// and board.
-    pub fn next_release(&self, extra: &[&str]) -> Built {
+    /// A later `version` of this minimal build, with the same SSH key and
+    /// `args`: built once per run and board for every story that asks.
+    fn release(&self, version: &str, args: &[&str]) -> Built {
         let board = self.json["board"]
             .as_str()
             .unwrap_or_else(|| panic!("no board in {}", self.json));
         let pubkey = self.ssh_key().with_extension("pub");
         Build::new(board)
             .image("minimal")
-            .version("0.2.0")
-            .args(&[
-                "--rollback-index",
-                "1",
-                "--ssh-key",
-                pubkey.to_str().expect("utf-8 path"),
-            ])
-            .args(extra)
+            .version(version)
+            .args(&["--ssh-key", pubkey.to_str().expect("utf-8 path")])
+            .args(args)
             .shared()
+    }
+
+    /// 0.2.0 of this 0.1.0 minimal build: rollback index 1 (it "fixes a
+    /// security hole") and `extra` build arguments. The update, BIOS and fleet
+    /// stories all upgrade to it.
+    pub fn next_release(&self, extra: &[&str]) -> Built {
+        let args = [&["--rollback-index", "1"], extra].concat();
+        self.release("0.2.0", &args)
     }
 
     /// 0.3.0 of this 0.1.0 minimal build, broken: its required network service
     /// cannot start (`ballast.ip` without its prefix length), and a slot on
     /// probation gives up its health check after 10 s. The update story's
-    /// automatic rollback and the papercuts story's console boot it, so it is
-    /// built once per run and board.
+    /// automatic rollback and the papercuts story's console boot it.
     pub fn broken_network_release(&self) -> Built {
-        let board = self.json["board"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no board in {}", self.json));
-        let pubkey = self.ssh_key().with_extension("pub");
-        Build::new(board)
-            .image("minimal")
-            .version("0.3.0")
-            .args(&[
-                "--ssh-key",
-                pubkey.to_str().expect("utf-8 path"),
+        self.release(
+            "0.3.0",
+            &[
                 "--kernel-arg",
                 "ballast.ip=10.0.2.15",
                 "--kernel-arg",
                 "ballast.health_timeout=10",
-            ])
-            .shared()
+            ],
+        )
     }
 
     /// The path of artifact `name` (`disk`, `bundle`, `kernel`, `initrd`).

@@ -175,6 +175,14 @@ fn module_without_map_entry_fails_when_y_is_wanted() {
     assert!(!report.missing.iter().any(|m| m.option == "CONFIG_TUN"));
 }
 
+/// The wave that loads module file `name`.
+fn wave_of(waves: &[Vec<PathBuf>], name: &str) -> usize {
+    waves
+        .iter()
+        .position(|w| names(w).iter().any(|g| g == name))
+        .unwrap_or_else(|| panic!("{name} not in {waves:?}"))
+}
+
 fn names(paths: &[PathBuf]) -> Vec<String> {
     paths
         .iter()
@@ -276,12 +284,7 @@ fn waves_put_each_module_one_wave_after_its_deepest_dependency() {
         "vfat".into(),
     ];
     let waves = db.waves(&wanted).unwrap();
-    let wave_of = |n: &str| {
-        waves
-            .iter()
-            .position(|w| names(w).iter().any(|g| g == n))
-            .unwrap_or_else(|| panic!("{n} not in {waves:?}"))
-    };
+    let wave_of = |n: &str| wave_of(&waves, n);
     // Leaves first, together; each module after its deepest dependency.
     for leaf in [
         "dm-mod.ko",
@@ -326,12 +329,7 @@ fn crypto_algorithms_and_their_dependencies_load_in_waves_before_the_rest() {
         .map(String::from)
         .to_vec();
     let waves = db.waves(&wanted).unwrap();
-    let wave_of = |n: &str| {
-        waves
-            .iter()
-            .position(|w| names(w).iter().any(|g| g == n))
-            .unwrap_or_else(|| panic!("{n} not in {waves:?}"))
-    };
+    let wave_of = |n: &str| wave_of(&waves, n);
     // The algorithms' phase: crc16 (a dependency of one), then sha256-arm64,
     // then sha2-ce; crc32c_generic and libsha256 need nothing.
     assert_eq!(wave_of("crc16.ko"), 0, "{waves:?}");
