@@ -1,8 +1,8 @@
 //! Story: a new user builds the minimal image with a broken network setting
-//! (`ballast.ip` without its prefix length) and boots it on a new machine. Nobody can log in, since
-//! the network is what fails, so the console itself says why: the network
-//! service's own error line, once however often sysd restarts it, and that
-//! `ballast-ready` waits for it.
+//! (`ballast.ip` without its prefix length) and boots it on a new machine.
+//! Nobody can log in, since the network is what fails, so the console itself
+//! says why: the network service's own error line, once however often sysd
+//! restarts it, and that `ballast-ready` waits for it.
 
 mod common;
 
