@@ -39,8 +39,11 @@ const MARK_GOOD_WINDOW_S: f64 = 12.0;
 /// The workstation build of osctl (same checkout).
 fn host_osctl() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Without this test's package variables: ring's build script watches
+    // CARGO_MANIFEST_DIR, and would make Cargo compile it (and osctl) again.
     let st = Command::new(cargo)
         .current_dir(common::root())
+        .env_remove("CARGO_MANIFEST_DIR")
         .args(["build", "--quiet", "-p", "ballast-osctl"])
         .status()
         .expect("cargo build -p ballast-osctl");

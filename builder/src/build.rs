@@ -32,6 +32,8 @@ use ballast_device::atomic;
 use ballast_inputs::Arch;
 use ballast_inputs::BootFirmware;
 
+use crate::effort::Effort;
+
 #[derive(Args, Debug)]
 pub struct BuildArgs {
     /// Board name (boards/NAME.toml) or path to a board file.
@@ -84,6 +86,11 @@ pub struct BuildArgs {
     /// NoCloud meta-data (instance-id, local-hostname) copied beside it.
     #[arg(long = "meta-data", value_name = "FILE", requires = "user_data")]
     pub meta_data: Option<PathBuf>,
+    /// How hard to compress the root filesystem (and the arm64 ISO's kernel):
+    /// `best` for images you ship; `fast` to iterate, many times quicker and
+    /// about 15 % larger, with the same formats and boot.
+    #[arg(long, value_enum, value_name = "EFFORT", default_value = "best")]
+    pub compress: Effort,
     #[command(flatten)]
     pub archive: ArchiveArgs,
 }
@@ -210,6 +217,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
                     boot_files: &boot_files,
                     board_files: &board_files,
                     rollback_index: args.rollback_index,
+                    effort: args.compress,
                     work: &work,
                 },
                 &disk_tmp,
@@ -242,7 +250,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
                 &built,
                 (&disk_tmp, &signer),
                 systemd_boot.as_deref(),
-                &args.archive,
+                args,
                 &work,
             )
         })?;
@@ -469,6 +477,7 @@ struct DiskParts<'a> {
     /// The board's files from Debian for the boot partition (`board_files`).
     board_files: &'a [(String, PathBuf)],
     rollback_index: u64,
+    effort: Effort,
     work: &'a Path,
 }
 
@@ -501,6 +510,7 @@ fn disk_image(
             work: parts.work,
             boot_files: parts.boot_files,
             board_files: parts.board_files,
+            effort: parts.effort,
         },
         dest,
     )
@@ -565,9 +575,10 @@ fn live_iso(
     // The raw disk image and the key: the ISO's install image is made from them.
     (disk_tmp, signer): (&Path, &ballast_bundle::Signer),
     systemd_boot: Option<&Path>,
-    archive_args: &ArchiveArgs,
+    args: &BuildArgs,
     work: &Path,
 ) -> Result<Option<PathBuf>> {
+    let archive_args = &args.archive;
     let arch = inputs.board.arch;
     let (Some(systemd_boot), Arch::X86_64 | Arch::Arm64) = (systemd_boot, arch) else {
         return Ok(None);
@@ -609,6 +620,7 @@ fn live_iso(
             grub_cd: grub_cd.as_ref(),
             grub_efi: grub_efi.as_deref(),
             epoch: initrd.epoch,
+            effort: args.compress,
             work,
         },
         &built.root_hash,

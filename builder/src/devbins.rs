@@ -9,6 +9,32 @@ use std::process::Command;
 
 use crate::project::Project;
 
+/// The variables Cargo sets for a package's own programs (its tests, its build
+/// script), which a `ballast` started by a test inherits. Build scripts may
+/// watch them (ring's watches `CARGO_MANIFEST_DIR`): left in, a build from a
+/// test and one from a shell would each compile the device programs again.
+const PACKAGE_ENV: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
+
+/// `cmd` without the package variables of whoever started `ballast`.
+fn without_package_env(cmd: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if PACKAGE_ENV.contains(&name.as_ref())
+            || name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+}
+
 /// Build `packages` (Cargo package names) for `arch` and return the path of
 /// each named binary.
 pub fn build(
@@ -20,6 +46,7 @@ pub fn build(
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target = arch.rust_target();
     let mut cmd = Command::new(&cargo);
+    without_package_env(&mut cmd);
     cmd.current_dir(&project.root).args([
         "build",
         "--quiet",

@@ -56,6 +56,8 @@ pub struct Inputs<'a> {
     /// The board's files from Debian (its U-Boot, the Pi's firmware, device
     /// trees): (path on the boot partition, file).
     pub board_files: &'a [(String, PathBuf)],
+    /// How hard the root filesystem is compressed.
+    pub effort: crate::effort::Effort,
 }
 
 #[derive(Debug, Clone)]
@@ -265,22 +267,16 @@ fn build_root(inputs: &Inputs<'_>, tree: &Path, dest: &Path) -> Result<()> {
         }
     }
     let epoch = inputs.epoch.to_string();
+    let level = inputs.effort.root_zstd_level().to_string();
     let status = Command::new("mksquashfs")
         .arg(tree)
         .arg(dest)
-        // 1 MiB blocks at zstd level 19: the root is written once and read many
-        // times; on the default image this is ~15% smaller than 128 KiB blocks at
-        // level 15 (30.2 -> 25.5 MB for the minimal arm64 root), and it is what
-        // users download with every update.
-        .args([
-            "-noappend",
-            "-comp",
-            "zstd",
-            "-Xcompression-level",
-            "19",
-            "-b",
-            "1M",
-        ])
+        // 1 MiB blocks at zstd level 19 (`--compress best`): the root is written
+        // once and read many times; on the default image this is ~15% smaller
+        // than 128 KiB blocks at level 15 (30.2 -> 25.5 MB for the minimal arm64
+        // root), and it is what users download with every update.
+        .args(["-noappend", "-comp", "zstd", "-Xcompression-level", &level])
+        .args(["-b", "1M"])
         .args(["-no-xattrs", "-all-root"])
         .args(["-mkfs-time", &epoch, "-all-time", &epoch])
         .args(["-quiet", "-no-progress"])

@@ -109,6 +109,8 @@ pub struct Inputs<'a> {
     /// UEFI loader is then GRUB, which boots the gzip kernel from the tree.
     pub grub_efi: Option<&'a Path>,
     pub epoch: u64,
+    /// How hard the arm64 kernel is gzipped.
+    pub effort: crate::effort::Effort,
     pub work: &'a Path,
 }
 
@@ -198,14 +200,16 @@ fn grub_efi_image(modules: &Path, volume: &str, work: &Path, dest: &Path) -> Res
     Ok(())
 }
 
-/// `data` gzip-compressed at the best level, with no name or time stamp
+/// `data` gzip-compressed at `effort`'s level, with no name or time stamp
 /// (reproducible).
-fn gzip(data: &[u8], dest: &Path) -> Result<()> {
+fn gzip(data: &[u8], effort: crate::effort::Effort, dest: &Path) -> Result<()> {
     use std::io::Write;
     let file =
         std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let mut enc =
-        flate2::GzBuilder::new().write(std::io::BufWriter::new(file), flate2::Compression::best());
+    let mut enc = flate2::GzBuilder::new().write(
+        std::io::BufWriter::new(file),
+        flate2::Compression::new(effort.gzip_level()),
+    );
     enc.write_all(data)
         .and_then(|()| enc.finish())
         .and_then(|mut w| w.flush())
@@ -285,7 +289,7 @@ pub fn build(inputs: &Inputs<'_>, root_hash_hex: &str, dest: &Path) -> Result<St
         // and grub.cfg lie in the tree. GRUB writes through UEFI's console.
         let grub_efi = work.join("BOOTAA64.EFI");
         grub_efi_image(modules, &volume, &work, &grub_efi)?;
-        gzip(&kernel, &ballast_dir.join(GZ_KERNEL))?;
+        gzip(&kernel, inputs.effort, &ballast_dir.join(GZ_KERNEL))?;
         std::fs::write(ballast_dir.join("initrd.img"), inputs.initrd)?;
         let dir = tree.join("boot/grub");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

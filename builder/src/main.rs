@@ -24,6 +24,7 @@ mod cmd_seed;
 mod debpkg;
 mod devbins;
 mod disk_image;
+mod effort;
 mod elfdeps;
 mod grub_bios;
 mod initrd;

@@ -255,6 +255,7 @@ pub fn run(project: &Project, args: &NetbootArgs) -> Result<()> {
                 trusted_keys: Vec::new(),
                 user_data: None,
                 meta_data: None,
+                compress: crate::effort::Effort::Best,
                 archive: crate::kernel_input::ArchiveArgs {
                     offline: args.offline,
                     mirror: None,

@@ -1,0 +1,35 @@
+//! How hard a build compresses what it writes (`ballast build --compress`).
+//!
+//! The root filesystem's zstd at level 19 is most of a warm build's time (about
+//! 30 s of CPU for the minimal image, against 1 s at level 3), and it is worth
+//! it only for what users download. `fast` writes the same formats with the
+//! same boot, about 15 % larger: for iterating on an image, and for the test
+//! suite's builds (ADR 0016).
+
+/// The compression effort of one build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Effort {
+    /// The smallest images: what you ship and what machines download.
+    #[default]
+    Best,
+    /// The same formats, many times quicker, somewhat larger.
+    Fast,
+}
+
+impl Effort {
+    /// The zstd level of the root filesystem (squashfs, 1 MiB blocks).
+    pub fn root_zstd_level(self) -> u32 {
+        match self {
+            Effort::Best => 19,
+            Effort::Fast => 3,
+        }
+    }
+
+    /// The gzip level of the kernel a live ISO's GRUB loads (arm64).
+    pub fn gzip_level(self) -> u32 {
+        match self {
+            Effort::Best => 9,
+            Effort::Fast => 1,
+        }
+    }
+}
