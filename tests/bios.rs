@@ -38,7 +38,7 @@ fn boot(out: &Path, disk: &Path, port: u16, log: &Path, bios: bool) -> Machine {
 
 /// Ask the machine to reboot over SSH and wait for QEMU to exit (`--no-reboot`).
 fn reboot(vm: &mut Machine, ssh: &Ssh, command: &str) {
-    ssh.ok(command);
+    ssh.ok_going_down(command);
     let exit = vm.wait_exit(Duration::from_secs(120));
     assert!(exit.success(), "QEMU exited with {exit}");
 }

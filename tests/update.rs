@@ -225,8 +225,7 @@ impl Story {
     /// `osctl rollback --reboot` from `from` back to version `to` in slot `slot`.
     fn rollback(&self, vm: Machine, to: &str, slot: &str, log: &str) -> Machine {
         let mut vm = vm;
-        let out = self.ssh().run("osctl rollback --reboot");
-        assert!(out.status.success(), "osctl rollback: {}", text(&out));
+        self.ssh().ok_going_down("osctl rollback --reboot");
         let exit = vm.wait_exit(Duration::from_secs(120));
         assert!(exit.success(), "QEMU exited with {exit}");
         drop(vm);

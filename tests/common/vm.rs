@@ -230,6 +230,20 @@ impl Ssh {
         succeeded(command, out)
     }
 
+    /// Run an osctl command that reboots or powers off the machine (`osctl
+    /// reboot`, `osctl rollback --reboot`). ssh may exit 255 with "closed by
+    /// remote host": the reboot stops the SSH container, at times before sshd
+    /// has sent osctl's exit code, as with `ssh HOST reboot` on any Linux.
+    /// That is success once osctl has said PID 1 took the request.
+    pub fn ok_going_down(&self, command: &str) -> String {
+        let out = self.run(command);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.code() == Some(255) && stdout.contains(": asked PID ") {
+            return stdout;
+        }
+        succeeded(command, out)
+    }
+
     pub fn status(&self) -> serde_json::Value {
         let text = self.ok("osctl status --json");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("osctl status --json: {e}: {text}"))
