@@ -88,7 +88,7 @@ pub struct BuildArgs {
     pub meta_data: Option<PathBuf>,
     /// How hard to compress the root filesystem (and the arm64 ISO's kernel):
     /// `best` for images you ship; `fast` to iterate, many times quicker and
-    /// about 15 % larger, with the same formats and boot.
+    /// about 20 % larger, with the same formats and boot.
     #[arg(long, value_enum, value_name = "EFFORT", default_value = "best")]
     pub compress: Effort,
     #[command(flatten)]

@@ -3,7 +3,7 @@
 //! The root filesystem's zstd at level 19 is most of a warm build's time (about
 //! 30 s of CPU for the minimal image, against 1 s at level 3), and it is worth
 //! it only for what users download. `fast` writes the same formats with the
-//! same boot, about 15 % larger: for iterating on an image, and for the test
+//! same boot, about 20 % larger: for iterating on an image, and for the test
 //! suite's builds (ADR 0016).
 
 /// The compression effort of one build.
