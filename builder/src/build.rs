@@ -86,7 +86,7 @@ pub struct BuildArgs {
     /// NoCloud meta-data (instance-id, local-hostname) copied beside it.
     #[arg(long = "meta-data", value_name = "FILE", requires = "user_data")]
     pub meta_data: Option<PathBuf>,
-    /// How hard to compress the root filesystem (and the arm64 ISO's kernel):
+    /// How hard to compress the root filesystem, the initramfs and the arm64 ISO's kernel:
     /// `best` for images you ship; `fast` to iterate, many times quicker and
     /// about 20 % larger, with the same formats and boot.
     #[arg(long, value_enum, value_name = "EFFORT", default_value = "best")]
@@ -176,7 +176,7 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
     let inputs = steps.time("inputs", || resolve_inputs(project, args))?;
     let bins = steps.time("device programs", || device_binaries(project, &inputs))?;
     let initrd = steps.time("initramfs", || {
-        initramfs(&inputs, &bins, args.rollback_index)
+        initramfs(&inputs, &bins, args.rollback_index, args.compress)
     })?;
     let work = fresh_scratch(&inputs.out)?;
     let mut iso_tmp = None;
@@ -376,6 +376,7 @@ fn initramfs(
     inputs: &BuildInputs,
     bins: &DeviceBins,
     rollback_index: u64,
+    effort: Effort,
 ) -> Result<initrd::Assembled> {
     initrd::assemble(&initrd::Inputs {
         init: &bins.init,
@@ -385,6 +386,7 @@ fn initramfs(
         board: &inputs.board,
         rollback_index,
         firmware: &inputs.firmware,
+        effort,
     })
 }
 

@@ -31,6 +31,8 @@ pub struct Inputs<'a> {
     pub rollback_index: u64,
     /// (path below `lib/firmware/`, file on the host): the board's firmware.
     pub firmware: &'a [(String, std::path::PathBuf)],
+    /// How hard the archive is compressed.
+    pub effort: crate::effort::Effort,
 }
 
 /// What went into the initramfs, for the build summary.
@@ -145,7 +147,11 @@ pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
     let compression = Compression::best_for(&config);
     let mtime = source_date_epoch(kernel.mtime)?;
     let bytes = fs
-        .write(compression, mtime)
+        .write_at(
+            compression,
+            inputs.effort.initramfs_level(compression),
+            mtime,
+        )
         .context("compressing the initramfs")?;
     Ok(Assembled {
         bytes,
