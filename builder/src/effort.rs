@@ -1,11 +1,11 @@
 //! How hard a build compresses what it writes (`ballast build --compress`).
 //!
 //! The root filesystem's zstd at level 19 is most of a warm build's time (about
-//! 30 s of CPU for the minimal image, against 1 s at level 3), the
-//! initramfs's most of the rest, and both are worth it only for what users
-//! download. `fast` writes the same formats with the
-//! same boot, about 20 % larger: for iterating on an image, and for the test
-//! suite's builds (ADR 0016).
+//! 30 s of CPU for the minimal image, against 1 s at level 3) and the
+//! initramfs's most of the rest; both are worth it only for what users
+//! download. `fast` writes the same formats with the same boot, about 20 %
+//! larger: for iterating on an image, and for the test suite's builds (ADR
+//! 0016).
 
 use ballast_kernel::initramfs::Compression;
 
@@ -28,23 +28,16 @@ impl Effort {
         }
     }
 
-    /// The initramfs's level, on `compression`'s own scale: zstd 19 takes 5 s
-    /// for the minimal image's 7.7 MB archive (1.9 MB), zstd 3 0.1 s (2.4 MB).
-    pub fn initramfs_level(self, compression: Compression) -> u32 {
-        match (self, compression) {
-            (Effort::Best, c) => c.best_level(),
+    /// The level for `method`, on its own scale: the initramfs's (zstd 19
+    /// takes 5 s for the minimal image's 7.7 MB archive, 1.9 MB; zstd 3 0.1 s,
+    /// 2.4 MB) and the gzip of the kernel a live ISO's GRUB loads (arm64).
+    pub fn level(self, method: Compression) -> u32 {
+        match (self, method) {
+            (Effort::Best, m) => m.best_level(),
             (Effort::Fast, Compression::Gzip) => 1,
             (Effort::Fast, Compression::Xz) => 0,
             (Effort::Fast, Compression::Zstd) => 3,
             (Effort::Fast, Compression::None) => 0,
-        }
-    }
-
-    /// The gzip level of the kernel a live ISO's GRUB loads (arm64).
-    pub fn gzip_level(self) -> u32 {
-        match self {
-            Effort::Best => 9,
-            Effort::Fast => 1,
         }
     }
 }

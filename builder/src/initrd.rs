@@ -147,11 +147,7 @@ pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
     let compression = Compression::best_for(&config);
     let mtime = source_date_epoch(kernel.mtime)?;
     let bytes = fs
-        .write_at(
-            compression,
-            inputs.effort.initramfs_level(compression),
-            mtime,
-        )
+        .write_at(compression, inputs.effort.level(compression), mtime)
         .context("compressing the initramfs")?;
     Ok(Assembled {
         bytes,

@@ -208,7 +208,7 @@ fn gzip(data: &[u8], effort: crate::effort::Effort, dest: &Path) -> Result<()> {
         std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
     let mut enc = flate2::GzBuilder::new().write(
         std::io::BufWriter::new(file),
-        flate2::Compression::new(effort.gzip_level()),
+        flate2::Compression::new(effort.level(ballast_kernel::initramfs::Compression::Gzip)),
     );
     enc.write_all(data)
         .and_then(|()| enc.finish())
