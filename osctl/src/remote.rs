@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 /// What the device's osctl prints once PID 1 has taken a reboot or power-off
 /// (`reboot: asked PID 1`).
-const PID1_TOOK_IT: &[u8] = b": asked PID ";
+const PID1_TOOK_IT: &[u8] = ballast_control::ASKED_PID1.as_bytes();
 
 /// `USER@HOST:PORT` → (`USER@HOST`, Some(PORT)).
 pub fn split_port(host: &str) -> (String, Option<u16>) {

@@ -120,7 +120,7 @@ impl Shared {
         LinuxSys
             .kill(pid, sig)
             .map_err(|source| Pid1Error::Kill { what, pid, source })?;
-        Ok(format!("{what}: asked PID {pid}"))
+        Ok(format!("{what}{}{pid}", ballast_control::ASKED_PID1))
     }
 }
 

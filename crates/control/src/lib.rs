@@ -28,6 +28,11 @@ pub const SOCKET: &str = ballast_device::paths::SOCKET;
 /// allocation of unbounded size.
 pub const MAX_LINE: usize = 1 << 20;
 
+/// The words between what and whom in sysd's answer to a reboot or power-off
+/// (`reboot: asked PID 1`), which osctl prints: `osctl --host` looks for them
+/// to tell a machine that went down from a connection that failed.
+pub const ASKED_PID1: &str = ": asked PID ";
+
 /// What a client asks. On the wire: `{"op":"status"}`,
 /// `{"op":"logs","service":"ssh","lines":50,"follow":false}`, ...
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
