@@ -351,7 +351,7 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
         let disk_launch = |image: &Path| -> Result<Launch> {
             let mut launch = launch(&initrd);
             let mut boot = crate::run::disk_boot(&profile, image)?;
-            boot.kernel = crate::run::firmware_kernel(&profile, &build)?;
+            crate::run::firmware_images(&profile, &build, &mut boot)?;
             launch.disk = Some(boot);
             Ok(launch)
         };

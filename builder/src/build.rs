@@ -237,12 +237,17 @@ pub fn run(project: &Project, args: &BuildArgs) -> Result<()> {
             )
             .context("writing the install image")
         })?;
-        // The board's U-Boot beside the disk: what `ballast run` gives QEMU
-        // where the Pi's GPU firmware (which QEMU lacks) would load it.
-        let u_boot = board_files
+        // The board's U-Boot builds beside the disk, one artifact each, named
+        // by file stem (`u-boot`, `u-boot-rpi2`): what `ballast run` gives
+        // QEMU where the Pi's GPU firmware (which QEMU lacks) would load it.
+        let u_boot: UBootFiles = board_files
             .iter()
-            .find(|(dest, _)| dest == "u-boot.bin")
-            .map(|(_, file)| file.clone());
+            .filter_map(|(dest, file)| {
+                let stem = dest.strip_suffix(".bin")?;
+                stem.starts_with("u-boot")
+                    .then(|| (stem.to_owned(), file.clone()))
+            })
+            .collect();
         iso_tmp = steps.time("iso", || {
             live_iso(
                 &inputs,
@@ -632,24 +637,27 @@ fn live_iso(
     Ok(Some(dest))
 }
 
+/// The board's U-Boot builds: (artifact name, file), e.g. (`u-boot-rpi2`, ...).
+type UBootFiles = Vec<(String, PathBuf)>;
+
 /// Step 8: put every artifact in place (kernel and initramfs written atomically,
 /// disk and bundle renamed from the scratch directory), drop the scratch
 /// directory, and record the build in `build.json`.
 fn write_outputs(
     inputs: &BuildInputs,
     initrd: &initrd::Assembled,
-    disk: Option<(disk_image::Built, PathBuf, PathBuf, Option<PathBuf>)>,
+    disk: Option<(disk_image::Built, PathBuf, PathBuf, UBootFiles)>,
     iso: Option<PathBuf>,
     work: &Path,
 ) -> Result<BuildResult> {
     let out = &inputs.out;
     let mut artifacts = BTreeMap::new();
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
-    if let Some((_, _, _, Some(u_boot))) = &disk {
-        let bytes =
-            std::fs::read(u_boot).with_context(|| format!("reading {}", u_boot.display()))?;
-        atomic::write_atomic(&out.join("u-boot.bin"), &bytes)?;
-        artifacts.insert("u-boot".to_owned(), out.join("u-boot.bin"));
+    for (stem, file) in disk.iter().flat_map(|(_, _, _, u_boot)| u_boot) {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let dest = out.join(format!("{stem}.bin"));
+        atomic::write_atomic(&dest, &bytes)?;
+        artifacts.insert(stem.clone(), dest);
     }
     if let Some((_, disk_tmp, bundle_tmp, _)) = &disk {
         staged.push((disk_tmp.clone(), out.join("disk.img")));

@@ -365,6 +365,7 @@ fn stage_boot(inputs: &Inputs<'_>, dir: &Path, cmdline: &str) -> Result<()> {
                 let grub = grub::GrubDir::new(dir);
                 let state = uboot::State {
                     seq: 0,
+                    seq_boot: 0,
                     default: slot,
                     a: uboot::SlotState { tries, good: false },
                     b: uboot::SlotState {
@@ -391,7 +392,12 @@ fn stage_boot(inputs: &Inputs<'_>, dir: &Path, cmdline: &str) -> Result<()> {
                     Arch::Arm64 => "booti",
                     _ => "bootz",
                 };
-                uboot::ScriptParams::distro_boot(cmd, &inputs.board.boot.u_boot_env)
+                let mut params =
+                    uboot::ScriptParams::distro_boot(cmd, &inputs.board.boot.u_boot_env);
+                params.model_args = (inputs.board.boot.model_cmdline.iter())
+                    .map(|(fdtfile, args)| (fdtfile.clone(), args.join(" ")))
+                    .collect();
+                params
             };
             let script = uboot::boot_script(&params);
             std::fs::write(
@@ -400,6 +406,7 @@ fn stage_boot(inputs: &Inputs<'_>, dir: &Path, cmdline: &str) -> Result<()> {
             )?;
             let state = uboot::State {
                 seq: 0,
+                seq_boot: 0,
                 default: slot,
                 a: uboot::SlotState { tries, good: false },
                 b: uboot::SlotState {

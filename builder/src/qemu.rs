@@ -66,6 +66,9 @@ pub struct DiskBoot {
     /// A `-kernel` image standing in for the board's first stage (the
     /// Raspberry Pi's U-Boot, which its GPU firmware would load).
     pub kernel: Option<PathBuf>,
+    /// Files QEMU's generic loader puts at fixed addresses (raspi2b: the Pi
+    /// firmware's ARM stub at 0 and U-Boot at 0x8000).
+    pub loads: Vec<(PathBuf, u64)>,
 }
 
 impl Launch {
@@ -102,6 +105,12 @@ impl Launch {
                 }
                 if let Some(kernel) = &disk.kernel {
                     cmd.arg("-kernel").arg(kernel);
+                }
+                for (file, addr) in &disk.loads {
+                    let mut arg = std::ffi::OsString::from("loader,file=");
+                    arg.push(file);
+                    arg.push(format!(",addr={addr:#x}"));
+                    cmd.arg("-device").arg(arg);
                 }
                 if p.disk_device == "sd" {
                     let opts = format!("if=sd,index=0,format={}", disk.format);

@@ -12,6 +12,7 @@ use crate::build::BuildResult;
 use crate::project::Project;
 use crate::qemu::{self, AccelChoice, DiskBoot, Launch};
 
+mod armstub;
 mod attach;
 pub mod boot_args;
 mod live;
@@ -170,7 +171,7 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
             overlay
         };
         let mut boot = disk_boot(&profile, &image)?;
-        boot.kernel = firmware_kernel(&profile, &build)?;
+        firmware_images(&profile, &build, &mut boot)?;
         if args.bios {
             if board.arch != ballast_inputs::Arch::X86_64 {
                 bail!(
@@ -402,21 +403,37 @@ pub fn disk_boot(profile: &QemuProfile, image: &Path) -> Result<DiskBoot> {
         uefi,
         bios: firmware.bios.clone(),
         kernel: None,
+        loads: Vec::new(),
     })
 }
 
-/// The build artifact the profile's firmware loads with `-kernel`, if any
-/// (the Raspberry Pi's U-Boot: see `Firmware::kernel_artifact`).
-pub fn firmware_kernel(profile: &QemuProfile, build: &BuildResult) -> Result<Option<PathBuf>> {
-    match profile
-        .firmware
-        .as_ref()
-        .and_then(|f| f.kernel_artifact.as_ref())
-    {
-        Some(key) => build
-            .artifact(key)
-            .with_context(|| format!("{}: [firmware] kernel_artifact", profile.path.display()))
-            .map(Some),
-        None => Ok(None),
+/// What the profile's firmware stands in for the board's first stage with
+/// (the Raspberry Pi's U-Boot, which its GPU firmware would load: see
+/// `Firmware::kernel_artifact`): the build artifact as `-kernel`, or at
+/// `kernel_addr` behind the firmware's ARM stub (`Firmware::armstub`, written
+/// beside the artifact).
+pub fn firmware_images(
+    profile: &QemuProfile,
+    build: &BuildResult,
+    boot: &mut DiskBoot,
+) -> Result<()> {
+    let Some(firmware) = &profile.firmware else {
+        return Ok(());
+    };
+    let Some(key) = &firmware.kernel_artifact else {
+        return Ok(());
+    };
+    let kernel = build
+        .artifact(key)
+        .with_context(|| format!("{}: [firmware] kernel_artifact", profile.path.display()))?;
+    if let Some(stub) = firmware.armstub {
+        let path = kernel.with_file_name("qemu-armstub.bin");
+        ballast_device::atomic::write_atomic(&path, &armstub::image(stub))?;
+        boot.loads.push((path, 0));
     }
+    match firmware.kernel_addr {
+        Some(addr) => boot.loads.push((kernel, addr)),
+        None => boot.kernel = Some(kernel),
+    }
+    Ok(())
 }

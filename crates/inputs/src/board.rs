@@ -95,6 +95,13 @@ pub struct BoardBoot {
     /// anything: load addresses where the defaults leave too little room.
     #[serde(default)]
     pub u_boot_env: Vec<String>,
+    /// Kernel arguments for one model of a board image that serves several,
+    /// keyed by the device tree file U-Boot picks for it (`${fdtfile}`): the
+    /// boot script adds them after the slot's command line. The 32-bit Pi
+    /// image's serial console is `ttyS1` on the Pi 3 and `ttyAMA0` on the
+    /// Pi 2, and the last `console=` the kernel finds is `/dev/console`.
+    #[serde(default)]
+    pub model_cmdline: BTreeMap<String, Vec<String>>,
 }
 
 fn default_table() -> PartitionTable {
@@ -202,6 +209,20 @@ impl Board {
                 "boot.u_boot_env",
                 format!("{bad:?} is not `name=value` with a U-Boot variable name"),
             ));
+        }
+        // The script quotes them: nothing U-Boot's shell would read as its own.
+        let unsafe_char = |c: char| matches!(c, '"' | '$' | ';' | '\\' | '\n' | '\r');
+        for (fdtfile, args) in &self.boot.model_cmdline {
+            if let Some(bad) = std::iter::once(fdtfile)
+                .chain(args)
+                .find(|a| a.is_empty() || a.contains(unsafe_char) || a.contains(' '))
+            {
+                return Err(at(
+                    "model_cmdline",
+                    "boot.model_cmdline",
+                    format!("{bad:?}: device tree names and arguments are single words without quotes, `$`, `;` or `\\`"),
+                ));
+            }
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ pub use arch::Arch;
 pub use board::{Board, BoardBoot, BoardDebian, BoardKernel, BootFirmware, PartitionTable};
 pub use error::InputError;
 pub use image_file::{ImageDebian, ImageFile};
-pub use qemu::QemuProfile;
+pub use qemu::{Armstub, QemuProfile};
 
 use std::path::{Path, PathBuf};
 

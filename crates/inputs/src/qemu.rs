@@ -73,6 +73,27 @@ pub struct Firmware {
     /// it from the card (the Raspberry Pi's GPU firmware, which QEMU lacks).
     #[serde(default)]
     pub kernel_artifact: Option<String>,
+    /// Load `kernel_artifact` at this address with QEMU's generic loader
+    /// instead of `-kernel`, which loads a 32-bit image where a Linux kernel
+    /// goes (raspi2b: U-Boot `rpi_2` is linked at 0x8000, where the Pi's
+    /// firmware puts it).
+    #[serde(default)]
+    pub kernel_addr: Option<u64>,
+    /// The ARM stub the Pi's GPU firmware puts at address 0, which QEMU's
+    /// raspi machines lack when they do not boot a Linux kernel themselves:
+    /// without it every core starts at 0 in empty memory. `bcm2836` (Pi 2):
+    /// core 0 jumps to 0x8000, the others wait for Linux on their mailbox.
+    #[serde(default)]
+    pub armstub: Option<Armstub>,
+}
+
+/// An ARM stub for `Firmware::armstub`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Armstub {
+    /// The BCM2836 (Raspberry Pi 2): its local interrupt controller's mailbox 3
+    /// is where Linux writes a secondary core's entry point.
+    #[serde(rename = "bcm2836")]
+    Bcm2836,
 }
 
 fn default_disk_device() -> String {

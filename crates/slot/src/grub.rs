@@ -57,15 +57,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::uboot::{SlotState, State};
-use crate::{boot_files, io_err, write_atomic};
+use crate::{boot_files, io_err, write_atomic, MAX_TRIES};
 use crate::{Health, SlotError, SlotId, SlotStatus};
 
 /// GRUB's environment block size.
 pub const ENV_SIZE: usize = 1024;
 /// GRUB's environment block header.
 pub const ENV_HEADER: &str = "# GRUB Environment Block\n";
-/// The largest tries value [`script`] can count down.
-pub const MAX_TRIES: u32 = 16;
 
 /// The two copies of the slot state.
 pub const ENV_COPIES: [&str; 2] = ["ballast/grubenv.0", "ballast/grubenv.1"];
@@ -195,6 +193,7 @@ pub fn parse_env(bytes: &[u8], file: &str) -> Result<State, SlotError> {
         .ok_or_else(|| perr(dline, format!("ballast_default=`{dv}` must be `a` or `b`")))?;
     Ok(State {
         seq: gen,
+        seq_boot: 0,
         default,
         a: SlotState {
             good: flag(2)?,

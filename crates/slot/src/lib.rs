@@ -106,6 +106,12 @@ pub mod boot_files {
     }
 }
 
+/// The most tries a slot can be given on the boards whose bootloader counts
+/// in a script (GRUB on BIOS, U-Boot): those scripts have no arithmetic
+/// (GRUB's has none; the BeagleBone's U-Boot lacks `setexpr`), so they count
+/// down through a table this long.
+pub const MAX_TRIES: u32 = 16;
+
 /// One of the two root slots.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,

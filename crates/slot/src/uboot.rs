@@ -15,18 +15,33 @@
 //! ballast_b_tries=3
 //! ballast_default=b
 //! ballast_seq=1f
+//! ballast_seq_boot=1
 //! end=ballast
 //! ```
 //!
-//! Numbers are **hexadecimal without `0x`**, because U-Boot's `setexpr` reads and writes
-//! hex; `test` only ever compares them as strings (`= 1`, `!= 0`). `end=ballast` sorts
-//! last and proves the write completed: a copy without it is torn and ignored.
+//! Numbers are **hexadecimal without `0x`**, as U-Boot's `itest` reads them. `end=ballast`
+//! sorts last and proves the write completed: a copy without it is torn and ignored.
 //!
-//! Of two valid copies the one with the newer `seq` wins, compared as 32-bit serial
-//! numbers (`(s0 - s1)` has bit 31 clear ⇒ copy 0), which the script computes with
-//! `setexpr` (`- `, `/ 80000000`, `% 2`) and which survives wrap-around. Every write —
-//! by the script or by [`BootDir::write_state`] — goes to the *other* copy with
-//! `seq + 1`, so a power cut mid-write leaves the copy that was read intact.
+//! # No arithmetic in the script
+//!
+//! Some boards' U-Boot has no `setexpr` (Debian's `am335x_boneblack`, the BeagleBone's),
+//! so the script does no arithmetic; it needs `itest`, `test`, `fatload`, `fatwrite` and
+//! `env import`/`env export`, which every U-Boot build Ballast uses has:
+//!
+//! * tries count down through a table, `1` → `0` up to [`MAX_TRIES`] (GRUB's script does
+//!   the same); a state with more tries is refused when written;
+//! * the write order is two numbers. `ballast_seq` is set by the system: every
+//!   [`BootDir::write_state`] writes the newest copy's `seq + 1` and `ballast_seq_boot=0`.
+//!   The script cannot add to `seq`, so it keeps it and steps `ballast_seq_boot` through
+//!   a table instead (it writes at most once per counted try, so at most
+//!   2 × [`MAX_TRIES`] times before the system writes again).
+//!
+//! Of two valid copies the one with the larger `(seq, seq_boot)` wins (`itest -gt`,
+//! `-eq`; ties go to copy 0). Every write — by the script or by
+//! [`BootDir::write_state`] — goes to the *other* copy, so a power cut mid-write leaves
+//! the copy that was read intact. A copy without `ballast_seq_boot` (written by an older
+//! Ballast) reads as `0`; an older boot script, which counted with `setexpr`, reads only
+//! the keys it knows and writes `seq + 1`, which orders the same way.
 //!
 //! # Boot rule (shared with [`crate::bls`])
 //!
@@ -43,7 +58,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::{boot_files, io_err, write_atomic};
+use crate::{boot_files, io_err, write_atomic, MAX_TRIES};
 use crate::{Health, SlotError, SlotId, SlotStatus};
 
 /// One slot in the state file.
@@ -77,7 +92,10 @@ impl SlotState {
 /// The whole slot state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct State {
+    /// The system's write counter (see the module docs).
     pub seq: u32,
+    /// The boot script's writes since `seq` was last written (U-Boot only; 0 elsewhere).
+    pub seq_boot: u32,
     pub default: SlotId,
     pub a: SlotState,
     pub b: SlotState,
@@ -96,6 +114,7 @@ impl State {
     pub fn new(default: SlotId) -> State {
         let mut s = State {
             seq: 0,
+            seq_boot: 0,
             default,
             a: SlotState {
                 tries: 0,
@@ -169,39 +188,52 @@ impl State {
         }
     }
 
-    /// The state the script writes before booting (seq untouched: the writer sets it).
+    /// The state the script writes before booting: one try fewer, the same `seq`,
+    /// `seq_boot` one more (unchanged when the boot does not count).
     pub fn after_boot(&self) -> State {
         let mut next = *self;
         let c = self.boot_choice();
         if c.counts {
             let s = next.slot_mut(c.slot);
             s.tries = s.tries.saturating_sub(1);
+            next.seq_boot += 1;
         }
         next
     }
+
+    /// Its place in the write order: the larger is the newer copy.
+    fn order(&self) -> (u32, u32) {
+        (self.seq, self.seq_boot)
+    }
 }
 
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 8] = [
     "ballast_a_good",
     "ballast_a_tries",
     "ballast_b_good",
     "ballast_b_tries",
     "ballast_default",
     "ballast_seq",
+    "ballast_seq_boot",
     "end",
 ];
+/// `KEYS`' index of `end`.
+const END: usize = 7;
+/// The most script writes between two writes by the system: one per counted try.
+const MAX_SEQ_BOOT: u32 = 2 * MAX_TRIES;
 
 /// Render the state file (byte-identical to the script's `env export -t`, minus the
 /// trailing NUL U-Boot may add).
 pub fn render(s: &State) -> String {
     format!(
-        "ballast_a_good={}\nballast_a_tries={:x}\nballast_b_good={}\nballast_b_tries={:x}\nballast_default={}\nballast_seq={:x}\nend=ballast\n",
+        "ballast_a_good={}\nballast_a_tries={:x}\nballast_b_good={}\nballast_b_tries={:x}\nballast_default={}\nballast_seq={:x}\nballast_seq_boot={:x}\nend=ballast\n",
         u8::from(s.a.good),
         s.a.tries,
         u8::from(s.b.good),
         s.b.tries,
         s.default,
-        s.seq
+        s.seq,
+        s.seq_boot
     )
 }
 
@@ -219,7 +251,7 @@ fn parse_named(text: &str, file: &str) -> Result<State, SlotError> {
     };
     // U-Boot's export may end with NUL bytes.
     let text = text.trim_end_matches(['\0', '\n', '\r', ' ']);
-    let mut vals: [Option<(usize, &str)>; 7] = [None; 7];
+    let mut vals: [Option<(usize, &str)>; 8] = [None; 8];
     let mut last_key = "";
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim_end_matches('\r');
@@ -234,7 +266,7 @@ fn parse_named(text: &str, file: &str) -> Result<State, SlotError> {
             vals[i] = Some((n + 1, v));
         }
     }
-    match vals[6] {
+    match vals[END] {
         Some((_, "ballast")) if last_key == "end" => {}
         _ => {
             return Err(SlotError::Invalid {
@@ -273,6 +305,8 @@ fn parse_named(text: &str, file: &str) -> Result<State, SlotError> {
         .ok_or_else(|| perr(dline, format!("ballast_default=`{dv}` must be `a` or `b`")))?;
     Ok(State {
         seq: hex(5)?,
+        // Absent in copies written by an older Ballast.
+        seq_boot: if vals[6].is_some() { hex(6)? } else { 0 },
         default,
         a: SlotState {
             good: flag(0)?,
@@ -285,14 +319,26 @@ fn parse_named(text: &str, file: &str) -> Result<State, SlotError> {
     })
 }
 
-/// Index (0 or 1) of the newer of two valid copies, by 32-bit serial arithmetic; ties
-/// go to copy 0. The boot script computes exactly this.
-pub fn newer_copy(seq0: u32, seq1: u32) -> usize {
-    if seq0.wrapping_sub(seq1) & 0x8000_0000 == 0 {
-        0
-    } else {
-        1
+/// Index (0 or 1) of the newer of two valid copies, by `(seq, seq_boot)`; ties go to
+/// copy 0. The boot script computes exactly this.
+pub fn newer_copy(copy0: &State, copy1: &State) -> usize {
+    usize::from(copy1.order() > copy0.order())
+}
+
+/// A state the script can count down: tries within its table.
+fn check_countable(s: &State) -> Result<(), SlotError> {
+    for slot in SlotId::ALL {
+        let tries = s.slot(slot).tries;
+        if tries > MAX_TRIES {
+            return Err(SlotError::Invalid {
+                what: format!("slot {slot} tries"),
+                reason: format!(
+                    "{tries} is more than the U-Boot boot script counts down ({MAX_TRIES}); lower `tries` in the image file"
+                ),
+            });
+        }
     }
+    Ok(())
 }
 
 /// `ballast/<slot>/boot.env`: the slot's kernel command line and version, for `env import -t`.
@@ -345,7 +391,7 @@ impl BootDir {
 
     fn newest(&self) -> Result<Option<(usize, State)>, SlotError> {
         Ok(match self.read_copies()? {
-            [Some(a), Some(b)] => Some(if newer_copy(a.seq, b.seq) == 0 {
+            [Some(a), Some(b)] => Some(if newer_copy(&a, &b) == 0 {
                 (0, a)
             } else {
                 (1, b)
@@ -365,22 +411,34 @@ impl BootDir {
             })
     }
 
-    /// Write `state` with `seq` = newest seq + 1 into the copy that was *not* read
-    /// (copy 0 when neither is valid): tmp file, fsync, rename, fsync dir.
+    /// Write `state` with `seq` = newest seq + 1 and `seq_boot` 0 into the copy that
+    /// was *not* read (copy 0 when neither is valid): tmp file, fsync, rename, fsync dir.
     pub fn write_state(&self, state: &State) -> Result<(), SlotError> {
         let (target, seq) = match self.newest()? {
             Some((i, cur)) => (1 - i, cur.seq.wrapping_add(1)),
             None => (0, state.seq.wrapping_add(1)),
         };
-        let s = State { seq, ..*state };
+        self.write_copy(
+            target,
+            &State {
+                seq,
+                seq_boot: 0,
+                ..*state
+            },
+        )
+    }
+
+    fn write_copy(&self, copy: usize, state: &State) -> Result<(), SlotError> {
+        check_countable(state)?;
         write_atomic(
-            &self.root.join(boot_files::STATE_COPIES[target]),
-            render(&s).as_bytes(),
+            &self.root.join(boot_files::STATE_COPIES[copy]),
+            render(state).as_bytes(),
         )
     }
 
     /// A new boot partition (builder): both copies, identical.
     pub fn initialize(&self, state: &State) -> Result<(), SlotError> {
+        check_countable(state)?;
         for rel in boot_files::STATE_COPIES {
             write_atomic(&self.root.join(rel), render(state).as_bytes())?;
         }
@@ -441,10 +499,10 @@ impl BootDir {
 
     /// After writing a new image into `slot`: `tries` tries, default.
     pub fn install(&self, slot: SlotId, tries: u32) -> Result<(), SlotError> {
-        if tries == 0 {
+        if tries == 0 || tries > MAX_TRIES {
             return Err(SlotError::Invalid {
                 what: "tries".into(),
-                reason: "0 tries would install the slot as bad; give at least 1".into(),
+                reason: format!("{tries}: give 1..={MAX_TRIES} (0 would install the slot as bad)"),
             });
         }
         self.update(|s| s.install(slot, tries))
@@ -463,12 +521,14 @@ impl BootDir {
     }
 
     /// Run the boot script's logic on the files (tests, dry runs): returns the slot it
-    /// boots and writes the counted-down state to the other copy.
+    /// boots and writes the counted-down state to the other copy, as the script does.
     pub fn simulate_boot(&self) -> Result<SlotId, SlotError> {
-        let s = self.read_state()?;
+        let (read, s) = self.newest()?.ok_or_else(|| SlotError::NoValidState {
+            dir: self.root.clone(),
+        })?;
         let c = s.boot_choice();
         if c.counts {
-            self.write_state(&s.after_boot())?;
+            self.write_copy(1 - read, &s.after_boot())?;
         }
         Ok(c.slot)
     }
@@ -500,6 +560,10 @@ pub struct ScriptParams {
     /// OS: the user's own arguments, kept across upgrades (a slot's
     /// `boot.env` is replaced by each one).
     pub extra_args_file: Option<String>,
+    /// Kernel arguments for one model, keyed by the device tree file U-Boot
+    /// chose for it (`${fdtfile}`), added after the slot's command line (see
+    /// the board file's `model_cmdline`).
+    pub model_args: Vec<(String, String)>,
 }
 
 /// The boot partition's file of extra kernel arguments on distro-boot boards.
@@ -517,6 +581,7 @@ impl ScriptParams {
             fdt_file: None,
             env: Vec::new(),
             extra_args_file: None,
+            model_args: Vec::new(),
         }
     }
 
@@ -533,6 +598,7 @@ impl ScriptParams {
             fdt_file: Some("dtbs/${fdtfile}".into()),
             env: env.to_vec(),
             extra_args_file: Some(CMDLINE_EXTRA.into()),
+            model_args: Vec::new(),
         }
     }
 }
@@ -566,7 +632,8 @@ pub fn boot_script(p: &ScriptParams) -> String {
              if fatload {dev} ${{ramdisk_addr_r}} ballast/state.{n}.env; then\n\
              \x20 if env import -t ${{ramdisk_addr_r}} ${{filesize}} {keys}; then\n\
              \x20   if test \"${{end}}\" = \"ballast\" -a -n \"${{ballast_seq}}\"; then\n\
-             \x20     setenv ballast_ok{n} 1; setenv ballast_seq{n} ${{ballast_seq}}\n\
+             \x20     setenv ballast_ok{n} 1; setenv ballast_seq{n} ${{ballast_seq}}; setenv ballast_sb{n} 0\n\
+             \x20     if test -n \"${{ballast_seq_boot}}\"; then setenv ballast_sb{n} ${{ballast_seq_boot}}; fi\n\
              \x20   else\n\
              \x20     echo \"ballast: ballast/state.{n}.env is incomplete (torn write); ignoring it\"\n\
              \x20   fi\n\
@@ -579,10 +646,10 @@ pub fn boot_script(p: &ScriptParams) -> String {
          if test \"${{ballast_ok0}}\" = 1; then\n\
          \x20 setenv ballast_copy 0\n\
          \x20 if test \"${{ballast_ok1}}\" = 1; then\n\
-         \x20   setexpr ballast_d ${{ballast_seq0}} - ${{ballast_seq1}}\n\
-         \x20   setexpr ballast_d ${{ballast_d}} / 80000000\n\
-         \x20   setexpr ballast_d ${{ballast_d}} % 2\n\
-         \x20   if test \"${{ballast_d}}\" != 0; then setenv ballast_copy 1; fi\n\
+         \x20   if itest ${{ballast_seq1}} -gt ${{ballast_seq0}}; then setenv ballast_copy 1; fi\n\
+         \x20   if itest ${{ballast_seq1}} -eq ${{ballast_seq0}}; then\n\
+         \x20     if itest ${{ballast_sb1}} -gt ${{ballast_sb0}}; then setenv ballast_copy 1; fi\n\
+         \x20   fi\n\
          \x20 fi\n\
          else\n\
          \x20 if test \"${{ballast_ok1}}\" = 1; then setenv ballast_copy 1; fi\n\
@@ -594,6 +661,7 @@ pub fn boot_script(p: &ScriptParams) -> String {
          else\n\
          \x20 fatload {dev} ${{ramdisk_addr_r}} ballast/state.${{ballast_copy}}.env\n\
          \x20 env import -t ${{ramdisk_addr_r}} ${{filesize}} {keys}\n\
+         \x20 if test -z \"${{ballast_seq_boot}}\"; then setenv ballast_seq_boot 0; fi\n\
          \x20 if test \"${{ballast_copy}}\" = 0; then setenv ballast_target 1; else setenv ballast_target 0; fi\n\
          fi\n\
          if test \"${{ballast_default}}\" = b; then\n\
@@ -624,19 +692,25 @@ pub fn boot_script(p: &ScriptParams) -> String {
          \x20 fi\n\
          fi\n\
          if test \"${{ballast_count}}\" = 1; then\n\
-         \x20 if test \"${{ballast_boot}}\" = a; then\n\
-         \x20   setexpr ballast_a_tries ${{ballast_a_tries}} - 1; setenv ballast_left ${{ballast_a_tries}}\n\
+         \x20 if test \"${{ballast_boot}}\" = a; then setenv ballast_t ${{ballast_a_tries}}; else setenv ballast_t ${{ballast_b_tries}}; fi\n\
+         \x20 setenv ballast_left none\n\
+         {tries_table}\
+         \x20 setenv ballast_next none\n\
+         {seq_boot_table}\
+         \x20 setenv ballast_written 0\n\
+         \x20 if test \"${{ballast_left}}\" = none -o \"${{ballast_next}}\" = none; then\n\
+         \x20   echo \"ballast: tries ${{ballast_t}} or ballast_seq_boot=${{ballast_seq_boot}} in ballast/state.${{ballast_copy}}.env is beyond what this script counts\"\n\
          \x20 else\n\
-         \x20   setexpr ballast_b_tries ${{ballast_b_tries}} - 1; setenv ballast_left ${{ballast_b_tries}}\n\
-         \x20 fi\n\
-         \x20 setexpr ballast_seq ${{ballast_seq}} + 1\n\
-         \x20 env export -t ${{ramdisk_addr_r}} {keys}\n\
-         \x20 setenv ballast_written 0; setenv ballast_wseq ${{ballast_seq}}\n\
-         \x20 if fatwrite {dev} ${{ramdisk_addr_r}} ballast/state.${{ballast_target}}.env ${{filesize}}; then\n\
-         \x20   setenv ballast_seq\n\
-         \x20   if fatload {dev} ${{ramdisk_addr_r}} ballast/state.${{ballast_target}}.env; then\n\
-         \x20     env import -t ${{ramdisk_addr_r}} ${{filesize}} ballast_seq\n\
-         \x20     if test \"${{ballast_seq}}\" = \"${{ballast_wseq}}\"; then setenv ballast_written 1; fi\n\
+         \x20   if test \"${{ballast_boot}}\" = a; then setenv ballast_a_tries ${{ballast_left}}; else setenv ballast_b_tries ${{ballast_left}}; fi\n\
+         \x20   setenv ballast_seq_boot ${{ballast_next}}\n\
+         \x20   env export -t ${{ramdisk_addr_r}} {keys}\n\
+         \x20   setenv ballast_wseq ${{ballast_seq}}\n\
+         \x20   if fatwrite {dev} ${{ramdisk_addr_r}} ballast/state.${{ballast_target}}.env ${{filesize}}; then\n\
+         \x20     setenv ballast_seq; setenv ballast_seq_boot\n\
+         \x20     if fatload {dev} ${{ramdisk_addr_r}} ballast/state.${{ballast_target}}.env; then\n\
+         \x20       env import -t ${{ramdisk_addr_r}} ${{filesize}} ballast_seq ballast_seq_boot\n\
+         \x20       if test \"${{ballast_seq}}\" = \"${{ballast_wseq}}\" -a \"${{ballast_seq_boot}}\" = \"${{ballast_next}}\"; then setenv ballast_written 1; fi\n\
+         \x20     fi\n\
          \x20   fi\n\
          \x20 fi\n\
          \x20 if test \"${{ballast_written}}\" = 1; then\n\
@@ -658,10 +732,11 @@ pub fn boot_script(p: &ScriptParams) -> String {
          \x20 env import -t ${{ramdisk_addr_r}} ${{filesize}} ballast_args ballast_version\n\
          fi\n\
          {extra_load}\
+         {model_load}\
          if fatload {dev} ${{kernel_addr_r}} ballast/${{ballast_boot}}/{kernel}; then\n\
          {fdt_load}\
          \x20 if fatload {dev} ${{ramdisk_addr_r}} ballast/${{ballast_boot}}/{initrd}; then\n\
-         \x20   setenv bootargs \"${{ballast_args}}{extra_arg} ballast.slot=${{ballast_boot}}\"\n\
+         \x20   setenv bootargs \"${{ballast_args}}{model_arg}{extra_arg} ballast.slot=${{ballast_boot}}\"\n\
          \x20   echo \"ballast: starting version ${{ballast_version}} from slot ${{ballast_boot}}\"\n\
          \x20   {cmd} ${{kernel_addr_r}} ${{ramdisk_addr_r}}:${{filesize}} {fdt}\n\
          \x20 fi\n\
@@ -669,6 +744,16 @@ pub fn boot_script(p: &ScriptParams) -> String {
          echo \"ballast: boot of slot ${{ballast_boot}} failed\"\n",
         kernel = boot_files::KERNEL,
         initrd = boot_files::INITRD,
+        tries_table = step_table(
+            "ballast_t",
+            "ballast_left",
+            (1..=MAX_TRIES).map(|t| (t, t - 1))
+        ),
+        seq_boot_table = step_table(
+            "ballast_seq_boot",
+            "ballast_next",
+            (0..MAX_SEQ_BOOT).map(|n| (n, n + 1))
+        ),
         cmd = p.boot_cmd,
         // The file's text, NUL-terminated in memory so `setexpr.s` reads it
         // as a string (a trailing newline is whitespace to the kernel). A
@@ -688,6 +773,22 @@ pub fn boot_script(p: &ScriptParams) -> String {
                  fi\n"
             ),
             None => String::new(),
+        },
+        model_load = if p.model_args.is_empty() {
+            String::new()
+        } else {
+            let mut m = String::from("setenv ballast_model\n");
+            for (fdtfile, args) in &p.model_args {
+                m.push_str(&format!(
+                    "if test \"${{fdtfile}}\" = \"{fdtfile}\"; then setenv ballast_model \"{args}\"; fi\n"
+                ));
+            }
+            m
+        },
+        model_arg = if p.model_args.is_empty() {
+            ""
+        } else {
+            " ${ballast_model}"
         },
         extra_arg = if p.extra_args_file.is_some() {
             " ${ballast_extra}"
@@ -709,6 +810,14 @@ pub fn boot_script(p: &ScriptParams) -> String {
         },
     ));
     s
+}
+
+/// Script lines that set `to` to `b` when `from` is `a`, for each `(a, b)` (hex):
+/// the script's arithmetic, as a table.
+fn step_table(from: &str, to: &str, steps: impl Iterator<Item = (u32, u32)>) -> String {
+    steps
+        .map(|(a, b)| format!("  if test \"${{{from}}}\" = {a:x}; then setenv {to} {b:x}; fi\n"))
+        .collect()
 }
 
 const IH_MAGIC: u32 = 0x2705_1956;
@@ -752,6 +861,7 @@ mod tests {
     fn st(seq: u32, default: SlotId, a: (u32, bool), b: (u32, bool)) -> State {
         State {
             seq,
+            seq_boot: 0,
             default,
             a: SlotState {
                 tries: a.0,
@@ -770,9 +880,11 @@ mod tests {
         let t = render(&s);
         assert_eq!(
             t,
-            "ballast_a_good=1\nballast_a_tries=0\nballast_b_good=0\nballast_b_tries=3\nballast_default=b\nballast_seq=1f\nend=ballast\n"
+            "ballast_a_good=1\nballast_a_tries=0\nballast_b_good=0\nballast_b_tries=3\nballast_default=b\nballast_seq=1f\nballast_seq_boot=0\nend=ballast\n"
         );
         assert_eq!(parse(&t).unwrap(), s);
+        // A copy from an older Ballast has no ballast_seq_boot: 0.
+        assert_eq!(parse(&t.replace("ballast_seq_boot=0\n", "")).unwrap(), s);
         // U-Boot's export may end with a NUL; 0x prefixes are accepted.
         assert_eq!(parse(&format!("{t}\0")).unwrap(), s);
         assert_eq!(parse(&t.replace("=1f", "=0x1f")).unwrap(), s);
@@ -801,12 +913,61 @@ mod tests {
     }
 
     #[test]
-    fn newer_copy_handles_wrap() {
-        assert_eq!(newer_copy(5, 4), 0);
-        assert_eq!(newer_copy(4, 5), 1);
-        assert_eq!(newer_copy(7, 7), 0);
-        assert_eq!(newer_copy(0, u32::MAX), 0);
-        assert_eq!(newer_copy(u32::MAX, 0), 1);
+    fn newer_copy_orders_by_seq_then_the_scripts_writes() {
+        let c = |seq, seq_boot| State {
+            seq,
+            seq_boot,
+            ..State::new(SlotId::A)
+        };
+        assert_eq!(newer_copy(&c(5, 0), &c(4, 0)), 0);
+        assert_eq!(newer_copy(&c(4, 0), &c(5, 0)), 1);
+        assert_eq!(newer_copy(&c(7, 0), &c(7, 0)), 0);
+        // The script kept seq 7 and counted a try: its copy is newer.
+        assert_eq!(newer_copy(&c(7, 0), &c(7, 1)), 1);
+        assert_eq!(newer_copy(&c(7, 2), &c(7, 1)), 0);
+        // The system's next write (seq + 1, seq_boot 0) is newer than any of them.
+        assert_eq!(newer_copy(&c(8, 0), &c(7, 0x20)), 0);
+    }
+
+    #[test]
+    fn more_tries_than_the_script_counts_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let bd = BootDir::new(d.path());
+        bd.initialize(&State::new(SlotId::A)).unwrap();
+        let e = bd
+            .install(SlotId::B, MAX_TRIES + 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1..=16"), "{e}");
+        let mut s = State::new(SlotId::A);
+        s.install(SlotId::B, MAX_TRIES + 1);
+        let e = bd.write_state(&s).unwrap_err().to_string();
+        assert!(e.contains("lower `tries` in the image file"), "{e}");
+        bd.install(SlotId::B, MAX_TRIES).unwrap();
+    }
+
+    #[test]
+    fn the_script_does_no_arithmetic() {
+        // The BeagleBone's U-Boot has no setexpr: only the optional
+        // cmdline_extra.txt block may try it, as an `if` condition.
+        for p in [
+            ScriptParams::qemu_arm(),
+            ScriptParams::distro_boot("bootz", &[]),
+        ] {
+            let s = boot_script(&p);
+            let commands = s.lines().filter(|l| !l.trim_start().starts_with("echo"));
+            for line in commands.filter(|l| l.contains("setexpr")) {
+                let inside_guard = line.trim_start().starts_with("if setexpr ballast_end")
+                    || line.trim_start().starts_with("setexpr.s ballast_extra");
+                assert!(inside_guard, "setexpr outside the optional block: {line}");
+            }
+        }
+        // The tables cover every tries value and every script write.
+        let s = boot_script(&ScriptParams::qemu_arm());
+        assert!(s.contains("if test \"${ballast_t}\" = 10; then setenv ballast_left f; fi"));
+        assert!(s.contains("if test \"${ballast_t}\" = 1; then setenv ballast_left 0; fi"));
+        assert!(s.contains("if test \"${ballast_seq_boot}\" = 1f; then setenv ballast_next 20; fi"));
+        assert!(!s.contains("= 0; then setenv ballast_left"));
     }
 
     #[test]
@@ -851,9 +1012,10 @@ mod tests {
             "{s1}"
         );
         assert_eq!(bd.simulate_boot().unwrap(), SlotId::B);
-        // written to copy 0 (copy 1 was read), seq 2
+        // written to copy 0 (copy 1 was read) as the script does: seq 1 kept,
+        // its first write since
         let s0 = parse(&fs::read_to_string(d.path().join("ballast/state.0.env")).unwrap()).unwrap();
-        assert_eq!((s0.seq, s0.b.tries), (2, 1));
+        assert_eq!((s0.seq, s0.seq_boot, s0.b.tries), (1, 1, 1));
         let status = bd.status().unwrap();
         assert_eq!(status[1].version.as_deref(), Some("1.1.0"));
         assert_eq!(
@@ -950,6 +1112,25 @@ mod tests {
         assert!(s.contains(
             "setenv bootargs \"${ballast_args} ${ballast_extra} ballast.slot=${ballast_boot}\""
         ));
+    }
+
+    #[test]
+    fn model_arguments_go_after_the_slots_command_line() {
+        let mut p = ScriptParams::distro_boot("bootz", &[]);
+        p.model_args = vec![(
+            "bcm2836-rpi-2-b.dtb".into(),
+            "console=ttyAMA0,115200".into(),
+        )];
+        let s = boot_script(&p);
+        assert!(s.contains(
+            "if test \"${fdtfile}\" = \"bcm2836-rpi-2-b.dtb\"; then setenv ballast_model \"console=ttyAMA0,115200\"; fi"
+        ));
+        assert!(s.contains(
+            "setenv bootargs \"${ballast_args} ${ballast_model} ${ballast_extra} ballast.slot=${ballast_boot}\""
+        ));
+        // Set before the kernel loads, cleared first: no model, no arguments.
+        let clear = s.find("setenv ballast_model\n").unwrap();
+        assert!(clear < s.find("ballast/${ballast_boot}/vmlinuz").unwrap());
     }
 
     #[test]

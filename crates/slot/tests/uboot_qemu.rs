@@ -77,6 +77,18 @@ fn run_uboot_with(disk: &Path, drive_opts: &str) -> String {
     common::run_qemu(cmd, "ballast: boot of slot", Duration::from_secs(60))
 }
 
+/// Run `f` on the disk's boot partition as the system would (the state copies
+/// as U-Boot left them), then write the partition back.
+fn on_disk(staging: &Path, disk: &Path, f: impl FnOnce(&BootDir)) {
+    for rel in ballast_slot::boot_files::STATE_COPIES {
+        if let Some(text) = read_from_disk(disk, rel) {
+            std::fs::write(staging.join(rel), text.trim_end_matches('\0')).unwrap();
+        }
+    }
+    f(&BootDir::new(staging));
+    make_disk(staging, disk, 0x0c);
+}
+
 fn state_on_disk(disk: &Path, copy: usize) -> Option<State> {
     read_from_disk(disk, ballast_slot::boot_files::STATE_COPIES[copy])
         .and_then(|t| uboot::parse(&t).ok())
@@ -93,7 +105,9 @@ fn uboot_counts_tries_down_then_falls_back_to_the_good_slot() {
     bd.install(SlotId::B, 2).unwrap(); // copy 1, seq 1: b default with 2 tries
     make_disk(&staging, &disk, 0x0c);
 
-    // Boot 1: b, one try consumed, written to copy 0 (copy 1 was read) with seq 2.
+    // Boot 1: b, one try consumed, written to copy 0 (copy 1 was read): seq 1
+    // kept, the script's first write since (it does no arithmetic: the tries and
+    // seq_boot step through its tables).
     let c = run_uboot(&disk);
     assert!(c.contains("ballast: booting slot b (tries left 1)"), "{c}");
     assert!(
@@ -102,8 +116,8 @@ fn uboot_counts_tries_down_then_falls_back_to_the_good_slot() {
     );
     let s0 = state_on_disk(&disk, 0).expect("copy 0 valid after the script wrote it");
     assert_eq!(
-        (s0.seq, s0.default, s0.b.tries, s0.b.good),
-        (2, SlotId::B, 1, false)
+        (s0.seq, s0.seq_boot, s0.default, s0.b.tries, s0.b.good),
+        (1, 1, SlotId::B, 1, false)
     );
     assert!(s0.a.good);
     // The script's `env export` and this crate's render are the same bytes.
@@ -115,16 +129,16 @@ fn uboot_counts_tries_down_then_falls_back_to_the_good_slot() {
     );
     let s1 = state_on_disk(&disk, 1).unwrap();
     assert_eq!(
-        (s1.seq, s1.b.tries),
-        (1, 2),
+        (s1.seq, s1.seq_boot, s1.b.tries),
+        (1, 0, 2),
         "the copy that was read is untouched"
     );
 
-    // Boot 2: last try, into copy 1 with seq 3.
+    // Boot 2: last try, into copy 1, the script's second write.
     let c = run_uboot(&disk);
     assert!(c.contains("ballast: booting slot b (tries left 0)"), "{c}");
     let s1 = state_on_disk(&disk, 1).unwrap();
-    assert_eq!((s1.seq, s1.b.tries), (3, 0));
+    assert_eq!((s1.seq, s1.seq_boot, s1.b.tries), (1, 2, 0));
 
     // Boot 3: b never marked good: a boots, nothing is written.
     let c = run_uboot(&disk);
@@ -134,8 +148,16 @@ fn uboot_counts_tries_down_then_falls_back_to_the_good_slot() {
         c.contains("ballast.slot=a") || c.contains("from slot a"),
         "{c}"
     );
-    assert_eq!(state_on_disk(&disk, 0).unwrap().seq, 2);
-    assert_eq!(state_on_disk(&disk, 1).unwrap().seq, 3);
+    assert_eq!(state_on_disk(&disk, 0).unwrap().seq_boot, 1);
+    assert_eq!(state_on_disk(&disk, 1).unwrap().seq_boot, 2);
+
+    // The system writes next (a marks itself good): seq 2, into copy 0,
+    // newer than both of the script's writes.
+    on_disk(&staging, &disk, |bd| bd.mark_good(SlotId::A).unwrap());
+    let s0 = state_on_disk(&disk, 0).unwrap();
+    assert_eq!((s0.seq, s0.seq_boot, s0.default), (2, 0, SlotId::B));
+    let c = run_uboot(&disk);
+    assert!(c.contains("ballast: booting slot a\n"), "{c}");
 }
 
 #[test]
@@ -149,6 +171,9 @@ fn uboot_ignores_a_torn_state_copy() {
     st.install(SlotId::B, 3);
     st.seq = 5;
     bd.initialize(&st).unwrap();
+    // Copy 0 as an older Ballast wrote it, before ballast_seq_boot: read as 0.
+    let old = uboot::render(&st).replace("ballast_seq_boot=0\n", "");
+    std::fs::write(staging.join("ballast/state.0.env"), old).unwrap();
     // Copy 1 claims a newer seq and slot a, but its write never finished.
     let mut newer = st;
     newer.seq = 6;
@@ -163,8 +188,15 @@ fn uboot_ignores_a_torn_state_copy() {
     assert!(c.contains("ballast: booting slot b (tries left 2)"), "{c}");
     // The torn copy is the one overwritten, now complete and newer.
     let s1 = state_on_disk(&disk, 1).expect("copy 1 rewritten complete");
-    assert_eq!((s1.seq, s1.default, s1.b.tries), (6, SlotId::B, 2));
-    assert_eq!(state_on_disk(&disk, 0).unwrap(), st);
+    assert_eq!(
+        (s1.seq, s1.seq_boot, s1.default, s1.b.tries),
+        (5, 1, SlotId::B, 2)
+    );
+    assert_eq!(
+        state_on_disk(&disk, 0).unwrap(),
+        st,
+        "the copy read is untouched"
+    );
 }
 
 #[test]
