@@ -126,14 +126,28 @@ fn boot_script(img: &Path) -> String {
 }
 
 /// The commands a U-Boot hush script runs: the first word of each statement,
-/// after `if`, `then`, `else`, `elif`.
+/// after `if`, `then`, `else`, `elif`, without a size suffix (`mw.b`: `mw`).
 fn script_commands(script: &str) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
     for line in script.lines().map(str::trim) {
         if line.starts_with('#') {
             continue;
         }
-        for statement in line.split(';') {
+        // Split at `;` outside double quotes (echo texts have their own).
+        let mut statements = vec![String::new()];
+        let mut quoted = false;
+        for c in line.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ';' if !quoted => statements.push(String::new()),
+                _ => {}
+            }
+            if let Some(last) = statements.last_mut() {
+                last.push(c);
+            }
+        }
+        for statement in &statements {
+            let statement = statement.trim_start_matches(';');
             let mut words = statement.split_whitespace().peekable();
             while words
                 .peek()
@@ -141,8 +155,9 @@ fn script_commands(script: &str) -> std::collections::BTreeSet<String> {
             {
                 words.next();
             }
+            // `mw.b`, `setexpr.s`: the command is `mw`, `setexpr`, with a size.
             if let Some(w) = words.next().filter(|w| *w != "fi") {
-                out.insert(w.to_owned());
+                out.insert(w.split('.').next().unwrap_or(w).to_owned());
             }
         }
     }

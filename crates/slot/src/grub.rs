@@ -89,17 +89,7 @@ const KEYS: [&str; 7] = [
 
 /// One environment block holding `state` (its `seq` taken modulo 3).
 pub fn render_env(state: &State) -> Result<Vec<u8>, SlotError> {
-    for slot in SlotId::ALL {
-        let tries = state.slot(slot).tries;
-        if tries > MAX_TRIES {
-            return Err(SlotError::Invalid {
-                what: format!("slot {slot} tries"),
-                reason: format!(
-                    "{tries} is more than the BIOS boot script counts down ({MAX_TRIES}); lower `tries` in the image file"
-                ),
-            });
-        }
-    }
+    crate::check_countable(state, "BIOS")?;
     let gen = state.seq % 3;
     let text = format!(
         "{ENV_HEADER}ballast_gen={gen}\nballast_default={}\nballast_a_good={}\nballast_a_tries={}\nballast_b_good={}\nballast_b_tries={}\nballast_check={gen}\n",

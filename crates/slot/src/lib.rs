@@ -112,6 +112,23 @@ pub mod boot_files {
 /// down through a table this long.
 pub const MAX_TRIES: u32 = 16;
 
+/// Refuse a state with more tries than the `bootloader`'s script counts down
+/// ([`MAX_TRIES`]).
+fn check_countable(state: &uboot::State, bootloader: &str) -> Result<(), SlotError> {
+    for slot in SlotId::ALL {
+        let tries = state.slot(slot).tries;
+        if tries > MAX_TRIES {
+            return Err(SlotError::Invalid {
+                what: format!("slot {slot} tries"),
+                reason: format!(
+                    "{tries} is more than the {bootloader} boot script counts down ({MAX_TRIES}); lower `tries` in the image file"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// One of the two root slots.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,

@@ -325,22 +325,6 @@ pub fn newer_copy(copy0: &State, copy1: &State) -> usize {
     usize::from(copy1.order() > copy0.order())
 }
 
-/// A state the script can count down: tries within its table.
-fn check_countable(s: &State) -> Result<(), SlotError> {
-    for slot in SlotId::ALL {
-        let tries = s.slot(slot).tries;
-        if tries > MAX_TRIES {
-            return Err(SlotError::Invalid {
-                what: format!("slot {slot} tries"),
-                reason: format!(
-                    "{tries} is more than the U-Boot boot script counts down ({MAX_TRIES}); lower `tries` in the image file"
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// `ballast/<slot>/boot.env`: the slot's kernel command line and version, for `env import -t`.
 pub fn boot_env(args: &str, version: &str) -> Result<String, SlotError> {
     for (what, v) in [("kernel command line", args), ("version", version)] {
@@ -429,7 +413,7 @@ impl BootDir {
     }
 
     fn write_copy(&self, copy: usize, state: &State) -> Result<(), SlotError> {
-        check_countable(state)?;
+        crate::check_countable(state, "U-Boot")?;
         write_atomic(
             &self.root.join(boot_files::STATE_COPIES[copy]),
             render(state).as_bytes(),
@@ -438,7 +422,7 @@ impl BootDir {
 
     /// A new boot partition (builder): both copies, identical.
     pub fn initialize(&self, state: &State) -> Result<(), SlotError> {
-        check_countable(state)?;
+        crate::check_countable(state, "U-Boot")?;
         for rel in boot_files::STATE_COPIES {
             write_atomic(&self.root.join(rel), render(state).as_bytes())?;
         }
