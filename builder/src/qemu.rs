@@ -107,8 +107,7 @@ impl Launch {
                     cmd.arg("-kernel").arg(kernel);
                 }
                 for (file, addr) in &disk.loads {
-                    let mut arg = std::ffi::OsString::from("loader,file=");
-                    arg.push(file);
+                    let mut arg = drive_arg("loader", file);
                     arg.push(format!(",addr={addr:#x}"));
                     cmd.arg("-device").arg(arg);
                 }
@@ -196,7 +195,8 @@ pub fn drive_args(profile: &QemuProfile, file: &Path, index: usize) -> Vec<std::
     ]
 }
 
-/// `-drive` value with a file name, commas escaped the way QEMU wants.
+/// `-drive` (or `-device loader`) value with a file name, commas escaped the
+/// way QEMU wants.
 fn drive_arg(opts: &str, file: &Path) -> std::ffi::OsString {
     let mut arg = std::ffi::OsString::from(format!("{opts},file="));
     arg.push(file.to_string_lossy().replace(',', ",,"));

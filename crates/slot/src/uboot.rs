@@ -196,7 +196,7 @@ impl State {
         if c.counts {
             let s = next.slot_mut(c.slot);
             s.tries = s.tries.saturating_sub(1);
-            next.seq_boot += 1;
+            next.seq_boot = next.seq_boot.saturating_add(1);
         }
         next
     }
