@@ -113,9 +113,14 @@ struct Figures {
     arch: String,
     accel: String,
     runs: u32,
-    ballast_banner_s: f64,
-    floor_banner_s: f64,
-    overhead_s: f64,
+    /// The direct boots (QEMU given the kernel and initramfs); none on a
+    /// machine that boots Linux only through the board's U-Boot (raspi3b).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ballast_banner_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    floor_banner_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overhead_s: Option<f64>,
     initrd_bytes: u64,
     floor_initrd_bytes: u64,
     init_bytes: u64,
@@ -333,9 +338,24 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
     let cache = crate::project::cache_dir(None);
     let accel = qemu::choose_accel(&launch(&initrd), board.arch, args.accel, &cache)?;
 
+    // QEMU's raspi machines have no device tree of their own to give a
+    // kernel booted directly: they boot Linux through the board's U-Boot,
+    // which the profile hands them (`kernel_artifact`), and only --ready
+    // boots that way.
+    let direct = profile
+        .firmware
+        .as_ref()
+        .is_none_or(|f| f.kernel_artifact.is_none());
+    if !direct && !args.ready {
+        bail!(
+            "board {}: QEMU's {} boots Linux only through the board's U-Boot; time it from QEMU's start with --ready",
+            board.name,
+            profile.machine
+        );
+    }
     let mut ours = Vec::new();
     let mut floor = Vec::new();
-    for _ in 0..args.runs {
+    for _ in 0..if direct { args.runs } else { 0 } {
         ours.push(time_to(&launch(&initrd), accel, "ballast-init version=")?);
         floor.push(time_to(
             &launch(&floor_initrd),
@@ -416,9 +436,9 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
         arch: board.arch.name().to_owned(),
         accel: format!("{accel:?}").to_lowercase(),
         runs: args.runs,
-        ballast_banner_s: median(&mut ours),
-        floor_banner_s: median(&mut floor),
-        overhead_s: median(&mut ours) - median(&mut floor),
+        ballast_banner_s: direct.then(|| median(&mut ours)),
+        floor_banner_s: direct.then(|| median(&mut floor)),
+        overhead_s: direct.then(|| median(&mut ours) - median(&mut floor)),
         initrd_bytes: real.len() as u64,
         floor_initrd_bytes: std::fs::metadata(&floor_initrd)?.len(),
         init_bytes,
@@ -430,15 +450,16 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
-        println!(
-            "{} ({}, {}): banner after {:.2} s; floor {:.2} s; overhead {:+.2} s (goal <= +0.30 s)",
-            figures.board,
-            figures.arch,
-            figures.accel,
-            figures.ballast_banner_s,
-            figures.floor_banner_s,
-            figures.overhead_s
-        );
+        match (figures.ballast_banner_s, figures.floor_banner_s, figures.overhead_s) {
+            (Some(ours), Some(floor), Some(overhead)) => println!(
+                "{} ({}, {}): banner after {ours:.2} s; floor {floor:.2} s; overhead {overhead:+.2} s (goal <= +0.30 s)",
+                figures.board, figures.arch, figures.accel,
+            ),
+            _ => println!(
+                "{} ({}, {}): no direct boot (QEMU's {} boots Linux only through U-Boot)",
+                figures.board, figures.arch, figures.accel, profile.machine
+            ),
+        }
         println!(
             "  initramfs {} (floor {}), init binary {}",
             human_size(figures.initrd_bytes),
@@ -485,6 +506,10 @@ fn fresh_copy(disk: &Path, copy: &Path, profile: &QemuProfile) -> Result<()> {
             .open(copy)
             .and_then(|f| f.set_len(len.next_power_of_two()))
             .with_context(|| format!("sizing {}", copy.display()))?;
+    }
+    if !profile.kernel_args.is_empty() {
+        // As `ballast run` does (raspi3b: ballast.watchdog=off).
+        crate::run::boot_args::write_raw(copy, &profile.kernel_args)?;
     }
     Ok(())
 }
