@@ -354,6 +354,15 @@ firmware = "uefi"
     }
 
     #[test]
+    fn model_cmdline_must_be_plain_words() {
+        let bad = "\n[boot.model_cmdline]\n\"x.dtb\" = [\"console=${oops}\"]\n";
+        let err = parse(&format!("{GOOD}{bad}")).unwrap_err();
+        assert!(err.to_string().contains("boot.model_cmdline"), "{err}");
+        let good = "\n[boot.model_cmdline]\n\"x.dtb\" = [\"console=ttyAMA0,115200\"]\n";
+        parse(&format!("{GOOD}{good}")).unwrap();
+    }
+
+    #[test]
     fn every_board_in_the_project_parses() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../boards");
         for entry in std::fs::read_dir(&dir).unwrap() {
