@@ -139,6 +139,10 @@ struct Figures {
     ready_after_floor_banner_s: Option<f64>,
 }
 
+/// sysd's line when the machine is ready (a failure's "blocks ballast-ready"
+/// is not it).
+const READY: &str = "ballast-ready version=";
+
 /// The floor's phase name for its one console line.
 const FLOOR_BANNER: &str = "floor: its banner (trivial init)";
 
@@ -182,7 +186,7 @@ fn first_boot_phases(timed: &[(f64, String)]) -> Vec<Phase> {
             });
         }
     }
-    if let Some((t, _)) = timed.iter().find(|(_, l)| l.contains("ballast-ready")) {
+    if let Some((t, _)) = timed.iter().find(|(_, l)| l.contains(READY)) {
         out.push(Phase {
             name: "ballast-ready".to_owned(),
             at_s: *t,
@@ -406,7 +410,7 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
             // and the build output stays as built.
             let copy = out.join("bench-disk.img");
             fresh_copy(&disk, &copy, &profile)?;
-            let timed = disk_launch(&copy).and_then(|l| timed_console(&l, accel, "ballast-ready"));
+            let timed = disk_launch(&copy).and_then(|l| timed_console(&l, accel, READY));
             remove_copy(&copy);
             let timed = timed.context("booting the disk image to ballast-ready")?;
             // The whole timed console (of the last run), for a closer look.
@@ -523,9 +527,30 @@ fn remove_copy(copy: &Path) {
 /// and including the first line that contains `until`.
 fn timed_console(launch: &Launch, accel: qemu::Accel, until: &str) -> Result<Vec<(f64, String)>> {
     let start = Instant::now();
-    let mut console = Console::spawn(launch.command(accel))?;
-    let timed = console.timed_until(until, start, Duration::from_secs(600));
+    let mut cmd = launch.command(accel);
+    // A disk boot whose network device comes late (raspi3b), as `ballast
+    // run` attaches it: through the monitor, once the console shows the text.
+    let late_net = launch
+        .disk
+        .as_ref()
+        .and(launch.profile.net_attach_after.as_deref());
+    let sock = std::env::temp_dir().join(format!("ballast-bench-{}.monitor", std::process::id()));
+    if late_net.is_some() {
+        let _ = std::fs::remove_file(&sock);
+        cmd.args(qemu::monitor_args(&sock));
+    }
+    let mut console = Console::spawn(cmd)?;
+    let timed = (|| {
+        let mut timed = Vec::new();
+        if let Some(after) = late_net {
+            timed = console.timed_until(after, start, Duration::from_secs(600))?;
+            qemu::attach_net(&launch.profile, &sock)?;
+        }
+        timed.extend(console.timed_until(until, start, Duration::from_secs(600))?);
+        Ok(timed)
+    })();
     console.kill();
+    let _ = std::fs::remove_file(&sock);
     timed
 }
 
