@@ -372,6 +372,7 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
     let mut after_floor: Vec<f64> = Vec::new();
     let disk_ready_s = if args.ready {
         let disk = build.artifact("disk")?;
+        let kernel_args = crate::run::card_kernel_args(&board, &profile);
         let disk_launch = |image: &Path| -> Result<Launch> {
             let mut launch = launch(&initrd);
             let mut boot = crate::run::disk_boot(&profile, image)?;
@@ -385,7 +386,7 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
             // The floor through the same firmware and bootloader: a copy of
             // the disk whose slot A boots the floor's initramfs.
             let floor_copy = out.join("bench-floor-disk.img");
-            fresh_copy(&disk, &floor_copy, &profile)?;
+            fresh_copy(&disk, &floor_copy, &profile, kernel_args)?;
             let floor_bytes = std::fs::read(&floor_initrd)?;
             let floor_timed = crate::run::boot_args::write_boot_files(
                 &floor_copy,
@@ -409,7 +410,7 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
             // A copy, so the measured boot is a first boot of a fresh image
             // and the build output stays as built.
             let copy = out.join("bench-disk.img");
-            fresh_copy(&disk, &copy, &profile)?;
+            fresh_copy(&disk, &copy, &profile, kernel_args)?;
             let timed = disk_launch(&copy).and_then(|l| timed_console(&l, accel, READY));
             remove_copy(&copy);
             let timed = timed.context("booting the disk image to ballast-ready")?;
@@ -498,7 +499,12 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
 
 /// Copy the built disk to `copy` for one first boot (no UEFI variables from
 /// an earlier run; a power-of-two size for QEMU's SD card).
-fn fresh_copy(disk: &Path, copy: &Path, profile: &QemuProfile) -> Result<()> {
+fn fresh_copy(
+    disk: &Path,
+    copy: &Path,
+    profile: &QemuProfile,
+    kernel_args: &[String],
+) -> Result<()> {
     std::fs::copy(disk, copy).with_context(|| format!("copying {}", disk.display()))?;
     let _ = std::fs::remove_file(copy.with_extension("efivars.fd"));
     if profile.disk_device == "sd" {
@@ -511,9 +517,9 @@ fn fresh_copy(disk: &Path, copy: &Path, profile: &QemuProfile) -> Result<()> {
             .and_then(|f| f.set_len(len.next_power_of_two()))
             .with_context(|| format!("sizing {}", copy.display()))?;
     }
-    if !profile.kernel_args.is_empty() {
+    if !kernel_args.is_empty() {
         // As `ballast run` does (raspi3b: ballast.watchdog=off).
-        crate::run::boot_args::write_raw(copy, &profile.kernel_args)?;
+        crate::run::boot_args::write_raw(copy, kernel_args)?;
     }
     Ok(())
 }

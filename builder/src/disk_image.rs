@@ -394,7 +394,11 @@ fn stage_boot(inputs: &Inputs<'_>, dir: &Path, cmdline: &str) -> Result<()> {
                 };
                 let mut params =
                     uboot::ScriptParams::distro_boot(cmd, &inputs.board.boot.u_boot_env);
-                params.model_args = (inputs.board.boot.model_cmdline.iter())
+                params.model_args = inputs
+                    .board
+                    .boot
+                    .model_cmdline
+                    .iter()
                     .map(|(fdtfile, args)| (fdtfile.clone(), args.join(" ")))
                     .collect();
                 params

@@ -155,18 +155,16 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
                 format!("boot the kernel and initramfs with `ballast run --board {} --direct`, or build a disk image", board.name)
             })?,
         };
-        let uboot_board = !board.boot.files.is_empty()
-            && board.boot.firmware == ballast_inputs::BootFirmware::UBoot;
-        let kernel_args = !profile.kernel_args.is_empty() && uboot_board;
+        let kernel_args = card_kernel_args(&board, &profile);
         let image = if args.no_overlay {
-            if kernel_args {
-                boot_args::write_raw(&image, &profile.kernel_args)?;
+            if !kernel_args.is_empty() {
+                boot_args::write_raw(&image, kernel_args)?;
             }
             image
         } else {
             let (overlay, new) = overlay::prepare_new(&image, args.fresh)?;
-            if kernel_args && new {
-                boot_args::write_overlay(&image, &overlay, &profile.kernel_args)?;
+            if !kernel_args.is_empty() && new {
+                boot_args::write_overlay(&image, &overlay, kernel_args)?;
             }
             overlay
         };
@@ -405,6 +403,19 @@ pub fn disk_boot(profile: &QemuProfile, image: &Path) -> Result<DiskBoot> {
         kernel: None,
         loads: Vec::new(),
     })
+}
+
+/// The profile's `kernel_args` a VM's card gets in its `cmdline_extra.txt`:
+/// only on a board whose own U-Boot reads that file (distro boot, board
+/// files), none elsewhere.
+pub fn card_kernel_args<'a>(board: &Board, profile: &'a QemuProfile) -> &'a [String] {
+    let uboot_board =
+        !board.boot.files.is_empty() && board.boot.firmware == ballast_inputs::BootFirmware::UBoot;
+    if uboot_board {
+        &profile.kernel_args
+    } else {
+        &[]
+    }
 }
 
 /// What the profile's firmware stands in for the board's first stage with
