@@ -137,17 +137,18 @@ fn script_commands(script: &str) -> std::collections::BTreeSet<String> {
         let mut statements = vec![String::new()];
         let mut quoted = false;
         for c in line.chars() {
-            match c {
-                '"' => quoted = !quoted,
-                ';' if !quoted => statements.push(String::new()),
-                _ => {}
+            if c == ';' && !quoted {
+                statements.push(String::new());
+                continue;
+            }
+            if c == '"' {
+                quoted = !quoted;
             }
             if let Some(last) = statements.last_mut() {
                 last.push(c);
             }
         }
         for statement in &statements {
-            let statement = statement.trim_start_matches(';');
             let mut words = statement.split_whitespace().peekable();
             while words
                 .peek()
@@ -297,16 +298,31 @@ fn rpi_armv7_boots_on_qemu_raspi2b() {
     let _story = common::story();
     let built = rpi_armv7();
     let work = common::workdir("boards-raspi2b");
-    let disk = built.vm_disk(&work, "card");
-    let port = free_port();
-    let mut vm = Machine::boot_disk(
-        "rpi-armv7",
-        &built.out,
-        &disk,
-        port,
-        work.join("console.log"),
-    );
-    let ready = vm.wait_for("ballast-ready", Duration::from_secs(600));
+    // QEMU's BCM2835 SD host model at times stops raising its interrupt under
+    // TCG (two boots in five on the 2-core host, nothing else running: the
+    // kernel says this, then reports RCU stalls): the emulator's fault, not the
+    // image's. Such a boot is tried again on a fresh card, up to three boots in
+    // all, and said so; the story fails when all three stall.
+    const QEMU_SDHOST_STALL: &str =
+        "sdhost-bcm2835 3f202000.mmc: timeout waiting for hardware interrupt";
+    let mut attempt = 1;
+    let (mut vm, port, ready) = loop {
+        let disk = built.vm_disk(&work, &format!("card-{attempt}"));
+        let port = free_port();
+        let log = work.join(format!("console-{attempt}.log"));
+        let mut vm = Machine::boot_disk("rpi-armv7", &built.out, &disk, port, log);
+        let line = vm.wait_for_any(
+            &["ballast-ready", QEMU_SDHOST_STALL],
+            Duration::from_secs(600),
+        );
+        if line.contains(QEMU_SDHOST_STALL) && attempt < 3 {
+            eprintln!("boards[rpi-armv7]: QEMU's SD host stalled on boot {attempt} ({line}); booting a fresh card");
+            drop(vm);
+            attempt += 1;
+            continue;
+        }
+        break (vm, port, line);
+    };
     assert_eq!(
         ready.trim(),
         format!("ballast-ready version={} slot=a", built.version())

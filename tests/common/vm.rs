@@ -78,13 +78,18 @@ impl Machine {
 
     /// Read the console until a line contains `needle`.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_any(&[needle], timeout)
+    }
+
+    /// Read the console until a line contains one of `needles`.
+    pub fn wait_for_any(&mut self, needles: &[&str], timeout: Duration) -> String {
         let start = Instant::now();
         loop {
             let left = timeout.saturating_sub(start.elapsed());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.console.push(line.clone());
-                    if line.contains(needle) {
+                    if needles.iter().any(|n| line.contains(n)) {
                         self.save();
                         return line;
                     }
@@ -93,7 +98,7 @@ impl Machine {
                     self.save();
                     let _ = self.child.kill();
                     panic!(
-                        "no console line with {needle:?} within {timeout:?}; console:\n{}",
+                        "no console line with {needles:?} within {timeout:?}; console:\n{}",
                         self.console.join("\n")
                     );
                 }
