@@ -160,8 +160,9 @@ const PHASE_MARKS: &[(&str, &str)] = &[
     ("stage 2: sysd starts", "started /usr/lib/ballast/sysd"),
 ];
 
-/// Phases from a timed console: the fixed marks, then each service's start
-/// and the SSH host keys in the order they came, then ready.
+/// Phases from a timed console: the fixed marks, then each service's start,
+/// its health check passing and the SSH host keys in the order they came,
+/// then ready.
 fn first_boot_phases(timed: &[(f64, String)]) -> Vec<Phase> {
     let mut out = Vec::new();
     for (name, needle) in PHASE_MARKS {
@@ -177,6 +178,11 @@ fn first_boot_phases(timed: &[(f64, String)]) -> Vec<Phase> {
         if let Some((svc, _)) = text.split_once(": started (pid") {
             out.push(Phase {
                 name: format!("service {svc} started"),
+                at_s: *t,
+            });
+        } else if let Some((svc, _)) = text.split_once(": healthy (") {
+            out.push(Phase {
+                name: format!("service {svc} healthy"),
                 at_s: *t,
             });
         } else if let Some(key) = line.split("ssh: generated host key ").nth(1) {
@@ -624,6 +630,7 @@ mod tests {
             ),
             (4.0, "ballast-init: started /usr/lib/ballast/sysd (pid 117)"),
             (4.5, "sysd: network: started (pid 12)"),
+            (5.0, "sysd: network: healthy (500 ms after its start)"),
             (
                 6.0,
                 "[ssh] ssh: generated host key /state/ssh/ssh_host_ed25519_key",
@@ -644,6 +651,7 @@ mod tests {
                 ("kernel: init's banner (stage 1)".to_owned(), 3.0),
                 ("stage 2: sysd starts".to_owned(), 4.0),
                 ("service network started".to_owned(), 4.5),
+                ("service network healthy".to_owned(), 5.0),
                 ("host key /state/ssh/ssh_host_ed25519_key".to_owned(), 6.0),
                 ("ballast-ready".to_owned(), 7.0),
             ]

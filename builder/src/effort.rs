@@ -20,11 +20,23 @@ pub enum Effort {
 }
 
 impl Effort {
-    /// The zstd level of the root filesystem (squashfs, 1 MiB blocks).
+    /// The zstd level of the root filesystem (squashfs).
     pub fn root_zstd_level(self) -> u32 {
         match self {
             Effort::Best => 19,
             Effort::Fast => 3,
+        }
+    }
+
+    /// The root filesystem's squashfs block size. Reading a file cold
+    /// decompresses the whole block it is in: 1 MiB blocks make the
+    /// downloaded root about 10 % smaller, 128 KiB ones decompress less on
+    /// the way to ready (about 0.6 s less on a first boot of the minimal
+    /// arm64 image under QEMU's TCG, where every story boots).
+    pub fn root_block_size(self) -> &'static str {
+        match self {
+            Effort::Best => "1M",
+            Effort::Fast => "128K",
         }
     }
 

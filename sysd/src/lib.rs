@@ -475,23 +475,34 @@ fn perform(
         }
         Action::CheckTcp { name, addr } => {
             if health::tcp_ok(addr) {
-                lock(&shared.sup).health_ok(&name, shared.now_ms());
+                if let Some(a) = lock(&shared.sup).health_ok(&name, shared.now_ms()) {
+                    perform(a, shared, containers, paths);
+                }
             }
         }
         Action::CheckUnixHttp { name, socket, path } => {
             if health::unix_http_ok(&socket, &path) {
-                lock(&shared.sup).health_ok(&name, shared.now_ms());
+                if let Some(a) = lock(&shared.sup).health_ok(&name, shared.now_ms()) {
+                    perform(a, shared, containers, paths);
+                }
             }
         }
         Action::CheckReadyFile { name, path } => {
             if path.symlink_metadata().is_ok() {
-                lock(&shared.sup).health_ok(&name, shared.now_ms());
+                if let Some(a) = lock(&shared.sup).health_ok(&name, shared.now_ms()) {
+                    perform(a, shared, containers, paths);
+                }
             }
         }
         Action::CheckUnix { name, socket } => {
             if health::unix_ok(&socket) {
-                lock(&shared.sup).health_ok(&name, shared.now_ms());
+                if let Some(a) = lock(&shared.sup).health_ok(&name, shared.now_ms()) {
+                    perform(a, shared, containers, paths);
+                }
             }
+        }
+        Action::Healthy { name, after_ms } => {
+            say(&format!("{name}: healthy ({after_ms} ms after its start)"));
         }
         Action::Ready => {
             if shared.agent.ready_requested(shared) {

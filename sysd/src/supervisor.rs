@@ -69,6 +69,9 @@ pub enum Action {
         name: String,
         socket: std::path::PathBuf,
     },
+    /// A run of the service just passed its health check, `after_ms` after it
+    /// started: say so (once per run), so a boot's console shows where its time went.
+    Healthy { name: String, after_ms: u64 },
     /// Every required service is healthy: announce it (once per boot).
     Ready,
     /// A run of the service failed: read the last lines of that run from its log and
@@ -334,6 +337,10 @@ impl Supervisor {
                     next_check,
                 } => match &s.def.health {
                     &Health::RunningMs(ms) if now.saturating_sub(started_at) >= ms => {
+                        actions.push(Action::Healthy {
+                            name: name.clone(),
+                            after_ms: now.saturating_sub(started_at),
+                        });
                         s.set(
                             Phase::Running {
                                 pid,
@@ -468,8 +475,11 @@ impl Supervisor {
     }
 
     /// A TCP check of `name` succeeded.
-    pub fn health_ok(&mut self, name: &str, now: u64) {
-        if let Some(s) = self.find(name) {
+    /// A probe of `name` passed. When that makes the run healthy, returns
+    /// [`Action::Healthy`] for the caller to perform.
+    pub fn health_ok(&mut self, name: &str, now: u64) -> Option<Action> {
+        let s = self.find(name)?;
+        {
             if let Phase::Running {
                 pid,
                 started_at,
@@ -488,8 +498,13 @@ impl Supervisor {
                 );
                 // It recovered: the same failure again is news.
                 s.announced = None;
+                return Some(Action::Healthy {
+                    name: name.to_owned(),
+                    after_ms: now.saturating_sub(started_at),
+                });
             }
         }
+        None
     }
 
     /// The last lines of a failed run of `name` (oldest first; blank lines are
@@ -923,8 +938,41 @@ mod tests {
         assert!(!probe(&s.tick(50)));
         let a = s.tick(1 + PROBE_INTERVAL_MS);
         assert!(probe(&a) && starts(&a).is_empty());
-        s.health_ok("network", 150);
+        // The run turns healthy once, and says how long after its start.
+        assert_eq!(
+            s.health_ok("network", 150),
+            Some(Action::Healthy {
+                name: "network".into(),
+                after_ms: 150
+            })
+        );
+        assert_eq!(s.health_ok("network", 160), None);
         assert_eq!(starts(&s.tick(151)), vec!["ssh"]);
+    }
+
+    #[test]
+    fn a_running_time_health_says_healthy_once_when_it_passes() {
+        let mut time = def("time", &[], true);
+        time.health = Health::RunningMs(500);
+        time.health_explicit = true;
+        let (mut s, _) = Supervisor::new(vec![time]);
+        assert_eq!(starts(&s.tick(0)), vec!["time"]);
+        s.started("time", 10, 100);
+        let healthy = |a: &[Action]| {
+            a.iter()
+                .filter(|a| matches!(a, Action::Healthy { .. }))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert!(healthy(&s.tick(599)).is_empty());
+        assert_eq!(
+            healthy(&s.tick(650)),
+            vec![Action::Healthy {
+                name: "time".into(),
+                after_ms: 550
+            }]
+        );
+        assert!(healthy(&s.tick(700)).is_empty());
     }
 
     #[test]
