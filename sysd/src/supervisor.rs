@@ -71,7 +71,10 @@ pub enum Action {
     },
     /// A run of the service just passed its health check, `after_ms` after it
     /// started: say so (once per run), so a boot's console shows where its time went.
-    Healthy { name: String, after_ms: u64 },
+    Healthy {
+        name: String,
+        after_ms: u64,
+    },
     /// Every required service is healthy: announce it (once per boot).
     Ready,
     /// A run of the service failed: read the last lines of that run from its log and
