@@ -251,7 +251,8 @@ fn root_parts(tree: &Path, top: usize) -> Result<(Vec<Part>, usize)> {
 /// Ballast's binaries by name, wherever they are; its other files as `other`.
 fn ours(file: &Path, other: &str) -> String {
     match file.file_name().and_then(|n| n.to_str()) {
-        Some(name @ ("sysd" | "osctl" | "init")) => format!("ballast: {name}"),
+        Some("sysd" | "osctl") => "ballast: sysd and osctl (one binary)".to_owned(),
+        Some("init") => "ballast: init".to_owned(),
         _ => other.to_owned(),
     }
 }
@@ -399,7 +400,10 @@ mod tests {
         let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names[0], "pa");
         assert_eq!(names[1], "1 other packages");
-        assert!(names.contains(&"ballast: sysd"), "{names:?}");
+        assert!(
+            names.contains(&"ballast: sysd and osctl (one binary)"),
+            "{names:?}"
+        );
         assert!(names.contains(&"ballast (other files)"), "{names:?}");
         assert!(names.contains(&"ballast (userland files)"), "{names:?}");
         assert_eq!(parts[0].bytes, 5100);

@@ -3,7 +3,7 @@
 //!
 //! 1. resolve the inputs: board and image files, the Debian kernel
 //!    (`kernel_input`), checked against `kernel-configs/`;
-//! 2. cross-compile init, sysd and osctl (`devbins`);
+//! 2. cross-compile init and sysd, whose binary is also osctl (`devbins`);
 //! 3. assemble the initramfs (`initrd`);
 //! 4. with a disk: fetch the bootloader (systemd-boot on UEFI boards);
 //! 5. stage the root tree: the system containers' userland, sysd, osctl, keys
@@ -356,24 +356,24 @@ fn resolve_inputs(project: &Project, args: &BuildArgs) -> Result<BuildInputs> {
     })
 }
 
-/// Ballast's own device programs, cross-compiled for the board.
+/// Ballast's own device programs, cross-compiled for the board: init, and
+/// sysd's binary, which is also osctl (run under that name; ADR 0018).
 struct DeviceBins {
     init: PathBuf,
     sysd: PathBuf,
-    osctl: PathBuf,
 }
 
-/// Step 2: cross-compile init, sysd and osctl from this checkout.
+/// Step 2: cross-compile init and sysd (with osctl) from this checkout.
 fn device_binaries(project: &Project, inputs: &BuildInputs) -> Result<DeviceBins> {
     let bins = devbins::build(
         project,
         inputs.board.arch,
-        &["ballast-init", "ballast-sysd", "ballast-osctl"],
-        &["init", "sysd", "osctl"],
+        &["ballast-init", "ballast-sysd"],
+        &["init", "sysd"],
     )?;
-    let [init, sysd, osctl] = <[PathBuf; 3]>::try_from(bins)
-        .map_err(|bins| anyhow::anyhow!("cargo built {} programs, not 3", bins.len()))?;
-    Ok(DeviceBins { init, sysd, osctl })
+    let [init, sysd] = <[PathBuf; 2]>::try_from(bins)
+        .map_err(|bins| anyhow::anyhow!("cargo built {} programs, not 2", bins.len()))?;
+    Ok(DeviceBins { init, sysd })
 }
 
 /// Step 3: the initramfs: init plus exactly the kernel modules it needs.
@@ -924,10 +924,12 @@ fn stage_root(
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))?;
         Ok(())
     };
+    // sysd's binary is osctl under that name: the same bytes three times,
+    // which squashfs stores once.
     exe(&bins.sysd, &tree.join("usr/lib/ballast/sysd"))?;
-    exe(&bins.osctl, &tree.join("usr/bin/osctl"))?;
+    exe(&bins.sysd, &tree.join("usr/bin/osctl"))?;
     // The admin environment (the SSH container) has osctl too.
-    exe(&bins.osctl, &userland_dir.join("usr/bin/osctl"))?;
+    exe(&bins.sysd, &userland_dir.join("usr/bin/osctl"))?;
     if !ssh_keys.is_empty() {
         let mut keys = String::new();
         for key in ssh_keys {

@@ -209,6 +209,22 @@ pub fn command() -> clap::Command {
     })
 }
 
+/// osctl as a program: parse the arguments, run, say a failure on stderr.
+/// Returns the exit code: 0 ok, 1 failure (the message says what and why);
+/// usage errors exit 2 from the parser. The `osctl` binary (workstations,
+/// tests) and the device's one binary (sysd's, run as `osctl`) both call it.
+pub fn main_code() -> i32 {
+    let cli = parse();
+    let mut out = std::io::stdout().lock();
+    match run(&cli, &mut out) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("osctl: {e}");
+            1
+        }
+    }
+}
+
 /// Parse the process's arguments with [`command`] (exits with clap's usage error, 2).
 pub fn parse() -> Cli {
     let matches = command().get_matches();
