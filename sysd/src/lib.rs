@@ -475,30 +475,22 @@ fn perform(
         }
         Action::CheckTcp { name, addr } => {
             if health::tcp_ok(addr) {
-                if let Some(a) = lock(&shared.sup).health_ok(&name, shared.now_ms()) {
-                    perform(a, shared, containers, paths);
-                }
+                health_passed(&name, shared, containers, paths);
             }
         }
         Action::CheckUnixHttp { name, socket, path } => {
             if health::unix_http_ok(&socket, &path) {
-                if let Some(a) = lock(&shared.sup).health_ok(&name, shared.now_ms()) {
-                    perform(a, shared, containers, paths);
-                }
+                health_passed(&name, shared, containers, paths);
             }
         }
         Action::CheckReadyFile { name, path } => {
             if path.symlink_metadata().is_ok() {
-                if let Some(a) = lock(&shared.sup).health_ok(&name, shared.now_ms()) {
-                    perform(a, shared, containers, paths);
-                }
+                health_passed(&name, shared, containers, paths);
             }
         }
         Action::CheckUnix { name, socket } => {
             if health::unix_ok(&socket) {
-                if let Some(a) = lock(&shared.sup).health_ok(&name, shared.now_ms()) {
-                    perform(a, shared, containers, paths);
-                }
+                health_passed(&name, shared, containers, paths);
             }
         }
         Action::Healthy { name, after_ms } => {
@@ -517,6 +509,20 @@ fn perform(
                 say(&line);
             }
         }
+    }
+}
+
+/// A probe of `name` passed: tell the supervisor, and perform what that
+/// brings (its healthy line) once the supervisor's lock is released.
+fn health_passed(
+    name: &str,
+    shared: &Shared,
+    containers: &HashMap<String, runtime::ContainerDir>,
+    paths: &Paths,
+) {
+    let healthy = lock(&shared.sup).health_ok(name, shared.now_ms());
+    if let Some(a) = healthy {
+        perform(a, shared, containers, paths);
     }
 }
 
