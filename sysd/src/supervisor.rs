@@ -85,6 +85,16 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// `name`'s run, started at `started_at`, turned healthy at `now`.
+    fn healthy(name: &str, started_at: u64, now: u64) -> Action {
+        Action::Healthy {
+            name: name.to_owned(),
+            after_ms: now.saturating_sub(started_at),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterStop {
     Stay,
@@ -340,10 +350,7 @@ impl Supervisor {
                     next_check,
                 } => match &s.def.health {
                     &Health::RunningMs(ms) if now.saturating_sub(started_at) >= ms => {
-                        actions.push(Action::Healthy {
-                            name: name.clone(),
-                            after_ms: now.saturating_sub(started_at),
-                        });
+                        actions.push(Action::healthy(&name, started_at, now));
                         s.set(
                             Phase::Running {
                                 pid,
@@ -477,35 +484,29 @@ impl Supervisor {
         Some(s.def.name.clone())
     }
 
-    /// A TCP check of `name` succeeded.
     /// A probe of `name` passed. When that makes the run healthy, returns
     /// [`Action::Healthy`] for the caller to perform.
     pub fn health_ok(&mut self, name: &str, now: u64) -> Option<Action> {
         let s = self.find(name)?;
+        if let Phase::Running {
+            pid,
+            started_at,
+            healthy_at: None,
+            next_check,
+        } = s.phase
         {
-            if let Phase::Running {
-                pid,
-                started_at,
-                healthy_at: None,
-                next_check,
-            } = s.phase
-            {
-                s.set(
-                    Phase::Running {
-                        pid,
-                        started_at,
-                        healthy_at: Some(now),
-                        next_check,
-                    },
-                    now,
-                );
-                // It recovered: the same failure again is news.
-                s.announced = None;
-                return Some(Action::Healthy {
-                    name: name.to_owned(),
-                    after_ms: now.saturating_sub(started_at),
-                });
-            }
+            s.set(
+                Phase::Running {
+                    pid,
+                    started_at,
+                    healthy_at: Some(now),
+                    next_check,
+                },
+                now,
+            );
+            // It recovered: the same failure again is news.
+            s.announced = None;
+            return Some(Action::healthy(name, started_at, now));
         }
         None
     }
