@@ -263,6 +263,15 @@ fn build(project: &Project, args: &BuildBenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// A timed console, one line each with its seconds since QEMU started.
+fn write_timed_log(path: &Path, timed: &[(f64, String)]) -> Result<()> {
+    let text: String = timed
+        .iter()
+        .map(|(t, l)| format!("{t:8.3} {l}\n"))
+        .collect();
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Bytes of `path` compressed with zstd -19 (the size figure every bench
 /// reports), counted without writing the compressed copy anywhere.
 pub fn zstd19_size(path: &std::path::Path) -> Result<u64> {
@@ -402,6 +411,7 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
             .and_then(|l| timed_console(&l, accel, "ballast-floor ready"));
             remove_copy(&floor_copy);
             let floor_timed = floor_timed.context("booting the floor's disk to its banner")?;
+            write_timed_log(&out.join("bench-floor.log"), &floor_timed)?;
             let mut f = first_boot_phases(&floor_timed);
             let banner = floor_timed.last().map(|(t, _)| *t).unwrap_or_default();
             f.push(Phase {
@@ -418,12 +428,7 @@ fn boot(project: &Project, args: &BootArgs) -> Result<()> {
             remove_copy(&copy);
             let timed = timed.context("booting the disk image to ballast-ready")?;
             // The whole timed console (of the last run), for a closer look.
-            let log = out.join("bench-ready.log");
-            let text: String = timed
-                .iter()
-                .map(|(t, l)| format!("{t:8.3} {l}\n"))
-                .collect();
-            std::fs::write(&log, text).with_context(|| format!("writing {}", log.display()))?;
+            write_timed_log(&out.join("bench-ready.log"), &timed)?;
             if let Some((t, _)) = timed.last() {
                 after_floor.push(t - banner);
             }

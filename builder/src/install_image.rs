@@ -31,7 +31,8 @@ pub fn write(
     work: &Path,
 ) -> Result<()> {
     let out = work.join(IMAGE_FILE);
-    let (raw_size, sha256, chunks) = compress(disk, &out, &[])?;
+    let (raw_size, sums) = compress(disk, &out, &[], true)?;
+    let (sha256, chunks) = sums.context("the install image's sums were not taken")?;
     let manifest = Manifest {
         format: manifest::FORMAT_CHUNKS,
         version: version.to_owned(),
@@ -127,12 +128,10 @@ pub fn write_filled(
     }
     let zero: Vec<(u64, u64)> = kept.iter().map(|f| (f.offset, f.length)).collect();
     let out = dir.join(IMAGE_FILE);
-    let (raw_size, sha256, chunks) = compress(disk, &out, &zero)?;
-    if raw_size != whole.raw_size
-        || sha256 != whole.sha256
-        || chunks.size != whole.chunk_size
-        || chunks.to_texts() != whole.chunks
-    {
+    // The sums are the whole image's, taken by `write` from the same scratch
+    // file moments before; only its size is checked again here.
+    let (raw_size, _) = compress(disk, &out, &zero, false)?;
+    if raw_size != whole.raw_size {
         bail!(
             "{} changed while the ISO's install image was made from it",
             disk.display()
@@ -168,7 +167,9 @@ fn gunzips_to(path: &Path, want: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Offsets (multiples of 512) at which `path` holds `needle`.
+/// Offsets (multiples of 512) at which `path` holds `needle`. Holes of a
+/// sparse `path` are skipped: a match starts with the needle's first bytes,
+/// which are data unless they are zeros (then every offset is looked at).
 fn find_aligned(path: &Path, needle: &[u8]) -> Result<Vec<u64>> {
     const ALIGN: usize = 512;
     const PREFIX: usize = 64;
@@ -177,45 +178,64 @@ fn find_aligned(path: &Path, needle: &[u8]) -> Result<Vec<u64>> {
     }
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file.metadata()?.len();
+    let ranges = if needle[..PREFIX].iter().all(|&b| b == 0) {
+        vec![(0, len)]
+    } else {
+        data_ranges(&file, len)
+            .with_context(|| format!("finding the data of {}", path.display()))?
+    };
     let mut found = Vec::new();
     let mut buf = vec![0u8; 16 << 20];
     let mut check = vec![0u8; needle.len()];
-    let mut base = 0u64;
-    while base < len {
-        let n = ((len - base) as usize).min(buf.len());
-        file.read_exact_at(&mut buf[..n], base)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let mut i = 0;
-        while i + PREFIX <= n {
-            let at = base + i as u64;
-            if buf[i..i + PREFIX] == needle[..PREFIX] && at + needle.len() as u64 <= len {
-                file.read_exact_at(&mut check, at)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                if check == needle {
-                    found.push(at);
-                    i += needle.len().next_multiple_of(ALIGN);
-                    continue;
+    // Where the next look may start: past the last match.
+    let mut next = 0u64;
+    for (start, end) in ranges {
+        let mut base = start.max(next).next_multiple_of(ALIGN as u64);
+        while base < end {
+            let n = ((end - base) as usize).min(buf.len());
+            file.read_exact_at(&mut buf[..n], base)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut i = (next.max(base) - base) as usize;
+            while i + PREFIX <= n {
+                let at = base + i as u64;
+                if buf[i..i + PREFIX] == needle[..PREFIX] && at + needle.len() as u64 <= len {
+                    file.read_exact_at(&mut check, at)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    if check == needle {
+                        found.push(at);
+                        i += needle.len().next_multiple_of(ALIGN);
+                        next = base + i as u64;
+                        continue;
+                    }
                 }
+                i += ALIGN;
             }
-            i += ALIGN;
+            base += n as u64;
         }
-        base += n as u64;
     }
     Ok(found)
 }
 
 /// zstd-compress `disk` to `out` (one frame recording its size) with the
-/// `zero` ranges (offset, length; sorted) replaced by zeros. Returns the raw
-/// size, the hex SHA-256 and the chunk sums of the disk image as it is
-/// (zeros not applied).
-fn compress(disk: &Path, out: &Path, zero: &[(u64, u64)]) -> Result<(u64, String, Chunks)> {
-    let raw_size = std::fs::metadata(disk)
+/// `zero` ranges (offset, length; sorted) replaced by zeros. With `sums`,
+/// returns the hex SHA-256 and the chunk sums of the disk image as it is
+/// (zeros not applied); without, only its raw size is read.
+///
+/// The disk image is sparse (slot B and the state partition's free space are
+/// holes): a chunk that lies in a hole is known to be zeros and is not read.
+fn compress(
+    disk: &Path,
+    out: &Path,
+    zero: &[(u64, u64)],
+    sums: bool,
+) -> Result<(u64, Option<(String, Chunks)>)> {
+    let input = File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
+    let raw_size = input
+        .metadata()
         .with_context(|| format!("reading {}", disk.display()))?
         .len();
-    let mut input = BufReader::with_capacity(
-        4 << 20,
-        File::open(disk).with_context(|| format!("opening {}", disk.display()))?,
-    );
+    let data = data_ranges(&input, raw_size)
+        .with_context(|| format!("finding the data of {}", disk.display()))?;
     let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut enc = zstd::stream::Encoder::new(file, LEVEL)?;
     enc.set_pledged_src_size(Some(raw_size))?;
@@ -224,18 +244,33 @@ fn compress(disk: &Path, out: &Path, zero: &[(u64, u64)]) -> Result<(u64, String
     enc.multithread(threads)?;
     let mut hasher = Sha256::new();
     let chunk = ballast_install::write::CHUNK;
-    let mut sums = Vec::new();
+    let mut chunk_sums = Vec::new();
     let mut buf = vec![0u8; chunk as usize];
+    let zeros = vec![0u8; chunk as usize];
     let mut pos = 0u64;
-    loop {
-        let n = ballast_install::write::read_full(&mut input, &mut buf)
-            .with_context(|| format!("reading {}", disk.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        sums.push(ChunkSum::of(&[&buf[..n]]));
+    while pos < raw_size {
+        let n = (raw_size - pos).min(chunk) as usize;
         let end = pos + n as u64;
+        if !overlaps(&data, pos, end) {
+            if sums {
+                hasher.update(&zeros[..n]);
+                chunk_sums.push(ChunkSum::Zero);
+            }
+            enc.write_all(&zeros[..n])
+                .with_context(|| format!("writing {}", out.display()))?;
+            pos = end;
+            continue;
+        }
+        input.read_exact_at(&mut buf[..n], pos).with_context(|| {
+            format!(
+                "reading {}: it changed while it was compressed",
+                disk.display()
+            )
+        })?;
+        if sums {
+            hasher.update(&buf[..n]);
+            chunk_sums.push(ChunkSum::of(&[&buf[..n]]));
+        }
         for &(zo, zl) in zero {
             let (a, b) = (zo.max(pos), (zo + zl).min(end));
             if a < b {
@@ -249,17 +284,61 @@ fn compress(disk: &Path, out: &Path, zero: &[(u64, u64)]) -> Result<(u64, String
     enc.finish()
         .and_then(|f| f.sync_all())
         .with_context(|| format!("finishing {}", out.display()))?;
-    if pos != raw_size {
-        bail!(
-            "{}: read {pos} bytes of {raw_size}: it changed while it was compressed",
-            disk.display()
-        );
+    let sums = sums.then(|| {
+        (
+            hex::encode(hasher.finalize()),
+            Chunks {
+                size: chunk,
+                sums: chunk_sums,
+            },
+        )
+    });
+    Ok((raw_size, sums))
+}
+
+/// The (start, end) byte ranges of `file` (of `len` bytes) that hold data,
+/// in order: everything but its holes (`SEEK_DATA`, `SEEK_HOLE`). A file
+/// system that does not report holes gives one range, the whole file.
+fn data_ranges(file: &File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let seek = |offset: u64, whence: i32| -> std::io::Result<Option<u64>> {
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: lseek on a descriptor `file` owns; it reads no memory.
+        let at = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
+        if at >= 0 {
+            return Ok(Some(at as u64));
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            // No data at or after `offset`.
+            Some(libc::ENXIO) => Ok(None),
+            _ => Err(err),
+        }
+    };
+    let mut ranges = Vec::new();
+    let mut pos = 0u64;
+    while pos < len {
+        let start = match seek(pos, libc::SEEK_DATA) {
+            Ok(Some(at)) => at,
+            Ok(None) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(vec![(0, len)]),
+            Err(e) => return Err(e),
+        };
+        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(len).min(len);
+        if end <= start {
+            break;
+        }
+        ranges.push((start, end));
+        pos = end;
     }
-    Ok((
-        raw_size,
-        hex::encode(hasher.finalize()),
-        Chunks { size: chunk, sums },
-    ))
+    Ok(ranges)
+}
+
+/// Whether [start, end) meets any of the sorted `ranges`.
+fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+    let i = ranges.partition_point(|&(_, e)| e <= start);
+    ranges.get(i).is_some_and(|&(s, _)| s < end)
 }
 
 /// (scratch file, name in OUT) of both files.
@@ -308,5 +387,60 @@ mod tests {
         std::fs::write(&path, &hay).unwrap();
         assert_eq!(find_aligned(&path, &needle).unwrap(), vec![4096, 40_960]);
         assert!(find_aligned(&path, &[1u8; 10]).unwrap().is_empty());
+    }
+
+    /// A disk image with holes (as the disk writer leaves slot B): the same
+    /// bytes written densely and sparsely give the same manifest and the
+    /// same install image, and a file after a hole is still found.
+    #[test]
+    fn holes_are_read_as_the_zeros_they_are() {
+        use std::io::{Seek, SeekFrom};
+        let dir = tempfile::tempdir().unwrap();
+        let needle: Vec<u8> = (0..9000u32).map(|i| (i * 7 % 251) as u8 + 1).collect();
+        let size = 21u64 << 20;
+        let at = [
+            (0u64, &needle[..4096]),
+            (13 << 20, &needle[..]),
+            ((13 << 20) + 12288, &needle[..]),
+        ];
+        let mut dense = vec![0u8; size as usize];
+        for (offset, bytes) in at {
+            dense[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes);
+        }
+        let dense_path = dir.path().join("dense.img");
+        std::fs::write(&dense_path, &dense).unwrap();
+        let sparse_path = dir.path().join("sparse.img");
+        let mut sparse = File::create(&sparse_path).unwrap();
+        sparse.set_len(size).unwrap();
+        for (offset, bytes) in at {
+            sparse.seek(SeekFrom::Start(offset)).unwrap();
+            sparse.write_all(bytes).unwrap();
+        }
+        drop(sparse);
+        let ranges = data_ranges(&File::open(&sparse_path).unwrap(), size).unwrap();
+        assert!(ranges.len() >= 2, "no holes reported: {ranges:?}");
+        assert!(!overlaps(&ranges, 4 << 20, 8 << 20));
+
+        let signer = ballast_bundle::Signer::from_seed(&[3; 32]);
+        let made = |disk: &Path, name: &str| {
+            let out = dir.path().join(name);
+            std::fs::create_dir(&out).unwrap();
+            write(disk, "1.0.0", "qemu-arm64", "arm64", &signer, &out).unwrap();
+            let text = std::fs::read_to_string(out.join(MANIFEST_FILE)).unwrap();
+            let m = Manifest::verify(&text, &[signer.public()], "t").unwrap();
+            let image = zstd::decode_all(File::open(out.join(IMAGE_FILE)).unwrap()).unwrap();
+            (m.sha256, m.chunks, image)
+        };
+        let (sha_d, chunks_d, image_d) = made(&dense_path, "d");
+        let (sha_s, chunks_s, image_s) = made(&sparse_path, "s");
+        assert_eq!(sha_s, sha_d);
+        assert_eq!(sha_d, hex::encode(Sha256::digest(&dense)));
+        assert_eq!(chunks_s, chunks_d);
+        assert_eq!(chunks_d[1], "zero");
+        assert!(image_s == dense && image_d == dense);
+        assert_eq!(
+            find_aligned(&sparse_path, &needle).unwrap(),
+            vec![13 << 20, (13 << 20) + 12288]
+        );
     }
 }

@@ -206,7 +206,7 @@ pub fn build(
     debs.sort_by(|a, b| a.package.name.cmp(&b.package.name));
     let mut owners = prune::Owners::default();
     for deb in debs {
-        let manifest = unpack::unpack_deb(&deb.path, dest, &keep)
+        let manifest = crate::debpkg::unpack_into(deb, archive.cache_dir(), dest, &keep)
             .with_context(|| format!("unpacking {}", deb.package))?;
         let version = deb.package.version.to_string();
         owners.record(

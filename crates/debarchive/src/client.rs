@@ -26,7 +26,7 @@
 //! a file in the cache whose link to the keyring was not checked in this run.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cache::Cache;
 use crate::fetch::{Download, FetchError, Fetcher};
@@ -220,6 +220,12 @@ impl Archive {
             universe,
             origin,
         })
+    }
+
+    /// The cache directory this archive reads and fills (releases, indices,
+    /// `.deb` files; callers keep what they derive from those there too).
+    pub fn cache_dir(&self) -> &Path {
+        &self.config.cache_dir
     }
 
     /// Every package version of every suite (the resolver takes the newest).

@@ -132,6 +132,13 @@ pub enum UnpackError {
     },
     #[error("{}: member {member}: no ./control file; the package is malformed", deb.display())]
     NoControl { deb: PathBuf, member: String },
+    #[error("{}: the unpacked copy {} of this package does not match its manifest at {entry:?}: {reason}; delete {} and build again", deb.display(), tree.display(), tree.display())]
+    Copy {
+        deb: PathBuf,
+        tree: PathBuf,
+        entry: String,
+        reason: String,
+    },
 }
 
 /// Unpack `data.tar.{xz,zst,gz,}` of `deb` into `dest` (created if missing).
@@ -166,6 +173,78 @@ pub fn unpack_deb(
         unpacker.run(reader, keep)?;
         unpacker.finish()
     })
+}
+
+/// Lay out in `dest` what [`unpack_deb`]`(deb, dest, keep)` would, from
+/// `tree` and `manifest`: what an earlier `unpack_deb(deb, tree, &|_| true)`
+/// made and returned (a cache of unpacked packages). The entries go down in
+/// the manifest's order through the same checks as a `.deb`'s (paths stay in
+/// `dest`, a directory where a symlink to one exists keeps the symlink, hard
+/// links need their target), so only reading the tar stream is skipped. A file
+/// of `tree` that is missing or not the manifest's size is an error that
+/// names `tree`.
+pub fn unpack_from_tree(
+    deb: &Path,
+    tree: &Path,
+    manifest: &Manifest,
+    dest: &Path,
+    keep: &dyn Fn(&Path) -> bool,
+) -> Result<Manifest, UnpackError> {
+    fs::create_dir_all(dest).map_err(|source| UnpackError::Write {
+        deb: deb.to_path_buf(),
+        member: String::new(),
+        entry: String::new(),
+        action: "creating",
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    let mut unpacker = Unpacker {
+        deb,
+        member: "data.tar",
+        dest,
+        manifest: Manifest::default(),
+        index: HashMap::new(),
+        files: HashSet::new(),
+        dirs: Vec::new(),
+    };
+    let copy_err = |entry: &Entry, reason: String| UnpackError::Copy {
+        deb: deb.to_path_buf(),
+        tree: tree.to_path_buf(),
+        entry: entry.path.display().to_string(),
+        reason,
+    };
+    for entry in manifest.entries.iter().filter(|e| keep(&e.path)) {
+        let safe =
+            normalize(&entry.path).map_err(|reason| unpacker.unsafe_entry(&entry.path, reason))?;
+        if safe != entry.path || safe.as_os_str().is_empty() {
+            return Err(unpacker.unsafe_entry(&entry.path, "not a normal relative path".into()));
+        }
+        if entry.kind == EntryKind::File {
+            let source = tree.join(&entry.path);
+            let mut file = File::open(&source).map_err(|e| copy_err(entry, e.to_string()))?;
+            let len = file
+                .metadata()
+                .map_err(|e| copy_err(entry, e.to_string()))?
+                .len();
+            if len != entry.size {
+                return Err(copy_err(
+                    entry,
+                    format!("{len} bytes, the manifest says {}", entry.size),
+                ));
+            }
+            unpacker.place(&entry.path, &entry.kind, entry.mode, entry.mtime, &mut file)?;
+        } else {
+            unpacker.place(
+                &entry.path,
+                &entry.kind,
+                entry.mode,
+                entry.mtime,
+                &mut io::empty(),
+            )?;
+        }
+        unpacker.record(entry.clone());
+    }
+    unpacker.finish()
 }
 
 /// The text of the `control` file (from `control.tar.{xz,zst,gz,}`).

@@ -7,7 +7,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ballast_debarchive::unpack::{read_control, unpack_deb, EntryKind, Manifest, UnpackError};
+use ballast_debarchive::unpack::{
+    read_control, unpack_deb, unpack_from_tree, EntryKind, Manifest, UnpackError,
+};
 
 const CONTROL: &str = "Package: demo\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: Test <t@example.org>\nDescription: demo package\n";
 
@@ -547,4 +549,83 @@ fn real_debian_package_matches_dpkg_deb() {
         .output()
         .unwrap();
     assert_eq!(control, String::from_utf8(dpkg.stdout).unwrap());
+}
+
+/// Every path under `root` with what a user would compare: kind, mode, and
+/// the bytes of a file or the target of a symlink.
+fn listing(root: &Path) -> Vec<(PathBuf, u32, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let what = if meta.file_type().is_symlink() {
+                format!("-> {}", fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else {
+                format!("{:?} links={}", fs::read(&path).unwrap(), meta.nlink())
+            };
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            out.push((rel, meta.permissions().mode() & 0o7777, what));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn an_unpacked_copy_lays_out_what_the_deb_itself_would() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deb = write_deb(
+        tmp.path(),
+        "demo.deb",
+        &deb_bytes("2.0\n", Comp::Xz, &tar_of(&demo_entries())),
+    );
+    // The cache's copy: everything kept.
+    let tree = tmp.path().join("tree");
+    let full = unpack_deb(&deb, &tree, &|_| true).unwrap();
+    let keep = |p: &Path| !p.starts_with("usr/share/doc") && !p.starts_with("home");
+    // Both into a root with merged /usr, as the userland is.
+    let prepare = |name: &str| {
+        let root = tmp.path().join(name);
+        fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+        root
+    };
+    let direct = prepare("direct");
+    let copied = prepare("copied");
+    let want = unpack_deb(&deb, &direct, &keep).unwrap();
+    let got = unpack_from_tree(&deb, &tree, &full, &copied, &keep).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(listing(&copied), listing(&direct));
+    assert_eq!(mode(&copied.join("usr/bin/su-helper")), 0o4755);
+    assert!(!copied.join("home").exists());
+}
+
+#[test]
+fn an_unpacked_copy_that_lost_a_file_or_bytes_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deb = write_deb(
+        tmp.path(),
+        "demo.deb",
+        &deb_bytes("2.0\n", Comp::Gzip, &tar_of(&demo_entries())),
+    );
+    let tree = tmp.path().join("tree");
+    let full = unpack_deb(&deb, &tree, &|_| true).unwrap();
+    fs::write(tree.join("usr/bin/su-helper"), b"cut").unwrap();
+    let err = unpack_from_tree(&deb, &tree, &full, &tmp.path().join("a"), &|_| true).unwrap_err();
+    assert!(matches!(err, UnpackError::Copy { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("usr/bin/su-helper"), "{text}");
+    assert!(text.contains("3 bytes, the manifest says 13"), "{text}");
+    assert!(
+        text.contains(&format!("delete {}", tree.display())),
+        "{text}"
+    );
+    fs::remove_file(tree.join("usr/bin/tool")).unwrap();
+    let err = unpack_from_tree(&deb, &tree, &full, &tmp.path().join("b"), &|_| true).unwrap_err();
+    assert!(err.to_string().contains("usr/bin/tool"), "{err}");
 }
