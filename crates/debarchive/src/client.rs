@@ -32,7 +32,7 @@ use crate::cache::Cache;
 use crate::fetch::{Download, FetchError, Fetcher};
 use crate::keyring::Keyring;
 use crate::packages::{parse_packages, IndexError, Package};
-use crate::release::{open_index, Release, ReleaseError};
+use crate::release::{open_index, verify_index, Compression, Release, ReleaseError};
 use crate::resolve::{resolve, Request, Resolution, ResolveError, Universe};
 use crate::sources::Sources;
 
@@ -365,30 +365,61 @@ fn load_suite(
             continue;
         }
         listed = true;
-        let mut got = None;
+        // The uncompressed index, as the release lists it (mirrors serve it
+        // compressed): its text is kept in the cache under its own URL once
+        // decompressed, and is used while the signed release still gives
+        // its size and SHA-256, so a warm build does not decompress again.
+        let plain = candidates
+            .iter()
+            .find(|(_, index)| index.compression == Compression::None)
+            .map(|(path, index)| (format!("{dists}/{path}"), index));
+        let mut got = plain.as_ref().and_then(|(url, index)| {
+            let bytes = cache.get(&Cache::key_for_url(url)).ok()??;
+            verify_index(index, &bytes).ok()?;
+            Some((url.clone(), String::from_utf8(bytes).ok()?))
+        });
         let mut last_err = None;
-        for (path, index) in &candidates {
+        for (path, index) in candidates.iter().filter(|_| got.is_none()) {
             let url = format!("{dists}/{path}");
             let key = Cache::key_for_url(&url);
-            let bytes = if config.offline {
-                cache.get(&key).map_err(|e| cache_err(&e))?
-            } else {
-                match fetch_index(fetcher, &release, &dists, index) {
-                    Ok(b) => Some(b),
+            // What the cache holds is used while it is what the signed
+            // release names (size and SHA-256), as apt keeps its lists.
+            let cached = cache
+                .get(&key)
+                .map_err(|e| cache_err(&e))?
+                .filter(|bytes| config.offline || verify_index(index, bytes).is_ok());
+            let bytes = match cached {
+                Some(b) => Some(b),
+                None if config.offline => None,
+                None => match fetch_index(fetcher, &release, &dists, index) {
+                    Ok(b) => {
+                        verify_index(index, &b).map_err(|source| ArchiveError::IndexRefused {
+                            url: url.clone(),
+                            source,
+                        })?;
+                        cache.put(&key, &b).map_err(|e| cache_err(&e))?;
+                        Some(b)
+                    }
                     Err(e @ FetchError::NotFound { .. }) => {
                         last_err = Some(e);
                         None
                     }
                     Err(e) => return Err(e.into()),
-                }
+                },
             };
             let Some(bytes) = bytes else { continue };
             let text = open_index(index, &bytes).map_err(|source| ArchiveError::IndexRefused {
                 url: url.clone(),
                 source,
             })?;
-            if !config.offline {
-                cache.put(&key, &bytes).map_err(|e| cache_err(&e))?;
+            if let Some((plain_url, plain)) = &plain {
+                if index.compression != Compression::None
+                    && verify_index(plain, text.as_bytes()).is_ok()
+                {
+                    cache
+                        .put(&Cache::key_for_url(plain_url), text.as_bytes())
+                        .map_err(|e| cache_err(&e))?;
+                }
             }
             got = Some((url, text));
             break;

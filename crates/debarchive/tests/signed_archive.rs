@@ -511,10 +511,13 @@ fn offline_refuses_a_tampered_cached_index() {
         mirror.sources().debian
     );
     let c = Cache::open(cache.path()).unwrap();
-    let mut bytes = c.get(&Cache::key_for_url(&url)).unwrap().unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    c.put(&Cache::key_for_url(&url), &bytes).unwrap();
+    // Both copies: the index as fetched and its decompressed text.
+    for url in [url.clone(), url.trim_end_matches(".xz").to_string()] {
+        let mut bytes = c.get(&Cache::key_for_url(&url)).unwrap().unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        c.put(&Cache::key_for_url(&url), &bytes).unwrap();
+    }
     let mut config = mirror.config(cache.path());
     config.offline = true;
     let err = open_err(config);
@@ -522,6 +525,41 @@ fn offline_refuses_a_tampered_cached_index() {
         err.contains(&format!("main/binary-{ARCH}/Packages.xz")),
         "{err}"
     );
+}
+
+/// The decompressed text of an index is kept and used while the signed
+/// release names it (size and SHA-256); a copy that is not what the release
+/// names is passed over for the compressed index.
+#[test]
+fn the_decompressed_index_is_used_only_while_the_release_names_it() {
+    let mirror = Mirror::new();
+    let cache = tempfile::tempdir().unwrap();
+    let first = Archive::open(mirror.config(cache.path())).unwrap();
+    let want = format!("{first:?}");
+    let packages = format!(
+        "{}/dists/bookworm/main/binary-{ARCH}/Packages",
+        mirror.sources().debian
+    );
+    let c = Cache::open(cache.path()).unwrap();
+    let xz_key = Cache::key_for_url(&format!("{packages}.xz"));
+    let xz = c.get(&xz_key).unwrap().unwrap();
+    let offline = || {
+        let mut config = mirror.config(cache.path());
+        config.offline = true;
+        config
+    };
+    // Offline, with only the decompressed text: it is enough.
+    let xz_file = c.put(&xz_key, &xz).unwrap();
+    std::fs::remove_file(xz_file).unwrap();
+    assert_eq!(format!("{:?}", Archive::open(offline()).unwrap()), want);
+    // A changed text is passed over: the compressed index is read again.
+    c.put(&xz_key, &xz).unwrap();
+    let mut text = c.get(&Cache::key_for_url(&packages)).unwrap().unwrap();
+    text.extend_from_slice(b"\nPackage: planted\nVersion: 1\n");
+    c.put(&Cache::key_for_url(&packages), &text).unwrap();
+    let again = Archive::open(offline()).unwrap();
+    assert_eq!(format!("{again:?}"), want);
+    assert!(again.universe().get("planted").is_none());
 }
 
 /// Serve `root` over HTTP/1.1 (GET only, one request per connection).
