@@ -21,6 +21,11 @@
 //! The cache stores `InRelease` and the compressed index only after steps 1–3
 //! passed, and an offline run re-verifies both (signature and hash; only the
 //! expiry is relaxed, with a warning), so a tampered cache is refused too.
+//! Online, an index the cache holds is used instead of fetched while the
+//! freshly signed release names it (step 3 on the cached bytes), and the
+//! decompressed text is kept under the uncompressed `Packages` file's URL,
+//! used only while the release lists that file with the text's size and
+//! SHA-256 (ADR 0019).
 //!
 //! What this module must never do: parse an index, return a package, or place
 //! a file in the cache whose link to the keyring was not checked in this run.
