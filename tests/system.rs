@@ -62,6 +62,19 @@ fn story(board: &str) {
         "state grew to {grown} MiB only (image {image_mib} MiB, VM disk 8 GiB)"
     );
 
+    // sysd read ahead what the builder listed (the containers' programs and
+    // their libraries), every file of it.
+    let read_ahead = match vm.console.iter().find(|l| l.contains("sysd: read-ahead:")) {
+        Some(line) => line.clone(),
+        None => vm.wait_for("sysd: read-ahead:", Duration::from_secs(120)),
+    };
+    assert!(
+        read_ahead.contains(" files, ")
+            && !read_ahead.contains("read-ahead: 0 files")
+            && !read_ahead.contains("unread"),
+        "{read_ahead}"
+    );
+
     let ssh = Ssh { key, port };
     let status = ssh.status();
     assert_eq!(status["version"], version, "{status}");

@@ -187,6 +187,11 @@ fn first_boot_phases(timed: &[(f64, String)]) -> Vec<Phase> {
                 name: format!("service {svc} healthy"),
                 at_s: *t,
             });
+        } else if text.starts_with("read-ahead: ") {
+            out.push(Phase {
+                name: "sysd: read-ahead done".to_owned(),
+                at_s: *t,
+            });
         }
     }
     if let Some((t, _)) = timed.iter().find(|(_, l)| l.contains(READY)) {
@@ -633,6 +638,7 @@ mod tests {
             (4.0, "ballast-init: started /usr/lib/ballast/sysd (pid 117)"),
             (4.5, "sysd: network: started (pid 12)"),
             (5.0, "sysd: network: healthy (500 ms after its start)"),
+            (6.0, "sysd: read-ahead: 40 files, 9.1 MiB in 1500 ms"),
             (7.0, "ballast-ready version=0.1.0 slot=a"),
         ]
         .iter()
@@ -650,6 +656,7 @@ mod tests {
                 ("stage 2: sysd starts".to_owned(), 4.0),
                 ("service network started".to_owned(), 4.5),
                 ("service network healthy".to_owned(), 5.0),
+                ("sysd: read-ahead done".to_owned(), 6.0),
                 ("ballast-ready".to_owned(), 7.0),
             ]
         );

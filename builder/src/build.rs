@@ -951,5 +951,13 @@ fn stage_root(
         std::fs::write(&dest, keys)?;
     }
     crate::prune::write_provenance(&userland_dir, &report.owners, &image.version.to_string())?;
+    // What sysd reads ahead, paths relative to `/`: first the rest of its
+    // own binary (it runs while its pages fault in), then the containers'.
+    let mut list = format!("{}\n", ballast_device::paths::SYSD.trim_start_matches('/'));
+    for f in &report.read_ahead {
+        list.push_str(&format!("{}/{}\n", userland::USERLAND, f.display()));
+    }
+    let dest = ballast_device::paths::under(tree, ballast_device::paths::READ_AHEAD);
+    std::fs::write(&dest, list).with_context(|| format!("writing {}", dest.display()))?;
     Ok(())
 }

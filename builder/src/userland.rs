@@ -53,6 +53,11 @@ struct BuildFile {
     /// Programs of `packages` that nothing runs, left out (absolute paths).
     #[serde(default)]
     skip_programs: Vec<PathBuf>,
+    /// Programs this container starts on its way to healthy (absolute
+    /// paths): listed with the libraries they load in the image's read-ahead
+    /// list, which sysd reads into memory while the containers start.
+    #[serde(default)]
+    read_ahead: Vec<PathBuf>,
 }
 
 /// One `system/NAME/` definition.
@@ -63,6 +68,7 @@ pub struct SystemDef {
     pub packages: Vec<String>,
     pub programs: Vec<PathBuf>,
     pub skip_programs: Vec<PathBuf>,
+    pub read_ahead: Vec<PathBuf>,
 }
 
 fn load_def(dir: &Path, name: &str) -> Result<SystemDef> {
@@ -71,10 +77,15 @@ fn load_def(dir: &Path, name: &str) -> Result<SystemDef> {
         std::fs::read_to_string(&build).with_context(|| format!("reading {}", build.display()))?;
     let parsed: BuildFile = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: {}", build.display(), e.message()))?;
-    for p in parsed.programs.iter().chain(&parsed.skip_programs) {
+    for p in parsed
+        .programs
+        .iter()
+        .chain(&parsed.skip_programs)
+        .chain(&parsed.read_ahead)
+    {
         if !p.is_absolute() {
             bail!(
-                "{}: programs, skip_programs: {} must be an absolute path, e.g. \"/usr/bin/ssh-keygen\"",
+                "{}: programs, skip_programs, read_ahead: {} must be an absolute path, e.g. \"/usr/bin/ssh-keygen\"",
                 build.display(),
                 p.display()
             );
@@ -86,6 +97,7 @@ fn load_def(dir: &Path, name: &str) -> Result<SystemDef> {
         packages: parsed.packages,
         programs: parsed.programs,
         skip_programs: parsed.skip_programs,
+        read_ahead: parsed.read_ahead,
     })
 }
 
@@ -135,6 +147,9 @@ pub struct Report {
     pub pruned: prune::Pruned,
     /// Which package each unpacked file came from, for the provenance table.
     pub owners: prune::Owners,
+    /// The files the containers' `read_ahead` programs are and load,
+    /// relative to the userland, programs in the order named.
+    pub read_ahead: Vec<PathBuf>,
 }
 
 fn keep(path: &Path) -> bool {
@@ -236,6 +251,7 @@ pub fn build(
     }
     policy.packages.extend(extra.iter().cloned());
     let pruned = prune::prune(dest, &owners, &policy).context("pruning the userland")?;
+    let read_ahead = read_ahead_list(dest, std::iter::once(base).chain(defs))?;
     // The engine group is named after the engine (`docker`, `containerd`);
     // its socket is owned by ENGINE_GID either way.
     if let Some(engine) = image.engine.system_container() {
@@ -252,7 +268,35 @@ pub fn build(
         packages: resolution.packages.len(),
         pruned,
         owners,
+        read_ahead,
     })
+}
+
+/// The definitions' `read_ahead` programs and what they load, each file once,
+/// in the order the programs are named. A program the userland does not ship
+/// is an error naming its `build.toml`.
+fn read_ahead_list<'a>(
+    userland: &Path,
+    defs: impl Iterator<Item = &'a SystemDef>,
+) -> Result<Vec<PathBuf>> {
+    let mut list = Vec::new();
+    for def in defs {
+        for program in &def.read_ahead {
+            let files = prune::loads(userland, program).with_context(|| {
+                format!(
+                    "{}: read_ahead: {}",
+                    def.dir.join("build.toml").display(),
+                    program.display()
+                )
+            })?;
+            for f in files {
+                if !list.contains(&f) {
+                    list.push(f);
+                }
+            }
+        }
+    }
+    Ok(list)
 }
 
 /// The trust store bundle, in the userland.

@@ -24,6 +24,7 @@ mod heartbeat;
 mod http;
 mod install;
 mod logs;
+mod readahead;
 mod runtime;
 mod server;
 mod slot;
@@ -190,6 +191,8 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, ArgsError> {
 /// sysd's life: start, supervise until SIGTERM, stop everything. The exit code.
 pub fn run(args: Args) -> i32 {
     let paths = Paths { root: args.root };
+    // First, so the containers' programs are read while sysd gets ready.
+    readahead::start(paths.root.clone(), paths.p(paths::READ_AHEAD));
     let on_device = paths.root == Path::new("/");
     let mut errors = Vec::new();
     if let Err(e) = sys::catch_term() {

@@ -25,6 +25,9 @@ pub const INIT: &str = "/usr/lib/ballast/init";
 pub const SYSD: &str = "/usr/lib/ballast/sysd";
 /// The image's system container definitions.
 pub const SYSTEM_DIR: &str = "/usr/lib/ballast/system";
+/// Files the system containers load on their way to healthy, one path per
+/// line relative to `/` (written by the builder): sysd reads them ahead.
+pub const READ_AHEAD: &str = "/usr/lib/ballast/read-ahead";
 /// Public keys update bundles must be signed with (baked in by the builder).
 pub const KEYS_DIR: &str = "/usr/lib/ballast/keys";
 /// Kernel modules stage 1 loads, in the initramfs.
