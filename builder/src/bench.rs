@@ -258,7 +258,7 @@ fn build(project: &Project, args: &BuildBenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
         println!(
-            "{}: warm rebuild {:.1} s; disk image {} ({} with zstd -19; goals: no engine <= 20 MB, with Docker <= 80 MB)",
+            "{}: warm rebuild {:.1} s (goal <= 7.9 s: qemu-arm64, minimal, --compress fast); disk image {} ({} with zstd -19; goals: no engine <= 20 MB, with Docker <= 80 MB)",
             figures.board,
             figures.warm_rebuild_s,
             human_size(figures.disk_bytes),
