@@ -152,24 +152,8 @@ pub fn unpack_deb(
     dest: &Path,
     keep: &dyn Fn(&Path) -> bool,
 ) -> Result<Manifest, UnpackError> {
-    fs::create_dir_all(dest).map_err(|source| UnpackError::Write {
-        deb: deb.to_path_buf(),
-        member: String::new(),
-        entry: String::new(),
-        action: "creating",
-        path: dest.to_path_buf(),
-        source,
-    })?;
     with_member(deb, "data.tar", |member, reader| {
-        let mut unpacker = Unpacker {
-            deb,
-            member,
-            dest,
-            manifest: Manifest::default(),
-            index: HashMap::new(),
-            files: HashSet::new(),
-            dirs: Vec::new(),
-        };
+        let mut unpacker = Unpacker::new(deb, member, dest)?;
         unpacker.run(reader, keep)?;
         unpacker.finish()
     })
@@ -190,23 +174,7 @@ pub fn unpack_from_tree(
     dest: &Path,
     keep: &dyn Fn(&Path) -> bool,
 ) -> Result<Manifest, UnpackError> {
-    fs::create_dir_all(dest).map_err(|source| UnpackError::Write {
-        deb: deb.to_path_buf(),
-        member: String::new(),
-        entry: String::new(),
-        action: "creating",
-        path: dest.to_path_buf(),
-        source,
-    })?;
-    let mut unpacker = Unpacker {
-        deb,
-        member: "data.tar",
-        dest,
-        manifest: Manifest::default(),
-        index: HashMap::new(),
-        files: HashSet::new(),
-        dirs: Vec::new(),
-    };
+    let mut unpacker = Unpacker::new(deb, "data.tar", dest)?;
     let copy_err = |entry: &Entry, reason: String| UnpackError::Copy {
         deb: deb.to_path_buf(),
         tree: tree.to_path_buf(),
@@ -518,7 +486,28 @@ struct Unpacker<'a> {
     dirs: Vec<(PathBuf, u32, u64)>,
 }
 
-impl Unpacker<'_> {
+impl<'a> Unpacker<'a> {
+    /// An unpacker into `dest`, which is created if missing.
+    fn new(deb: &'a Path, member: &'a str, dest: &'a Path) -> Result<Self, UnpackError> {
+        fs::create_dir_all(dest).map_err(|source| UnpackError::Write {
+            deb: deb.to_path_buf(),
+            member: String::new(),
+            entry: String::new(),
+            action: "creating",
+            path: dest.to_path_buf(),
+            source,
+        })?;
+        Ok(Unpacker {
+            deb,
+            member,
+            dest,
+            manifest: Manifest::default(),
+            index: HashMap::new(),
+            files: HashSet::new(),
+            dirs: Vec::new(),
+        })
+    }
+
     fn corrupt(&self, source: io::Error) -> UnpackError {
         UnpackError::Corrupt {
             deb: self.deb.to_path_buf(),
