@@ -24,6 +24,7 @@ use crate::log;
 use crate::stage1::Ending;
 use crate::sys::{MountArgs, PartTable, Shutdown, Sys};
 use ballast_device::cmdline::Cmdline;
+use ballast_device::paths;
 
 /// Where the real root is mounted before the switch.
 pub use ballast_device::paths::SYSROOT;
@@ -273,7 +274,25 @@ pub fn verify_and_mount(
         dev: dev.clone(),
         errno,
     })?;
+    start_read_ahead(sys);
     Ok(PathBuf::from(dev))
+}
+
+/// Starts sysd's reader of the root's read-ahead list (`sysd --read-ahead`,
+/// in `/sysroot`): the files the system containers load on their way to
+/// healthy are read into the page cache while stage 1 finishes and sysd
+/// starts, instead of one page fault at a time. The reader outlives stage 1
+/// (stage 2 reaps it) and only reads; a root without a list starts none.
+fn start_read_ahead(sys: &mut impl Sys) {
+    let root = Path::new(SYSROOT);
+    let under = |p: &str| root.join(p.trim_start_matches('/'));
+    if !sys.exists(&under(paths::READ_AHEAD)) {
+        return;
+    }
+    let sysd = under(paths::SYSD);
+    if let Err(e) = sys.spawn_in(root, &sysd, &["sysd", "--read-ahead"]) {
+        log!(sys, "read-ahead: cannot start {}: {e}", sysd.display());
+    }
 }
 
 /// Says why the slot is refused and reboots, so the bootloader tries the
@@ -626,6 +645,42 @@ mod tests {
             .iter()
             .position(|a| matches!(a, Action::Mount { target, .. } if target == "/sysroot/state"));
         assert!(checked < mounted, "{:?}", sys.actions);
+    }
+
+    #[test]
+    fn the_root_read_ahead_list_starts_sysds_reader_in_the_root_once_it_is_mounted() {
+        let mut sys = machine("");
+        sys.files.insert(
+            PathBuf::from("/sysroot/usr/lib/ballast/read-ahead"),
+            b"usr/lib/ballast/sysd\n".to_vec(),
+        );
+        assert_eq!(boot(&mut sys, None), Ending::SwitchedRoot);
+        let actions = without_console(&sys);
+        let at = |want: &dyn Fn(&Action) -> bool| {
+            actions
+                .iter()
+                .position(|a| want(a))
+                .unwrap_or_else(|| panic!("{actions:?}"))
+        };
+        let mounted = at(&|a| matches!(a, Action::Mount { target, .. } if target == "/sysroot"));
+        let reader = at(&|a| {
+            *a == Action::SpawnIn {
+                cwd: "/sysroot".into(),
+                argv: vec!["sysd".into(), "--read-ahead".into()],
+            }
+        });
+        assert_eq!(reader, mounted + 1, "{actions:?}");
+        assert_eq!(
+            actions[reader + 1],
+            &Action::Spawn("/sysroot/usr/lib/ballast/sysd".into())
+        );
+        // Without a list (the other tests' roots), no reader.
+        let mut plain = machine("");
+        assert_eq!(boot(&mut plain, None), Ending::SwitchedRoot);
+        assert!(!plain
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::SpawnIn { .. })));
     }
 
     #[test]

@@ -243,9 +243,14 @@ pub trait Sys {
     /// Waits up to `timeout` for one of the blocked signals (`sigtimedwait`).
     /// `None`: the time passed (or the wait was interrupted).
     fn wait_signal(&mut self, timeout: Duration) -> Option<Signal>;
-    /// Starts `path` with `argv` (argv\[0\] first), stdio inherited (the
-    /// console), an empty signal mask; returns its pid. Never waits for it.
-    fn spawn(&mut self, path: &Path, argv: &[&str]) -> io::Result<i32>;
+    /// Starts `path` with `argv` (argv\[0\] first) in `/`, stdio inherited
+    /// (the console), an empty signal mask; returns its pid. Never waits for it.
+    fn spawn(&mut self, path: &Path, argv: &[&str]) -> io::Result<i32> {
+        self.spawn_in(Path::new("/"), path, argv)
+    }
+    /// [`Sys::spawn`] with `cwd` as the child's working directory, entered
+    /// before this returns (so the child keeps it when `cwd`'s mount moves).
+    fn spawn_in(&mut self, cwd: &Path, path: &Path, argv: &[&str]) -> io::Result<i32>;
     /// Runs `path` with `argv` (argv\[0\] first) to its end and returns its
     /// exit code (`None`: killed by a signal) and what it printed (stdout, then
     /// stderr). Stage 1 only: in stage 2 PID 1 reaps every child itself.
@@ -614,7 +619,7 @@ impl Sys for LinuxSys {
         linux::wait_signal(timeout)
     }
 
-    fn spawn(&mut self, path: &Path, argv: &[&str]) -> io::Result<i32> {
+    fn spawn_in(&mut self, cwd: &Path, path: &Path, argv: &[&str]) -> io::Result<i32> {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(path);
         if let Some((first, rest)) = argv.split_first() {
@@ -625,7 +630,7 @@ impl Sys for LinuxSys {
         // and exec. The Child handle is dropped without waiting: PID 1 reaps
         // with waitpid(-1).
         cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .current_dir("/");
+            .current_dir(cwd);
         // SAFETY: the closure runs in the forked child before exec and only
         // calls sigprocmask(2) and signal(2), both async-signal-safe; it
         // allocates nothing and touches no lock.

@@ -18,7 +18,10 @@ use crate::sys::{
 pub enum Action {
     Console(String),
     Mkdir(String),
-    Mount { fstype: String, target: String },
+    Mount {
+        fstype: String,
+        target: String,
+    },
     Module(String),
     Sync,
     Reboot(Shutdown),
@@ -26,20 +29,41 @@ pub enum Action {
     Dm(dm::Command),
     Loop(String),
     Grow(String),
-    Blkpg { index: u32, start: u64, length: u64 },
+    Blkpg {
+        index: u32,
+        start: u64,
+        length: u64,
+    },
     Ext4Resize(u64),
-    Bind { from: String, to: String },
-    Move { from: String, to: String },
+    Bind {
+        from: String,
+        to: String,
+    },
+    Move {
+        from: String,
+        to: String,
+    },
     RemountRo(String),
     Unmount(String),
     Chdir(String),
     Chroot(String),
     FreeInitramfs,
     Exec(Vec<String>),
-    Append { path: String, text: String },
+    Append {
+        path: String,
+        text: String,
+    },
     SetupSignals,
     Spawn(String),
-    Kill { pid: i32, sig: KillSignal },
+    /// A spawn outside `/`: its working directory and argv (then `Spawn`).
+    SpawnIn {
+        cwd: String,
+        argv: Vec<String>,
+    },
+    Kill {
+        pid: i32,
+        sig: KillSignal,
+    },
     Reaped(i32, ExitStatus),
     WatchdogOpen(String),
     WatchdogTimeout(u32),
@@ -475,7 +499,13 @@ impl Sys for TestSys {
             .unwrap_or_else(|| Err(io::Error::from(io::ErrorKind::NotFound)))
     }
 
-    fn spawn(&mut self, path: &Path, _argv: &[&str]) -> io::Result<i32> {
+    fn spawn_in(&mut self, cwd: &Path, path: &Path, argv: &[&str]) -> io::Result<i32> {
+        if cwd != Path::new("/") {
+            self.actions.push(Action::SpawnIn {
+                cwd: cwd.display().to_string(),
+                argv: argv.iter().map(|a| a.to_string()).collect(),
+            });
+        }
         self.actions.push(Action::Spawn(path.display().to_string()));
         if self.fail.contains_key("spawn") {
             return Err(io::Error::from(io::ErrorKind::PermissionDenied));

@@ -24,7 +24,7 @@ mod heartbeat;
 mod http;
 mod install;
 mod logs;
-mod readahead;
+pub mod readahead;
 mod runtime;
 mod server;
 mod slot;
@@ -145,9 +145,9 @@ pub enum ArgsError {
     Missing(&'static str),
     #[error("--pid1 {0}: not a process id")]
     BadPid(String),
-    #[error("usage: sysd [--root DIR [--pid1 PID]]")]
+    #[error("usage: sysd [--root DIR [--pid1 PID]] | sysd --read-ahead")]
     Help,
-    #[error("unknown argument `{0}` (usage: sysd [--root DIR [--pid1 PID]])")]
+    #[error("unknown argument `{0}` (usage: sysd [--root DIR [--pid1 PID]] | sysd --read-ahead)")]
     Unknown(String),
 }
 
@@ -191,8 +191,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, ArgsError> {
 /// sysd's life: start, supervise until SIGTERM, stop everything. The exit code.
 pub fn run(args: Args) -> i32 {
     let paths = Paths { root: args.root };
-    // First, so the containers' programs are read while sysd gets ready.
-    readahead::start(paths.root.clone(), paths.p(paths::READ_AHEAD));
     let on_device = paths.root == Path::new("/");
     let mut errors = Vec::new();
     if let Err(e) = sys::catch_term() {

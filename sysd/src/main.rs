@@ -11,6 +11,10 @@ fn main() {
     if runs_as_osctl(std::env::args_os().next().as_deref()) {
         std::process::exit(ballast_osctl::main_code());
     }
+    // PID 1's stage 1 starts this in the new root (ADR 0015, read-ahead).
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new("--read-ahead")) {
+        std::process::exit(ballast_sysd::readahead::main_code());
+    }
     let args = match ballast_sysd::Args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {

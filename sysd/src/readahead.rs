@@ -2,15 +2,18 @@
 //! read cold from the verified root (squashfs blocks decompressed, dm-verity
 //! hashes checked), one page fault at a time, while the other CPUs wait. The
 //! builder lists what the containers load on their way to healthy
-//! ([`ballast_device::paths::READ_AHEAD`]: their programs and the libraries
-//! those load); a thread of sysd reads those files into the page cache beside
-//! the containers' starts, so their page faults find the pages there.
+//! ([`ballast_device::paths::READ_AHEAD`]: sysd's own binary, the containers'
+//! programs and the libraries those load); `sysd --read-ahead`, which PID 1
+//! starts as soon as the root is mounted, reads those files into the page
+//! cache while stage 1 finishes and the containers start, so their page
+//! faults find the pages there.
 //!
-//! It only reads: a missing list or file costs nothing but the line that says
-//! so, and nothing waits for it.
+//! It only reads: a missing file costs nothing but the line that says so,
+//! and nothing waits for it.
 
+use ballast_device::paths::READ_AHEAD;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// What one pass read.
@@ -75,21 +78,23 @@ fn read_through(path: &Path, buf: &mut [u8]) -> std::io::Result<u64> {
     }
 }
 
-/// Start the pass on a thread of its own; it says on the console what it
-/// read once done. No list: nothing to do, and nothing said.
-pub fn start(root: PathBuf, list: PathBuf) {
-    let Ok(text) = std::fs::read_to_string(&list) else {
-        return;
-    };
-    let spawned = std::thread::Builder::new()
-        .name("read-ahead".into())
-        .spawn(move || {
-            let began = Instant::now();
-            let report = read_listed(&root, &text);
+/// `sysd --read-ahead`: PID 1's stage 1 starts it in the freshly mounted
+/// root (its working directory) as soon as the root is verified and
+/// mounted; it reads the root's list through and says what it read. Exit
+/// code 0, or 1 when the list cannot be read.
+pub fn main_code() -> i32 {
+    let began = Instant::now();
+    let list = Path::new(READ_AHEAD.trim_start_matches('/'));
+    match std::fs::read_to_string(list) {
+        Ok(text) => {
+            let report = read_listed(Path::new("."), &text);
             crate::say(&report.line(began.elapsed()));
-        });
-    if let Err(e) = spawned {
-        crate::say(&format!("read-ahead: cannot start its thread: {e}"));
+            0
+        }
+        Err(e) => {
+            crate::say(&format!("read-ahead: cannot read {READ_AHEAD}: {e}"));
+            1
+        }
     }
 }
 
