@@ -52,6 +52,10 @@ use sys::{LinuxSys, Signal, Sys};
 /// sysd 10 s; SIGKILL goes out at 5 s).
 const SHUTDOWN_LIMIT: Duration = Duration::from_millis(9_000);
 const TICK: Duration = Duration::from_millis(50);
+/// The main loop's turn while a service that just started is not healthy
+/// yet: its probe (every `PROBE_INTERVAL_MS`) and the services waiting on
+/// it are not held back by a longer sleep.
+const HEALTH_TICK: Duration = Duration::from_millis(20);
 
 /// Lock a mutex, surviving a panicked holder (sysd must keep serving).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -415,7 +419,8 @@ pub fn run(args: Args) -> i32 {
                 break;
             }
         }
-        std::thread::sleep(TICK);
+        let awaiting = lock(&shared.sup).awaiting_health(shared.now_ms());
+        std::thread::sleep(if awaiting { HEALTH_TICK } else { TICK });
     }
     for name in lock(&shared.sup).names() {
         let _ = runtime::cleanup(&name);

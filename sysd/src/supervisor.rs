@@ -23,9 +23,22 @@ pub const BACKOFF_RESET_MS: u64 = 60_000;
 /// SIGTERM, then SIGKILL after this long.
 pub const STOP_GRACE_MS: u64 = 5_000;
 /// Interval between health probes (TCP, unix socket, ready file) while a
-/// service is not yet healthy: short, because `ballast-ready` waits on them,
-/// and each is one cheap local call.
-pub const PROBE_INTERVAL_MS: u64 = 100;
+/// service is not yet healthy: short, because `ballast-ready` (and the
+/// services `after` it) wait on them, and each is one cheap local call.
+pub const PROBE_INTERVAL_MS: u64 = 20;
+/// After this long without turning healthy, a service is probed less often.
+pub const QUICK_PROBES_MS: u64 = 10_000;
+/// The probe interval then.
+pub const SLOW_PROBE_INTERVAL_MS: u64 = 100;
+
+/// When to probe a service started at `started_at` again, after a probe at `now`.
+fn next_probe(started_at: u64, now: u64) -> u64 {
+    if now.saturating_sub(started_at) < QUICK_PROBES_MS {
+        now + PROBE_INTERVAL_MS
+    } else {
+        now + SLOW_PROBE_INTERVAL_MS
+    }
+}
 /// How long after a failed exit its last lines are read: the log pump thread copies
 /// the pipe's last bytes after the process is reaped.
 pub const REPORT_DELAY_MS: u64 = 250;
@@ -302,6 +315,16 @@ impl Supervisor {
         self.ready_announced
     }
 
+    /// Whether a service started less than [`QUICK_PROBES_MS`] ago is not
+    /// healthy yet: its check is watched closely, and sysd's loop turns
+    /// faster meanwhile.
+    pub fn awaiting_health(&self, now: u64) -> bool {
+        self.svcs.iter().any(|s| {
+            matches!(s.phase, Phase::Running { healthy_at: None, started_at, .. }
+                if now.saturating_sub(started_at) < QUICK_PROBES_MS)
+        })
+    }
+
     /// No process is left (after `shutdown`).
     pub fn all_down(&self) -> bool {
         self.svcs
@@ -368,7 +391,7 @@ impl Supervisor {
                                 pid,
                                 started_at,
                                 healthy_at: None,
-                                next_check: now + PROBE_INTERVAL_MS,
+                                next_check: next_probe(started_at, now),
                             };
                         }
                     }
@@ -938,8 +961,9 @@ mod tests {
                 .any(|a| matches!(a, Action::CheckReadyFile { name, .. } if name == "network"))
         };
         assert!(probe(&s.tick(1)));
+        assert!(s.awaiting_health(1));
         // Not again before the interval; again after it.
-        assert!(!probe(&s.tick(50)));
+        assert!(!probe(&s.tick(PROBE_INTERVAL_MS / 2)));
         let a = s.tick(1 + PROBE_INTERVAL_MS);
         assert!(probe(&a) && starts(&a).is_empty());
         // The run turns healthy once, and says how long after its start.
@@ -952,6 +976,34 @@ mod tests {
         );
         assert_eq!(s.health_ok("network", 160), None);
         assert_eq!(starts(&s.tick(151)), vec!["ssh"]);
+    }
+
+    #[test]
+    fn a_service_slow_to_turn_healthy_is_probed_less_often_after_a_while() {
+        let mut net = def("network", &[], true);
+        net.health = Health::ReadyFile("/run/ballast/network.ready".into());
+        net.health_explicit = true;
+        let (mut s, _) = Supervisor::new(vec![net]);
+        assert_eq!(starts(&s.tick(0)), vec!["network"]);
+        s.started("network", 10, 0);
+        let probes = |s: &mut Supervisor, from: u64, to: u64| {
+            (from..to)
+                .filter(|&t| {
+                    s.tick(t)
+                        .iter()
+                        .any(|a| matches!(a, Action::CheckReadyFile { .. }))
+                })
+                .count() as u64
+        };
+        assert_eq!(probes(&mut s, 0, 1_000), 1_000 / PROBE_INTERVAL_MS);
+        assert!(s.awaiting_health(1_000));
+        let late = QUICK_PROBES_MS + 5_000;
+        assert_eq!(
+            probes(&mut s, late, late + 1_000),
+            1_000 / SLOW_PROBE_INTERVAL_MS
+        );
+        // sysd's loop no longer turns faster for it.
+        assert!(!s.awaiting_health(late));
     }
 
     #[test]
