@@ -393,38 +393,44 @@ fn remove_empty_dirs(dir: &Path) -> Result<bool> {
     Ok(empty)
 }
 
-/// The regular files `program` (absolute, as on the device) is and loads in
-/// the userland `root` (its interpreter and libraries, followed through
-/// symlinks): the program first, then the rest in path order. An error when
-/// the userland does not ship it or a library it loads.
-pub fn loads(root: &Path, program: &Path) -> Result<Vec<PathBuf>> {
+/// For each of `programs` (absolute, as on the device), the regular files it
+/// is and loads in the userland `root` (its interpreter and libraries,
+/// followed through symlinks): the program first, then the rest in path
+/// order. An error names a program the userland does not ship, or a library
+/// one loads that it lacks.
+pub fn loads(root: &Path, programs: &[PathBuf]) -> Result<Vec<Vec<PathBuf>>> {
     let all = walk(root)?;
     let lib_dirs = library_dirs(root, &all);
-    let mut closure = Closure {
-        root,
-        lib_dirs: &lib_dirs,
-        kept: BTreeSet::new(),
-        unresolved: Vec::new(),
-    };
-    let start = canonical(program);
-    let Some(real) = closure.resolve(&start) else {
-        bail!("the userland does not ship /{}", start.display());
-    };
-    closure.add(&start)?;
-    if !closure.unresolved.is_empty() {
-        bail!(
-            "the userland lacks libraries it loads: {}",
-            closure.unresolved.join(", ")
+    let mut out = Vec::new();
+    for program in programs {
+        let mut closure = Closure {
+            root,
+            lib_dirs: &lib_dirs,
+            kept: BTreeSet::new(),
+            unresolved: Vec::new(),
+        };
+        let start = canonical(program);
+        let Some(real) = closure.resolve(&start) else {
+            bail!("{}: the userland does not ship it", program.display());
+        };
+        closure.add(&start)?;
+        if !closure.unresolved.is_empty() {
+            bail!(
+                "{}: the userland lacks libraries it loads: {}",
+                program.display(),
+                closure.unresolved.join(", ")
+            );
+        }
+        let mut files = vec![real.clone()];
+        files.extend(
+            closure
+                .kept
+                .into_iter()
+                .filter(|p| *p != real && root.join(p).is_file() && !root.join(p).is_symlink()),
         );
+        out.push(files);
     }
-    let mut files = vec![real.clone()];
-    files.extend(
-        closure
-            .kept
-            .into_iter()
-            .filter(|p| *p != real && root.join(p).is_file() && !root.join(p).is_symlink()),
-    );
-    Ok(files)
+    Ok(out)
 }
 
 /// The set of kept paths, grown by following what each kept file needs.

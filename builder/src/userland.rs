@@ -280,19 +280,12 @@ fn read_ahead_list<'a>(
     defs: impl Iterator<Item = &'a SystemDef>,
 ) -> Result<Vec<PathBuf>> {
     let mut list = Vec::new();
-    for def in defs {
-        for program in &def.read_ahead {
-            let files = prune::loads(userland, program).with_context(|| {
-                format!(
-                    "{}: read_ahead: {}",
-                    def.dir.join("build.toml").display(),
-                    program.display()
-                )
-            })?;
-            for f in files {
-                if !list.contains(&f) {
-                    list.push(f);
-                }
+    for def in defs.filter(|d| !d.read_ahead.is_empty()) {
+        let loads = prune::loads(userland, &def.read_ahead)
+            .with_context(|| format!("{}: read_ahead", def.dir.join("build.toml").display()))?;
+        for f in loads.into_iter().flatten() {
+            if !list.contains(&f) {
+                list.push(f);
             }
         }
     }

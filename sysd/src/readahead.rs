@@ -84,6 +84,8 @@ fn read_through(path: &Path, buf: &mut [u8]) -> std::io::Result<u64> {
 /// code 0, or 1 when the list cannot be read.
 pub fn main_code() -> i32 {
     let began = Instant::now();
+    // Its own name in `ps` and `pgrep` (and /proc/PID/comm): it is not sysd.
+    let _ = rustix::thread::set_name(c"read-ahead");
     let list = Path::new(READ_AHEAD.trim_start_matches('/'));
     match std::fs::read_to_string(list) {
         Ok(text) => {

@@ -1,5 +1,6 @@
 //! `sysd --read-ahead`, as PID 1's stage 1 starts it: in the mounted root
-//! (its working directory), reading the builder's list through.
+//! (its working directory), reading the builder's list through, under a
+//! name of its own (`pgrep -x sysd` finds only the supervisor).
 
 use std::process::Command;
 
@@ -19,6 +20,40 @@ fn read_ahead_reads_the_roots_list_from_its_working_directory() {
         "usr/lib/ballast/sysd\nusr/lib/ballast/userland/usr/sbin/sshd\n",
     )
     .expect("list");
+    // Its name while it runs: a FIFO in the list holds it until written.
+    let fifo = at("usr/lib/ballast/hold");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    std::fs::write(at("usr/lib/ballast/read-ahead"), "usr/lib/ballast/hold\n").expect("list");
+    let mut held = Command::new(env!("CARGO_BIN_EXE_sysd"))
+        .arg("--read-ahead")
+        .current_dir(root.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting it");
+    let comm = format!("/proc/{}/comm", held.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut name = String::new();
+    while std::time::Instant::now() < deadline {
+        name = std::fs::read_to_string(&comm).unwrap_or_default();
+        if name.trim() == "read-ahead" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::fs::write(&fifo, b"x").expect("releasing it");
+    assert_eq!(held.wait().expect("waiting").code(), Some(0));
+    assert_eq!(name.trim(), "read-ahead");
+    std::fs::remove_file(&fifo).expect("removing the fifo");
+    std::fs::write(
+        at("usr/lib/ballast/read-ahead"),
+        "usr/lib/ballast/sysd\nusr/lib/ballast/userland/usr/sbin/sshd\n",
+    )
+    .expect("list");
+
     let out = Command::new(env!("CARGO_BIN_EXE_sysd"))
         .arg("--read-ahead")
         .current_dir(root.path())
