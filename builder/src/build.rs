@@ -951,8 +951,9 @@ fn stage_root(
         std::fs::write(&dest, keys)?;
     }
     crate::prune::write_provenance(&userland_dir, &report.owners, &image.version.to_string())?;
-    // What sysd reads ahead, paths relative to `/`: first the rest of its
-    // own binary (it runs while its pages fault in), then the containers'.
+    // What the boot reads ahead, paths relative to `/`: first sysd's binary
+    // (the reader is that binary too, but runs only the pages it needs;
+    // sysd itself starts soon after), then the containers'.
     let mut list = format!("{}\n", ballast_device::paths::SYSD.trim_start_matches('/'));
     for f in &report.read_ahead {
         list.push_str(&format!("{}/{}\n", userland::USERLAND, f.display()));

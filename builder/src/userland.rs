@@ -55,7 +55,8 @@ struct BuildFile {
     skip_programs: Vec<PathBuf>,
     /// Programs this container starts on its way to healthy (absolute
     /// paths): listed with the libraries they load in the image's read-ahead
-    /// list, which sysd reads into memory while the containers start.
+    /// list, which `sysd --read-ahead` (started by init once the root is
+    /// mounted) reads into memory while the boot goes on.
     #[serde(default)]
     read_ahead: Vec<PathBuf>,
 }

@@ -54,13 +54,8 @@ fn read_ahead_reads_the_roots_list_from_its_working_directory() {
     )
     .expect("list");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_sysd"))
-        .arg("--read-ahead")
-        .current_dir(root.path())
-        .output()
-        .expect("running it");
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = read_ahead_in(root.path());
+    assert_eq!(code, Some(0), "{err}");
     assert!(
         err.starts_with("sysd: read-ahead: 2 files, 1.0 MiB in "),
         "{err}"
@@ -69,13 +64,8 @@ fn read_ahead_reads_the_roots_list_from_its_working_directory() {
 
     // A listed file the root lacks is named; the rest is still read.
     std::fs::remove_file(at("usr/lib/ballast/sysd")).expect("removing");
-    let out = Command::new(env!("CARGO_BIN_EXE_sysd"))
-        .arg("--read-ahead")
-        .current_dir(root.path())
-        .output()
-        .expect("running it");
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = read_ahead_in(root.path());
+    assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("read-ahead: 1 files, 1.0 MiB"), "{err}");
     assert!(
         err.contains("; 1 listed files unread (first: ./usr/lib/ballast/sysd: "),
@@ -84,15 +74,23 @@ fn read_ahead_reads_the_roots_list_from_its_working_directory() {
 
     // No list: it says so and exits 1.
     let empty = tempfile::tempdir().expect("temp dir");
+    let (code, err) = read_ahead_in(empty.path());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("read-ahead: cannot read /usr/lib/ballast/read-ahead"),
+        "{err}"
+    );
+}
+
+/// `sysd --read-ahead` run to its end in `root`: exit code and stderr.
+fn read_ahead_in(root: &std::path::Path) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sysd"))
         .arg("--read-ahead")
-        .current_dir(empty.path())
+        .current_dir(root)
         .output()
         .expect("running it");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("read-ahead: cannot read /usr/lib/ballast/read-ahead"),
-        "{out:?}"
-    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
