@@ -165,6 +165,30 @@ impl Svc {
         self.since = now;
     }
 
+    /// A run not yet healthy turns healthy at `now`: the action that says
+    /// so, or `None` when it is not such a run.
+    fn turn_healthy(&mut self, now: u64) -> Option<Action> {
+        let Phase::Running {
+            pid,
+            started_at,
+            healthy_at: None,
+            next_check,
+        } = self.phase
+        else {
+            return None;
+        };
+        self.set(
+            Phase::Running {
+                pid,
+                started_at,
+                healthy_at: Some(now),
+                next_check,
+            },
+            now,
+        );
+        Some(Action::healthy(&self.def.name, started_at, now))
+    }
+
     fn is_up_for_dependents(&self) -> bool {
         match self.phase {
             Phase::Running { healthy_at, .. } => healthy_at.is_some() || !self.def.health_explicit,
@@ -373,16 +397,7 @@ impl Supervisor {
                     next_check,
                 } => match &s.def.health {
                     &Health::RunningMs(ms) if now.saturating_sub(started_at) >= ms => {
-                        actions.push(Action::healthy(&name, started_at, now));
-                        s.set(
-                            Phase::Running {
-                                pid,
-                                started_at,
-                                healthy_at: Some(now),
-                                next_check,
-                            },
-                            now,
-                        );
+                        actions.extend(s.turn_healthy(now));
                     }
                     probed if now >= next_check => {
                         if let Some(check) = probe(name, probed) {
@@ -511,27 +526,10 @@ impl Supervisor {
     /// [`Action::Healthy`] for the caller to perform.
     pub fn health_ok(&mut self, name: &str, now: u64) -> Option<Action> {
         let s = self.find(name)?;
-        if let Phase::Running {
-            pid,
-            started_at,
-            healthy_at: None,
-            next_check,
-        } = s.phase
-        {
-            s.set(
-                Phase::Running {
-                    pid,
-                    started_at,
-                    healthy_at: Some(now),
-                    next_check,
-                },
-                now,
-            );
-            // It recovered: the same failure again is news.
-            s.announced = None;
-            return Some(Action::healthy(name, started_at, now));
-        }
-        None
+        let healthy = s.turn_healthy(now)?;
+        // It recovered: the same failure again is news.
+        s.announced = None;
+        Some(healthy)
     }
 
     /// The last lines of a failed run of `name` (oldest first; blank lines are
