@@ -9,9 +9,13 @@
 //! cloud-init machine: each user logs in with their key, the host key is the
 //! one they gave, the admin reads the written files, `date` shows the zone,
 //! `findmnt` shows the data disk under Docker's data root, the interface has
-//! its new name, `docker run` writes into a volume. Then one reboot: Docker's
-//! data and the mount are still there, the disk was not formatted again, and
-//! `cloud-init-per once` in bootcmd ran once while `always` ran twice.
+//! its new name, `docker run` writes into a volume. The user-data's `ntp:`
+//! names the host (10.0.2.2, where an NTP server runs for the story) and the
+//! machine's clock starts three days ahead (`ballast run --clock`): the
+//! kernel's log shows the wrong time it started from, and `date` comes to the
+//! host's time within 90 s. Then one reboot: Docker's data and the mount are
+//! still there, the disk was not formatted again, and `cloud-init-per once`
+//! in bootcmd ran once while `always` ran twice.
 //!
 //! Run: `cargo test -p ballast --test cloudinit -- --nocapture` (qemu-arm64
 //! under TCG: one build, two boots).
@@ -23,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::ntp::{self, NtpServer};
 use common::oci::{image_tarball, static_busybox};
 use common::vm::{free_port, ssh_as, Machine, Ssh};
 
@@ -30,6 +35,8 @@ const BOARD: &str = "qemu-arm64";
 const IMAGE: &str = "ballast-test/busybox:1";
 /// QEMU's MAC for the first NIC when none is given.
 const MAC: &str = "52:54:00:12:34:56";
+/// How far ahead of the host's time the first boot's clock starts.
+const CLOCK_AHEAD: u64 = 3 * 86_400;
 
 fn keygen(path: &Path, comment: &str) -> String {
     let ok = Command::new("ssh-keygen")
@@ -95,6 +102,9 @@ ca_certs:
   trusted:
     - |
 {ca_block}timezone: Europe/Berlin
+ntp:
+  enabled: true
+  servers: [10.0.2.2]
 disk_setup:
   /dev/vdb:
     table_type: gpt
@@ -192,21 +202,26 @@ fn offered_host_key(port: u16) -> String {
         .join(" ")
 }
 
-fn boot(out: &Path, disk: &Path, port: u16, log: PathBuf, data: &Path, seed: &Path) -> Machine {
-    let mut vm = Machine::start_with(
-        BOARD,
-        out,
-        port,
-        log,
-        false,
-        &[
-            disk.as_os_str(),
-            OsStr::new("--drive"),
-            data.as_os_str(),
-            OsStr::new("--seed"),
-            seed.as_os_str(),
-        ],
-    );
+fn boot(
+    out: &Path,
+    disk: &Path,
+    port: u16,
+    log: PathBuf,
+    data: &Path,
+    seed: &Path,
+    clock: Option<&str>,
+) -> Machine {
+    let mut args = vec![
+        disk.as_os_str(),
+        OsStr::new("--drive"),
+        data.as_os_str(),
+        OsStr::new("--seed"),
+        seed.as_os_str(),
+    ];
+    if let Some(when) = clock {
+        args.extend([OsStr::new("--clock"), OsStr::new(when)]);
+    }
+    let mut vm = Machine::start_with(BOARD, out, port, log, false, &args);
     vm.wait_for("ballast-ready", Duration::from_secs(600));
     vm
 }
@@ -223,6 +238,73 @@ fn assert_console(vm: &Machine, needle: &str) {
         vm.console.iter().any(|l| l.contains(needle)),
         "no console line with {needle:?}:\n{}",
         vm.console.join("\n")
+    );
+}
+
+/// The machine's clock started from its RTC at `clock` (`--clock`, Unix
+/// seconds), and the time service steps `date` to the host's time (the NTP
+/// server's) within 90 s: what a user checks, whichever client keeps the time.
+///
+/// That the clock started wrong is read from the kernel's log, where it says
+/// what it set the clock to from the RTC at boot: the RTC itself may already
+/// be right again, as the kernel copies a synchronised clock to it (chrony's
+/// `rtcsync`, and any client that clears `STA_UNSYNC`) about a second after
+/// the first synchronisation.
+fn clock_is_set(ssh: &Ssh, clock: u64) {
+    let log = ssh.ok("sudo dmesg");
+    let line = log
+        .lines()
+        .find(|l| l.contains("setting system clock to "))
+        .unwrap_or_else(|| panic!("the kernel never set the clock from the RTC; dmesg:\n{log}"));
+    let set_to: u64 = line
+        .rsplit_once('(')
+        .and_then(|(_, secs)| secs.trim_end().strip_suffix(')'))
+        .and_then(|secs| secs.parse().ok())
+        .unwrap_or_else(|| panic!("no (seconds) in the kernel's {line:?}"));
+    // The RTC runs from `clock` when QEMU starts; the kernel reads it after
+    // the firmware's part of the boot (seconds; minutes at most under TCG).
+    assert!(
+        (clock.saturating_sub(2)..=clock + 300).contains(&set_to),
+        "the machine's clock did not start at --clock {} ({clock}): the kernel says {line:?}",
+        ntp::utc(clock)
+    );
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(90) {
+        let before = ntp::now();
+        let out = ssh.run("date +%s");
+        let after = ntp::now();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if let Ok(guest) = text.parse::<u64>() {
+            // The guest read its clock between `before` and `after` (whole
+            // seconds): within 2 s of the host's then.
+            if guest + 1 >= before.saturating_sub(2) && guest <= after + 2 {
+                eprintln!(
+                    "cloudinit: the clock started {} s ahead; `date` agreed with the host {:.0?} into the check",
+                    set_to as i64 - clock as i64 + CLOCK_AHEAD as i64,
+                    start.elapsed()
+                );
+                return;
+            }
+            last = format!(
+                "guest {guest} ({}), host {before}..{after} ({})",
+                ntp::utc(guest),
+                ntp::utc(after)
+            );
+        } else {
+            last = format!(
+                "`date +%s` printed {text:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let logs = ssh.run("osctl logs time -n 50");
+    panic!(
+        "the time service did not set the clock from the NTP server on 10.0.2.2 within 90 s: \
+         {last}; osctl logs time -n 50:\n{}{}",
+        String::from_utf8_lossy(&logs.stdout),
+        String::from_utf8_lossy(&logs.stderr)
     );
 }
 
@@ -256,13 +338,33 @@ fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_an
     drop(f);
     let tarball = image_tarball(&static_busybox(&work), IMAGE);
 
-    // First boot.
+    // The NTP server the user-data names (10.0.2.2 is the host's 127.0.0.1).
+    let _ntp = NtpServer::start(&work);
+
+    // First boot, its clock three days ahead.
     let port = free_port();
-    let mut vm = boot(&out, &disk, port, work.join("boot1.log"), &data, &seed);
+    let clock = ntp::now() + CLOCK_AHEAD;
+    let mut vm = boot(
+        &out,
+        &disk,
+        port,
+        work.join("boot1.log"),
+        &data,
+        &seed,
+        Some(&ntp::utc(clock)),
+    );
     let ssh = Ssh {
         key: key.clone(),
         port,
     };
+    clock_is_set(&ssh, clock);
+    // The time service's log says who set it, and by how much.
+    let time_log = ssh.ok("osctl logs time -n 20");
+    assert!(
+        time_log.contains("time: stepped the clock by -25")
+            && time_log.contains(" s to 10.0.2.2 (10.0.2.2:123, stratum "),
+        "{time_log}"
+    );
     // final_message after runcmd (none here), with its variables filled in.
     wait_console(
         &mut vm,
@@ -376,7 +478,15 @@ fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_an
 
     // Second boot, same disks: nothing formatted again, everything still there.
     let port = free_port();
-    let mut vm = boot(&out, &disk, port, work.join("boot2.log"), &data, &seed);
+    let mut vm = boot(
+        &out,
+        &disk,
+        port,
+        work.join("boot2.log"),
+        &data,
+        &seed,
+        None,
+    );
     let ssh = Ssh { key, port };
     assert!(
         !vm.console

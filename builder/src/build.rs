@@ -924,12 +924,14 @@ fn stage_root(
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))?;
         Ok(())
     };
-    // sysd's binary is osctl under that name: the same bytes three times,
+    // sysd's binary is osctl under that name: the same bytes four times,
     // which squashfs stores once.
     exe(&bins.sysd, &tree.join("usr/lib/ballast/sysd"))?;
     exe(&bins.sysd, &tree.join("usr/bin/osctl"))?;
-    // The admin environment (the SSH container) has osctl too.
+    // The admin environment (the SSH container) has osctl too, and the time
+    // container runs `sysd --time-sync` (ADR 0020).
     exe(&bins.sysd, &userland_dir.join("usr/bin/osctl"))?;
+    exe(&bins.sysd, &userland_dir.join("usr/lib/ballast/sysd"))?;
     if !ssh_keys.is_empty() {
         let mut keys = String::new();
         for key in ssh_keys {

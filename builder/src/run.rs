@@ -99,9 +99,88 @@ pub struct RunArgs {
     /// driver on x86_64 and arm64.
     #[arg(long)]
     pub watchdog: bool,
+    /// Start the machine's real-time clock at WHEN, in UTC
+    /// (`YYYY-MM-DDTHH:MM:SS` or `YYYY-MM-DD`), instead of the host's time
+    /// (QEMU's `-rtc base=WHEN`): a wrong clock, for seeing the device's time
+    /// service set it. The raspi boards have no RTC (nor have QEMU's models of
+    /// them) and ignore it.
+    #[arg(long, value_name = "WHEN", value_parser = parse_clock)]
+    pub clock: Option<String>,
     /// Cache directory (default: BALLAST_CACHE, else the user's cache dir).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+}
+
+/// `--clock WHEN`: a UTC date and time as QEMU's `-rtc base=` takes it,
+/// `YYYY-MM-DDTHH:MM:SS` or `YYYY-MM-DD`, checked field by field.
+fn parse_clock(when: &str) -> Result<String, String> {
+    const FORM: &str =
+        "expected a UTC time as YYYY-MM-DDTHH:MM:SS or YYYY-MM-DD, e.g. 2030-01-31T12:00:00";
+    // clap's error names the option and the value before this.
+    let bad = |why: String| Err(format!("{why}; {FORM}"));
+    let (date, time) = match when.split_once('T') {
+        Some((d, t)) => (d, Some(t)),
+        None => (when, None),
+    };
+    let fields = |text: &str, sep: char, widths: [usize; 3]| -> Option<[u32; 3]> {
+        let parts: Vec<&str> = text.split(sep).collect();
+        if parts.len() != 3 {
+            return None;
+        }
+        let mut out = [0; 3];
+        for ((o, part), width) in out.iter_mut().zip(&parts).zip(widths) {
+            if part.len() != width || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            *o = part.parse().ok()?;
+        }
+        Some(out)
+    };
+    let Some([y, m, d]) = fields(date, '-', [4, 2, 2]) else {
+        return bad(format!("{date:?} is not a date YYYY-MM-DD"));
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if y < 1970 || !(1..=12).contains(&m) || d == 0 || d > month_days {
+        return bad(format!("{date} is not a calendar day from 1970 on"));
+    }
+    if let Some(time) = time {
+        let Some([h, min, sec]) = fields(time, ':', [2, 2, 2]) else {
+            return bad(format!("{time:?} is not a time HH:MM:SS"));
+        };
+        if h > 23 || min > 59 || sec > 59 {
+            return bad(format!("{time} is not a time of day"));
+        }
+    }
+    Ok(when.to_owned())
+}
+
+/// Start the machine's RTC at `when` (`--clock`): QEMU's `-rtc base=WHEN`,
+/// added to the profile's extra arguments, or set as the base of the
+/// profile's own `-rtc` (QEMU takes one; none of qemu/*.toml passes it now).
+fn set_rtc_base(extra_args: &mut Vec<String>, when: &str) {
+    let base = format!("base={when}");
+    match extra_args.iter().position(|a| a == "-rtc") {
+        Some(i) if i + 1 < extra_args.len() => {
+            let mut opts = vec![base];
+            opts.extend(
+                extra_args[i + 1]
+                    .split(',')
+                    .filter(|o| !o.is_empty() && !o.starts_with("base="))
+                    .map(str::to_owned),
+            );
+            extra_args[i + 1] = opts.join(",");
+        }
+        _ => {
+            extra_args.retain(|a| a != "-rtc");
+            extra_args.extend(["-rtc".to_owned(), base]);
+        }
+    }
 }
 
 pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
@@ -112,7 +191,12 @@ pub fn run(project: &Project, args: &RunArgs) -> Result<ExitCode> {
             board.path.display()
         )
     })?;
-    let profile = QemuProfile::find(&project.qemu_dir(), profile_name)?;
+    let mut profile = QemuProfile::find(&project.qemu_dir(), profile_name)?;
+    // Every way of booting (disk, --direct, --iso, --netboot) passes the
+    // profile's extra arguments to QEMU.
+    if let Some(when) = &args.clock {
+        set_rtc_base(&mut profile.extra_args, when);
+    }
     if let Some(dir) = &args.netboot {
         return run_netboot(&board, profile, dir, args);
     }
@@ -447,4 +531,78 @@ pub fn firmware_images(
         None => boot.kernel = Some(kernel),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn clock_takes_a_utc_date_or_date_and_time() {
+        for good in [
+            "2030-01-31T12:00:00",
+            "2030-01-31",
+            "1970-01-01T00:00:00",
+            "2024-02-29T23:59:59",
+        ] {
+            assert_eq!(parse_clock(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "",
+            "tomorrow",
+            "2030-1-31",
+            "2030-01-31 12:00:00",
+            "2030-01-31T12:00",
+            "2030-01-31T12:00:00Z",
+            "2030-01-31T24:00:00",
+            "2030-02-29",
+            "2030-13-01",
+            "1969-12-31",
+            "+030-01-01",
+        ] {
+            let err = parse_clock(bad).expect_err(bad);
+            assert!(err.contains("YYYY-MM-DDTHH:MM:SS or YYYY-MM-DD"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_clock_is_refused_naming_the_option_and_the_value() {
+        let args = Cli::try_parse_from(["run", "--board", "b", "--clock", "2030-01-31"])
+            .expect("a date alone is a clock");
+        assert_eq!(args.run.clock.as_deref(), Some("2030-01-31"));
+        let err = Cli::try_parse_from(["run", "--board", "b", "--clock", "31.01.2030"])
+            .err()
+            .expect("a clock in another form is refused")
+            .to_string();
+        assert!(
+            err.contains("--clock") && err.contains("31.01.2030") && err.contains("YYYY-MM-DD"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_clock_is_one_rtc_base() {
+        let mut args = vec!["-device".to_owned(), "virtio-rng-pci".to_owned()];
+        set_rtc_base(&mut args, "2030-01-31T12:00:00");
+        assert_eq!(
+            args,
+            [
+                "-device",
+                "virtio-rng-pci",
+                "-rtc",
+                "base=2030-01-31T12:00:00"
+            ]
+        );
+        // A profile's own -rtc keeps its other options and gets the new base.
+        let mut args = vec!["-rtc".to_owned(), "base=utc,clock=vm".to_owned()];
+        set_rtc_base(&mut args, "2030-01-31");
+        assert_eq!(args, ["-rtc", "base=2030-01-31,clock=vm"]);
+    }
 }

@@ -30,6 +30,7 @@ mod server;
 mod slot;
 mod supervisor;
 mod sys;
+pub mod timesync;
 mod update;
 
 /// The service definition parser, public for the fuzz target (`fuzz/`).
@@ -438,9 +439,15 @@ fn perform(
 ) {
     match a {
         Action::Start(name) => {
-            // Only this run's ready file may say it is ready.
+            // Only this run's ready file may say it is ready; its directory
+            // exists (a container may bind it in to write the file).
             let ready_file = lock(&shared.sup).ready_file(&name);
             if let Some(path) = ready_file {
+                if let Some(dir) = path.parent() {
+                    if let Err(e) = std::fs::create_dir_all(dir) {
+                        say(&format!("{name}: cannot create {}: {e}", dir.display()));
+                    }
+                }
                 if let Err(e) = std::fs::remove_file(&path) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         say(&format!(

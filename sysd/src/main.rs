@@ -15,6 +15,10 @@ fn main() {
     if std::env::args_os().nth(1).as_deref() == Some(OsStr::new("--read-ahead")) {
         std::process::exit(ballast_sysd::readahead::main_code());
     }
+    // The time system container runs this (ADR 0020).
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new("--time-sync")) {
+        std::process::exit(ballast_sysd::timesync::main_code());
+    }
     let args = match ballast_sysd::Args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {

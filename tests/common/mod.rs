@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod loopdev;
+pub mod ntp;
 pub mod oci;
 pub mod shared;
 pub mod timing;

@@ -18,7 +18,7 @@
 //!   start script once per boot; `runcmd`: `/state/ballast/config/runcmd.sh`,
 //!   which that script takes (renames) before it runs it, so it runs once —
 //!   both run in the admin environment, after the network is up, as root;
-//! - `ntp`: `/run/ballast/config/chrony/config.sources` for the time container;
+//! - `ntp`: `/run/ballast/config/time/sources` for the time container;
 //! - `sysctl`: `/proc/sys`; `ballast.system`: OCI bundles under
 //!   `/state/ballast/config/system/NAME/` (sysd loads them with the image's).
 //!
@@ -35,6 +35,7 @@ use ballast_device::paths;
 use serde_json::json;
 
 use super::{disks, etc, hostkeys, mounts, power, users};
+use crate::timesync::sources::Source;
 
 /// Directories `write_files` may write under (the rest of the host is the
 /// read-only image).
@@ -117,8 +118,9 @@ impl Layout {
     pub fn bootcmd(&self) -> PathBuf {
         self.run("config/bootcmd.sh")
     }
-    pub fn chrony(&self) -> PathBuf {
-        self.run("config/chrony/config.sources")
+    /// The time container's sources (`ballast_sysd::timesync::sources`).
+    pub fn time_sources(&self) -> PathBuf {
+        self.run("config/time/sources")
     }
     pub fn userland(&self) -> PathBuf {
         self.p(USERLAND)
@@ -667,25 +669,22 @@ pub fn wpa_supplicant_conf(i: &ballast_config::Interface) -> String {
     out
 }
 
-/// NTP for the time container (chrony `sourcedir`).
+/// NTP for the time container: the config's servers and pools replace the
+/// image's (as cloud-init's do); without any, the image's are used.
 fn ntp(l: &Layout, plan: &Plan, r: &mut Report) {
-    let chrony = l.chrony();
+    let file = l.time_sources();
     match &plan.ntp {
-        Some(ntp) if ntp.enabled => {
-            let mut text = String::new();
-            for s in &ntp.servers {
-                text.push_str(&format!("server {s} iburst\n"));
-            }
-            for p in &ntp.pools {
-                text.push_str(&format!("pool {p} iburst\n"));
-            }
-            err(r, write_atomic_mode(&chrony, text.as_bytes(), 0o644));
+        Some(ntp) if ntp.enabled && !(ntp.servers.is_empty() && ntp.pools.is_empty()) => {
+            let servers = ntp.servers.iter().cloned().map(Source::Server);
+            let pools = ntp.pools.iter().cloned().map(Source::Pool);
+            let text: String = servers.chain(pools).map(|s| s.line()).collect();
+            err(r, write_atomic_mode(&file, text.as_bytes(), 0o644));
         }
-        Some(_) => {
+        Some(ntp) if !ntp.enabled => {
             r.warnings.push("config: ntp.enabled: false: the time service keeps running (stop it with `osctl service stop time`)".into());
-            err(r, remove(&chrony));
+            err(r, remove(&file));
         }
-        None => err(r, remove(&chrony)),
+        _ => err(r, remove(&file)),
     }
 }
 
@@ -1173,6 +1172,59 @@ network={
 }
 ";
         assert_eq!(conf.split_once('\n').map(|x| x.1), Some(expected));
+    }
+
+    #[test]
+    fn ntp_sources_are_written_for_the_time_service_and_removed_without_any() {
+        use crate::timesync::sources;
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout {
+            root: d.path().to_path_buf(),
+            on_device: false,
+        };
+        std::fs::create_dir_all(l.time_sources().parent().unwrap()).unwrap();
+        let with = |enabled, servers: &[&str], pools: &[&str]| Plan {
+            ntp: Some(ballast_config::Ntp {
+                enabled,
+                servers: servers.iter().map(|s| s.to_string()).collect(),
+                pools: pools.iter().map(|s| s.to_string()).collect(),
+            }),
+            ..Plan::default()
+        };
+        let mut r = Report::default();
+        ntp(
+            &l,
+            &with(true, &["10.0.2.2", "ntp.lan"], &["pool.example"]),
+            &mut r,
+        );
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        // What the time service reads back from the path it reads.
+        assert_eq!(
+            l.time_sources(),
+            d.path().join(sources::CONFIGURED.trim_start_matches('/'))
+        );
+        let (read, _) = sources::load(d.path()).unwrap();
+        assert_eq!(
+            read,
+            vec![
+                Source::Server("10.0.2.2".into()),
+                Source::Server("ntp.lan".into()),
+                Source::Pool("pool.example".into()),
+            ]
+        );
+        // `ntp: {enabled: true}` alone keeps the image's sources, as
+        // cloud-init keeps the distribution's; so do no `ntp:` and `false`.
+        for plan in [
+            with(true, &[], &[]),
+            with(false, &["x"], &[]),
+            Plan::default(),
+        ] {
+            ntp(&l, &with(true, &["a"], &[]), &mut Report::default());
+            let mut r = Report::default();
+            ntp(&l, &plan, &mut r);
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+            assert!(!l.time_sources().exists(), "{plan:?}");
+        }
     }
 
     #[test]

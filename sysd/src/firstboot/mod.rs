@@ -287,8 +287,8 @@ pub fn begin(root: &Path, on_device: bool) -> (State, Vec<String>) {
         restart_engine: AtomicBool::new(false),
         waiting: Mutex::new(None),
     };
-    // The time container's chrony reads NTP sources from here (`sourcedir`).
-    if let Some(dir) = l.chrony().parent() {
+    // The time container reads its NTP sources from here.
+    if let Some(dir) = l.time_sources().parent() {
         if let Err(e) = std::fs::create_dir_all(dir) {
             say(&format!("config: cannot create {}: {e}", dir.display()));
         }
