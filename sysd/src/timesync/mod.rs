@@ -108,6 +108,9 @@ fn ask(addr: SocketAddr) -> Result<Sample, String> {
     best.ok_or_else(|| format!("{addr}: {problem}"))
 }
 
+/// Addresses of one name asked at most each round.
+const MAX_ADDRESSES: usize = 8;
+
 /// One round over every source: the answer with the least delay, and what
 /// went wrong with the others.
 fn round(sources: &[Source]) -> (Option<Answer>, Vec<String>) {
@@ -116,7 +119,7 @@ fn round(sources: &[Source]) -> (Option<Answer>, Vec<String>) {
     for source in sources {
         let name = source.name();
         let addrs: Vec<SocketAddr> = match (name, PORT).to_socket_addrs() {
-            Ok(a) => a.take(source.addresses()).collect(),
+            Ok(a) => a.take(MAX_ADDRESSES).collect(),
             Err(e) => {
                 problems.push(format!("{name}: cannot resolve: {e}"));
                 continue;
@@ -125,21 +128,42 @@ fn round(sources: &[Source]) -> (Option<Answer>, Vec<String>) {
         if addrs.is_empty() {
             problems.push(format!("{name}: no address"));
         }
-        for addr in addrs {
-            match ask(addr) {
-                Ok(sample) if best.as_ref().is_none_or(|b| sample.delay < b.sample.delay) => {
-                    best = Some(Answer {
-                        name: name.to_string(),
-                        addr,
-                        sample,
-                    })
-                }
-                Ok(_) => {}
-                Err(e) => problems.push(format!("{name}: {e}")),
+        let (answers, failed) = ask_until(&addrs, source.answers(), ask);
+        problems.extend(failed.into_iter().map(|e| format!("{name}: {e}")));
+        for (addr, sample) in answers {
+            if best.as_ref().is_none_or(|b| sample.delay < b.sample.delay) {
+                best = Some(Answer {
+                    name: name.to_string(),
+                    addr,
+                    sample,
+                });
             }
         }
     }
     (best, problems)
+}
+
+/// Ask `addrs` in order until `wanted` have answered: the answers, and the
+/// failures on the way.
+fn ask_until<F>(
+    addrs: &[SocketAddr],
+    wanted: usize,
+    mut ask: F,
+) -> (Vec<(SocketAddr, Sample)>, Vec<String>)
+where
+    F: FnMut(SocketAddr) -> Result<Sample, String>,
+{
+    let (mut answers, mut failed) = (Vec::new(), Vec::new());
+    for &addr in addrs {
+        if answers.len() >= wanted {
+            break;
+        }
+        match ask(addr) {
+            Ok(sample) => answers.push((addr, sample)),
+            Err(e) => failed.push(e),
+        }
+    }
+    (answers, failed)
 }
 
 /// How long to wait after `failures` rounds in a row without an answer.
@@ -273,6 +297,7 @@ fn announce(sources: &[Source], from: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sources::POOL_ADDRESSES as POOL;
 
     #[test]
     fn retries_come_sooner_than_polls_and_back_off_to_a_minute() {
@@ -316,6 +341,29 @@ mod tests {
         assert!((s.offset - 100.0).abs() < 0.5, "{s:?}");
         assert!(s.delay >= 0.0 && s.delay < 0.5, "{s:?}");
         assert_eq!(s.stratum, 3);
+    }
+
+    #[test]
+    fn a_server_name_uses_its_first_address_that_answers_and_a_pool_four() {
+        let addrs: Vec<SocketAddr> = (1..=6)
+            .map(|i| SocketAddr::from(([192, 0, 2, i], PORT)))
+            .collect();
+        let sample = Sample {
+            offset: 0.0,
+            delay: 0.01,
+            stratum: 2,
+        };
+        // The first two cannot be reached (say, IPv6 without a route).
+        let reply = |a: SocketAddr| match a.ip().to_string().as_str() {
+            "192.0.2.1" | "192.0.2.2" => Err(format!("{a}: Network unreachable")),
+            _ => Ok(sample),
+        };
+        let (answers, failed) = ask_until(&addrs, 1, reply);
+        assert_eq!(answers, vec![(addrs[2], sample)]);
+        assert_eq!(failed.len(), 2);
+        let (answers, _) = ask_until(&addrs, POOL, reply);
+        let asked: Vec<SocketAddr> = answers.iter().map(|(a, _)| *a).collect();
+        assert_eq!(asked, addrs[2..6]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The time service's sources file: one NTP source per line, `server NAME`
-//! (one host) or `pool NAME` (a name with several addresses, of which up to
-//! [`POOL_ADDRESSES`] are asked). `#` starts a comment. sysd writes the
+//! (one host: the first of its addresses that answers is used) or
+//! `pool NAME` (a name with several addresses, of which up to
+//! [`POOL_ADDRESSES`] answer each round). `#` starts a comment. sysd writes the
 //! first-boot config's `ntp:` servers and pools to [`CONFIGURED`]; without
 //! that file the image's [`DEFAULTS`] are used.
 
@@ -10,7 +11,7 @@ use std::path::Path;
 pub const CONFIGURED: &str = "/run/ballast/config/time/sources";
 /// The image's sources, used when the config names none.
 pub const DEFAULTS: &str = "/usr/lib/ballast/time/sources";
-/// Addresses of a pool name asked each round.
+/// Addresses of a pool name that answer each round.
 pub const POOL_ADDRESSES: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +27,10 @@ impl Source {
         }
     }
 
-    /// How many of the name's addresses to ask.
-    pub fn addresses(&self) -> usize {
+    /// How many of the name's addresses should answer: one of a server's
+    /// (an IPv6 address that cannot be reached gives way to the next, as
+    /// with any client), up to [`POOL_ADDRESSES`] of a pool's.
+    pub fn answers(&self) -> usize {
         match self {
             Source::Server(_) => 1,
             Source::Pool(_) => POOL_ADDRESSES,
@@ -106,8 +109,8 @@ mod tests {
                 Source::Server("10.0.2.2".into()),
             ]
         );
-        assert_eq!(s[1].addresses(), POOL_ADDRESSES);
-        assert_eq!(s[0].addresses(), 1);
+        assert_eq!(s[1].answers(), POOL_ADDRESSES);
+        assert_eq!(s[0].answers(), 1);
         let back: String = s.iter().map(Source::line).collect();
         assert_eq!(parse(Path::new("f"), &back).unwrap(), s);
     }
