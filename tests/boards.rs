@@ -292,7 +292,8 @@ fn beaglebone_black_sd_image_has_mlo_first_and_its_device_tree() {
 /// and picks the Pi 2's device tree and serial console; the armmp kernel
 /// brings up all four cores, init finds the card by its MBR signature, and
 /// the machine is ready on the Pi 2's serial console and answers SSH over
-/// the USB network.
+/// the USB network; its clock, without an RTC, starts at the image's build
+/// time rather than in 1970.
 #[test]
 fn rpi_armv7_boots_on_qemu_raspi2b() {
     let _story = common::story();
@@ -361,6 +362,23 @@ fn rpi_armv7_boots_on_qemu_raspi2b() {
     };
     let st = ssh.status();
     assert_eq!(st["slot"], "a", "{st}");
+    // A Pi has no RTC: its clock starts in 1970, and sysd sets it forward to
+    // the image's build time (every file of the root carries it) until the
+    // time service reaches an NTP server.
+    assert!(
+        said("sysd: clock: 1970-01-01"),
+        "sysd did not set the RTC-less clock forward:\n{}",
+        vm.console.join("\n")
+    );
+    let times = ssh.ok("date +%s; stat -c %Y /usr/bin/osctl");
+    let t: Vec<u64> = times
+        .split_whitespace()
+        .map(|x| x.parse().expect("seconds"))
+        .collect();
+    assert!(
+        t[0] >= t[1],
+        "date is before the image's build time: {times}"
+    );
     let _ = ssh.run("osctl poweroff");
     vm.wait_exit(Duration::from_secs(120));
 }

@@ -16,6 +16,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod agent;
+mod clockfloor;
 mod definition;
 mod firstboot;
 mod harden;
@@ -241,6 +242,11 @@ pub fn run(args: Args) -> i32 {
     // decision reads (see `heartbeat`).
     let loop_mark = heartbeat::LoopMark::default();
     if on_device {
+        if let Some(line) =
+            clockfloor::set_forward(&paths.p(paths::SYSD), &paths.p(clockfloor::SAVED))
+        {
+            say(&line);
+        }
         errors.extend(harden::apply_sysctls(Path::new("/proc/sys")));
         if let Err(e) = harden::protect_from_oom(Path::new("/proc/self")) {
             errors.push(e);
@@ -364,8 +370,12 @@ pub fn run(args: Args) -> i32 {
     }
 
     let mut shutdown_at: Option<Instant> = None;
+    let mut save_clock_at = Instant::now();
     loop {
         loop_mark.turned();
+        if on_device && Instant::now() >= save_clock_at {
+            save_clock_at = Instant::now() + clockfloor::next_save(save_clock(&paths));
+        }
         let now = shared.now_ms();
         if sys::term_requested() && shutdown_at.is_none() {
             say("SIGTERM: stopping all services");
@@ -428,7 +438,23 @@ pub fn run(args: Args) -> i32 {
     }
     firstboot::shutdown(&shared.firstboot);
     let _ = std::fs::remove_file(&socket);
+    if on_device {
+        save_clock(&paths);
+    }
     0
+}
+
+/// The time for the next boot's clock floor (see [`clockfloor`]). Whether
+/// it was saved.
+fn save_clock(paths: &Paths) -> bool {
+    let saved = paths.p(clockfloor::SAVED);
+    clockfloor::save(&saved).unwrap_or_else(|e| {
+        say(&format!(
+            "clock: cannot save the time to {}: {e}",
+            saved.display()
+        ));
+        false
+    })
 }
 
 fn perform(
