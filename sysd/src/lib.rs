@@ -374,7 +374,7 @@ pub fn run(args: Args) -> i32 {
     loop {
         loop_mark.turned();
         if on_device && Instant::now() >= save_clock_at {
-            save_clock_at = Instant::now() + clockfloor::next_save(save_clock(&paths));
+            save_clock_at = Instant::now() + save_clock(&paths);
         }
         let now = shared.now_ms();
         if sys::term_requested() && shutdown_at.is_none() {
@@ -444,17 +444,20 @@ pub fn run(args: Args) -> i32 {
     0
 }
 
-/// The time for the next boot's clock floor (see [`clockfloor`]). Whether
-/// it was saved.
-fn save_clock(paths: &Paths) -> bool {
+/// The time for the next boot's clock floor (see [`clockfloor`]). How long
+/// until the next try: a failure is said once an hour, not each minute.
+fn save_clock(paths: &Paths) -> Duration {
     let saved = paths.p(clockfloor::SAVED);
-    clockfloor::save(&saved).unwrap_or_else(|e| {
-        say(&format!(
-            "clock: cannot save the time to {}: {e}",
-            saved.display()
-        ));
-        false
-    })
+    match clockfloor::save(&saved) {
+        Ok(done) => clockfloor::next_save(done),
+        Err(e) => {
+            say(&format!(
+                "clock: cannot save the time to {}: {e}",
+                saved.display()
+            ));
+            clockfloor::SAVE_EVERY
+        }
+    }
 }
 
 fn perform(
