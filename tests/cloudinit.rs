@@ -12,8 +12,9 @@
 //! its new name, `docker run` writes into a volume. The user-data's `ntp:`
 //! names the host (10.0.2.2, where an NTP server runs for the story) and the
 //! machine's clock starts three days ahead (`ballast run --clock`): the
-//! kernel's log shows the wrong time it started from, and `date` comes to the
-//! host's time within 90 s. Then one reboot: Docker's data and the mount are
+//! kernel's log shows the wrong time it started from, `date` comes to the
+//! host's time within 90 s, and sysd saves that time for the next boot's
+//! clock floor. Then one reboot: Docker's data and the mount are
 //! still there, the disk was not formatted again, and `cloud-init-per once`
 //! in bootcmd ran once while `always` ran twice.
 //!
@@ -308,6 +309,29 @@ fn clock_is_set(ssh: &Ssh, clock: u64) {
     );
 }
 
+/// sysd saved the synchronised time on the state partition (the mtime of
+/// /state/ballast/clock, the next boot's clock floor): within 2 minutes of
+/// the host's time.
+fn clock_saved(ssh: &Ssh) {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(90) {
+        let out = ssh.run("sudo stat -c %Y /state/ballast/clock");
+        last = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if let Ok(saved) = last.parse::<u64>() {
+            let now = ntp::now();
+            assert!(
+                saved + 120 >= now && saved <= now + 2,
+                "the saved time {saved} ({}) is not the host's {now}",
+                ntp::utc(saved)
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    panic!("sysd did not save the synchronised time to /state/ballast/clock within 90 s: {last:?}");
+}
+
 #[test]
 fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_and_network() {
     let started = Instant::now();
@@ -472,6 +496,9 @@ fn qemu_arm64_published_cloud_init_user_data_configures_users_files_zone_disk_an
     let used = ssh.ok("sudo findmnt -n -o SOURCE -T /var/lib/docker/volumes/keep/_data");
     assert_eq!(used.trim(), "/dev/vdb1", "the volume is on the data disk");
     let engine_id = ssh.ok("docker info -f '{{.ID}}'");
+    // Now that the clock is synchronised, sysd saves the time for the next
+    // boot's clock floor (within a minute of the first sync).
+    clock_saved(&ssh);
     let _ = ssh.run("osctl reboot");
     vm.wait_exit(Duration::from_secs(180));
     vm.save();
