@@ -26,7 +26,10 @@ use sources::Source;
 /// The service's ready file (`[health] ready_file` of system/time).
 pub const READY: &str = "/run/ballast/time/ready";
 const PORT: u16 = 123;
-/// Requests per address each round; the one with the least delay counts.
+/// Requests per address in a round while the clock is not in sync (at the
+/// start, after a step or a round nobody answered), like NTP's `iburst`;
+/// the one with the least delay counts. In sync, one request per poll, as
+/// the NTP pool asks of its clients.
 const SAMPLES: usize = 4;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Poll intervals, as powers of two seconds.
@@ -49,8 +52,8 @@ struct Answer {
     sample: Sample,
 }
 
-/// Ask `addr` up to [`SAMPLES`] times; the sample with the least delay.
-fn ask(addr: SocketAddr) -> Result<Sample, String> {
+/// Ask `addr` up to `samples` times; the sample with the least delay.
+fn ask(addr: SocketAddr, samples: usize) -> Result<Sample, String> {
     let local: SocketAddr = if addr.is_ipv4() {
         ([0u8; 4], 0).into()
     } else {
@@ -64,7 +67,7 @@ fn ask(addr: SocketAddr) -> Result<Sample, String> {
     let mut best: Option<Sample> = None;
     let mut problem = String::from("no reply");
     let mut buf = [0u8; 512];
-    for _ in 0..SAMPLES {
+    for _ in 0..samples {
         let sent = Timestamp::now();
         if let Err(e) = socket.send(&packet::request(sent)) {
             problem = e.to_string();
@@ -113,7 +116,7 @@ const MAX_ADDRESSES: usize = 8;
 
 /// One round over every source: the answer with the least delay, and what
 /// went wrong with the others.
-fn round(sources: &[Source]) -> (Option<Answer>, Vec<String>) {
+fn round(sources: &[Source], samples: usize) -> (Option<Answer>, Vec<String>) {
     let mut best: Option<Answer> = None;
     let mut problems = Vec::new();
     for source in sources {
@@ -128,7 +131,7 @@ fn round(sources: &[Source]) -> (Option<Answer>, Vec<String>) {
         if addrs.is_empty() {
             problems.push(format!("{name}: no address"));
         }
-        let (answers, failed) = ask_until(&addrs, source.answers(), ask);
+        let (answers, failed) = ask_until(&addrs, source.answers(), |a| ask(a, samples));
         problems.extend(failed.into_iter().map(|e| format!("{name}: {e}")));
         for (addr, sample) in answers {
             if best.as_ref().is_none_or(|b| sample.delay < b.sample.delay) {
@@ -243,7 +246,7 @@ pub fn main_code() -> i32 {
             std::thread::sleep(MAX_RETRY);
             continue;
         }
-        let (best, problems) = round(&sources);
+        let (best, problems) = round(&sources, if in_sync { 1 } else { SAMPLES });
         let Some(a) = best else {
             failures += 1;
             // The first failure and then ever more rarely: the log stays short.
@@ -277,7 +280,9 @@ pub fn main_code() -> i32 {
                 offset * 1000.0
             ));
         }
-        in_sync = true;
+        // After a step, the next round takes a burst again and says when
+        // the clock is in sync.
+        in_sync = !stepped;
         poll = next_poll(poll, offset, stepped);
         std::thread::sleep(Duration::from_secs(1u64 << poll));
     }
@@ -336,7 +341,7 @@ mod tests {
                 server.send_to(&reply, from).unwrap();
             }
         });
-        let s = ask(addr).unwrap();
+        let s = ask(addr, SAMPLES).unwrap();
         serve.join().unwrap();
         assert!((s.offset - 100.0).abs() < 0.5, "{s:?}");
         assert!(s.delay >= 0.0 && s.delay < 0.5, "{s:?}");
@@ -371,7 +376,7 @@ mod tests {
         // A bound socket that never replies.
         let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = silent.local_addr().unwrap();
-        let e = ask(addr).unwrap_err();
+        let e = ask(addr, SAMPLES).unwrap_err();
         assert_eq!(e, format!("{addr}: no reply within 1 s"));
     }
 }
