@@ -85,21 +85,10 @@ pub fn set_forward(image_file: &Path, saved: &Path) -> Option<String> {
     )
 }
 
-/// Whether an NTP client keeps the clock synchronised: the kernel's
-/// `STA_UNSYNC` is clear (the time service clears it; the kernel sets it
-/// again when no update came for hours).
-pub fn synchronised() -> bool {
-    // SAFETY: `timex` is plain integers; modes 0 only reads the state.
-    let mut t: libc::timex = unsafe { std::mem::zeroed() };
-    // SAFETY: `t` is a valid, initialised `timex`.
-    let rc = unsafe { libc::adjtimex(&mut t) };
-    rc >= 0 && rc != libc::TIME_ERROR && t.status & libc::STA_UNSYNC == 0
-}
-
 /// Save the time as `saved`'s mtime if the clock is synchronised. Whether
 /// it saved.
 pub fn save(saved: &Path) -> std::io::Result<bool> {
-    if !synchronised() {
+    if !crate::timesync::clock::kernel_synchronised() {
         return Ok(false);
     }
     let file = std::fs::OpenOptions::new()

@@ -5,7 +5,7 @@
 //!
 //! [`Sys`] is the seam the main loop drives ([`LinuxSys`] on the device). The only
 //! `unsafe` left is the SIGTERM handler's installation: rustix has no safe
-//! `sigaction`, and the handler only stores to an atomic.
+//! `sigaction`, and sysd's handler only stores to an atomic.
 //!
 //! This module must never decide anything: it reports what the kernel said.
 
@@ -97,11 +97,17 @@ extern "C" fn on_term(_: libc::c_int) {
 
 /// SIGTERM and SIGINT set a flag the main loop reads with [`term_requested`].
 pub fn catch_term() -> io::Result<()> {
-    // SAFETY: sigaction with a handler that only stores to an atomic (async-signal-safe);
-    // the struct is zeroed then filled, as sigaction(2) expects.
+    on_term_signals(on_term)
+}
+
+/// Run `handler` on SIGTERM and SIGINT (sysd's flag; the time client's
+/// exit). It must be async-signal-safe.
+pub fn on_term_signals(handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    // SAFETY: sigaction with an async-signal-safe handler (the caller's
+    // contract); the struct is zeroed then filled, as sigaction(2) expects.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_term as *const () as usize;
+        sa.sa_sigaction = handler as *const () as usize;
         sa.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut sa.sa_mask);
         for sig in [libc::SIGTERM, libc::SIGINT] {

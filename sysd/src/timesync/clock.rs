@@ -32,6 +32,18 @@ pub fn split(offset: f64) -> (i64, i64) {
     (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
 }
 
+/// Whether an NTP client keeps the clock synchronised: the kernel's
+/// `STA_UNSYNC` is clear (this client clears it; the kernel sets it again
+/// when no update came for hours). Reading needs no capability.
+pub fn kernel_synchronised() -> bool {
+    let mut t = zeroed();
+    // modes 0 only reads; the call returns the clock state, TIME_ERROR when
+    // unsynchronised.
+    // SAFETY: `t` is a valid, initialised `timex` the call reads and writes.
+    let rc = unsafe { libc::adjtimex(&mut t) };
+    rc >= 0 && rc != libc::TIME_ERROR && t.status & libc::STA_UNSYNC == 0
+}
+
 /// Step the clock by `offset` seconds.
 // `time_t` and `suseconds_t` are 64-bit here but 32-bit on armv7 (glibc).
 #[allow(clippy::useless_conversion)]

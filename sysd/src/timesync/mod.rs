@@ -185,27 +185,11 @@ fn next_poll(poll: u32, offset: f64, stepped: bool) -> u32 {
     }
 }
 
+/// SIGTERM and SIGINT stop it at once: as its container's PID 1 it would
+/// otherwise ignore them and be killed only after sysd's grace time.
 extern "C" fn on_term(_: libc::c_int) {
     // SAFETY: _exit is async-signal-safe; there is nothing to flush.
     unsafe { libc::_exit(0) }
-}
-
-/// Stop at once on SIGTERM or SIGINT: as its container's PID 1 it would
-/// otherwise ignore them and be killed only after sysd's grace time.
-fn exit_on_term() -> std::io::Result<()> {
-    // SAFETY: sigaction with a handler that only calls _exit; the struct is
-    // zeroed then filled, as sigaction(2) expects.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_term as *const () as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        for sig in [libc::SIGTERM, libc::SIGINT] {
-            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The program: exit code 2 for a sources file that cannot be used, 1 when
@@ -213,7 +197,7 @@ fn exit_on_term() -> std::io::Result<()> {
 /// stopped.
 pub fn main_code() -> i32 {
     let _ = rustix::thread::set_name(c"time-sync");
-    if let Err(e) = exit_on_term() {
+    if let Err(e) = crate::sys::on_term_signals(on_term) {
         say(&format!("cannot catch SIGTERM: {e}"));
     }
     let root = Path::new("/");
