@@ -40,9 +40,10 @@ fn qemu_arm64_a_failing_required_service_shows_its_own_error_on_the_console() {
             && line.contains("network: ballast.ip=10.0.2.15 needs a prefix length"),
         "{line}"
     );
-    // Time starts after the network; SSH starts beside it (it waits for the
-    // network only for the config's bootcmd and runcmd).
-    assert!(line.contains("blocks ballast-ready, time"), "{line}");
+    // Nothing else waits for it: time and SSH start beside the network
+    // (time's first round and the config's bootcmd and runcmd wait for its
+    // ready file themselves).
+    assert!(line.contains("[blocks ballast-ready;"), "{line}");
     assert!(line.contains("osctl logs network"), "{line}");
     // sysd keeps restarting it (with backoff); the console is not told again.
     for _ in 0..3 {

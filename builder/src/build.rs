@@ -955,8 +955,14 @@ fn stage_root(
     crate::prune::write_provenance(&userland_dir, &report.owners, &image.version.to_string())?;
     // What the boot reads ahead, paths relative to `/`: first sysd's binary
     // (the reader is that binary too, but runs only the pages it needs;
-    // sysd itself starts soon after), then the containers'.
-    let mut list = format!("{}\n", ballast_device::paths::SYSD.trim_start_matches('/'));
+    // sysd itself starts soon after), then its copy in the userland, which
+    // the SSH container's start (`--admin-setup`) and the time container
+    // run first, then what the containers' build.toml files name.
+    let mut list = format!(
+        "{}\n{}/usr/lib/ballast/sysd\n",
+        ballast_device::paths::SYSD.trim_start_matches('/'),
+        userland::USERLAND
+    );
     for f in &report.read_ahead {
         list.push_str(&format!("{}/{}\n", userland::USERLAND, f.display()));
     }

@@ -15,6 +15,7 @@
 //! calls [`run`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod admin;
 mod agent;
 mod clockfloor;
 mod definition;

@@ -16,6 +16,9 @@ fn main() {
         std::process::exit(ballast_sysd::readahead::main_code());
     }
     // The time system container runs this (ADR 0020).
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new("--admin-setup")) {
+        std::process::exit(ballast_sysd::admin::main_code());
+    }
     if std::env::args_os().nth(1).as_deref() == Some(OsStr::new("--time-sync")) {
         std::process::exit(ballast_sysd::timesync::main_code());
     }

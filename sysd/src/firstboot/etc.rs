@@ -21,6 +21,8 @@
 //! deletes a file it did not write: only the time zone and CA files are
 //! removed again when the config stops naming them.
 
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ballast_config::CaCerts;
@@ -217,6 +219,8 @@ fn admin_pid(l: &Layout) -> Option<u32> {
     })
 }
 
+/// `cp -a FROM/. TO/`: directories, files and symbolic links, each with
+/// its owner and mode (a `write_files` entry may name an owner).
 fn copy_tree(from: &Path, to: &Path, errors: &mut Vec<String>) {
     let Ok(rd) = std::fs::read_dir(from) else {
         return;
@@ -227,7 +231,9 @@ fn copy_tree(from: &Path, to: &Path, errors: &mut Vec<String>) {
             continue;
         };
         let res = if meta.is_dir() {
-            std::fs::create_dir_all(&dst).map(|()| copy_tree(&src, &dst, errors))
+            std::fs::create_dir_all(&dst)
+                .and_then(|()| std::fs::set_permissions(&dst, meta.permissions()))
+                .map(|()| copy_tree(&src, &dst, errors))
         } else if meta.file_type().is_symlink() {
             std::fs::read_link(&src).and_then(|t| {
                 let _ = std::fs::remove_file(&dst);
@@ -235,39 +241,102 @@ fn copy_tree(from: &Path, to: &Path, errors: &mut Vec<String>) {
             })
         } else {
             std::fs::copy(&src, &dst).map(|_| ())
-        };
+        }
+        .and_then(|()| {
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                &dst,
+                Some(rustix::fs::Uid::from_raw(meta.uid())),
+                Some(rustix::fs::Gid::from_raw(meta.gid())),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(std::io::Error::from)
+        });
         if let Err(e) = res {
             errors.push(format!("config: cannot update {}: {e}", dst.display()));
         }
     }
 }
 
-/// `osctl config apply`: update the running admin environment's `/etc` in
-/// place (through `/proc/PID/root`), so open SSH sessions see the new files
-/// without a restart. Its copy is a tmpfs the start script made: this
-/// writes only there, never into the image. Errors, if any.
-pub fn refresh_admin(l: &Layout) -> Vec<String> {
+/// `cp SRC DST`: the bytes written into `dst` in place, so a file that is
+/// there keeps its owner and mode; a new one gets `src`'s mode.
+fn copy_in_place(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let bytes = std::fs::read(src)?;
+    let mode = std::fs::metadata(src)?.permissions().mode();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode & 0o7777)
+        .open(dst)?;
+    f.write_all(&bytes)
+}
+
+/// Lay the config over `etc`, an admin environment's `/etc`: the tree of
+/// `/etc` files ([`tree`]), then the merged account files, the host name and
+/// the sudoers rules. The SSH container's start does this over its fresh
+/// copy of the userland's `/etc` (`sysd --admin-setup`), and
+/// `osctl config apply` over a running one's ([`refresh_admin`]). shadow is
+/// left 0640 and of group shadow, which pam_unix's helper reads it by
+/// (0600 where the group is unknown), with a config or without one: never
+/// readable by all. Errors, if any.
+pub fn lay_config_over(l: &Layout, etc: &Path) -> Vec<String> {
     let mut errors = Vec::new();
-    let Some(pid) = admin_pid(l) else {
-        return errors;
-    };
-    let etc = l.p(&format!("proc/{pid}/root/etc"));
-    copy_tree(&tree(l), &etc, &mut errors);
+    copy_tree(&tree(l), etc, &mut errors);
     let users = l.users();
+    let mut fail = |what: &Path, e: std::io::Error| {
+        errors.push(format!("config: cannot update {}: {e}", what.display()));
+    };
+    let accounts = users.join("passwd").is_file();
     for f in ["passwd", "group", "shadow", "hosts", "hostname"] {
-        if users.join(f).is_file() {
-            if let Err(e) = std::fs::copy(users.join(f), etc.join(f)) {
-                errors.push(format!(
-                    "config: cannot update {}: {e}",
-                    etc.join(f).display()
-                ));
+        if accounts && users.join(f).is_file() {
+            if let Err(e) = copy_in_place(&users.join(f), &etc.join(f)) {
+                fail(&etc.join(f), e);
             }
         }
     }
-    if users.join("sudoers").is_file() {
-        let _ = std::fs::copy(users.join("sudoers"), etc.join("sudoers.d/90-config"));
+    let shadow = etc.join("shadow");
+    if shadow.is_file() {
+        let group = std::fs::read_to_string(etc.join("group")).unwrap_or_default();
+        let gid = group.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 3 && f[0] == "shadow").then(|| f[2].parse::<u32>().ok())?
+        });
+        let owned = gid.map(|g| {
+            rustix::fs::chown(&shadow, None, Some(rustix::fs::Gid::from_raw(g)))
+                .map_err(std::io::Error::from)
+        });
+        let mode = if matches!(owned, Some(Ok(()))) {
+            0o640
+        } else {
+            0o600
+        };
+        if let Err(e) = std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(mode)) {
+            fail(&shadow, e);
+        }
+    }
+    let sudoers = users.join("sudoers");
+    if accounts && sudoers.is_file() {
+        let dst = etc.join("sudoers.d/90-config");
+        let res = std::fs::create_dir_all(etc.join("sudoers.d"))
+            .and_then(|()| copy_in_place(&sudoers, &dst))
+            .and_then(|()| std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o440)));
+        if let Err(e) = res {
+            fail(&dst, e);
+        }
     }
     errors
+}
+
+/// `osctl config apply`: update the running admin environment's `/etc` in
+/// place (through `/proc/PID/root`), so open SSH sessions see the new files
+/// without a restart. Its copy is a tmpfs the start made: this writes only
+/// there, never into the image. Errors, if any.
+pub fn refresh_admin(l: &Layout) -> Vec<String> {
+    let Some(pid) = admin_pid(l) else {
+        return Vec::new();
+    };
+    lay_config_over(l, &l.p(&format!("proc/{pid}/root/etc")))
 }
 
 #[cfg(test)]

@@ -32,13 +32,15 @@
 //! `runcmd` entries that are new, re-applies the rest, and records the plan.
 
 pub mod apply;
+pub use apply::Layout;
 mod disks;
 mod etc;
+pub use etc::lay_config_over;
 mod hostkeys;
 mod mounts;
 mod power;
 mod source;
-mod sys;
+pub(crate) mod sys;
 mod users;
 
 use std::collections::HashMap;
@@ -53,7 +55,6 @@ use ballast_device::atomic::{write_atomic_mode, AtomicError};
 
 use crate::supervisor::{Action, Supervisor};
 use crate::{lock, say, Shared};
-use apply::Layout;
 use source::Found;
 
 /// How long sysd waits for a `ballast.config=` URL before it starts the

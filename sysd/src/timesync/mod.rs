@@ -10,7 +10,11 @@
 //!
 //! It writes [`READY`] once its sources are read: the service is up (a bad
 //! sources file stops it first, with the line to fix). Being in sync is not
-//! part of ready: a machine without a network still boots.
+//! part of ready: a machine without a network still boots. So the container
+//! starts beside the network, not after it, and is ready before it; its
+//! first round waits for the network's ready file ([`NETWORK_READY`]), as
+//! the config's bootcmd does, so the first answer comes as soon as a lease
+//! is bound rather than after a failed round's retry.
 
 pub mod clock;
 pub mod packet;
@@ -25,6 +29,12 @@ use sources::Source;
 
 /// The service's ready file (`[health] ready_file` of system/time).
 pub const READY: &str = "/run/ballast/time/ready";
+/// The network container's ready file (`[health] ready_file` of
+/// system/network): an address is set, or its DHCP grace is over.
+pub const NETWORK_READY: &str = "/run/ballast/network.ready";
+/// The longest the first round waits for [`NETWORK_READY`] (the network
+/// writes it within its 10 s DHCP grace).
+const NETWORK_WAIT: Duration = Duration::from_secs(15);
 const PORT: u16 = 123;
 /// Requests per address in a round while the clock is not in sync (at the
 /// start, after a step or a round nobody answered), like NTP's `iburst`;
@@ -212,6 +222,12 @@ pub fn main_code() -> i32 {
         say(&format!("cannot write {READY}: {e}"));
     }
     announce(&sources, &from);
+    if !wait_for(Path::new(NETWORK_READY), NETWORK_WAIT) {
+        say(&format!(
+            "the network is not ready after {} s ({NETWORK_READY}); asking anyway",
+            NETWORK_WAIT.as_secs()
+        ));
+    }
     let mut poll = MIN_POLL;
     let mut failures = 0u32;
     let mut in_sync = false;
@@ -272,6 +288,20 @@ pub fn main_code() -> i32 {
     }
 }
 
+/// Whether `path` exists within `limit` (looked for every 50 ms).
+fn wait_for(path: &Path, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if path.exists() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn announce(sources: &[Source], from: &str) {
     if sources.is_empty() {
         say(&format!(
@@ -292,6 +322,26 @@ mod tests {
     fn retries_come_sooner_than_polls_and_back_off_to_a_minute() {
         let waits: Vec<u64> = (1..=8).map(|f| retry_after(f).as_secs()).collect();
         assert_eq!(waits, [2, 4, 8, 16, 32, 64, 64, 64]);
+    }
+
+    #[test]
+    fn the_first_round_waits_for_the_network_file_and_no_longer() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("network.ready");
+        let t = Instant::now();
+        assert!(!wait_for(&file, Duration::from_millis(200)));
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        let writer = {
+            let file = file.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                std::fs::write(file, b"").unwrap();
+            })
+        };
+        let t = Instant::now();
+        assert!(wait_for(&file, Duration::from_secs(10)));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        writer.join().unwrap();
     }
 
     #[test]
