@@ -387,6 +387,7 @@ fn initramfs(
         init: &bins.init,
         kernel: &inputs.kernel,
         modules: &inputs.kernel_report.initramfs_modules,
+        beside: &inputs.kernel_report.beside_modules,
         version: &inputs.version,
         board: &inputs.board,
         rollback_index,
@@ -772,10 +773,12 @@ fn board_kernel(
     // The board's own drivers (SD and USB hosts, network) that Debian builds
     // as modules: stage 1 needs the SD host to find the root. Then the
     // image's own (a Wi-Fi test image's simulated radios).
+    // These load before the root's search, even one the map loads beside it.
     for m in board.kernel.modules.iter().chain(&image.kernel.modules) {
         if !report.initramfs_modules.contains(m) {
             report.initramfs_modules.push(m.clone());
         }
+        report.beside_modules.retain(|b| b != m);
     }
     Ok((archive, kernel, report))
 }

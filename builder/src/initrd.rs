@@ -20,11 +20,17 @@ use std::path::Path;
 
 use crate::kernel_input::KernelTree;
 
+/// init's `modules::BESIDE`: the modules after it load beside the root's search.
+const BESIDE_LINE: &str = "# beside";
+
 pub struct Inputs<'a> {
     pub init: &'a Path,
     pub kernel: &'a KernelTree,
     /// Module names (as `kernel-configs/initramfs-modules.toml` spells them).
     pub modules: &'a [String],
+    /// Those of `modules` that stage 1 loads beside its search for the root
+    /// (the map's `[beside]` table), after the others.
+    pub beside: &'a [String],
     pub version: &'a semver::Version,
     pub board: &'a Board,
     /// `ballast build --rollback-index`.
@@ -81,18 +87,20 @@ pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
     let kernel = inputs.kernel;
     let db = ModuleDb::load(&kernel.modules_dir)
         .with_context(|| format!("reading modules of kernel {}", kernel.release))?;
-    let wanted: Vec<String> = inputs
+    let (beside, first): (Vec<String>, Vec<String>) = inputs
         .modules
         .iter()
         .filter(|m| !db.is_builtin(m))
         .cloned()
-        .collect();
-    let waves = db.waves(&wanted).with_context(|| {
+        .partition(|m| inputs.beside.contains(m));
+    let context = || {
         format!(
             "finding the modules stage 1 needs in kernel {}",
             kernel.release
         )
-    })?;
+    };
+    let waves = db.waves(&first).with_context(context)?;
+    let beside = db.waves_after(&beside, &waves).with_context(context)?;
 
     let mut fs = Initramfs::new();
     let init =
@@ -111,9 +119,21 @@ pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
 
     // init/src/modules.rs reads this: `# kver=`, then each wave after a
     // `# wave N` line (a wave's modules need only earlier waves': stage 1
-    // loads each wave's together).
+    // loads each wave's together); after a `# beside` line, the waves stage 1
+    // loads beside its search for the root.
     let mut load = format!("# kver={}\n", kernel.release);
-    for (n, wave) in waves.iter().enumerate() {
+    let beside_line = (!beside.is_empty()).then_some((0, None));
+    let marked = waves
+        .iter()
+        .enumerate()
+        .map(|(n, w)| (n, Some(w)))
+        .chain(beside_line)
+        .chain(beside.iter().enumerate().map(|(n, w)| (n, Some(w))));
+    for (n, wave) in marked {
+        let Some(wave) = wave else {
+            load.push_str(&format!("{}\n", BESIDE_LINE));
+            continue;
+        };
         load.push_str(&format!("# wave {n}\n"));
         for rel in wave {
             let src = kernel.modules_dir.join(rel);
@@ -152,7 +172,7 @@ pub fn assemble(inputs: &Inputs<'_>) -> Result<Assembled> {
     Ok(Assembled {
         bytes,
         compression: compression.name().to_owned(),
-        modules: waves.iter().map(Vec::len).sum(),
+        modules: waves.iter().chain(&beside).map(Vec::len).sum(),
         epoch: mtime,
     })
 }

@@ -93,6 +93,9 @@ fn live_root(sys: &mut impl Sys, cmdline: &Cmdline) -> Result<(), RootError> {
     let volume = cmdline.live().ok_or(RootError::Missing("live"))?;
     let verity = cmdline.verity().ok_or(RootError::Missing("verity"))?;
     let verity = ballast_verity::Verity::from_cmdline(verity).map_err(RootError::BadVerity)?;
+    // The medium is a CD or a USB stick, its root image on a loop device:
+    // their modules load beside the rest of stage 1 (`modules.load`).
+    crate::stage1::finish_beside(sys);
     let medium = find_medium(sys, volume)?;
     log!(sys, "live: medium {volume} is {}", medium.display());
     let step = |what: &str| {

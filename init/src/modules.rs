@@ -7,8 +7,12 @@
 //! kernel/drivers/block/virtio_blk.ko
 //! ```
 //!
-//! Paths are relative to `/lib/modules/KVER`. Blank lines and other `#` lines
-//! are ignored. This module parses and checks the file; loading is
+//! Paths are relative to `/lib/modules/KVER`. `# wave N` lines group modules
+//! that may load together. After a `# beside` line come the modules stage 1
+//! loads beside its search for the root rather than before it (boot media
+//! other than the board's own disk: the live ISO's CD or USB stick, SATA and
+//! USB disks), in waves of their own. Blank lines and other `#` lines are
+//! ignored. This module parses and checks the file; loading is
 //! [`crate::stage1`]'s job through [`crate::sys::Sys`].
 
 use std::path::{Component, Path, PathBuf};
@@ -19,6 +23,8 @@ pub const MODULES_LOAD: &str = "/etc/ballast/modules.load";
 /// A line that starts a wave: the modules after it depend only on modules
 /// of earlier waves, so a wave may load in parallel.
 pub const WAVE: &str = "# wave";
+/// The line after which the modules load beside the root's search.
+pub const BESIDE: &str = "# beside";
 
 /// The parsed list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +35,9 @@ pub struct ModulesLoad {
     /// the modules it depends on. Without `# wave` lines, each module is its
     /// own wave (loaded one after another, in the file's order).
     pub waves: Vec<Vec<PathBuf>>,
+    /// The modules after `# beside`, in waves of their own (they need only
+    /// [`Self::waves`]' modules and earlier waves of theirs).
+    pub beside: Vec<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,9 +62,16 @@ impl ModulesLoad {
                 found: first.to_string(),
             })?;
         let mut waves: Vec<Vec<PathBuf>> = Vec::new();
+        let mut beside: Option<Vec<Vec<PathBuf>>> = None;
         let mut marked = false;
         for (index, line) in lines {
             let line = line.trim();
+            if line == BESIDE {
+                waves.retain(|w| !w.is_empty());
+                beside = Some(std::mem::take(&mut waves));
+                marked = false;
+                continue;
+            }
             if line == WAVE || line.starts_with(&format!("{WAVE} ")) {
                 marked = true;
                 waves.push(Vec::new());
@@ -80,15 +96,21 @@ impl ModulesLoad {
             }
         }
         waves.retain(|w| !w.is_empty());
+        // Before `# beside`, the waves read so far are the ones loaded first.
+        let (waves, beside) = match beside {
+            Some(first) => (first, waves),
+            None => (waves, Vec::new()),
+        };
         Ok(ModulesLoad {
             kver: kver.to_string(),
             waves,
+            beside,
         })
     }
 
     /// Every module, in the file's order.
     pub fn modules(&self) -> impl Iterator<Item = &PathBuf> {
-        self.waves.iter().flatten()
+        self.waves.iter().chain(&self.beside).flatten()
     }
 
     /// The absolute path of a listed module inside the initramfs.
@@ -100,6 +122,20 @@ impl ModulesLoad {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modules_after_the_beside_line_are_a_list_of_their_own() {
+        let text = "# kver=6.1.0-28-arm64\n# wave 0\na.ko\nb.ko\n# wave 1\nc.ko\n\
+                    # beside\n# wave 0\nd.ko\ne.ko\n# wave 1\nf.ko\n";
+        let list = ModulesLoad::parse(text).unwrap();
+        let p = PathBuf::from;
+        assert_eq!(list.waves, [vec![p("a.ko"), p("b.ko")], vec![p("c.ko")]]);
+        assert_eq!(list.beside, [vec![p("d.ko"), p("e.ko")], vec![p("f.ko")]]);
+        assert_eq!(list.modules().count(), 6);
+        // Without the line, nothing loads beside.
+        let list = ModulesLoad::parse("# kver=6.1.0-28-arm64\n# wave 0\na.ko\n").unwrap();
+        assert!(list.beside.is_empty());
+    }
 
     #[test]
     fn the_builders_format() {

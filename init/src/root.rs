@@ -407,6 +407,8 @@ pub fn mount_boot(sys: &mut impl Sys, disk: &Disk) {
 /// `/sysroot` the root and execs stage 2. Returns only in tests (or on failure).
 pub fn switch_root(sys: &mut impl Sys) -> Result<(), RootError> {
     let step = |what: String| move |errno| RootError::Switch { step: what, errno };
+    // The boot media's modules are read from the initramfs, which this frees.
+    crate::stage1::finish_beside(sys);
     // Read all of stage 2 through dm-verity now: a corrupt page found by the
     // kernel while exec'ing would kill PID 1 (a panic), without a word of why.
     sys.read_file(&Path::new(SYSROOT).join(STAGE2.trim_start_matches('/')))
@@ -681,6 +683,50 @@ mod tests {
             .actions
             .iter()
             .any(|a| matches!(a, Action::SpawnIn { .. })));
+    }
+
+    #[test]
+    fn boot_media_modules_load_beside_the_disks_search_and_are_waited_for_before_the_switch() {
+        let mut sys = machine("");
+        sys.files.insert(
+            PathBuf::from(crate::modules::MODULES_LOAD),
+            format!(
+                "# kver={}\n# wave 0\nkernel/drivers/block/virtio_blk.ko\n# beside\n\
+                 # wave 0\nkernel/drivers/ata/libata.ko\n# wave 1\nkernel/drivers/ata/ahci.ko\n",
+                sys.release
+            )
+            .into_bytes(),
+        );
+        assert_eq!(boot(&mut sys, None), Ending::SwitchedRoot);
+        let actions = without_console(&sys);
+        let at = |want: &dyn Fn(&Action) -> bool| {
+            actions
+                .iter()
+                .position(|a| want(a))
+                .unwrap_or_else(|| panic!("{actions:?}"))
+        };
+        let virtio = at(&|a| matches!(a, Action::Module(m) if m.ends_with("virtio_blk.ko")));
+        let begun = at(&|a| *a == Action::BeginModules(2));
+        let root = at(&|a| matches!(a, Action::Mount { target, .. } if target == "/sysroot"));
+        let libata = at(&|a| matches!(a, Action::Module(m) if m.ends_with("libata.ko")));
+        let ahci = at(&|a| matches!(a, Action::Module(m) if m.ends_with("ahci.ko")));
+        let exec = at(&|a| matches!(a, Action::Exec(_)));
+        assert!(virtio < begun && begun < root, "{actions:?}");
+        // Loaded (here: when waited for) after the root was found, before stage 2.
+        assert!(root < libata && libata < ahci && ahci < exec, "{actions:?}");
+        let messages = sys.messages();
+        assert!(
+            messages.iter().any(|m| m
+                .starts_with("modules: 1 loaded, 0 already present, 0 failed, of 1 listed in ")
+                && m.ends_with("; 2 more loading beside the search for the root")),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m.starts_with(
+                "modules beside: 2 loaded, 0 already present, 0 failed, of 2 listed (waited "
+            )),
+            "{messages:?}"
+        );
     }
 
     #[test]

@@ -323,8 +323,10 @@ fn mount_one(sys: &mut impl Sys, args: &MountArgs) -> Result<bool, Errno> {
     }
 }
 
-/// Loads every module in `modules.load`; a failing module is logged and
-/// skipped so the console shows every problem in one boot.
+/// Loads the modules of `modules.load` that come before its `# beside` line,
+/// and starts loading the rest beside what follows ([`finish_beside`] waits
+/// for them). A failing module is logged and skipped so the console shows
+/// every problem in one boot.
 pub fn load_modules(sys: &mut impl Sys) -> Result<ModuleReport, Stage1Error> {
     let text = match sys.read_file(Path::new(MODULES_LOAD)) {
         Ok(text) => text,
@@ -344,35 +346,85 @@ pub fn load_modules(sys: &mut impl Sys) -> Result<ModuleReport, Stage1Error> {
     }
     let start = sys.now();
     let mut report = ModuleReport {
-        listed: list.modules().count(),
+        listed: list.waves.iter().flatten().count(),
         ..ModuleReport::default()
     };
     // Wave by wave: a wave's modules need only earlier waves', so the
     // modules of one wave load together.
     for wave in &list.waves {
         let paths: Vec<std::path::PathBuf> = wave.iter().map(|m| list.full_path(m)).collect();
-        for (module, result) in wave.iter().zip(sys.finit_modules(&paths)) {
-            match result {
-                Ok(()) => report.loaded += 1,
-                Err(ModuleError::Load(Errno::EXIST)) => report.already += 1,
-                Err(e) => {
-                    report.failed += 1;
-                    log!(sys, "module {}: {e}; continuing", module.display());
-                }
-            }
+        let results = sys.finit_modules(&paths);
+        for (module, result) in wave.iter().zip(results) {
+            report.count(sys, module, result);
         }
     }
     report.took = sys.now().saturating_sub(start);
+    let beside = list.beside.iter().flatten().count();
+    let also = if beside > 0 {
+        format!("; {beside} more loading beside the search for the root")
+    } else {
+        String::new()
+    };
     log!(
         sys,
-        "modules: {} loaded, {} already present, {} failed, of {} listed in {:.1} ms",
+        "modules: {} loaded, {} already present, {} failed, of {} listed in {:.1} ms{also}",
         report.loaded,
         report.already,
         report.failed,
         report.listed,
         report.took.as_secs_f64() * 1000.0
     );
+    if beside > 0 {
+        let waves = list
+            .beside
+            .iter()
+            .map(|w| w.iter().map(|m| list.full_path(m)).collect())
+            .collect();
+        sys.begin_modules(waves);
+    }
     Ok(report)
+}
+
+impl ModuleReport {
+    fn count(&mut self, sys: &mut impl Sys, module: &Path, result: Result<(), ModuleError>) {
+        match result {
+            Ok(()) => self.loaded += 1,
+            Err(ModuleError::Load(Errno::EXIST)) => self.already += 1,
+            Err(e) => {
+                self.failed += 1;
+                log!(sys, "module {}: {e}; continuing", module.display());
+            }
+        }
+    }
+}
+
+/// Waits for the modules [`load_modules`] started beside stage 1 (the boot
+/// media's: CD, USB, SATA, loop), and says how they went. Before a live or
+/// network root's search, which needs them, and before the switch to the
+/// root, which frees the initramfs they are read from.
+pub fn finish_beside(sys: &mut impl Sys) {
+    let start = sys.now();
+    let results = sys.finish_modules();
+    if results.is_empty() {
+        return;
+    }
+    let waited = sys.now().saturating_sub(start);
+    let mut report = ModuleReport {
+        listed: results.len(),
+        ..ModuleReport::default()
+    };
+    for (module, result) in results {
+        report.count(sys, &module, result);
+    }
+    log!(
+        sys,
+        "modules beside: {} loaded, {} already present, {} failed, of {} listed (waited {:.1} ms for them)",
+        report.loaded,
+        report.already,
+        report.failed,
+        report.listed,
+        waited.as_secs_f64() * 1000.0
+    );
 }
 
 #[cfg(test)]

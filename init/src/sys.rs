@@ -184,6 +184,13 @@ pub trait Sys {
     fn finit_modules(&mut self, paths: &[PathBuf]) -> Vec<Result<(), ModuleError>> {
         paths.iter().map(|p| self.finit_module(p)).collect()
     }
+    /// Starts loading `waves` beside the caller: each wave as
+    /// [`Sys::finit_modules`] does, one wave after another. The real one
+    /// loads them on a thread of their own.
+    fn begin_modules(&mut self, waves: Vec<Vec<PathBuf>>);
+    /// Waits for the modules [`Sys::begin_modules`] started: each module's
+    /// result, in their order (none when nothing was started).
+    fn finish_modules(&mut self) -> Vec<(PathBuf, Result<(), ModuleError>)>;
     fn sync(&mut self);
     /// `reboot(2)`; on success the real call does not return.
     fn reboot(&mut self, how: Shutdown) -> Result<(), Errno>;
@@ -272,6 +279,30 @@ pub trait Sys {
 #[derive(Debug)]
 pub struct LinuxSys {
     watchdog: Option<rustix::fd::OwnedFd>,
+    /// The modules loading beside stage 1 ([`Sys::begin_modules`]).
+    beside: Option<Beside>,
+}
+
+/// Results of modules loaded beside stage 1, in their order.
+type ModuleResults = Vec<(PathBuf, Result<(), ModuleError>)>;
+
+#[derive(Debug)]
+enum Beside {
+    Loading {
+        modules: Vec<PathBuf>,
+        thread: std::thread::JoinHandle<ModuleResults>,
+    },
+    /// No thread could be started: they were loaded at once.
+    Loaded(ModuleResults),
+}
+
+/// Each wave's modules together, one wave after another.
+fn load_waves(waves: &[Vec<PathBuf>]) -> ModuleResults {
+    let mut out = Vec::new();
+    for wave in waves {
+        out.extend(wave.iter().cloned().zip(load_modules_in_parallel(wave)));
+    }
+    out
 }
 
 impl LinuxSys {
@@ -282,7 +313,10 @@ impl LinuxSys {
     /// stdout that is closed or `/dev/null` means: open the console ourselves.
     /// Returns a note to log (after the banner) when something had to be done.
     pub fn attach_console() -> (LinuxSys, Option<String>) {
-        let sys = LinuxSys { watchdog: None };
+        let sys = LinuxSys {
+            watchdog: None,
+            beside: None,
+        };
         if stdio_is_console() {
             return (sys, None);
         }
@@ -459,6 +493,33 @@ impl Sys for LinuxSys {
 
     fn finit_modules(&mut self, paths: &[PathBuf]) -> Vec<Result<(), ModuleError>> {
         load_modules_in_parallel(paths)
+    }
+
+    fn begin_modules(&mut self, waves: Vec<Vec<PathBuf>>) {
+        let modules: Vec<PathBuf> = waves.iter().flatten().cloned().collect();
+        let spawned = std::thread::Builder::new().name("modules".into()).spawn({
+            let waves = waves.clone();
+            move || load_waves(&waves)
+        });
+        self.beside = Some(match spawned {
+            Ok(thread) => Beside::Loading { modules, thread },
+            Err(_) => Beside::Loaded(load_waves(&waves)),
+        });
+    }
+
+    fn finish_modules(&mut self) -> Vec<(PathBuf, Result<(), ModuleError>)> {
+        match self.beside.take() {
+            None => Vec::new(),
+            Some(Beside::Loaded(results)) => results,
+            // The thread only makes system calls; if it panicked anyway, its
+            // modules are reported as not loaded.
+            Some(Beside::Loading { modules, thread }) => thread.join().unwrap_or_else(|_| {
+                modules
+                    .into_iter()
+                    .map(|m| (m, Err(ModuleError::Load(Errno::CANCELED))))
+                    .collect()
+            }),
+        }
     }
 
     fn sync(&mut self) {

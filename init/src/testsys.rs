@@ -23,6 +23,8 @@ pub enum Action {
         target: String,
     },
     Module(String),
+    /// Loading this many modules beside stage 1 began.
+    BeginModules(usize),
     Sync,
     Reboot(Shutdown),
     Mknod(String),
@@ -109,6 +111,8 @@ pub struct TestSys {
     pub mounted: BTreeSet<String>,
     pub mount_errors: BTreeMap<String, Errno>,
     pub module_errors: BTreeMap<PathBuf, ModuleError>,
+    /// Modules `begin_modules` was given; `finish_modules` loads them.
+    pub beside: Vec<Vec<PathBuf>>,
     pub release: String,
     pub actions: Vec<Action>,
     pub clock_us: std::cell::Cell<u64>,
@@ -270,6 +274,21 @@ impl Sys for TestSys {
             Some(e) => Err(*e),
             None => Ok(()),
         }
+    }
+
+    fn begin_modules(&mut self, waves: Vec<Vec<PathBuf>>) {
+        self.actions
+            .push(Action::BeginModules(waves.iter().flatten().count()));
+        self.beside = waves;
+    }
+
+    fn finish_modules(&mut self) -> Vec<(PathBuf, Result<(), ModuleError>)> {
+        let mut out = Vec::new();
+        for wave in std::mem::take(&mut self.beside) {
+            let results = self.finit_modules(&wave);
+            out.extend(wave.into_iter().zip(results));
+        }
+        out
     }
 
     fn sync(&mut self) {

@@ -33,10 +33,11 @@ pub enum CheckError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: {message}; expected a [modules] table of `CONFIG_X = \"module_name\"`", path.display())]
+    #[error("{}: {message}; expected a [modules] table (and optionally a [beside] table) of `CONFIG_X = \"module_name\"`", path.display())]
     MapParse { path: PathBuf, message: String },
-    #[error("{}: [modules] {key}: {message}", path.display())]
+    #[error("{}: [{table}] {key}: {message}", path.display())]
     MapEntry {
+        table: &'static str,
         path: PathBuf,
         key: String,
         message: String,
@@ -49,6 +50,10 @@ pub enum CheckError {
 #[serde(deny_unknown_fields)]
 struct MapFile {
     modules: BTreeMap<String, String>,
+    /// Modules stage 1 loads beside its search for the root (boot media
+    /// other than the board's own disk), not before it.
+    #[serde(default)]
+    beside: BTreeMap<String, String>,
 }
 
 /// `kernel-configs/initramfs-modules.toml`: which module provides each option that
@@ -57,6 +62,8 @@ struct MapFile {
 pub struct ModuleMap {
     path: PathBuf,
     modules: BTreeMap<String, String>,
+    /// The `[beside]` table's entries (options and modules of the boot media).
+    beside: BTreeMap<String, String>,
 }
 
 impl ModuleMap {
@@ -74,31 +81,40 @@ impl ModuleMap {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        for (key, module) in &file.modules {
-            let entry = |message: &str| CheckError::MapEntry {
-                path: path.to_path_buf(),
-                key: key.clone(),
-                message: message.to_string(),
-            };
-            if !key.starts_with("CONFIG_")
-                || key.len() <= "CONFIG_".len()
-                || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
-                return Err(entry("keys are kernel options such as CONFIG_DM_VERITY"));
-            }
-            if module.is_empty()
-                || !module
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                return Err(entry(
-                    "values are module names such as \"dm-verity\" (letters, digits, '-', '_')",
-                ));
+        for (table, entries) in [("modules", &file.modules), ("beside", &file.beside)] {
+            for (key, module) in entries {
+                let entry = |message: &str| CheckError::MapEntry {
+                    path: path.to_path_buf(),
+                    table,
+                    key: key.clone(),
+                    message: message.to_string(),
+                };
+                if !key.starts_with("CONFIG_")
+                    || key.len() <= "CONFIG_".len()
+                    || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(entry("keys are kernel options such as CONFIG_DM_VERITY"));
+                }
+                if module.is_empty()
+                    || !module
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    return Err(entry(
+                        "values are module names such as \"dm-verity\" (letters, digits, '-', '_')",
+                    ));
+                }
+                if table == "beside" && file.modules.contains_key(key) {
+                    return Err(entry(
+                        "the option is in [modules] too: a module loads either before the root's search or beside it",
+                    ));
+                }
             }
         }
         Ok(ModuleMap {
             path: path.to_path_buf(),
             modules: file.modules,
+            beside: file.beside,
         })
     }
 
@@ -108,12 +124,23 @@ impl ModuleMap {
 
     /// The module that provides `option`, if the map names one.
     pub fn module_for(&self, option: &str) -> Option<&str> {
-        self.modules.get(option).map(String::as_str)
+        self.modules
+            .get(option)
+            .or_else(|| self.beside.get(option))
+            .map(String::as_str)
     }
 
-    /// All `(option, module)` pairs, sorted by option.
+    /// All `(option, module)` pairs of both tables, sorted by option within each.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.modules.iter().map(|(o, m)| (o.as_str(), m.as_str()))
+        self.modules
+            .iter()
+            .chain(&self.beside)
+            .map(|(o, m)| (o.as_str(), m.as_str()))
+    }
+
+    /// Whether `option`'s module loads beside the root's search (`[beside]`).
+    pub fn is_beside(&self, option: &str) -> bool {
+        self.beside.contains_key(option)
     }
 }
 
@@ -140,6 +167,9 @@ pub struct Report {
     /// Modules stage 1 must load: the map's module for every map option the kernel
     /// has as `=m` (whether or not a fragment names the option), sorted, deduped.
     pub initramfs_modules: Vec<String>,
+    /// Those of them from the map's `[beside]` table: stage 1 loads them beside
+    /// its search for the root (unless a module before it needs them too).
+    pub beside_modules: Vec<String>,
 }
 
 /// Check `config` against `reqs`; never fails, the report says what is missing.
@@ -174,17 +204,26 @@ pub fn check(config: &KernelConfig, reqs: &Requirements, map: &ModuleMap) -> Rep
         .filter(|r| matches!(r.want, Value::Yes | Value::Module))
         .map(|r| r.option.as_str())
         .collect();
-    let initramfs_modules: BTreeSet<String> = map
-        .iter()
-        .filter(|(option, _)| wanted.contains(option) && config.get(option) == Value::Module)
-        .map(|(_, module)| module.to_string())
-        .collect();
+    let loaded = |beside: bool| -> BTreeSet<String> {
+        map.iter()
+            .filter(|(option, _)| {
+                wanted.contains(option)
+                    && config.get(option) == Value::Module
+                    && map.is_beside(option) == beside
+            })
+            .map(|(_, module)| module.to_string())
+            .collect()
+    };
+    let beside_modules = loaded(true);
+    let mut initramfs_modules = loaded(false);
+    initramfs_modules.extend(beside_modules.iter().cloned());
     Report {
         kernel_config: config.path().to_path_buf(),
         ok: missing.is_empty(),
         checked: reqs.len(),
         missing,
         initramfs_modules: initramfs_modules.into_iter().collect(),
+        beside_modules: beside_modules.into_iter().collect(),
     }
 }
 
@@ -338,6 +377,23 @@ mod tests {
         assert!(r
             .to_string()
             .starts_with("kernel config config-6.1: 1 options checked, all present"));
+    }
+
+    #[test]
+    fn a_beside_table_passes_the_check_and_is_reported_apart() {
+        let map = "[modules]\nCONFIG_A = \"a-mod\"\n[beside]\nCONFIG_B = \"b-mod\"\n";
+        let r = setup("CONFIG_A=m\nCONFIG_B=m\n", "CONFIG_A=y\nCONFIG_B=y\n", map);
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.initramfs_modules, ["a-mod", "b-mod"]);
+        assert_eq!(r.beside_modules, ["b-mod"]);
+        let both = "[modules]\nCONFIG_A = \"a\"\n[beside]\nCONFIG_A = \"a\"\n";
+        let err = ModuleMap::parse(both, Path::new("initramfs-modules.toml")).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "initramfs-modules.toml: [beside] CONFIG_A: the option is in [modules] too"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

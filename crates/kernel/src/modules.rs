@@ -301,6 +301,38 @@ impl ModuleDb {
         Ok(waves)
     }
 
+    /// The waves of `names`' closure without the modules of `loaded` (loaded
+    /// before these, so a dependency among them counts as met): each
+    /// module in the first wave after all of its dependencies that are not.
+    pub fn waves_after(
+        &self,
+        names: &[String],
+        loaded: &[Vec<PathBuf>],
+    ) -> Result<Vec<Vec<PathBuf>>, ModulesError> {
+        let before: BTreeSet<&PathBuf> = loaded.iter().flatten().collect();
+        let mut depth: BTreeMap<String, usize> = BTreeMap::new();
+        let mut waves: Vec<Vec<PathBuf>> = Vec::new();
+        for (name, path) in self.ordered(names)? {
+            if before.contains(&path) {
+                continue;
+            }
+            let mut d = 0;
+            if let Some(module) = self.modules.get(&name) {
+                for dep in self.deps_of(module)? {
+                    if let Some(dd) = depth.get(&dep) {
+                        d = d.max(dd + 1);
+                    }
+                }
+            }
+            depth.insert(name, d);
+            if waves.len() <= d {
+                waves.resize_with(d + 1, Vec::new);
+            }
+            waves[d].push(path);
+        }
+        Ok(waves)
+    }
+
     /// The closure as (module name, file), each after its dependencies.
     fn ordered(&self, names: &[String]) -> Result<Vec<(String, PathBuf)>, ModulesError> {
         let mut done: BTreeSet<String> = BTreeSet::new();

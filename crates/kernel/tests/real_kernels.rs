@@ -342,3 +342,41 @@ fn crypto_algorithms_and_their_dependencies_load_in_waves_before_the_rest() {
     assert_eq!(wave_of("ext4.ko"), 4, "{waves:?}");
     assert_eq!(waves.concat().len(), 7, "{waves:?}");
 }
+
+#[test]
+fn modules_loaded_beside_come_in_waves_of_their_own_after_the_first_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("modules.dep"),
+        "kernel/drivers/scsi/scsi_common.ko:\n\
+         kernel/drivers/scsi/scsi_mod.ko: kernel/drivers/scsi/scsi_common.ko\n\
+         kernel/drivers/scsi/virtio_scsi.ko: kernel/drivers/scsi/scsi_mod.ko kernel/drivers/scsi/scsi_common.ko\n\
+         kernel/drivers/scsi/sd_mod.ko: kernel/drivers/scsi/scsi_mod.ko kernel/drivers/scsi/scsi_common.ko\n\
+         kernel/drivers/usb/storage/usb-storage.ko: kernel/drivers/scsi/scsi_mod.ko kernel/drivers/scsi/scsi_common.ko\n\
+         kernel/drivers/usb/storage/uas.ko: kernel/drivers/usb/storage/usb-storage.ko kernel/drivers/scsi/scsi_mod.ko kernel/drivers/scsi/scsi_common.ko\n\
+         kernel/drivers/block/virtio_blk.ko:\n",
+    )
+    .unwrap();
+    let db = ModuleDb::load(dir.path()).unwrap();
+    let first = db
+        .waves(&["virtio_scsi".to_string(), "virtio_blk".into()])
+        .unwrap();
+    let beside = db
+        .waves_after(&["sd_mod".to_string(), "uas".into()], &first)
+        .unwrap();
+    // What the first waves loaded (scsi_mod, scsi_common) is not loaded again;
+    // the rest starts at wave 0 and each module comes after its own.
+    let names: Vec<Vec<String>> = beside
+        .iter()
+        .map(|w| {
+            w.iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [vec!["sd_mod.ko", "usb-storage.ko"], vec!["uas.ko"]],
+        "{beside:?}"
+    );
+}

@@ -182,6 +182,9 @@ impl Net for LinuxNet {
 
 /// Stage 1 of a network boot, from the command line to exec of stage 2.
 pub fn boot_net(sys: &mut impl Sys, net: &mut impl Net, cmdline: &Cmdline) -> Ending {
+    // The root image in RAM is mounted through a loop device, whose module
+    // loads beside the rest of stage 1 (`modules.load`).
+    crate::stage1::finish_beside(sys);
     match net_root(sys, net, cmdline) {
         Ok(()) => Ending::SwitchedRoot,
         Err(e) => root::refuse(sys, "net", &e),
