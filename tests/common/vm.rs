@@ -113,7 +113,15 @@ impl Machine {
                 self.console.push(line);
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(300)) {
+                // The console to its end: the reader reaches the end of the
+                // pipe once QEMU is gone. A quiet moment is not the end: on
+                // a loaded machine the reader may take longer than any gap
+                // to pass on the last lines (`reboot: Power down`).
+                let until = Instant::now() + Duration::from_secs(10);
+                while let Ok(line) = self
+                    .lines
+                    .recv_timeout(until.saturating_duration_since(Instant::now()))
+                {
                     self.console.push(line);
                 }
                 self.save();
