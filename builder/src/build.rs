@@ -927,14 +927,28 @@ fn stage_root(
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))?;
         Ok(())
     };
-    // sysd's binary is osctl under that name: the same bytes four times,
-    // which squashfs stores once.
-    exe(&bins.sysd, &tree.join("usr/lib/ballast/sysd"))?;
-    exe(&bins.sysd, &tree.join("usr/bin/osctl"))?;
+    // sysd's binary is osctl under that name. The four names are hard links
+    // of one file (squashfs keeps them one inode): the containers that run
+    // it (the time client, the SSH container's `--admin-setup`) share the
+    // pages sysd has already read, and the boot's read-ahead of sysd covers
+    // them all.
+    let sysd = tree.join("usr/lib/ballast/sysd");
+    exe(&bins.sysd, &sysd)?;
+    let link = |to: &Path| -> Result<()> {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if std::fs::symlink_metadata(to).is_ok() {
+            std::fs::remove_file(to)?;
+        }
+        std::fs::hard_link(&sysd, to)
+            .with_context(|| format!("linking {} to {}", to.display(), sysd.display()))
+    };
+    link(&tree.join("usr/bin/osctl"))?;
     // The admin environment (the SSH container) has osctl too, and the time
     // container runs `sysd --time-sync` (ADR 0020).
-    exe(&bins.sysd, &userland_dir.join("usr/bin/osctl"))?;
-    exe(&bins.sysd, &userland_dir.join("usr/lib/ballast/sysd"))?;
+    link(&userland_dir.join("usr/bin/osctl"))?;
+    link(&userland_dir.join("usr/lib/ballast/sysd"))?;
     if !ssh_keys.is_empty() {
         let mut keys = String::new();
         for key in ssh_keys {
@@ -958,14 +972,10 @@ fn stage_root(
     crate::prune::write_provenance(&userland_dir, &report.owners, &image.version.to_string())?;
     // What the boot reads ahead, paths relative to `/`: first sysd's binary
     // (the reader is that binary too, but runs only the pages it needs;
-    // sysd itself starts soon after), then its copy in the userland, which
-    // the SSH container's start (`--admin-setup`) and the time container
-    // run first, then what the containers' build.toml files name.
-    let mut list = format!(
-        "{}\n{}/usr/lib/ballast/sysd\n",
-        ballast_device::paths::SYSD.trim_start_matches('/'),
-        userland::USERLAND
-    );
+    // sysd itself starts soon after; the userland's sysd, which the SSH
+    // container's start and the time container run first, is the same
+    // inode), then what the containers' build.toml files name.
+    let mut list = format!("{}\n", ballast_device::paths::SYSD.trim_start_matches('/'));
     for f in &report.read_ahead {
         list.push_str(&format!("{}/{}\n", userland::USERLAND, f.display()));
     }
