@@ -539,6 +539,14 @@ mod tests {
         sys
     }
 
+    /// Where the first action `want` accepts stands (panics, listing them, if none).
+    fn position(actions: &[&Action], want: &dyn Fn(&Action) -> bool) -> usize {
+        actions
+            .iter()
+            .position(|a| want(a))
+            .unwrap_or_else(|| panic!("{actions:?}"))
+    }
+
     fn without_console(sys: &TestSys) -> Vec<&Action> {
         sys.actions
             .iter()
@@ -658,12 +666,7 @@ mod tests {
         );
         assert_eq!(boot(&mut sys, None), Ending::SwitchedRoot);
         let actions = without_console(&sys);
-        let at = |want: &dyn Fn(&Action) -> bool| {
-            actions
-                .iter()
-                .position(|a| want(a))
-                .unwrap_or_else(|| panic!("{actions:?}"))
-        };
+        let at = |want: &dyn Fn(&Action) -> bool| position(&actions, want);
         let mounted = at(&|a| matches!(a, Action::Mount { target, .. } if target == "/sysroot"));
         let reader = at(&|a| {
             *a == Action::SpawnIn {
@@ -699,12 +702,7 @@ mod tests {
         );
         assert_eq!(boot(&mut sys, None), Ending::SwitchedRoot);
         let actions = without_console(&sys);
-        let at = |want: &dyn Fn(&Action) -> bool| {
-            actions
-                .iter()
-                .position(|a| want(a))
-                .unwrap_or_else(|| panic!("{actions:?}"))
-        };
+        let at = |want: &dyn Fn(&Action) -> bool| position(&actions, want);
         let virtio = at(&|a| matches!(a, Action::Module(m) if m.ends_with("virtio_blk.ko")));
         let begun = at(&|a| *a == Action::BeginModules(2));
         let root = at(&|a| matches!(a, Action::Mount { target, .. } if target == "/sysroot"));
