@@ -14,8 +14,6 @@
 //! which waits until the pool is initialised); the public key from ring's
 //! Ed25519 (RFC 8032).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -144,25 +142,9 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Write `path` whole: a temporary file created with `mode` (never wider,
-/// whatever the umask), synced, then renamed over `path`.
+/// Write `path` whole (`.tmp` beside it with `mode`, synced, renamed).
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    let tmp = with_suffix(path, ".tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let result = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
+    ballast_device::atomic::write_atomic_mode(path, bytes, mode).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
