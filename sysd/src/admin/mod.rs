@@ -306,13 +306,9 @@ fn install_keys(
         text.extend_from_slice(&bytes);
     }
     let file = ssh.join("authorized_keys");
-    let tmp = ssh.join("authorized_keys.tmp");
-    std::fs::write(&tmp, &text)
-        .and_then(|()| std::fs::rename(&tmp, &file))
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    ballast_device::atomic::write_atomic_mode(&file, &text, 0o600).map_err(|e| e.to_string())?;
     chown_tree(&home_at, uid, gid)?;
     chmod(&ssh, 0o700)?;
-    chmod(&file, 0o600)?;
     Ok(None)
 }
 
