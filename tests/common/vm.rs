@@ -72,6 +72,21 @@ impl Machine {
         self.started.elapsed()
     }
 
+    /// The console's last lines, and where the whole of it is: a CI report
+    /// keeps only the start and the end of a failing test's output, and
+    /// what a stuck boot printed last is at the end of its console.
+    fn tail(&self) -> String {
+        const LAST: usize = 60;
+        let from = self.console.len().saturating_sub(LAST);
+        format!(
+            "the console's last {} of {} lines (the whole console is in {}):\n{}",
+            self.console.len() - from,
+            self.console.len(),
+            self.log.display(),
+            self.console[from..].join("\n")
+        )
+    }
+
     pub fn save(&self) {
         let _ = std::fs::write(&self.log, self.console.join("\n"));
     }
@@ -98,8 +113,8 @@ impl Machine {
                     self.save();
                     let _ = self.child.kill();
                     panic!(
-                        "no console line with {needles:?} within {timeout:?}; console:\n{}",
-                        self.console.join("\n")
+                        "no console line with {needles:?} within {timeout:?}; {}",
+                        self.tail()
                     );
                 }
             }
@@ -130,10 +145,7 @@ impl Machine {
             if start.elapsed() > timeout {
                 self.save();
                 let _ = self.child.kill();
-                panic!(
-                    "QEMU did not exit within {timeout:?}; console:\n{}",
-                    self.console.join("\n")
-                );
+                panic!("QEMU did not exit within {timeout:?}; {}", self.tail());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
