@@ -399,9 +399,10 @@ impl ModuleReport {
 }
 
 /// Waits for the modules [`load_modules`] started beside stage 1 (the boot
-/// media's: CD, USB, SATA, loop), and says how they went. Before a live or
-/// network root's search, which needs them, and before the switch to the
-/// root, which frees the initramfs they are read from.
+/// media's: CD, USB, SATA, loop), and says how they went. Before a live
+/// root's search and a network root's loop device, which need them, and
+/// before the switch to the root, which frees the initramfs they are read
+/// from.
 pub fn finish_beside(sys: &mut impl Sys) {
     let start = sys.now();
     let results = sys.finish_modules();

@@ -182,9 +182,6 @@ impl Net for LinuxNet {
 
 /// Stage 1 of a network boot, from the command line to exec of stage 2.
 pub fn boot_net(sys: &mut impl Sys, net: &mut impl Net, cmdline: &Cmdline) -> Ending {
-    // The root image in RAM is mounted through a loop device, whose module
-    // loads beside the rest of stage 1 (`modules.load`).
-    crate::stage1::finish_beside(sys);
     match net_root(sys, net, cmdline) {
         Ok(()) => Ending::SwitchedRoot,
         Err(e) => root::refuse(sys, "net", &e),
@@ -222,6 +219,9 @@ fn net_root(sys: &mut impl Sys, net: &mut impl Net, cmdline: &Cmdline) -> Result
         verity.root_hash_hex(),
         sys.now().saturating_sub(start).as_secs_f64()
     );
+    // The loop device's module, and a local state disk's (SATA, USB), load
+    // beside the lease, the fetch and the check (`modules.load`'s `# beside`).
+    crate::stage1::finish_beside(sys);
     let dev = sys.loop_attach(&image).map_err(|errno| RootError::Medium {
         step: format!("attaching {} to a loop device", image.display()),
         errno,

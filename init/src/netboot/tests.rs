@@ -144,6 +144,43 @@ fn a_network_boot_waits_for_the_nic_retries_the_server_verifies_and_keeps_state_
 }
 
 #[test]
+fn the_boot_media_modules_load_beside_the_lease_and_the_fetch_and_before_the_loop_device() {
+    let (mut sys, cmdline) = machine();
+    sys.files.insert(
+        PathBuf::from(crate::modules::MODULES_LOAD),
+        format!(
+            "# kver={}\n# wave 0\nkernel/drivers/net/virtio_net.ko\n# beside\n\
+             # wave 0\nkernel/drivers/block/loop.ko\n",
+            sys.release
+        )
+        .into_bytes(),
+    );
+    assert_eq!(
+        crate::stage1::load_modules(&mut sys).map(|r| r.loaded).ok(),
+        Some(1)
+    );
+    let mut net = FakeNet::default();
+    assert_eq!(boot_net(&mut sys, &mut net, &cmdline), Ending::SwitchedRoot);
+    let at = |want: &dyn Fn(&Action) -> bool| {
+        sys.actions
+            .iter()
+            .position(want)
+            .unwrap_or_else(|| panic!("{:?}", sys.actions))
+    };
+    let begun = at(&|a| *a == Action::BeginModules(1));
+    let fetched = at(&|a| matches!(a, Action::Console(m) if m.contains("netboot: root image: ")));
+    let verified =
+        at(&|a| matches!(a, Action::Console(m) if m.contains("every block of the root matches")));
+    let loop_ko = at(&|a| matches!(a, Action::Module(m) if m.ends_with("loop.ko")));
+    let attached = at(&|a| *a == Action::Loop(ROOT_FILE.into()));
+    assert!(
+        begun < fetched && verified < loop_ko && loop_ko < attached,
+        "{:?}",
+        sys.actions
+    );
+}
+
+#[test]
 fn a_root_that_does_not_match_its_hash_is_refused_and_never_mounted() {
     let (mut sys, cmdline) = machine();
     let mut net = FakeNet {
