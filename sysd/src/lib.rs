@@ -320,10 +320,16 @@ pub fn run(args: Args) -> i32 {
     // check in time; a boot after an update that was not kept reports the rollback.
     // Rebooting helps only when there is a good slot to fall back to; a machine
     // with nowhere to go keeps running and reports what is unhealthy.
-    let probation = boot_health(&shared, false) != Some(ballast_slot::Health::Good)
-        && boot_health(&shared, true) == Some(ballast_slot::Health::Good);
-    if let (Some(booted), Ok(boot)) = (shared.slot, shared.boot()) {
-        let slots = boot.status().unwrap_or_default();
+    // The boot partition's slot states are read once here (each read of its
+    // vfat is a few directory walks, on the way to the first service).
+    let boot = shared.slot.and_then(|_| shared.boot().ok());
+    let slots = boot.as_ref().map(|b| b.status());
+    let probation = match (shared.slot, &slots) {
+        (Some(booted), Some(Ok(slots))) => on_probation(slots, booted),
+        _ => false,
+    };
+    if let (Some(booted), Some(boot), Some(slots)) = (shared.slot, &boot, slots) {
+        let slots = slots.unwrap_or_default();
         if let Some(rb) = update::reconcile(&shared.records, booted, &shared.version, &slots) {
             let line = update::rollback_line(&rb);
             let mut out = std::io::stdout();
@@ -620,13 +626,12 @@ fn announce_ready(shared: &Shared, paths: &Paths) {
     }
 }
 
-/// The booted (or the other) slot's health as the bootloader sees it (None when unknown).
-fn boot_health(shared: &Shared, other: bool) -> Option<ballast_slot::Health> {
-    let slot = shared.slot?;
-    let slot = if other { slot.other() } else { slot };
-    let boot = shared.boot().ok()?;
-    let slots = boot.status().ok()?;
-    slots.iter().find(|s| s.slot == slot).map(|s| s.health)
+/// The booted slot is on probation: the bootloader does not call it good,
+/// and the other slot is good to fall back to.
+fn on_probation(slots: &[ballast_slot::SlotStatus], booted: SlotId) -> bool {
+    let health = |slot: SlotId| slots.iter().find(|s| s.slot == slot).map(|s| s.health);
+    health(booted) != Some(ballast_slot::Health::Good)
+        && health(booted.other()) == Some(ballast_slot::Health::Good)
 }
 
 /// The slot on probation did not pass the health check in time: record why (for the
@@ -668,5 +673,39 @@ fn give_up_probation(shared: &Shared, timeout: Duration) {
     }
     if let Err(e) = shared.ask_pid1(Signal::Int, "reboot") {
         say(&e.to_string());
+    }
+}
+
+#[cfg(test)]
+mod probation_tests {
+    use super::on_probation;
+    use ballast_slot::{Health, SlotId, SlotStatus};
+
+    fn slots(a: Health, b: Option<Health>) -> Vec<SlotStatus> {
+        let status = |slot, health| SlotStatus {
+            slot,
+            version: None,
+            health,
+            is_default: false,
+        };
+        let mut out = vec![status(SlotId::A, a)];
+        out.extend(b.map(|h| status(SlotId::B, h)));
+        out
+    }
+
+    #[test]
+    fn a_slot_not_yet_good_is_on_probation_only_with_a_good_slot_to_fall_back_to() {
+        let trying = Health::Trying {
+            tries_left: 2,
+            tries_done: 1,
+        };
+        assert!(on_probation(&slots(trying, Some(Health::Good)), SlotId::A));
+        assert!(!on_probation(
+            &slots(Health::Good, Some(Health::Good)),
+            SlotId::A
+        ));
+        assert!(!on_probation(&slots(trying, Some(Health::Bad)), SlotId::A));
+        assert!(!on_probation(&slots(trying, None), SlotId::A));
+        assert!(on_probation(&slots(Health::Good, Some(trying)), SlotId::B));
     }
 }
