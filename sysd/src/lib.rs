@@ -322,24 +322,24 @@ pub fn run(args: Args) -> i32 {
     // with nowhere to go keeps running and reports what is unhealthy.
     // The boot partition's slot states are read once here (each read of its
     // vfat is a few directory walks, on the way to the first service).
-    let boot = shared.slot.and_then(|_| shared.boot().ok());
-    let slots = boot.as_ref().map(|b| b.status());
-    let probation = match (shared.slot, &slots) {
-        (Some(booted), Some(Ok(slots))) => on_probation(slots, booted),
+    let probation = match (shared.slot, shared.boot()) {
+        (Some(booted), Ok(boot)) => {
+            let slots = boot.status();
+            let probation = slots.as_ref().is_ok_and(|s| on_probation(s, booted));
+            let slots = slots.unwrap_or_default();
+            if let Some(rb) = update::reconcile(&shared.records, booted, &shared.version, &slots) {
+                let line = update::rollback_line(&rb);
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+                if let Err(e) = boot.set_default(booted) {
+                    say(&e.to_string());
+                }
+            }
+            probation
+        }
         _ => false,
     };
-    if let (Some(booted), Some(boot), Some(slots)) = (shared.slot, &boot, slots) {
-        let slots = slots.unwrap_or_default();
-        if let Some(rb) = update::reconcile(&shared.records, booted, &shared.version, &slots) {
-            let line = update::rollback_line(&rb);
-            let mut out = std::io::stdout();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-            if let Err(e) = boot.set_default(booted) {
-                say(&e.to_string());
-            }
-        }
-    }
     let mut gave_up = false;
     agent::start(shared.clone());
 
