@@ -478,7 +478,7 @@ mod tests {
 
     use crate::stage1::{boot, Ending};
     use crate::sys::{PartInfo, Shutdown};
-    use crate::testsys::{Action, TestSys};
+    use crate::testsys::{position, Action, TestSys};
 
     const GUID: &str = "6B3E0F51-6E2D-4C5B-9F0A-2B8C1D3E4F50";
 
@@ -537,14 +537,6 @@ mod tests {
             .insert(PathBuf::from("/dev/vda4"), ext4_superblock(4096));
         sys.file("/sysroot/sbin/init", "\x7fELF");
         sys
-    }
-
-    /// Where the first action `want` accepts stands (panics, listing them, if none).
-    fn position(actions: &[&Action], want: &dyn Fn(&Action) -> bool) -> usize {
-        actions
-            .iter()
-            .position(|a| want(a))
-            .unwrap_or_else(|| panic!("{actions:?}"))
     }
 
     fn without_console(sys: &TestSys) -> Vec<&Action> {

@@ -145,6 +145,15 @@ pub struct TestSys {
     pub run_results: VecDeque<io::Result<(Option<i32>, String)>>,
 }
 
+/// Where the first action `want` accepts stands in `actions` (panics, listing
+/// them, if none): for tests of the order of things.
+pub fn position(actions: &[&Action], want: &dyn Fn(&Action) -> bool) -> usize {
+    actions
+        .iter()
+        .position(|a| want(a))
+        .unwrap_or_else(|| panic!("{actions:?}"))
+}
+
 impl TestSys {
     /// A machine as the builder's initramfs leaves it, booted with `cmdline`.
     pub fn booted_with(cmdline: &str) -> TestSys {

@@ -2,7 +2,7 @@ use super::*;
 use crate::stage1::boot;
 use crate::state::STATE_MOUNT;
 use crate::sys::Shutdown;
-use crate::testsys::{Action, TestSys};
+use crate::testsys::{position, Action, TestSys};
 use std::collections::VecDeque;
 
 /// A scripted network: configure and fetch answers in order, then success.
@@ -161,12 +161,8 @@ fn the_boot_media_modules_load_beside_the_lease_and_the_fetch_and_before_the_loo
     );
     let mut net = FakeNet::default();
     assert_eq!(boot_net(&mut sys, &mut net, &cmdline), Ending::SwitchedRoot);
-    let at = |want: &dyn Fn(&Action) -> bool| {
-        sys.actions
-            .iter()
-            .position(want)
-            .unwrap_or_else(|| panic!("{:?}", sys.actions))
-    };
+    let actions: Vec<&Action> = sys.actions.iter().collect();
+    let at = |want: &dyn Fn(&Action) -> bool| position(&actions, want);
     let begun = at(&|a| *a == Action::BeginModules(1));
     let fetched = at(&|a| matches!(a, Action::Console(m) if m.contains("netboot: root image: ")));
     let verified =
@@ -175,8 +171,7 @@ fn the_boot_media_modules_load_beside_the_lease_and_the_fetch_and_before_the_loo
     let attached = at(&|a| *a == Action::Loop(ROOT_FILE.into()));
     assert!(
         begun < fetched && verified < loop_ko && loop_ko < attached,
-        "{:?}",
-        sys.actions
+        "{actions:?}"
     );
 }
 
